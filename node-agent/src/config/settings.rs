@@ -1,0 +1,307 @@
+//! The agent's settings as written in the YAML file: every key, its default and its unit.
+//!
+//! Key names follow Akka Management / Akka Cluster where Akka has the same knob, with
+//! Akka's defaults. `reference.yaml` in this crate documents the same keys for users; a
+//! test keeps the two in step.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use super::duration;
+
+/// Everything the agent can be told, grouped as in the YAML file.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Settings {
+    pub cluster: ClusterSettings,
+    pub management: ManagementSettings,
+    pub bootstrap: BootstrapSettings,
+    pub discovery: DiscoverySettings,
+}
+
+/// `cluster:` — this node's membership in the cluster (Akka Cluster).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct ClusterSettings {
+    /// Cluster (system) name, part of every node address; nodes with another name are
+    /// never joined. Default: `bootstrap.service-name`, else `muster`.
+    pub name: Option<String>,
+    /// This node's IP address, advertised to peers and bound. Default: `POD_IP`.
+    pub hostname: Option<String>,
+    /// Cluster (gossip) TCP port. Default 2552.
+    pub port: u16,
+    /// Explicit seed nodes (`muster://name@ip:port` or `ip:port`). When set, bootstrap is
+    /// skipped: the node joins these; the first in the list forms the cluster if none
+    /// answers within `seed-node-timeout`. Default: none.
+    pub seed_nodes: Vec<String>,
+    /// Roles of this member, shown to peers. Default: none.
+    pub roles: Vec<String>,
+    /// Version of the application, shown to peers (used by rolling updates). Default `0.0.0`.
+    pub app_version: String,
+    /// File holding the shared cluster key that authenticates agent-to-agent messages
+    /// (HMAC-SHA256). At least 16 bytes. Default: none (traffic is not authenticated, a
+    /// warning is logged).
+    pub key_file: Option<PathBuf>,
+    /// How often gossip is sent to a random peer. Default 1s.
+    #[serde(with = "duration")]
+    pub gossip_interval: Duration,
+    /// How often the leader checks for convergence and moves members up. Default 1s.
+    #[serde(with = "duration")]
+    pub leader_actions_interval: Duration,
+    /// Joining members become WeaklyUp after this long without convergence; `off`
+    /// disables. Default 7s.
+    #[serde(with = "duration::or_off")]
+    pub allow_weakly_up_members: Option<Duration>,
+    /// A join that got no welcome is sent again after this long. Default 2s (Akka: 10s;
+    /// muster's join is idempotent and cheap, so it retries sooner).
+    #[serde(with = "duration")]
+    pub retry_unsuccessful_join_after: Duration,
+    /// With `seed-nodes`, how long the first seed node waits for another seed before it
+    /// forms the cluster itself. Default 5s.
+    #[serde(with = "duration")]
+    pub seed_node_timeout: Duration,
+}
+
+impl Default for ClusterSettings {
+    fn default() -> Self {
+        Self {
+            name: None,
+            hostname: None,
+            port: 2552,
+            seed_nodes: Vec::new(),
+            roles: Vec::new(),
+            app_version: "0.0.0".to_owned(),
+            key_file: None,
+            gossip_interval: Duration::from_secs(1),
+            leader_actions_interval: Duration::from_secs(1),
+            allow_weakly_up_members: Some(Duration::from_secs(7)),
+            retry_unsuccessful_join_after: Duration::from_secs(2),
+            seed_node_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// `management:` — the HTTP management API (Akka Management).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct ManagementSettings {
+    /// Address to bind and advertise. Default: `cluster.hostname`.
+    pub hostname: Option<String>,
+    /// HTTP port. Default 8558.
+    pub port: u16,
+    /// Open connections accepted at once; further clients wait. Default 1024.
+    pub max_connections: usize,
+    /// A client must send its request headers within this time. Default 10s.
+    #[serde(with = "duration")]
+    pub header_read_timeout: Duration,
+    /// Largest request body accepted, in bytes. Default 65536.
+    pub max_body_bytes: usize,
+}
+
+impl Default for ManagementSettings {
+    fn default() -> Self {
+        Self {
+            hostname: None,
+            port: 8558,
+            max_connections: 1024,
+            header_read_timeout: Duration::from_secs(10),
+            max_body_bytes: 64 * 1024,
+        }
+    }
+}
+
+/// Where contact points come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DiscoveryMethod {
+    /// Pods in the namespace selected by `discovery.kubernetes-api.pod-label-selector`.
+    KubernetesApi,
+    /// SRV (with `port-name`) or A/AAAA records of the headless Service.
+    Dns,
+    /// The static list `discovery.config.endpoints`.
+    Config,
+    /// `discovery.aggregate.discovery-methods`, in order, the first that answers.
+    Aggregate,
+}
+
+impl DiscoveryMethod {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::KubernetesApi => "kubernetes-api",
+            Self::Dns => "dns",
+            Self::Config => "config",
+            Self::Aggregate => "aggregate",
+        }
+    }
+}
+
+/// `bootstrap:` — Akka Cluster Bootstrap's `contact-point-discovery` and `contact-point`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct BootstrapSettings {
+    /// May this node form a new cluster when no contact point reports one? The operator
+    /// turns this off once the cluster has formed. Default true.
+    pub new_cluster_enabled: bool,
+    /// Name looked up in discovery (the headless Service, `app` label). Default: none.
+    pub service_name: Option<String>,
+    /// Namespace of the service. Default: `POD_NAMESPACE`, else the service account's
+    /// namespace file, else `default`.
+    pub service_namespace: Option<String>,
+    /// How contact points are found. Default `kubernetes-api`.
+    pub discovery_method: DiscoveryMethod,
+    /// Name of the management port in discovery (SRV port name, container port name).
+    /// Empty: none, the `fallback-port` is used. Default empty.
+    pub port_name: String,
+    /// Protocol of the SRV lookup. Default `tcp`.
+    pub protocol: String,
+    /// The discovered set must be unchanged this long before a new cluster is formed
+    /// (unless every contact point agrees, see `contact-point-agreement`). Default 5s.
+    #[serde(with = "duration")]
+    pub stable_margin: Duration,
+    /// Discovery is polled this often. Default 1s.
+    #[serde(with = "duration")]
+    pub interval: Duration,
+    /// Random share added to each discovery retry interval (0.2 = up to 20%). Default 0.2.
+    pub exponential_backoff_random_factor: f64,
+    /// Failed lookups back off exponentially up to this interval. Default 15s.
+    #[serde(with = "duration")]
+    pub exponential_backoff_max: Duration,
+    /// Contact points that must have answered before a new cluster is formed. Set it to
+    /// the number of replicas for the safest formation. Default 2.
+    pub required_contact_point_nr: usize,
+    /// Each discovery lookup gives up after this long. Default 3s.
+    #[serde(with = "duration")]
+    pub resolve_timeout: Duration,
+    /// Must every discovered contact point have answered before forming? Default true.
+    pub contact_with_all_contact_points: bool,
+    /// Management port of contact points when discovery gives none. Default:
+    /// `management.port`.
+    pub fallback_port: Option<u16>,
+    /// Without `port-name`, keep only targets on `fallback-port`. Default true.
+    pub filter_on_fallback_port: bool,
+    /// A contact point failing this long triggers rediscovery, and answers older than
+    /// this do not count. Default 3s.
+    #[serde(with = "duration")]
+    pub probing_failure_timeout: Duration,
+    /// Each contact point is probed this often. Default 1s.
+    #[serde(with = "duration")]
+    pub probe_interval: Duration,
+    /// Random share added to each probe interval (0.2 = up to 20%). Default 0.2.
+    pub probe_interval_jitter: f64,
+    /// muster: form without waiting `stable-margin` when every contact point reports the
+    /// same contact-point set as this node sees and has ever seen. Default true.
+    pub contact_point_agreement: bool,
+}
+
+impl Default for BootstrapSettings {
+    fn default() -> Self {
+        Self {
+            new_cluster_enabled: true,
+            service_name: None,
+            service_namespace: None,
+            discovery_method: DiscoveryMethod::KubernetesApi,
+            port_name: String::new(),
+            protocol: "tcp".to_owned(),
+            stable_margin: Duration::from_secs(5),
+            interval: Duration::from_secs(1),
+            exponential_backoff_random_factor: 0.2,
+            exponential_backoff_max: Duration::from_secs(15),
+            required_contact_point_nr: 2,
+            resolve_timeout: Duration::from_secs(3),
+            contact_with_all_contact_points: true,
+            fallback_port: None,
+            filter_on_fallback_port: true,
+            probing_failure_timeout: Duration::from_secs(3),
+            probe_interval: Duration::from_secs(1),
+            probe_interval_jitter: 0.2,
+            contact_point_agreement: true,
+        }
+    }
+}
+
+/// `discovery:` — settings of each discovery method.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct DiscoverySettings {
+    pub config: ConfigDiscoverySettings,
+    pub dns: DnsDiscoverySettings,
+    pub kubernetes_api: KubernetesDiscoverySettings,
+    pub aggregate: AggregateDiscoverySettings,
+}
+
+/// `discovery.config:` — a static list (Akka's config discovery).
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct ConfigDiscoverySettings {
+    /// Contact points as `host:port` or `host` (then `fallback-port`); hosts may be names.
+    pub endpoints: Vec<String>,
+}
+
+/// `discovery.dns:` — DNS lookups with hickory-resolver.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct DnsDiscoverySettings {
+    /// Name server as `ip` or `ip:port`. Default: from `/etc/resolv.conf`.
+    pub nameserver: Option<String>,
+    /// Cluster DNS domain. Default `cluster.local`.
+    pub cluster_domain: String,
+}
+
+impl Default for DnsDiscoverySettings {
+    fn default() -> Self {
+        Self {
+            nameserver: None,
+            cluster_domain: "cluster.local".to_owned(),
+        }
+    }
+}
+
+/// `discovery.kubernetes-api:` — pods listed from the API server.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct KubernetesDiscoverySettings {
+    /// Label selector of the pods; `%s` is replaced by `bootstrap.service-name`.
+    /// Default `app=%s`.
+    pub pod_label_selector: String,
+    /// Namespace to list pods in. Default: `bootstrap.service-namespace`, `POD_NAMESPACE`,
+    /// then the file at `pod-namespace-path`.
+    pub pod_namespace: Option<String>,
+    /// File with the pod's namespace. Default
+    /// `/var/run/secrets/kubernetes.io/serviceaccount/namespace`.
+    pub pod_namespace_path: PathBuf,
+    /// Name of the agent's container: pods where it is waiting (crash-looping, pulling)
+    /// are skipped. Default: none (no filter).
+    pub container_name: Option<String>,
+}
+
+impl Default for KubernetesDiscoverySettings {
+    fn default() -> Self {
+        Self {
+            pod_label_selector: "app=%s".to_owned(),
+            pod_namespace: None,
+            pod_namespace_path: PathBuf::from(
+                "/var/run/secrets/kubernetes.io/serviceaccount/namespace",
+            ),
+            container_name: None,
+        }
+    }
+}
+
+/// `discovery.aggregate:` — several methods in order.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct AggregateDiscoverySettings {
+    /// Methods tried in order; the first with a non-empty answer wins.
+    /// Default `[kubernetes-api, dns]`.
+    pub discovery_methods: Vec<DiscoveryMethod>,
+}
+
+impl Default for AggregateDiscoverySettings {
+    fn default() -> Self {
+        Self {
+            discovery_methods: vec![DiscoveryMethod::KubernetesApi, DiscoveryMethod::Dns],
+        }
+    }
+}

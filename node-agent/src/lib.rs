@@ -1,0 +1,11 @@
+//! muster node agent: finds its peers, forms or joins exactly one cluster, and keeps
+//! gossip membership; tells the application through an HTTP management API.
+//!
+//! Layout: pure protocol cores ([`bootstrap::decider`], [`bootstrap::state`],
+//! [`membership::core`]) that take time and randomness as inputs, and thin I/O shells
+//! around them (discovery, probes, transport, management server) wired by [`Agent`].
+
+pub mod address;
+pub mod config;
+pub mod discovery;
+pub mod rng;
