@@ -6,6 +6,9 @@
 //! around them (discovery, probes, transport, management server) wired by [`Agent`].
 
 pub mod address;
+pub mod bootstrap;
 pub mod config;
 pub mod discovery;
+pub mod membership;
 pub mod rng;
+pub mod transport;

@@ -1,0 +1,6 @@
+//! Cluster bootstrap (Akka Cluster Bootstrap semantics): discover contact points, probe
+//! their `/bootstrap/seed-nodes`, then join an existing cluster or — the lowest node,
+//! when everything agrees — form a new one.
+
+pub mod decider;
+pub mod state;

@@ -1,0 +1,557 @@
+//! The bootstrap core: observations, schedules and the decision, as a pure state machine.
+//!
+//! The coordinator (I/O) asks it what to do ([`Bootstrap::poll`]: look up, probe whom),
+//! feeds results back (`on_lookup`, `on_probe`) and acts on [`Bootstrap::decide`]. The
+//! simulation drives the very same object with simulated time and network.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use serde::Serialize;
+
+use super::decider::{
+    self, DeciderSettings, Decision, Observations, ProbeAnswer, SelfIdentity, Time,
+};
+use crate::address::ContactPoint;
+use crate::config::AgentConfig;
+use crate::discovery::Skipped;
+use crate::rng::Rng;
+
+/// Timing of lookups and probes (Akka's `contact-point-discovery` and `contact-point`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Schedule {
+    pub interval: Duration,
+    pub exponential_backoff_random_factor: f64,
+    pub exponential_backoff_max: Duration,
+    pub probe_interval: Duration,
+    pub probe_interval_jitter: f64,
+    pub probing_failure_timeout: Duration,
+}
+
+impl Schedule {
+    pub fn from_config(c: &AgentConfig) -> Self {
+        let b = &c.settings.bootstrap;
+        Self {
+            interval: b.interval,
+            exponential_backoff_random_factor: b.exponential_backoff_random_factor,
+            exponential_backoff_max: b.exponential_backoff_max,
+            probe_interval: b.probe_interval,
+            probe_interval_jitter: b.probe_interval_jitter,
+            probing_failure_timeout: b.probing_failure_timeout,
+        }
+    }
+}
+
+impl DeciderSettings {
+    pub fn from_config(c: &AgentConfig) -> Self {
+        let b = &c.settings.bootstrap;
+        Self {
+            required_contact_point_nr: b.required_contact_point_nr,
+            stable_margin: b.stable_margin,
+            contact_with_all_contact_points: b.contact_with_all_contact_points,
+            new_cluster_enabled: b.new_cluster_enabled,
+            probing_failure_timeout: b.probing_failure_timeout,
+            contact_point_agreement: b.contact_point_agreement,
+        }
+    }
+}
+
+/// Something the I/O shell must do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    Lookup,
+    Probe(ContactPoint),
+}
+
+#[derive(Debug, Clone, Default)]
+struct ProbeSchedule {
+    next_at: Time,
+    in_flight: bool,
+    last_started: Option<Time>,
+    /// Start of the current run of failures.
+    failing_since: Option<Time>,
+    last_error: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+struct LookupSchedule {
+    next_at: Time,
+    in_flight: bool,
+    consecutive_failures: u32,
+}
+
+/// The bootstrap state of one node.
+#[derive(Debug, Clone)]
+pub struct Bootstrap {
+    schedule: Schedule,
+    settings: DeciderSettings,
+    me: SelfIdentity,
+    obs: Observations,
+    lookup: LookupSchedule,
+    probes: BTreeMap<ContactPoint, ProbeSchedule>,
+    skipped: Vec<Skipped>,
+    finished: bool,
+}
+
+fn jittered(base: Duration, factor: f64, rng: &mut Rng) -> Duration {
+    base.mul_f64(1.0 + factor * rng.unit())
+}
+
+impl Bootstrap {
+    pub fn new(schedule: Schedule, settings: DeciderSettings, me: SelfIdentity, now: Time) -> Self {
+        Self {
+            schedule,
+            settings,
+            me,
+            obs: Observations {
+                discovered_changed_at: now,
+                ..Observations::default()
+            },
+            lookup: LookupSchedule {
+                next_at: now,
+                in_flight: false,
+                consecutive_failures: 0,
+            },
+            probes: BTreeMap::new(),
+            skipped: Vec::new(),
+            finished: false,
+        }
+    }
+
+    pub fn settings(&self) -> &DeciderSettings {
+        &self.settings
+    }
+
+    pub fn identity(&self) -> &SelfIdentity {
+        &self.me
+    }
+
+    /// Every contact point ever discovered: reported in this node's probe answers.
+    pub fn ever_seen(&self) -> &BTreeSet<ContactPoint> {
+        &self.obs.ever_seen
+    }
+
+    /// The contact points of the latest successful lookup.
+    pub fn discovered(&self) -> &BTreeSet<ContactPoint> {
+        &self.obs.discovered
+    }
+
+    pub fn is_finished(&self) -> bool {
+        self.finished
+    }
+
+    /// The node has joined: no more lookups or probes.
+    pub fn finish(&mut self) {
+        self.finished = true;
+    }
+
+    /// What is due now; marks it in flight.
+    pub fn poll(&mut self, now: Time) -> Vec<Action> {
+        let mut actions = Vec::new();
+        if self.finished {
+            return actions;
+        }
+        if !self.lookup.in_flight && self.lookup.next_at <= now {
+            self.lookup.in_flight = true;
+            actions.push(Action::Lookup);
+        }
+        for (cp, p) in &mut self.probes {
+            if !p.in_flight && p.next_at <= now {
+                p.in_flight = true;
+                p.last_started = Some(now);
+                actions.push(Action::Probe(cp.clone()));
+            }
+        }
+        actions
+    }
+
+    /// When something becomes due or the decision may change with time alone.
+    pub fn next_wakeup(&self) -> Option<Time> {
+        if self.finished {
+            return None;
+        }
+        let lookup = (!self.lookup.in_flight).then_some(self.lookup.next_at);
+        let probes = self
+            .probes
+            .values()
+            .filter(|p| !p.in_flight)
+            .map(|p| p.next_at);
+        let stable_at = (self.obs.lookups > 0)
+            .then(|| self.obs.discovered_changed_at + self.settings.stable_margin);
+        lookup.into_iter().chain(probes).chain(stable_at).min()
+    }
+
+    /// A lookup finished.
+    pub fn on_lookup(
+        &mut self,
+        now: Time,
+        rng: &mut Rng,
+        result: Result<(Vec<ContactPoint>, Vec<Skipped>), String>,
+    ) {
+        self.lookup.in_flight = false;
+        match result {
+            Ok((points, skipped)) => {
+                self.lookup.consecutive_failures = 0;
+                self.lookup.next_at = now
+                    + jittered(
+                        self.schedule.interval,
+                        self.schedule.exponential_backoff_random_factor,
+                        rng,
+                    );
+                self.obs.lookup_error = None;
+                self.obs.lookups += 1;
+                self.skipped = skipped;
+                let set: BTreeSet<ContactPoint> = points.into_iter().collect();
+                if set != self.obs.discovered || self.obs.lookups == 1 {
+                    // Names may differ between lookups; identity is ip and port.
+                    if set != self.obs.discovered {
+                        self.obs.discovered_changed_at = now;
+                    }
+                    self.obs.answers.retain(|cp, _| set.contains(cp));
+                    self.probes.retain(|cp, _| set.contains(cp));
+                    for cp in &set {
+                        self.probes
+                            .entry(cp.clone())
+                            .or_insert_with(|| ProbeSchedule {
+                                next_at: now,
+                                ..Default::default()
+                            });
+                    }
+                    self.obs.ever_seen.extend(set.iter().cloned());
+                    self.obs.discovered = set;
+                }
+            }
+            Err(error) => {
+                self.lookup.consecutive_failures += 1;
+                let exp = self.lookup.consecutive_failures.min(16);
+                let backoff = self
+                    .schedule
+                    .interval
+                    .saturating_mul(1 << exp)
+                    .min(self.schedule.exponential_backoff_max);
+                self.lookup.next_at = now
+                    + jittered(
+                        backoff,
+                        self.schedule.exponential_backoff_random_factor,
+                        rng,
+                    );
+                self.obs.lookup_error = Some(error);
+            }
+        }
+    }
+
+    /// A probe finished.
+    pub fn on_probe(
+        &mut self,
+        now: Time,
+        rng: &mut Rng,
+        cp: &ContactPoint,
+        result: Result<ProbeAnswer, String>,
+    ) {
+        let Some(p) = self.probes.get_mut(cp) else {
+            return;
+        };
+        p.in_flight = false;
+        p.next_at = now
+            + jittered(
+                self.schedule.probe_interval,
+                self.schedule.probe_interval_jitter,
+                rng,
+            );
+        match result {
+            Ok(answer) => {
+                p.failing_since = None;
+                p.last_error = None;
+                self.obs.answers.insert(cp.clone(), answer);
+            }
+            Err(error) => {
+                p.last_error = Some(error);
+                let since = *p.failing_since.get_or_insert(now);
+                // A contact point failing this long may be gone: look again (Akka).
+                if now.saturating_sub(since) >= self.schedule.probing_failure_timeout {
+                    p.failing_since = Some(now);
+                    if !self.lookup.in_flight {
+                        self.lookup.next_at = self.lookup.next_at.min(now);
+                    }
+                }
+            }
+        }
+    }
+
+    /// A contact point probed us: it is up, so probe it back soon (at most four times
+    /// per probe interval) instead of waiting for its turn.
+    pub fn nudge(&mut self, now: Time, cp: &ContactPoint) {
+        if self.finished {
+            return;
+        }
+        let quarter = self.schedule.probe_interval / 4;
+        if let Some(p) = self.probes.get_mut(cp)
+            && !p.in_flight
+        {
+            let earliest = p.last_started.map_or(now, |s| (s + quarter).max(now));
+            p.next_at = p.next_at.min(earliest);
+        }
+    }
+
+    pub fn decide(&self, now: Time) -> Decision {
+        decider::decide(&self.obs, &self.settings, &self.me, now)
+    }
+
+    /// The state explained, for `/bootstrap/status`.
+    pub fn status(&self, now: Time) -> BootstrapStatus {
+        let decision = self.decide(now);
+        let reason = match &decision {
+            Decision::Wait(w) => w.explain(),
+            Decision::Join { seed_nodes } => format!(
+                "joining the existing cluster through {}",
+                seed_nodes.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
+            ),
+            Decision::Form { by_agreement: true } => "forming a new cluster: this node is the lowest contact point and every contact point reports the same set".into(),
+            Decision::Form { by_agreement: false } => "forming a new cluster: this node is the lowest contact point and the set was stable for bootstrap.stable-margin".into(),
+        };
+        let fresh_for = self.settings.probing_failure_timeout;
+        BootstrapStatus {
+            discovered: self
+                .obs
+                .discovered
+                .iter()
+                .map(ToString::to_string)
+                .collect(),
+            lookups: self.obs.lookups,
+            lookup_error: self.obs.lookup_error.clone(),
+            stable_for_ms: (self.obs.lookups > 0)
+                .then(|| ms(now.saturating_sub(self.obs.discovered_changed_at))),
+            skipped: self.skipped.clone(),
+            contact_points: self
+                .obs
+                .discovered
+                .iter()
+                .map(|cp| {
+                    let answer = self.obs.answers.get(cp);
+                    let probe = self.probes.get(cp);
+                    ContactPointStatus {
+                        contact_point: cp.to_string(),
+                        name: cp.name.clone(),
+                        is_self: self.me.is_self(cp, answer),
+                        answer: answer.map(|a| AnswerStatus {
+                            age_ms: ms(now.saturating_sub(a.at)),
+                            fresh: now.saturating_sub(a.at) <= fresh_for,
+                            self_node: a.self_node.to_string(),
+                            seed_nodes: a.seed_nodes.iter().map(ToString::to_string).collect(),
+                            contact_points: a
+                                .contact_points
+                                .as_ref()
+                                .map(|s| s.iter().map(ToString::to_string).collect()),
+                        }),
+                        last_error: probe.and_then(|p| p.last_error.clone()),
+                        failing_for_ms: probe
+                            .and_then(|p| p.failing_since)
+                            .map(|s| ms(now.saturating_sub(s))),
+                    }
+                })
+                .collect(),
+            reason,
+            decision,
+        }
+    }
+}
+
+fn ms(d: Duration) -> u64 {
+    d.as_millis() as u64
+}
+
+/// `/bootstrap/status` body (the phase is added by the coordinator).
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BootstrapStatus {
+    /// In plain words: what the node is doing or waiting for.
+    pub reason: String,
+    pub decision: Decision,
+    pub discovered: Vec<String>,
+    pub lookups: u64,
+    pub lookup_error: Option<String>,
+    pub stable_for_ms: Option<u64>,
+    pub skipped: Vec<Skipped>,
+    pub contact_points: Vec<ContactPointStatus>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ContactPointStatus {
+    pub contact_point: String,
+    pub name: Option<String>,
+    #[serde(rename = "self")]
+    pub is_self: bool,
+    pub answer: Option<AnswerStatus>,
+    pub last_error: Option<String>,
+    pub failing_for_ms: Option<u64>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AnswerStatus {
+    pub age_ms: u64,
+    pub fresh: bool,
+    pub self_node: String,
+    pub seed_nodes: Vec<String>,
+    pub contact_points: Option<Vec<String>>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::address::NodeAddress;
+
+    fn cp(s: &str) -> ContactPoint {
+        s.parse().unwrap()
+    }
+
+    fn schedule() -> Schedule {
+        Schedule {
+            interval: Duration::from_secs(1),
+            exponential_backoff_random_factor: 0.0,
+            exponential_backoff_max: Duration::from_secs(15),
+            probe_interval: Duration::from_secs(1),
+            probe_interval_jitter: 0.0,
+            probing_failure_timeout: Duration::from_secs(3),
+        }
+    }
+
+    fn boot() -> Bootstrap {
+        let me = cp("10.0.0.1:8558");
+        Bootstrap::new(
+            schedule(),
+            DeciderSettings {
+                required_contact_point_nr: 2,
+                stable_margin: Duration::from_secs(5),
+                contact_with_all_contact_points: true,
+                new_cluster_enabled: true,
+                probing_failure_timeout: Duration::from_secs(3),
+                contact_point_agreement: true,
+            },
+            SelfIdentity {
+                address: NodeAddress::new("t", me.ip, 2552),
+                management: me,
+            },
+            Duration::ZERO,
+        )
+    }
+
+    const S: fn(u64) -> Duration = Duration::from_secs;
+
+    #[test]
+    fn looks_up_then_probes_every_point_then_reprobes_on_interval() {
+        let mut b = boot();
+        let mut rng = Rng::seeded(1);
+        assert_eq!(b.poll(S(0)), vec![Action::Lookup]);
+        assert_eq!(b.poll(S(0)), vec![], "nothing twice while in flight");
+        b.on_lookup(
+            S(0),
+            &mut rng,
+            Ok((vec![cp("10.0.0.2:8558"), cp("10.0.0.1:8558")], vec![])),
+        );
+        assert_eq!(
+            b.poll(S(0)),
+            vec![
+                Action::Probe(cp("10.0.0.1:8558")),
+                Action::Probe(cp("10.0.0.2:8558"))
+            ]
+        );
+        assert_eq!(b.next_wakeup(), Some(S(1)), "next lookup");
+        b.on_probe(
+            S(0),
+            &mut rng,
+            &cp("10.0.0.2:8558"),
+            Err("connection refused".into()),
+        );
+        assert_eq!(
+            b.poll(S(1)),
+            vec![Action::Lookup, Action::Probe(cp("10.0.0.2:8558"))]
+        );
+    }
+
+    #[test]
+    fn failed_lookups_back_off_exponentially_up_to_the_max() {
+        let mut b = boot();
+        let mut rng = Rng::seeded(1);
+        let mut now = S(0);
+        let mut gaps = vec![];
+        for _ in 0..6 {
+            assert_eq!(b.poll(now), vec![Action::Lookup]);
+            b.on_lookup(now, &mut rng, Err("dns down".into()));
+            let next = b.next_wakeup().unwrap();
+            gaps.push((next - now).as_secs());
+            now = next;
+        }
+        assert_eq!(gaps, [2, 4, 8, 15, 15, 15]);
+        assert!(matches!(
+            b.decide(now),
+            Decision::Wait(decider::Waiting::LookupFailed { .. })
+        ));
+    }
+
+    #[test]
+    fn a_point_failing_for_the_timeout_triggers_rediscovery() {
+        let mut b = boot();
+        let mut rng = Rng::seeded(1);
+        b.poll(S(0));
+        b.on_lookup(S(0), &mut rng, Ok((vec![cp("10.0.0.2:8558")], vec![])));
+        b.poll(S(0));
+        // Let the periodic lookups run so only the failure can pull the next one in.
+        let far = S(100);
+        b.lookup.next_at = far;
+        for t in [0, 1, 2] {
+            b.on_probe(S(t), &mut rng, &cp("10.0.0.2:8558"), Err("refused".into()));
+            assert_eq!(b.lookup.next_at, far);
+            b.poll(S(t + 1));
+        }
+        b.on_probe(S(3), &mut rng, &cp("10.0.0.2:8558"), Err("refused".into()));
+        assert_eq!(b.lookup.next_at, S(3));
+        assert!(b.status(S(3)).contact_points[0].last_error.as_deref() == Some("refused"));
+    }
+
+    #[test]
+    fn removed_points_are_forgotten_but_remain_ever_seen() {
+        let mut b = boot();
+        let mut rng = Rng::seeded(1);
+        b.poll(S(0));
+        b.on_lookup(
+            S(0),
+            &mut rng,
+            Ok((vec![cp("10.0.0.1:8558"), cp("10.0.0.2:8558")], vec![])),
+        );
+        b.poll(S(1));
+        b.on_lookup(S(1), &mut rng, Ok((vec![cp("10.0.0.1:8558")], vec![])));
+        assert_eq!(b.discovered().len(), 1);
+        assert_eq!(b.ever_seen().len(), 2);
+        assert_eq!(b.probes.len(), 1);
+    }
+
+    #[test]
+    fn nudge_probes_back_soon_but_not_in_a_storm() {
+        let mut b = boot();
+        let mut rng = Rng::seeded(1);
+        b.poll(S(0));
+        b.on_lookup(S(0), &mut rng, Ok((vec![cp("10.0.0.2:8558")], vec![])));
+        b.poll(S(0));
+        b.on_probe(S(0), &mut rng, &cp("10.0.0.2:8558"), Err("refused".into()));
+        let t = Duration::from_millis(100);
+        b.nudge(t, &cp("10.0.0.2:8558"));
+        assert_eq!(
+            b.poll(t),
+            vec![],
+            "started 100ms ago: wait for a quarter interval"
+        );
+        let q = Duration::from_millis(250);
+        assert_eq!(b.poll(q), vec![Action::Probe(cp("10.0.0.2:8558"))]);
+        b.nudge(q, &cp("10.0.0.9:8558")); // unknown points are ignored
+    }
+
+    #[test]
+    fn finished_does_nothing() {
+        let mut b = boot();
+        b.finish();
+        assert!(b.poll(S(0)).is_empty());
+        assert_eq!(b.next_wakeup(), None);
+    }
+}

@@ -1,0 +1,525 @@
+//! The membership state machine of one node. Pure: every input carries `now`, randomness
+//! comes from the caller's [`Rng`], and the outputs are messages to send.
+//!
+//! - Joining: `Join` to the seed nodes, retried every `retry-unsuccessful-join-after`
+//!   until a `Welcome` arrives. Forming = joining oneself.
+//! - A member that receives `Join` adds the node as Joining (a new incarnation on a known
+//!   address first has its old one marked Down) and answers `Welcome`.
+//! - Gossip: on every change the state is pushed to up to three members that have not
+//!   seen it, and to the leader; every `gossip-interval` to one random member. A
+//!   received gossip is merged; if the sender lacked something, it gets ours back.
+//! - Leader actions, on convergence: Joining/WeaklyUp → Up (assigning up numbers in
+//!   address order), Down → removed. Without convergence for `allow-weakly-up-members`,
+//!   Joining → WeaklyUp.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use super::gossip::Gossip;
+use super::member::{Member, MemberInfo, MemberStatus};
+use crate::address::{NodeAddress, UniqueAddress};
+use crate::bootstrap::decider::Time;
+use crate::config::AgentConfig;
+use crate::rng::Rng;
+use crate::transport::messages::{Envelope, Message};
+
+/// Members that are pushed a changed state at once (besides the leader).
+const PUSH_FANOUT: usize = 3;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct MembershipSettings {
+    pub gossip_interval: Duration,
+    pub leader_actions_interval: Duration,
+    pub allow_weakly_up_members: Option<Duration>,
+    pub retry_unsuccessful_join_after: Duration,
+    pub seed_node_timeout: Duration,
+}
+
+impl MembershipSettings {
+    pub fn from_config(c: &AgentConfig) -> Self {
+        let s = &c.settings.cluster;
+        Self {
+            gossip_interval: s.gossip_interval,
+            leader_actions_interval: s.leader_actions_interval,
+            allow_weakly_up_members: s.allow_weakly_up_members,
+            retry_unsuccessful_join_after: s.retry_unsuccessful_join_after,
+            seed_node_timeout: s.seed_node_timeout,
+        }
+    }
+}
+
+/// Where this node is in its life.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Phase {
+    /// Not yet told whom to join.
+    Idle,
+    /// Asking `seeds` to let us in; with explicit seed nodes, the first seed forms the
+    /// cluster alone at `form_at`.
+    Joining {
+        seeds: Vec<NodeAddress>,
+        next_attempt: Time,
+        form_at: Option<Time>,
+    },
+    /// In the cluster.
+    Member,
+}
+
+/// Why an incoming message was dropped (counted in metrics).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dropped {
+    /// Meant for another node or another incarnation of this one.
+    WrongRecipient,
+    /// A gossip that does not contain this node, or from a sender outside it.
+    ForeignGossip,
+    /// Not applicable in the current phase (e.g. a join to a node that is not a member).
+    NotNow,
+}
+
+impl Dropped {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::WrongRecipient => "wrong_recipient",
+            Self::ForeignGossip => "foreign_gossip",
+            Self::NotNow => "not_now",
+        }
+    }
+}
+
+/// A message to send.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outgoing {
+    pub to: NodeAddress,
+    pub envelope: Envelope,
+}
+
+#[derive(Debug, Clone)]
+pub struct MembershipCore {
+    me: UniqueAddress,
+    info: MemberInfo,
+    settings: MembershipSettings,
+    phase: Phase,
+    gossip: Gossip,
+    next_gossip: Time,
+    next_leader_actions: Time,
+    unconverged_since: Option<Time>,
+}
+
+impl MembershipCore {
+    pub fn new(
+        me: UniqueAddress,
+        info: MemberInfo,
+        settings: MembershipSettings,
+        now: Time,
+    ) -> Self {
+        Self {
+            me,
+            info,
+            next_gossip: now + settings.gossip_interval,
+            next_leader_actions: now + settings.leader_actions_interval,
+            settings,
+            phase: Phase::Idle,
+            gossip: Gossip::default(),
+            unconverged_since: None,
+        }
+    }
+
+    pub fn me(&self) -> &UniqueAddress {
+        &self.me
+    }
+
+    pub fn phase(&self) -> &Phase {
+        &self.phase
+    }
+
+    pub fn gossip(&self) -> &Gossip {
+        &self.gossip
+    }
+
+    pub fn is_member(&self) -> bool {
+        self.phase == Phase::Member
+    }
+
+    pub fn self_member(&self) -> Option<&Member> {
+        self.gossip.member(&self.me)
+    }
+
+    fn envelope(&self, to: &NodeAddress, to_uid: Option<u64>, message: Message) -> Outgoing {
+        Outgoing {
+            to: to.clone(),
+            envelope: Envelope {
+                from: self.me.clone(),
+                to: to.clone(),
+                to_uid,
+                message,
+            },
+        }
+    }
+
+    fn send_joins(&self, seeds: &[NodeAddress]) -> Vec<Outgoing> {
+        seeds
+            .iter()
+            .map(|s| {
+                self.envelope(
+                    s,
+                    None,
+                    Message::Join {
+                        info: self.info.clone(),
+                    },
+                )
+            })
+            .collect()
+    }
+
+    /// Join an existing cluster through these seed nodes (from bootstrap).
+    pub fn join(&mut self, now: Time, seeds: Vec<NodeAddress>) -> Vec<Outgoing> {
+        if self.is_member() {
+            return Vec::new();
+        }
+        let seeds: Vec<NodeAddress> = seeds
+            .into_iter()
+            .filter(|s| *s != self.me.address)
+            .collect();
+        if seeds.is_empty() {
+            return Vec::new();
+        }
+        if let Phase::Joining { seeds: current, .. } = &self.phase
+            && *current == seeds
+        {
+            return Vec::new(); // already asking them; the retry timer resends
+        }
+        let out = self.send_joins(&seeds);
+        self.phase = Phase::Joining {
+            seeds,
+            next_attempt: now + self.settings.retry_unsuccessful_join_after,
+            form_at: None,
+        };
+        out
+    }
+
+    /// Explicit seed nodes (Akka's seed-node process): join the others; the first seed
+    /// forms the cluster alone if none of them answers within `seed-node-timeout`.
+    pub fn join_configured_seeds(&mut self, now: Time, seeds: &[NodeAddress]) -> Vec<Outgoing> {
+        let first_is_me = seeds.first() == Some(&self.me.address);
+        let others: Vec<NodeAddress> = seeds
+            .iter()
+            .filter(|s| **s != self.me.address)
+            .cloned()
+            .collect();
+        if others.is_empty() {
+            return if first_is_me {
+                self.form(now)
+            } else {
+                Vec::new()
+            };
+        }
+        let out = self.send_joins(&others);
+        self.phase = Phase::Joining {
+            seeds: others,
+            next_attempt: now + self.settings.retry_unsuccessful_join_after,
+            form_at: first_is_me.then(|| now + self.settings.seed_node_timeout),
+        };
+        out
+    }
+
+    /// Form a new cluster: join ourselves.
+    pub fn form(&mut self, now: Time) -> Vec<Outgoing> {
+        if self.is_member() {
+            return Vec::new();
+        }
+        self.gossip = Gossip::default();
+        self.gossip
+            .put(Member::joining(self.me.clone(), self.info.clone()));
+        self.gossip.bump(&self.me);
+        self.phase = Phase::Member;
+        self.leader_actions(now);
+        Vec::new()
+    }
+
+    /// An incoming message.
+    pub fn receive(
+        &mut self,
+        now: Time,
+        rng: &mut Rng,
+        env: Envelope,
+    ) -> Result<Vec<Outgoing>, Dropped> {
+        if env.to != self.me.address || env.to_uid.is_some_and(|u| u != self.me.uid) {
+            return Err(Dropped::WrongRecipient);
+        }
+        match env.message {
+            Message::Join { info } => self.on_join(now, rng, env.from, info),
+            Message::Welcome { gossip } => {
+                if self.is_member() {
+                    return self.on_gossip(now, rng, env.from, gossip);
+                }
+                if !matches!(self.phase, Phase::Joining { .. }) || !gossip.has_member(&self.me) {
+                    return Err(Dropped::NotNow);
+                }
+                self.phase = Phase::Member;
+                self.gossip = Gossip::default();
+                self.on_gossip(now, rng, env.from, gossip)
+            }
+            Message::Gossip { gossip } => {
+                if !self.is_member() {
+                    return Err(Dropped::NotNow);
+                }
+                self.on_gossip(now, rng, env.from, gossip)
+            }
+        }
+    }
+
+    fn on_join(
+        &mut self,
+        now: Time,
+        rng: &mut Rng,
+        from: UniqueAddress,
+        info: MemberInfo,
+    ) -> Result<Vec<Outgoing>, Dropped> {
+        let me_ok = self.self_member().is_some_and(|m| {
+            matches!(
+                m.status,
+                MemberStatus::Up | MemberStatus::WeaklyUp | MemberStatus::Joining
+            )
+        });
+        if !self.is_member() || !me_ok || self.gossip.tombstones().contains(&from) {
+            return Err(Dropped::NotNow);
+        }
+        if !self.gossip.has_member(&from) {
+            let old: Vec<Member> = self.gossip.other_incarnations(&from).cloned().collect();
+            if !old.is_empty() {
+                // A restarted node: its previous incarnation cannot come back (it held
+                // this address), so mark it Down; the leader removes it and the retried
+                // join is then accepted.
+                let mut changed = false;
+                for mut m in old.into_iter().filter(|m| m.status != MemberStatus::Down) {
+                    m.status = MemberStatus::Down;
+                    self.gossip.put(m);
+                    changed = true;
+                }
+                if changed {
+                    self.gossip.bump(&self.me);
+                    self.leader_actions(now);
+                    return Ok(self.push(rng, None));
+                }
+                return Ok(Vec::new());
+            }
+            self.gossip.put(Member::joining(from.clone(), info));
+            self.gossip.bump(&self.me);
+            self.leader_actions(now);
+        }
+        let mut out = vec![self.envelope(
+            &from.address,
+            Some(from.uid),
+            Message::Welcome {
+                gossip: self.gossip.clone(),
+            },
+        )];
+        out.extend(self.push(rng, Some(&from)));
+        Ok(out)
+    }
+
+    fn on_gossip(
+        &mut self,
+        now: Time,
+        rng: &mut Rng,
+        from: UniqueAddress,
+        remote: Gossip,
+    ) -> Result<Vec<Outgoing>, Dropped> {
+        // Only state of our own cluster: it must hold us (this incarnation) and its sender.
+        if !remote.has_member(&self.me) || !remote.has_member(&from) {
+            return Err(Dropped::ForeignGossip);
+        }
+        let before = self.gossip.clone();
+        let mut merged = self.gossip.merge(&remote);
+        merged.mark_seen(&self.me);
+        self.gossip = merged;
+        let changed = self.gossip != before;
+        if changed {
+            self.leader_actions(now);
+        }
+        let mut out = Vec::new();
+        let reply = self.gossip != remote;
+        if reply {
+            out.push(self.envelope(
+                &from.address,
+                Some(from.uid),
+                Message::Gossip {
+                    gossip: self.gossip.clone(),
+                },
+            ));
+        }
+        if changed {
+            out.extend(self.push(rng, reply.then_some(&from)));
+        }
+        Ok(out)
+    }
+
+    /// Timers: join retries, seed-node timeout, periodic gossip and leader actions.
+    pub fn tick(&mut self, now: Time, rng: &mut Rng) -> Vec<Outgoing> {
+        let mut out = Vec::new();
+        if let Phase::Joining {
+            seeds,
+            next_attempt,
+            form_at,
+        } = &self.phase
+        {
+            if form_at.is_some_and(|t| now >= t) {
+                return self.form(now);
+            }
+            if now >= *next_attempt {
+                out = self.send_joins(seeds);
+                let seeds = seeds.clone();
+                let form_at = *form_at;
+                self.phase = Phase::Joining {
+                    seeds,
+                    next_attempt: now + self.settings.retry_unsuccessful_join_after,
+                    form_at,
+                };
+            }
+            return out;
+        }
+        if !self.is_member() {
+            return out;
+        }
+        if now >= self.next_leader_actions {
+            self.next_leader_actions = now + self.settings.leader_actions_interval;
+            if self.leader_actions(now) {
+                out.extend(self.push(rng, None));
+            }
+        }
+        if now >= self.next_gossip {
+            self.next_gossip = now + self.settings.gossip_interval;
+            let peers: Vec<&Member> = self.peers().collect();
+            let unseen: Vec<&Member> = peers
+                .iter()
+                .copied()
+                .filter(|m| !self.gossip.has_seen(&m.node))
+                .collect();
+            let pool = if unseen.is_empty() { &peers } else { &unseen };
+            if !pool.is_empty() {
+                let target = pool[rng.below(pool.len() as u64) as usize].node.clone();
+                out.push(self.envelope(
+                    &target.address,
+                    Some(target.uid),
+                    Message::Gossip {
+                        gossip: self.gossip.clone(),
+                    },
+                ));
+            }
+        }
+        out
+    }
+
+    /// When `tick` next has something to do.
+    pub fn next_wakeup(&self) -> Option<Time> {
+        match &self.phase {
+            Phase::Idle => None,
+            Phase::Joining {
+                next_attempt,
+                form_at,
+                ..
+            } => Some(form_at.map_or(*next_attempt, |f| f.min(*next_attempt))),
+            Phase::Member => Some(self.next_gossip.min(self.next_leader_actions)),
+        }
+    }
+
+    /// Members other than us that can receive gossip.
+    fn peers(&self) -> impl Iterator<Item = &Member> {
+        self.gossip.members().filter(|m| {
+            m.node != self.me && !matches!(m.status, MemberStatus::Down | MemberStatus::Removed)
+        })
+    }
+
+    /// Pushes the current state to members that have not seen it, and to the leader.
+    fn push(&self, rng: &mut Rng, except: Option<&UniqueAddress>) -> Vec<Outgoing> {
+        let unseen: Vec<UniqueAddress> = self
+            .peers()
+            .filter(|m| !self.gossip.has_seen(&m.node) && Some(&m.node) != except)
+            .map(|m| m.node.clone())
+            .collect();
+        let mut targets: BTreeSet<UniqueAddress> =
+            rng.sample(&unseen, PUSH_FANOUT).into_iter().collect();
+        if let Some(leader) = self.gossip.leader()
+            && *leader != self.me
+            && Some(leader) != except
+        {
+            targets.insert(leader.clone());
+        }
+        targets
+            .into_iter()
+            .map(|t| {
+                self.envelope(
+                    &t.address,
+                    Some(t.uid),
+                    Message::Gossip {
+                        gossip: self.gossip.clone(),
+                    },
+                )
+            })
+            .collect()
+    }
+
+    /// Leader actions; true if the state changed.
+    fn leader_actions(&mut self, now: Time) -> bool {
+        if self.gossip.leader() != Some(&self.me) {
+            self.unconverged_since = None;
+            return false;
+        }
+        let mut changed = false;
+        if self.gossip.convergence() {
+            self.unconverged_since = None;
+            let mut next_up = self
+                .gossip
+                .members()
+                .map(|m| m.up_number)
+                .max()
+                .unwrap_or(0);
+            let moving: Vec<Member> = self
+                .gossip
+                .members()
+                .filter(|m| matches!(m.status, MemberStatus::Joining | MemberStatus::WeaklyUp))
+                .cloned()
+                .collect();
+            for mut m in moving {
+                next_up += 1;
+                m.status = MemberStatus::Up;
+                m.up_number = next_up;
+                self.gossip.put(m);
+                changed = true;
+            }
+            let downed: Vec<UniqueAddress> = self
+                .gossip
+                .members()
+                .filter(|m| m.status == MemberStatus::Down)
+                .map(|m| m.node.clone())
+                .collect();
+            for d in downed {
+                self.gossip.remove(&d);
+                changed = true;
+            }
+        } else {
+            let since = *self.unconverged_since.get_or_insert(now);
+            if let Some(after) = self.settings.allow_weakly_up_members
+                && now.saturating_sub(since) >= after
+            {
+                let weakly: Vec<Member> = self
+                    .gossip
+                    .members()
+                    .filter(|m| m.status == MemberStatus::Joining)
+                    .cloned()
+                    .collect();
+                for mut m in weakly {
+                    m.status = MemberStatus::WeaklyUp;
+                    self.gossip.put(m);
+                    changed = true;
+                }
+            }
+        }
+        if changed {
+            self.gossip.bump(&self.me);
+        }
+        changed
+    }
+}
+
+#[cfg(test)]
+mod tests;

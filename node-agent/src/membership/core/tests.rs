@@ -1,0 +1,320 @@
+use std::collections::{BTreeMap, VecDeque};
+
+use super::*;
+
+fn addr(i: u8) -> NodeAddress {
+    NodeAddress::new("t", [10, 0, 0, i].into(), 2552)
+}
+
+fn uniq(i: u8, uid: u64) -> UniqueAddress {
+    UniqueAddress::new(addr(i), uid)
+}
+
+fn settings() -> MembershipSettings {
+    MembershipSettings {
+        gossip_interval: Duration::from_secs(1),
+        leader_actions_interval: Duration::from_secs(1),
+        allow_weakly_up_members: Some(Duration::from_secs(7)),
+        retry_unsuccessful_join_after: Duration::from_secs(2),
+        seed_node_timeout: Duration::from_secs(5),
+    }
+}
+
+fn info() -> MemberInfo {
+    MemberInfo {
+        roles: BTreeSet::new(),
+        app_version: "1".into(),
+    }
+}
+
+/// Instant delivery between cores, with an optional filter that loses messages.
+struct Net {
+    nodes: BTreeMap<NodeAddress, MembershipCore>,
+    queue: VecDeque<Outgoing>,
+    rng: Rng,
+    now: Time,
+    dropped: Vec<Dropped>,
+}
+
+impl Net {
+    fn new(ids: &[u8]) -> Self {
+        let nodes = ids
+            .iter()
+            .map(|i| {
+                (
+                    addr(*i),
+                    MembershipCore::new(
+                        uniq(*i, u64::from(*i)),
+                        info(),
+                        settings(),
+                        Duration::ZERO,
+                    ),
+                )
+            })
+            .collect();
+        Self {
+            nodes,
+            queue: VecDeque::new(),
+            rng: Rng::seeded(7),
+            now: Duration::ZERO,
+            dropped: vec![],
+        }
+    }
+
+    fn node(&mut self, i: u8) -> &mut MembershipCore {
+        self.nodes.get_mut(&addr(i)).unwrap()
+    }
+
+    fn send(&mut self, out: Vec<Outgoing>) {
+        self.queue.extend(out);
+    }
+
+    /// Delivers until quiet; `lose` decides which messages vanish. Returns how many were delivered.
+    fn run(&mut self, lose: impl Fn(&Outgoing) -> bool) -> usize {
+        let mut n = 0;
+        while let Some(o) = self.queue.pop_front() {
+            n += 1;
+            assert!(n < 10_000, "gossip does not settle");
+            if lose(&o) {
+                continue;
+            }
+            let now = self.now;
+            let Some(core) = self.nodes.get_mut(&o.to) else {
+                continue;
+            };
+            match core.receive(now, &mut self.rng, o.envelope) {
+                Ok(out) => self.queue.extend(out),
+                Err(d) => self.dropped.push(d),
+            }
+        }
+        n
+    }
+
+    fn advance(&mut self, by: Duration) {
+        self.now += by;
+        let now = self.now;
+        let mut out = vec![];
+        for core in self.nodes.values_mut() {
+            out.extend(core.tick(now, &mut self.rng));
+        }
+        self.queue.extend(out);
+    }
+
+    fn statuses(&self, i: u8) -> Vec<(u8, MemberStatus, u32)> {
+        self.nodes[&addr(i)]
+            .gossip()
+            .members()
+            .map(|m| match m.node.address.ip {
+                std::net::IpAddr::V4(v) => (v.octets()[3], m.status, m.up_number),
+                _ => unreachable!(),
+            })
+            .collect()
+    }
+}
+
+#[test]
+fn forming_makes_the_node_an_up_leader() {
+    let mut net = Net::new(&[1]);
+    let out = net.node(1).form(Duration::ZERO);
+    assert!(out.is_empty());
+    assert!(net.node(1).is_member());
+    assert_eq!(net.statuses(1), [(1, MemberStatus::Up, 1)]);
+    assert_eq!(net.node(1).gossip().leader(), Some(&uniq(1, 1)));
+}
+
+#[test]
+fn nodes_join_and_all_see_the_same_up_members() {
+    let mut net = Net::new(&[1, 2, 3, 4]);
+    net.node(1).form(Duration::ZERO);
+    for i in [2, 3, 4] {
+        let out = net.node(i).join(Duration::ZERO, vec![addr(1)]);
+        net.send(out);
+    }
+    net.run(|_| false);
+    let expected: Vec<(u8, MemberStatus)> = (1..=4).map(|i| (i, MemberStatus::Up)).collect();
+    for i in 1..=4 {
+        let seen: Vec<(u8, MemberStatus)> = net
+            .statuses(i)
+            .into_iter()
+            .map(|(a, s, _)| (a, s))
+            .collect();
+        assert_eq!(seen, expected, "node {i}");
+        assert!(net.node(i).gossip().convergence());
+    }
+    let g1 = net.node(1).gossip().clone();
+    for i in 2..=4 {
+        assert_eq!(net.node(i).gossip(), &g1, "identical state everywhere");
+    }
+    let mut ups: Vec<u32> = net.statuses(1).iter().map(|s| s.2).collect();
+    ups.sort_unstable();
+    assert_eq!(ups, [1, 2, 3, 4], "distinct ages");
+}
+
+#[test]
+fn a_lost_welcome_is_retried() {
+    let mut net = Net::new(&[1, 2]);
+    net.node(1).form(Duration::ZERO);
+    let out = net.node(2).join(Duration::ZERO, vec![addr(1)]);
+    net.send(out);
+    net.run(|o| matches!(o.envelope.message, Message::Welcome { .. }));
+    assert!(!net.node(2).is_member());
+    net.advance(Duration::from_secs(1));
+    net.run(|_| false);
+    assert!(
+        !net.node(2).is_member(),
+        "not retried before retry-unsuccessful-join-after"
+    );
+    net.advance(Duration::from_secs(1));
+    net.run(|_| false);
+    assert!(net.node(2).is_member());
+    assert_eq!(net.statuses(2), net.statuses(1));
+}
+
+#[test]
+fn the_first_configured_seed_forms_alone_after_the_timeout_and_others_never_do() {
+    let mut net = Net::new(&[1, 2]);
+    let seeds = [addr(1), addr(2)];
+    let out = net.node(1).join_configured_seeds(Duration::ZERO, &seeds);
+    assert_eq!(out.len(), 1);
+    let out2 = net.node(2).join_configured_seeds(Duration::ZERO, &seeds);
+    // Both Joins get lost: nobody is a member yet anyway.
+    drop((out, out2));
+    for _ in 0..4 {
+        net.advance(Duration::from_secs(1));
+        net.queue.clear();
+    }
+    assert!(!net.node(1).is_member() && !net.node(2).is_member());
+    net.advance(Duration::from_secs(1));
+    assert!(
+        net.node(1).is_member(),
+        "first seed forms at seed-node-timeout"
+    );
+    net.queue.clear();
+    for _ in 0..20 {
+        net.advance(Duration::from_secs(1));
+        if net.node(2).is_member() {
+            break;
+        }
+        net.run(|_| false);
+    }
+    assert!(
+        net.node(2).is_member(),
+        "the other seed joins through its retries"
+    );
+    assert_eq!(net.node(2).gossip().leader(), Some(&uniq(1, 1)));
+}
+
+#[test]
+fn messages_for_someone_else_or_from_another_cluster_are_dropped() {
+    let mut net = Net::new(&[1, 2, 3]);
+    net.node(1).form(Duration::ZERO);
+    net.node(3).form(Duration::ZERO);
+    let mut rng = Rng::seeded(1);
+    let g3 = net.node(3).gossip().clone();
+    // Another incarnation's mail.
+    let env = Envelope {
+        from: uniq(3, 3),
+        to: addr(1),
+        to_uid: Some(99),
+        message: Message::Gossip { gossip: g3.clone() },
+    };
+    assert_eq!(
+        net.node(1).receive(Duration::ZERO, &mut rng, env),
+        Err(Dropped::WrongRecipient)
+    );
+    // Another cluster's state (does not contain node 1).
+    let env = Envelope {
+        from: uniq(3, 3),
+        to: addr(1),
+        to_uid: Some(1),
+        message: Message::Gossip { gossip: g3 },
+    };
+    assert_eq!(
+        net.node(1).receive(Duration::ZERO, &mut rng, env),
+        Err(Dropped::ForeignGossip)
+    );
+    assert_eq!(net.statuses(1), [(1, MemberStatus::Up, 1)], "unchanged");
+    // A join to a node that is not a member.
+    let env = Envelope {
+        from: uniq(1, 1),
+        to: addr(2),
+        to_uid: None,
+        message: Message::Join { info: info() },
+    };
+    assert_eq!(
+        net.node(2).receive(Duration::ZERO, &mut rng, env),
+        Err(Dropped::NotNow)
+    );
+}
+
+#[test]
+fn a_restarted_node_replaces_its_old_incarnation() {
+    let mut net = Net::new(&[1, 2]);
+    net.node(1).form(Duration::ZERO);
+    let out = net.node(2).join(Duration::ZERO, vec![addr(1)]);
+    net.send(out);
+    net.run(|_| false);
+    // Node 2 restarts: same address, new uid.
+    net.nodes.insert(
+        addr(2),
+        MembershipCore::new(uniq(2, 222), info(), settings(), net.now),
+    );
+    let now = net.now;
+    let out = net.node(2).join(now, vec![addr(1)]);
+    net.send(out);
+    net.run(|_| false);
+    let g = net.node(1).gossip().clone();
+    assert!(!g.has_member(&uniq(2, 2)), "old incarnation removed");
+    assert!(g.tombstones().contains(&uniq(2, 2)));
+    for _ in 0..3 {
+        net.advance(Duration::from_secs(1));
+        net.run(|_| false);
+    }
+    assert!(net.node(2).is_member());
+    let g = net.node(1).gossip();
+    assert_eq!(
+        g.member(&uniq(2, 222)).map(|m| m.status),
+        Some(MemberStatus::Up)
+    );
+    assert_eq!(g.len(), 2);
+}
+
+#[test]
+fn joining_members_become_weakly_up_without_convergence() {
+    let mut net = Net::new(&[1, 2, 3]);
+    net.node(1).form(Duration::ZERO);
+    let out = net.node(2).join(Duration::ZERO, vec![addr(1)]);
+    net.send(out);
+    net.run(|_| false);
+    // Node 2 (Up) goes silent: it never receives anything again, so it never sees new versions.
+    let now = net.now;
+    let out = net.node(3).join(now, vec![addr(1)]);
+    net.send(out);
+    let silent = addr(2);
+    net.run(|o| o.to == silent);
+    let status3 = |net: &Net| {
+        net.nodes[&addr(1)]
+            .gossip()
+            .member(&uniq(3, 3))
+            .map(|m| m.status)
+    };
+    // Joins are accepted and 3 is Up right away if node 2 had seen the version before: it
+    // has not, so node 3 stays Joining until allow-weakly-up-members passes.
+    assert_eq!(status3(&net), Some(MemberStatus::Joining));
+    for _ in 0..6 {
+        net.advance(Duration::from_secs(1));
+        net.run(|o| o.to == silent);
+    }
+    assert_eq!(status3(&net), Some(MemberStatus::Joining));
+    for _ in 0..2 {
+        net.advance(Duration::from_secs(1));
+        net.run(|o| o.to == silent);
+    }
+    assert_eq!(status3(&net), Some(MemberStatus::WeaklyUp));
+    // Node 2 is heard again: convergence, and the leader moves 3 to Up.
+    for _ in 0..3 {
+        net.advance(Duration::from_secs(1));
+        net.run(|_| false);
+    }
+    assert_eq!(status3(&net), Some(MemberStatus::Up));
+}

@@ -1,0 +1,209 @@
+//! The replicated cluster state: members, removed incarnations, version and seen set.
+//!
+//! Merging two gossips is a lattice join, so it is commutative, associative and
+//! idempotent (property-tested): members meet by lifecycle order, tombstones by union,
+//! versions by pointwise maximum, and the seen set keeps the observers of whichever
+//! input carries the merged version. Every node that holds the same gossip computes the
+//! same convergence, leader and seed nodes: they depend on the gossip alone.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use super::member::{Member, MemberStatus};
+use super::vclock::VectorClock;
+use crate::address::UniqueAddress;
+
+/// At most this many seed nodes are reported to a joining node (Akka).
+pub const MAX_SEED_NODES: usize = 5;
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Gossip {
+    #[serde(
+        serialize_with = "members_as_list",
+        deserialize_with = "members_from_list"
+    )]
+    members: BTreeMap<UniqueAddress, Member>,
+    /// Incarnations that were removed; they never come back.
+    tombstones: BTreeSet<UniqueAddress>,
+    version: VectorClock,
+    /// Incarnations that have seen exactly `version`.
+    seen: BTreeSet<UniqueAddress>,
+}
+
+fn members_as_list<S: Serializer>(
+    m: &BTreeMap<UniqueAddress, Member>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    s.collect_seq(m.values())
+}
+
+fn members_from_list<'de, D: Deserializer<'de>>(
+    d: D,
+) -> Result<BTreeMap<UniqueAddress, Member>, D::Error> {
+    let list = Vec::<Member>::deserialize(d)?;
+    Ok(list.into_iter().map(|m| (m.node.clone(), m)).collect())
+}
+
+impl Gossip {
+    /// Builds a gossip, dropping tombstoned members (the invariant every gossip keeps).
+    pub fn from_parts(
+        members: impl IntoIterator<Item = Member>,
+        tombstones: BTreeSet<UniqueAddress>,
+        version: VectorClock,
+        seen: BTreeSet<UniqueAddress>,
+    ) -> Self {
+        let members = members
+            .into_iter()
+            .filter(|m| !tombstones.contains(&m.node))
+            .map(|m| (m.node.clone(), m))
+            .collect();
+        Self {
+            members,
+            tombstones,
+            version,
+            seen,
+        }
+    }
+
+    pub fn version(&self) -> &VectorClock {
+        &self.version
+    }
+
+    pub fn seen(&self) -> &BTreeSet<UniqueAddress> {
+        &self.seen
+    }
+
+    pub fn tombstones(&self) -> &BTreeSet<UniqueAddress> {
+        &self.tombstones
+    }
+
+    /// Members in address order.
+    pub fn members(&self) -> impl Iterator<Item = &Member> {
+        self.members.values()
+    }
+
+    pub fn member(&self, node: &UniqueAddress) -> Option<&Member> {
+        self.members.get(node)
+    }
+
+    pub fn has_member(&self, node: &UniqueAddress) -> bool {
+        self.members.contains_key(node)
+    }
+
+    pub fn len(&self) -> usize {
+        self.members.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.members.is_empty()
+    }
+
+    pub fn has_seen(&self, node: &UniqueAddress) -> bool {
+        self.seen.contains(node)
+    }
+
+    /// The lattice join of two gossips.
+    pub fn merge(&self, other: &Self) -> Self {
+        let tombstones: BTreeSet<UniqueAddress> =
+            self.tombstones.union(&other.tombstones).cloned().collect();
+        let mut members = self.members.clone();
+        for (k, theirs) in &other.members {
+            match members.get(k) {
+                Some(ours) if ours.merge_order(theirs).is_ge() => {}
+                _ => {
+                    members.insert(k.clone(), theirs.clone());
+                }
+            }
+        }
+        members.retain(|k, _| !tombstones.contains(k));
+        let version = self.version.merge(&other.version);
+        let mut seen = BTreeSet::new();
+        for g in [self, other] {
+            if g.version == version {
+                seen.extend(g.seen.iter().cloned());
+            }
+        }
+        Self {
+            members,
+            tombstones,
+            version,
+            seen,
+        }
+    }
+
+    /// This incarnation has seen the current version.
+    pub fn mark_seen(&mut self, node: &UniqueAddress) -> bool {
+        self.seen.insert(node.clone())
+    }
+
+    /// Records a local change: new version by `by`, seen only by it.
+    pub fn bump(&mut self, by: &UniqueAddress) {
+        self.version.increment(by);
+        self.seen.clear();
+        self.seen.insert(by.clone());
+    }
+
+    /// Adds or replaces a member (callers bump the version).
+    pub fn put(&mut self, member: Member) {
+        if !self.tombstones.contains(&member.node) {
+            self.members.insert(member.node.clone(), member);
+        }
+    }
+
+    /// Removes a member for good (callers bump the version).
+    pub fn remove(&mut self, node: &UniqueAddress) {
+        self.members.remove(node);
+        self.tombstones.insert(node.clone());
+    }
+
+    /// Every member whose status counts for convergence has seen this version.
+    pub fn convergence(&self) -> bool {
+        self.members
+            .values()
+            .filter(|m| m.status.counts_for_convergence())
+            .all(|m| self.seen.contains(&m.node))
+    }
+
+    /// The lowest Up/Leaving member; before any is Up, the lowest Joining/WeaklyUp one.
+    pub fn leader(&self) -> Option<&UniqueAddress> {
+        self.members
+            .values()
+            .find(|m| m.status.can_lead())
+            .or_else(|| {
+                self.members
+                    .values()
+                    .find(|m| matches!(m.status, MemberStatus::Joining | MemberStatus::WeaklyUp))
+            })
+            .map(|m| &m.node)
+    }
+
+    /// The oldest Up/Leaving member (lowest up number).
+    pub fn oldest(&self) -> Option<&Member> {
+        self.members
+            .values()
+            .filter(|m| m.status.can_lead())
+            .min_by(|a, b| a.age_order(b))
+    }
+
+    /// What `/bootstrap/seed-nodes` reports: up to five Up, WeaklyUp or Joining members.
+    pub fn seed_nodes(&self) -> impl Iterator<Item = &Member> {
+        self.members
+            .values()
+            .filter(|m| m.status.is_seed_candidate())
+            .take(MAX_SEED_NODES)
+    }
+
+    /// Members of another incarnation on the same address as `node`.
+    pub fn other_incarnations<'a>(
+        &'a self,
+        node: &'a UniqueAddress,
+    ) -> impl Iterator<Item = &'a Member> + 'a {
+        self.members
+            .values()
+            .filter(move |m| m.node.address == node.address && m.node.uid != node.uid)
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,8 @@
+//! Cluster membership (Akka Cluster semantics): members and their lifecycle, gossip with
+//! vector clocks and a seen set, convergence and leader actions, as a pure state machine
+//! ([`core::MembershipCore`]) owned by one task ([`actor`]).
+
+pub mod core;
+pub mod gossip;
+pub mod member;
+pub mod vclock;

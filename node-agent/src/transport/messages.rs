@@ -1,0 +1,41 @@
+//! What agents say to each other on the cluster port.
+
+use serde::{Deserialize, Serialize};
+
+use crate::address::{NodeAddress, UniqueAddress};
+use crate::membership::gossip::Gossip;
+use crate::membership::member::MemberInfo;
+
+/// One message with its sender and recipient.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Envelope {
+    pub from: UniqueAddress,
+    pub to: NodeAddress,
+    /// The recipient's incarnation, when known; a restarted node ignores messages meant
+    /// for its previous life.
+    pub to_uid: Option<u64>,
+    pub message: Message,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "camelCase")]
+pub enum Message {
+    /// A node asks a member to let it in.
+    Join { info: MemberInfo },
+    /// The member's answer: the cluster state, which contains the joiner.
+    Welcome { gossip: Gossip },
+    /// Cluster state, pushed on change and periodically.
+    Gossip { gossip: Gossip },
+}
+
+impl Message {
+    /// Short name for metrics and logs.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Join { .. } => "join",
+            Self::Welcome { .. } => "welcome",
+            Self::Gossip { .. } => "gossip",
+        }
+    }
+}

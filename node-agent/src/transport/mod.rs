@@ -1,0 +1,3 @@
+//! Agent-to-agent messages on the cluster port: framing, authentication, connections.
+
+pub mod messages;
