@@ -2,15 +2,16 @@
 //! the time. Akka Cluster Bootstrap's `LowestAddressJoinDecider` rules, in Akka's order,
 //! plus one muster rule that lets a node skip the stable-margin wait safely.
 //!
-//! 0. No successful lookup yet, or the last lookup failed: no decision.
-//! a. A contact point reports seed nodes: join them.
-//! b. Fewer than `required-contact-point-nr` contact points have answered: wait.
-//! c. The discovered set changed less than `stable-margin` ago: wait — unless every
-//!    discovered contact point reports exactly the set this node sees, and this node's
-//!    current set is everything it has ever seen (contact-point agreement).
-//! d. With `contact-with-all-contact-points`, a discovered point has no fresh answer: wait.
-//! e. The lowest answering contact point forms the cluster, if it is this node and
-//!    `new-cluster-enabled` is on.
+//! - (0) No successful lookup yet, or the last lookup failed: no decision.
+//! - (a) A contact point reports seed nodes: join them.
+//! - (b) Fewer than `required-contact-point-nr` contact points have answered: wait.
+//! - (c) The discovered set changed less than `stable-margin` ago: wait — unless every
+//!   discovered contact point reports exactly the set this node sees, and this node's
+//!   current set is everything it has ever seen (contact-point agreement).
+//! - (d) With `contact-with-all-contact-points`, a discovered point has no fresh
+//!   answer: wait.
+//! - (e) The lowest answering contact point forms the cluster, if it is this node and
+//!   `new-cluster-enabled` is on.
 //!
 //! Why agreement is safe. Assume what holds for the Kubernetes API and a headless
 //! Service's DNS: every lookup returns a snapshot of one growing set of pods, at most
