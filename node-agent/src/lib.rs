@@ -6,9 +6,17 @@
 //! around them (discovery, probes, transport, management server) wired by [`Agent`].
 
 pub mod address;
+pub mod agent;
 pub mod bootstrap;
+pub mod clock;
 pub mod config;
 pub mod discovery;
+pub mod local_cluster;
+pub mod management;
 pub mod membership;
+pub mod metrics;
 pub mod rng;
 pub mod transport;
+
+pub use agent::{Agent, AgentError};
+pub use config::AgentConfig;

@@ -1,1 +1,148 @@
-fn main() {}
+//! `muster-agent`: the node agent process (sidecar or standalone).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use node_agent::config::{self, AgentConfig, Environment};
+use node_agent::{Agent, local_cluster};
+use tracing::{error, info};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "muster-agent",
+    version,
+    about = "muster node agent: finds its peers, forms or joins exactly one cluster, keeps membership"
+)]
+struct Cli {
+    /// YAML configuration file (see `muster-agent reference-config`). Environment
+    /// variables MUSTER_<SECTION>_<KEY> override it, POD_IP sets cluster.hostname.
+    #[arg(long, short, env = "MUSTER_CONFIG", global = true)]
+    config: Option<PathBuf>,
+    /// Log format; the level comes from RUST_LOG (default info).
+    #[arg(long, env = "MUSTER_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text, global = true)]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Option<Cmd>,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// Run the agent (the default).
+    Run,
+    /// Check the configuration and print the effective settings as YAML.
+    CheckConfig,
+    /// Print the documented reference configuration (every key and its default).
+    ReferenceConfig,
+    /// List the environment variable of every setting.
+    EnvVars,
+    /// Start N agents on local loopback addresses and watch them form one cluster.
+    LocalCluster(local_cluster::Args),
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(ansi);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+    }
+}
+
+fn load(cli: &Cli) -> Result<AgentConfig, ExitCode> {
+    AgentConfig::load(cli.config.as_deref(), &Environment::from_process()).map_err(|e| {
+        eprintln!("muster-agent: {e}");
+        ExitCode::from(2)
+    })
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match &cli.command {
+        Some(Cmd::ReferenceConfig) => {
+            print!("{}", config::REFERENCE_YAML);
+            ExitCode::SUCCESS
+        }
+        Some(Cmd::EnvVars) => {
+            for (var, key) in config::all_variables() {
+                println!("{var:<60} {key}");
+            }
+            ExitCode::SUCCESS
+        }
+        Some(Cmd::CheckConfig) => match load(&cli) {
+            Ok(c) => {
+                print!("{}", serde_yaml::to_string(&c.settings).unwrap_or_default());
+                eprintln!(
+                    "configuration is valid: node {} (cluster `{}`)",
+                    c.self_address, c.system_name
+                );
+                ExitCode::SUCCESS
+            }
+            Err(code) => code,
+        },
+        Some(Cmd::LocalCluster(args)) => {
+            init_logging(cli.log_format);
+            runtime().block_on(local_cluster::run(args.clone()))
+        }
+        None | Some(Cmd::Run) => {
+            let config = match load(&cli) {
+                Ok(c) => c,
+                Err(code) => return code,
+            };
+            init_logging(cli.log_format);
+            runtime().block_on(run(config))
+        }
+    }
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    // A sidecar needs little: two workers serve the management API and the cluster port.
+    #[allow(clippy::expect_used)]
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("cannot start the async runtime")
+}
+
+async fn run(config: AgentConfig) -> ExitCode {
+    let agent = match Agent::start(config).await {
+        Ok(a) => a,
+        Err(e) => {
+            error!("{e}");
+            eprintln!("muster-agent: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    shutdown_signal().await;
+    info!("shutting down");
+    agent.shutdown().await;
+    ExitCode::SUCCESS
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
+        (Ok(mut term), Ok(mut int)) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+        }
+        _ => std::future::pending().await,
+    }
+}

@@ -2,5 +2,7 @@
 //! their `/bootstrap/seed-nodes`, then join an existing cluster or — the lowest node,
 //! when everything agrees — form a new one.
 
+pub mod coordinator;
 pub mod decider;
+pub mod probe;
 pub mod state;

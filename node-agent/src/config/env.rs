@@ -85,6 +85,9 @@ pub fn all_variables() -> Vec<(String, String)> {
         .collect()
 }
 
+/// `MUSTER_` variables that are not settings (read by the command line).
+pub const COMMAND_LINE_VARIABLES: &[&str] = &["MUSTER_CONFIG", "MUSTER_LOG_FORMAT"];
+
 fn is_service_link(var: &str) -> bool {
     // Docker-link style variables Kubernetes injects for a Service named `muster`.
     var == "MUSTER_PORT"
@@ -149,7 +152,10 @@ pub(super) fn apply(
         .collect();
     let mut problems = Vec::new();
     for (var, raw) in &env.vars {
-        if !var.starts_with("MUSTER_") || is_service_link(var) {
+        if !var.starts_with("MUSTER_")
+            || is_service_link(var)
+            || COMMAND_LINE_VARIABLES.contains(&var.as_str())
+        {
             continue;
         }
         let Some((path, default)) = by_var.get(var) else {

@@ -2,6 +2,7 @@
 //! vector clocks and a seen set, convergence and leader actions, as a pure state machine
 //! ([`core::MembershipCore`]) owned by one task ([`actor`]).
 
+pub mod actor;
 pub mod core;
 pub mod gossip;
 pub mod member;

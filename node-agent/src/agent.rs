@@ -1,0 +1,250 @@
+//! [`Agent`]: the node agent assembled — transport, membership actor, bootstrap
+//! coordinator and management server — for the `muster-agent` binary or as a library.
+
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinSet;
+use tracing::{info, warn};
+
+use crate::address::{ContactPoint, UniqueAddress};
+use crate::bootstrap::coordinator::{self, Coordinator, PortRules};
+use crate::bootstrap::decider::DeciderSettings;
+use crate::bootstrap::probe::Prober;
+use crate::bootstrap::state::{Bootstrap, Schedule};
+use crate::clock::Clock;
+use crate::config::AgentConfig;
+use crate::discovery::{self, DiscoveryError};
+use crate::management::{self, AppState};
+use crate::membership::actor::{self, ClusterView, Command};
+use crate::membership::core::{MembershipCore, MembershipSettings};
+use crate::membership::member::MemberInfo;
+use crate::metrics::Metrics;
+use crate::rng::Rng;
+use crate::transport::tcp::{self, Outbound};
+
+/// Why the agent could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error(
+        "cannot listen on {what} {addr}: {source} (another process on this address? change {key})"
+    )]
+    Bind {
+        what: &'static str,
+        addr: SocketAddr,
+        key: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot set up discovery: {0}")]
+    Discovery(#[from] DiscoveryError),
+}
+
+/// A running agent. Dropping it stops every task.
+#[derive(Debug)]
+pub struct Agent {
+    node: UniqueAddress,
+    management_addr: SocketAddr,
+    cluster_addr: SocketAddr,
+    cluster: watch::Receiver<Arc<ClusterView>>,
+    metrics: Metrics,
+    tasks: JoinSet<()>,
+}
+
+async fn bind(
+    addr: SocketAddr,
+    what: &'static str,
+    key: &'static str,
+) -> Result<TcpListener, AgentError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| AgentError::Bind {
+            what,
+            addr,
+            key,
+            source,
+        })
+}
+
+impl Agent {
+    /// Binds both ports and starts everything. Returns once the agent is serving.
+    pub async fn start(config: AgentConfig) -> Result<Self, AgentError> {
+        let clock = Clock::start();
+        let mut rng = Rng::from_entropy();
+        let metrics = Metrics::new();
+        let node = UniqueAddress::new(config.self_address.clone(), rng.next_u64().max(1));
+        let s = &config.settings;
+
+        let cluster_listener = bind(
+            config.self_address.socket_addr(),
+            "the cluster port",
+            "cluster.port",
+        )
+        .await?;
+        let management_addr = SocketAddr::new(config.management_ip, s.management.port);
+        let management_listener =
+            bind(management_addr, "the management port", "management.port").await?;
+        let cluster_addr = cluster_listener
+            .local_addr()
+            .unwrap_or(config.self_address.socket_addr());
+        let management_addr = management_listener.local_addr().unwrap_or(management_addr);
+        if config.cluster_key.is_none() {
+            warn!("cluster.key-file is not set: agent-to-agent messages are not authenticated");
+        }
+
+        let mut tasks = JoinSet::new();
+        let (inbound_tx, inbound_rx) = mpsc::channel(1024);
+        let (commands_tx, commands_rx) = mpsc::channel(16);
+        let (cluster_tx, cluster_rx) = watch::channel(Arc::new(ClusterView {
+            self_node: node.clone(),
+            phase: actor::ViewPhase::Idle,
+            gossip: Default::default(),
+        }));
+        let (ever_seen_tx, ever_seen_rx) =
+            watch::channel(Arc::new(BTreeSet::<ContactPoint>::new()));
+        let (seed_nodes_tx, seed_nodes_rx) = watch::channel(Bytes::new());
+
+        tasks.spawn(tcp::serve(
+            cluster_listener,
+            config.cluster_key.clone(),
+            metrics.clone(),
+            inbound_tx,
+        ));
+
+        let info = MemberInfo {
+            roles: s.cluster.roles.iter().cloned().collect(),
+            app_version: s.cluster.app_version.clone(),
+        };
+        let core = MembershipCore::new(
+            node.clone(),
+            info,
+            MembershipSettings::from_config(&config),
+            clock.now(),
+        );
+        let outbound = Outbound::new(
+            config.self_address.ip,
+            config.cluster_key.clone(),
+            metrics.clone(),
+        );
+        tasks.spawn(actor::run(actor::MembershipActor {
+            core,
+            clock,
+            rng: Rng::seeded(rng.next_u64()),
+            inbound: inbound_rx,
+            commands: commands_rx,
+            outbound,
+            view: cluster_tx,
+            metrics: metrics.clone(),
+        }));
+
+        let (bootstrap, nudges) = if config.seed_nodes.is_empty() {
+            let me = ContactPoint::new(config.management_ip, management_addr.port());
+            let (nudge_tx, nudge_rx) = mpsc::channel(64);
+            let (status_tx, status_rx) = mpsc::channel(16);
+            let b = &s.bootstrap;
+            let coordinator = Coordinator {
+                core: Bootstrap::new(
+                    Schedule::from_config(&config),
+                    DeciderSettings::from_config(&config),
+                    coordinator::identity(me.clone(), config.self_address.clone()),
+                    clock.now(),
+                ),
+                clock,
+                rng: Rng::seeded(rng.next_u64()),
+                discovery: discovery::from_config(&config)?,
+                resolve_timeout: b.resolve_timeout,
+                ports: PortRules {
+                    fallback_port: config.fallback_port,
+                    port_name_set: !b.port_name.is_empty(),
+                    filter_on_fallback_port: b.filter_on_fallback_port,
+                },
+                prober: Prober::new(
+                    config.management_ip,
+                    &me,
+                    &config.system_name,
+                    b.probe_interval,
+                ),
+                membership: commands_tx.clone(),
+                cluster: cluster_rx.clone(),
+                nudges: nudge_rx,
+                status_requests: status_rx,
+                ever_seen: ever_seen_tx,
+                metrics: metrics.clone(),
+            };
+            tasks.spawn(coordinator.run());
+            (Some(status_tx), Some(nudge_tx))
+        } else {
+            info!(seed_nodes = ?config.seed_nodes.iter().map(ToString::to_string).collect::<Vec<_>>(), "joining the configured seed nodes; bootstrap is off");
+            let _ = commands_tx
+                .send(Command::JoinConfiguredSeeds(config.seed_nodes.clone()))
+                .await;
+            drop(ever_seen_tx);
+            (None, None)
+        };
+
+        tasks.spawn(management::run_seed_nodes_cache(
+            cluster_rx.clone(),
+            ever_seen_rx,
+            seed_nodes_tx,
+        ));
+        let app = management::router(AppState {
+            seed_nodes: seed_nodes_rx,
+            cluster: cluster_rx.clone(),
+            bootstrap,
+            nudges,
+            metrics: metrics.clone(),
+            max_body_bytes: s.management.max_body_bytes,
+        });
+        tasks.spawn(management::server::serve(
+            management_listener,
+            app,
+            s.management.max_connections,
+            s.management.header_read_timeout,
+        ));
+        // Keep the command channel open for the agent's life.
+        tasks.spawn(async move {
+            let _keep = commands_tx;
+            std::future::pending::<()>().await;
+        });
+
+        info!(node = %node, management = %management_addr, cluster = %cluster_addr, pod = config.pod_name.as_deref().unwrap_or("-"), "muster agent started");
+        Ok(Self {
+            node,
+            management_addr,
+            cluster_addr,
+            cluster: cluster_rx,
+            metrics,
+            tasks,
+        })
+    }
+
+    pub fn node(&self) -> &UniqueAddress {
+        &self.node
+    }
+
+    pub fn management_addr(&self) -> SocketAddr {
+        self.management_addr
+    }
+
+    pub fn cluster_addr(&self) -> SocketAddr {
+        self.cluster_addr
+    }
+
+    /// Membership as this node sees it; `changed()` wakes on every change.
+    pub fn cluster(&self) -> watch::Receiver<Arc<ClusterView>> {
+        self.cluster.clone()
+    }
+
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// Stops every task.
+    pub async fn shutdown(mut self) {
+        self.tasks.shutdown().await;
+    }
+}

@@ -1,0 +1,241 @@
+//! The bootstrap coordinator: the task that owns the [`Bootstrap`] core and does its
+//! I/O — lookups bounded by `resolve-timeout`, probes, and telling membership to join or
+//! form. It stops probing once this node is a member, after one last round of probes
+//! that tells waiting peers to look again (they probe back at once and find the seeds).
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::task::JoinSet;
+use tracing::{Instrument, debug, info, info_span, warn};
+
+use super::decider::{Decision, ProbeAnswer};
+use super::probe::{Answer, ProbeError, Prober};
+use super::state::{Action, Bootstrap, BootstrapStatus};
+use crate::address::{ContactPoint, NodeAddress};
+use crate::clock::Clock;
+use crate::discovery::{self, Discovery};
+use crate::membership::actor::{ClusterView, Command};
+use crate::metrics::{Metrics, ResultLabel};
+use crate::rng::Rng;
+
+/// Port rules applied to every lookup (see [`discovery::contact_points`]).
+#[derive(Debug, Clone)]
+pub struct PortRules {
+    pub fallback_port: u16,
+    pub port_name_set: bool,
+    pub filter_on_fallback_port: bool,
+}
+
+/// A request for the current status (from `/bootstrap/status`).
+pub type StatusRequest = oneshot::Sender<BootstrapStatus>;
+
+/// Channels and parts the coordinator works with.
+#[derive(Debug)]
+pub struct Coordinator {
+    pub core: Bootstrap,
+    pub clock: Clock,
+    pub rng: Rng,
+    pub discovery: Arc<dyn Discovery>,
+    pub resolve_timeout: Duration,
+    pub ports: PortRules,
+    pub prober: Prober,
+    pub membership: mpsc::Sender<Command>,
+    pub cluster: watch::Receiver<Arc<ClusterView>>,
+    pub nudges: mpsc::Receiver<ContactPoint>,
+    pub status_requests: mpsc::Receiver<StatusRequest>,
+    /// Every contact point discovered so far, reported in our probe answers.
+    pub ever_seen: watch::Sender<Arc<BTreeSet<ContactPoint>>>,
+    pub metrics: Metrics,
+}
+
+type LookupResult = Result<(Vec<ContactPoint>, Vec<crate::discovery::Skipped>), String>;
+
+impl Coordinator {
+    pub async fn run(mut self) {
+        let span = info_span!("bootstrap", method = self.discovery.method());
+        async move {
+            let mut lookups: JoinSet<LookupResult> = JoinSet::new();
+            let mut probes: JoinSet<(ContactPoint, Result<Answer, ProbeError>)> = JoinSet::new();
+            let mut told: Option<Decision> = None;
+            let mut last_reason = String::new();
+            loop {
+                let wake = self.core.next_wakeup().map(|t| self.clock.instant(t));
+                tokio::select! {
+                    Some(r) = lookups.join_next(), if !lookups.is_empty() => {
+                        let result = r.unwrap_or_else(|e| Err(format!("lookup task failed: {e}")));
+                        self.on_lookup(result);
+                    }
+                    Some(r) = probes.join_next(), if !probes.is_empty() => {
+                        if let Ok((cp, result)) = r {
+                            self.on_probe(&cp, result);
+                        }
+                    }
+                    Some(cp) = self.nudges.recv() => self.core.nudge(self.clock.now(), &cp),
+                    Some(reply) = self.status_requests.recv() => {
+                        let _ = reply.send(self.core.status(self.clock.now()));
+                    }
+                    changed = self.cluster.changed(), if !self.core.is_finished() => {
+                        if changed.is_err() {
+                            return;
+                        }
+                        if self.cluster.borrow().is_member() {
+                            self.finish(&mut probes);
+                        }
+                    }
+                    _ = crate::clock::sleep_until(wake) => {}
+                }
+                if self.core.is_finished() {
+                    continue;
+                }
+                let now = self.clock.now();
+                for action in self.core.poll(now) {
+                    match action {
+                        Action::Lookup => {
+                            let d = self.discovery.clone();
+                            let timeout = self.resolve_timeout;
+                            let ports = self.ports.clone();
+                            lookups.spawn(async move {
+                                match tokio::time::timeout(timeout, d.lookup()).await {
+                                    Ok(Ok(found)) => Ok(discovery::contact_points(
+                                        &found,
+                                        ports.fallback_port,
+                                        ports.port_name_set,
+                                        ports.filter_on_fallback_port,
+                                    )),
+                                    Ok(Err(e)) => Err(e.to_string()),
+                                    Err(_) => {
+                                        Err(discovery::DiscoveryError::Timeout(timeout).to_string())
+                                    }
+                                }
+                            });
+                        }
+                        Action::Probe(cp) => {
+                            let prober = self.prober.clone();
+                            probes.spawn(async move {
+                                let r = prober.probe(&cp).await;
+                                (cp, r)
+                            });
+                        }
+                    }
+                }
+                let decision = self.core.decide(now);
+                match &decision {
+                    Decision::Wait(w) => {
+                        let reason = w.explain();
+                        if reason != last_reason {
+                            debug!(%reason, "waiting");
+                            last_reason = reason;
+                        }
+                    }
+                    Decision::Join { seed_nodes } if told.as_ref() != Some(&decision) => {
+                        let _ = self
+                            .membership
+                            .send(Command::Join(seed_nodes.clone()))
+                            .await;
+                        told = Some(decision.clone());
+                    }
+                    Decision::Form { by_agreement } if told.is_none() => {
+                        info!(
+                            by_agreement,
+                            "this node is the lowest contact point: forming the cluster"
+                        );
+                        let _ = self.membership.send(Command::Form).await;
+                        told = Some(decision.clone());
+                    }
+                    _ => {}
+                }
+            }
+        }
+        .instrument(span)
+        .await
+    }
+
+    fn on_lookup(&mut self, result: LookupResult) {
+        let now = self.clock.now();
+        match &result {
+            Ok((points, skipped)) => {
+                self.metrics
+                    .lookups
+                    .get_or_create(&ResultLabel { result: "ok" })
+                    .inc();
+                self.metrics.skipped_targets.inc_by(skipped.len() as u64);
+                for s in skipped {
+                    debug!(target = %s.target, reason = %s.reason, "discovery skipped a target");
+                }
+                if points.iter().collect::<BTreeSet<_>>() != self.core.discovered().iter().collect()
+                {
+                    info!(contact_points = ?points.iter().map(ToString::to_string).collect::<Vec<_>>(), "discovered contact points");
+                }
+            }
+            Err(e) => {
+                self.metrics
+                    .lookups
+                    .get_or_create(&ResultLabel { result: "error" })
+                    .inc();
+                warn!(error = %e, "discovery lookup failed");
+            }
+        }
+        self.core.on_lookup(now, &mut self.rng, result);
+        if self.core.ever_seen().len() != self.ever_seen.borrow().len() {
+            self.ever_seen
+                .send_replace(Arc::new(self.core.ever_seen().clone()));
+        }
+    }
+
+    fn on_probe(&mut self, cp: &ContactPoint, result: Result<Answer, ProbeError>) {
+        let now = self.clock.now();
+        let label = match &result {
+            Ok(_) => "ok",
+            Err(e) => e.metric_label(),
+        };
+        self.metrics
+            .probes
+            .get_or_create(&ResultLabel { result: label })
+            .inc();
+        let result = result
+            .map(|a| ProbeAnswer {
+                at: now,
+                self_node: a.self_node,
+                seed_nodes: a.seed_nodes,
+                contact_points: a.contact_points,
+            })
+            .map_err(|e| e.to_string());
+        if let Err(e) = &result {
+            debug!(contact_point = %cp, error = %e, "probe failed");
+        }
+        self.core.on_probe(now, &mut self.rng, cp, result);
+    }
+
+    /// Joined: stop, and nudge every other contact point once so that peers still
+    /// waiting probe us back and find the seed nodes now rather than at their next round.
+    fn finish(&mut self, probes: &mut JoinSet<(ContactPoint, Result<Answer, ProbeError>)>) {
+        self.core.finish();
+        probes.abort_all();
+        let me = self.core.identity().management.clone();
+        let others: Vec<ContactPoint> = self
+            .core
+            .discovered()
+            .iter()
+            .filter(|cp| **cp != me)
+            .cloned()
+            .collect();
+        for cp in others {
+            let prober = self.prober.clone();
+            tokio::spawn(async move {
+                let _ = prober.probe(&cp).await;
+            });
+        }
+        info!("bootstrap finished: this node is a member");
+    }
+}
+
+/// The management address as a contact point and the node address: who "self" is.
+pub fn identity(management: ContactPoint, address: NodeAddress) -> super::decider::SelfIdentity {
+    super::decider::SelfIdentity {
+        management,
+        address,
+    }
+}

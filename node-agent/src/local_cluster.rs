@@ -1,0 +1,239 @@
+//! `muster-agent local-cluster`: N real agent processes on their own loopback addresses
+//! (127.0.1.1, 127.0.1.2, …) with config discovery, started together, watched until they
+//! form one cluster — the quickest way to see bootstrap work (like Akka's local
+//! bootstrap example). Linux: every 127.0.0.0/8 address is bindable without setup.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::process::{ExitCode, Stdio};
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+use crate::management::api::ClusterMembers;
+use crate::management::client::ManagementClient;
+use crate::rng::os_random_bytes;
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct Args {
+    /// Number of agents.
+    #[arg(long, short, default_value_t = 3)]
+    pub nodes: u8,
+    /// First three octets of the agents' addresses; agent i gets .i (1-based).
+    #[arg(long, default_value = "127.0.1")]
+    pub subnet: String,
+    /// bootstrap.required-contact-point-nr (default: the number of agents).
+    #[arg(long)]
+    pub required: Option<usize>,
+    /// Stop the agents and exit once the cluster has formed.
+    #[arg(long)]
+    pub exit_when_formed: bool,
+    /// Show the agents' own logs (RUST_LOG=info) instead of warnings only.
+    #[arg(long)]
+    pub verbose: bool,
+    /// Give up after this many seconds.
+    #[arg(long, default_value_t = 60)]
+    pub timeout: u64,
+}
+
+/// The YAML configuration every local agent gets.
+pub fn config_yaml(ips: &[IpAddr], required: usize, key_file: &std::path::Path) -> String {
+    let endpoints: Vec<String> = ips
+        .iter()
+        .map(|ip| format!("'{}'", SocketAddr::new(*ip, 8558)))
+        .collect();
+    format!(
+        "cluster:\n  key-file: {}\nbootstrap:\n  service-name: local\n  discovery-method: config\n  required-contact-point-nr: {required}\ndiscovery:\n  config:\n    endpoints: [{}]\n",
+        key_file.display(),
+        endpoints.join(", ")
+    )
+}
+
+fn spawn_agent(
+    config: &std::path::Path,
+    ip: IpAddr,
+    name: &str,
+    verbose: bool,
+) -> std::io::Result<Child> {
+    let exe = std::env::current_exe()?;
+    let mut child = Command::new(exe)
+        .arg("--config")
+        .arg(config)
+        .env("POD_IP", ip.to_string())
+        .env("POD_NAME", name)
+        .env("RUST_LOG", if verbose { "info" } else { "warn" })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()?;
+    for pipe in [
+        child
+            .stdout
+            .take()
+            .map(|p| Box::new(p) as Box<dyn tokio::io::AsyncRead + Unpin + Send>),
+        child.stderr.take().map(|p| Box::new(p) as _),
+    ]
+    .into_iter()
+    .flatten()
+    {
+        let name = name.to_owned();
+        tokio::spawn(async move {
+            let mut lines = BufReader::new(pipe).lines();
+            while let Ok(Some(line)) = lines.next_line().await {
+                println!("[{name}] {line}");
+            }
+        });
+    }
+    Ok(child)
+}
+
+pub async fn run(args: Args) -> ExitCode {
+    let n = usize::from(args.nodes.max(1));
+    let octets: Vec<u8> = args
+        .subnet
+        .split('.')
+        .filter_map(|o| o.parse().ok())
+        .collect();
+    let [a, b, c] = octets[..] else {
+        eprintln!("--subnet must be three octets like 127.0.1");
+        return ExitCode::from(2);
+    };
+    let ips: Vec<IpAddr> = (1..=n)
+        .map(|i| IpAddr::V4(Ipv4Addr::new(a, b, c, i as u8)))
+        .collect();
+    let dir = std::env::temp_dir().join(format!("muster-local-{}", std::process::id()));
+    let prepared = (|| -> std::io::Result<(PathBuf, PathBuf)> {
+        std::fs::create_dir_all(&dir)?;
+        let mut key = [0u8; 32];
+        os_random_bytes(&mut key);
+        let key_file = dir.join("cluster.key");
+        std::fs::write(
+            &key_file,
+            key.iter().map(|b| format!("{b:02x}")).collect::<String>(),
+        )?;
+        let config = dir.join("agent.yaml");
+        std::fs::write(
+            &config,
+            config_yaml(&ips, args.required.unwrap_or(n), &key_file),
+        )?;
+        Ok((config, key_file))
+    })();
+    let (config, _) = match prepared {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("cannot prepare {}: {e}", dir.display());
+            return ExitCode::from(1);
+        }
+    };
+    println!(
+        "starting {n} agents on {} .. {} (config discovery, required-contact-point-nr {})",
+        ips[0],
+        ips[n - 1],
+        args.required.unwrap_or(n)
+    );
+    let mut children = Vec::new();
+    for (i, ip) in ips.iter().enumerate() {
+        match spawn_agent(&config, *ip, &format!("agent-{}", i + 1), args.verbose) {
+            Ok(c) => children.push(c),
+            Err(e) => {
+                eprintln!("cannot start agent-{}: {e}", i + 1);
+                return ExitCode::from(1);
+            }
+        }
+    }
+    let started = Instant::now();
+    let client = ManagementClient::new(Duration::from_millis(500));
+    let mut last: Vec<String> = vec![String::new(); n];
+    let formed = loop {
+        if started.elapsed() > Duration::from_secs(args.timeout) {
+            break None;
+        }
+        let mut views = Vec::new();
+        for (i, ip) in ips.iter().enumerate() {
+            let v = client
+                .get_json::<ClusterMembers>(SocketAddr::new(*ip, 8558), "/cluster/members")
+                .await
+                .ok();
+            let line = match &v {
+                Some(m) => format!(
+                    "{} members [{}], leader {}",
+                    m.members.len(),
+                    m.members
+                        .iter()
+                        .map(|m| format!("{} {}", host(&m.node), m.status))
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                    m.leader.as_deref().map(host).unwrap_or("-")
+                ),
+                None => "not answering yet".into(),
+            };
+            if line != last[i] {
+                println!(
+                    "{:>7.3}s agent-{} ({}): {line}",
+                    started.elapsed().as_secs_f64(),
+                    i + 1,
+                    ips[i]
+                );
+                last[i] = line;
+            }
+            views.push(v);
+        }
+        let all_up = views.iter().all(|v| {
+            v.as_ref()
+                .is_some_and(|m| m.members.len() == n && m.members.iter().all(|m| m.status == "Up"))
+        });
+        let one_leader = views
+            .windows(2)
+            .all(|w| w[0].as_ref().map(|m| &m.leader) == w[1].as_ref().map(|m| &m.leader));
+        if all_up && one_leader {
+            break views.into_iter().next().flatten();
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let code = match formed {
+        Some(m) => {
+            println!(
+                "\nformed ONE cluster of {n} in {} ms after the agents started; leader {}, oldest {}",
+                started.elapsed().as_millis(),
+                m.leader.as_deref().unwrap_or("-"),
+                m.oldest.as_deref().unwrap_or("-")
+            );
+            println!(
+                "try: curl -s http://{}:8558/cluster/members   (and /bootstrap/status, /metrics)",
+                ips[0]
+            );
+            if !args.exit_when_formed {
+                println!("Ctrl-C stops the agents.");
+                let _ = tokio::signal::ctrl_c().await;
+            }
+            ExitCode::SUCCESS
+        }
+        None => {
+            eprintln!(
+                "no single cluster after {}s; bootstrap status of each agent:",
+                args.timeout
+            );
+            for ip in &ips {
+                let s = client
+                    .get(SocketAddr::new(*ip, 8558), "/bootstrap/status")
+                    .await;
+                eprintln!(
+                    "{ip}: {}",
+                    s.map(|(_, b)| String::from_utf8_lossy(&b).into_owned())
+                        .unwrap_or_else(|e| e)
+                );
+            }
+            ExitCode::from(1)
+        }
+    };
+    for mut c in children {
+        let _ = c.kill().await;
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    code
+}
+
+fn host(node: &str) -> &str {
+    node.rsplit_once('@').map_or(node, |(_, h)| h)
+}

@@ -1,0 +1,242 @@
+//! The HTTP management API (Akka Management compatible where Akka has the endpoint).
+//!
+//! | route | answer |
+//! |---|---|
+//! | `GET /bootstrap/seed-nodes` | `{selfNode, seedNodes: [{node, nodeUid, status, roles}], contactPoints}` |
+//! | `GET /bootstrap/status` | phase, the reason in words, contact points and their probe results |
+//! | `GET /alive` | 200 while the agent runs |
+//! | `GET /ready` | 200 when this member is Up or WeaklyUp, else 503 with the reason |
+//! | `GET /cluster/members` | `{selfNode, members, unreachable, leader, oldest, oldestPerRole}` |
+//! | `GET /metrics` | Prometheus text format |
+//!
+//! `fn router(state) -> Router` so tests drive it with `oneshot`; [`server`] serves it
+//! with a header-read timeout and a connection cap.
+
+pub mod api;
+pub mod client;
+pub mod server;
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use bytes::Bytes;
+use serde::Serialize;
+use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::address::ContactPoint;
+use crate::bootstrap::coordinator::StatusRequest;
+use crate::bootstrap::probe::PROBER_HEADER;
+use crate::bootstrap::state::BootstrapStatus;
+use crate::membership::actor::{ClusterView, ViewPhase};
+use crate::metrics::Metrics;
+
+use api::{ClusterMembers, ErrorBody, SeedNodes};
+
+/// What the handlers read (snapshots) and whom they ask (actors).
+#[derive(Debug, Clone)]
+pub struct AppState {
+    /// The `/bootstrap/seed-nodes` body, rebuilt on every change (hot path: no work per request).
+    pub seed_nodes: watch::Receiver<Bytes>,
+    pub cluster: watch::Receiver<Arc<ClusterView>>,
+    /// The bootstrap coordinator; `None` with explicit seed nodes.
+    pub bootstrap: Option<mpsc::Sender<StatusRequest>>,
+    pub nudges: Option<mpsc::Sender<ContactPoint>>,
+    pub metrics: Metrics,
+    pub max_body_bytes: usize,
+}
+
+pub fn router(state: AppState) -> Router {
+    let limit = state.max_body_bytes;
+    Router::new()
+        .route("/bootstrap/seed-nodes", get(seed_nodes))
+        .route("/bootstrap/status", get(bootstrap_status))
+        .route("/alive", get(alive))
+        .route("/ready", get(ready))
+        .route("/cluster/members", get(cluster_members))
+        .route("/metrics", get(metrics))
+        .fallback(not_found)
+        .layer(DefaultBodyLimit::max(limit))
+        .with_state(state)
+}
+
+fn error(status: StatusCode, msg: impl Into<String>) -> Response {
+    (status, Json(ErrorBody { error: msg.into() })).into_response()
+}
+
+async fn not_found() -> Response {
+    error(
+        StatusCode::NOT_FOUND,
+        "no such endpoint; see /bootstrap/seed-nodes, /bootstrap/status, /alive, /ready, /cluster/members, /metrics",
+    )
+}
+
+async fn seed_nodes(State(s): State<AppState>, headers: HeaderMap) -> Response {
+    if let (Some(nudges), Some(prober)) = (&s.nudges, headers.get(PROBER_HEADER))
+        && let Some(cp) = prober
+            .to_str()
+            .ok()
+            .and_then(|v| v.parse::<ContactPoint>().ok())
+    {
+        // A peer is up and probing us: probe it back soon. Best effort.
+        let _ = nudges.try_send(cp);
+    }
+    let body = s.seed_nodes.borrow().clone();
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        body,
+    )
+        .into_response()
+}
+
+/// `/bootstrap/status` body.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct StatusBody {
+    phase: &'static str,
+    self_node: String,
+    self_status: Option<&'static str>,
+    reason: String,
+    bootstrap: Option<BootstrapStatus>,
+}
+
+async fn bootstrap_status(State(s): State<AppState>) -> Response {
+    let view = s.cluster.borrow().clone();
+    let bootstrap = match &s.bootstrap {
+        Some(tx) => {
+            let (reply, rx) = oneshot::channel();
+            if tx.send(reply).await.is_err() {
+                return error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "the bootstrap coordinator has stopped",
+                );
+            }
+            match tokio::time::timeout(Duration::from_secs(2), rx).await {
+                Ok(Ok(st)) => Some(st),
+                _ => {
+                    return error(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "the bootstrap coordinator did not answer",
+                    );
+                }
+            }
+        }
+        None => None,
+    };
+    let self_status = view.self_status().map(|st| st.as_str());
+    let (phase, reason) = match (view.phase, &bootstrap) {
+        (ViewPhase::Member, _) => (
+            "joined",
+            format!(
+                "this node is a cluster member ({})",
+                self_status.unwrap_or("unknown")
+            ),
+        ),
+        (_, None) => (
+            "seed-nodes",
+            match view.phase {
+                ViewPhase::Joining => {
+                    "joining the configured seed nodes (cluster.seed-nodes); bootstrap is not used"
+                        .to_owned()
+                }
+                _ => "waiting to join the configured seed nodes".to_owned(),
+            },
+        ),
+        (ViewPhase::Joining, Some(b)) => {
+            ("joining", format!("{}; waiting for a welcome", b.reason))
+        }
+        (ViewPhase::Idle, Some(b)) => (
+            if b.lookups == 0 {
+                "discovering"
+            } else {
+                "probing"
+            },
+            b.reason.clone(),
+        ),
+    };
+    Json(StatusBody {
+        phase,
+        self_node: view.self_node.address.to_string(),
+        self_status,
+        reason,
+        bootstrap,
+    })
+    .into_response()
+}
+
+async fn alive() -> &'static str {
+    "OK"
+}
+
+async fn ready(State(s): State<AppState>) -> Response {
+    let view = s.cluster.borrow().clone();
+    match view.self_status() {
+        Some(
+            st @ (crate::membership::member::MemberStatus::Up
+            | crate::membership::member::MemberStatus::WeaklyUp),
+        ) => (StatusCode::OK, st.as_str()).into_response(),
+        Some(st) => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("this member is {}, not Up", st.as_str()),
+        ),
+        None => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "this node is not a cluster member yet; see /bootstrap/status",
+        ),
+    }
+}
+
+async fn cluster_members(State(s): State<AppState>) -> Response {
+    let view = s.cluster.borrow().clone();
+    Json(ClusterMembers::from_gossip(
+        &view.self_node.address.to_string(),
+        &view.gossip,
+    ))
+    .into_response()
+}
+
+async fn metrics(State(s): State<AppState>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
+        )],
+        s.metrics.encode(),
+    )
+        .into_response()
+}
+
+/// Keeps the `/bootstrap/seed-nodes` body current: rebuilt when membership or the
+/// discovered contact points change.
+pub async fn run_seed_nodes_cache(
+    mut cluster: watch::Receiver<Arc<ClusterView>>,
+    mut ever_seen: watch::Receiver<Arc<BTreeSet<ContactPoint>>>,
+    out: watch::Sender<Bytes>,
+) {
+    let mut seen_open = true;
+    loop {
+        let body = {
+            let view = cluster.borrow_and_update().clone();
+            let cps = ever_seen.borrow_and_update().clone();
+            let gossip = view.is_member().then_some(&view.gossip);
+            SeedNodes::from_state(&view.self_node.address.to_string(), gossip, &cps)
+        };
+        out.send_replace(Bytes::from(serde_json::to_vec(&body).unwrap_or_default()));
+        // Either source may end (no bootstrap with explicit seed nodes); follow the other.
+        tokio::select! {
+            r = cluster.changed() => if r.is_err() { return },
+            r = ever_seen.changed(), if seen_open => if r.is_err() { seen_open = false },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

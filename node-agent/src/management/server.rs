@@ -1,0 +1,50 @@
+//! Serving the router: HTTP/1.1 with a header-read timeout (`axum::serve` has none, so
+//! slow clients could hold connections forever) and a cap on open connections.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use hyper::server::conn::http1;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tracing::{debug, warn};
+
+/// Serves until the task is aborted.
+pub async fn serve(
+    listener: TcpListener,
+    app: Router,
+    max_connections: usize,
+    header_read_timeout: Duration,
+) {
+    let permits = Arc::new(Semaphore::new(max_connections));
+    loop {
+        // At the cap, wait for a connection to close before accepting another.
+        let Ok(permit) = permits.clone().acquire_owned().await else {
+            return;
+        };
+        let (stream, peer) = match listener.accept().await {
+            Ok(s) => s,
+            Err(e) => {
+                warn!(error = %e, "management accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let svc = TowerToHyperService::new(app.clone());
+        tokio::spawn(async move {
+            let _permit = permit;
+            let mut builder = http1::Builder::new();
+            builder
+                .timer(TokioTimer::new())
+                .header_read_timeout(header_read_timeout)
+                .keep_alive(true);
+            if let Err(e) = builder.serve_connection(TokioIo::new(stream), svc).await {
+                debug!(%peer, error = %e, "management connection ended");
+            }
+        });
+    }
+}

@@ -1,0 +1,259 @@
+//! The router driven in-process with `oneshot`.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use axum::body::Body;
+use http_body_util::BodyExt;
+use tower::ServiceExt;
+
+use super::*;
+use crate::address::{NodeAddress, UniqueAddress};
+use crate::bootstrap::decider::{DeciderSettings, SelfIdentity};
+use crate::bootstrap::state::{Bootstrap, Schedule};
+use crate::membership::core::{MembershipCore, MembershipSettings};
+use crate::membership::member::MemberInfo;
+
+struct Fixture {
+    state: AppState,
+    cluster: watch::Sender<Arc<ClusterView>>,
+    nudges: mpsc::Receiver<ContactPoint>,
+    _seed: watch::Sender<Bytes>,
+}
+
+fn node() -> UniqueAddress {
+    UniqueAddress::new(
+        NodeAddress::new("shop", "10.0.0.1".parse().unwrap(), 2552),
+        7,
+    )
+}
+
+fn fixture(with_bootstrap: bool) -> Fixture {
+    let (cluster, cluster_rx) = watch::channel(Arc::new(ClusterView {
+        self_node: node(),
+        phase: ViewPhase::Idle,
+        gossip: Default::default(),
+    }));
+    let (seed_tx, seed_rx) = watch::channel(Bytes::from_static(
+        br#"{"selfNode":"muster://shop@10.0.0.1:2552","seedNodes":[]}"#,
+    ));
+    let (nudge_tx, nudges) = mpsc::channel(4);
+    let bootstrap = with_bootstrap.then(|| {
+        let (tx, mut rx) = mpsc::channel::<StatusRequest>(4);
+        let me = "10.0.0.1:8558".parse::<ContactPoint>().unwrap();
+        let core = Bootstrap::new(
+            Schedule {
+                interval: Duration::from_secs(1),
+                exponential_backoff_random_factor: 0.2,
+                exponential_backoff_max: Duration::from_secs(15),
+                probe_interval: Duration::from_secs(1),
+                probe_interval_jitter: 0.2,
+                probing_failure_timeout: Duration::from_secs(3),
+            },
+            DeciderSettings {
+                required_contact_point_nr: 2,
+                stable_margin: Duration::from_secs(5),
+                contact_with_all_contact_points: true,
+                new_cluster_enabled: true,
+                probing_failure_timeout: Duration::from_secs(3),
+                contact_point_agreement: true,
+            },
+            SelfIdentity {
+                management: me,
+                address: node().address,
+            },
+            Duration::ZERO,
+        );
+        tokio::spawn(async move {
+            while let Some(reply) = rx.recv().await {
+                let _ = reply.send(core.status(Duration::ZERO));
+            }
+        });
+        tx
+    });
+    let state = AppState {
+        seed_nodes: seed_rx,
+        cluster: cluster_rx,
+        bootstrap,
+        nudges: Some(nudge_tx),
+        metrics: Metrics::new(),
+        max_body_bytes: 65536,
+    };
+    Fixture {
+        state,
+        cluster,
+        nudges,
+        _seed: seed_tx,
+    }
+}
+
+async fn get(app: &AppState, path: &str, headers: &[(&str, &str)]) -> (u16, String, String) {
+    let mut req = http::Request::get(path);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let resp = router(app.clone())
+        .oneshot(req.body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    let status = resp.status().as_u16();
+    let ct = resp
+        .headers()
+        .get("content-type")
+        .map(|v| v.to_str().unwrap().to_owned())
+        .unwrap_or_default();
+    let body = String::from_utf8(
+        resp.into_body()
+            .collect()
+            .await
+            .unwrap()
+            .to_bytes()
+            .to_vec(),
+    )
+    .unwrap();
+    (status, ct, body)
+}
+
+fn member_view() -> ClusterView {
+    let settings = MembershipSettings {
+        gossip_interval: Duration::from_secs(1),
+        leader_actions_interval: Duration::from_secs(1),
+        allow_weakly_up_members: None,
+        retry_unsuccessful_join_after: Duration::from_secs(2),
+        seed_node_timeout: Duration::from_secs(5),
+    };
+    let mut core = MembershipCore::new(
+        node(),
+        MemberInfo {
+            roles: BTreeSet::from(["backend".into()]),
+            app_version: "1.2.3".into(),
+        },
+        settings,
+        Duration::ZERO,
+    );
+    core.form(Duration::ZERO);
+    ClusterView {
+        self_node: node(),
+        phase: ViewPhase::Member,
+        gossip: core.gossip().clone(),
+    }
+}
+
+#[tokio::test]
+async fn seed_nodes_serves_the_cached_body_and_forwards_the_prober() {
+    let mut f = fixture(true);
+    let (status, ct, body) = get(
+        &f.state,
+        "/bootstrap/seed-nodes",
+        &[(PROBER_HEADER, "10.0.0.2:8558")],
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(ct, "application/json");
+    assert!(body.contains("\"seedNodes\":[]"));
+    assert_eq!(
+        f.nudges.try_recv().unwrap(),
+        "10.0.0.2:8558".parse::<ContactPoint>().unwrap()
+    );
+    // Garbage in the header is ignored.
+    get(
+        &f.state,
+        "/bootstrap/seed-nodes",
+        &[(PROBER_HEADER, "not an address")],
+    )
+    .await;
+    assert!(f.nudges.try_recv().is_err());
+}
+
+#[tokio::test]
+async fn ready_only_when_up_and_members_in_akka_shape() {
+    let f = fixture(true);
+    let (status, _, body) = get(&f.state, "/ready", &[]).await;
+    assert_eq!(status, 503);
+    assert!(body.contains("/bootstrap/status"), "{body}");
+    f.cluster.send_replace(Arc::new(member_view()));
+    assert_eq!(get(&f.state, "/ready", &[]).await.0, 200);
+    let (status, _, body) = get(&f.state, "/cluster/members", &[]).await;
+    assert_eq!(status, 200);
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["selfNode"], "muster://shop@10.0.0.1:2552");
+    assert_eq!(v["leader"], "muster://shop@10.0.0.1:2552");
+    assert_eq!(v["oldest"], "muster://shop@10.0.0.1:2552");
+    assert_eq!(v["members"][0]["status"], "Up");
+    assert_eq!(v["members"][0]["nodeUid"], "7");
+    assert_eq!(v["members"][0]["roles"][0], "backend");
+    assert_eq!(v["members"][0]["upNumber"], 1);
+    assert_eq!(v["members"][0]["appVersion"], "1.2.3");
+    assert_eq!(v["oldestPerRole"]["backend"], "muster://shop@10.0.0.1:2552");
+    assert_eq!(v["unreachable"], serde_json::json!([]));
+}
+
+#[tokio::test]
+async fn status_explains_and_other_routes_answer() {
+    let f = fixture(true);
+    let (status, _, body) = get(&f.state, "/bootstrap/status", &[]).await;
+    assert_eq!(status, 200);
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["phase"], "discovering");
+    assert!(
+        v["reason"]
+            .as_str()
+            .unwrap()
+            .contains("no lookup has succeeded yet"),
+        "{body}"
+    );
+    assert_eq!(v["bootstrap"]["decision"]["decision"], "wait");
+
+    let f2 = fixture(false);
+    let (_, _, body) = get(&f2.state, "/bootstrap/status", &[]).await;
+    assert!(body.contains("\"phase\":\"seed-nodes\""), "{body}");
+
+    assert_eq!(get(&f.state, "/alive", &[]).await.0, 200);
+    let (status, ct, body) = get(&f.state, "/metrics", &[]).await;
+    assert_eq!(status, 200);
+    assert!(ct.starts_with("application/openmetrics-text"));
+    assert!(
+        body.contains("muster_transport_messages_dropped_total") || body.contains("# EOF"),
+        "{body}"
+    );
+    let (status, _, body) = get(&f.state, "/nope", &[]).await;
+    assert_eq!(status, 404);
+    assert!(body.contains("/cluster/members"));
+}
+
+#[tokio::test]
+async fn the_seed_nodes_cache_follows_membership_and_discovery() {
+    let (cluster_tx, cluster_rx) = watch::channel(Arc::new(ClusterView {
+        self_node: node(),
+        phase: ViewPhase::Idle,
+        gossip: Default::default(),
+    }));
+    let (seen_tx, seen_rx) = watch::channel(Arc::new(BTreeSet::new()));
+    let (out_tx, mut out_rx) = watch::channel(Bytes::new());
+    tokio::spawn(run_seed_nodes_cache(cluster_rx, seen_rx, out_tx));
+    let body = |rx: &watch::Receiver<Bytes>| serde_json::from_slice::<SeedNodes>(&rx.borrow()).ok();
+    out_rx.changed().await.unwrap();
+    let first = body(&out_rx).unwrap();
+    assert!(first.seed_nodes.is_empty());
+    seen_tx.send_replace(Arc::new(BTreeSet::from(["10.0.0.1:8558"
+        .parse::<ContactPoint>()
+        .unwrap()])));
+    out_rx.changed().await.unwrap();
+    assert_eq!(
+        body(&out_rx).unwrap().contact_points,
+        Some(vec!["10.0.0.1:8558".to_owned()])
+    );
+    // With the discovery side gone (explicit seed nodes), membership changes still show.
+    drop(seen_tx);
+    cluster_tx.send_replace(Arc::new(member_view()));
+    loop {
+        out_rx.changed().await.unwrap();
+        if let Some(b) = body(&out_rx)
+            && !b.seed_nodes.is_empty()
+        {
+            assert_eq!(b.seed_nodes[0].status, "Up");
+            assert_eq!(b.seed_nodes[0].node_uid, 7);
+            break;
+        }
+    }
+}

@@ -1,0 +1,184 @@
+//! The task that owns the membership core. Everything else talks to it by message:
+//! the transport hands it envelopes, bootstrap tells it to join or form, and it
+//! publishes a [`ClusterView`] after every change for the management API.
+
+use std::sync::Arc;
+
+use tokio::sync::{mpsc, watch};
+use tracing::{info, warn};
+
+use super::core::{MembershipCore, Outgoing, Phase};
+use super::gossip::Gossip;
+use super::member::MemberStatus;
+use crate::address::{NodeAddress, UniqueAddress};
+use crate::clock::Clock;
+use crate::metrics::{Metrics, StatusLabel};
+use crate::rng::Rng;
+use crate::transport::messages::Envelope;
+use crate::transport::tcp::Outbound;
+
+/// Requests to the membership actor.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    /// Join through these seed nodes (bootstrap decided).
+    Join(Vec<NodeAddress>),
+    /// Form a new cluster (bootstrap decided).
+    Form,
+    /// Explicit seed nodes from the configuration.
+    JoinConfiguredSeeds(Vec<NodeAddress>),
+}
+
+/// What the rest of the agent may know about membership, published after each change.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterView {
+    pub self_node: UniqueAddress,
+    pub phase: ViewPhase,
+    /// This node's state of the cluster (empty until it is a member).
+    pub gossip: Gossip,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ViewPhase {
+    Idle,
+    Joining,
+    Member,
+}
+
+impl ViewPhase {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Idle => "idle",
+            Self::Joining => "joining",
+            Self::Member => "member",
+        }
+    }
+}
+
+impl ClusterView {
+    pub fn self_status(&self) -> Option<MemberStatus> {
+        self.gossip.member(&self.self_node).map(|m| m.status)
+    }
+
+    pub fn is_member(&self) -> bool {
+        self.phase == ViewPhase::Member
+    }
+
+    fn of(core: &MembershipCore) -> Self {
+        Self {
+            self_node: core.me().clone(),
+            phase: match core.phase() {
+                Phase::Idle => ViewPhase::Idle,
+                Phase::Joining { .. } => ViewPhase::Joining,
+                Phase::Member => ViewPhase::Member,
+            },
+            gossip: core.gossip().clone(),
+        }
+    }
+}
+
+/// The actor's parts: the core and the channels around it.
+#[derive(Debug)]
+pub struct MembershipActor {
+    pub core: MembershipCore,
+    pub clock: Clock,
+    pub rng: Rng,
+    pub inbound: mpsc::Receiver<Envelope>,
+    pub commands: mpsc::Receiver<Command>,
+    pub outbound: Outbound,
+    pub view: watch::Sender<Arc<ClusterView>>,
+    pub metrics: Metrics,
+}
+
+/// Runs the actor until an input channel closes.
+pub async fn run(actor: MembershipActor) {
+    let MembershipActor {
+        mut core,
+        clock,
+        mut rng,
+        mut inbound,
+        mut commands,
+        mut outbound,
+        view,
+        metrics,
+    } = actor;
+    let mut published = ClusterView::of(&core);
+    view.send_replace(Arc::new(published.clone()));
+    loop {
+        let wake = core.next_wakeup().map(|t| clock.instant(t));
+        let out: Vec<Outgoing> = tokio::select! {
+            env = inbound.recv() => {
+                let Some(env) = env else { break };
+                match core.receive(clock.now(), &mut rng, env) {
+                    Ok(out) => out,
+                    Err(d) => {
+                        metrics.dropped(d.as_str());
+                        Vec::new()
+                    }
+                }
+            }
+            cmd = commands.recv() => {
+                let Some(cmd) = cmd else { break };
+                let now = clock.now();
+                match cmd {
+                    Command::Join(seeds) => {
+                        info!(seeds = ?seeds.iter().map(ToString::to_string).collect::<Vec<_>>(), "joining cluster");
+                        core.join(now, seeds)
+                    }
+                    Command::Form => {
+                        info!(node = %core.me(), "forming a new cluster");
+                        core.form(now)
+                    }
+                    Command::JoinConfiguredSeeds(seeds) => core.join_configured_seeds(now, &seeds),
+                }
+            }
+            _ = crate::clock::sleep_until(wake) => core.tick(clock.now(), &mut rng),
+        };
+        for o in out {
+            outbound.send(o.to.socket_addr(), o.envelope);
+        }
+        let now_view = ClusterView::of(&core);
+        if now_view != published {
+            report(&published, &now_view, &metrics, clock);
+            published = now_view;
+            view.send_replace(Arc::new(published.clone()));
+        }
+    }
+    warn!("membership actor stopped");
+}
+
+/// Logs member changes and updates gauges.
+fn report(before: &ClusterView, after: &ClusterView, metrics: &Metrics, clock: Clock) {
+    if !before.is_member() && after.is_member() {
+        metrics.joined_seconds.set(clock.now().as_secs_f64());
+        info!(node = %after.self_node, after_ms = clock.now().as_millis() as u64, "this node is now a cluster member");
+    }
+    for m in after.gossip.members() {
+        let old = before.gossip.member(&m.node).map(|o| o.status);
+        if old != Some(m.status) {
+            info!(member = %m.node, status = m.status.as_str(), up_number = m.up_number, "member status");
+        }
+    }
+    for status in [
+        MemberStatus::Joining,
+        MemberStatus::WeaklyUp,
+        MemberStatus::Up,
+        MemberStatus::Leaving,
+        MemberStatus::Exiting,
+        MemberStatus::Down,
+    ] {
+        let n = after
+            .gossip
+            .members()
+            .filter(|m| m.status == status)
+            .count();
+        metrics
+            .members
+            .get_or_create(&StatusLabel {
+                status: status.as_str(),
+            })
+            .set(n as i64);
+    }
+    metrics
+        .is_leader
+        .set(i64::from(after.gossip.leader() == Some(&after.self_node)));
+}

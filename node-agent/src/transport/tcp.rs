@@ -1,0 +1,249 @@
+//! TCP connections of the cluster port: one listener, one outbound connection per peer.
+//!
+//! Inbound: each accepted connection is served by its own task that checks every frame
+//! (size, signature, JSON) and hands envelopes to the membership actor; anything wrong
+//! is counted in `muster_transport_messages_dropped_total` and never takes the agent
+//! down. Outbound: a task per peer owns a queue and a kept-alive connection, reconnecting
+//! with backoff; a full queue drops (gossip repairs itself), it never blocks the actor.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
+use tokio::sync::{Semaphore, mpsc};
+use tokio::time::timeout;
+use tracing::{debug, warn};
+
+use super::frame::{self, FrameError, HEADER_LEN, Opener, Sealer};
+use super::messages::Envelope;
+use crate::config::ClusterKey;
+use crate::metrics::{KindLabel, Metrics};
+use crate::rng::os_random_bytes;
+
+/// Inbound connections served at once.
+const MAX_INBOUND_CONNECTIONS: usize = 256;
+/// An inbound connection with no frame for this long is closed (peers reconnect).
+const INBOUND_IDLE: Duration = Duration::from_secs(300);
+/// A started frame must arrive completely within this time.
+const FRAME_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// Connecting and greeting a peer must finish within this time.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// An outbound connection with nothing to send for this long is closed.
+const OUTBOUND_IDLE: Duration = Duration::from_secs(300);
+/// Messages queued per peer.
+const PEER_QUEUE: usize = 512;
+
+/// Serves the cluster port until the task is aborted.
+pub async fn serve(
+    listener: TcpListener,
+    key: Option<ClusterKey>,
+    metrics: Metrics,
+    inbound: mpsc::Sender<Envelope>,
+) {
+    let permits = Arc::new(Semaphore::new(MAX_INBOUND_CONNECTIONS));
+    loop {
+        let Ok(permit) = permits.clone().acquire_owned().await else {
+            return;
+        };
+        let (stream, peer) = match listener.accept().await {
+            Ok(s) => s,
+            Err(e) => {
+                // Out of file descriptors and the like: back off instead of spinning.
+                warn!(error = %e, "cluster port accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let (key, metrics, inbound) = (key.clone(), metrics.clone(), inbound.clone());
+        tokio::spawn(async move {
+            let _permit = permit;
+            if let Err(e) = serve_connection(stream, key, &metrics, &inbound).await {
+                metrics.dropped(e.metric_label());
+                debug!(%peer, error = %e, "closed cluster connection");
+            }
+        });
+    }
+}
+
+async fn serve_connection(
+    mut stream: TcpStream,
+    key: Option<ClusterKey>,
+    metrics: &Metrics,
+    inbound: &mpsc::Sender<Envelope>,
+) -> Result<(), FrameError> {
+    let _ = stream.set_nodelay(true);
+    let mut nonce = [0u8; frame::NONCE_LEN];
+    os_random_bytes(&mut nonce);
+    if timeout(CONNECT_TIMEOUT, stream.write_all(&frame::greeting(&nonce)))
+        .await
+        .is_err()
+    {
+        return Ok(());
+    }
+    let mut opener = Opener::new(key, nonce);
+    loop {
+        let mut header = [0u8; HEADER_LEN];
+        match timeout(INBOUND_IDLE, stream.read_exact(&mut header)).await {
+            Ok(Ok(_)) => {}
+            _ => return Ok(()), // closed, reset or idle
+        }
+        let len = Opener::payload_len(&header)?;
+        // Grows with the bytes actually received, so a lying header costs the sender.
+        let mut payload = Vec::new();
+        match timeout(
+            FRAME_READ_TIMEOUT,
+            (&mut stream).take(len as u64).read_to_end(&mut payload),
+        )
+        .await
+        {
+            Ok(Ok(n)) if n == len => {}
+            _ => return Ok(()),
+        }
+        opener.open(&header, &payload)?;
+        match serde_json::from_slice::<Envelope>(&payload) {
+            Ok(env) => {
+                metrics
+                    .messages_received
+                    .get_or_create(&KindLabel {
+                        kind: env.message.kind(),
+                    })
+                    .inc();
+                if inbound.try_send(env).is_err() {
+                    metrics.dropped("queue_full");
+                }
+            }
+            Err(e) => {
+                metrics.dropped("malformed");
+                debug!(error = %e, "malformed cluster message");
+            }
+        }
+    }
+}
+
+/// Outbound connections, owned by the membership actor (no sharing, no locks).
+#[derive(Debug)]
+pub struct Outbound {
+    local_ip: IpAddr,
+    key: Option<ClusterKey>,
+    metrics: Metrics,
+    peers: HashMap<SocketAddr, mpsc::Sender<Envelope>>,
+}
+
+impl Outbound {
+    pub fn new(local_ip: IpAddr, key: Option<ClusterKey>, metrics: Metrics) -> Self {
+        Self {
+            local_ip,
+            key,
+            metrics,
+            peers: HashMap::new(),
+        }
+    }
+
+    /// Queues a message; never waits.
+    pub fn send(&mut self, to: SocketAddr, env: Envelope) {
+        let env = match self.peers.get(&to) {
+            None => env,
+            Some(tx) => match tx.try_send(env) {
+                Ok(()) => return,
+                Err(mpsc::error::TrySendError::Full(_)) => {
+                    self.metrics.dropped("queue_full");
+                    return;
+                }
+                // The peer task ended (idle); start a new one.
+                Err(mpsc::error::TrySendError::Closed(env)) => env,
+            },
+        };
+        let (tx, rx) = mpsc::channel(PEER_QUEUE);
+        tokio::spawn(peer(
+            to,
+            self.local_ip,
+            self.key.clone(),
+            self.metrics.clone(),
+            rx,
+        ));
+        let _ = tx.try_send(env);
+        self.peers.insert(to, tx);
+    }
+}
+
+async fn connect(
+    to: SocketAddr,
+    local_ip: IpAddr,
+) -> std::io::Result<(TcpStream, [u8; frame::NONCE_LEN])> {
+    let socket = if to.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    // Bind our own address so peers see the pod IP as the source.
+    if local_ip.is_ipv4() == to.is_ipv4() {
+        socket.bind(SocketAddr::new(local_ip, 0))?;
+    }
+    let mut stream = socket.connect(to).await?;
+    stream.set_nodelay(true)?;
+    let mut g = [0u8; frame::GREETING_LEN];
+    stream.read_exact(&mut g).await?;
+    let nonce = frame::parse_greeting(&g)
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
+    Ok((stream, nonce))
+}
+
+async fn peer(
+    to: SocketAddr,
+    local_ip: IpAddr,
+    key: Option<ClusterKey>,
+    metrics: Metrics,
+    mut rx: mpsc::Receiver<Envelope>,
+) {
+    let mut backoff = Duration::from_millis(100);
+    let mut pending: Option<Envelope> = None;
+    loop {
+        let env = match pending.take() {
+            Some(e) => e,
+            None => match timeout(OUTBOUND_IDLE, rx.recv()).await {
+                Ok(Some(e)) => e,
+                _ => return, // idle or the actor is gone
+            },
+        };
+        let (mut stream, nonce) = match timeout(CONNECT_TIMEOUT, connect(to, local_ip)).await {
+            Ok(Ok(c)) => c,
+            failed => {
+                let error = match failed {
+                    Ok(Err(e)) => e.to_string(),
+                    _ => "timed out".to_owned(),
+                };
+                debug!(%to, %error, "cannot reach peer");
+                metrics.dropped("send_failed");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+                continue;
+            }
+        };
+        backoff = Duration::from_millis(100);
+        let mut sealer = Sealer::new(key.clone(), nonce);
+        let mut next = Some(env);
+        while let Some(env) = next.take() {
+            let kind = env.message.kind();
+            let payload = match serde_json::to_vec(&env) {
+                Ok(p) => p,
+                Err(_) => continue,
+            };
+            if stream.write_all(&sealer.seal(&payload)).await.is_err() {
+                // The connection broke: retry this message once on a new one.
+                pending = Some(env);
+                break;
+            }
+            metrics
+                .messages_sent
+                .get_or_create(&KindLabel { kind })
+                .inc();
+            next = match timeout(OUTBOUND_IDLE, rx.recv()).await {
+                Ok(Some(e)) => Some(e),
+                _ => return,
+            };
+        }
+    }
+}
