@@ -189,7 +189,8 @@ mod tests {
 
     #[test]
     fn refuses_garbage_and_other_clusters() {
-        let cases: [(&str, fn(&ProbeError) -> bool); 6] = [
+        type Check = fn(&ProbeError) -> bool;
+        let cases: [(&str, Check); 6] = [
             ("not json", |e| matches!(e, ProbeError::Malformed(_))),
             ("{}", |e| matches!(e, ProbeError::Malformed(_))),
             (r#"{"selfNode":"nonsense","seedNodes":[]}"#, |e| {
