@@ -13,7 +13,7 @@ use tracing::{Instrument, debug, info, info_span, warn};
 
 use super::decider::{Decision, ProbeAnswer};
 use super::probe::{Answer, ProbeError, Prober};
-use super::state::{Action, Bootstrap, BootstrapStatus};
+use super::state::{Action, Bootstrap, BootstrapStatus, Instruction};
 use crate::address::{ContactPoint, NodeAddress};
 use crate::clock::Clock;
 use crate::discovery::{self, Discovery};
@@ -59,10 +59,12 @@ impl Coordinator {
         async move {
             let mut lookups: JoinSet<LookupResult> = JoinSet::new();
             let mut probes: JoinSet<(ContactPoint, Result<Answer, ProbeError>)> = JoinSet::new();
-            let mut told: Option<Decision> = None;
             let mut last_reason = String::new();
             loop {
-                let wake = self.core.next_wakeup().map(|t| self.clock.instant(t));
+                let wake = self
+                    .core
+                    .next_wakeup(self.clock.now())
+                    .map(|t| self.clock.instant(t));
                 tokio::select! {
                     Some(r) = lookups.join_next(), if !lookups.is_empty() => {
                         let result = r.unwrap_or_else(|e| Err(format!("lookup task failed: {e}")));
@@ -121,31 +123,29 @@ impl Coordinator {
                         }
                     }
                 }
-                let decision = self.core.decide(now);
-                match &decision {
-                    Decision::Wait(w) => {
-                        let reason = w.explain();
-                        if reason != last_reason {
-                            debug!(%reason, "waiting");
-                            last_reason = reason;
-                        }
+                match self.core.instruction(now) {
+                    Some(Instruction::Join(seeds)) => {
+                        let _ = self.membership.send(Command::Join(seeds)).await;
                     }
-                    Decision::Join { seed_nodes } if told.as_ref() != Some(&decision) => {
-                        let _ = self
-                            .membership
-                            .send(Command::Join(seed_nodes.clone()))
-                            .await;
-                        told = Some(decision.clone());
-                    }
-                    Decision::Form { by_agreement } if told.is_none() => {
+                    Some(Instruction::Form) => {
                         info!(
-                            by_agreement,
+                            by_agreement = matches!(
+                                self.core.decide(now),
+                                Decision::Form { by_agreement: true }
+                            ),
                             "this node is the lowest contact point: forming the cluster"
                         );
                         let _ = self.membership.send(Command::Form).await;
-                        told = Some(decision.clone());
                     }
-                    _ => {}
+                    None => {
+                        if let Decision::Wait(w) = self.core.decide(now) {
+                            let reason = w.explain();
+                            if reason != last_reason {
+                                debug!(%reason, "waiting");
+                                last_reason = reason;
+                            }
+                        }
+                    }
                 }
             }
         }
@@ -209,20 +209,10 @@ impl Coordinator {
         self.core.on_probe(now, &mut self.rng, cp, result);
     }
 
-    /// Joined: stop, and nudge every other contact point once so that peers still
-    /// waiting probe us back and find the seed nodes now rather than at their next round.
+    /// Joined: stop probing; nudge the others once (see [`Bootstrap::finish`]).
     fn finish(&mut self, probes: &mut JoinSet<(ContactPoint, Result<Answer, ProbeError>)>) {
-        self.core.finish();
         probes.abort_all();
-        let me = self.core.identity().management.clone();
-        let others: Vec<ContactPoint> = self
-            .core
-            .discovered()
-            .iter()
-            .filter(|cp| **cp != me)
-            .cloned()
-            .collect();
-        for cp in others {
+        for cp in self.core.finish() {
             let prober = self.prober.clone();
             tokio::spawn(async move {
                 let _ = prober.probe(&cp).await;

@@ -91,6 +91,15 @@ pub struct Bootstrap {
     probes: BTreeMap<ContactPoint, ProbeSchedule>,
     skipped: Vec<Skipped>,
     finished: bool,
+    /// The last instruction handed to membership, so each is given once.
+    instructed: Option<Instruction>,
+}
+
+/// What membership must do, as decided by bootstrap.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Instruction {
+    Join(Vec<crate::address::NodeAddress>),
+    Form,
 }
 
 fn jittered(base: Duration, factor: f64, rng: &mut Rng) -> Duration {
@@ -115,6 +124,7 @@ impl Bootstrap {
             probes: BTreeMap::new(),
             skipped: Vec::new(),
             finished: false,
+            instructed: None,
         }
     }
 
@@ -140,9 +150,18 @@ impl Bootstrap {
         self.finished
     }
 
-    /// The node has joined: no more lookups or probes.
-    pub fn finish(&mut self) {
+    /// The node has joined: no more lookups or probes. Returns the other contact points,
+    /// to be probed once more as a nudge: peers still waiting then probe back at once and
+    /// find the seed nodes now rather than at their next round.
+    pub fn finish(&mut self) -> Vec<ContactPoint> {
         self.finished = true;
+        let me = &self.me.management;
+        self.obs
+            .discovered
+            .iter()
+            .filter(|cp| *cp != me)
+            .cloned()
+            .collect()
     }
 
     /// What is due now; marks it in flight.
@@ -165,8 +184,10 @@ impl Bootstrap {
         actions
     }
 
-    /// When something becomes due or the decision may change with time alone.
-    pub fn next_wakeup(&self) -> Option<Time> {
+    /// When something becomes due or the decision may change with time alone. Never a
+    /// time at or before `now` unless a lookup or probe is due: a past stable-margin
+    /// deadline has already been acted on and must not wake the owner again and again.
+    pub fn next_wakeup(&self, now: Time) -> Option<Time> {
         if self.finished {
             return None;
         }
@@ -177,7 +198,8 @@ impl Bootstrap {
             .filter(|p| !p.in_flight)
             .map(|p| p.next_at);
         let stable_at = (self.obs.lookups > 0)
-            .then(|| self.obs.discovered_changed_at + self.settings.stable_margin);
+            .then(|| self.obs.discovered_changed_at + self.settings.stable_margin)
+            .filter(|t| *t > now);
         lookup.into_iter().chain(probes).chain(stable_at).min()
     }
 
@@ -295,6 +317,25 @@ impl Bootstrap {
 
     pub fn decide(&self, now: Time) -> Decision {
         decider::decide(&self.obs, &self.settings, &self.me, now)
+    }
+
+    /// The decision turned into an instruction for membership, given only when it is
+    /// new: a join when the seed nodes change, a formation once (never after a join was
+    /// started, whose retries continue).
+    pub fn instruction(&mut self, now: Time) -> Option<Instruction> {
+        if self.finished {
+            return None;
+        }
+        let next = match self.decide(now) {
+            Decision::Join { seed_nodes } => Instruction::Join(seed_nodes),
+            Decision::Form { .. } if self.instructed.is_none() => Instruction::Form,
+            _ => return None,
+        };
+        if self.instructed.as_ref() == Some(&next) {
+            return None;
+        }
+        self.instructed = Some(next.clone());
+        Some(next)
     }
 
     /// The state explained, for `/bootstrap/status`.
@@ -457,7 +498,7 @@ mod tests {
                 Action::Probe(cp("10.0.0.2:8558"))
             ]
         );
-        assert_eq!(b.next_wakeup(), Some(S(1)), "next lookup");
+        assert_eq!(b.next_wakeup(S(0)), Some(S(1)), "next lookup");
         b.on_probe(
             S(0),
             &mut rng,
@@ -479,7 +520,7 @@ mod tests {
         for _ in 0..6 {
             assert_eq!(b.poll(now), vec![Action::Lookup]);
             b.on_lookup(now, &mut rng, Err("dns down".into()));
-            let next = b.next_wakeup().unwrap();
+            let next = b.next_wakeup(now).unwrap();
             gaps.push((next - now).as_secs());
             now = next;
         }
@@ -548,10 +589,33 @@ mod tests {
     }
 
     #[test]
+    fn a_passed_stable_margin_does_not_wake_again() {
+        let mut b = boot();
+        let mut rng = Rng::seeded(1);
+        assert_eq!(b.poll(S(0)), vec![Action::Lookup]);
+        b.on_lookup(
+            S(0),
+            &mut rng,
+            Ok((vec![cp("10.0.0.1:8558"), cp("10.0.0.2:8558")], vec![])),
+        );
+        // Probes stay in flight (no answers), the lookup is in flight: only the stable
+        // margin remains, and once it has passed nothing is due.
+        b.poll(S(0));
+        let lookup_at = b.next_wakeup(S(0)).unwrap();
+        assert!(b.poll(lookup_at).contains(&Action::Lookup));
+        assert_eq!(b.next_wakeup(S(4)), Some(S(5)), "stable margin ahead");
+        assert_eq!(
+            b.next_wakeup(S(5)),
+            None,
+            "stable margin passed, all in flight"
+        );
+    }
+
+    #[test]
     fn finished_does_nothing() {
         let mut b = boot();
         b.finish();
         assert!(b.poll(S(0)).is_empty());
-        assert_eq!(b.next_wakeup(), None);
+        assert_eq!(b.next_wakeup(S(0)), None);
     }
 }
