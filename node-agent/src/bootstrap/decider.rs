@@ -94,7 +94,11 @@ pub struct SelfIdentity {
 
 /// What to do now.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(tag = "decision", rename_all = "kebab-case")]
+#[serde(
+    tag = "decision",
+    rename_all = "kebab-case",
+    rename_all_fields = "camelCase"
+)]
 pub enum Decision {
     /// Join these seed nodes (reported by contact points).
     Join { seed_nodes: Vec<NodeAddress> },
@@ -109,7 +113,11 @@ pub enum Decision {
 
 /// Why there is no decision yet; each names what blocks it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(tag = "waiting", rename_all = "kebab-case")]
+#[serde(
+    tag = "waiting",
+    rename_all = "kebab-case",
+    rename_all_fields = "camelCase"
+)]
 pub enum Waiting {
     NoLookupYet,
     LookupFailed {

@@ -1,0 +1,309 @@
+//! Bad input from the network and from the user: a real agent process drops and counts
+//! it, or refuses to start with a message that says what to fix.
+
+mod support;
+
+use std::net::{IpAddr, SocketAddr};
+use std::process::Command;
+use std::time::Duration;
+
+use node_agent::config::ClusterKey;
+use node_agent::transport::frame::{self, GREETING_LEN, HEADER_LEN, Sealer};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+use support::*;
+
+/// A peer whose management port answers every request with `body` (HTTP 200, JSON).
+async fn fake_peer(ip: IpAddr, body: Vec<u8>) {
+    let listener = TcpListener::bind(SocketAddr::new(ip, MANAGEMENT_PORT))
+        .await
+        .expect("bind the fake peer");
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut stream, _)) = listener.accept().await else {
+                return;
+            };
+            let body = body.clone();
+            tokio::spawn(async move {
+                let mut request = Vec::new();
+                let mut buf = [0u8; 1024];
+                while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match stream.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => request.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let head = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+                    body.len()
+                );
+                let _ = stream.write_all(head.as_bytes()).await;
+                let _ = stream.write_all(&body).await;
+            });
+        }
+    });
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_and_oversized_seed_node_answers_are_counted_and_shown() {
+    let subnet = (22, 1);
+    let work = Workdir::new("bad-seed-nodes");
+    let fakes: Vec<(u8, Vec<u8>, &str)> = vec![
+        (1, b"{\"selfNode\": ".to_vec(), "malformed answer"),
+        (2, vec![b' '; 1024 * 1024], "larger than"),
+        (
+            3,
+            br#"{"selfNode":"muster://other@127.22.1.3:2552","seedNodes":[]}"#.to_vec(),
+            "another cluster",
+        ),
+        (
+            4,
+            br#"{"selfNode":"not an address","seedNodes":[]}"#.to_vec(),
+            "malformed answer",
+        ),
+    ];
+    for (host, body, _) in &fakes {
+        fake_peer(ip(subnet, *host), body.clone()).await;
+    }
+    let agent_ip = ip(subnet, 10);
+    let endpoints: Vec<String> = [1, 2, 3, 4, 10]
+        .iter()
+        .map(|h| format!("'{}:{MANAGEMENT_PORT}'", ip(subnet, *h)))
+        .collect();
+    let config = work.config(&format!(
+        "cluster:\n  key-file: {}\nbootstrap:\n  service-name: demo\n  discovery-method: config\n  required-contact-point-nr: 2\ndiscovery:\n  config:\n    endpoints: [{}]\n",
+        work.key_file().display(),
+        endpoints.join(", ")
+    ));
+    let mut agent = AgentProcess::start(&work, &config, agent_ip, "agent");
+
+    let status = eventually(
+        "every bad answer shown in /bootstrap/status",
+        Duration::from_secs(30),
+        || async {
+            let s = json(management(agent_ip), "/bootstrap/status").await?;
+            let points = s["bootstrap"]["contactPoints"]
+                .as_array()
+                .ok_or("no contact points yet")?;
+            for (host, _, error) in &fakes {
+                let cp = format!("{}:{MANAGEMENT_PORT}", ip(subnet, *host));
+                let p = points
+                    .iter()
+                    .find(|p| p["contactPoint"] == cp.as_str())
+                    .ok_or(format!("{cp} not listed: {s}"))?;
+                let last = p["lastError"].as_str().unwrap_or_default();
+                if !last.contains(error) || !p["answer"].is_null() {
+                    return Err(format!("{cp}: lastError {last:?}, expected {error:?}: {s}"));
+                }
+            }
+            Ok(s)
+        },
+    )
+    .await;
+    // Bad answers never count as answers: no cluster is formed on them.
+    assert_eq!(status["phase"], "probing", "{status}");
+    assert_eq!(
+        status["bootstrap"]["decision"]["decision"], "wait",
+        "{status}"
+    );
+
+    let m = metrics(management(agent_ip)).await.expect("metrics");
+    let malformed =
+        metric(&m, r#"muster_bootstrap_probes_total{result="malformed"}"#).unwrap_or(0.0);
+    assert!(
+        malformed >= 4.0,
+        "malformed probes counted: {malformed}\n{m}"
+    );
+    assert_eq!(agent.exited(), None, "the agent keeps running");
+    let (code, _) = client()
+        .get(management(agent_ip), "/alive")
+        .await
+        .expect("/alive");
+    assert_eq!(code, 200);
+}
+
+async fn greeted(addr: SocketAddr) -> (TcpStream, [u8; frame::NONCE_LEN]) {
+    let mut s = TcpStream::connect(addr)
+        .await
+        .expect("connect to the cluster port");
+    let mut g = [0u8; GREETING_LEN];
+    s.read_exact(&mut g).await.expect("greeting");
+    let nonce = frame::parse_greeting(&g).expect("a muster greeting");
+    (s, nonce)
+}
+
+/// Waits until the agent has closed the connection (it does at the first bad frame).
+async fn closed_by_agent(mut s: TcpStream) {
+    let mut buf = [0u8; 16];
+    let n = tokio::time::timeout(Duration::from_secs(10), s.read(&mut buf))
+        .await
+        .expect("the agent closes a connection after a bad frame");
+    assert!(
+        matches!(n, Ok(0) | Err(_)),
+        "nothing is sent back on a cluster connection"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_unsigned_and_replayed_cluster_messages_are_dropped_and_counted() {
+    let subnet = (22, 2);
+    let work = Workdir::new("bad-frames");
+    let agent_ip = ip(subnet, 1);
+    let config = work.config(&format!(
+        "cluster:\n  key-file: {}\nbootstrap:\n  service-name: demo\n  discovery-method: config\n  required-contact-point-nr: 1\ndiscovery:\n  config:\n    endpoints: ['{}:{MANAGEMENT_PORT}']\n",
+        work.key_file().display(),
+        agent_ip
+    ));
+    let mut agent = AgentProcess::start(&work, &config, agent_ip, "agent");
+    wait_for_one_cluster(std::slice::from_ref(&agent), 1).await;
+    let cluster = SocketAddr::new(agent_ip, CLUSTER_PORT);
+    let key = ClusterKey::new(KEY_HEX.as_bytes().to_vec()).expect("key");
+
+    // Not the protocol at all: an HTTP request on the cluster port.
+    let (mut s, _) = greeted(cluster).await;
+    s.write_all(b"GET / HTTP/1.1\r\nhost: muster.example\r\naccept: */*\r\n\r\n")
+        .await
+        .expect("write");
+    closed_by_agent(s).await;
+
+    // A header announcing more than the frame limit.
+    let (mut s, _) = greeted(cluster).await;
+    let mut header = [0u8; HEADER_LEN];
+    header[..4].copy_from_slice(&(64u32 << 20).to_be_bytes());
+    s.write_all(&header).await.expect("write");
+    closed_by_agent(s).await;
+
+    // Unsigned: a well-formed frame without a tag.
+    let (mut s, nonce) = greeted(cluster).await;
+    let unsigned = Sealer::new(None, nonce).seal(b"{}");
+    s.write_all(&unsigned).await.expect("write");
+    closed_by_agent(s).await;
+
+    // Signed with the cluster key but not a message: authenticated, then dropped as
+    // malformed; the connection stays. The same frame again on it is a replay.
+    let (mut s, nonce) = greeted(cluster).await;
+    let recorded = Sealer::new(Some(key.clone()), nonce).seal(b"not json");
+    s.write_all(&recorded).await.expect("write");
+    s.write_all(&recorded).await.expect("write");
+    closed_by_agent(s).await;
+    // ... and replayed on a new connection.
+    let (mut s, _) = greeted(cluster).await;
+    s.write_all(&recorded).await.expect("write");
+    closed_by_agent(s).await;
+
+    // Signed with another key.
+    let (mut s, nonce) = greeted(cluster).await;
+    let other = ClusterKey::new(b"another-key-of-enough-bytes".to_vec()).expect("key");
+    s.write_all(&Sealer::new(Some(other), nonce).seal(b"{}"))
+        .await
+        .expect("write");
+    closed_by_agent(s).await;
+
+    let dropped = |m: &str, reason: &str| {
+        metric(
+            m,
+            &format!("muster_transport_messages_dropped_total{{reason=\"{reason}\"}}"),
+        )
+        .unwrap_or(0.0)
+    };
+    let m = eventually("every drop counted", Duration::from_secs(10), || async {
+        let m = metrics(management(agent_ip)).await?;
+        let counts = [
+            ("oversized", 2.0),
+            ("unsigned", 1.0),
+            ("malformed", 1.0),
+            ("bad_signature", 3.0),
+        ];
+        for (reason, at_least) in counts {
+            if dropped(&m, reason) < at_least {
+                return Err(format!(
+                    "{reason}: {} < {at_least}\n{m}",
+                    dropped(&m, reason)
+                ));
+            }
+        }
+        Ok(m)
+    })
+    .await;
+    assert_eq!(
+        metric(
+            &m,
+            r#"muster_transport_messages_received_total{kind="join"}"#
+        ),
+        None,
+        "nothing was accepted as a message"
+    );
+    assert_eq!(agent.exited(), None, "the agent keeps running");
+    wait_for_one_cluster(std::slice::from_ref(&agent), 1).await;
+}
+
+fn run_agent(args: &[&str], env: &[(&str, &str)]) -> (Option<i32>, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_muster-agent"))
+        .args(args)
+        .envs(env.iter().copied())
+        .env_remove("RUST_LOG")
+        .output()
+        .expect("run muster-agent");
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn a_config_with_a_wrong_value_stops_the_agent_naming_key_value_and_what_is_allowed() {
+    let work = Workdir::new("bad-config");
+    // (file, what stderr must name: the key, the value, what is allowed)
+    let cases: [(&str, [&str; 3]); 5] = [
+        (
+            "bootstrap:\n  stable-margin: soon\n",
+            ["bootstrap.stable-margin", "soon", "5s"],
+        ),
+        (
+            "bootstrap:\n  required-contact-point-nr: two\n",
+            ["bootstrap.required-contact-point-nr", "two", "whole number"],
+        ),
+        (
+            "bootstrap:\n  stable-margins: 5s\n",
+            ["stable-margins", "did you mean", "stable-margin"],
+        ),
+        (
+            "cluster:\n  port: 70000\n",
+            ["cluster.port", "70000", "65535"],
+        ),
+        (
+            "bootstrap:\n  discovery-method: consul\n",
+            ["bootstrap.discovery-method", "consul", "kubernetes-api"],
+        ),
+    ];
+    for (yaml, needles) in cases {
+        let file = work.config(yaml);
+        let (code, stderr) = run_agent(
+            &["--config", file.to_str().expect("utf-8 path")],
+            &[("POD_IP", "127.22.3.1")],
+        );
+        assert_eq!(code, Some(2), "exit code 2 for {yaml:?}; stderr:\n{stderr}");
+        for needle in needles {
+            assert!(
+                stderr.contains(needle),
+                "for {yaml:?} stderr names {needle:?}:\n{stderr}"
+            );
+        }
+    }
+}
+
+#[test]
+fn a_bad_environment_override_names_the_variable() {
+    let (code, stderr) = run_agent(
+        &["check-config"],
+        &[
+            ("POD_IP", "127.22.3.2"),
+            ("MUSTER_BOOTSTRAP_INTERVAL", "fast"),
+            ("MUSTER_BOOTSTRAP_SERVICE_NAME", "demo"),
+        ],
+    );
+    assert_eq!(code, Some(2), "stderr:\n{stderr}");
+    assert!(stderr.contains("MUSTER_BOOTSTRAP_INTERVAL"), "{stderr}");
+    assert!(stderr.contains("fast"), "{stderr}");
+}

@@ -1,0 +1,178 @@
+//! Real `muster-agent` processes on their own 127.x addresses form one cluster, with
+//! config discovery and with DNS discovery against a real DNS server.
+
+mod support;
+
+use std::collections::BTreeSet;
+
+use support::dns::{DnsServer, Zone};
+use support::*;
+
+fn config_discovery(work: &Workdir, subnet: (u8, u8), n: u8) -> std::path::PathBuf {
+    let endpoints: Vec<String> = (1..=n)
+        .map(|i| format!("'{}:{MANAGEMENT_PORT}'", ip(subnet, i)))
+        .collect();
+    work.config(&format!(
+        "cluster:\n  key-file: {key}\nbootstrap:\n  service-name: demo\n  discovery-method: config\n  required-contact-point-nr: {n}\ndiscovery:\n  config:\n    endpoints: [{endpoints}]\n",
+        key = work.key_file().display(),
+        endpoints = endpoints.join(", "),
+    ))
+}
+
+/// `/bootstrap/seed-nodes` of every agent has Akka's shape and lists the cluster.
+async fn check_seed_nodes(
+    agents: &[AgentProcess],
+    members: &node_agent::management::api::ClusterMembers,
+) {
+    let expected: BTreeSet<(String, String)> = members
+        .members
+        .iter()
+        .map(|m| (m.node.clone(), m.node_uid.clone()))
+        .collect();
+    for a in agents {
+        let v = json(a.management(), "/bootstrap/seed-nodes")
+            .await
+            .unwrap_or_else(|e| panic!("{}: {e}", a.name));
+        let self_node = v["selfNode"].as_str().expect("selfNode is a string");
+        assert_eq!(
+            self_node,
+            format!("muster://demo@{}:{CLUSTER_PORT}", a.ip),
+            "selfNode of {}",
+            a.name
+        );
+        let seeds = v["seedNodes"].as_array().expect("seedNodes is an array");
+        let mut listed = BTreeSet::new();
+        for s in seeds {
+            let obj = s.as_object().expect("a seed node is an object");
+            let keys: BTreeSet<&str> = obj.keys().map(String::as_str).collect();
+            assert_eq!(
+                keys,
+                BTreeSet::from(["node", "nodeUid", "status", "roles"]),
+                "{s}"
+            );
+            assert!(s["roles"].is_array(), "{s}");
+            assert_eq!(s["status"], "Up", "{s}");
+            let uid = s["nodeUid"].as_u64().expect("nodeUid is a number");
+            listed.insert((
+                s["node"].as_str().expect("node").to_owned(),
+                uid.to_string(),
+            ));
+        }
+        assert_eq!(listed, expected, "seed nodes of {}", a.name);
+        let cps = v["contactPoints"]
+            .as_array()
+            .expect("contactPoints (muster extension)");
+        assert_eq!(cps.len(), agents.len(), "contact points seen by {}", a.name);
+    }
+}
+
+async fn forms_with_config_discovery(subnet: (u8, u8), n: u8, test: &str) {
+    let work = Workdir::new(test);
+    let config = config_discovery(&work, subnet, n);
+    let agents = start_agents(&work, &config, subnet, n);
+    let views = wait_for_one_cluster(&agents, n.into()).await;
+    check_seed_nodes(&agents, &views[0]).await;
+    // Exactly one node formed the cluster: the lowest address, by the decider's rule (e).
+    let status = json(agents[0].management(), "/bootstrap/status")
+        .await
+        .expect("status");
+    assert_eq!(status["phase"], "joined", "{status}");
+    assert_eq!(
+        status["bootstrap"]["decision"]["decision"], "form",
+        "{status}"
+    );
+    for a in &agents[1..] {
+        let s = json(a.management(), "/bootstrap/status")
+            .await
+            .expect("status");
+        assert_eq!(
+            s["bootstrap"]["decision"]["decision"], "join",
+            "{}: {s}",
+            a.name
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_agents_form_one_cluster_with_config_discovery() {
+    forms_with_config_discovery((21, 1), 3, "config-3").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn five_agents_form_one_cluster_with_config_discovery() {
+    forms_with_config_discovery((21, 2), 5, "config-5").await;
+}
+
+fn dns_config(work: &Workdir, dns: &DnsServer, n: u8, port_name: &str) -> std::path::PathBuf {
+    work.config(&format!(
+        "cluster:\n  key-file: {key}\nbootstrap:\n  service-name: demo\n  service-namespace: default\n  discovery-method: dns\n  port-name: '{port_name}'\n  required-contact-point-nr: {n}\ndiscovery:\n  dns:\n    nameserver: '{ns}'\n",
+        key = work.key_file().display(),
+        ns = dns.addr,
+    ))
+}
+
+/// SRV records per pod, as for a headless Service's named port, plus one record whose
+/// target has no address: it is skipped, counted and shown, and formation goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_agents_form_one_cluster_with_dns_srv_discovery() {
+    let subnet = (21, 3);
+    let work = Workdir::new("dns-srv-3");
+    let srv = "_management._tcp.demo.default.svc.cluster.local.";
+    let mut zone = Zone::default().srv(
+        srv,
+        MANAGEMENT_PORT,
+        "ghost.demo.default.svc.cluster.local.",
+    );
+    for i in 1..=3 {
+        let host = format!("pod-{i}.demo.default.svc.cluster.local.");
+        zone = zone
+            .srv(srv, MANAGEMENT_PORT, &host)
+            .a(&host, ip(subnet, i));
+    }
+    let dns = DnsServer::start(ip(subnet, 200), zone).await;
+    let config = dns_config(&work, &dns, 3, "management");
+    let agents = start_agents(&work, &config, subnet, 3);
+    let views = wait_for_one_cluster(&agents, 3).await;
+    check_seed_nodes(&agents, &views[0]).await;
+    for a in &agents {
+        let status = json(a.management(), "/bootstrap/status")
+            .await
+            .expect("status");
+        let skipped = status["bootstrap"]["skipped"]
+            .as_array()
+            .expect("skipped list");
+        assert!(
+            skipped.iter().any(|s| s["target"]
+                .as_str()
+                .is_some_and(|t| t.starts_with("ghost.demo"))
+                && s["reason"]
+                    .as_str()
+                    .is_some_and(|r| r.contains("no address"))),
+            "{}: the unresolvable SRV target is listed with its reason: {status}",
+            a.name
+        );
+        let m = metrics(a.management()).await.expect("metrics");
+        let counted = metric(&m, "muster_bootstrap_skipped_targets_total").unwrap_or(0.0);
+        assert!(
+            counted >= 1.0,
+            "{}: skipped targets counted, got {counted}",
+            a.name
+        );
+    }
+}
+
+/// Without a port name: A records of the service name and the fallback port.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn five_agents_form_one_cluster_with_dns_a_records() {
+    let subnet = (21, 4);
+    let work = Workdir::new("dns-a-5");
+    let mut zone = Zone::default();
+    for i in 1..=5 {
+        zone = zone.a("demo.default.svc.cluster.local.", ip(subnet, i));
+    }
+    let dns = DnsServer::start(ip(subnet, 200), zone).await;
+    let config = dns_config(&work, &dns, 5, "");
+    let agents = start_agents(&work, &config, subnet, 5);
+    let views = wait_for_one_cluster(&agents, 5).await;
+    check_seed_nodes(&agents, &views[0]).await;
+}

@@ -1,0 +1,237 @@
+//! Shared by the process tests: real `muster-agent` processes on their own loopback
+//! addresses, a work folder per test, and polling with deadlines.
+//!
+//! Every test takes its own 127.x.y.0/24 subnet, so tests run in parallel without
+//! sharing a port. Agent logs go to files in the test's folder and are printed when a
+//! test fails.
+
+#![allow(dead_code)] // each test binary uses a different part
+
+pub mod dns;
+
+use std::future::Future;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use node_agent::management::api::ClusterMembers;
+use node_agent::management::client::ManagementClient;
+
+pub const MANAGEMENT_PORT: u16 = 8558;
+pub const CLUSTER_PORT: u16 = 2552;
+/// Hex of 32 fixed bytes: the cluster key of every test cluster.
+pub const KEY_HEX: &str = "6d75737465722d746573742d636c75737465722d6b65792d3332627974657321";
+
+/// The `n`-th address (1-based) of a test's subnet `127.a.b.0/24`.
+pub fn ip(subnet: (u8, u8), n: u8) -> IpAddr {
+    IpAddr::V4(Ipv4Addr::new(127, subnet.0, subnet.1, n))
+}
+
+pub fn management(ip: IpAddr) -> SocketAddr {
+    SocketAddr::new(ip, MANAGEMENT_PORT)
+}
+
+/// A folder for one test's files, emptied at the start.
+pub struct Workdir {
+    pub path: PathBuf,
+}
+
+impl Workdir {
+    pub fn new(test: &str) -> Self {
+        let path = Path::new(env!("CARGO_TARGET_TMPDIR")).join(test);
+        let _ = std::fs::remove_dir_all(&path);
+        std::fs::create_dir_all(&path).expect("create the test folder");
+        std::fs::write(path.join("cluster.key"), KEY_HEX).expect("write the key");
+        Self { path }
+    }
+
+    pub fn key_file(&self) -> PathBuf {
+        self.path.join("cluster.key")
+    }
+
+    /// Writes `agent.yaml` with the key file prepended to the `cluster:` section given.
+    pub fn config(&self, yaml: &str) -> PathBuf {
+        let file = self.path.join("agent.yaml");
+        std::fs::write(&file, yaml).expect("write the config");
+        file
+    }
+}
+
+/// One `muster-agent` process; killed when dropped. Its output goes to a log file that
+/// is printed if the test panics.
+pub struct AgentProcess {
+    pub ip: IpAddr,
+    pub name: String,
+    log: PathBuf,
+    child: Child,
+}
+
+impl AgentProcess {
+    pub fn start(work: &Workdir, config: &Path, ip: IpAddr, name: &str) -> Self {
+        let log = work.path.join(format!("{name}.log"));
+        let out = std::fs::File::create(&log).expect("create the log file");
+        let err = out.try_clone().expect("clone the log file");
+        let child = Command::new(env!("CARGO_BIN_EXE_muster-agent"))
+            .arg("--config")
+            .arg(config)
+            .env("POD_IP", ip.to_string())
+            .env("POD_NAME", name)
+            .env("RUST_LOG", "info")
+            .env("MUSTER_LOG_FORMAT", "text")
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .spawn()
+            .expect("start muster-agent");
+        Self {
+            ip,
+            name: name.to_owned(),
+            log,
+            child,
+        }
+    }
+
+    pub fn management(&self) -> SocketAddr {
+        management(self.ip)
+    }
+
+    /// None while it runs.
+    pub fn exited(&mut self) -> Option<ExitStatus> {
+        self.child.try_wait().expect("query the agent process")
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for AgentProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if std::thread::panicking() {
+            eprintln!(
+                "----- log of {} ({}) -----\n{}",
+                self.name,
+                self.ip,
+                self.log()
+            );
+        }
+    }
+}
+
+/// Starts `n` agents on `subnet` .1 ..= .n with one config.
+pub fn start_agents(work: &Workdir, config: &Path, subnet: (u8, u8), n: u8) -> Vec<AgentProcess> {
+    (1..=n)
+        .map(|i| AgentProcess::start(work, config, ip(subnet, i), &format!("agent-{i}")))
+        .collect()
+}
+
+/// Calls `probe` until it returns `Some`, at most until `deadline` from now; then fails
+/// with the last state `describe` gives.
+pub async fn eventually<T, F, Fut>(what: &str, deadline: Duration, mut probe: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, String>>,
+{
+    let start = Instant::now();
+    loop {
+        let last = match probe().await {
+            Ok(v) => return v,
+            Err(e) => e,
+        };
+        if start.elapsed() > deadline {
+            panic!("{what}: not reached within {deadline:?}; last state: {last}");
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+pub fn client() -> ManagementClient {
+    ManagementClient::new(Duration::from_secs(2))
+}
+
+/// Every agent's `/cluster/members` once they all show the same `n` members Up and the
+/// same leader.
+pub async fn wait_for_one_cluster(agents: &[AgentProcess], n: usize) -> Vec<ClusterMembers> {
+    let client = client();
+    eventually(
+        "one cluster with every agent Up",
+        Duration::from_secs(60),
+        || {
+            let client = client.clone();
+            async move {
+                let mut views = Vec::new();
+                for a in agents {
+                    let v: ClusterMembers = client
+                        .get_json(a.management(), "/cluster/members")
+                        .await
+                        .map_err(|e| format!("{}: {e}", a.name))?;
+                    views.push(v);
+                }
+                one_cluster(&views, n)?;
+                Ok(views)
+            }
+        },
+    )
+    .await
+}
+
+/// Checks that the views are one cluster of `n` Up members with one leader.
+pub fn one_cluster(views: &[ClusterMembers], n: usize) -> Result<(), String> {
+    let summary = |v: &ClusterMembers| {
+        v.members
+            .iter()
+            .map(|m| (m.node.clone(), m.node_uid.clone(), m.status.clone()))
+            .collect::<Vec<_>>()
+    };
+    let first = &views[0];
+    for v in views {
+        if v.members.len() != n || v.members.iter().any(|m| m.status != "Up") {
+            return Err(format!("{} sees {:?}", v.self_node, summary(v)));
+        }
+        if summary(v) != summary(first) {
+            return Err(format!(
+                "{} sees {:?} but {} sees {:?}",
+                v.self_node,
+                summary(v),
+                first.self_node,
+                summary(first)
+            ));
+        }
+        if v.leader.is_none() || v.leader != first.leader {
+            return Err(format!(
+                "leaders differ: {:?} at {}, {:?} at {}",
+                v.leader, v.self_node, first.leader, first.self_node
+            ));
+        }
+        if !v.unreachable.is_empty() {
+            return Err(format!("{} reports unreachable members", v.self_node));
+        }
+    }
+    Ok(())
+}
+
+/// The value of one sample of `/metrics`, e.g. `muster_bootstrap_probes_total{result="malformed"}`.
+pub fn metric(text: &str, sample: &str) -> Option<f64> {
+    text.lines().filter(|l| !l.starts_with('#')).find_map(|l| {
+        l.strip_prefix(sample)?
+            .strip_prefix(' ')?
+            .trim()
+            .parse()
+            .ok()
+    })
+}
+
+pub async fn metrics(addr: SocketAddr) -> Result<String, String> {
+    let (status, body) = client().get(addr, "/metrics").await?;
+    if status != 200 {
+        return Err(format!("/metrics answered {status}"));
+    }
+    String::from_utf8(body.to_vec()).map_err(|e| e.to_string())
+}
+
+pub async fn json(addr: SocketAddr, path: &str) -> Result<serde_json::Value, String> {
+    client().get_json(addr, path).await
+}
