@@ -1,1 +1,341 @@
-fn main() {}
+//! `cargo bench -p node-agent --bench formation`: the numbers issue #2 asks for, with
+//! real release-built `muster-agent` processes on loopback addresses.
+//!
+//! 1. Formation time of 3, 5 and 9 co-started agents, default settings and
+//!    `required-contact-point-nr` = N: from the start of the last process until every
+//!    agent reports all N members Up and the same leader (p50/p95/max over the runs).
+//! 2. `/bootstrap/seed-nodes` throughput and latency: one agent, a load generator in
+//!    this process with kept-alive connections (both share the machine's cores).
+//! 3. Agent RSS at idle (VmRSS from /proc), after formation and after the load.
+//!
+//! Environment: `BENCH_RUNS` (formation runs per size, default 20), `BENCH_SIZES`
+//! (default `3,5,9`), `BENCH_LOAD_SECS` (default 5), `BENCH_CONNECTIONS` (default 16).
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty};
+use hyper_util::rt::TokioIo;
+use node_agent::management::api::ClusterMembers;
+use node_agent::management::client::ManagementClient;
+
+const MANAGEMENT_PORT: u16 = 8558;
+const KEY_HEX: &str = "62656e63682d6b65792d6f662d656e6f7567682d72616e646f6d2d6279746573";
+
+fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+struct Agents {
+    children: Vec<Child>,
+    ips: Vec<IpAddr>,
+}
+
+impl Drop for Agents {
+    fn drop(&mut self) {
+        for c in &mut self.children {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn workdir() -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("muster-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("bench folder");
+    std::fs::write(dir.join("cluster.key"), KEY_HEX).expect("key file");
+    dir
+}
+
+/// Starts `n` agents on 127.<a>.<b>.1..=n with default settings and required = n;
+/// returns them with the instant the last process was started.
+fn start(dir: &Path, subnet: (u8, u8), n: u8) -> (Agents, Instant) {
+    let ips: Vec<IpAddr> = (1..=n)
+        .map(|i| IpAddr::V4(Ipv4Addr::new(127, subnet.0, subnet.1, i)))
+        .collect();
+    let endpoints: Vec<String> = ips
+        .iter()
+        .map(|ip| format!("'{ip}:{MANAGEMENT_PORT}'"))
+        .collect();
+    let config = dir.join(format!("agent-{}-{}.yaml", subnet.0, subnet.1));
+    std::fs::write(
+        &config,
+        format!(
+            "cluster:\n  key-file: {}\nbootstrap:\n  service-name: bench\n  discovery-method: config\n  required-contact-point-nr: {n}\ndiscovery:\n  config:\n    endpoints: [{}]\n",
+            dir.join("cluster.key").display(),
+            endpoints.join(", ")
+        ),
+    )
+    .expect("config");
+    let mut children = Vec::new();
+    let mut last = Instant::now();
+    for ip in &ips {
+        let child = Command::new(env!("CARGO_BIN_EXE_muster-agent"))
+            .arg("--config")
+            .arg(&config)
+            .env("POD_IP", ip.to_string())
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start muster-agent");
+        last = Instant::now();
+        children.push(child);
+    }
+    (Agents { children, ips }, last)
+}
+
+/// Polls every agent until they all show one cluster of `n` Up members.
+async fn wait_formed(client: &ManagementClient, agents: &Agents, deadline: Duration) -> bool {
+    let start = Instant::now();
+    while start.elapsed() < deadline {
+        let mut leaders = Vec::new();
+        let mut all = true;
+        for ip in &agents.ips {
+            match client
+                .get_json::<ClusterMembers>(
+                    SocketAddr::new(*ip, MANAGEMENT_PORT),
+                    "/cluster/members",
+                )
+                .await
+            {
+                Ok(m)
+                    if m.members.len() == agents.ips.len()
+                        && m.members.iter().all(|m| m.status == "Up") =>
+                {
+                    leaders.push(m.leader)
+                }
+                _ => {
+                    all = false;
+                    break;
+                }
+            }
+        }
+        if all && leaders.windows(2).all(|w| w[0] == w[1]) {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    false
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+/// User + system CPU time of a process so far (from /proc, in clock ticks of 10 ms).
+fn cpu_time(pid: u32) -> Option<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name (which may contain spaces) start at field 3.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    Some(Duration::from_millis(ticks * 10))
+}
+
+fn rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+}
+
+async fn formation(dir: &Path, client: &ManagementClient) {
+    let runs: u8 = env_or("BENCH_RUNS", 20);
+    let sizes: Vec<u8> = std::env::var("BENCH_SIZES")
+        .unwrap_or_else(|_| "3,5,9".into())
+        .split(',')
+        .filter_map(|s| s.trim().parse().ok())
+        .collect();
+    println!("formation: default settings, required-contact-point-nr = N, {runs} runs per size");
+    println!(
+        "  (time from starting the last agent until all N report N members Up and one leader)"
+    );
+    println!(
+        "{:>6} {:>5} {:>9} {:>9} {:>9}",
+        "agents", "runs", "p50", "p95", "max"
+    );
+    for (s, n) in sizes.iter().enumerate() {
+        let mut times = Vec::new();
+        for run in 0..runs {
+            // A fresh subnet per run: no port of an earlier run is in the way.
+            let (agents, last) = start(dir, (31 + s as u8, run), *n);
+            if wait_formed(client, &agents, Duration::from_secs(60)).await {
+                times.push(last.elapsed());
+            } else {
+                eprintln!("  {n} agents, run {run}: did not form within 60 s");
+            }
+        }
+        times.sort();
+        if times.is_empty() {
+            continue;
+        }
+        println!(
+            "{n:>6} {:>5} {:>7.0}ms {:>7.0}ms {:>7.0}ms",
+            times.len(),
+            ms(percentile(&times, 0.5)),
+            ms(percentile(&times, 0.95)),
+            ms(times[times.len() - 1])
+        );
+    }
+}
+
+/// One kept-alive connection sending requests back to back until `until`.
+async fn load_connection(addr: SocketAddr, until: Instant) -> Result<Vec<Duration>, String> {
+    let stream = tokio::net::TcpStream::connect(addr)
+        .await
+        .map_err(|e| e.to_string())?;
+    stream.set_nodelay(true).map_err(|e| e.to_string())?;
+    let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(|e| e.to_string())?;
+    tokio::spawn(conn);
+    let mut latencies = Vec::with_capacity(1 << 16);
+    while Instant::now() < until {
+        let req = http::Request::get("/bootstrap/seed-nodes")
+            .header("host", addr.to_string())
+            .body(Empty::<Bytes>::new())
+            .map_err(|e| e.to_string())?;
+        let t = Instant::now();
+        let resp = send.send_request(req).await.map_err(|e| e.to_string())?;
+        if resp.status() != 200 {
+            return Err(format!("answered {}", resp.status()));
+        }
+        resp.into_body()
+            .collect()
+            .await
+            .map_err(|e| e.to_string())?;
+        latencies.push(t.elapsed());
+    }
+    Ok(latencies)
+}
+
+async fn throughput(dir: &Path, client: &ManagementClient) {
+    let secs: u64 = env_or("BENCH_LOAD_SECS", 5);
+    let connections: usize = env_or("BENCH_CONNECTIONS", 16);
+    let (agents, _) = start(dir, (30, 1), 3);
+    if !wait_formed(client, &agents, Duration::from_secs(60)).await {
+        eprintln!("throughput: the 3 agents did not form; skipped");
+        return;
+    }
+    // Idle: formed, then left alone for a few gossip rounds.
+    let idle_until = Instant::now() + Duration::from_secs(3);
+    while Instant::now() < idle_until {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let idle: Vec<u64> = agents
+        .children
+        .iter()
+        .filter_map(|c| rss_kib(c.id()))
+        .collect();
+    let target = SocketAddr::new(agents.ips[0], MANAGEMENT_PORT);
+    let loaded_pid = agents.children[0].id();
+    let cpu_before = cpu_time(loaded_pid);
+    // The load generator runs on one thread of its own, so that the agent (2 worker
+    // threads) gets most of the machine, as it would with the clients elsewhere.
+    let (results, elapsed) = std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("load generator runtime");
+        rt.block_on(async move {
+            let warmup = Instant::now() + Duration::from_millis(500);
+            let _ = futures_join(target, 4, warmup).await;
+            let until = Instant::now() + Duration::from_secs(secs);
+            let started = Instant::now();
+            let results = futures_join(target, connections, until).await;
+            (results, started.elapsed())
+        })
+    })
+    .join()
+    .expect("load generator thread");
+    let agent_cpu = cpu_time(loaded_pid)
+        .zip(cpu_before)
+        .map(|(after, before)| after.saturating_sub(before));
+    let mut all: Vec<Duration> = Vec::new();
+    let mut errors = 0;
+    for r in results {
+        match r {
+            Ok(l) => all.extend(l),
+            Err(e) => {
+                errors += 1;
+                eprintln!("  connection failed: {e}");
+            }
+        }
+    }
+    all.sort();
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    println!(
+        "\nGET /bootstrap/seed-nodes: 1 agent of a 3-member cluster, {connections} kept-alive connections from one client thread, {secs} s, {cores} cores shared by agents and client"
+    );
+    if all.is_empty() {
+        println!("  no request completed ({errors} connections failed)");
+        return;
+    }
+    println!(
+        "  {} requests, {:.0} req/s, latency p50 {:.3} ms, p99 {:.3} ms, max {:.3} ms, {errors} failed connections",
+        all.len(),
+        all.len() as f64 / elapsed.as_secs_f64(),
+        ms(percentile(&all, 0.5)),
+        ms(percentile(&all, 0.99)),
+        ms(all[all.len() - 1])
+    );
+    if let Some(cpu) = agent_cpu {
+        // Includes the 0.5 s warm-up; an upper bound of the agent's cost per request.
+        println!(
+            "  the agent used {:.2} cores while serving ({:.1} µs of CPU per request)",
+            cpu.as_secs_f64() / (elapsed.as_secs_f64() + 0.5),
+            cpu.as_secs_f64() * 1e6 / all.len() as f64
+        );
+    }
+    let loaded = rss_kib(agents.children[0].id()).unwrap_or(0);
+    println!(
+        "\nRSS: idle agents (3-member cluster) {} KiB; the loaded agent after the run {loaded} KiB",
+        idle.iter()
+            .map(u64::to_string)
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+}
+
+async fn futures_join(
+    target: SocketAddr,
+    connections: usize,
+    until: Instant,
+) -> Vec<Result<Vec<Duration>, String>> {
+    let tasks: Vec<_> = (0..connections)
+        .map(|_| tokio::spawn(load_connection(target, until)))
+        .collect();
+    let mut out = Vec::new();
+    for t in tasks {
+        out.push(t.await.unwrap_or_else(|e| Err(e.to_string())));
+    }
+    out
+}
+
+fn main() {
+    // `cargo bench` passes `--bench`; filters are not supported.
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    rt.block_on(async {
+        let dir = workdir();
+        let client = ManagementClient::new(Duration::from_millis(500));
+        formation(&dir, &client).await;
+        throughput(&dir, &client).await;
+        let _ = std::fs::remove_dir_all(&dir);
+    });
+}
