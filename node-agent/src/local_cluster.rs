@@ -199,11 +199,11 @@ pub async fn run(args: Args) -> ExitCode {
                 m.leader.as_deref().unwrap_or("-"),
                 m.oldest.as_deref().unwrap_or("-")
             );
-            println!(
-                "try: curl -s http://{}:8558/cluster/members   (and /bootstrap/status, /metrics)",
-                ips[0]
-            );
             if !args.exit_when_formed {
+                println!(
+                    "try: curl -s http://{}:8558/cluster/members   (and /bootstrap/status, /metrics)",
+                    ips[0]
+                );
                 println!("Ctrl-C stops the agents.");
                 let _ = tokio::signal::ctrl_c().await;
             }
