@@ -128,15 +128,17 @@ pub fn start_agents(work: &Workdir, config: &Path, subnet: (u8, u8), n: u8) -> V
         .collect()
 }
 
-/// Calls `probe` until it returns `Some`, at most until `deadline` from now; then fails
-/// with the last state `describe` gives.
+/// Polls `probe` every 25 ms until it returns `Ok`; fails with its last error once
+/// `deadline` has passed.
 pub async fn eventually<T, F, Fut>(what: &str, deadline: Duration, mut probe: F) -> T
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T, String>>,
 {
     let start = Instant::now();
+    let mut every = tokio::time::interval(Duration::from_millis(25));
     loop {
+        every.tick().await;
         let last = match probe().await {
             Ok(v) => return v,
             Err(e) => e,
@@ -144,7 +146,6 @@ where
         if start.elapsed() > deadline {
             panic!("{what}: not reached within {deadline:?}; last state: {last}");
         }
-        tokio::time::sleep(Duration::from_millis(25)).await;
     }
 }
 
