@@ -14,9 +14,11 @@
 pub mod binaries;
 pub mod certs;
 pub mod control_plane;
+pub mod dns;
 mod process;
 
 pub use control_plane::ControlPlane;
+pub use dns::ClusterDns;
 
 use std::time::Duration;
 
