@@ -15,10 +15,12 @@ pub mod binaries;
 pub mod certs;
 pub mod control_plane;
 pub mod dns;
+pub mod node;
 mod process;
 
 pub use control_plane::ControlPlane;
 pub use dns::ClusterDns;
+pub use node::{ImageTable, LocalNode, NodeConfig};
 
 use std::time::Duration;
 

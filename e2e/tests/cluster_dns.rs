@@ -13,6 +13,9 @@ use node_agent::discovery::Discovery;
 use node_agent::discovery::dns::DnsDiscovery;
 use serde_json::json;
 
+mod support;
+use support::create_headless_service;
+
 const SRV: &str = "_management._tcp.demo.default.svc.cluster.local.";
 const HOST: &str = "demo.default.svc.cluster.local.";
 
@@ -84,20 +87,8 @@ async fn cluster_dns_follows_services_and_pods() {
         .await
         .expect("cluster DNS");
 
+    create_headless_service(&client, "demo", false).await;
     let services: Api<Service> = Api::namespaced(client.clone(), "default");
-    let service: Service = serde_json::from_value(json!({
-        "metadata": {"name": "demo"},
-        "spec": {
-            "clusterIP": "None",
-            "selector": {"app": "demo"},
-            "ports": [{"name": "management", "port": 8558, "targetPort": "management"}],
-        },
-    }))
-    .expect("service");
-    services
-        .create(&PostParams::default(), &service)
-        .await
-        .expect("create service");
     let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
     for i in 1..=2u8 {
         let pod: Pod = serde_json::from_value(json!({

@@ -1,0 +1,484 @@
+//! A process kubelet: registers a Node, runs the containers of the pods bound to it as
+//! local processes, each pod on its own 127.x address, and reports them in pod status.
+//!
+//! What it does, as a kubelet would: container images map to local binaries through a
+//! table (`…/muster-agent:TAG` → the built `muster-agent`); `env` is passed with
+//! `value` and `fieldRef` (`status.podIP`, `metadata.name`, `metadata.namespace`,
+//! `metadata.labels['…']`, `spec.serviceAccountName`) resolved; `KUBERNETES_SERVICE_HOST`
+//! and `_PORT` point at the API server; HTTP readiness probes set the Ready condition;
+//! crashed containers restart per `restartPolicy` with `restartCount`; a deleted pod's
+//! processes get SIGTERM, SIGKILL after the grace period, then the pod is removed.
+//!
+//! Not yet: ConfigMap/Secret env and volumes, the service-account token and
+//! `/etc/resolv.conf` in a per-pod mount namespace, liveness probes.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use k8s_openapi::api::core::v1::{Container, Node, Pod};
+use kube::Client;
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams, Preconditions};
+use kube::runtime::{WatchStreamExt, watcher};
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use serde_json::json;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::Mutex;
+use tokio::task::JoinSet;
+
+use crate::Error;
+
+/// Image name (last path segment, without tag) → binary.
+#[derive(Debug, Clone, Default)]
+pub struct ImageTable {
+    binaries: BTreeMap<String, PathBuf>,
+}
+
+impl ImageTable {
+    pub fn with(mut self, image_name: &str, binary: PathBuf) -> Self {
+        self.binaries.insert(image_name.to_owned(), binary);
+        self
+    }
+
+    /// `registry/muster/muster-agent:1.2` → the binary registered as `muster-agent`.
+    pub fn binary(&self, image: &str) -> Option<&PathBuf> {
+        let last = image.rsplit('/').next()?;
+        let name = last.split([':', '@']).next()?;
+        self.binaries.get(name)
+    }
+}
+
+/// Settings of a local node.
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    pub name: String,
+    /// Pods get `base.1`, `base.2`, … (the last octet counts up).
+    pub pod_subnet: [u8; 3],
+    pub images: ImageTable,
+    /// Where containers' logs go (`NAMESPACE_POD_CONTAINER.log`).
+    pub log_dir: PathBuf,
+    /// API server port for `KUBERNETES_SERVICE_PORT` (host 127.0.0.1).
+    pub api_port: u16,
+}
+
+/// The running node; stops its pods' processes when dropped.
+#[derive(Debug)]
+pub struct LocalNode {
+    pub name: String,
+    tasks: JoinSet<()>,
+    pods: Arc<Mutex<HashMap<String, PodRun>>>,
+}
+
+#[derive(Debug)]
+struct PodRun {
+    ip: IpAddr,
+    /// Process ids of the running containers.
+    pids: Arc<Mutex<BTreeMap<String, u32>>>,
+    tasks: JoinSet<()>,
+    deleting: bool,
+}
+
+fn field(pod: &Pod, ip: IpAddr, path: &str) -> Option<String> {
+    let m = &pod.metadata;
+    match path {
+        "status.podIP" => Some(ip.to_string()),
+        "metadata.name" => m.name.clone(),
+        "metadata.namespace" => m.namespace.clone(),
+        "spec.serviceAccountName" => pod.spec.as_ref()?.service_account_name.clone(),
+        "spec.nodeName" => pod.spec.as_ref()?.node_name.clone(),
+        other => {
+            let key = other
+                .strip_prefix("metadata.labels['")?
+                .strip_suffix("']")?;
+            m.labels.as_ref()?.get(key).cloned()
+        }
+    }
+}
+
+/// The container's environment as a kubelet would give it.
+fn environment(pod: &Pod, c: &Container, ip: IpAddr, api_port: u16) -> Vec<(String, String)> {
+    let mut env = vec![
+        ("PATH".to_owned(), "/usr/local/bin:/usr/bin:/bin".to_owned()),
+        (
+            "HOSTNAME".to_owned(),
+            pod.metadata.name.clone().unwrap_or_default(),
+        ),
+        ("KUBERNETES_SERVICE_HOST".to_owned(), "127.0.0.1".to_owned()),
+        ("KUBERNETES_SERVICE_PORT".to_owned(), api_port.to_string()),
+    ];
+    for e in c.env.iter().flatten() {
+        let value = match (&e.value, &e.value_from) {
+            (Some(v), _) => Some(v.clone()),
+            (None, Some(from)) => from
+                .field_ref
+                .as_ref()
+                .and_then(|f| field(pod, ip, &f.field_path)),
+            (None, None) => Some(String::new()),
+        };
+        if let Some(v) = value {
+            env.push((e.name.clone(), v));
+        }
+    }
+    env
+}
+
+async fn http_ok(ip: IpAddr, port: u16, path: &str) -> bool {
+    let attempt = async {
+        let mut s = tokio::net::TcpStream::connect((ip, port)).await.ok()?;
+        s.write_all(format!("GET {path} HTTP/1.0\r\nHost: {ip}\r\n\r\n").as_bytes())
+            .await
+            .ok()?;
+        let mut head = [0u8; 12];
+        s.read_exact(&mut head).await.ok()?;
+        let code: u16 = std::str::from_utf8(&head[9..12]).ok()?.parse().ok()?;
+        Some((200..400).contains(&code))
+    };
+    tokio::time::timeout(Duration::from_secs(1), attempt)
+        .await
+        .ok()
+        .flatten()
+        .unwrap_or(false)
+}
+
+fn now() -> String {
+    k8s_openapi::jiff::Timestamp::now().to_string()
+}
+
+impl LocalNode {
+    /// Registers the node (schedulable, Ready) and starts serving its pods.
+    pub async fn start(client: Client, config: NodeConfig) -> Result<Self, Error> {
+        let nodes: Api<Node> = Api::all(client.clone());
+        let node: Node = serde_json::from_value(json!({
+            "metadata": {"name": config.name, "labels": {"kubernetes.io/hostname": config.name}},
+        }))
+        .map_err(|e| Error::Setup(e.to_string()))?;
+        nodes.create(&PostParams::default(), &node).await?;
+        // Admission taints a new node not-ready; the node lifecycle controller (off here)
+        // would lift it once the kubelet reports Ready.
+        nodes
+            .patch(
+                &config.name,
+                &PatchParams::default(),
+                &Patch::Merge(json!({"spec": {"taints": null}})),
+            )
+            .await?;
+        nodes
+            .patch_status(
+                &config.name,
+                &PatchParams::default(),
+                &Patch::Merge(json!({"status": {
+                    "conditions": [{"type": "Ready", "status": "True", "reason": "KubeletReady",
+                                     "lastHeartbeatTime": now(), "lastTransitionTime": now()}],
+                    "addresses": [{"type": "InternalIP", "address": "127.0.0.1"},
+                                  {"type": "Hostname", "address": config.name}],
+                    "capacity": {"cpu": "64", "memory": "256Gi", "pods": "250"},
+                    "allocatable": {"cpu": "64", "memory": "256Gi", "pods": "250"},
+                }})),
+            )
+            .await?;
+
+        let pods: Arc<Mutex<HashMap<String, PodRun>>> = Arc::default();
+        let mut tasks = JoinSet::new();
+        let (p, name) = (pods.clone(), config.name.clone());
+        let api: Api<Pod> = Api::all(client.clone());
+        let stream = watcher(
+            api,
+            watcher::Config::default().fields(&format!("spec.nodeName={name}")),
+        )
+        .default_backoff()
+        .applied_objects();
+        let config = Arc::new(config);
+        tasks.spawn(async move {
+            let mut next_ip: u8 = 1;
+            let mut stream = std::pin::pin!(stream);
+            while let Some(event) = stream.next().await {
+                let Ok(pod) = event else { continue };
+                let Some(uid) = pod.metadata.uid.clone() else {
+                    continue;
+                };
+                let mut runs = p.lock().await;
+                if pod.metadata.deletion_timestamp.is_some() {
+                    if let Some(run) = runs.get_mut(&uid).filter(|r| !r.deleting) {
+                        run.deleting = true;
+                        let grace = pod.metadata.deletion_grace_period_seconds.unwrap_or(30);
+                        let pids = run.pids.clone();
+                        let client = client.clone();
+                        let p2 = p.clone();
+                        tokio::spawn(async move {
+                            stop_pod(&pids, Duration::from_secs(grace.max(0) as u64)).await;
+                            if let Some(mut run) = p2.lock().await.remove(&uid) {
+                                run.tasks.abort_all();
+                            }
+                            remove_pod(&client, &pod, &uid).await;
+                        });
+                    } else if !runs.contains_key(&uid) {
+                        // Never started here: nothing to stop.
+                        remove_pod(&client, &pod, &uid).await;
+                    }
+                    continue;
+                }
+                if runs.contains_key(&uid) {
+                    continue;
+                }
+                let [a, b, c] = config.pod_subnet;
+                let ip = IpAddr::V4(Ipv4Addr::new(a, b, c, next_ip));
+                next_ip = next_ip.wrapping_add(1).max(1);
+                let run = run_pod(client.clone(), config.clone(), pod, ip);
+                runs.insert(uid, run);
+            }
+        });
+        Ok(Self { name, tasks, pods })
+    }
+}
+
+async fn remove_pod(client: &Client, pod: &Pod, uid: &str) {
+    let (Some(name), Some(ns)) = (&pod.metadata.name, &pod.metadata.namespace) else {
+        return;
+    };
+    let api: Api<Pod> = Api::namespaced(client.clone(), ns);
+    let dp = DeleteParams {
+        grace_period_seconds: Some(0),
+        preconditions: Some(Preconditions {
+            uid: Some(uid.to_owned()),
+            resource_version: None,
+        }),
+        ..DeleteParams::default()
+    };
+    let _ = api.delete(name, &dp).await;
+}
+
+async fn stop_pod(pids: &Mutex<BTreeMap<String, u32>>, grace: Duration) {
+    let running: Vec<u32> = pids.lock().await.values().copied().collect();
+    for pid in &running {
+        let _ = kill(Pid::from_raw(*pid as i32), Signal::SIGTERM);
+    }
+    let deadline = tokio::time::Instant::now() + grace;
+    let mut every = tokio::time::interval(Duration::from_millis(50));
+    loop {
+        every.tick().await;
+        let alive = running
+            .iter()
+            .any(|p| kill(Pid::from_raw(*p as i32), None).is_ok());
+        if !alive {
+            return;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            for pid in &running {
+                let _ = kill(Pid::from_raw(*pid as i32), Signal::SIGKILL);
+            }
+            return;
+        }
+    }
+}
+
+/// Shared, per pod: what the status patch reports.
+#[derive(Debug, Default)]
+struct PodState {
+    restarts: BTreeMap<String, i32>,
+    running: BTreeMap<String, bool>,
+    ready: bool,
+}
+
+fn run_pod(client: Client, config: Arc<NodeConfig>, pod: Pod, ip: IpAddr) -> PodRun {
+    let pids: Arc<Mutex<BTreeMap<String, u32>>> = Arc::default();
+    let state: Arc<Mutex<PodState>> = Arc::default();
+    let mut tasks = JoinSet::new();
+    let spec = pod.spec.clone().unwrap_or_default();
+    let restart_policy = spec
+        .restart_policy
+        .clone()
+        .unwrap_or_else(|| "Always".into());
+    let ns = pod.metadata.namespace.clone().unwrap_or_default();
+    let name = pod.metadata.name.clone().unwrap_or_default();
+    let api: Api<Pod> = Api::namespaced(client, &ns);
+
+    for c in spec.containers.clone() {
+        let (pids, state, api, config, pod) = (
+            pids.clone(),
+            state.clone(),
+            api.clone(),
+            config.clone(),
+            pod.clone(),
+        );
+        let (name, ns, policy) = (name.clone(), ns.clone(), restart_policy.clone());
+        tasks.spawn(async move {
+            let log = config.log_dir.join(format!("{ns}_{name}_{}.log", c.name));
+            loop {
+                let exit = run_container(&config, &pod, &c, ip, &log, &pids, &state, &api).await;
+                state.lock().await.running.insert(c.name.clone(), false);
+                patch_status(&api, &name, &pod, ip, &state).await;
+                let restart = match policy.as_str() {
+                    "Always" => true,
+                    "OnFailure" => exit != Some(0),
+                    _ => false,
+                };
+                if !restart {
+                    return;
+                }
+                *state
+                    .lock()
+                    .await
+                    .restarts
+                    .entry(c.name.clone())
+                    .or_default() += 1;
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        });
+    }
+
+    // Readiness: every container's httpGet probe (none: ready once running).
+    let probes: Vec<(u16, String, u64)> = spec
+        .containers
+        .iter()
+        .filter_map(|c| {
+            let p = c.readiness_probe.as_ref()?;
+            let get = p.http_get.as_ref()?;
+            let port = match &get.port {
+                k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(n) => {
+                    u16::try_from(*n).ok()?
+                }
+                k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::String(n) => c
+                    .ports
+                    .iter()
+                    .flatten()
+                    .find(|p| p.name.as_deref() == Some(n.as_str()))
+                    .and_then(|p| u16::try_from(p.container_port).ok())?,
+            };
+            let period = p.period_seconds.unwrap_or(10).max(1) as u64;
+            Some((port, get.path.clone().unwrap_or_else(|| "/".into()), period))
+        })
+        .collect();
+    let containers = spec.containers.len();
+    tasks.spawn(async move {
+        let period = probes.iter().map(|p| p.2).min().unwrap_or(1);
+        let mut every = tokio::time::interval(Duration::from_secs(period));
+        loop {
+            every.tick().await;
+            let mut ok = state.lock().await.running.values().filter(|r| **r).count() == containers;
+            for (port, path, _) in &probes {
+                ok = ok && http_ok(ip, *port, path).await;
+            }
+            let changed = {
+                let mut s = state.lock().await;
+                let changed = s.ready != ok;
+                s.ready = ok;
+                changed
+            };
+            if changed {
+                patch_status(&api, &name, &pod, ip, &state).await;
+            }
+        }
+    });
+    PodRun {
+        ip,
+        pids,
+        tasks,
+        deleting: false,
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn run_container(
+    config: &NodeConfig,
+    pod: &Pod,
+    c: &Container,
+    ip: IpAddr,
+    log: &std::path::Path,
+    pids: &Mutex<BTreeMap<String, u32>>,
+    state: &Mutex<PodState>,
+    api: &Api<Pod>,
+) -> Option<i32> {
+    let name = pod.metadata.name.clone().unwrap_or_default();
+    let image = c.image.clone().unwrap_or_default();
+    let Some(binary) = config.images.binary(&image) else {
+        tracing::warn!(%image, "no local binary for this image");
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        return None;
+    };
+    let out = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .ok()?;
+    let err = out.try_clone().ok()?;
+    let mut cmd = tokio::process::Command::new(binary);
+    cmd.args(c.command.iter().flatten().skip(1))
+        .args(c.args.iter().flatten())
+        .env_clear()
+        .envs(environment(pod, c, ip, config.api_port))
+        .stdin(std::process::Stdio::null())
+        .stdout(out)
+        .stderr(err)
+        .kill_on_drop(true);
+    let mut child = cmd.spawn().ok()?;
+    if let Some(pid) = child.id() {
+        pids.lock().await.insert(c.name.clone(), pid);
+    }
+    state.lock().await.running.insert(c.name.clone(), true);
+    patch_status(api, &name, pod, ip, state).await;
+    let status = child.wait().await.ok();
+    pids.lock().await.remove(&c.name);
+    status.and_then(|s| s.code())
+}
+
+async fn patch_status(api: &Api<Pod>, name: &str, pod: &Pod, ip: IpAddr, state: &Mutex<PodState>) {
+    let s = state.lock().await;
+    let cond = |t: &str, ok: bool| json!({"type": t, "status": if ok { "True" } else { "False" }, "lastTransitionTime": now()});
+    let statuses: Vec<_> = pod
+        .spec
+        .iter()
+        .flat_map(|sp| sp.containers.iter())
+        .map(|c| {
+            let running = s.running.get(&c.name).copied().unwrap_or(false);
+            json!({
+                "name": c.name,
+                "image": c.image,
+                "imageID": "",
+                "ready": running && s.ready,
+                "started": running,
+                "restartCount": s.restarts.get(&c.name).copied().unwrap_or(0),
+                "state": if running { json!({"running": {"startedAt": now()}}) }
+                         else { json!({"waiting": {"reason": "ContainerCreating"}}) },
+            })
+        })
+        .collect();
+    let body = json!({"status": {
+        "phase": "Running",
+        "hostIP": "127.0.0.1",
+        "podIP": ip.to_string(),
+        "podIPs": [{"ip": ip.to_string()}],
+        "startTime": now(),
+        "conditions": [cond("Initialized", true), cond("PodScheduled", true),
+                       cond("ContainersReady", s.ready), cond("Ready", s.ready)],
+        "containerStatuses": statuses,
+    }});
+    drop(s);
+    if let Err(e) = api
+        .patch_status(name, &PatchParams::default(), &Patch::Merge(&body))
+        .await
+    {
+        tracing::debug!(pod = name, error = %e, "pod status patch failed");
+    }
+}
+
+impl LocalNode {
+    /// The IP given to a pod (by uid), if it runs here.
+    pub async fn pod_ip(&self, uid: &str) -> Option<IpAddr> {
+        self.pods.lock().await.get(uid).map(|r| r.ip)
+    }
+}
+
+impl Drop for LocalNode {
+    fn drop(&mut self) {
+        self.tasks.abort_all();
+        if let Ok(mut pods) = self.pods.try_lock() {
+            for run in pods.values_mut() {
+                run.tasks.abort_all(); // kill_on_drop ends the processes
+            }
+        }
+    }
+}
