@@ -9,8 +9,13 @@
 //! crashed containers restart per `restartPolicy` with `restartCount`; a deleted pod's
 //! processes get SIGTERM, SIGKILL after the grace period, then the pod is removed.
 //!
-//! Not yet: ConfigMap/Secret env and volumes, the service-account token and
-//! `/etc/resolv.conf` in a per-pod mount namespace, liveness probes.
+//! Each container runs in a mount namespace of its own (`unshare`, needs root) where the
+//! pod's `/etc/resolv.conf` names the cluster DNS and
+//! `/var/run/secrets/kubernetes.io/serviceaccount/` holds `ca.crt`, `namespace` and a
+//! pod-bound TokenRequest token (renewed at 80 % of its hour), so programs run
+//! unmodified, with RBAC applied to them as to a real pod.
+//!
+//! Not yet: ConfigMap/Secret env and volumes, liveness probes.
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, Ipv4Addr};
@@ -19,7 +24,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use k8s_openapi::api::core::v1::{Container, Node, Pod};
+use k8s_openapi::api::core::v1::{Container, Node, Pod, ServiceAccount};
 use kube::Client;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams, Preconditions};
 use kube::runtime::{WatchStreamExt, watcher};
@@ -63,6 +68,94 @@ pub struct NodeConfig {
     pub log_dir: PathBuf,
     /// API server port for `KUBERNETES_SERVICE_PORT` (host 127.0.0.1).
     pub api_port: u16,
+    /// CA certificate of the API server, given to pods as `ca.crt`.
+    pub ca_cert: PathBuf,
+    /// The cluster DNS (listening on port 53), written into each pod's
+    /// `/etc/resolv.conf`.
+    pub dns: IpAddr,
+}
+
+/// Where a pod's service-account files appear, as on a real node.
+pub const SERVICE_ACCOUNT_DIR: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
+/// Lifetime asked for service-account tokens; they are renewed at 80 %.
+const TOKEN_SECONDS: i64 = 3600;
+
+/// Files a pod's processes see in place of the host's (bind-mounted in a mount
+/// namespace of their own).
+#[derive(Debug, Clone)]
+struct PodFiles {
+    resolv_conf: PathBuf,
+    service_account: PathBuf,
+}
+
+async fn request_token(client: &Client, pod: &Pod) -> Result<String, String> {
+    let ns = pod.metadata.namespace.clone().unwrap_or_default();
+    let account = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.service_account_name.clone())
+        .unwrap_or_else(|| "default".into());
+    let accounts: Api<ServiceAccount> = Api::namespaced(client.clone(), &ns);
+    let request = json!({
+        "apiVersion": "authentication.k8s.io/v1",
+        "kind": "TokenRequest",
+        "spec": {
+            "expirationSeconds": TOKEN_SECONDS,
+            "boundObjectRef": {"apiVersion": "v1", "kind": "Pod",
+                               "name": pod.metadata.name, "uid": pod.metadata.uid},
+        },
+    });
+    let issued: serde_json::Value = accounts
+        .create_subresource("token", &account, &PostParams::default(), &request)
+        .await
+        .map_err(|e| format!("TokenRequest for {ns}/{account}: {e}"))?;
+    issued["status"]["token"]
+        .as_str()
+        .map(str::to_owned)
+        .ok_or_else(|| "TokenRequest answered without a token".into())
+}
+
+fn write_atomically(path: &std::path::Path, contents: &[u8]) -> Result<(), String> {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, contents)
+        .and_then(|()| std::fs::rename(&tmp, path))
+        .map_err(|e| format!("cannot write {}: {e}", path.display()))
+}
+
+/// Writes the pod's resolv.conf and service-account folder.
+async fn prepare_pod_files(
+    client: &Client,
+    config: &NodeConfig,
+    pod: &Pod,
+) -> Result<PodFiles, String> {
+    let ns = pod.metadata.namespace.clone().unwrap_or_default();
+    let name = pod.metadata.name.clone().unwrap_or_default();
+    let dir = config.log_dir.join("pods").join(format!("{ns}_{name}"));
+    let service_account = dir.join("serviceaccount");
+    std::fs::create_dir_all(&service_account)
+        .map_err(|e| format!("cannot create {}: {e}", service_account.display()))?;
+    let resolv_conf = dir.join("resolv.conf");
+    write_atomically(
+        &resolv_conf,
+        format!(
+            "nameserver {}\nsearch {ns}.svc.cluster.local svc.cluster.local cluster.local\noptions ndots:5\n",
+            config.dns
+        )
+        .as_bytes(),
+    )?;
+    let ca = std::fs::read(&config.ca_cert)
+        .map_err(|e| format!("cannot read {}: {e}", config.ca_cert.display()))?;
+    write_atomically(&service_account.join("ca.crt"), &ca)?;
+    write_atomically(&service_account.join("namespace"), ns.as_bytes())?;
+    let token = request_token(client, pod).await?;
+    write_atomically(&service_account.join("token"), token.as_bytes())?;
+    // The mount point must exist on the host.
+    std::fs::create_dir_all(SERVICE_ACCOUNT_DIR)
+        .map_err(|e| format!("cannot create {SERVICE_ACCOUNT_DIR}: {e}"))?;
+    Ok(PodFiles {
+        resolv_conf,
+        service_account,
+    })
 }
 
 /// The running node; stops its pods' processes when dropped.
@@ -294,7 +387,8 @@ fn run_pod(client: Client, config: Arc<NodeConfig>, pod: Pod, ip: IpAddr) -> Pod
         .unwrap_or_else(|| "Always".into());
     let ns = pod.metadata.namespace.clone().unwrap_or_default();
     let name = pod.metadata.name.clone().unwrap_or_default();
-    let api: Api<Pod> = Api::namespaced(client, &ns);
+    let api: Api<Pod> = Api::namespaced(client.clone(), &ns);
+    let files: Arc<tokio::sync::OnceCell<Result<PodFiles, String>>> = Arc::default();
 
     for c in spec.containers.clone() {
         let (pids, state, api, config, pod) = (
@@ -305,10 +399,23 @@ fn run_pod(client: Client, config: Arc<NodeConfig>, pod: Pod, ip: IpAddr) -> Pod
             pod.clone(),
         );
         let (name, ns, policy) = (name.clone(), ns.clone(), restart_policy.clone());
+        let (files, client) = (files.clone(), client.clone());
         tasks.spawn(async move {
             let log = config.log_dir.join(format!("{ns}_{name}_{}.log", c.name));
+            let files = match files
+                .get_or_init(|| prepare_pod_files(&client, &config, &pod))
+                .await
+            {
+                Ok(f) => f.clone(),
+                Err(e) => {
+                    tracing::warn!(pod = %name, error = %e, "cannot prepare the pod's files");
+                    let _ = std::fs::write(&log, format!("process kubelet: {e}\n"));
+                    return;
+                }
+            };
             loop {
-                let exit = run_container(&config, &pod, &c, ip, &log, &pids, &state, &api).await;
+                let exit =
+                    run_container(&config, &pod, &c, ip, &log, &files, &pids, &state, &api).await;
                 state.lock().await.running.insert(c.name.clone(), false);
                 patch_status(&api, &name, &pod, ip, &state).await;
                 let restart = match policy.as_str() {
@@ -326,6 +433,24 @@ fn run_pod(client: Client, config: Arc<NodeConfig>, pod: Pod, ip: IpAddr) -> Pod
                     .entry(c.name.clone())
                     .or_default() += 1;
                 tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        });
+    }
+
+    // Bound tokens expire: renew at 80 % of their life, as the kubelet does.
+    {
+        let (client, pod, files) = (client.clone(), pod.clone(), files.clone());
+        tasks.spawn(async move {
+            let renew = Duration::from_secs((TOKEN_SECONDS * 8 / 10) as u64);
+            loop {
+                tokio::time::sleep(renew).await;
+                let Some(Ok(f)) = files.get() else { continue };
+                match request_token(&client, &pod).await {
+                    Ok(t) => {
+                        let _ = write_atomically(&f.service_account.join("token"), t.as_bytes());
+                    }
+                    Err(e) => tracing::warn!(error = %e, "token renewal failed"),
+                }
             }
         });
     }
@@ -388,6 +513,7 @@ async fn run_container(
     c: &Container,
     ip: IpAddr,
     log: &std::path::Path,
+    files: &PodFiles,
     pids: &Mutex<BTreeMap<String, u32>>,
     state: &Mutex<PodState>,
     api: &Api<Pod>,
@@ -405,8 +531,19 @@ async fn run_container(
         .open(log)
         .ok()?;
     let err = out.try_clone().ok()?;
-    let mut cmd = tokio::process::Command::new(binary);
-    cmd.args(c.command.iter().flatten().skip(1))
+    // A mount namespace of its own, where the pod's resolv.conf and service-account
+    // folder are bind-mounted over the host's paths; then the container's program.
+    let mut cmd = tokio::process::Command::new("/usr/bin/unshare");
+    cmd.args(["--mount", "--propagation", "private", "--", "/bin/sh", "-c"])
+        .arg(
+            "set -e; mount --bind \"$1\" /etc/resolv.conf; mount --bind \"$2\" \"$3\"; shift 3; exec \"$@\"",
+        )
+        .arg("sh")
+        .arg(&files.resolv_conf)
+        .arg(&files.service_account)
+        .arg(SERVICE_ACCOUNT_DIR)
+        .arg(binary)
+        .args(c.command.iter().flatten().skip(1))
         .args(c.args.iter().flatten())
         .env_clear()
         .envs(environment(pod, c, ip, config.api_port))

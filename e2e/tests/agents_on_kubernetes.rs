@@ -1,6 +1,7 @@
-//! muster-agent pods of a StatefulSet, run by the process kubelet on the local control
-//! plane, find each other through the cluster DNS (SRV records of their headless
-//! Service) and form one cluster; deleting a pod stops its process.
+//! muster-agent pods of a StatefulSet, run unmodified by the process kubelet on the
+//! local control plane, find each other — through the cluster DNS (SRV records of their
+//! headless Service, read via the pod's own /etc/resolv.conf) or through the Kubernetes
+//! API (their service account's token, under RBAC) — and form one cluster.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
@@ -8,7 +9,8 @@ use std::time::{Duration, Instant};
 
 use e2e::{ClusterDns, ControlPlane, ImageTable, LocalNode, NodeConfig};
 use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{Pod, ServiceAccount};
+use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use node_agent::management::api::ClusterMembers;
 use node_agent::management::client::ManagementClient;
@@ -50,36 +52,61 @@ where
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn statefulset_of_agents_forms_one_cluster() {
+struct Platform {
+    cp: ControlPlane,
+    client: kube::Client,
+    _dns: ClusterDns,
+    _node: LocalNode,
+}
+
+/// Control plane, cluster DNS on `127.0.<dns_net>.53:53`, and a node whose pods get
+/// `127.0.<pod_net>.N`.
+async fn platform(dns_net: u8, pod_net: u8) -> Platform {
     let cp = ControlPlane::start().await.expect("control plane");
     let client = cp.client().await.expect("client");
-    let dns = ClusterDns::start(
-        client.clone(),
-        SocketAddr::new(IpAddr::V4(Ipv4Addr::new(127, 0, 41, 53)), 0),
-    )
-    .await
-    .expect("cluster DNS");
-    let _node = LocalNode::start(
+    let dns_ip = IpAddr::V4(Ipv4Addr::new(127, 0, dns_net, 53));
+    let dns = ClusterDns::start(client.clone(), SocketAddr::new(dns_ip, 53))
+        .await
+        .expect("cluster DNS on port 53 (needs root, as the process kubelet does)");
+    let node = LocalNode::start(
         client.clone(),
         NodeConfig {
             name: "local-1".into(),
-            pod_subnet: [127, 0, 42],
+            pod_subnet: [127, 0, pod_net],
             images: ImageTable::default().with("muster-agent", agent_binary()),
             log_dir: cp.dir.clone(),
             api_port: cp.api_port,
+            ca_cert: cp.pki.ca.cert.clone(),
+            dns: dns_ip,
         },
     )
     .await
     .expect("local node");
+    Platform {
+        cp,
+        client,
+        _dns: dns,
+        _node: node,
+    }
+}
 
-    create_headless_service(&client, "demo", true).await;
-
-    let sets: Api<StatefulSet> = Api::namespaced(client.clone(), "default");
-    let set: StatefulSet = serde_json::from_value(json!({
+/// A StatefulSet `demo` of `replicas` agents with extra env.
+fn agents(replicas: i32, env: serde_json::Value) -> StatefulSet {
+    let mut all_env = json!([
+        {"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
+        {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+        {"name": "MUSTER_BOOTSTRAP_SERVICE_NAME", "value": "demo"},
+        {"name": "MUSTER_BOOTSTRAP_PORT_NAME", "value": "management"},
+        {"name": "MUSTER_BOOTSTRAP_REQUIRED_CONTACT_POINT_NR", "value": replicas.to_string()},
+    ]);
+    all_env
+        .as_array_mut()
+        .expect("array")
+        .extend(env.as_array().cloned().unwrap_or_default());
+    serde_json::from_value(json!({
         "metadata": {"name": "demo"},
         "spec": {
-            "replicas": 3,
+            "replicas": replicas,
             "serviceName": "demo",
             "podManagementPolicy": "Parallel",
             "updateStrategy": {"type": "OnDelete"},
@@ -87,22 +114,13 @@ async fn statefulset_of_agents_forms_one_cluster() {
             "template": {
                 "metadata": {"labels": {"app": "demo"}},
                 "spec": {
+                    "serviceAccountName": "demo",
                     "terminationGracePeriodSeconds": 5,
                     "containers": [{
                         "name": "agent",
                         "image": "registry.example/muster/muster-agent:dev",
                         "ports": [{"name": "management", "containerPort": 8558}],
-                        "env": [
-                            {"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
-                            {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
-                            {"name": "POD_NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
-                            {"name": "MUSTER_BOOTSTRAP_SERVICE_NAME", "value": "demo"},
-                            {"name": "MUSTER_BOOTSTRAP_DISCOVERY_METHOD", "value": "dns"},
-                            {"name": "MUSTER_BOOTSTRAP_PORT_NAME", "value": "management"},
-                            {"name": "MUSTER_BOOTSTRAP_REQUIRED_CONTACT_POINT_NR", "value": "3"},
-                            // Until pods get the cluster DNS in their own /etc/resolv.conf.
-                            {"name": "MUSTER_DISCOVERY_DNS_NAMESERVER", "value": dns.addr.to_string()},
-                        ],
+                        "env": all_env,
                         "readinessProbe": {
                             "httpGet": {"path": "/ready", "port": "management"},
                             "periodSeconds": 1,
@@ -112,18 +130,27 @@ async fn statefulset_of_agents_forms_one_cluster() {
             },
         },
     }))
-    .expect("statefulset");
-    let created = Instant::now();
-    sets.create(&PostParams::default(), &set)
-        .await
-        .expect("statefulset");
+    .expect("a valid StatefulSet")
+}
 
-    poll("3 ready replicas", Duration::from_secs(60), || {
+async fn create_service_account(client: &kube::Client) {
+    let sa: ServiceAccount =
+        serde_json::from_value(json!({"metadata": {"name": "demo"}})).expect("sa");
+    Api::<ServiceAccount>::namespaced(client.clone(), "default")
+        .create(&PostParams::default(), &sa)
+        .await
+        .expect("service account");
+}
+
+/// Waits for `replicas` Ready pods, then checks they are one cluster; returns the pods.
+async fn wait_for_one_cluster(client: &kube::Client, replicas: i32, since: Instant) -> Vec<Pod> {
+    let sets: Api<StatefulSet> = Api::namespaced(client.clone(), "default");
+    poll("all replicas ready", Duration::from_secs(60), || {
         let sets = sets.clone();
         async move {
             let s = sets.get("demo").await.map_err(|e| e.to_string())?;
             let ready = s.status.and_then(|st| st.ready_replicas).unwrap_or(0);
-            if ready == 3 {
+            if ready == replicas {
                 Ok(())
             } else {
                 Err(format!("{ready} ready"))
@@ -132,40 +159,67 @@ async fn statefulset_of_agents_forms_one_cluster() {
     })
     .await;
     println!(
-        "StatefulSet created -> 3 pods Ready (members Up): {} ms",
-        created.elapsed().as_millis()
+        "{replicas} pods Ready (members Up) {} ms after the StatefulSet was created",
+        since.elapsed().as_millis()
     );
-
     let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
     let list = pods
         .list(&ListParams::default().labels("app=demo"))
         .await
         .expect("pods");
-    let ips: Vec<IpAddr> = list
-        .items
-        .iter()
-        .filter_map(|p| p.status.as_ref()?.pod_ip.as_ref()?.parse().ok())
-        .collect();
-    assert_eq!(ips.len(), 3);
     let http = ManagementClient::new(Duration::from_secs(2));
-    let mut leaders = Vec::new();
-    for ip in &ips {
+    let mut views = Vec::new();
+    for p in &list.items {
+        let ip = ip_of(p);
         let m: ClusterMembers = http
-            .get_json(SocketAddr::new(*ip, 8558), "/cluster/members")
+            .get_json(SocketAddr::new(ip, 8558), "/cluster/members")
             .await
             .expect("members");
-        assert_eq!(m.members.len(), 3, "{m:?}");
+        assert_eq!(m.members.len(), replicas as usize, "{m:?}");
         assert!(m.members.iter().all(|m| m.status == "Up"), "{m:?}");
-        leaders.push(m.leader);
+        views.push(m);
     }
-    assert!(leaders.windows(2).all(|w| w[0] == w[1]), "{leaders:?}");
+    assert!(
+        views
+            .windows(2)
+            .all(|w| w[0].leader == w[1].leader && w[0].members == w[1].members),
+        "{views:?}"
+    );
+    list.items
+}
+
+fn ip_of(pod: &Pod) -> IpAddr {
+    pod.status
+        .as_ref()
+        .and_then(|s| s.pod_ip.as_ref())
+        .and_then(|ip| ip.parse().ok())
+        .expect("pod IP")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agents_form_one_cluster_with_dns_discovery() {
+    let p = platform(41, 42).await;
+    create_headless_service(&p.client, "demo", true).await;
+    create_service_account(&p.client).await;
+    let sets: Api<StatefulSet> = Api::namespaced(p.client.clone(), "default");
+    let created = Instant::now();
+    let set = agents(
+        3,
+        json!([{"name": "MUSTER_BOOTSTRAP_DISCOVERY_METHOD", "value": "dns"}]),
+    );
+    sets.create(&PostParams::default(), &set)
+        .await
+        .expect("statefulset");
+    let pods = wait_for_one_cluster(&p.client, 3, created).await;
 
     // Deleting a pod stops its process: its management port goes away.
-    let victim = ips[2];
-    let name = list.items[2].metadata.name.clone().expect("name");
-    pods.delete(&name, &DeleteParams::default())
+    let victim = ip_of(&pods[2]);
+    let name = pods[2].metadata.name.clone().expect("name");
+    Api::<Pod>::namespaced(p.client.clone(), "default")
+        .delete(&name, &DeleteParams::default())
         .await
         .expect("delete");
+    let http = ManagementClient::new(Duration::from_secs(1));
     poll(
         "deleted pod's agent stopped",
         Duration::from_secs(20),
@@ -180,4 +234,83 @@ async fn statefulset_of_agents_forms_one_cluster() {
         },
     )
     .await;
+    drop(p.cp);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agents_need_rbac_for_kubernetes_api_discovery_then_form() {
+    let p = platform(43, 44).await;
+    create_headless_service(&p.client, "demo", true).await;
+    create_service_account(&p.client).await;
+    let sets: Api<StatefulSet> = Api::namespaced(p.client.clone(), "default");
+    let set = agents(
+        3,
+        json!([{"name": "MUSTER_BOOTSTRAP_DISCOVERY_METHOD", "value": "kubernetes-api"},
+               {"name": "MUSTER_DISCOVERY_KUBERNETES_API_CONTAINER_NAME", "value": "agent"}]),
+    );
+    sets.create(&PostParams::default(), &set)
+        .await
+        .expect("statefulset");
+
+    // Without a Role the token is refused, and the agent says what grants it.
+    let pods: Api<Pod> = Api::namespaced(p.client.clone(), "default");
+    let http = ManagementClient::new(Duration::from_secs(1));
+    let error = poll(
+        "a discovery error naming RBAC",
+        Duration::from_secs(30),
+        || {
+            let (pods, http) = (pods.clone(), http.clone());
+            async move {
+                let list = pods
+                    .list(&ListParams::default().labels("app=demo"))
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let pod = list.items.first().ok_or("no pod yet")?;
+                let ip = pod
+                    .status
+                    .as_ref()
+                    .and_then(|s| s.pod_ip.as_ref())
+                    .ok_or("no IP yet")?;
+                let ip: IpAddr = ip.parse().map_err(|_| "bad IP")?;
+                let status: serde_json::Value = http
+                    .get_json(SocketAddr::new(ip, 8558), "/bootstrap/status")
+                    .await?;
+                let err = status["bootstrap"]["lookupError"]
+                    .as_str()
+                    .ok_or(format!("no lookup error: {status}"))?;
+                Ok(err.to_owned())
+            }
+        },
+    )
+    .await;
+    assert!(
+        error.contains("403") || error.contains("forbidden"),
+        "{error}"
+    );
+    assert!(
+        error.contains("list") && error.contains("pods") && error.contains("Role"),
+        "{error}"
+    );
+
+    let rbac: Role = serde_json::from_value(json!({
+        "metadata": {"name": "demo-discovery"},
+        "rules": [{"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch"]}],
+    }))
+    .expect("role");
+    Api::<Role>::namespaced(p.client.clone(), "default")
+        .create(&PostParams::default(), &rbac)
+        .await
+        .expect("role");
+    let binding: RoleBinding = serde_json::from_value(json!({
+        "metadata": {"name": "demo-discovery"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "demo-discovery"},
+        "subjects": [{"kind": "ServiceAccount", "name": "demo", "namespace": "default"}],
+    }))
+    .expect("binding");
+    let granted = Instant::now();
+    Api::<RoleBinding>::namespaced(p.client.clone(), "default")
+        .create(&PostParams::default(), &binding)
+        .await
+        .expect("binding");
+    wait_for_one_cluster(&p.client, 3, granted).await;
 }
