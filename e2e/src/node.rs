@@ -49,6 +49,11 @@ impl ImageTable {
         self
     }
 
+    /// The image names this table maps.
+    pub fn names(&self) -> impl Iterator<Item = &String> {
+        self.binaries.keys()
+    }
+
     /// `registry/muster/muster-agent:1.2` → the binary registered as `muster-agent`.
     pub fn binary(&self, image: &str) -> Option<&PathBuf> {
         let last = image.rsplit('/').next()?;
@@ -373,6 +378,8 @@ async fn stop_pod(pids: &Mutex<BTreeMap<String, u32>>, grace: Duration) {
 struct PodState {
     restarts: BTreeMap<String, i32>,
     running: BTreeMap<String, bool>,
+    /// Why a container is not running: (reason, message).
+    waiting: BTreeMap<String, (String, String)>,
     ready: bool,
 }
 
@@ -413,9 +420,33 @@ fn run_pod(client: Client, config: Arc<NodeConfig>, pod: Pod, ip: IpAddr) -> Pod
                     return;
                 }
             };
+            // An image without a local binary never starts, as an image that cannot be
+            // pulled: the status says so, and it is retried with a back-off.
+            let image = c.image.clone().unwrap_or_default();
+            let binary = loop {
+                if let Some(b) = config.images.binary(&image) {
+                    break b.clone();
+                }
+                let known: Vec<&String> = config.images.names().collect();
+                let reason = if state.lock().await.waiting.contains_key(&c.name) {
+                    "ImagePullBackOff"
+                } else {
+                    "ErrImagePull"
+                };
+                let message = format!(
+                    "no local binary for image {image:?}; this node runs images named {known:?} (add it to the node's ImageTable)"
+                );
+                tracing::warn!(pod = %name, %message);
+                state.lock().await.waiting.insert(c.name.clone(), (reason.into(), message));
+                patch_status(&api, &name, &pod, ip, &state).await;
+                tokio::time::sleep(Duration::from_secs(5)).await;
+            };
+            state.lock().await.waiting.remove(&c.name);
             loop {
-                let exit =
-                    run_container(&config, &pod, &c, ip, &log, &files, &pids, &state, &api).await;
+                let exit = run_container(
+                    &config, &pod, &c, ip, &log, &binary, &files, &pids, &state, &api,
+                )
+                .await;
                 state.lock().await.running.insert(c.name.clone(), false);
                 patch_status(&api, &name, &pod, ip, &state).await;
                 let restart = match policy.as_str() {
@@ -513,18 +544,13 @@ async fn run_container(
     c: &Container,
     ip: IpAddr,
     log: &std::path::Path,
+    binary: &std::path::Path,
     files: &PodFiles,
     pids: &Mutex<BTreeMap<String, u32>>,
     state: &Mutex<PodState>,
     api: &Api<Pod>,
 ) -> Option<i32> {
     let name = pod.metadata.name.clone().unwrap_or_default();
-    let image = c.image.clone().unwrap_or_default();
-    let Some(binary) = config.images.binary(&image) else {
-        tracing::warn!(%image, "no local binary for this image");
-        tokio::time::sleep(Duration::from_secs(5)).await;
-        return None;
-    };
     let out = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -578,8 +604,13 @@ async fn patch_status(api: &Api<Pod>, name: &str, pod: &Pod, ip: IpAddr, state: 
                 "ready": running && s.ready,
                 "started": running,
                 "restartCount": s.restarts.get(&c.name).copied().unwrap_or(0),
-                "state": if running { json!({"running": {"startedAt": now()}}) }
-                         else { json!({"waiting": {"reason": "ContainerCreating"}}) },
+                "state": match (running, s.waiting.get(&c.name)) {
+                    (true, _) => json!({"running": {"startedAt": now()}}),
+                    (false, Some((reason, message))) => {
+                        json!({"waiting": {"reason": reason, "message": message}})
+                    }
+                    (false, None) => json!({"waiting": {"reason": "ContainerCreating"}}),
+                },
             })
         })
         .collect();

@@ -212,6 +212,23 @@ async fn agents_form_one_cluster_with_dns_discovery() {
         .expect("statefulset");
     let pods = wait_for_one_cluster(&p.client, 3, created).await;
 
+    // What a person sees: three Running pods with their own IPs.
+    let wide = std::process::Command::new("kubectl")
+        .args(["get", "pods", "-o", "wide", "-l", "app=demo"])
+        .env("KUBECONFIG", &p.cp.kubeconfig)
+        .output()
+        .expect("run kubectl");
+    let table = String::from_utf8_lossy(&wide.stdout);
+    println!("{table}");
+    for pod in &pods {
+        let line = table
+            .lines()
+            .find(|l| l.contains(pod.metadata.name.as_deref().expect("name")))
+            .unwrap_or_else(|| panic!("kubectl lists every pod:\n{table}"));
+        assert!(line.contains("Running") && line.contains("1/1"), "{line}");
+        assert!(line.contains(&ip_of(pod).to_string()), "{line}");
+    }
+
     // Deleting a pod stops its process: its management port goes away.
     let victim = ip_of(&pods[2]);
     let name = pods[2].metadata.name.clone().expect("name");
@@ -234,6 +251,87 @@ async fn agents_form_one_cluster_with_dns_discovery() {
         },
     )
     .await;
+
+    // The StatefulSet controller recreates it; the new pod joins the existing cluster.
+    let recreated = Instant::now();
+    let again = poll(
+        "the pod recreated and Ready",
+        Duration::from_secs(60),
+        || {
+            let pods: Api<Pod> = Api::namespaced(p.client.clone(), "default");
+            let name = name.clone();
+            async move {
+                let pod = pods.get(&name).await.map_err(|e| e.to_string())?;
+                let ready = pod
+                    .status
+                    .as_ref()
+                    .and_then(|s| s.conditions.as_ref())
+                    .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
+                if ready && ip_of(&pod) != victim {
+                    Ok(pod)
+                } else {
+                    Err("not yet".to_owned())
+                }
+            }
+        },
+    )
+    .await;
+    println!(
+        "deleted pod recreated and Ready in {} ms",
+        recreated.elapsed().as_millis()
+    );
+    let m: ClusterMembers = http
+        .get_json(SocketAddr::new(ip_of(&again), 8558), "/cluster/members")
+        .await
+        .expect("members");
+    let first: ClusterMembers = http
+        .get_json(SocketAddr::new(ip_of(&pods[0]), 8558), "/cluster/members")
+        .await
+        .expect("members");
+    assert_eq!(
+        m.leader, first.leader,
+        "the new pod joined the same cluster"
+    );
+
+    // An image the node has no binary for: a clear waiting reason, as for a failed pull.
+    let stray: Pod = serde_json::from_value(json!({
+        "metadata": {"name": "stray"},
+        "spec": {"containers": [{"name": "app", "image": "registry.example/unknown/app:1"}]},
+    }))
+    .expect("pod");
+    let pods_api: Api<Pod> = Api::namespaced(p.client.clone(), "default");
+    pods_api
+        .create(&PostParams::default(), &stray)
+        .await
+        .expect("create");
+    let waiting = poll(
+        "ErrImagePull on the stray pod",
+        Duration::from_secs(30),
+        || {
+            let pods_api = pods_api.clone();
+            async move {
+                let pod = pods_api.get("stray").await.map_err(|e| e.to_string())?;
+                let w = pod
+                    .status
+                    .and_then(|s| s.container_statuses)
+                    .and_then(|cs| cs.into_iter().next())
+                    .and_then(|c| c.state)
+                    .and_then(|st| st.waiting)
+                    .ok_or("no waiting state yet")?;
+                if w.reason.as_deref().is_some_and(|r| r.contains("ImagePull")) {
+                    Ok(w)
+                } else {
+                    Err(format!("{w:?}"))
+                }
+            }
+        },
+    )
+    .await;
+    let message = waiting.message.unwrap_or_default();
+    assert!(
+        message.contains("registry.example/unknown/app:1") && message.contains("muster-agent"),
+        "{message}"
+    );
     drop(p.cp);
 }
 
