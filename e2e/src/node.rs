@@ -3,7 +3,7 @@
 //!
 //! What it does, as a kubelet would: container images map to local binaries through a
 //! table (`…/muster-agent:TAG` → the built `muster-agent`); `env` is passed with
-//! `value` and `fieldRef` (`status.podIP`, `metadata.name`, `metadata.namespace`,
+//! `value`, `configMapKeyRef`, `secretKeyRef` and `fieldRef` (`status.podIP`, `metadata.name`, `metadata.namespace`,
 //! `metadata.labels['…']`, `spec.serviceAccountName`) resolved; `KUBERNETES_SERVICE_HOST`
 //! and `_PORT` point at the API server; HTTP readiness probes set the Ready condition;
 //! crashed containers restart per `restartPolicy` with `restartCount`; a deleted pod's
@@ -15,7 +15,7 @@
 //! pod-bound TokenRequest token (renewed at 80 % of its hour), so programs run
 //! unmodified, with RBAC applied to them as to a real pod.
 //!
-//! Not yet: ConfigMap/Secret env and volumes, liveness probes.
+//! Not yet: ConfigMap/Secret volumes, `envFrom`, liveness probes.
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, Ipv4Addr};
@@ -24,7 +24,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use k8s_openapi::api::core::v1::{Container, Node, Pod, ServiceAccount};
+use k8s_openapi::api::core::v1::{ConfigMap, Container, Node, Pod, Secret, ServiceAccount};
 use kube::Client;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams, Preconditions};
 use kube::runtime::{WatchStreamExt, watcher};
@@ -198,7 +198,61 @@ fn field(pod: &Pod, ip: IpAddr, path: &str) -> Option<String> {
 }
 
 /// The container's environment as a kubelet would give it.
-fn environment(pod: &Pod, c: &Container, ip: IpAddr, api_port: u16) -> Vec<(String, String)> {
+/// Values of `configMapKeyRef` / `secretKeyRef` env entries, read at container start
+/// as the kubelet does. A missing required key is an error that names it (the kubelet's
+/// `CreateContainerConfigError`); a missing optional one is left out.
+async fn referenced_env(
+    client: &Client,
+    pod: &Pod,
+    c: &Container,
+) -> Result<BTreeMap<String, String>, String> {
+    let ns = pod.metadata.namespace.clone().unwrap_or_default();
+    let mut out = BTreeMap::new();
+    for e in c.env.iter().flatten() {
+        let Some(from) = &e.value_from else { continue };
+        let (kind, object, key, optional, value) = if let Some(r) = &from.config_map_key_ref {
+            let maps: Api<ConfigMap> = Api::namespaced(client.clone(), &ns);
+            let found = maps
+                .get_opt(&r.name)
+                .await
+                .map_err(|err| err.to_string())?
+                .and_then(|m| m.data?.get(&r.key).cloned());
+            ("configmap", &r.name, &r.key, r.optional, found)
+        } else if let Some(r) = &from.secret_key_ref {
+            let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
+            let found = secrets
+                .get_opt(&r.name)
+                .await
+                .map_err(|err| err.to_string())?
+                .and_then(|s| s.data?.get(&r.key).cloned())
+                .map(|b| String::from_utf8_lossy(&b.0).into_owned());
+            ("secret", &r.name, &r.key, r.optional, found)
+        } else {
+            continue;
+        };
+        match value {
+            Some(v) => {
+                out.insert(e.name.clone(), v);
+            }
+            None if optional == Some(true) => {}
+            None => {
+                return Err(format!(
+                    "env {}: {kind} {ns}/{object} has no key {key:?} (or does not exist)",
+                    e.name
+                ));
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn environment(
+    pod: &Pod,
+    c: &Container,
+    ip: IpAddr,
+    api_port: u16,
+    referenced: &BTreeMap<String, String>,
+) -> Vec<(String, String)> {
     let mut env = vec![
         ("PATH".to_owned(), "/usr/local/bin:/usr/bin:/bin".to_owned()),
         (
@@ -211,10 +265,10 @@ fn environment(pod: &Pod, c: &Container, ip: IpAddr, api_port: u16) -> Vec<(Stri
     for e in c.env.iter().flatten() {
         let value = match (&e.value, &e.value_from) {
             (Some(v), _) => Some(v.clone()),
-            (None, Some(from)) => from
-                .field_ref
-                .as_ref()
-                .and_then(|f| field(pod, ip, &f.field_path)),
+            (None, Some(from)) => match &from.field_ref {
+                Some(f) => field(pod, ip, &f.field_path),
+                None => referenced.get(&e.name).cloned(),
+            },
             (None, None) => Some(String::new()),
         };
         if let Some(v) = value {
@@ -443,8 +497,25 @@ fn run_pod(client: Client, config: Arc<NodeConfig>, pod: Pod, ip: IpAddr) -> Pod
             };
             state.lock().await.waiting.remove(&c.name);
             loop {
+                let referenced = match referenced_env(&client, &pod, &c).await {
+                    Ok(r) => {
+                        state.lock().await.waiting.remove(&c.name);
+                        r
+                    }
+                    Err(message) => {
+                        tracing::warn!(pod = %name, %message);
+                        state.lock().await.waiting.insert(
+                            c.name.clone(),
+                            ("CreateContainerConfigError".into(), message),
+                        );
+                        patch_status(&api, &name, &pod, ip, &state).await;
+                        tokio::time::sleep(Duration::from_secs(2)).await;
+                        continue;
+                    }
+                };
                 let exit = run_container(
-                    &config, &pod, &c, ip, &log, &binary, &files, &pids, &state, &api,
+                    &config, &pod, &c, ip, &log, &binary, &referenced, &files, &pids, &state,
+                    &api,
                 )
                 .await;
                 state.lock().await.running.insert(c.name.clone(), false);
@@ -545,6 +616,7 @@ async fn run_container(
     ip: IpAddr,
     log: &std::path::Path,
     binary: &std::path::Path,
+    referenced: &BTreeMap<String, String>,
     files: &PodFiles,
     pids: &Mutex<BTreeMap<String, u32>>,
     state: &Mutex<PodState>,
@@ -572,7 +644,7 @@ async fn run_container(
         .args(c.command.iter().flatten().skip(1))
         .args(c.args.iter().flatten())
         .env_clear()
-        .envs(environment(pod, c, ip, config.api_port))
+        .envs(environment(pod, c, ip, config.api_port, referenced))
         .stdin(std::process::Stdio::null())
         .stdout(out)
         .stderr(err)

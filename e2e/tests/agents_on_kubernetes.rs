@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use e2e::{ClusterDns, ControlPlane, ImageTable, LocalNode, NodeConfig};
 use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::core::v1::{Pod, ServiceAccount};
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, ServiceAccount};
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use node_agent::management::api::ClusterMembers;
@@ -341,10 +341,29 @@ async fn agents_need_rbac_for_kubernetes_api_discovery_then_form() {
     create_headless_service(&p.client, "demo", true).await;
     create_service_account(&p.client).await;
     let sets: Api<StatefulSet> = Api::namespaced(p.client.clone(), "default");
+    // Settings from a ConfigMap and a Secret reach the agent through env refs.
+    let config: ConfigMap = serde_json::from_value(json!({
+        "metadata": {"name": "demo-settings"}, "data": {"roles": "backend"},
+    }))
+    .expect("configmap");
+    Api::<ConfigMap>::namespaced(p.client.clone(), "default")
+        .create(&PostParams::default(), &config)
+        .await
+        .expect("configmap");
+    let secret: Secret = serde_json::from_value(json!({
+        "metadata": {"name": "demo-secret"}, "stringData": {"version": "1.2.3"},
+    }))
+    .expect("secret");
+    Api::<Secret>::namespaced(p.client.clone(), "default")
+        .create(&PostParams::default(), &secret)
+        .await
+        .expect("secret");
     let set = agents(
         3,
         json!([{"name": "MUSTER_BOOTSTRAP_DISCOVERY_METHOD", "value": "kubernetes-api"},
-               {"name": "MUSTER_DISCOVERY_KUBERNETES_API_CONTAINER_NAME", "value": "agent"}]),
+               {"name": "MUSTER_DISCOVERY_KUBERNETES_API_CONTAINER_NAME", "value": "agent"},
+               {"name": "MUSTER_CLUSTER_ROLES", "valueFrom": {"configMapKeyRef": {"name": "demo-settings", "key": "roles"}}},
+               {"name": "MUSTER_CLUSTER_APP_VERSION", "valueFrom": {"secretKeyRef": {"name": "demo-secret", "key": "version"}}}]),
     );
     sets.create(&PostParams::default(), &set)
         .await
@@ -410,5 +429,20 @@ async fn agents_need_rbac_for_kubernetes_api_discovery_then_form() {
         .create(&PostParams::default(), &binding)
         .await
         .expect("binding");
-    wait_for_one_cluster(&p.client, 3, granted).await;
+    let pods = wait_for_one_cluster(&p.client, 3, granted).await;
+    let m: ClusterMembers = ManagementClient::new(Duration::from_secs(2))
+        .get_json(SocketAddr::new(ip_of(&pods[0]), 8558), "/cluster/members")
+        .await
+        .expect("members");
+    for member in &m.members {
+        assert_eq!(
+            member.roles,
+            ["backend"],
+            "role from the ConfigMap: {member:?}"
+        );
+        assert_eq!(
+            member.app_version, "1.2.3",
+            "version from the Secret: {member:?}"
+        );
+    }
 }
