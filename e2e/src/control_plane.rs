@@ -354,19 +354,9 @@ impl ControlPlane {
         }
     }
 
-    /// Leave the run folder in place after drop (also set by `E2E_KEEP=1`).
-    pub fn keep_files(&mut self) {
-        self.keep = true;
-    }
-
     /// Process ids of the components (etcd first).
     pub fn pids(&self) -> Vec<u32> {
         self.procs.iter().map(Proc::pid).collect()
-    }
-
-    /// The log of one component (`etcd`, `kube-apiserver`, ...).
-    pub fn log(&self, name: &str) -> PathBuf {
-        self.dir.join(format!("{name}.log"))
     }
 }
 

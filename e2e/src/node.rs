@@ -173,7 +173,6 @@ pub struct LocalNode {
 
 #[derive(Debug)]
 struct PodRun {
-    ip: IpAddr,
     /// Process ids of the running containers.
     pids: Arc<Mutex<BTreeMap<String, u32>>>,
     tasks: JoinSet<()>,
@@ -601,7 +600,6 @@ fn run_pod(client: Client, config: Arc<NodeConfig>, pod: Pod, ip: IpAddr) -> Pod
         }
     });
     PodRun {
-        ip,
         pids,
         tasks,
         deleting: false,
@@ -702,13 +700,6 @@ async fn patch_status(api: &Api<Pod>, name: &str, pod: &Pod, ip: IpAddr, state: 
         .await
     {
         tracing::debug!(pod = name, error = %e, "pod status patch failed");
-    }
-}
-
-impl LocalNode {
-    /// The IP given to a pod (by uid), if it runs here.
-    pub async fn pod_ip(&self, uid: &str) -> Option<IpAddr> {
-        self.pods.lock().await.get(uid).map(|r| r.ip)
     }
 }
 
