@@ -16,11 +16,13 @@ pub mod certs;
 pub mod control_plane;
 pub mod dns;
 pub mod node;
+pub mod platform;
 mod process;
 
 pub use control_plane::ControlPlane;
 pub use dns::ClusterDns;
 pub use node::{ImageTable, LocalNode, NodeConfig};
+pub use platform::{LocalSettings, Platform, Target};
 
 use std::time::Duration;
 

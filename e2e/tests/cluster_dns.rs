@@ -87,7 +87,7 @@ async fn cluster_dns_follows_services_and_pods() {
         .await
         .expect("cluster DNS");
 
-    create_headless_service(&client, "demo", false).await;
+    create_headless_service(&client, "default", "demo", false).await;
     let services: Api<Service> = Api::namespaced(client.clone(), "default");
     let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
     for i in 1..=2u8 {
