@@ -28,10 +28,15 @@ pub enum Target {
 impl Target {
     /// From `E2E_TARGET`: unset or `local`, or `kind`.
     pub fn from_env() -> Result<Self, Error> {
-        match std::env::var("E2E_TARGET").as_deref() {
-            Err(_) | Ok("") | Ok("local") => Ok(Self::Local),
-            Ok("kind") => Ok(Self::Kind),
-            Ok(other) => Err(Error::Setup(format!(
+        Self::parse(std::env::var("E2E_TARGET").ok().as_deref())
+    }
+
+    /// The target a value of `E2E_TARGET` names (`None`: unset).
+    pub fn parse(value: Option<&str>) -> Result<Self, Error> {
+        match value {
+            None | Some("") | Some("local") => Ok(Self::Local),
+            Some("kind") => Ok(Self::Kind),
+            Some(other) => Err(Error::Setup(format!(
                 "E2E_TARGET={other:?} is not a target: use `local` (the default, this crate's platform) or `kind` (the current kubeconfig)"
             ))),
         }
@@ -265,5 +270,23 @@ impl Drop for Platform {
                 .stdout(std::process::Stdio::null())
                 .status();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn targets_are_local_by_default_and_unknown_ones_are_refused() {
+        assert_eq!(Target::parse(None).unwrap(), Target::Local);
+        assert_eq!(Target::parse(Some("")).unwrap(), Target::Local);
+        assert_eq!(Target::parse(Some("local")).unwrap(), Target::Local);
+        assert_eq!(Target::parse(Some("kind")).unwrap(), Target::Kind);
+        let e = Target::parse(Some("minikube")).unwrap_err().to_string();
+        assert!(
+            e.contains("\"minikube\"") && e.contains("local") && e.contains("kind"),
+            "{e}"
+        );
     }
 }

@@ -31,6 +31,21 @@ fn up_status_down() {
         .to_owned();
     assert!(Path::new(&kubeconfig).exists(), "{kubeconfig}");
 
+    assert!(
+        up.contains("node:       local-1, pods on 127.0.50.x"),
+        "{up}"
+    );
+    let nodes = Command::new("kubectl")
+        .args(["get", "nodes", "--no-headers"])
+        .env("KUBECONFIG", &kubeconfig)
+        .output()
+        .expect("run kubectl");
+    let nodes = String::from_utf8_lossy(&nodes.stdout);
+    assert!(
+        nodes.contains("local-1") && nodes.contains(" Ready"),
+        "the node is registered and Ready: {nodes}"
+    );
+
     let (code, again) = muster_local(&workdir, "up");
     assert_eq!(code, Some(0), "{again}");
     assert!(again.contains("already running"), "{again}");

@@ -1,6 +1,7 @@
 //! `muster-local up|down|status`: the local Kubernetes platform for people. `up` starts
-//! it in the background and prints the kubeconfig; `down` stops it; `status` says
-//! whether it runs and answers.
+//! it in the background — control plane, cluster DNS and a process-kubelet node that
+//! runs `…/muster-agent:*` images as the `muster-agent` built beside this binary — and
+//! prints the kubeconfig; `down` stops it; `status` says whether it runs and answers.
 
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
@@ -21,17 +22,41 @@ struct Cli {
     command: Cmd,
 }
 
+/// Where the node puts its pods and the cluster DNS.
+#[derive(Debug, Clone, clap::Args)]
+struct Addresses {
+    /// The cluster DNS listens on this address, port 53.
+    #[arg(long, default_value = "127.0.49.53")]
+    dns_ip: std::net::Ipv4Addr,
+    /// Pods get addresses SUBNET.1 … SUBNET.254.
+    #[arg(long, default_value = "127.0.50", value_parser = parse_subnet)]
+    pod_subnet: [u8; 3],
+}
+
+fn parse_subnet(s: &str) -> Result<[u8; 3], String> {
+    let parts: Vec<u8> = s
+        .split('.')
+        .map(|p| p.parse::<u8>())
+        .collect::<Result<_, _>>()
+        .map_err(|_| format!("{s:?} is not three numbers 0-255 like 127.0.50"))?;
+    match parts.as_slice() {
+        [127, b, c] => Ok([127, *b, *c]),
+        [_, _, _] => Err(format!("{s:?}: pods get loopback addresses; use 127.x.y")),
+        _ => Err(format!("{s:?} is not three numbers like 127.0.50")),
+    }
+}
+
 #[derive(Debug, Subcommand)]
 enum Cmd {
     /// Start the platform in the background; prints the kubeconfig path.
-    Up,
+    Up(Addresses),
     /// Stop the platform and remove its files.
     Down,
     /// Is it running, and does the API server answer?
     Status,
     /// Run the platform in the foreground until SIGTERM or Ctrl-C (what `up` starts).
     #[command(hide = true)]
-    Serve,
+    Serve(Addresses),
 }
 
 /// Where `up` records the running platform.
@@ -44,6 +69,7 @@ struct State {
     pid: u32,
     kubeconfig: String,
     server: String,
+    node: String,
 }
 
 impl State {
@@ -54,6 +80,7 @@ impl State {
             pid: lines.next()?.parse().ok()?,
             kubeconfig: lines.next()?.to_owned(),
             server: lines.next()?.to_owned(),
+            node: lines.next()?.to_owned(),
         })
     }
 
@@ -65,12 +92,13 @@ impl State {
 fn print_usage(state: &State) {
     println!("server:     {}", state.server);
     println!("kubeconfig: {}", state.kubeconfig);
+    println!("node:       {}", state.node);
     println!("\n  export KUBECONFIG={}", state.kubeconfig);
     println!("  kubectl get namespaces");
     println!("\nstop it with: cargo run -p e2e --bin muster-local -- down");
 }
 
-fn up() -> ExitCode {
+fn up(addresses: &Addresses) -> ExitCode {
     if let Some(s) = State::read().filter(State::alive) {
         println!("already running (pid {})", s.pid);
         print_usage(&s);
@@ -87,6 +115,10 @@ fn up() -> ExitCode {
         let err = out.try_clone()?;
         Command::new(std::env::current_exe()?)
             .arg("serve")
+            .arg("--dns-ip")
+            .arg(addresses.dns_ip.to_string())
+            .arg("--pod-subnet")
+            .arg(addresses.pod_subnet.map(|b| b.to_string()).join("."))
             .stdin(Stdio::null())
             .stdout(out)
             .stderr(err)
@@ -187,7 +219,7 @@ async fn status() -> ExitCode {
     }
 }
 
-async fn serve() -> ExitCode {
+async fn serve(addresses: &Addresses) -> ExitCode {
     let cp = match e2e::ControlPlane::start().await {
         Ok(cp) => cp,
         Err(e) => {
@@ -195,11 +227,61 @@ async fn serve() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let client = match cp.client().await {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("cannot reach the API server: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let dns_ip = std::net::IpAddr::V4(addresses.dns_ip);
+    let dns = match e2e::ClusterDns::start(client.clone(), (dns_ip, 53).into()).await {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!(
+                "cannot start the cluster DNS on {dns_ip}:53 (needs root; another address with --dns-ip?): {e}"
+            );
+            return ExitCode::FAILURE;
+        }
+    };
+    let agent = std::env::current_exe()
+        .ok()
+        .and_then(|exe| Some(exe.parent()?.join("muster-agent")))
+        .filter(|p| p.exists());
+    let mut images = e2e::ImageTable::default();
+    match agent {
+        Some(bin) => images = images.with("muster-agent", bin),
+        None => eprintln!(
+            "note: no muster-agent beside this binary (cargo build -p node-agent): muster-agent pods will show ErrImagePull"
+        ),
+    }
+    let node = match e2e::LocalNode::start(
+        client,
+        e2e::NodeConfig {
+            name: "local-1".into(),
+            pod_subnet: addresses.pod_subnet,
+            images,
+            log_dir: cp.dir.clone(),
+            api_port: cp.api_port,
+            ca_cert: cp.pki.ca.cert.clone(),
+            dns: dns_ip,
+        },
+    )
+    .await
+    {
+        Ok(n) => n,
+        Err(e) => {
+            eprintln!("cannot start the node: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let [a, b, c] = addresses.pod_subnet;
     let state = format!(
-        "{}\n{}\n{}\n",
+        "{}\n{}\n{}\nlocal-1, pods on {a}.{b}.{c}.x, logs in {}, cluster DNS {dns_ip}\n",
         std::process::id(),
         cp.kubeconfig.display(),
-        cp.server
+        cp.server,
+        cp.dir.display(),
     );
     let tmp = state_dir().join("state.tmp");
     if let Err(e) =
@@ -220,6 +302,8 @@ async fn serve() -> ExitCode {
         _ = tokio::signal::ctrl_c() => {}
     }
     eprintln!("stopping");
+    drop(node);
+    drop(dns);
     drop(cp);
     let _ = std::fs::remove_file(state_dir().join("state"));
     ExitCode::SUCCESS
@@ -235,9 +319,9 @@ fn main() -> ExitCode {
             .expect("cannot start the async runtime")
     };
     match cli.command {
-        Cmd::Up => up(),
+        Cmd::Up(a) => up(&a),
         Cmd::Down => down(),
         Cmd::Status => rt().block_on(status()),
-        Cmd::Serve => rt().block_on(serve()),
+        Cmd::Serve(a) => rt().block_on(serve(&a)),
     }
 }
