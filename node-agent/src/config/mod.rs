@@ -368,6 +368,30 @@ fn validate(
             format!("{} is too small; use at least 1024", m.max_body_bytes),
         );
     }
+    let fd = &c.failure_detector;
+    if !(fd.threshold.is_finite() && fd.threshold > 0.0) {
+        bad(
+            "cluster.failure-detector.threshold",
+            format!(
+                "{} is not a positive number (Akka's default: 8.0)",
+                fd.threshold
+            ),
+        );
+    }
+    for (key, value) in [
+        (
+            "cluster.failure-detector.max-sample-size",
+            fd.max_sample_size,
+        ),
+        (
+            "cluster.failure-detector.monitored-by-nr-of-members",
+            fd.monitored_by_nr_of_members,
+        ),
+    ] {
+        if value == 0 {
+            bad(key, "must be at least 1".to_owned());
+        }
+    }
     for role in &c.roles {
         if !is_valid_name(role) {
             bad(
@@ -384,6 +408,18 @@ fn validate(
             c.retry_unsuccessful_join_after,
         ),
         ("cluster.seed-node-timeout", c.seed_node_timeout),
+        (
+            "cluster.failure-detector.heartbeat-interval",
+            c.failure_detector.heartbeat_interval,
+        ),
+        (
+            "cluster.failure-detector.min-std-deviation",
+            c.failure_detector.min_std_deviation,
+        ),
+        (
+            "cluster.failure-detector.expected-response-after",
+            c.failure_detector.expected_response_after,
+        ),
         ("management.header-read-timeout", m.header_read_timeout),
         ("bootstrap.interval", b.interval),
         ("bootstrap.resolve-timeout", b.resolve_timeout),

@@ -62,6 +62,50 @@ pub struct ClusterSettings {
     /// forms the cluster itself. Default 5s.
     #[serde(with = "duration")]
     pub seed_node_timeout: Duration,
+    /// How members watch each other (phi accrual, Akka's settings and defaults).
+    pub failure_detector: FailureDetectorConfig,
+}
+
+/// `cluster.failure-detector:` — heartbeats between ring neighbours and the phi accrual
+/// detector that judges them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct FailureDetectorConfig {
+    /// A member is unreachable from an observer once phi reaches this. Lower reacts
+    /// sooner with more false alarms. Default 8.0.
+    pub threshold: f64,
+    /// Heartbeat intervals kept per monitored member. Default 1000.
+    pub max_sample_size: usize,
+    /// Lower bound of the intervals' standard deviation. Default 100ms.
+    #[serde(with = "duration")]
+    pub min_std_deviation: Duration,
+    /// Silence beyond the usual interval that is still normal (GC, CPU starvation).
+    /// Default 3s; with the other defaults a crash is detected after about 4.5s.
+    #[serde(with = "duration")]
+    pub acceptable_heartbeat_pause: Duration,
+    /// How often heartbeats are sent. Default 1s.
+    #[serde(with = "duration")]
+    pub heartbeat_interval: Duration,
+    /// A member that has not answered its first heartbeat within this long starts being
+    /// judged as if one had arrived. Default 1s.
+    #[serde(with = "duration")]
+    pub expected_response_after: Duration,
+    /// Members that watch each member (its successors on the address ring). Default 9.
+    pub monitored_by_nr_of_members: usize,
+}
+
+impl Default for FailureDetectorConfig {
+    fn default() -> Self {
+        Self {
+            threshold: 8.0,
+            max_sample_size: 1000,
+            min_std_deviation: Duration::from_millis(100),
+            acceptable_heartbeat_pause: Duration::from_secs(3),
+            heartbeat_interval: Duration::from_secs(1),
+            expected_response_after: Duration::from_secs(1),
+            monitored_by_nr_of_members: 9,
+        }
+    }
 }
 
 impl Default for ClusterSettings {
@@ -79,6 +123,7 @@ impl Default for ClusterSettings {
             allow_weakly_up_members: Some(Duration::from_secs(7)),
             retry_unsuccessful_join_after: Duration::from_secs(2),
             seed_node_timeout: Duration::from_secs(5),
+            failure_detector: FailureDetectorConfig::default(),
         }
     }
 }

@@ -235,6 +235,41 @@ discovery:
 }
 
 #[test]
+fn failure_detector_settings_are_checked_and_set_by_variables() {
+    let yaml = "
+cluster:
+  failure-detector:
+    threshold: 0
+    monitored-by-nr-of-members: 0
+    heartbeat-interval: 0s
+";
+    let e = AgentConfig::from_yaml(yaml, &pod_env()).unwrap_err();
+    let keys: Vec<_> = e.problems.iter().filter_map(|p| p.key.clone()).collect();
+    for k in [
+        "cluster.failure-detector.threshold",
+        "cluster.failure-detector.monitored-by-nr-of-members",
+        "cluster.failure-detector.heartbeat-interval",
+    ] {
+        assert!(keys.iter().any(|x| x == k), "missing {k} in {e}");
+    }
+    let vars = env(&[
+        ("POD_IP", "10.0.0.7"),
+        (
+            "MUSTER_CLUSTER_FAILURE_DETECTOR_ACCEPTABLE_HEARTBEAT_PAUSE",
+            "7s",
+        ),
+    ]);
+    let c = AgentConfig::from_yaml(CONFIG_DISCOVERY, &vars).unwrap();
+    assert_eq!(
+        c.settings
+            .cluster
+            .failure_detector
+            .acceptable_heartbeat_pause,
+        Duration::from_secs(7)
+    );
+}
+
+#[test]
 fn missing_address_says_how_to_set_it() {
     let e = err(CONFIG_DISCOVERY, &env(&[]));
     assert!(
