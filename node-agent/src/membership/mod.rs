@@ -6,5 +6,7 @@ pub mod actor;
 pub mod core;
 pub mod failure_detector;
 pub mod gossip;
+pub mod heartbeat;
 pub mod member;
+pub mod reachability;
 pub mod vclock;
