@@ -8,17 +8,6 @@ use std::collections::BTreeSet;
 use support::dns::{DnsServer, Zone};
 use support::*;
 
-fn config_discovery(work: &Workdir, subnet: (u8, u8), n: u8) -> std::path::PathBuf {
-    let endpoints: Vec<String> = (1..=n)
-        .map(|i| format!("'{}:{MANAGEMENT_PORT}'", ip(subnet, i)))
-        .collect();
-    work.config(&format!(
-        "cluster:\n  key-file: {key}\nbootstrap:\n  service-name: demo\n  discovery-method: config\n  required-contact-point-nr: {n}\ndiscovery:\n  config:\n    endpoints: [{endpoints}]\n",
-        key = work.key_file().display(),
-        endpoints = endpoints.join(", "),
-    ))
-}
-
 /// `/bootstrap/seed-nodes` of every agent has Akka's shape and lists the cluster.
 async fn check_seed_nodes(
     agents: &[AgentProcess],

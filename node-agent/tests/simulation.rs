@@ -198,6 +198,7 @@ impl Sim {
             allow_weakly_up_members: Some(ms(7000)),
             retry_unsuccessful_join_after: ms(2000),
             seed_node_timeout: ms(5000),
+            failure_detector: node_agent::config::FailureDetectorConfig::default(),
         };
         let uid = self.rng.next_u64();
         let node = Node {

@@ -116,7 +116,20 @@ impl ClusterMembers {
                     app_version: m.app_version.clone(),
                 })
                 .collect(),
-            unreachable: Vec::new(),
+            unreachable: gossip
+                .reachability()
+                .unreachable_members()
+                .iter()
+                .map(|node| ClusterUnreachableMember {
+                    node: node.address.to_string(),
+                    observed_by: gossip
+                        .reachability()
+                        .observers_of(node)
+                        .iter()
+                        .map(|o| o.address.to_string())
+                        .collect(),
+                })
+                .collect(),
             leader: gossip.leader().map(|l| l.address.to_string()),
             oldest: gossip.oldest().map(|m| m.node.address.to_string()),
             oldest_per_role: oldest_per_role

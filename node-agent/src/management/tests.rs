@@ -121,6 +121,7 @@ fn member_view() -> ClusterView {
         allow_weakly_up_members: None,
         retry_unsuccessful_join_after: Duration::from_secs(2),
         seed_node_timeout: Duration::from_secs(5),
+        failure_detector: crate::config::FailureDetectorConfig::default(),
     };
     let mut core = MembershipCore::new(
         node(),

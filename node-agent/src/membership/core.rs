@@ -15,11 +15,13 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
+use super::failure_detector::ring_neighbours;
 use super::gossip::Gossip;
+use super::heartbeat::Heartbeats;
 use super::member::{Member, MemberInfo, MemberStatus};
 use crate::address::{NodeAddress, UniqueAddress};
 use crate::bootstrap::decider::Time;
-use crate::config::AgentConfig;
+use crate::config::{AgentConfig, FailureDetectorConfig};
 use crate::rng::Rng;
 use crate::transport::messages::{Envelope, Message};
 
@@ -33,6 +35,7 @@ pub struct MembershipSettings {
     pub allow_weakly_up_members: Option<Duration>,
     pub retry_unsuccessful_join_after: Duration,
     pub seed_node_timeout: Duration,
+    pub failure_detector: FailureDetectorConfig,
 }
 
 impl MembershipSettings {
@@ -44,6 +47,7 @@ impl MembershipSettings {
             allow_weakly_up_members: s.allow_weakly_up_members,
             retry_unsuccessful_join_after: s.retry_unsuccessful_join_after,
             seed_node_timeout: s.seed_node_timeout,
+            failure_detector: s.failure_detector.clone(),
         }
     }
 }
@@ -102,6 +106,7 @@ pub struct MembershipCore {
     next_gossip: Time,
     next_leader_actions: Time,
     unconverged_since: Option<Time>,
+    heartbeats: Heartbeats,
 }
 
 impl MembershipCore {
@@ -114,6 +119,7 @@ impl MembershipCore {
         Self {
             me,
             info,
+            heartbeats: Heartbeats::new(&settings.failure_detector, now),
             next_gossip: now + settings.gossip_interval,
             next_leader_actions: now + settings.leader_actions_interval,
             settings,
@@ -264,6 +270,24 @@ impl MembershipCore {
                 }
                 self.on_gossip(now, rng, env.from, gossip)
             }
+            Message::Heartbeat { seq } => {
+                // Answered by members to any sender that addressed this node by its
+                // cluster name (and, with a cluster key, authenticated): a member that
+                // has not yet heard of a new monitor must not look dead to it. The
+                // answer is no larger than the question.
+                if !self.is_member() {
+                    return Err(Dropped::NotNow);
+                }
+                Ok(vec![self.envelope(
+                    &env.from.address,
+                    Some(env.from.uid),
+                    Message::HeartbeatRsp { seq },
+                )])
+            }
+            Message::HeartbeatRsp { .. } => {
+                self.heartbeats.on_response(&env.from, now);
+                Ok(Vec::new())
+            }
         }
     }
 
@@ -380,6 +404,7 @@ impl MembershipCore {
         if !self.is_member() {
             return out;
         }
+        out.extend(self.failure_detection(now, rng));
         if now >= self.next_leader_actions {
             self.next_leader_actions = now + self.settings.leader_actions_interval;
             if self.leader_actions(now) {
@@ -418,8 +443,54 @@ impl MembershipCore {
                 form_at,
                 ..
             } => Some(form_at.map_or(*next_attempt, |f| f.min(*next_attempt))),
-            Phase::Member => Some(self.next_gossip.min(self.next_leader_actions)),
+            Phase::Member => Some(
+                self.next_gossip
+                    .min(self.next_leader_actions)
+                    .min(self.heartbeats.next_wakeup()),
+            ),
         }
+    }
+
+    /// Heartbeats to our ring neighbours, and our verdicts about them into the gossip's
+    /// reachability table (a change is a new version, pushed at once).
+    fn failure_detection(&mut self, now: Time, rng: &mut Rng) -> Vec<Outgoing> {
+        let members: BTreeSet<UniqueAddress> = self
+            .gossip
+            .members()
+            .filter(|m| m.status != MemberStatus::Removed)
+            .map(|m| m.node.clone())
+            .collect();
+        let mine = self.gossip.reachability().seen_by(&self.me);
+        let targets = ring_neighbours(
+            &self.me,
+            &members,
+            &mine,
+            self.settings.failure_detector.monitored_by_nr_of_members,
+        );
+        self.heartbeats.set_targets(&targets, now);
+        let mut out: Vec<Outgoing> = self
+            .heartbeats
+            .tick(now)
+            .map(|beat| {
+                beat.to
+                    .iter()
+                    .map(|t| {
+                        self.envelope(
+                            &t.address,
+                            Some(t.uid),
+                            Message::Heartbeat { seq: beat.seq },
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        let unreachable = self.heartbeats.unreachable(now);
+        if self.gossip.set_reachability(&self.me, &unreachable) {
+            self.gossip.bump(&self.me);
+            self.leader_actions(now);
+            out.extend(self.push(rng, None));
+        }
+        out
     }
 
     /// Members other than us that can receive gossip.

@@ -11,6 +11,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use super::member::{Member, MemberStatus};
+use super::reachability::Reachability;
 use super::vclock::VectorClock;
 use crate::address::UniqueAddress;
 
@@ -29,6 +30,9 @@ pub struct Gossip {
     version: VectorClock,
     /// Incarnations that have seen exactly `version`.
     seen: BTreeSet<UniqueAddress>,
+    /// Who cannot reach whom (failure detection), merged per observer.
+    #[serde(default)]
+    reachability: Reachability,
 }
 
 fn members_as_list<S: Serializer>(
@@ -63,6 +67,7 @@ impl Gossip {
             tombstones,
             version,
             seen,
+            reachability: Reachability::default(),
         }
     }
 
@@ -124,12 +129,49 @@ impl Gossip {
                 seen.extend(g.seen.iter().cloned());
             }
         }
+        let reachability = self
+            .reachability
+            .merge(&other.reachability)
+            .without(&tombstones);
         Self {
             members,
             tombstones,
             version,
             seen,
+            reachability,
         }
+    }
+
+    pub fn reachability(&self) -> &Reachability {
+        &self.reachability
+    }
+
+    /// `observer`'s verdicts about `subjects`: set as unreachable those in `now_unreachable`,
+    /// reachable the rest. Returns whether anything changed (callers bump the version).
+    pub fn set_reachability(
+        &mut self,
+        observer: &UniqueAddress,
+        now_unreachable: &BTreeSet<UniqueAddress>,
+    ) -> bool {
+        let mut changed = false;
+        for gone in self
+            .reachability
+            .seen_by(observer)
+            .difference(now_unreachable)
+        {
+            changed |= self.reachability.reachable(observer, gone);
+        }
+        for subject in now_unreachable {
+            if self.members.contains_key(subject) {
+                changed |= self.reachability.unreachable(observer, subject);
+            }
+        }
+        changed
+    }
+
+    /// No observer among the members reports `node` unreachable.
+    pub fn is_reachable(&self, node: &UniqueAddress) -> bool {
+        self.reachability.is_reachable(node)
     }
 
     /// This incarnation has seen the current version.
@@ -155,24 +197,38 @@ impl Gossip {
     pub fn remove(&mut self, node: &UniqueAddress) {
         self.members.remove(node);
         self.tombstones.insert(node.clone());
+        self.reachability = self.reachability.without(&self.tombstones);
     }
 
-    /// Every member whose status counts for convergence has seen this version.
+    /// Every reachable member whose status counts for convergence has seen this version,
+    /// and every unreachable member is Down or Exiting (Akka's rule: an unreachable
+    /// member blocks convergence until it is downed).
     pub fn convergence(&self) -> bool {
-        self.members
-            .values()
-            .filter(|m| m.status.counts_for_convergence())
-            .all(|m| self.seen.contains(&m.node))
+        let unreachable = self.reachability.unreachable_members();
+        let blocked = self.members.values().any(|m| {
+            unreachable.contains(&m.node)
+                && !matches!(m.status, MemberStatus::Down | MemberStatus::Exiting)
+        });
+        !blocked
+            && self
+                .members
+                .values()
+                .filter(|m| m.status.counts_for_convergence() && !unreachable.contains(&m.node))
+                .all(|m| self.seen.contains(&m.node))
     }
 
-    /// The lowest Up/Leaving member; before any is Up, the lowest Joining/WeaklyUp one.
+    /// The lowest reachable Up/Leaving member; before any is Up, the lowest reachable
+    /// Joining/WeaklyUp one.
     pub fn leader(&self) -> Option<&UniqueAddress> {
+        let reachable = |m: &&Member| self.reachability.is_reachable(&m.node);
         self.members
             .values()
+            .filter(reachable)
             .find(|m| m.status.can_lead())
             .or_else(|| {
                 self.members
                     .values()
+                    .filter(reachable)
                     .find(|m| matches!(m.status, MemberStatus::Joining | MemberStatus::WeaklyUp))
             })
             .map(|m| &m.node)

@@ -27,6 +27,10 @@ pub enum Message {
     Welcome { gossip: Gossip },
     /// Cluster state, pushed on change and periodically.
     Gossip { gossip: Gossip },
+    /// Failure detection: a monitoring member asks "are you there?".
+    Heartbeat { seq: u64 },
+    /// The monitored member's answer.
+    HeartbeatRsp { seq: u64 },
 }
 
 impl Message {
@@ -36,6 +40,8 @@ impl Message {
             Self::Join { .. } => "join",
             Self::Welcome { .. } => "welcome",
             Self::Gossip { .. } => "gossip",
+            Self::Heartbeat { .. } => "heartbeat",
+            Self::HeartbeatRsp { .. } => "heartbeat_rsp",
         }
     }
 }

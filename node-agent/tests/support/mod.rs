@@ -121,6 +121,19 @@ impl Drop for AgentProcess {
     }
 }
 
+/// A config for `n` agents on `subnet` .1 ..= .n with config discovery, all required,
+/// and a cluster key.
+pub fn config_discovery(work: &Workdir, subnet: (u8, u8), n: u8) -> std::path::PathBuf {
+    let endpoints: Vec<String> = (1..=n)
+        .map(|i| format!("'{}:{MANAGEMENT_PORT}'", ip(subnet, i)))
+        .collect();
+    work.config(&format!(
+        "cluster:\n  key-file: {key}\nbootstrap:\n  service-name: demo\n  discovery-method: config\n  required-contact-point-nr: {n}\ndiscovery:\n  config:\n    endpoints: [{endpoints}]\n",
+        key = work.key_file().display(),
+        endpoints = endpoints.join(", "),
+    ))
+}
+
 /// Starts `n` agents on `subnet` .1 ..= .n with one config.
 pub fn start_agents(work: &Workdir, config: &Path, subnet: (u8, u8), n: u8) -> Vec<AgentProcess> {
     (1..=n)

@@ -17,6 +17,7 @@ fn settings() -> MembershipSettings {
         allow_weakly_up_members: Some(Duration::from_secs(7)),
         retry_unsuccessful_join_after: Duration::from_secs(2),
         seed_node_timeout: Duration::from_secs(5),
+        failure_detector: crate::config::FailureDetectorConfig::default(),
     }
 }
 
@@ -317,4 +318,49 @@ fn joining_members_become_weakly_up_without_convergence() {
         net.run(|_| false);
     }
     assert_eq!(status3(&net), Some(MemberStatus::Up));
+}
+
+#[test]
+fn a_silent_member_becomes_unreachable_and_reachable_again_when_it_answers() {
+    let mut net = Net::new(&[1, 2, 3]);
+    net.node(1).form(Duration::ZERO);
+    for i in [2, 3] {
+        let out = net.node(i).join(Duration::ZERO, vec![addr(1)]);
+        net.send(out);
+    }
+    net.run(|_| false);
+    // Node 3 stops answering (its heartbeat responses are lost) for 8 s.
+    let silent = |o: &Outgoing| {
+        o.envelope.from.address == addr(3)
+            && matches!(o.envelope.message, Message::HeartbeatRsp { .. })
+    };
+    for _ in 0..80 {
+        net.advance(Duration::from_millis(100));
+        net.run(silent);
+    }
+    for i in [1, 2] {
+        let g = net.node(i).gossip();
+        assert!(!g.is_reachable(&uniq(3, 3)), "node {i} sees 3 unreachable");
+        assert!(
+            !g.convergence(),
+            "an unreachable Up member blocks convergence"
+        );
+    }
+    assert!(
+        net.node(3).gossip().is_reachable(&uniq(1, 1)),
+        "3 still hears the others"
+    );
+    // It answers again: reachable everywhere, convergence back.
+    for _ in 0..30 {
+        net.advance(Duration::from_millis(100));
+        net.run(|_| false);
+    }
+    for i in [1, 2, 3] {
+        let g = net.node(i).gossip();
+        assert!(
+            g.reachability().unreachable_members().is_empty(),
+            "node {i}"
+        );
+        assert!(g.convergence(), "node {i}");
+    }
 }

@@ -13,6 +13,20 @@ fn node(i: u8, uid: u64) -> UniqueAddress {
     UniqueAddress::new(NodeAddress::new("t", [10, 0, 0, i].into(), 2552), uid)
 }
 
+/// Member `i` (uid 1) with status `s`.
+fn with_status(i: u8, s: MemberStatus) -> Member {
+    Member {
+        status: s,
+        ..Member::joining(
+            node(i, 1),
+            MemberInfo {
+                roles: BTreeSet::new(),
+                app_version: "1".into(),
+            },
+        )
+    }
+}
+
 fn status() -> impl Strategy<Value = MemberStatus> {
     prop_oneof![
         Just(MemberStatus::Joining),
@@ -110,16 +124,7 @@ proptest! {
 
 #[test]
 fn leader_is_lowest_up_then_lowest_joining() {
-    let j = |i, s| Member {
-        status: s,
-        ..Member::joining(
-            node(i, 1),
-            MemberInfo {
-                roles: BTreeSet::new(),
-                app_version: "1".into(),
-            },
-        )
-    };
+    let j = with_status;
     let g = Gossip::from_parts(
         [j(3, MemberStatus::Joining), j(2, MemberStatus::Joining)],
         BTreeSet::new(),
@@ -146,16 +151,7 @@ fn leader_is_lowest_up_then_lowest_joining() {
 
 #[test]
 fn convergence_needs_only_up_and_leaving_members() {
-    let j = |i, s| Member {
-        status: s,
-        ..Member::joining(
-            node(i, 1),
-            MemberInfo {
-                roles: BTreeSet::new(),
-                app_version: "1".into(),
-            },
-        )
-    };
+    let j = with_status;
     let members = [
         j(1, MemberStatus::Up),
         j(2, MemberStatus::Joining),
@@ -222,4 +218,45 @@ fn gossip_round_trips_through_json() {
     g.bump(&node(1, 9));
     let json = serde_json::to_string(&g).unwrap();
     assert_eq!(serde_json::from_str::<Gossip>(&json).unwrap(), g);
+}
+
+#[test]
+fn an_unreachable_member_blocks_convergence_until_down_and_cannot_lead() {
+    let j = with_status;
+    let all: BTreeSet<_> = (1..=3).map(|i| node(i, 1)).collect();
+    let mut g = Gossip::from_parts(
+        [
+            j(1, MemberStatus::Up),
+            j(2, MemberStatus::Up),
+            j(3, MemberStatus::Up),
+        ],
+        BTreeSet::new(),
+        VectorClock::default(),
+        all,
+    );
+    assert!(g.convergence());
+    assert_eq!(g.leader(), Some(&node(1, 1)));
+    let flagged: BTreeSet<_> = [node(1, 1)].into();
+    assert!(g.set_reachability(&node(2, 1), &flagged));
+    assert!(
+        !g.set_reachability(&node(2, 1), &flagged),
+        "no change the second time"
+    );
+    assert!(!g.convergence(), "an Up member is unreachable");
+    assert_eq!(
+        g.leader(),
+        Some(&node(2, 1)),
+        "the lowest reachable member leads"
+    );
+    let mut downed = j(1, MemberStatus::Down);
+    downed.up_number = 0;
+    g.put(downed);
+    assert!(g.convergence(), "a Down member may be unreachable");
+    g.remove(&node(1, 1));
+    assert!(
+        g.reachability().unreachable_members().is_empty(),
+        "pruned with the member"
+    );
+    // Verdicts about strangers are not recorded.
+    assert!(!g.set_reachability(&node(2, 1), &[node(9, 1)].into()));
 }
