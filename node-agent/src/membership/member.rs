@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::address::UniqueAddress;
 
-/// Akka Cluster's member lifecycle. Reachability is separate (a later concern).
+/// Akka Cluster's member lifecycle. Reachability is separate (`reachability`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum MemberStatus {
     Joining,

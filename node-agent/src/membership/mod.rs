@@ -9,4 +9,5 @@ pub mod gossip;
 pub mod heartbeat;
 pub mod member;
 pub mod reachability;
+pub mod sbr;
 pub mod vclock;
