@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use node_agent::config::{self, AgentConfig, Environment};
+use node_agent::membership::actor::ViewPhase;
 use node_agent::{Agent, local_cluster};
 use tracing::{error, info};
 
@@ -125,11 +126,33 @@ async fn run(config: AgentConfig) -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    shutdown_signal().await;
-    info!("shutting down");
-    agent.shutdown().await;
-    ExitCode::SUCCESS
+    let mut view = agent.cluster();
+    let downed = async move {
+        loop {
+            if view.borrow_and_update().phase == ViewPhase::Downed {
+                return;
+            }
+            if view.changed().await.is_err() {
+                return std::future::pending().await;
+            }
+        }
+    };
+    tokio::select! {
+        () = shutdown_signal() => {
+            info!("shutting down");
+            agent.shutdown().await;
+            ExitCode::SUCCESS
+        }
+        () = downed => {
+            error!("the cluster downed this member (split brain resolver or by hand); exiting so that a restart joins as a new member");
+            agent.shutdown().await;
+            ExitCode::from(DOWNED_EXIT_CODE)
+        }
+    }
 }
+
+/// Exit status of an agent the cluster downed (documented in README.md).
+const DOWNED_EXIT_CODE: u8 = 3;
 
 async fn shutdown_signal() {
     use tokio::signal::unix::{SignalKind, signal};

@@ -1,7 +1,9 @@
 //! Real `muster-agent` processes watch each other: a member killed with SIGKILL is
 //! marked unreachable by the members that monitor it, every survivor learns that through
 //! gossip, and a killed leader hands leadership to the next reachable member.
-//! (Downing and removal of the dead member come with the split brain resolver.)
+//! With the split brain resolver, the survivors' leader downs the dead member once the
+//! view is stable and it is removed; a member that was only paused finds out it was
+//! removed when it resumes, and exits (status 3) instead of coming back.
 
 mod support;
 
@@ -93,4 +95,98 @@ async fn a_killed_leader_is_unreachable_everywhere_and_leadership_moves_on() {
         .await
         .expect("members");
     assert!(m.unreachable.iter().all(|u| u.node == victim_node), "{m:?}");
+}
+
+const FAST_SBR: &str = "  split-brain-resolver:\n    stable-after: 2s\n";
+
+/// Every agent in `agents` lists exactly `n` members, all Up, none unreachable.
+async fn wait_for_survivors(agents: &[AgentProcess], n: usize, what: &str) -> ClusterMembers {
+    let client = client();
+    eventually(what, Duration::from_secs(40), || {
+        let (client, agents) = (client.clone(), agents);
+        async move {
+            let mut last = None;
+            for a in agents {
+                let m: ClusterMembers = client
+                    .get_json(a.management(), "/cluster/members")
+                    .await
+                    .map_err(|e| format!("{}: {e}", a.name))?;
+                let ok = m.members.len() == n
+                    && m.members.iter().all(|x| x.status == "Up")
+                    && m.unreachable.is_empty();
+                if !ok {
+                    return Err(format!(
+                        "{}: {:?} unreachable {:?}",
+                        a.name, m.members, m.unreachable
+                    ));
+                }
+                last = Some(m);
+            }
+            last.ok_or_else(|| "no agents".to_owned())
+        }
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_member_is_downed_and_removed_and_the_rest_converge() {
+    let work = Workdir::new("sbr-kill");
+    let subnet = (23, 2);
+    let config = config_discovery_with(&work, subnet, 5, FAST_SBR);
+    let mut agents = start_agents(&work, &config, subnet, 5);
+    wait_for_one_cluster(&agents, 5).await;
+    let victim = agents.remove(3);
+    let gone = format!("muster://demo@{}:{CLUSTER_PORT}", victim.ip);
+    let killed = Instant::now();
+    drop(victim); // SIGKILL
+    let m = wait_for_survivors(&agents, 4, "the killed member removed everywhere").await;
+    println!(
+        "SIGKILL -> Removed on all 4 survivors: {} ms (stable-after 2s)",
+        killed.elapsed().as_millis()
+    );
+    assert!(m.members.iter().all(|x| x.node != gone), "{m:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_member_is_removed_and_exits_when_it_resumes() {
+    let work = Workdir::new("sbr-pause");
+    let subnet = (23, 3);
+    let config = config_discovery_with(&work, subnet, 5, FAST_SBR);
+    let mut agents = start_agents(&work, &config, subnet, 5);
+    wait_for_one_cluster(&agents, 5).await;
+    let mut paused = agents.remove(4);
+    let signal = |sig: &str, pid: u32| {
+        let ok = std::process::Command::new("kill")
+            .args([sig, &pid.to_string()])
+            .status()
+            .expect("run kill")
+            .success();
+        assert!(ok, "kill {sig} {pid}");
+    };
+    signal("-STOP", paused.pid());
+    wait_for_survivors(&agents, 4, "the paused member removed by the others").await;
+    let resumed = Instant::now();
+    signal("-CONT", paused.pid());
+    let status = eventually("the resumed member exits", Duration::from_secs(20), || {
+        let status = paused.exited();
+        async move { status.ok_or_else(|| "still running".to_owned()) }
+    })
+    .await;
+    println!(
+        "resumed member exited {} ms after SIGCONT: {status}",
+        resumed.elapsed().as_millis()
+    );
+    assert_eq!(
+        status.code(),
+        Some(3),
+        "exit status 3 means downed:\n{}",
+        paused.log()
+    );
+    assert!(
+        paused.log().contains("downed this member"),
+        "{}",
+        paused.log()
+    );
+    // It did not come back: still four.
+    wait_for_survivors(&agents, 4, "still four members").await;
 }

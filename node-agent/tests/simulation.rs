@@ -199,6 +199,7 @@ impl Sim {
             retry_unsuccessful_join_after: ms(2000),
             seed_node_timeout: ms(5000),
             failure_detector: node_agent::config::FailureDetectorConfig::default(),
+            downing: None,
         };
         let uid = self.rng.next_u64();
         let node = Node {

@@ -368,6 +368,29 @@ fn validate(
             format!("{} is too small; use at least 1024", m.max_body_bytes),
         );
     }
+    let sbr = &c.split_brain_resolver;
+    if sbr.stable_after.is_zero() {
+        bad(
+            "cluster.split-brain-resolver.stable-after",
+            "must be longer than 0s".to_owned(),
+        );
+    }
+    if let Err(e) =
+        crate::membership::sbr::unstable_limit(&sbr.down_all_when_unstable, sbr.stable_after)
+    {
+        bad("cluster.split-brain-resolver.down-all-when-unstable", e);
+    }
+    match sbr.active_strategy {
+        ActiveStrategy::StaticQuorum if sbr.static_quorum.quorum_size == 0 => bad(
+            "cluster.split-brain-resolver.static-quorum.quorum-size",
+            "is required with static-quorum: set it to cluster size / 2 + 1".to_owned(),
+        ),
+        ActiveStrategy::LeaseMajority => bad(
+            "cluster.split-brain-resolver.active-strategy",
+            "lease-majority needs the Kubernetes Lease support, which is not built yet; use keep-majority".to_owned(),
+        ),
+        _ => {}
+    }
     let fd = &c.failure_detector;
     if !(fd.threshold.is_finite() && fd.threshold > 0.0) {
         bad(

@@ -64,6 +64,86 @@ pub struct ClusterSettings {
     pub seed_node_timeout: Duration,
     /// How members watch each other (phi accrual, Akka's settings and defaults).
     pub failure_detector: FailureDetectorConfig,
+    /// What to do about unreachable members (Akka's split brain resolver).
+    pub split_brain_resolver: SplitBrainResolverConfig,
+}
+
+/// `cluster.split-brain-resolver.active-strategy`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ActiveStrategy {
+    KeepMajority,
+    StaticQuorum,
+    KeepOldest,
+    DownAll,
+    LeaseMajority,
+    /// No automatic downing: unreachable members stay until downed by hand.
+    Off,
+}
+
+/// `cluster.split-brain-resolver:` — which members to down when some are unreachable.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct SplitBrainResolverConfig {
+    /// keep-majority (default), static-quorum, keep-oldest, down-all or off.
+    pub active_strategy: ActiveStrategy,
+    /// Decide only after the set of unreachable members has not changed for this long.
+    /// Default 20s.
+    #[serde(with = "duration")]
+    pub stable_after: Duration,
+    /// `on` (3/4 of stable-after, at least 4s), `off`, or a duration: when the view
+    /// keeps changing this long past stable-after, down every member. Default `on`.
+    pub down_all_when_unstable: String,
+    pub keep_majority: RoleOnly,
+    pub static_quorum: StaticQuorumConfig,
+    pub keep_oldest: KeepOldestConfig,
+}
+
+impl Default for SplitBrainResolverConfig {
+    fn default() -> Self {
+        Self {
+            active_strategy: ActiveStrategy::KeepMajority,
+            stable_after: Duration::from_secs(20),
+            down_all_when_unstable: "on".to_owned(),
+            keep_majority: RoleOnly::default(),
+            static_quorum: StaticQuorumConfig::default(),
+            keep_oldest: KeepOldestConfig::default(),
+        }
+    }
+}
+
+/// A strategy's `role`: only members with it count ("" = all).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct RoleOnly {
+    pub role: String,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct StaticQuorumConfig {
+    /// Members a side needs to survive; required with static-quorum. Set it to
+    /// (cluster size / 2) + 1.
+    pub quorum_size: usize,
+    pub role: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct KeepOldestConfig {
+    /// An oldest member alone on its side is downed and the other side kept.
+    /// Default true.
+    pub down_if_alone: bool,
+    pub role: String,
+}
+
+impl Default for KeepOldestConfig {
+    fn default() -> Self {
+        Self {
+            down_if_alone: true,
+            role: String::new(),
+        }
+    }
 }
 
 /// `cluster.failure-detector:` — heartbeats between ring neighbours and the phi accrual
@@ -124,6 +204,7 @@ impl Default for ClusterSettings {
             retry_unsuccessful_join_after: Duration::from_secs(2),
             seed_node_timeout: Duration::from_secs(5),
             failure_detector: FailureDetectorConfig::default(),
+            split_brain_resolver: SplitBrainResolverConfig::default(),
         }
     }
 }

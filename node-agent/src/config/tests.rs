@@ -270,6 +270,60 @@ cluster:
 }
 
 #[test]
+fn split_brain_resolver_settings_are_checked() {
+    let e = err(
+        &format!(
+            "{CONFIG_DISCOVERY}\ncluster:\n  split-brain-resolver:\n    active-strategy: static-quorum\n    down-all-when-unstable: sometimes\n"
+        ),
+        &pod_env(),
+    );
+    assert!(
+        e.contains("static-quorum.quorum-size") && e.contains("cluster size / 2 + 1"),
+        "{e}"
+    );
+    assert!(
+        e.contains("down-all-when-unstable") && e.contains("`on` / `off`"),
+        "{e}"
+    );
+    let e = err(
+        &format!(
+            "{CONFIG_DISCOVERY}\ncluster:\n  split-brain-resolver:\n    active-strategy: lease-majority\n"
+        ),
+        &pod_env(),
+    );
+    assert!(
+        e.contains("lease-majority") && e.contains("keep-majority"),
+        "{e}"
+    );
+    let e = err(
+        &format!(
+            "{CONFIG_DISCOVERY}\ncluster:\n  split-brain-resolver:\n    active-strategy: keep-biggest\n"
+        ),
+        &pod_env(),
+    );
+    assert!(
+        e.contains("keep-biggest") && e.contains("keep-majority"),
+        "{e}"
+    );
+    let c = AgentConfig::from_yaml(
+        &format!("{CONFIG_DISCOVERY}\ncluster:\n  split-brain-resolver:\n    active-strategy: keep-oldest\n    down-all-when-unstable: off\n"),
+        &pod_env(),
+    )
+    .unwrap();
+    let d = crate::membership::sbr::Downing::from_config(&c.settings.cluster.split_brain_resolver)
+        .expect("on");
+    assert_eq!(
+        d.strategy,
+        crate::membership::sbr::Strategy::KeepOldest {
+            down_if_alone: true,
+            role: None
+        }
+    );
+    assert_eq!(d.unstable_limit, None);
+    assert_eq!(d.stable_after, Duration::from_secs(20));
+}
+
+#[test]
 fn missing_address_says_how_to_set_it() {
     let e = err(CONFIG_DISCOVERY, &env(&[]));
     assert!(

@@ -122,6 +122,7 @@ fn member_view() -> ClusterView {
         retry_unsuccessful_join_after: Duration::from_secs(2),
         seed_node_timeout: Duration::from_secs(5),
         failure_detector: crate::config::FailureDetectorConfig::default(),
+        downing: None,
     };
     let mut core = MembershipCore::new(
         node(),

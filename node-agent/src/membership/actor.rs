@@ -42,6 +42,8 @@ pub enum ViewPhase {
     Idle,
     Joining,
     Member,
+    /// Downed or removed by the cluster: the agent must stop.
+    Downed,
 }
 
 impl ViewPhase {
@@ -50,6 +52,7 @@ impl ViewPhase {
             Self::Idle => "idle",
             Self::Joining => "joining",
             Self::Member => "member",
+            Self::Downed => "downed",
         }
     }
 }
@@ -70,6 +73,7 @@ impl ClusterView {
                 Phase::Idle => ViewPhase::Idle,
                 Phase::Joining { .. } => ViewPhase::Joining,
                 Phase::Member => ViewPhase::Member,
+                Phase::Downed => ViewPhase::Downed,
             },
             gossip: core.gossip().clone(),
         }

@@ -19,6 +19,7 @@ use super::failure_detector::ring_neighbours;
 use super::gossip::Gossip;
 use super::heartbeat::Heartbeats;
 use super::member::{Member, MemberInfo, MemberStatus};
+use super::sbr::{Downing, Due, Stability, Verdict, View, decide};
 use crate::address::{NodeAddress, UniqueAddress};
 use crate::bootstrap::decider::Time;
 use crate::config::{AgentConfig, FailureDetectorConfig};
@@ -36,6 +37,8 @@ pub struct MembershipSettings {
     pub retry_unsuccessful_join_after: Duration,
     pub seed_node_timeout: Duration,
     pub failure_detector: FailureDetectorConfig,
+    /// Automatic downing of unreachable members; `None`: off.
+    pub downing: Option<Downing>,
 }
 
 impl MembershipSettings {
@@ -48,6 +51,7 @@ impl MembershipSettings {
             retry_unsuccessful_join_after: s.retry_unsuccessful_join_after,
             seed_node_timeout: s.seed_node_timeout,
             failure_detector: s.failure_detector.clone(),
+            downing: Downing::from_config(&s.split_brain_resolver),
         }
     }
 }
@@ -66,6 +70,9 @@ pub enum Phase {
     },
     /// In the cluster.
     Member,
+    /// Downed or removed by the cluster: this incarnation is over and must not come
+    /// back (the process exits; a restart joins as a new member).
+    Downed,
 }
 
 /// Why an incoming message was dropped (counted in metrics).
@@ -107,6 +114,9 @@ pub struct MembershipCore {
     next_leader_actions: Time,
     unconverged_since: Option<Time>,
     heartbeats: Heartbeats,
+    stability: Option<Stability>,
+    /// When the split brain resolver next needs a look (set by every tick).
+    sbr_wakeup: Option<Time>,
 }
 
 impl MembershipCore {
@@ -120,6 +130,11 @@ impl MembershipCore {
             me,
             info,
             heartbeats: Heartbeats::new(&settings.failure_detector, now),
+            stability: settings
+                .downing
+                .as_ref()
+                .map(|d| Stability::new(d.stable_after, d.unstable_limit)),
+            sbr_wakeup: None,
             next_gossip: now + settings.gossip_interval,
             next_leader_actions: now + settings.leader_actions_interval,
             settings,
@@ -251,6 +266,9 @@ impl MembershipCore {
         if env.to != self.me.address || env.to_uid.is_some_and(|u| u != self.me.uid) {
             return Err(Dropped::WrongRecipient);
         }
+        if self.phase == Phase::Downed {
+            return Err(Dropped::NotNow);
+        }
         match env.message {
             Message::Join { info } => self.on_join(now, rng, env.from, info),
             Message::Welcome { gossip } => {
@@ -348,6 +366,11 @@ impl MembershipCore {
         from: UniqueAddress,
         remote: Gossip,
     ) -> Result<Vec<Outgoing>, Dropped> {
+        // The cluster removed this incarnation (e.g. downed while we were paused).
+        if remote.tombstones().contains(&self.me) && self.is_member() {
+            self.phase = Phase::Downed;
+            return Ok(Vec::new());
+        }
         // Only state of our own cluster: it must hold us (this incarnation) and its sender.
         if !remote.has_member(&self.me) || !remote.has_member(&from) {
             return Err(Dropped::ForeignGossip);
@@ -374,7 +397,90 @@ impl MembershipCore {
         if changed {
             out.extend(self.push(rng, reply.then_some(&from)));
         }
+        self.check_downed();
         Ok(out)
+    }
+
+    /// A member whose own status is Down stops: its incarnation is over.
+    fn check_downed(&mut self) {
+        if self.is_member()
+            && self
+                .self_member()
+                .is_some_and(|m| m.status == MemberStatus::Down)
+        {
+            self.phase = Phase::Downed;
+        }
+    }
+
+    /// The split brain resolver: every member tracks how stable its view is; the leader
+    /// of this side downs whom the strategy says once it is stable.
+    fn resolve_split_brain(&mut self, now: Time, rng: &mut Rng) -> Vec<Outgoing> {
+        let (Some(downing), Some(stability)) = (&self.settings.downing, &mut self.stability) else {
+            return Vec::new();
+        };
+        let members: Vec<Member> = self.gossip.members().cloned().collect();
+        let view = View {
+            members: &members,
+            reachability: self.gossip.reachability(),
+        };
+        stability.observe(now, view);
+        let due = stability.due(now);
+        self.sbr_wakeup = match due {
+            Due::WaitUntil(t) => Some(t),
+            _ => None,
+        };
+        if self.gossip.leader() != Some(&self.me) {
+            return Vec::new();
+        }
+        let to_down = match due {
+            Due::Decide => match decide(&downing.strategy, view, None) {
+                Some(Verdict::Down { members, .. }) => members,
+                _ => return Vec::new(),
+            },
+            Due::DownAll => members
+                .iter()
+                .filter(|m| !matches!(m.status, MemberStatus::Down | MemberStatus::Removed))
+                .map(|m| m.node.clone())
+                .collect(),
+            Due::Idle | Due::WaitUntil(_) => return Vec::new(),
+        };
+        let mut changed = false;
+        for node in &to_down {
+            if let Some(m) = self
+                .gossip
+                .member(node)
+                .filter(|m| m.status != MemberStatus::Down)
+            {
+                let mut m = m.clone();
+                m.status = MemberStatus::Down;
+                self.gossip.put(m);
+                changed = true;
+            }
+        }
+        if !changed {
+            return Vec::new();
+        }
+        self.gossip.bump(&self.me);
+        self.leader_actions(now);
+        let out = if to_down.contains(&self.me) {
+            // This side loses: tell every member on it, as this node stops now.
+            self.peers()
+                .filter(|m| self.gossip.is_reachable(&m.node))
+                .map(|m| {
+                    self.envelope(
+                        &m.node.address,
+                        Some(m.node.uid),
+                        Message::Gossip {
+                            gossip: self.gossip.clone(),
+                        },
+                    )
+                })
+                .collect()
+        } else {
+            self.push(rng, None)
+        };
+        self.check_downed();
+        out
     }
 
     /// Timers: join retries, seed-node timeout, periodic gossip and leader actions.
@@ -405,6 +511,10 @@ impl MembershipCore {
             return out;
         }
         out.extend(self.failure_detection(now, rng));
+        out.extend(self.resolve_split_brain(now, rng));
+        if !self.is_member() {
+            return out;
+        }
         if now >= self.next_leader_actions {
             self.next_leader_actions = now + self.settings.leader_actions_interval;
             if self.leader_actions(now) {
@@ -443,11 +553,15 @@ impl MembershipCore {
                 form_at,
                 ..
             } => Some(form_at.map_or(*next_attempt, |f| f.min(*next_attempt))),
-            Phase::Member => Some(
-                self.next_gossip
+            Phase::Member => {
+                let sbr = self.sbr_wakeup;
+                let next = self
+                    .next_gossip
                     .min(self.next_leader_actions)
-                    .min(self.heartbeats.next_wakeup()),
-            ),
+                    .min(self.heartbeats.next_wakeup());
+                Some(sbr.map_or(next, |t| t.min(next)))
+            }
+            Phase::Downed => None,
         }
     }
 

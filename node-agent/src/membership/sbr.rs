@@ -248,6 +248,56 @@ pub fn derived_unstable_limit(stable_after: Duration) -> Duration {
     (stable_after * 3 / 4).max(Duration::from_secs(4))
 }
 
+/// `down-all-when-unstable` as written: `on`, `off` or a duration.
+pub fn unstable_limit(value: &str, stable_after: Duration) -> Result<Option<Duration>, String> {
+    match value.trim() {
+        "on" | "true" => Ok(Some(derived_unstable_limit(stable_after))),
+        "off" | "false" => Ok(None),
+        other => crate::config::duration::parse(other)
+            .map(Some)
+            .map_err(|e| format!("{e}, or `on` / `off`")),
+    }
+}
+
+/// The resolver's settings, from `cluster.split-brain-resolver`; `None` when off.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Downing {
+    pub strategy: Strategy,
+    pub stable_after: Duration,
+    pub unstable_limit: Option<Duration>,
+}
+
+impl Downing {
+    /// From checked settings (see `AgentConfig`'s validation); `None` for `off`.
+    pub fn from_config(c: &crate::config::SplitBrainResolverConfig) -> Option<Self> {
+        use crate::config::ActiveStrategy as A;
+        let role = |r: &str| (!r.is_empty()).then(|| r.to_owned());
+        let strategy = match c.active_strategy {
+            A::Off => return None,
+            A::KeepMajority => Strategy::KeepMajority {
+                role: role(&c.keep_majority.role),
+            },
+            A::StaticQuorum => Strategy::StaticQuorum {
+                quorum_size: c.static_quorum.quorum_size,
+                role: role(&c.static_quorum.role),
+            },
+            A::KeepOldest => Strategy::KeepOldest {
+                down_if_alone: c.keep_oldest.down_if_alone,
+                role: role(&c.keep_oldest.role),
+            },
+            A::DownAll => Strategy::DownAll,
+            // Refused by validation until the Lease client exists.
+            A::LeaseMajority => return None,
+        };
+        Some(Self {
+            strategy,
+            stable_after: c.stable_after,
+            unstable_limit: unstable_limit(&c.down_all_when_unstable, c.stable_after)
+                .unwrap_or(Some(derived_unstable_limit(c.stable_after))),
+        })
+    }
+}
+
 /// What the resolver should do now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Due {

@@ -96,6 +96,10 @@ impl AgentProcess {
         management(self.ip)
     }
 
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// None while it runs.
     pub fn exited(&mut self) -> Option<ExitStatus> {
         self.child.try_wait().expect("query the agent process")
@@ -123,12 +127,17 @@ impl Drop for AgentProcess {
 
 /// A config for `n` agents on `subnet` .1 ..= .n with config discovery, all required,
 /// and a cluster key.
-pub fn config_discovery(work: &Workdir, subnet: (u8, u8), n: u8) -> std::path::PathBuf {
+pub fn config_discovery(work: &Workdir, subnet: (u8, u8), n: u8) -> PathBuf {
+    config_discovery_with(work, subnet, n, "")
+}
+
+/// [`config_discovery`] with more `cluster:` settings (YAML lines indented by two).
+pub fn config_discovery_with(work: &Workdir, subnet: (u8, u8), n: u8, cluster: &str) -> PathBuf {
     let endpoints: Vec<String> = (1..=n)
         .map(|i| format!("'{}:{MANAGEMENT_PORT}'", ip(subnet, i)))
         .collect();
     work.config(&format!(
-        "cluster:\n  key-file: {key}\nbootstrap:\n  service-name: demo\n  discovery-method: config\n  required-contact-point-nr: {n}\ndiscovery:\n  config:\n    endpoints: [{endpoints}]\n",
+        "cluster:\n  key-file: {key}\n{cluster}bootstrap:\n  service-name: demo\n  discovery-method: config\n  required-contact-point-nr: {n}\ndiscovery:\n  config:\n    endpoints: [{endpoints}]\n",
         key = work.key_file().display(),
         endpoints = endpoints.join(", "),
     ))

@@ -18,6 +18,7 @@ fn settings() -> MembershipSettings {
         retry_unsuccessful_join_after: Duration::from_secs(2),
         seed_node_timeout: Duration::from_secs(5),
         failure_detector: crate::config::FailureDetectorConfig::default(),
+        downing: None,
     }
 }
 
@@ -362,5 +363,71 @@ fn a_silent_member_becomes_unreachable_and_reachable_again_when_it_answers() {
             "node {i}"
         );
         assert!(g.convergence(), "node {i}");
+    }
+}
+
+#[test]
+fn a_partition_is_resolved_by_keep_majority_on_both_sides() {
+    let mut net = Net::new(&[1, 2, 3, 4, 5]);
+    let downing = crate::membership::sbr::Downing {
+        strategy: crate::membership::sbr::Strategy::KeepMajority { role: None },
+        stable_after: Duration::from_secs(3),
+        unstable_limit: None,
+    };
+    for i in 1..=5 {
+        let s = MembershipSettings {
+            downing: Some(downing.clone()),
+            ..settings()
+        };
+        *net.node(i) = MembershipCore::new(uniq(i, u64::from(i)), info(), s, Duration::ZERO);
+    }
+    net.node(1).form(Duration::ZERO);
+    for i in 2..=5 {
+        let out = net.node(i).join(Duration::ZERO, vec![addr(1)]);
+        net.send(out);
+    }
+    net.run(|_| false);
+    for _ in 0..20 {
+        net.advance(Duration::from_millis(100));
+        net.run(|_| false);
+    }
+    // 1, 2, 3 | 4, 5: nothing crosses.
+    let side = |a: &NodeAddress| *a == addr(4) || *a == addr(5);
+    let split = move |o: &Outgoing| side(&o.to) != side(&o.envelope.from.address);
+    for _ in 0..200 {
+        net.advance(Duration::from_millis(100));
+        net.run(split);
+    }
+    for i in [4, 5] {
+        assert_eq!(
+            net.node(i).phase(),
+            &Phase::Downed,
+            "node {i} downed itself"
+        );
+    }
+    for i in [1, 2, 3] {
+        assert!(net.node(i).is_member(), "node {i} survives");
+        let converged = net.node(i).gossip().convergence();
+        let left: Vec<u8> = net
+            .statuses(i)
+            .into_iter()
+            .map(|(a, s, _)| {
+                assert_eq!(s, MemberStatus::Up, "node {i}: {a} is {s:?}");
+                a
+            })
+            .collect();
+        assert_eq!(left, [1, 2, 3], "node {i}: the minority was removed");
+        assert!(converged, "node {i}");
+    }
+    // Healing the network brings no second cluster: the downed nodes stay out.
+    for _ in 0..50 {
+        net.advance(Duration::from_millis(100));
+        net.run(|_| false);
+    }
+    for i in [1, 2, 3] {
+        assert_eq!(net.statuses(i).len(), 3, "node {i}");
+    }
+    for i in [4, 5] {
+        assert_eq!(net.node(i).phase(), &Phase::Downed);
     }
 }
