@@ -4,6 +4,7 @@
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use tokio::net::TcpListener;
@@ -20,7 +21,7 @@ use crate::clock::Clock;
 use crate::config::AgentConfig;
 use crate::discovery::{self, DiscoveryError};
 use crate::management::{self, AppState};
-use crate::membership::actor::{self, ClusterView, Command};
+use crate::membership::actor::{self, ClusterView, Command, ViewPhase};
 use crate::membership::core::{MembershipCore, MembershipSettings};
 use crate::membership::member::MemberInfo;
 use crate::metrics::Metrics;
@@ -51,6 +52,7 @@ pub struct Agent {
     management_addr: SocketAddr,
     cluster_addr: SocketAddr,
     cluster: watch::Receiver<Arc<ClusterView>>,
+    commands: mpsc::Sender<Command>,
     metrics: Metrics,
     tasks: JoinSet<()>,
 }
@@ -205,11 +207,6 @@ impl Agent {
             s.management.max_connections,
             s.management.header_read_timeout,
         ));
-        // Keep the command channel open for the agent's life.
-        tasks.spawn(async move {
-            let _keep = commands_tx;
-            std::future::pending::<()>().await;
-        });
 
         info!(node = %node, management = %management_addr, cluster = %cluster_addr, pod = config.pod_name.as_deref().unwrap_or("-"), "muster agent started");
         Ok(Self {
@@ -217,6 +214,7 @@ impl Agent {
             management_addr,
             cluster_addr,
             cluster: cluster_rx,
+            commands: commands_tx,
             metrics,
             tasks,
         })
@@ -241,6 +239,30 @@ impl Agent {
 
     pub fn metrics(&self) -> &Metrics {
         &self.metrics
+    }
+
+    /// Leaves the cluster gracefully (Leaving → Exiting, then the others remove this
+    /// member) and waits until this member has left or was downed, at most `timeout`.
+    /// Returns whether it left in time.
+    pub async fn leave(&self, timeout: Duration) -> bool {
+        if self.commands.send(Command::Leave).await.is_err() {
+            return false;
+        }
+        let mut view = self.cluster.clone();
+        let done = async {
+            loop {
+                if matches!(
+                    view.borrow_and_update().phase,
+                    ViewPhase::Left | ViewPhase::Downed
+                ) {
+                    return true;
+                }
+                if view.changed().await.is_err() {
+                    return false;
+                }
+            }
+        };
+        tokio::time::timeout(timeout, done).await.unwrap_or(false)
     }
 
     /// Stops every task.

@@ -7,7 +7,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use node_agent::config::{self, AgentConfig, Environment};
 use node_agent::membership::actor::ViewPhase;
 use node_agent::{Agent, local_cluster};
-use tracing::{error, info};
+use tracing::{error, info, warn};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -118,6 +118,7 @@ fn runtime() -> tokio::runtime::Runtime {
 }
 
 async fn run(config: AgentConfig) -> ExitCode {
+    let leave_timeout = config.settings.cluster.leave_timeout;
     let agent = match Agent::start(config).await {
         Ok(a) => a,
         Err(e) => {
@@ -139,7 +140,12 @@ async fn run(config: AgentConfig) -> ExitCode {
     };
     tokio::select! {
         () = shutdown_signal() => {
-            info!("shutting down");
+            let started = std::time::Instant::now();
+            if agent.leave(leave_timeout).await {
+                info!(after_ms = started.elapsed().as_millis() as u64, "left the cluster; shutting down");
+            } else {
+                warn!(timeout = ?leave_timeout, "did not leave the cluster in time (cluster.leave-timeout); shutting down anyway, the others will detect it");
+            }
             agent.shutdown().await;
             ExitCode::SUCCESS
         }

@@ -190,3 +190,40 @@ async fn a_paused_member_is_removed_and_exits_when_it_resumes() {
     // It did not come back: still four.
     wait_for_survivors(&agents, 4, "still four members").await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_leaves_gracefully_and_exits_zero() {
+    let work = Workdir::new("leave");
+    let subnet = (23, 4);
+    let config = config_discovery(&work, subnet, 5);
+    let mut agents = start_agents(&work, &config, subnet, 5);
+    wait_for_one_cluster(&agents, 5).await;
+    // The leader leaves: the hardest case, leadership moves while it goes.
+    let mut leaving = agents.remove(0);
+    let gone = format!("muster://demo@{}:{CLUSTER_PORT}", leaving.ip);
+    let sent = Instant::now();
+    let ok = std::process::Command::new("kill")
+        .args(["-TERM", &leaving.pid().to_string()])
+        .status()
+        .expect("run kill")
+        .success();
+    assert!(ok);
+    let m = wait_for_survivors(&agents, 4, "the leaving member removed everywhere").await;
+    println!(
+        "SIGTERM -> Removed on all 4 others: {} ms",
+        sent.elapsed().as_millis()
+    );
+    assert!(m.members.iter().all(|x| x.node != gone), "{m:?}");
+    let status = eventually("the leaving agent exits", Duration::from_secs(20), || {
+        let status = leaving.exited();
+        async move { status.ok_or_else(|| "still running".to_owned()) }
+    })
+    .await;
+    println!("SIGTERM -> process exit: {} ms", sent.elapsed().as_millis());
+    assert_eq!(status.code(), Some(0), "{}", leaving.log());
+    assert!(
+        leaving.log().contains("left the cluster"),
+        "{}",
+        leaving.log()
+    );
+}

@@ -431,6 +431,7 @@ fn validate(
             c.retry_unsuccessful_join_after,
         ),
         ("cluster.seed-node-timeout", c.seed_node_timeout),
+        ("cluster.leave-timeout", c.leave_timeout),
         (
             "cluster.failure-detector.heartbeat-interval",
             c.failure_detector.heartbeat_interval,

@@ -62,6 +62,11 @@ pub struct ClusterSettings {
     /// forms the cluster itself. Default 5s.
     #[serde(with = "duration")]
     pub seed_node_timeout: Duration,
+    /// On SIGTERM the member leaves the cluster (Leaving, Exiting, removed) and the
+    /// process exits 0; it waits at most this long for that. Keep it below the pod's
+    /// terminationGracePeriodSeconds (30s by default). Default 15s.
+    #[serde(with = "duration")]
+    pub leave_timeout: Duration,
     /// How members watch each other (phi accrual, Akka's settings and defaults).
     pub failure_detector: FailureDetectorConfig,
     /// What to do about unreachable members (Akka's split brain resolver).
@@ -203,6 +208,7 @@ impl Default for ClusterSettings {
             allow_weakly_up_members: Some(Duration::from_secs(7)),
             retry_unsuccessful_join_after: Duration::from_secs(2),
             seed_node_timeout: Duration::from_secs(5),
+            leave_timeout: Duration::from_secs(15),
             failure_detector: FailureDetectorConfig::default(),
             split_brain_resolver: SplitBrainResolverConfig::default(),
         }

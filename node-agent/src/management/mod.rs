@@ -133,6 +133,10 @@ async fn bootstrap_status(State(s): State<AppState>) -> Response {
     };
     let self_status = view.self_status().map(|st| st.as_str());
     let (phase, reason) = match (view.phase, &bootstrap) {
+        (ViewPhase::Left, _) => (
+            "left",
+            "this member left the cluster gracefully; the agent is shutting down".to_owned(),
+        ),
         (ViewPhase::Downed, _) => (
             "downed",
             "the cluster downed or removed this member; the agent is shutting down".to_owned(),

@@ -26,6 +26,8 @@ pub enum Command {
     Form,
     /// Explicit seed nodes from the configuration.
     JoinConfiguredSeeds(Vec<NodeAddress>),
+    /// Leave the cluster gracefully (SIGTERM).
+    Leave,
 }
 
 /// What the rest of the agent may know about membership, published after each change.
@@ -44,6 +46,8 @@ pub enum ViewPhase {
     Member,
     /// Downed or removed by the cluster: the agent must stop.
     Downed,
+    /// Left gracefully (Exiting): the agent may stop.
+    Left,
 }
 
 impl ViewPhase {
@@ -53,6 +57,7 @@ impl ViewPhase {
             Self::Joining => "joining",
             Self::Member => "member",
             Self::Downed => "downed",
+            Self::Left => "left",
         }
     }
 }
@@ -74,6 +79,7 @@ impl ClusterView {
                 Phase::Joining { .. } => ViewPhase::Joining,
                 Phase::Member => ViewPhase::Member,
                 Phase::Downed => ViewPhase::Downed,
+                Phase::Left => ViewPhase::Left,
             },
             gossip: core.gossip().clone(),
         }
@@ -133,6 +139,10 @@ pub async fn run(actor: MembershipActor) {
                         core.form(now)
                     }
                     Command::JoinConfiguredSeeds(seeds) => core.join_configured_seeds(now, &seeds),
+                    Command::Leave => {
+                        info!(node = %core.me(), "leaving the cluster");
+                        core.leave(now, &mut rng)
+                    }
                 }
             }
             _ = crate::clock::sleep_until(wake) => core.tick(clock.now(), &mut rng),

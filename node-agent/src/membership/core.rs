@@ -73,6 +73,9 @@ pub enum Phase {
     /// Downed or removed by the cluster: this incarnation is over and must not come
     /// back (the process exits; a restart joins as a new member).
     Downed,
+    /// Left gracefully: this member reached Exiting (or was never a member); the
+    /// process may exit, the others remove it.
+    Left,
 }
 
 /// Why an incoming message was dropped (counted in metrics).
@@ -256,6 +259,33 @@ impl MembershipCore {
         Vec::new()
     }
 
+    /// Leave the cluster gracefully: Leaving now; the leader moves it to Exiting once
+    /// everyone has seen that, and then removes it.
+    pub fn leave(&mut self, now: Time, rng: &mut Rng) -> Vec<Outgoing> {
+        if !self.is_member() {
+            if self.phase != Phase::Downed {
+                self.phase = Phase::Left;
+            }
+            return Vec::new();
+        }
+        let Some(mut m) = self.self_member().cloned() else {
+            return Vec::new();
+        };
+        if !matches!(
+            m.status,
+            MemberStatus::Joining | MemberStatus::WeaklyUp | MemberStatus::Up
+        ) {
+            return Vec::new();
+        }
+        m.status = MemberStatus::Leaving;
+        self.gossip.put(m);
+        self.gossip.bump(&self.me);
+        self.leader_actions(now);
+        let out = self.push(rng, None);
+        self.check_done();
+        out
+    }
+
     /// An incoming message.
     pub fn receive(
         &mut self,
@@ -266,7 +296,7 @@ impl MembershipCore {
         if env.to != self.me.address || env.to_uid.is_some_and(|u| u != self.me.uid) {
             return Err(Dropped::WrongRecipient);
         }
-        if self.phase == Phase::Downed {
+        if matches!(self.phase, Phase::Downed | Phase::Left) {
             return Err(Dropped::NotNow);
         }
         match env.message {
@@ -368,7 +398,10 @@ impl MembershipCore {
     ) -> Result<Vec<Outgoing>, Dropped> {
         // The cluster removed this incarnation (e.g. downed while we were paused).
         if remote.tombstones().contains(&self.me) && self.is_member() {
-            self.phase = Phase::Downed;
+            let leaving = self
+                .self_member()
+                .is_some_and(|m| matches!(m.status, MemberStatus::Leaving | MemberStatus::Exiting));
+            self.phase = if leaving { Phase::Left } else { Phase::Downed };
             return Ok(Vec::new());
         }
         // Only state of our own cluster: it must hold us (this incarnation) and its sender.
@@ -397,18 +430,20 @@ impl MembershipCore {
         if changed {
             out.extend(self.push(rng, reply.then_some(&from)));
         }
-        self.check_downed();
+        self.check_done();
         Ok(out)
     }
 
-    /// A member whose own status is Down stops: its incarnation is over.
-    fn check_downed(&mut self) {
-        if self.is_member()
-            && self
-                .self_member()
-                .is_some_and(|m| m.status == MemberStatus::Down)
-        {
-            self.phase = Phase::Downed;
+    /// A member whose own status is Down stops: its incarnation is over. One that is
+    /// Exiting has left.
+    fn check_done(&mut self) {
+        if !self.is_member() {
+            return;
+        }
+        match self.self_member().map(|m| m.status) {
+            Some(MemberStatus::Down) => self.phase = Phase::Downed,
+            Some(MemberStatus::Exiting) => self.phase = Phase::Left,
+            _ => {}
         }
     }
 
@@ -479,7 +514,7 @@ impl MembershipCore {
         } else {
             self.push(rng, None)
         };
-        self.check_downed();
+        self.check_done();
         out
     }
 
@@ -520,6 +555,7 @@ impl MembershipCore {
             if self.leader_actions(now) {
                 out.extend(self.push(rng, None));
             }
+            self.check_done();
         }
         if now >= self.next_gossip {
             self.next_gossip = now + self.settings.gossip_interval;
@@ -561,7 +597,7 @@ impl MembershipCore {
                     .min(self.heartbeats.next_wakeup());
                 Some(sbr.map_or(next, |t| t.min(next)))
             }
-            Phase::Downed => None,
+            Phase::Downed | Phase::Left => None,
         }
     }
 
@@ -671,12 +707,25 @@ impl MembershipCore {
                 self.gossip.put(m);
                 changed = true;
             }
+            // Exiting members have been seen Exiting by everyone (convergence): remove
+            // them with the downed; then Leaving members move on to Exiting.
             let downed: Vec<UniqueAddress> = self
                 .gossip
                 .members()
-                .filter(|m| m.status == MemberStatus::Down)
+                .filter(|m| matches!(m.status, MemberStatus::Down | MemberStatus::Exiting))
                 .map(|m| m.node.clone())
                 .collect();
+            let leaving: Vec<Member> = self
+                .gossip
+                .members()
+                .filter(|m| m.status == MemberStatus::Leaving)
+                .cloned()
+                .collect();
+            for mut m in leaving {
+                m.status = MemberStatus::Exiting;
+                self.gossip.put(m);
+                changed = true;
+            }
             for d in downed {
                 self.gossip.remove(&d);
                 changed = true;

@@ -80,10 +80,16 @@ struct Sides {
 }
 
 fn sides(view: View<'_>) -> Sides {
+    // Exiting members are on their way out: their silence decides nothing.
     let alive: Vec<&Member> = view
         .members
         .iter()
-        .filter(|m| !matches!(m.status, MemberStatus::Down | MemberStatus::Removed))
+        .filter(|m| {
+            !matches!(
+                m.status,
+                MemberStatus::Down | MemberStatus::Removed | MemberStatus::Exiting
+            )
+        })
         .collect();
     let alive_nodes: BTreeSet<&UniqueAddress> = alive.iter().map(|m| &m.node).collect();
     let subjects: BTreeSet<UniqueAddress> = view

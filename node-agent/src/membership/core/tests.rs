@@ -63,6 +63,18 @@ impl Net {
         }
     }
 
+    /// `ids[0]` forms a cluster, the others join it; all messages delivered.
+    fn formed(ids: &[u8]) -> Self {
+        let mut net = Self::new(ids);
+        net.node(ids[0]).form(Duration::ZERO);
+        for i in &ids[1..] {
+            let out = net.node(*i).join(Duration::ZERO, vec![addr(ids[0])]);
+            net.send(out);
+        }
+        net.run(|_| false);
+        net
+    }
+
     fn node(&mut self, i: u8) -> &mut MembershipCore {
         self.nodes.get_mut(&addr(i)).unwrap()
     }
@@ -323,13 +335,7 @@ fn joining_members_become_weakly_up_without_convergence() {
 
 #[test]
 fn a_silent_member_becomes_unreachable_and_reachable_again_when_it_answers() {
-    let mut net = Net::new(&[1, 2, 3]);
-    net.node(1).form(Duration::ZERO);
-    for i in [2, 3] {
-        let out = net.node(i).join(Duration::ZERO, vec![addr(1)]);
-        net.send(out);
-    }
-    net.run(|_| false);
+    let mut net = Net::formed(&[1, 2, 3]);
     // Node 3 stops answering (its heartbeat responses are lost) for 8 s.
     let silent = |o: &Outgoing| {
         o.envelope.from.address == addr(3)
@@ -430,4 +436,36 @@ fn a_partition_is_resolved_by_keep_majority_on_both_sides() {
     for i in [4, 5] {
         assert_eq!(net.node(i).phase(), &Phase::Downed);
     }
+}
+
+#[test]
+fn a_leaving_member_goes_exiting_then_removed() {
+    let mut net = Net::formed(&[1, 2, 3]);
+    // The leader itself leaves: another member takes over and removes it.
+    let mut rng = Rng::seeded(1);
+    let out = net.node(1).leave(Duration::ZERO, &mut rng);
+    net.send(out);
+    net.run(|_| false);
+    for _ in 0..30 {
+        net.advance(Duration::from_millis(100));
+        net.run(|_| false);
+    }
+    assert_eq!(net.node(1).phase(), &Phase::Left);
+    for i in [2, 3] {
+        let statuses: Vec<(u8, MemberStatus)> = net
+            .statuses(i)
+            .into_iter()
+            .map(|(a, s, _)| (a, s))
+            .collect();
+        assert_eq!(
+            statuses,
+            [(2, MemberStatus::Up), (3, MemberStatus::Up)],
+            "node {i}"
+        );
+        assert_eq!(net.node(i).gossip().leader(), Some(&uniq(2, 2)));
+    }
+    // Leaving before ever joining just ends.
+    let mut lone = Net::new(&[7]);
+    lone.node(7).leave(Duration::ZERO, &mut rng);
+    assert_eq!(lone.node(7).phase(), &Phase::Left);
 }
