@@ -200,6 +200,8 @@ impl Agent {
             nudges,
             metrics: metrics.clone(),
             max_body_bytes: s.management.max_body_bytes,
+            token: config.management_token.clone(),
+            membership: commands_tx.clone(),
         });
         tasks.spawn(management::server::serve(
             management_listener,

@@ -127,11 +127,14 @@ async fn run(config: AgentConfig) -> ExitCode {
             return ExitCode::from(1);
         }
     };
+    // The process ends on SIGTERM (after leaving), or when the cluster is done with
+    // this member: it left (an operator's Leave) or was downed.
     let mut view = agent.cluster();
-    let downed = async move {
+    let ended = async move {
         loop {
-            if view.borrow_and_update().phase == ViewPhase::Downed {
-                return;
+            let phase = view.borrow_and_update().phase;
+            if matches!(phase, ViewPhase::Downed | ViewPhase::Left) {
+                return phase;
             }
             if view.changed().await.is_err() {
                 return std::future::pending().await;
@@ -149,10 +152,15 @@ async fn run(config: AgentConfig) -> ExitCode {
             agent.shutdown().await;
             ExitCode::SUCCESS
         }
-        () = downed => {
-            error!("the cluster downed this member (split brain resolver or by hand); exiting so that a restart joins as a new member");
+        phase = ended => {
             agent.shutdown().await;
-            ExitCode::from(DOWNED_EXIT_CODE)
+            if phase == ViewPhase::Left {
+                info!("left the cluster (asked through the management API); shutting down");
+                ExitCode::SUCCESS
+            } else {
+                error!("the cluster downed this member (split brain resolver or by hand); exiting so that a restart joins as a new member");
+                ExitCode::from(DOWNED_EXIT_CODE)
+            }
         }
     }
 }

@@ -227,3 +227,65 @@ async fn sigterm_leaves_gracefully_and_exits_zero() {
         leaving.log()
     );
 }
+
+/// One HTTP/1.1 request with a bearer token; (status, body).
+async fn send(addr: std::net::SocketAddr, method: &str, path: &str, token: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    );
+    s.write_all(req.as_bytes()).await.expect("send");
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).await.expect("read");
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .expect("a status");
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    (status, body)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_makes_members_leave_or_go_down_with_the_token() {
+    const TOKEN: &str = "e2e-operator-token-123456";
+    let work = Workdir::new("operator");
+    let subnet = (23, 5);
+    let extra = format!("management:\n  token: {TOKEN}\n");
+    let config = config_discovery_with(&work, subnet, 5, &extra);
+    let mut agents = start_agents(&work, &config, subnet, 5);
+    wait_for_one_cluster(&agents, 5).await;
+    let mut downed = agents.remove(4);
+    let mut leaving = agents.remove(3);
+    let entry = agents[0].management();
+    let path = |a: &AgentProcess| format!("/cluster/members/muster://demo@{}:{CLUSTER_PORT}", a.ip);
+
+    let (status, body) = send(entry, "DELETE", &path(&leaving), "not-the-token-at-all").await;
+    assert_eq!(status, 401, "{body}");
+    let (status, body) = send(entry, "DELETE", &path(&leaving), TOKEN).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("Leaving"), "{body}");
+    let (status, body) = send(
+        agents[1].management(),
+        "PUT",
+        &format!("{}?operation=Down", path(&downed)),
+        TOKEN,
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+
+    wait_for_survivors(&agents, 3, "both gone from the cluster").await;
+    for (agent, code) in [(&mut leaving, 0), (&mut downed, 3)] {
+        let status = eventually("the agent exits", Duration::from_secs(20), || {
+            let status = agent.exited();
+            async move { status.ok_or_else(|| "still running".to_owned()) }
+        })
+        .await;
+        assert_eq!(status.code(), Some(code), "{}: {}", agent.name, agent.log());
+    }
+}

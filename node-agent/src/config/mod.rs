@@ -71,6 +71,42 @@ impl fmt::Display for ConfigError {
     }
 }
 
+/// The bearer token of the mutating management routes.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ManagementToken(Vec<u8>);
+
+impl ManagementToken {
+    pub const MIN_LEN: usize = 16;
+
+    pub fn new(bytes: &[u8]) -> Result<Self, String> {
+        if bytes.len() < Self::MIN_LEN || !bytes.iter().all(|b| b.is_ascii_graphic()) {
+            return Err(format!(
+                "the token must be at least {} visible ASCII characters (e.g. `head -c 32 /dev/urandom | base64`)",
+                Self::MIN_LEN
+            ));
+        }
+        Ok(Self(bytes.to_vec()))
+    }
+
+    /// Compares in time independent of where the inputs differ.
+    pub fn matches(&self, presented: &[u8]) -> bool {
+        if presented.len() != self.0.len() {
+            return false;
+        }
+        presented
+            .iter()
+            .zip(&self.0)
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0
+    }
+}
+
+impl fmt::Debug for ManagementToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ManagementToken(<{} bytes>)", self.0.len())
+    }
+}
+
 /// The shared secret that authenticates agent-to-agent messages.
 #[derive(Clone, PartialEq, Eq)]
 pub struct ClusterKey(Vec<u8>);
@@ -113,6 +149,8 @@ pub struct AgentConfig {
     /// Explicit seed nodes, parsed.
     pub seed_nodes: Vec<NodeAddress>,
     pub cluster_key: Option<ClusterKey>,
+    /// Bearer token of the mutating management routes; `None`: they are refused.
+    pub management_token: Option<ManagementToken>,
     /// Namespace for discovery.
     pub namespace: String,
     /// This pod's name (`POD_NAME`), for logs and status.
@@ -619,6 +657,40 @@ fn validate(
         }
     }
 
+    let mgmt = &settings.management;
+    let management_token = match (&mgmt.token_file, &mgmt.token) {
+        (Some(_), Some(_)) => {
+            bad(
+                "management.token",
+                "set either management.token-file or management.token, not both".to_owned(),
+            );
+            None
+        }
+        (Some(path), None) => match std::fs::read(path) {
+            Ok(bytes) => match ManagementToken::new(bytes.trim_ascii()) {
+                Ok(t) => Some(t),
+                Err(e) => {
+                    bad("management.token-file", format!("{}: {e}", path.display()));
+                    None
+                }
+            },
+            Err(e) => {
+                bad(
+                    "management.token-file",
+                    format!("cannot read {}: {e}", path.display()),
+                );
+                None
+            }
+        },
+        (None, Some(t)) => match ManagementToken::new(t.trim().as_bytes()) {
+            Ok(t) => Some(t),
+            Err(e) => {
+                bad("management.token", e);
+                None
+            }
+        },
+        (None, None) => None,
+    };
     let cluster_key = match &c.key_file {
         None => None,
         Some(path) => match read_key(path) {
@@ -659,6 +731,7 @@ fn validate(
         management_ip,
         seed_nodes,
         cluster_key,
+        management_token,
         namespace,
         pod_name: env
             .get("POD_NAME")

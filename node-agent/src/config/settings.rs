@@ -230,6 +230,11 @@ pub struct ManagementSettings {
     pub header_read_timeout: Duration,
     /// Largest request body accepted, in bytes. Default 65536.
     pub max_body_bytes: usize,
+    /// File holding the bearer token that the mutating routes (leave, down) require.
+    /// At least 16 bytes. Default: none (those routes are refused).
+    pub token_file: Option<PathBuf>,
+    /// The token itself, for `MUSTER_MANAGEMENT_TOKEN` from a Secret; use one of the two.
+    pub token: Option<String>,
 }
 
 impl Default for ManagementSettings {
@@ -240,6 +245,8 @@ impl Default for ManagementSettings {
             max_connections: 1024,
             header_read_timeout: Duration::from_secs(10),
             max_body_bytes: 64 * 1024,
+            token_file: None,
+            token: None,
         }
     }
 }

@@ -8,7 +8,11 @@
 //! | `GET /ready` | 200 when this member is Up or WeaklyUp, else 503 with the reason |
 //! | `GET /cluster/members` | `{selfNode, members, unreachable, leader, oldest, oldestPerRole}` |
 //! | `GET /metrics` | Prometheus text format |
+//! | `PUT /cluster/members/{address}` | `operation=Leave` or `Down` (query or form body); bearer token |
+//! | `DELETE /cluster/members/{address}` | Leave; bearer token |
 //!
+//! The mutating routes need `Authorization: Bearer <management.token>`: 401 without it,
+//! 403 when no token is configured (they are then off).
 //! `fn router(state) -> Router` so tests drive it with `oneshot`; [`server`] serves it
 //! with a header-read timeout and a connection cap.
 
@@ -21,9 +25,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::{DefaultBodyLimit, State};
+use axum::extract::{Path, Query};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, put};
 use axum::{Json, Router};
 use bytes::Bytes;
 use serde::Serialize;
@@ -33,7 +38,10 @@ use crate::address::ContactPoint;
 use crate::bootstrap::coordinator::StatusRequest;
 use crate::bootstrap::probe::PROBER_HEADER;
 use crate::bootstrap::state::BootstrapStatus;
-use crate::membership::actor::{ClusterView, ViewPhase};
+use crate::config::ManagementToken;
+use crate::membership::actor::{ClusterView, Command, ViewPhase};
+use crate::membership::core::MarkError;
+use crate::membership::member::MemberStatus;
 use crate::metrics::Metrics;
 
 use api::{ClusterMembers, ErrorBody, SeedNodes};
@@ -49,6 +57,10 @@ pub struct AppState {
     pub nudges: Option<mpsc::Sender<ContactPoint>>,
     pub metrics: Metrics,
     pub max_body_bytes: usize,
+    /// Bearer token of the mutating routes; `None`: they are refused.
+    pub token: Option<ManagementToken>,
+    /// The membership actor, for leave and down.
+    pub membership: mpsc::Sender<Command>,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -59,6 +71,10 @@ pub fn router(state: AppState) -> Router {
         .route("/alive", get(alive))
         .route("/ready", get(ready))
         .route("/cluster/members", get(cluster_members))
+        .route(
+            "/cluster/members/{*address}",
+            put(mark_member).delete(leave_member),
+        )
         .route("/metrics", get(metrics))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(limit))
@@ -209,6 +225,125 @@ async fn cluster_members(State(s): State<AppState>) -> Response {
         &view.gossip,
     ))
     .into_response()
+}
+
+/// The bearer token check of the mutating routes: the refusal, if any.
+fn unauthorized(s: &AppState, headers: &HeaderMap) -> Option<Response> {
+    let Some(token) = &s.token else {
+        return Some(error(
+            StatusCode::FORBIDDEN,
+            "leave and down over HTTP are off: set management.token-file (or MUSTER_MANAGEMENT_TOKEN) to enable them",
+        ));
+    };
+    let presented = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.as_bytes().strip_prefix(b"Bearer "));
+    match presented {
+        Some(p) if token.matches(p) => None,
+        _ => {
+            let mut r = error(
+                StatusCode::UNAUTHORIZED,
+                "this route needs `Authorization: Bearer <token>` with the agent's management token",
+            );
+            r.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"muster\""),
+            );
+            Some(r)
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
+struct Message {
+    message: String,
+}
+
+async fn mark(s: &AppState, address: &str, status: MemberStatus) -> Response {
+    let Ok(address) = address.parse::<crate::address::NodeAddress>() else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "`{address}` is not a member address; use the form in /cluster/members, e.g. muster://demo@10.0.0.1:2552"
+            ),
+        );
+    };
+    let (reply, answer) = oneshot::channel();
+    let asked = s
+        .membership
+        .send(Command::Mark {
+            address: address.clone(),
+            status,
+            reply,
+        })
+        .await;
+    match (asked, answer.await) {
+        (Ok(()), Ok(Ok(()))) => Json(Message {
+            message: format!(
+                "{} {address}",
+                if status == MemberStatus::Down {
+                    "Downing"
+                } else {
+                    "Leaving"
+                }
+            ),
+        })
+        .into_response(),
+        (Ok(()), Ok(Err(MarkError::NoSuchMember))) => error(
+            StatusCode::NOT_FOUND,
+            format!("no member {address}; see /cluster/members"),
+        ),
+        (Ok(()), Ok(Err(MarkError::NotMember))) => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "this node is not a cluster member; ask a member",
+        ),
+        _ => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the membership task did not answer",
+        ),
+    }
+}
+
+async fn mark_member(
+    State(s): State<AppState>,
+    Path(address): Path<String>,
+    Query(query): Query<std::collections::HashMap<String, String>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    if let Some(r) = unauthorized(&s, &headers) {
+        return r;
+    }
+    // `operation` from the query or an urlencoded form body (Akka's `-F operation=Leave`).
+    let from_body = std::str::from_utf8(&body).ok().and_then(|b| {
+        b.split('&')
+            .filter_map(|kv| kv.split_once('='))
+            .find(|(k, _)| k.trim() == "operation")
+            .map(|(_, v)| v.trim().to_owned())
+    });
+    let operation = query.get("operation").cloned().or(from_body);
+    let status = match operation.as_deref().map(str::to_ascii_lowercase).as_deref() {
+        Some("leave") => MemberStatus::Leaving,
+        Some("down") => MemberStatus::Down,
+        other => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!("operation must be Leave or Down, got {other:?}"),
+            );
+        }
+    };
+    mark(&s, &address, status).await
+}
+
+async fn leave_member(
+    State(s): State<AppState>,
+    Path(address): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    if let Some(r) = unauthorized(&s, &headers) {
+        return r;
+    }
+    mark(&s, &address, MemberStatus::Leaving).await
 }
 
 async fn metrics(State(s): State<AppState>) -> Response {

@@ -21,6 +21,8 @@ struct Fixture {
     _seed: watch::Sender<Bytes>,
 }
 
+const TOKEN: &str = "0123456789abcdef-token";
+
 fn node() -> UniqueAddress {
     UniqueAddress::new(
         NodeAddress::new("shop", "10.0.0.1".parse().unwrap(), 2552),
@@ -71,6 +73,20 @@ fn fixture(with_bootstrap: bool) -> Fixture {
         });
         tx
     });
+    // The membership actor's side of leave/down: knows only this node.
+    let (membership, mut marks) = mpsc::channel::<Command>(4);
+    tokio::spawn(async move {
+        while let Some(cmd) = marks.recv().await {
+            if let Command::Mark { address, reply, .. } = cmd {
+                let known = address == node().address;
+                let _ = reply.send(if known {
+                    Ok(())
+                } else {
+                    Err(MarkError::NoSuchMember)
+                });
+            }
+        }
+    });
     let state = AppState {
         seed_nodes: seed_rx,
         cluster: cluster_rx,
@@ -78,6 +94,8 @@ fn fixture(with_bootstrap: bool) -> Fixture {
         nudges: Some(nudge_tx),
         metrics: Metrics::new(),
         max_body_bytes: 65536,
+        token: Some(ManagementToken::new(TOKEN.as_bytes()).unwrap()),
+        membership,
     };
     Fixture {
         state,
@@ -258,4 +276,84 @@ async fn the_seed_nodes_cache_follows_membership_and_discovery() {
             break;
         }
     }
+}
+
+async fn send(
+    app: &AppState,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: &str,
+) -> (u16, String) {
+    let mut req = http::Request::builder().method(method).uri(path);
+    if let Some(t) = token {
+        req = req.header("authorization", format!("Bearer {t}"));
+    }
+    let resp = router(app.clone())
+        .oneshot(req.body(Body::from(body.to_owned())).unwrap())
+        .await
+        .unwrap();
+    let status = resp.status().as_u16();
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    (status, String::from_utf8_lossy(&body).into_owned())
+}
+
+#[tokio::test]
+async fn leave_and_down_need_the_token() {
+    let f = fixture(false);
+    let me = "/cluster/members/muster://shop@10.0.0.1:2552";
+    for token in [None, Some("wrong-token-of-enough-length")] {
+        let (status, body) = send(&f.state, "DELETE", me, token, "").await;
+        assert_eq!(status, 401, "{body}");
+        assert!(body.contains("Bearer"), "{body}");
+        let (status, _) = send(&f.state, "PUT", &format!("{me}?operation=Down"), token, "").await;
+        assert_eq!(status, 401);
+    }
+    let (status, body) = send(&f.state, "DELETE", me, Some(TOKEN), "").await;
+    assert_eq!(
+        (status, body.as_str()),
+        (200, r#"{"message":"Leaving muster://shop@10.0.0.1:2552"}"#)
+    );
+    let (status, body) = send(&f.state, "PUT", me, Some(TOKEN), "operation=Down").await;
+    assert_eq!(
+        (status, body.as_str()),
+        (200, r#"{"message":"Downing muster://shop@10.0.0.1:2552"}"#)
+    );
+    let (status, body) = send(&f.state, "PUT", me, Some(TOKEN), "operation=Explode").await;
+    assert_eq!(status, 400, "{body}");
+    let (status, body) = send(
+        &f.state,
+        "DELETE",
+        "/cluster/members/muster://shop@10.0.0.9:2552",
+        Some(TOKEN),
+        "",
+    )
+    .await;
+    assert_eq!(status, 404, "{body}");
+    let (status, body) = send(
+        &f.state,
+        "DELETE",
+        "/cluster/members/nonsense",
+        Some(TOKEN),
+        "",
+    )
+    .await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("muster://"), "{body}");
+}
+
+#[tokio::test]
+async fn without_a_configured_token_mutating_routes_are_off() {
+    let mut f = fixture(false);
+    f.state.token = None;
+    let (status, body) = send(
+        &f.state,
+        "DELETE",
+        "/cluster/members/muster://shop@10.0.0.1:2552",
+        Some(TOKEN),
+        "",
+    )
+    .await;
+    assert_eq!(status, 403, "{body}");
+    assert!(body.contains("management.token-file"), "{body}");
 }

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use tokio::sync::{mpsc, watch};
 use tracing::{info, warn};
 
-use super::core::{MembershipCore, Outgoing, Phase};
+use super::core::{MarkError, MembershipCore, Outgoing, Phase};
 use super::gossip::Gossip;
 use super::member::MemberStatus;
 use crate::address::{NodeAddress, UniqueAddress};
@@ -18,7 +18,7 @@ use crate::transport::messages::Envelope;
 use crate::transport::tcp::Outbound;
 
 /// Requests to the membership actor.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug)]
 pub enum Command {
     /// Join through these seed nodes (bootstrap decided).
     Join(Vec<NodeAddress>),
@@ -28,6 +28,12 @@ pub enum Command {
     JoinConfiguredSeeds(Vec<NodeAddress>),
     /// Leave the cluster gracefully (SIGTERM).
     Leave,
+    /// An operator marks a member Leaving or Down (management API).
+    Mark {
+        address: NodeAddress,
+        status: MemberStatus,
+        reply: tokio::sync::oneshot::Sender<Result<(), MarkError>>,
+    },
 }
 
 /// What the rest of the agent may know about membership, published after each change.
@@ -142,6 +148,16 @@ pub async fn run(actor: MembershipActor) {
                     Command::Leave => {
                         info!(node = %core.me(), "leaving the cluster");
                         core.leave(now, &mut rng)
+                    }
+                    Command::Mark { address, status, reply } => {
+                        info!(member = %address, status = status.as_str(), "asked to mark a member");
+                        let result = core.mark(now, &mut rng, &address, status);
+                        let (answer, out) = match result {
+                            Ok(out) => (Ok(()), out),
+                            Err(e) => (Err(e), Vec::new()),
+                        };
+                        let _ = reply.send(answer);
+                        out
                     }
                 }
             }

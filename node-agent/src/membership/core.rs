@@ -99,6 +99,15 @@ impl Dropped {
     }
 }
 
+/// Why [`MembershipCore::mark`] did nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MarkError {
+    /// This node is not a member (yet or any more).
+    NotMember,
+    /// No member has that address.
+    NoSuchMember,
+}
+
 /// A message to send.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Outgoing {
@@ -284,6 +293,48 @@ impl MembershipCore {
         let out = self.push(rng, None);
         self.check_done();
         out
+    }
+
+    /// An operator's `Leave` or `Down` of the member at `address` (any member may ask;
+    /// the change spreads by gossip). Leaving this node is [`MembershipCore::leave`].
+    pub fn mark(
+        &mut self,
+        now: Time,
+        rng: &mut Rng,
+        address: &NodeAddress,
+        status: MemberStatus,
+    ) -> Result<Vec<Outgoing>, MarkError> {
+        if !self.is_member() {
+            return Err(MarkError::NotMember);
+        }
+        let m = self
+            .gossip
+            .members()
+            .find(|m| m.node.address == *address)
+            .cloned()
+            .ok_or(MarkError::NoSuchMember)?;
+        if m.node == self.me && status == MemberStatus::Leaving {
+            return Ok(self.leave(now, rng));
+        }
+        let allowed = match status {
+            MemberStatus::Leaving => matches!(
+                m.status,
+                MemberStatus::Joining | MemberStatus::WeaklyUp | MemberStatus::Up
+            ),
+            MemberStatus::Down => !matches!(m.status, MemberStatus::Down | MemberStatus::Removed),
+            _ => false,
+        };
+        if !allowed {
+            return Ok(Vec::new()); // already on its way
+        }
+        let mut m = m;
+        m.status = status;
+        self.gossip.put(m);
+        self.gossip.bump(&self.me);
+        self.leader_actions(now);
+        let out = self.push(rng, None);
+        self.check_done();
+        Ok(out)
     }
 
     /// An incoming message.
