@@ -23,6 +23,7 @@ use crate::discovery::{self, DiscoveryError};
 use crate::management::{self, AppState};
 use crate::membership::actor::{self, ClusterView, Command, ViewPhase};
 use crate::membership::core::{MembershipCore, MembershipSettings};
+use crate::membership::events::{EventHub, Subscription};
 use crate::membership::member::MemberInfo;
 use crate::metrics::Metrics;
 use crate::rng::Rng;
@@ -53,9 +54,13 @@ pub struct Agent {
     cluster_addr: SocketAddr,
     cluster: watch::Receiver<Arc<ClusterView>>,
     commands: mpsc::Sender<Command>,
+    events: Arc<EventHub>,
     metrics: Metrics,
     tasks: JoinSet<()>,
 }
+
+/// Cluster events kept for subscribers that reconnect (`Last-Event-ID`).
+pub const EVENT_LOG_CAPACITY: usize = 4096;
 
 async fn bind(
     addr: SocketAddr,
@@ -132,6 +137,7 @@ impl Agent {
             config.cluster_key.clone(),
             metrics.clone(),
         );
+        let events = EventHub::new(EVENT_LOG_CAPACITY);
         tasks.spawn(actor::run(actor::MembershipActor {
             core,
             clock,
@@ -141,6 +147,7 @@ impl Agent {
             outbound,
             view: cluster_tx,
             metrics: metrics.clone(),
+            events: events.clone(),
         }));
 
         let (bootstrap, nudges) = if config.seed_nodes.is_empty() {
@@ -201,6 +208,7 @@ impl Agent {
             metrics: metrics.clone(),
             max_body_bytes: s.management.max_body_bytes,
             token: config.management_token.clone(),
+            events: events.clone(),
             membership: commands_tx.clone(),
         });
         tasks.spawn(management::server::serve(
@@ -217,6 +225,7 @@ impl Agent {
             cluster_addr,
             cluster: cluster_rx,
             commands: commands_tx,
+            events,
             metrics,
             tasks,
         })
@@ -241,6 +250,12 @@ impl Agent {
 
     pub fn metrics(&self) -> &Metrics {
         &self.metrics
+    }
+
+    /// Cluster events: first the current state as events (or, with `last_seen`, the
+    /// events after that id, if still kept), then every change, in order.
+    pub fn subscribe(&self, last_seen: Option<u64>) -> Subscription {
+        self.events.subscribe(last_seen)
     }
 
     /// Leaves the cluster gracefully (Leaving → Exiting, then the others remove this

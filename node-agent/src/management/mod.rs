@@ -8,6 +8,7 @@
 //! | `GET /ready` | 200 when this member is Up or WeaklyUp, else 503 with the reason |
 //! | `GET /cluster/members` | `{selfNode, members, unreachable, leader, oldest, oldestPerRole}` |
 //! | `GET /metrics` | Prometheus text format |
+//! | `GET /cluster/events` | server-sent events: the current state, then every change; `Last-Event-ID` resumes |
 //! | `PUT /cluster/members/{address}` | `operation=Leave` or `Down` (query or form body); bearer token |
 //! | `DELETE /cluster/members/{address}` | Leave; bearer token |
 //!
@@ -41,6 +42,7 @@ use crate::bootstrap::state::BootstrapStatus;
 use crate::config::ManagementToken;
 use crate::membership::actor::{ClusterView, Command, ViewPhase};
 use crate::membership::core::MarkError;
+use crate::membership::events::EventHub;
 use crate::membership::member::MemberStatus;
 use crate::metrics::Metrics;
 
@@ -61,6 +63,8 @@ pub struct AppState {
     pub token: Option<ManagementToken>,
     /// The membership actor, for leave and down.
     pub membership: mpsc::Sender<Command>,
+    /// Cluster events for `/cluster/events`.
+    pub events: Arc<EventHub>,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -71,6 +75,7 @@ pub fn router(state: AppState) -> Router {
         .route("/alive", get(alive))
         .route("/ready", get(ready))
         .route("/cluster/members", get(cluster_members))
+        .route("/cluster/events", get(cluster_events))
         .route(
             "/cluster/members/{*address}",
             put(mark_member).delete(leave_member),
@@ -344,6 +349,48 @@ async fn leave_member(
         return r;
     }
     mark(&s, &address, MemberStatus::Leaving).await
+}
+
+/// Server-sent cluster events. Each has an `id`; a client that reconnects with
+/// `Last-Event-ID` gets exactly the events it missed while they are still kept, else a
+/// `Resync` event followed by the current state.
+async fn cluster_events(State(s): State<AppState>, headers: HeaderMap) -> Response {
+    use axum::response::sse::{Event, KeepAlive, Sse};
+    let last_seen = headers
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    let sub = s.events.subscribe(last_seen);
+    let resync = sub.resynced.then(|| {
+        Event::default().event("Resync").data(
+            "the events after Last-Event-ID are no longer kept (or come from another agent); what follows is the current state",
+        )
+    });
+    let first =
+        futures_util::stream::iter(resync.into_iter().map(Ok::<_, std::convert::Infallible>));
+    let rest = futures_util::stream::unfold(Some(sub), |sub| async move {
+        let mut sub = sub?;
+        match sub.next().await? {
+            Ok((id, e)) => {
+                let event = Event::default()
+                    .id(id.to_string())
+                    .event(e.name())
+                    .json_data(&e)
+                    .unwrap_or_else(|_| Event::default().comment("unserialisable event"));
+                Some((Ok(event), Some(sub)))
+            }
+            // Fell behind the log: say so and end; the client reconnects and resyncs.
+            Err(_) => Some((
+                Ok(Event::default()
+                    .event("Resync")
+                    .data("this stream fell behind; reconnect to get the current state")),
+                None,
+            )),
+        }
+    });
+    Sse::new(futures_util::StreamExt::chain(first, rest))
+        .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+        .into_response()
 }
 
 async fn metrics(State(s): State<AppState>) -> Response {

@@ -95,6 +95,7 @@ fn fixture(with_bootstrap: bool) -> Fixture {
         metrics: Metrics::new(),
         max_body_bytes: 65536,
         token: Some(ManagementToken::new(TOKEN.as_bytes()).unwrap()),
+        events: crate::membership::events::EventHub::new(16),
         membership,
     };
     Fixture {

@@ -8,6 +8,7 @@ use tokio::sync::{mpsc, watch};
 use tracing::{info, warn};
 
 use super::core::{MarkError, MembershipCore, Outgoing, Phase};
+use super::events::EventHub;
 use super::gossip::Gossip;
 use super::member::MemberStatus;
 use crate::address::{NodeAddress, UniqueAddress};
@@ -103,6 +104,8 @@ pub struct MembershipActor {
     pub outbound: Outbound,
     pub view: watch::Sender<Arc<ClusterView>>,
     pub metrics: Metrics,
+    /// Every change becomes cluster events here (this task sees every state).
+    pub events: Arc<EventHub>,
 }
 
 /// Runs the actor until an input channel closes.
@@ -116,6 +119,7 @@ pub async fn run(actor: MembershipActor) {
         mut outbound,
         view,
         metrics,
+        events,
     } = actor;
     let mut published = ClusterView::of(&core);
     view.send_replace(Arc::new(published.clone()));
@@ -168,6 +172,7 @@ pub async fn run(actor: MembershipActor) {
         }
         let now_view = ClusterView::of(&core);
         if now_view != published {
+            events.publish(&now_view.gossip);
             report(&published, &now_view, &metrics, clock);
             published = now_view;
             view.send_replace(Arc::new(published.clone()));

@@ -4,6 +4,7 @@
 
 pub mod actor;
 pub mod core;
+pub mod events;
 pub mod failure_detector;
 pub mod gossip;
 pub mod heartbeat;

@@ -1,0 +1,359 @@
+//! Cluster events for applications: what changed between two states of the cluster, the
+//! current state told as events, and a bounded, numbered log that lets a subscriber
+//! resume where it stopped (`Last-Event-ID`) or learn that it must start over.
+//!
+//! Pure except [`EventHub`], which shares the log between the membership task (the only
+//! writer, which sees every state) and the subscribers.
+
+use std::collections::{BTreeSet, VecDeque};
+use std::sync::{Arc, Mutex};
+
+use serde::Serialize;
+use tokio::sync::watch;
+
+use super::gossip::Gossip;
+use super::member::{Member, MemberStatus};
+use crate::address::UniqueAddress;
+
+/// One change, named as Akka names its cluster domain events.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "type", rename_all_fields = "camelCase")]
+pub enum ClusterEvent {
+    MemberJoined {
+        member: String,
+        uid: String,
+        roles: Vec<String>,
+    },
+    MemberWeaklyUp {
+        member: String,
+        uid: String,
+    },
+    MemberUp {
+        member: String,
+        uid: String,
+        up_number: u32,
+    },
+    MemberLeft {
+        member: String,
+        uid: String,
+    },
+    MemberExited {
+        member: String,
+        uid: String,
+    },
+    MemberDowned {
+        member: String,
+        uid: String,
+    },
+    MemberRemoved {
+        member: String,
+        uid: String,
+        previous_status: String,
+    },
+    UnreachableMember {
+        member: String,
+        uid: String,
+    },
+    ReachableMember {
+        member: String,
+        uid: String,
+    },
+    LeaderChanged {
+        leader: Option<String>,
+    },
+}
+
+impl ClusterEvent {
+    /// The SSE event name.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::MemberJoined { .. } => "MemberJoined",
+            Self::MemberWeaklyUp { .. } => "MemberWeaklyUp",
+            Self::MemberUp { .. } => "MemberUp",
+            Self::MemberLeft { .. } => "MemberLeft",
+            Self::MemberExited { .. } => "MemberExited",
+            Self::MemberDowned { .. } => "MemberDowned",
+            Self::MemberRemoved { .. } => "MemberRemoved",
+            Self::UnreachableMember { .. } => "UnreachableMember",
+            Self::ReachableMember { .. } => "ReachableMember",
+            Self::LeaderChanged { .. } => "LeaderChanged",
+        }
+    }
+}
+
+fn ids(node: &UniqueAddress) -> (String, String) {
+    (node.address.to_string(), node.uid.to_string())
+}
+
+/// The event that announces `m` in its current status (none for Joining, which
+/// `MemberJoined` covers, and Removed, which is not kept in a gossip).
+fn status_event(m: &Member) -> Option<ClusterEvent> {
+    let (member, uid) = ids(&m.node);
+    Some(match m.status {
+        MemberStatus::Joining | MemberStatus::Removed => return None,
+        MemberStatus::WeaklyUp => ClusterEvent::MemberWeaklyUp { member, uid },
+        MemberStatus::Up => ClusterEvent::MemberUp {
+            member,
+            uid,
+            up_number: m.up_number,
+        },
+        MemberStatus::Leaving => ClusterEvent::MemberLeft { member, uid },
+        MemberStatus::Exiting => ClusterEvent::MemberExited { member, uid },
+        MemberStatus::Down => ClusterEvent::MemberDowned { member, uid },
+    })
+}
+
+fn joined(m: &Member) -> ClusterEvent {
+    let (member, uid) = ids(&m.node);
+    ClusterEvent::MemberJoined {
+        member,
+        uid,
+        roles: m.roles.iter().cloned().collect(),
+    }
+}
+
+fn leader_of(g: &Gossip) -> Option<String> {
+    g.leader().map(|l| l.address.to_string())
+}
+
+/// The current state told as events, as a new subscriber first receives it.
+pub fn snapshot(g: &Gossip) -> Vec<ClusterEvent> {
+    let mut out = Vec::new();
+    for m in g.members() {
+        out.push(joined(m));
+        out.extend(status_event(m));
+    }
+    for node in g.reachability().unreachable_members() {
+        if g.has_member(&node) {
+            let (member, uid) = ids(&node);
+            out.push(ClusterEvent::UnreachableMember { member, uid });
+        }
+    }
+    out.push(ClusterEvent::LeaderChanged {
+        leader: leader_of(g),
+    });
+    out
+}
+
+/// What happened between `before` and `after`, in a fixed order: members (joins,
+/// status changes, removals), then reachability, then the leader.
+pub fn diff(before: &Gossip, after: &Gossip) -> Vec<ClusterEvent> {
+    let mut out = Vec::new();
+    for m in after.members() {
+        match before.member(&m.node) {
+            None => {
+                out.push(joined(m));
+                out.extend(status_event(m));
+            }
+            Some(old) if old.status != m.status => out.extend(status_event(m)),
+            Some(_) => {}
+        }
+    }
+    for old in before.members().filter(|m| !after.has_member(&m.node)) {
+        let (member, uid) = ids(&old.node);
+        out.push(ClusterEvent::MemberRemoved {
+            member,
+            uid,
+            previous_status: old.status.as_str().to_owned(),
+        });
+    }
+    let was: BTreeSet<UniqueAddress> = before.reachability().unreachable_members();
+    let is: BTreeSet<UniqueAddress> = after.reachability().unreachable_members();
+    for node in is.difference(&was).filter(|n| after.has_member(n)) {
+        let (member, uid) = ids(node);
+        out.push(ClusterEvent::UnreachableMember { member, uid });
+    }
+    for node in was.difference(&is).filter(|n| after.has_member(n)) {
+        let (member, uid) = ids(node);
+        out.push(ClusterEvent::ReachableMember { member, uid });
+    }
+    let leader = leader_of(after);
+    if leader != leader_of(before) {
+        out.push(ClusterEvent::LeaderChanged { leader });
+    }
+    out
+}
+
+/// The last `capacity` events with increasing ids (the first is 1).
+#[derive(Debug, Clone)]
+pub struct EventLog {
+    events: VecDeque<(u64, ClusterEvent)>,
+    last_id: u64,
+    capacity: usize,
+}
+
+/// A resume point older than the log holds: the subscriber must start over from a
+/// snapshot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TooOld {
+    pub oldest_kept: u64,
+}
+
+impl EventLog {
+    pub fn new(capacity: usize) -> Self {
+        Self {
+            events: VecDeque::new(),
+            last_id: 0,
+            capacity: capacity.max(1),
+        }
+    }
+
+    pub fn push(&mut self, events: impl IntoIterator<Item = ClusterEvent>) {
+        for e in events {
+            self.last_id += 1;
+            if self.events.len() == self.capacity {
+                self.events.pop_front();
+            }
+            self.events.push_back((self.last_id, e));
+        }
+    }
+
+    pub fn last_id(&self) -> u64 {
+        self.last_id
+    }
+
+    /// The events after `id`; an error when some of them are no longer kept.
+    pub fn since(&self, id: u64) -> Result<Vec<(u64, ClusterEvent)>, TooOld> {
+        let oldest_kept = self.events.front().map_or(self.last_id + 1, |(i, _)| *i);
+        if id > self.last_id || id + 1 < oldest_kept {
+            return Err(TooOld { oldest_kept });
+        }
+        Ok(self
+            .events
+            .iter()
+            .filter(|(i, _)| *i > id)
+            .cloned()
+            .collect())
+    }
+}
+
+/// The log and the latest state, shared between the membership task and subscribers.
+#[derive(Debug)]
+pub struct EventHub {
+    inner: Mutex<(EventLog, Gossip)>,
+    last_id: watch::Sender<u64>,
+}
+
+/// Where a subscriber starts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Start {
+    /// Events to send first, each with its id (a snapshot carries the id it is
+    /// current at).
+    pub events: Vec<(u64, ClusterEvent)>,
+    /// The asked resume point was too old: the events are a fresh snapshot.
+    pub resynced: bool,
+}
+
+impl EventHub {
+    pub fn new(capacity: usize) -> Arc<Self> {
+        Arc::new(Self {
+            inner: Mutex::new((EventLog::new(capacity), Gossip::default())),
+            last_id: watch::channel(0).0,
+        })
+    }
+
+    /// Records the change to `after` (called by the membership task on every change).
+    pub fn publish(&self, after: &Gossip) {
+        let last = {
+            let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+            let (log, state) = &mut *inner;
+            let events = diff(state, after);
+            if events.is_empty() && state == after {
+                return;
+            }
+            log.push(events);
+            *state = after.clone();
+            log.last_id()
+        };
+        self.last_id.send_replace(last);
+    }
+
+    /// Where a subscriber resuming after `last_seen` (or new, with `None`) starts.
+    pub fn start(&self, last_seen: Option<u64>) -> Start {
+        let inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let (log, state) = &*inner;
+        let snapshot = || {
+            snapshot(state)
+                .into_iter()
+                .map(|e| (log.last_id(), e))
+                .collect()
+        };
+        match last_seen.map(|id| log.since(id)) {
+            Some(Ok(events)) => Start {
+                events,
+                resynced: false,
+            },
+            Some(Err(_)) => Start {
+                events: snapshot(),
+                resynced: true,
+            },
+            None => Start {
+                events: snapshot(),
+                resynced: false,
+            },
+        }
+    }
+
+    /// The events after `id`, or `Err` when the subscriber fell too far behind.
+    pub fn since(&self, id: u64) -> Result<Vec<(u64, ClusterEvent)>, TooOld> {
+        let inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        inner.0.since(id)
+    }
+
+    /// A subscriber that resumes after `last_seen` (or starts with a snapshot).
+    pub fn subscribe(self: &Arc<Self>, last_seen: Option<u64>) -> Subscription {
+        let mut changes = self.last_id.subscribe();
+        changes.mark_unchanged();
+        let start = self.start(last_seen);
+        let position = match start.events.last() {
+            Some((id, _)) => *id,
+            None => last_seen.unwrap_or(*changes.borrow()),
+        };
+        Subscription {
+            hub: self.clone(),
+            changes,
+            position,
+            pending: start.events.into(),
+            resynced: start.resynced,
+        }
+    }
+}
+
+/// One subscriber's place in the event log (`Agent::subscribe`, `GET /cluster/events`).
+#[derive(Debug)]
+pub struct Subscription {
+    hub: Arc<EventHub>,
+    changes: watch::Receiver<u64>,
+    position: u64,
+    pending: VecDeque<(u64, ClusterEvent)>,
+    /// The resume point asked for was too old: the first events are a snapshot.
+    pub resynced: bool,
+}
+
+impl Subscription {
+    /// The next event with its id; `Err` when this subscriber fell so far behind that
+    /// events were dropped (subscribe again for a snapshot); `None` when the agent
+    /// stopped.
+    pub async fn next(&mut self) -> Option<Result<(u64, ClusterEvent), TooOld>> {
+        loop {
+            if let Some(e) = self.pending.pop_front() {
+                return Some(Ok(e));
+            }
+            if self.changes.changed().await.is_err() {
+                return None;
+            }
+            match self.hub.since(self.position) {
+                Ok(events) => {
+                    if let Some((id, _)) = events.last() {
+                        self.position = *id;
+                    }
+                    self.pending.extend(events);
+                }
+                Err(e) => return Some(Err(e)),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

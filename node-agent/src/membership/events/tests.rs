@@ -1,0 +1,200 @@
+use std::collections::BTreeSet;
+
+use super::*;
+use crate::address::NodeAddress;
+use crate::membership::member::MemberInfo;
+use crate::membership::vclock::VectorClock;
+
+fn node(i: u8) -> UniqueAddress {
+    UniqueAddress::new(NodeAddress::new("t", [10, 0, 0, i].into(), 2552), 1)
+}
+
+fn member(i: u8, status: MemberStatus) -> Member {
+    Member {
+        status,
+        up_number: u32::from(i),
+        ..Member::joining(
+            node(i),
+            MemberInfo {
+                roles: BTreeSet::new(),
+                app_version: "1".into(),
+            },
+        )
+    }
+}
+
+fn gossip(members: &[Member]) -> Gossip {
+    Gossip::from_parts(
+        members.iter().cloned(),
+        BTreeSet::new(),
+        VectorClock::default(),
+        BTreeSet::new(),
+    )
+}
+
+fn names(events: &[ClusterEvent]) -> Vec<&'static str> {
+    events.iter().map(ClusterEvent::name).collect()
+}
+
+#[test]
+fn a_member_going_through_its_life_gives_one_event_per_step() {
+    let steps = [
+        gossip(&[member(1, MemberStatus::Up)]),
+        gossip(&[
+            member(1, MemberStatus::Up),
+            member(2, MemberStatus::Joining),
+        ]),
+        gossip(&[member(1, MemberStatus::Up), member(2, MemberStatus::Up)]),
+        gossip(&[
+            member(1, MemberStatus::Up),
+            member(2, MemberStatus::Leaving),
+        ]),
+        gossip(&[
+            member(1, MemberStatus::Up),
+            member(2, MemberStatus::Exiting),
+        ]),
+        gossip(&[member(1, MemberStatus::Up)]),
+    ];
+    let all: Vec<ClusterEvent> = steps.windows(2).flat_map(|w| diff(&w[0], &w[1])).collect();
+    assert_eq!(
+        names(&all),
+        [
+            "MemberJoined",
+            "MemberUp",
+            "MemberLeft",
+            "MemberExited",
+            "MemberRemoved"
+        ]
+    );
+    assert_eq!(
+        all[4],
+        ClusterEvent::MemberRemoved {
+            member: "muster://t@10.0.0.2:2552".into(),
+            uid: "1".into(),
+            previous_status: "Exiting".into()
+        }
+    );
+}
+
+#[test]
+fn reachability_and_leader_changes_are_events() {
+    let before = gossip(&[member(1, MemberStatus::Up), member(2, MemberStatus::Up)]);
+    let mut after = before.clone();
+    after.set_reachability(&node(2), &[node(1)].into());
+    assert_eq!(
+        names(&diff(&before, &after)),
+        ["UnreachableMember", "LeaderChanged"]
+    );
+    assert_eq!(
+        names(&diff(&after, &before)),
+        ["ReachableMember", "LeaderChanged"]
+    );
+    assert!(diff(&before, &before).is_empty());
+}
+
+#[test]
+fn a_snapshot_tells_the_current_state() {
+    let mut g = gossip(&[
+        member(1, MemberStatus::Up),
+        member(2, MemberStatus::Joining),
+    ]);
+    g.set_reachability(&node(1), &[node(2)].into());
+    assert_eq!(
+        names(&snapshot(&g)),
+        [
+            "MemberJoined",
+            "MemberUp",
+            "MemberJoined",
+            "UnreachableMember",
+            "LeaderChanged"
+        ]
+    );
+    let json = serde_json::to_value(&snapshot(&g)[1]).unwrap();
+    assert_eq!(
+        json,
+        serde_json::json!({"type": "MemberUp", "member": "muster://t@10.0.0.1:2552", "uid": "1", "upNumber": 1})
+    );
+}
+
+#[test]
+fn the_log_resumes_or_says_it_cannot() {
+    let mut log = EventLog::new(3);
+    let e = |i: u32| ClusterEvent::LeaderChanged {
+        leader: Some(i.to_string()),
+    };
+    log.push((1..=5).map(e));
+    assert_eq!(log.last_id(), 5);
+    let after3: Vec<u64> = log.since(3).unwrap().iter().map(|(i, _)| *i).collect();
+    assert_eq!(after3, [4, 5]);
+    assert_eq!(
+        log.since(2).unwrap().len(),
+        3,
+        "2 is the last one dropped: 3..5 kept"
+    );
+    assert_eq!(log.since(1), Err(TooOld { oldest_kept: 3 }));
+    assert!(log.since(5).unwrap().is_empty());
+    assert!(
+        log.since(9).is_err(),
+        "an id from the future (another agent's log)"
+    );
+}
+
+#[test]
+fn the_hub_starts_new_subscribers_with_a_snapshot_and_resyncs_lost_ones() {
+    let hub = EventHub::new(2);
+    let one = gossip(&[member(1, MemberStatus::Up)]);
+    hub.publish(&one);
+    let start = hub.start(None);
+    assert!(!start.resynced);
+    assert!(start.events.iter().all(|(id, _)| *id == 3), "{start:?}");
+    let two = gossip(&[
+        member(1, MemberStatus::Up),
+        member(2, MemberStatus::Joining),
+    ]);
+    hub.publish(&two);
+    let resumed = hub.start(Some(3));
+    assert_eq!(resumed.events.len(), 1);
+    assert_eq!(resumed.events[0].0, 4);
+    assert!(!resumed.resynced);
+    let lost = hub.start(Some(1));
+    assert!(lost.resynced);
+    assert_eq!(
+        names(
+            &lost
+                .events
+                .iter()
+                .map(|(_, e)| e.clone())
+                .collect::<Vec<_>>()
+        )
+        .len(),
+        4
+    );
+}
+
+#[tokio::test]
+async fn a_subscription_follows_the_log_and_reports_falling_behind() {
+    let hub = EventHub::new(4);
+    hub.publish(&gossip(&[member(1, MemberStatus::Up)]));
+    let mut sub = hub.subscribe(None);
+    let mut first = Vec::new();
+    for _ in 0..3 {
+        first.push(sub.next().await.unwrap().unwrap().1);
+    }
+    assert_eq!(names(&first), ["MemberJoined", "MemberUp", "LeaderChanged"]);
+    hub.publish(&gossip(&[
+        member(1, MemberStatus::Up),
+        member(2, MemberStatus::Joining),
+    ]));
+    let (id, e) = sub.next().await.unwrap().unwrap();
+    assert_eq!((id, e.name()), (4, "MemberJoined"));
+    // Far behind: more events than the log keeps arrive before it reads again.
+    for i in 3..9 {
+        hub.publish(&gossip(&[
+            member(1, MemberStatus::Up),
+            member(i, MemberStatus::Joining),
+        ]));
+    }
+    assert!(matches!(sub.next().await, Some(Err(TooOld { .. }))));
+    let again = hub.subscribe(Some(id));
+    assert!(again.resynced);
+}
