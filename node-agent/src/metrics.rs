@@ -54,6 +54,9 @@ pub struct Metrics {
     pub joined_seconds: Gauge<f64, AtomicU64>,
     pub members: Family<StatusLabel, Gauge>,
     pub is_leader: Gauge,
+    pub unreachable: Gauge,
+    pub convergence: Gauge,
+    pub downed: Counter,
 }
 
 impl Default for Metrics {
@@ -76,6 +79,9 @@ impl Metrics {
             joined_seconds: Gauge::default(),
             members: Family::default(),
             is_leader: Gauge::default(),
+            unreachable: Gauge::default(),
+            convergence: Gauge::default(),
+            downed: Counter::default(),
         };
         registry.register(
             "transport_messages_received",
@@ -121,6 +127,21 @@ impl Metrics {
             "cluster_is_leader",
             "1 if this node is the cluster leader",
             m.is_leader.clone(),
+        );
+        registry.register(
+            "cluster_unreachable_members",
+            "Members some observer cannot reach, in this node's view",
+            m.unreachable.clone(),
+        );
+        registry.register(
+            "cluster_convergence",
+            "1 when every reachable member has seen the current state (members can move Up)",
+            m.convergence.clone(),
+        );
+        registry.register(
+            "cluster_members_downed",
+            "Members this node saw become Down (split brain resolver or by hand)",
+            m.downed.clone(),
         );
         Self {
             registry: Arc::new(registry),

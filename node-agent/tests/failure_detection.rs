@@ -60,6 +60,9 @@ async fn a_killed_leader_is_unreachable_everywhere_and_leadership_moves_on() {
         "SIGKILL -> unreachable on all 4 survivors: {} ms",
         killed.elapsed().as_millis()
     );
+    let text = metrics(agents[1].management()).await.expect("metrics");
+    assert_eq!(metric(&text, "muster_cluster_unreachable_members"), Some(1.0), "{text}");
+    assert_eq!(metric(&text, "muster_cluster_convergence"), Some(0.0), "{text}");
     for m in &seen {
         assert_eq!(m.unreachable.len(), 1, "only the killed member: {m:?}");
         // Its observers are its monitors among the survivors.
@@ -145,6 +148,10 @@ async fn a_killed_member_is_downed_and_removed_and_the_rest_converge() {
         killed.elapsed().as_millis()
     );
     assert!(m.members.iter().all(|x| x.node != gone), "{m:?}");
+    let text = metrics(agents[0].management()).await.expect("metrics");
+    assert_eq!(metric(&text, "muster_cluster_unreachable_members"), Some(0.0), "{text}");
+    assert_eq!(metric(&text, "muster_cluster_convergence"), Some(1.0), "{text}");
+    assert_eq!(metric(&text, "muster_cluster_members_downed_total"), Some(1.0), "{text}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

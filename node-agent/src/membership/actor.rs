@@ -216,4 +216,20 @@ fn report(before: &ClusterView, after: &ClusterView, metrics: &Metrics, clock: C
     metrics
         .is_leader
         .set(i64::from(after.gossip.leader() == Some(&after.self_node)));
+    let unreachable = after.gossip.reachability().unreachable_members();
+    metrics.unreachable.set(
+        after
+            .gossip
+            .members()
+            .filter(|m| unreachable.contains(&m.node))
+            .count() as i64,
+    );
+    metrics
+        .convergence
+        .set(i64::from(after.gossip.convergence()));
+    for m in after.gossip.members().filter(|m| m.status == MemberStatus::Down) {
+        if before.gossip.member(&m.node).map(|o| o.status) != Some(MemberStatus::Down) {
+            metrics.downed.inc();
+        }
+    }
 }
