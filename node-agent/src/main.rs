@@ -133,7 +133,10 @@ async fn run(config: AgentConfig) -> ExitCode {
     let ended = async move {
         loop {
             let phase = view.borrow_and_update().phase;
-            if matches!(phase, ViewPhase::Downed | ViewPhase::Left) {
+            if matches!(
+                phase,
+                ViewPhase::Downed | ViewPhase::Left | ViewPhase::JoinFailed
+            ) {
                 return phase;
             }
             if view.changed().await.is_err() {
@@ -157,6 +160,9 @@ async fn run(config: AgentConfig) -> ExitCode {
             if phase == ViewPhase::Left {
                 info!("left the cluster (asked through the management API); shutting down");
                 ExitCode::SUCCESS
+            } else if phase == ViewPhase::JoinFailed {
+                error!("could not join the cluster within cluster.shutdown-after-unsuccessful-join-seed-nodes; exiting so that a restart starts bootstrap afresh");
+                ExitCode::from(JOIN_FAILED_EXIT_CODE)
             } else {
                 error!("the cluster downed this member (split brain resolver or by hand); exiting so that a restart joins as a new member");
                 ExitCode::from(DOWNED_EXIT_CODE)
@@ -167,6 +173,8 @@ async fn run(config: AgentConfig) -> ExitCode {
 
 /// Exit status of an agent the cluster downed (documented in README.md).
 const DOWNED_EXIT_CODE: u8 = 3;
+/// Exit status of an agent that could not join in time (documented in README.md).
+const JOIN_FAILED_EXIT_CODE: u8 = 4;
 
 async fn shutdown_signal() {
     use tokio::signal::unix::{SignalKind, signal};

@@ -61,8 +61,16 @@ async fn a_killed_leader_is_unreachable_everywhere_and_leadership_moves_on() {
         killed.elapsed().as_millis()
     );
     let text = metrics(agents[1].management()).await.expect("metrics");
-    assert_eq!(metric(&text, "muster_cluster_unreachable_members"), Some(1.0), "{text}");
-    assert_eq!(metric(&text, "muster_cluster_convergence"), Some(0.0), "{text}");
+    assert_eq!(
+        metric(&text, "muster_cluster_unreachable_members"),
+        Some(1.0),
+        "{text}"
+    );
+    assert_eq!(
+        metric(&text, "muster_cluster_convergence"),
+        Some(0.0),
+        "{text}"
+    );
     for m in &seen {
         assert_eq!(m.unreachable.len(), 1, "only the killed member: {m:?}");
         // Its observers are its monitors among the survivors.
@@ -149,9 +157,21 @@ async fn a_killed_member_is_downed_and_removed_and_the_rest_converge() {
     );
     assert!(m.members.iter().all(|x| x.node != gone), "{m:?}");
     let text = metrics(agents[0].management()).await.expect("metrics");
-    assert_eq!(metric(&text, "muster_cluster_unreachable_members"), Some(0.0), "{text}");
-    assert_eq!(metric(&text, "muster_cluster_convergence"), Some(1.0), "{text}");
-    assert_eq!(metric(&text, "muster_cluster_members_downed_total"), Some(1.0), "{text}");
+    assert_eq!(
+        metric(&text, "muster_cluster_unreachable_members"),
+        Some(0.0),
+        "{text}"
+    );
+    assert_eq!(
+        metric(&text, "muster_cluster_convergence"),
+        Some(1.0),
+        "{text}"
+    );
+    assert_eq!(
+        metric(&text, "muster_cluster_members_downed_total"),
+        Some(1.0),
+        "{text}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -295,4 +315,36 @@ async fn an_operator_makes_members_leave_or_go_down_with_the_token() {
         .await;
         assert_eq!(status.code(), Some(code), "{}: {}", agent.name, agent.log());
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_that_cannot_join_exits_with_status_4() {
+    let work = Workdir::new("join-fails");
+    let subnet = (23, 7);
+    // Explicit seeds where this node is not the first: it only joins, and the first seed
+    // never runs.
+    let seed = ip(subnet, 1);
+    let config = work.config(&format!(
+        "cluster:\n  key-file: {key}\n  seed-nodes: ['muster://demo@{seed}:{CLUSTER_PORT}']\n  name: demo\n  shutdown-after-unsuccessful-join-seed-nodes: 2s\n",
+        key = work.key_file().display(),
+    ));
+    let mut agent = AgentProcess::start(&work, &config, ip(subnet, 2), "lonely");
+    let started = Instant::now();
+    let status = eventually("the agent gives up", Duration::from_secs(20), || {
+        let status = agent.exited();
+        async move { status.ok_or_else(|| "still running".to_owned()) }
+    })
+    .await;
+    println!(
+        "gave up after {} ms: {status}",
+        started.elapsed().as_millis()
+    );
+    assert_eq!(status.code(), Some(4), "{}", agent.log());
+    assert!(
+        agent
+            .log()
+            .contains("shutdown-after-unsuccessful-join-seed-nodes"),
+        "{}",
+        agent.log()
+    );
 }

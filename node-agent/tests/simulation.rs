@@ -200,6 +200,7 @@ impl Sim {
             seed_node_timeout: ms(5000),
             failure_detector: node_agent::config::FailureDetectorConfig::default(),
             downing: None,
+            shutdown_after_unsuccessful_join: None,
         };
         let uid = self.rng.next_u64();
         let node = Node {

@@ -67,6 +67,12 @@ pub struct ClusterSettings {
     /// terminationGracePeriodSeconds (30s by default). Default 15s.
     #[serde(with = "duration")]
     pub leave_timeout: Duration,
+    /// A node that has been trying to join for this long without success exits
+    /// (status 4) so that Kubernetes restarts it and bootstrap starts afresh; `off`
+    /// keeps trying. Default 60s (Akka: off; on Kubernetes a restart is the better
+    /// recovery, as Akka Management's docs advise).
+    #[serde(with = "duration::or_off")]
+    pub shutdown_after_unsuccessful_join_seed_nodes: Option<Duration>,
     /// How members watch each other (phi accrual, Akka's settings and defaults).
     pub failure_detector: FailureDetectorConfig,
     /// What to do about unreachable members (Akka's split brain resolver).
@@ -209,6 +215,7 @@ impl Default for ClusterSettings {
             retry_unsuccessful_join_after: Duration::from_secs(2),
             seed_node_timeout: Duration::from_secs(5),
             leave_timeout: Duration::from_secs(15),
+            shutdown_after_unsuccessful_join_seed_nodes: Some(Duration::from_secs(60)),
             failure_detector: FailureDetectorConfig::default(),
             split_brain_resolver: SplitBrainResolverConfig::default(),
         }

@@ -154,6 +154,10 @@ async fn bootstrap_status(State(s): State<AppState>) -> Response {
     };
     let self_status = view.self_status().map(|st| st.as_str());
     let (phase, reason) = match (view.phase, &bootstrap) {
+        (ViewPhase::JoinFailed, _) => (
+            "join-failed",
+            "joining did not succeed within cluster.shutdown-after-unsuccessful-join-seed-nodes; the agent is exiting to be restarted".to_owned(),
+        ),
         (ViewPhase::Left, _) => (
             "left",
             "this member left the cluster gracefully; the agent is shutting down".to_owned(),

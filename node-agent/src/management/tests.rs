@@ -142,6 +142,7 @@ fn member_view() -> ClusterView {
         seed_node_timeout: Duration::from_secs(5),
         failure_detector: crate::config::FailureDetectorConfig::default(),
         downing: None,
+        shutdown_after_unsuccessful_join: None,
     };
     let mut core = MembershipCore::new(
         node(),

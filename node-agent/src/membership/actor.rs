@@ -55,6 +55,8 @@ pub enum ViewPhase {
     Downed,
     /// Left gracefully (Exiting): the agent may stop.
     Left,
+    /// Joining kept failing: the agent must stop.
+    JoinFailed,
 }
 
 impl ViewPhase {
@@ -65,6 +67,7 @@ impl ViewPhase {
             Self::Member => "member",
             Self::Downed => "downed",
             Self::Left => "left",
+            Self::JoinFailed => "join-failed",
         }
     }
 }
@@ -87,6 +90,7 @@ impl ClusterView {
                 Phase::Member => ViewPhase::Member,
                 Phase::Downed => ViewPhase::Downed,
                 Phase::Left => ViewPhase::Left,
+                Phase::JoinFailed => ViewPhase::JoinFailed,
             },
             gossip: core.gossip().clone(),
         }
@@ -227,7 +231,11 @@ fn report(before: &ClusterView, after: &ClusterView, metrics: &Metrics, clock: C
     metrics
         .convergence
         .set(i64::from(after.gossip.convergence()));
-    for m in after.gossip.members().filter(|m| m.status == MemberStatus::Down) {
+    for m in after
+        .gossip
+        .members()
+        .filter(|m| m.status == MemberStatus::Down)
+    {
         if before.gossip.member(&m.node).map(|o| o.status) != Some(MemberStatus::Down) {
             metrics.downed.inc();
         }

@@ -39,6 +39,8 @@ pub struct MembershipSettings {
     pub failure_detector: FailureDetectorConfig,
     /// Automatic downing of unreachable members; `None`: off.
     pub downing: Option<Downing>,
+    /// Give up (the process exits) when joining has not succeeded for this long.
+    pub shutdown_after_unsuccessful_join: Option<Duration>,
 }
 
 impl MembershipSettings {
@@ -52,6 +54,7 @@ impl MembershipSettings {
             seed_node_timeout: s.seed_node_timeout,
             failure_detector: s.failure_detector.clone(),
             downing: Downing::from_config(&s.split_brain_resolver),
+            shutdown_after_unsuccessful_join: s.shutdown_after_unsuccessful_join_seed_nodes,
         }
     }
 }
@@ -76,6 +79,9 @@ pub enum Phase {
     /// Left gracefully: this member reached Exiting (or was never a member); the
     /// process may exit, the others remove it.
     Left,
+    /// Joining did not succeed within `shutdown-after-unsuccessful-join-seed-nodes`:
+    /// the process exits so that Kubernetes restarts it and bootstrap starts afresh.
+    JoinFailed,
 }
 
 /// Why an incoming message was dropped (counted in metrics).
@@ -129,6 +135,8 @@ pub struct MembershipCore {
     stability: Option<Stability>,
     /// When the split brain resolver next needs a look (set by every tick).
     sbr_wakeup: Option<Time>,
+    /// When this node started to join (cleared on success).
+    joining_since: Option<Time>,
 }
 
 impl MembershipCore {
@@ -147,6 +155,7 @@ impl MembershipCore {
                 .as_ref()
                 .map(|d| Stability::new(d.stable_after, d.unstable_limit)),
             sbr_wakeup: None,
+            joining_since: None,
             next_gossip: now + settings.gossip_interval,
             next_leader_actions: now + settings.leader_actions_interval,
             settings,
@@ -221,6 +230,7 @@ impl MembershipCore {
             return Vec::new(); // already asking them; the retry timer resends
         }
         let out = self.send_joins(&seeds);
+        self.joining_since.get_or_insert(now);
         self.phase = Phase::Joining {
             seeds,
             next_attempt: now + self.settings.retry_unsuccessful_join_after,
@@ -246,6 +256,7 @@ impl MembershipCore {
             };
         }
         let out = self.send_joins(&others);
+        self.joining_since.get_or_insert(now);
         self.phase = Phase::Joining {
             seeds: others,
             next_attempt: now + self.settings.retry_unsuccessful_join_after,
@@ -264,6 +275,7 @@ impl MembershipCore {
             .put(Member::joining(self.me.clone(), self.info.clone()));
         self.gossip.bump(&self.me);
         self.phase = Phase::Member;
+        self.joining_since = None;
         self.leader_actions(now);
         Vec::new()
     }
@@ -347,7 +359,7 @@ impl MembershipCore {
         if env.to != self.me.address || env.to_uid.is_some_and(|u| u != self.me.uid) {
             return Err(Dropped::WrongRecipient);
         }
-        if matches!(self.phase, Phase::Downed | Phase::Left) {
+        if matches!(self.phase, Phase::Downed | Phase::Left | Phase::JoinFailed) {
             return Err(Dropped::NotNow);
         }
         match env.message {
@@ -360,6 +372,7 @@ impl MembershipCore {
                     return Err(Dropped::NotNow);
                 }
                 self.phase = Phase::Member;
+                self.joining_since = None;
                 self.gossip = Gossip::default();
                 self.on_gossip(now, rng, env.from, gossip)
             }
@@ -581,6 +594,12 @@ impl MembershipCore {
             if form_at.is_some_and(|t| now >= t) {
                 return self.form(now);
             }
+            if let Some(give_up) = self.join_deadline()
+                && now >= give_up
+            {
+                self.phase = Phase::JoinFailed;
+                return out;
+            }
             if now >= *next_attempt {
                 out = self.send_joins(seeds);
                 let seeds = seeds.clone();
@@ -631,6 +650,11 @@ impl MembershipCore {
         out
     }
 
+    /// When an unsuccessful join gives up, if it ever does.
+    fn join_deadline(&self) -> Option<Time> {
+        Some(self.joining_since? + self.settings.shutdown_after_unsuccessful_join?)
+    }
+
     /// When `tick` next has something to do.
     pub fn next_wakeup(&self) -> Option<Time> {
         match &self.phase {
@@ -639,7 +663,10 @@ impl MembershipCore {
                 next_attempt,
                 form_at,
                 ..
-            } => Some(form_at.map_or(*next_attempt, |f| f.min(*next_attempt))),
+            } => {
+                let next = form_at.map_or(*next_attempt, |f| f.min(*next_attempt));
+                Some(self.join_deadline().map_or(next, |d| d.min(next)))
+            }
             Phase::Member => {
                 let sbr = self.sbr_wakeup;
                 let next = self
@@ -648,7 +675,7 @@ impl MembershipCore {
                     .min(self.heartbeats.next_wakeup());
                 Some(sbr.map_or(next, |t| t.min(next)))
             }
-            Phase::Downed | Phase::Left => None,
+            Phase::Downed | Phase::Left | Phase::JoinFailed => None,
         }
     }
 

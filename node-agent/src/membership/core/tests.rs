@@ -19,6 +19,7 @@ fn settings() -> MembershipSettings {
         seed_node_timeout: Duration::from_secs(5),
         failure_detector: crate::config::FailureDetectorConfig::default(),
         downing: None,
+        shutdown_after_unsuccessful_join: None,
     }
 }
 
@@ -468,4 +469,38 @@ fn a_leaving_member_goes_exiting_then_removed() {
     let mut lone = Net::new(&[7]);
     lone.node(7).leave(Duration::ZERO, &mut rng);
     assert_eq!(lone.node(7).phase(), &Phase::Left);
+}
+
+#[test]
+fn a_join_that_never_succeeds_gives_up_after_the_limit() {
+    let mut net = Net::new(&[1, 2]);
+    let limited = MembershipSettings {
+        shutdown_after_unsuccessful_join: Some(Duration::from_secs(10)),
+        ..settings()
+    };
+    *net.node(2) = MembershipCore::new(uniq(2, 2), info(), limited, Duration::ZERO);
+    // Node 1 never forms: node 2's joins go unanswered.
+    let out = net.node(2).join(Duration::ZERO, vec![addr(1)]);
+    net.send(out);
+    net.run(|_| false);
+    assert_eq!(net.node(2).next_wakeup(), Some(Duration::from_secs(2)));
+    for _ in 0..99 {
+        net.advance(Duration::from_millis(100));
+        net.run(|_| false);
+    }
+    assert!(
+        matches!(net.node(2).phase(), Phase::Joining { .. }),
+        "9.9 s: still trying"
+    );
+    net.advance(Duration::from_millis(100));
+    assert_eq!(net.node(2).phase(), &Phase::JoinFailed);
+    assert_eq!(net.node(2).next_wakeup(), None);
+    // Without a limit (node 1 here) a join keeps trying.
+    let out = net.node(1).join(Duration::from_secs(10), vec![addr(2)]);
+    net.send(out);
+    for _ in 0..200 {
+        net.advance(Duration::from_millis(100));
+        net.run(|_| false);
+    }
+    assert!(matches!(net.node(1).phase(), Phase::Joining { .. }));
 }
