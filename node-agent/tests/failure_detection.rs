@@ -156,17 +156,19 @@ async fn a_killed_member_is_downed_and_removed_and_the_rest_converge() {
         killed.elapsed().as_millis()
     );
     assert!(m.members.iter().all(|x| x.node != gone), "{m:?}");
-    let text = metrics(agents[0].management()).await.expect("metrics");
-    assert_eq!(
-        metric(&text, "muster_cluster_unreachable_members"),
-        Some(0.0),
-        "{text}"
-    );
-    assert_eq!(
-        metric(&text, "muster_cluster_convergence"),
-        Some(1.0),
-        "{text}"
-    );
+    // Convergence needs every survivor to have seen the latest state: poll for it.
+    let leader = agents[0].management();
+    let text = eventually(
+        "metrics show the cluster healed",
+        Duration::from_secs(10),
+        || async move {
+            let text = metrics(leader).await?;
+            let healed = metric(&text, "muster_cluster_unreachable_members") == Some(0.0)
+                && metric(&text, "muster_cluster_convergence") == Some(1.0);
+            if healed { Ok(text) } else { Err(text) }
+        },
+    )
+    .await;
     assert_eq!(
         metric(&text, "muster_cluster_members_downed_total"),
         Some(1.0),
