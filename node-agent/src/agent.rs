@@ -265,21 +265,29 @@ impl Agent {
         if self.commands.send(Command::Leave).await.is_err() {
             return false;
         }
-        let mut view = self.cluster.clone();
-        let done = async {
-            loop {
-                if matches!(
-                    view.borrow_and_update().phase,
-                    ViewPhase::Left | ViewPhase::Downed
-                ) {
-                    return true;
-                }
-                if view.changed().await.is_err() {
-                    return false;
-                }
-            }
+        let left = async {
+            matches!(
+                self.ended().await,
+                Some(ViewPhase::Left | ViewPhase::Downed)
+            )
         };
-        tokio::time::timeout(timeout, done).await.unwrap_or(false)
+        tokio::time::timeout(timeout, left).await.unwrap_or(false)
+    }
+
+    /// Waits until the cluster is done with this member — it left, was downed, or
+    /// could not join — and says which; `None` if the membership task stopped.
+    pub async fn ended(&self) -> Option<ViewPhase> {
+        let mut view = self.cluster.clone();
+        loop {
+            let phase = view.borrow_and_update().phase;
+            if matches!(
+                phase,
+                ViewPhase::Left | ViewPhase::Downed | ViewPhase::JoinFailed
+            ) {
+                return Some(phase);
+            }
+            view.changed().await.ok()?;
+        }
     }
 
     /// Stops every task.

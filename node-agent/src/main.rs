@@ -129,19 +129,10 @@ async fn run(config: AgentConfig) -> ExitCode {
     };
     // The process ends on SIGTERM (after leaving), or when the cluster is done with
     // this member: it left (an operator's Leave) or was downed.
-    let mut view = agent.cluster();
-    let ended = async move {
-        loop {
-            let phase = view.borrow_and_update().phase;
-            if matches!(
-                phase,
-                ViewPhase::Downed | ViewPhase::Left | ViewPhase::JoinFailed
-            ) {
-                return phase;
-            }
-            if view.changed().await.is_err() {
-                return std::future::pending().await;
-            }
+    let ended = async {
+        match agent.ended().await {
+            Some(phase) => phase,
+            None => std::future::pending().await,
         }
     };
     tokio::select! {

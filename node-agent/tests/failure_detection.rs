@@ -196,11 +196,7 @@ async fn a_paused_member_is_removed_and_exits_when_it_resumes() {
     wait_for_survivors(&agents, 4, "the paused member removed by the others").await;
     let resumed = Instant::now();
     signal("-CONT", paused.pid());
-    let status = eventually("the resumed member exits", Duration::from_secs(20), || {
-        let status = paused.exited();
-        async move { status.ok_or_else(|| "still running".to_owned()) }
-    })
-    .await;
+    let status = paused.wait_for_exit("the resumed member exits").await;
     println!(
         "resumed member exited {} ms after SIGCONT: {status}",
         resumed.elapsed().as_millis()
@@ -243,11 +239,7 @@ async fn sigterm_leaves_gracefully_and_exits_zero() {
         sent.elapsed().as_millis()
     );
     assert!(m.members.iter().all(|x| x.node != gone), "{m:?}");
-    let status = eventually("the leaving agent exits", Duration::from_secs(20), || {
-        let status = leaving.exited();
-        async move { status.ok_or_else(|| "still running".to_owned()) }
-    })
-    .await;
+    let status = leaving.wait_for_exit("the leaving agent exits").await;
     println!("SIGTERM -> process exit: {} ms", sent.elapsed().as_millis());
     assert_eq!(status.code(), Some(0), "{}", leaving.log());
     assert!(
@@ -310,11 +302,7 @@ async fn an_operator_makes_members_leave_or_go_down_with_the_token() {
 
     wait_for_survivors(&agents, 3, "both gone from the cluster").await;
     for (agent, code) in [(&mut leaving, 0), (&mut downed, 3)] {
-        let status = eventually("the agent exits", Duration::from_secs(20), || {
-            let status = agent.exited();
-            async move { status.ok_or_else(|| "still running".to_owned()) }
-        })
-        .await;
+        let status = agent.wait_for_exit("the agent exits").await;
         assert_eq!(status.code(), Some(code), "{}: {}", agent.name, agent.log());
     }
 }
@@ -332,11 +320,7 @@ async fn a_node_that_cannot_join_exits_with_status_4() {
     ));
     let mut agent = AgentProcess::start(&work, &config, ip(subnet, 2), "lonely");
     let started = Instant::now();
-    let status = eventually("the agent gives up", Duration::from_secs(20), || {
-        let status = agent.exited();
-        async move { status.ok_or_else(|| "still running".to_owned()) }
-    })
-    .await;
+    let status = agent.wait_for_exit("the agent gives up").await;
     println!(
         "gave up after {} ms: {status}",
         started.elapsed().as_millis()

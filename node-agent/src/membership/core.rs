@@ -757,6 +757,23 @@ impl MembershipCore {
             .collect()
     }
 
+    /// Moves every member in status `from` to `to` (callers bump the version); true if
+    /// any moved.
+    fn move_all(&mut self, from: MemberStatus, to: MemberStatus) -> bool {
+        let moving: Vec<Member> = self
+            .gossip
+            .members()
+            .filter(|m| m.status == from)
+            .cloned()
+            .collect();
+        let any = !moving.is_empty();
+        for mut m in moving {
+            m.status = to;
+            self.gossip.put(m);
+        }
+        any
+    }
+
     /// Leader actions; true if the state changed.
     fn leader_actions(&mut self, now: Time) -> bool {
         if self.gossip.leader() != Some(&self.me) {
@@ -793,17 +810,7 @@ impl MembershipCore {
                 .filter(|m| matches!(m.status, MemberStatus::Down | MemberStatus::Exiting))
                 .map(|m| m.node.clone())
                 .collect();
-            let leaving: Vec<Member> = self
-                .gossip
-                .members()
-                .filter(|m| m.status == MemberStatus::Leaving)
-                .cloned()
-                .collect();
-            for mut m in leaving {
-                m.status = MemberStatus::Exiting;
-                self.gossip.put(m);
-                changed = true;
-            }
+            changed |= self.move_all(MemberStatus::Leaving, MemberStatus::Exiting);
             for d in downed {
                 self.gossip.remove(&d);
                 changed = true;
@@ -813,17 +820,7 @@ impl MembershipCore {
             if let Some(after) = self.settings.allow_weakly_up_members
                 && now.saturating_sub(since) >= after
             {
-                let weakly: Vec<Member> = self
-                    .gossip
-                    .members()
-                    .filter(|m| m.status == MemberStatus::Joining)
-                    .cloned()
-                    .collect();
-                for mut m in weakly {
-                    m.status = MemberStatus::WeaklyUp;
-                    self.gossip.put(m);
-                    changed = true;
-                }
+                changed |= self.move_all(MemberStatus::Joining, MemberStatus::WeaklyUp);
             }
         }
         if changed {

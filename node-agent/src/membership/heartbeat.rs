@@ -63,10 +63,6 @@ impl Heartbeats {
         }
     }
 
-    pub fn targets(&self) -> impl Iterator<Item = &UniqueAddress> {
-        self.monitored.keys()
-    }
-
     /// Heartbeats due at `now`, if any.
     pub fn tick(&mut self, now: Time) -> Option<Beat> {
         for m in self.monitored.values_mut() {
@@ -103,14 +99,6 @@ impl Heartbeats {
             .iter()
             .filter(|(_, m)| !m.detector.is_available(now))
             .map(|(a, _)| a.clone())
-            .collect()
-    }
-
-    /// phi of each monitored member (for metrics and `/cluster/members`).
-    pub fn phi(&self, now: Time) -> BTreeMap<UniqueAddress, f64> {
-        self.monitored
-            .iter()
-            .map(|(a, m)| (a.clone(), m.detector.phi(now)))
             .collect()
     }
 

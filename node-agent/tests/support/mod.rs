@@ -105,6 +105,15 @@ impl AgentProcess {
         self.child.try_wait().expect("query the agent process")
     }
 
+    /// Waits (at most 20 s) for the process to exit; panics naming `what` otherwise.
+    pub async fn wait_for_exit(&mut self, what: &str) -> ExitStatus {
+        eventually(what, Duration::from_secs(20), || {
+            let status = self.exited();
+            async move { status.ok_or_else(|| "still running".to_owned()) }
+        })
+        .await
+    }
+
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
