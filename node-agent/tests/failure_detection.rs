@@ -110,35 +110,6 @@ async fn a_killed_leader_is_unreachable_everywhere_and_leadership_moves_on() {
 
 const FAST_SBR: &str = "  split-brain-resolver:\n    stable-after: 2s\n";
 
-/// Every agent in `agents` lists exactly `n` members, all Up, none unreachable.
-async fn wait_for_survivors(agents: &[AgentProcess], n: usize, what: &str) -> ClusterMembers {
-    let client = client();
-    eventually(what, Duration::from_secs(40), || {
-        let (client, agents) = (client.clone(), agents);
-        async move {
-            let mut last = None;
-            for a in agents {
-                let m: ClusterMembers = client
-                    .get_json(a.management(), "/cluster/members")
-                    .await
-                    .map_err(|e| format!("{}: {e}", a.name))?;
-                let ok = m.members.len() == n
-                    && m.members.iter().all(|x| x.status == "Up")
-                    && m.unreachable.is_empty();
-                if !ok {
-                    return Err(format!(
-                        "{}: {:?} unreachable {:?}",
-                        a.name, m.members, m.unreachable
-                    ));
-                }
-                last = Some(m);
-            }
-            last.ok_or_else(|| "no agents".to_owned())
-        }
-    })
-    .await
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_member_is_downed_and_removed_and_the_rest_converge() {
     let work = Workdir::new("sbr-kill");

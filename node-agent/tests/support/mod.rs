@@ -267,3 +267,32 @@ pub async fn metrics(addr: SocketAddr) -> Result<String, String> {
 pub async fn json(addr: SocketAddr, path: &str) -> Result<serde_json::Value, String> {
     client().get_json(addr, path).await
 }
+
+/// Every agent in `agents` lists exactly `n` members, all Up, none unreachable.
+pub async fn wait_for_survivors(agents: &[AgentProcess], n: usize, what: &str) -> ClusterMembers {
+    let client = client();
+    eventually(what, Duration::from_secs(40), || {
+        let (client, agents) = (client.clone(), agents);
+        async move {
+            let mut last = None;
+            for a in agents {
+                let m: ClusterMembers = client
+                    .get_json(a.management(), "/cluster/members")
+                    .await
+                    .map_err(|e| format!("{}: {e}", a.name))?;
+                let ok = m.members.len() == n
+                    && m.members.iter().all(|x| x.status == "Up")
+                    && m.unreachable.is_empty();
+                if !ok {
+                    return Err(format!(
+                        "{}: {:?} unreachable {:?}",
+                        a.name, m.members, m.unreachable
+                    ));
+                }
+                last = Some(m);
+            }
+            last.ok_or_else(|| "no agents".to_owned())
+        }
+    })
+    .await
+}
