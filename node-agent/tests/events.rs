@@ -12,9 +12,23 @@ use tokio::net::TcpStream;
 
 #[derive(Debug, Clone, PartialEq)]
 struct Sse {
-    id: Option<u64>,
+    /// `UID-SEQ`: the agent incarnation and the event's sequence number.
+    id: Option<String>,
     event: String,
     data: String,
+}
+
+impl Sse {
+    /// The sequence number in the id (`UID-SEQ`).
+    fn seq(&self) -> u64 {
+        let id = self.id.as_deref().expect("an id");
+        let (_, seq) = id.split_once('-').expect("UID-SEQ");
+        seq.parse().expect("a number")
+    }
+
+    fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.data).unwrap_or_else(|e| panic!("{e}: {}", self.data))
+    }
 }
 
 /// An open event stream (HTTP/1.0, so the body is the raw stream).
@@ -23,7 +37,7 @@ struct Stream {
 }
 
 impl Stream {
-    async fn open(addr: std::net::SocketAddr, last_event_id: Option<u64>) -> Self {
+    async fn open(addr: std::net::SocketAddr, last_event_id: Option<&str>) -> Self {
         let mut s = TcpStream::connect(addr).await.expect("connect");
         let resume = last_event_id
             .map(|id| format!("Last-Event-ID: {id}\r\n"))
@@ -62,7 +76,7 @@ impl Stream {
                     continue;
                 }
                 if let Some(v) = l.strip_prefix("id:") {
-                    e.id = v.trim().parse().ok();
+                    e.id = Some(v.trim().to_owned());
                 } else if let Some(v) = l.strip_prefix("event:") {
                     e.event = v.trim().to_owned();
                 } else if let Some(v) = l.strip_prefix("data:") {
@@ -74,6 +88,19 @@ impl Stream {
         tokio::time::timeout(Duration::from_secs(20), read)
             .await
             .expect("an event within 20 s")
+    }
+
+    /// The snapshot a new stream starts with (it ends with `LeaderChanged`).
+    async fn snapshot(&mut self) -> Vec<Sse> {
+        let mut seen = Vec::new();
+        loop {
+            let e = self.next().await;
+            let last = e.event == "LeaderChanged";
+            seen.push(e);
+            if last {
+                return seen;
+            }
+        }
     }
 
     /// Events until one named `event` about `member` arrives; returns all of them.
@@ -100,20 +127,12 @@ async fn events_tell_the_state_then_every_change_and_resume_without_loss() {
     let watcher = agents[0].management();
 
     let mut stream = Stream::open(watcher, None).await;
-    let mut snapshot = Vec::new();
-    loop {
-        let e = stream.next().await;
-        let last = e.event == "LeaderChanged";
-        snapshot.push(e);
-        if last {
-            break;
-        }
-    }
+    let snapshot = stream.snapshot().await;
     let ups = snapshot.iter().filter(|e| e.event == "MemberUp").count();
     assert_eq!(ups, 4, "{snapshot:?}");
-    let snapshot_id = snapshot[0].id.expect("ids");
+    let snapshot_id = snapshot[0].id.clone().expect("ids");
     assert!(
-        snapshot.iter().all(|e| e.id == Some(snapshot_id)),
+        snapshot.iter().all(|e| e.id.as_ref() == Some(&snapshot_id)),
         "one id for the snapshot"
     );
 
@@ -134,24 +153,155 @@ async fn events_tell_the_state_then_every_change_and_resume_without_loss() {
         ["MemberLeft", "MemberExited", "MemberRemoved"],
         "{seen:?}"
     );
-    let ids: Vec<u64> = seen.iter().map(|e| e.id.expect("id")).collect();
+    let ids: Vec<u64> = seen.iter().map(Sse::seq).collect();
     assert!(
         ids.windows(2).all(|w| w[1] == w[0] + 1),
         "consecutive ids: {ids:?}"
     );
-    assert!(ids[0] > snapshot_id);
+    assert!(ids[0] > snapshot[0].seq());
     drop(stream);
 
     // Reconnecting where the snapshot ended replays exactly the same changes.
-    let mut again = Stream::open(watcher, Some(snapshot_id)).await;
+    let mut again = Stream::open(watcher, Some(&snapshot_id)).await;
     let replay = again.until("MemberRemoved", &member).await;
     assert_eq!(replay, seen, "resumed without loss or duplicates");
     drop(again);
 
-    // A resume point this agent never issued: Resync, then the current state.
-    let mut lost = Stream::open(watcher, Some(1_000_000)).await;
-    assert_eq!(lost.next().await.event, "Resync");
-    let first = lost.next().await;
-    assert_eq!(first.event, "MemberJoined", "{first:?}");
+    // A resume point this agent never issued (its own uid with an unknown number, or
+    // another agent's id that it could mistake for one of its own): Resync, then the
+    // current state.
+    let (uid, _) = snapshot_id.split_once('-').expect("UID-SEQ");
+    let elsewhere = Stream::open(agents[1].management(), None)
+        .await
+        .next()
+        .await;
+    for foreign in [format!("{uid}-1000000"), elsewhere.id.expect("an id")] {
+        let mut lost = Stream::open(watcher, Some(&foreign)).await;
+        assert_eq!(lost.next().await.event, "Resync", "{foreign}");
+        let first = lost.next().await;
+        assert_eq!(first.event, "MemberJoined", "{first:?}");
+    }
     drop(leaving);
+}
+
+/// The events about one member address, in the order they came: (event, uid).
+fn history_of(events: &[Sse], member: &str) -> Vec<(String, String)> {
+    events
+        .iter()
+        .filter(|e| e.event != "LeaderChanged")
+        .filter_map(|e| {
+            let j = e.json();
+            let about = j["member"].as_str().unwrap_or_default();
+            about.ends_with(&format!("@{member}")).then(|| {
+                (
+                    e.event.clone(),
+                    j["uid"].as_str().unwrap_or_default().to_owned(),
+                )
+            })
+        })
+        .collect()
+}
+
+/// Restarts agent `i` as Kubernetes restarts a pod: SIGTERM (it leaves and exits 0), then
+/// a new process on the same address, which must join the cluster, never form one.
+async fn restart(
+    work: &Workdir,
+    config: &std::path::Path,
+    agents: &mut Vec<AgentProcess>,
+    i: usize,
+) {
+    let mut old = agents.remove(i);
+    let _ = std::process::Command::new("kill")
+        .args(["-TERM", &old.pid().to_string()])
+        .status();
+    let status = old.wait_for_exit("the restarted agent leaves").await;
+    assert_eq!(status.code(), Some(0), "{}", old.log());
+    let again = AgentProcess::start(work, config, old.ip, &format!("{}-again", old.name));
+    agents.insert(i, again);
+    wait_for_one_cluster(agents, 5).await;
+    assert!(
+        agents[i].log().contains("a cluster exists: joining it"),
+        "the new incarnation joins, it never forms:\n{}",
+        agents[i].log()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rolling_restart_keeps_one_cluster_and_the_event_history_complete() {
+    let work = Workdir::new("rolling");
+    let subnet = (23, 9);
+    let config = config_discovery(&work, subnet, 5);
+    let mut agents = start_agents(&work, &config, subnet, 5);
+    let before = wait_for_one_cluster(&agents, 5).await;
+    let uid_of = |views: &[node_agent::management::api::ClusterMembers], member: &str| {
+        views[0]
+            .members
+            .iter()
+            .find(|m| m.node.ends_with(member))
+            .map(|m| m.node_uid.clone())
+            .expect("a member")
+    };
+    let member = |a: &AgentProcess| format!("{}:{CLUSTER_PORT}", a.ip);
+
+    // The consumer follows agent-1, which restarts last (oldest-last, as the operator
+    // rolls); it disconnects around two of the restarts and resumes with Last-Event-ID.
+    let watcher = agents[0].management();
+    let mut stream = Stream::open(watcher, None).await;
+    let mut history = stream.snapshot().await;
+    let snapshot_len = history.len();
+    for i in [4, 3, 2, 1] {
+        let m = member(&agents[i]);
+        let disconnect = i % 2 == 1;
+        if disconnect {
+            drop(stream);
+            restart(&work, &config, &mut agents, i).await;
+            let resume = history.last().and_then(|e| e.id.clone()).expect("an id");
+            stream = Stream::open(watcher, Some(&resume)).await;
+        } else {
+            restart(&work, &config, &mut agents, i).await;
+        }
+        history.extend(stream.until("MemberUp", &m).await);
+    }
+    drop(stream);
+
+    // The oldest restarts last; a consumer of another agent sees it go and come back.
+    let mut other = Stream::open(agents[1].management(), None).await;
+    other.snapshot().await;
+    let oldest = member(&agents[0]);
+    restart(&work, &config, &mut agents, 0).await;
+    let last_roll = other.until("MemberUp", &oldest).await;
+    let after = wait_for_one_cluster(&agents, 5).await;
+
+    // Complete and ordered: ids consecutive across the reconnects (nothing lost, nothing
+    // twice), and for every restarted member: the old incarnation leaves, exits and is
+    // removed, then the new one joins and comes up.
+    let changes = &history[snapshot_len..];
+    let seqs: Vec<u64> = changes.iter().map(Sse::seq).collect();
+    assert!(
+        seqs.windows(2).all(|w| w[1] == w[0] + 1) && seqs[0] == history[0].seq() + 1,
+        "consecutive ids after the snapshot: {seqs:?}"
+    );
+    for (events, m) in agents[1..]
+        .iter()
+        .map(|a| (changes, member(a)))
+        .chain([(&last_roll[..], oldest.clone())])
+    {
+        let (old, new) = (uid_of(&before, &m), uid_of(&after, &m));
+        assert_ne!(old, new, "{m} restarted as a new incarnation");
+        let seen: Vec<(String, String)> = history_of(events, &m)
+            .into_iter()
+            .filter(|(e, _)| e != "MemberWeaklyUp")
+            .collect();
+        let expected: Vec<(String, String)> = [
+            ("MemberLeft", &old),
+            ("MemberExited", &old),
+            ("MemberRemoved", &old),
+            ("MemberJoined", &new),
+            ("MemberUp", &new),
+        ]
+        .iter()
+        .map(|(e, u)| (e.to_string(), u.to_string()))
+        .collect();
+        assert_eq!(seen, expected, "the history of {m}");
+    }
 }

@@ -355,16 +355,33 @@ async fn leave_member(
     mark(&s, &address, MemberStatus::Leaving).await
 }
 
+/// The SSE id of event `seq` of the agent incarnation `uid`: `UID-SEQ`. The uid makes an
+/// id from another agent (or an earlier run of this one) a resume point this agent does
+/// not know, so the client resyncs instead of silently skipping events.
+fn event_id(uid: u64, seq: u64) -> String {
+    format!("{uid}-{seq}")
+}
+
+/// Where a `Last-Event-ID` resumes: `None` without the header, `Some(seq)` for one of
+/// this incarnation's ids, `Some(u64::MAX)` (beyond the log: a resync) for anything else.
+fn resume_point(uid: u64, header: Option<&HeaderValue>) -> Option<u64> {
+    let value = header?.to_str().ok().map(str::trim).unwrap_or_default();
+    let seq = value
+        .split_once('-')
+        .filter(|(u, _)| u.parse() == Ok(uid))
+        .and_then(|(_, seq)| seq.parse().ok());
+    Some(seq.unwrap_or(u64::MAX))
+}
+
 /// Server-sent cluster events. Each has an `id`; a client that reconnects with
 /// `Last-Event-ID` gets exactly the events it missed while they are still kept, else a
 /// `Resync` event followed by the current state.
 async fn cluster_events(State(s): State<AppState>, headers: HeaderMap) -> Response {
     use axum::response::sse::{Event, KeepAlive, Sse};
-    let last_seen = headers
-        .get("last-event-id")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<u64>().ok());
-    let sub = s.events.subscribe(last_seen);
+    let uid = s.cluster.borrow().self_node.uid;
+    let sub = s
+        .events
+        .subscribe(resume_point(uid, headers.get("last-event-id")));
     let resync = sub.resynced.then(|| {
         Event::default().event("Resync").data(
             "the events after Last-Event-ID are no longer kept (or come from another agent); what follows is the current state",
@@ -372,12 +389,12 @@ async fn cluster_events(State(s): State<AppState>, headers: HeaderMap) -> Respon
     });
     let first =
         futures_util::stream::iter(resync.into_iter().map(Ok::<_, std::convert::Infallible>));
-    let rest = futures_util::stream::unfold(Some(sub), |sub| async move {
+    let rest = futures_util::stream::unfold(Some(sub), move |sub| async move {
         let mut sub = sub?;
         match sub.next().await? {
             Ok((id, e)) => {
                 let event = Event::default()
-                    .id(id.to_string())
+                    .id(event_id(uid, id))
                     .event(e.name())
                     .json_data(&e)
                     .unwrap_or_else(|_| Event::default().comment("unserialisable event"));

@@ -359,3 +359,19 @@ async fn without_a_configured_token_mutating_routes_are_off() {
     assert_eq!(status, 403, "{body}");
     assert!(body.contains("management.token-file"), "{body}");
 }
+
+#[test]
+fn event_ids_resume_only_on_the_incarnation_that_issued_them() {
+    let header = |v: &str| HeaderValue::from_str(v).expect("header");
+    assert_eq!(resume_point(7, None), None, "no header: a snapshot");
+    assert_eq!(resume_point(7, Some(&header(&event_id(7, 42)))), Some(42));
+    assert_eq!(resume_point(7, Some(&header(" 7-0 "))), Some(0));
+    // Another agent's id, a bare number, garbage: beyond the log, so a resync.
+    for other in ["8-42", "42", "7-", "-42", "x-y", ""] {
+        assert_eq!(
+            resume_point(7, Some(&header(other))),
+            Some(u64::MAX),
+            "{other}"
+        );
+    }
+}

@@ -145,7 +145,15 @@ pub fn diff(before: &Gossip, after: &Gossip) -> Vec<ClusterEvent> {
                 out.push(joined(m));
                 out.extend(status_event(m));
             }
-            Some(old) if old.status != m.status => out.extend(status_event(m)),
+            Some(old) if old.status != m.status => {
+                // Exiting is only reached through Leaving: a subscriber whose state
+                // jumped over it still hears MemberLeft first.
+                if m.status == MemberStatus::Exiting && old.status != MemberStatus::Leaving {
+                    let (member, uid) = ids(&m.node);
+                    out.push(ClusterEvent::MemberLeft { member, uid });
+                }
+                out.extend(status_event(m));
+            }
             Some(_) => {}
         }
     }

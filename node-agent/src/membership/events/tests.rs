@@ -77,6 +77,19 @@ fn a_member_going_through_its_life_gives_one_event_per_step() {
 }
 
 #[test]
+fn a_jump_from_up_to_exiting_still_tells_that_the_member_left() {
+    let up = gossip(&[member(1, MemberStatus::Up), member(2, MemberStatus::Up)]);
+    let exiting = gossip(&[
+        member(1, MemberStatus::Up),
+        member(2, MemberStatus::Exiting),
+    ]);
+    assert_eq!(names(&diff(&up, &exiting)), ["MemberLeft", "MemberExited"]);
+    // Other jumps are not filled in: Up to Down says only MemberDowned.
+    let down = gossip(&[member(1, MemberStatus::Up), member(2, MemberStatus::Down)]);
+    assert_eq!(names(&diff(&up, &down)), ["MemberDowned"]);
+}
+
+#[test]
 fn reachability_and_leader_changes_are_events() {
     let before = gossip(&[member(1, MemberStatus::Up), member(2, MemberStatus::Up)]);
     let mut after = before.clone();
