@@ -1,16 +1,5 @@
-//! Prometheus metrics of the agent (`GET /metrics`). Names, all prefixed `muster_`:
-//!
-//! | metric | labels | meaning |
-//! |---|---|---|
-//! | `muster_transport_messages_received_total` | `kind` | cluster messages accepted |
-//! | `muster_transport_messages_sent_total` | `kind` | cluster messages written |
-//! | `muster_transport_messages_dropped_total` | `reason` | messages dropped: `unsigned`, `bad_signature`, `malformed`, `oversized`, `wrong_recipient`, `foreign_gossip`, `not_now`, `queue_full`, `send_failed` |
-//! | `muster_bootstrap_lookups_total` | `result` | discovery lookups: `ok`, `error` |
-//! | `muster_bootstrap_skipped_targets_total` | | discovered targets left out (unresolvable, terminating, …) |
-//! | `muster_bootstrap_probes_total` | `result` | seed-node probes: `ok`, `error`, `malformed` |
-//! | `muster_bootstrap_joined_seconds` | | seconds from start until this node became a member |
-//! | `muster_cluster_members` | `status` | members in this node's view, by status |
-//! | `muster_cluster_is_leader` | | 1 if this node is the leader |
+//! Prometheus metrics of the agent (`GET /metrics`), all prefixed `muster_`. Every name is
+//! documented in README.md ("Metrics"); a test fails when one is missing there.
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
@@ -37,6 +26,16 @@ pub struct ResultLabel {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PeerLabel {
+    pub peer: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PhaseLabel {
+    pub phase: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct StatusLabel {
     pub status: &'static str,
 }
@@ -57,6 +56,8 @@ pub struct Metrics {
     pub unreachable: Gauge,
     pub convergence: Gauge,
     pub downed: Counter,
+    pub phi: Family<PeerLabel, Gauge<f64, AtomicU64>>,
+    pub bootstrap_phase: Family<PhaseLabel, Gauge>,
 }
 
 impl Default for Metrics {
@@ -82,6 +83,8 @@ impl Metrics {
             unreachable: Gauge::default(),
             convergence: Gauge::default(),
             downed: Counter::default(),
+            phi: Family::default(),
+            bootstrap_phase: Family::default(),
         };
         registry.register(
             "transport_messages_received",
@@ -143,10 +146,45 @@ impl Metrics {
             "Members this node saw become Down (split brain resolver or by hand)",
             m.downed.clone(),
         );
+        registry.register(
+            "failure_detector_phi",
+            "Phi of each monitored member as of the last heartbeat round",
+            m.phi.clone(),
+        );
+        registry.register(
+            "bootstrap_phase",
+            "1 for the current phase of /bootstrap/status, 0 for the others",
+            m.bootstrap_phase.clone(),
+        );
         Self {
             registry: Arc::new(registry),
             ..m
         }
+    }
+
+    /// Sets `phase` to 1 and every other of `all` to 0.
+    pub fn set_bootstrap_phase(&self, phase: &'static str, all: &[&'static str]) {
+        for p in all {
+            self.bootstrap_phase
+                .get_or_create(&PhaseLabel { phase: p })
+                .set(i64::from(*p == phase));
+        }
+    }
+
+    /// Reports phi for exactly the `monitored` members (others' series are removed).
+    pub fn set_phi(&self, monitored: &[(String, f64)], previous: &mut Vec<String>) {
+        for gone in previous
+            .iter()
+            .filter(|p| !monitored.iter().any(|(m, _)| m == *p))
+        {
+            self.phi.remove(&PeerLabel { peer: gone.clone() });
+        }
+        for (peer, phi) in monitored {
+            self.phi
+                .get_or_create(&PeerLabel { peer: peer.clone() })
+                .set(*phi);
+        }
+        *previous = monitored.iter().map(|(p, _)| p.clone()).collect();
     }
 
     pub fn dropped(&self, reason: &'static str) {
@@ -167,5 +205,45 @@ impl Metrics {
         // Writing into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_metric_is_documented_in_the_readme() {
+        let readme = include_str!("../../README.md");
+        let m = Metrics::new();
+        // Families without a sample are not encoded: give each one.
+        m.set_bootstrap_phase("joined", &["joined"]);
+        let kind = KindLabel { kind: "gossip" };
+        m.messages_received.get_or_create(&kind).inc();
+        m.messages_sent.get_or_create(&kind).inc();
+        m.dropped("malformed");
+        let result = ResultLabel { result: "ok" };
+        m.lookups.get_or_create(&result).inc();
+        m.probes.get_or_create(&result).inc();
+        m.members
+            .get_or_create(&StatusLabel { status: "Up" })
+            .set(1);
+        m.set_phi(
+            &[("muster://a@10.0.0.1:2552".to_owned(), 0.5)],
+            &mut Vec::new(),
+        );
+        let text = m.encode();
+        let names: Vec<&str> = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("# TYPE "))
+            .filter_map(|l| l.split_whitespace().next())
+            .collect();
+        assert_eq!(names.len(), 14, "{text}");
+        for name in names {
+            assert!(
+                readme.contains(&format!("`{name}")),
+                "{name} is not in README.md's metrics table"
+            );
+        }
     }
 }

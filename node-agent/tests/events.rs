@@ -220,7 +220,7 @@ async fn restart(
     agents.insert(i, again);
     wait_for_one_cluster(agents, 5).await;
     assert!(
-        agents[i].log().contains("a cluster exists: joining it"),
+        agents[i].log().contains("joining cluster"),
         "the new incarnation joins, it never forms:\n{}",
         agents[i].log()
     );

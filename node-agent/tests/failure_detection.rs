@@ -24,6 +24,48 @@ async fn a_killed_leader_is_unreachable_everywhere_and_leadership_moves_on() {
     let victim_node = format!("muster://demo@{}:{CLUSTER_PORT}", victim.ip);
     assert_eq!(leader, victim_node, "the lowest address leads");
 
+    // Every member monitors the other four (monitored-by-nr-of-members 9 > 4): their phi
+    // is reported, and low.
+    let phi_of = |text: &str, node: &str| {
+        metric(
+            text,
+            &format!("muster_failure_detector_phi{{peer=\"{node}\"}}"),
+        )
+    };
+    let text = metrics(agents[1].management()).await.expect("metrics");
+    assert_eq!(
+        metric(&text, "muster_bootstrap_phase{phase=\"joined\"}"),
+        Some(1.0),
+        "{text}"
+    );
+    assert_eq!(
+        metric(&text, "muster_bootstrap_phase{phase=\"probing\"}"),
+        Some(0.0),
+        "{text}"
+    );
+    // agents[1]'s peers: the victim and the three other survivors.
+    let others: Vec<String> = std::iter::once(victim_node.clone())
+        .chain([0, 2, 3].map(|i| format!("muster://demo@{}:{CLUSTER_PORT}", agents[i].ip)))
+        .collect();
+    eventually(
+        "phi reported for the four monitored members",
+        Duration::from_secs(10),
+        || {
+            let (others, agent) = (&others, &agents[1]);
+            async move {
+                let text = metrics(agent.management()).await?;
+                for n in others {
+                    match phi_of(&text, n) {
+                        Some(phi) if phi < 8.0 => {}
+                        other => return Err(format!("phi of {n}: {other:?}\n{text}")),
+                    }
+                }
+                Ok(())
+            }
+        },
+    )
+    .await;
+
     let killed = Instant::now();
     drop(victim); // SIGKILL
     let client = client();
@@ -61,6 +103,8 @@ async fn a_killed_leader_is_unreachable_everywhere_and_leadership_moves_on() {
         killed.elapsed().as_millis()
     );
     let text = metrics(agents[1].management()).await.expect("metrics");
+    let phi = phi_of(&text, &victim_node).expect("phi of the killed member");
+    assert!(phi >= 8.0, "above the threshold: {phi}");
     assert_eq!(
         metric(&text, "muster_cluster_unreachable_members"),
         Some(1.0),

@@ -125,7 +125,6 @@ impl Coordinator {
                 }
                 match self.core.instruction(now) {
                     Some(Instruction::Join(seeds)) => {
-                        info!(seed_nodes = ?seeds.iter().map(ToString::to_string).collect::<Vec<_>>(), "a cluster exists: joining it through its seed nodes");
                         let _ = self.membership.send(Command::Join(seeds)).await;
                     }
                     Some(Instruction::Form) => {

@@ -129,24 +129,40 @@ struct StatusBody {
     bootstrap: Option<BootstrapStatus>,
 }
 
-async fn bootstrap_status(State(s): State<AppState>) -> Response {
+/// Every value of `phase` in `/bootstrap/status` (and of the `muster_bootstrap_phase` metric).
+pub const PHASES: [&str; 8] = [
+    "discovering",
+    "probing",
+    "joining",
+    "seed-nodes",
+    "joined",
+    "left",
+    "downed",
+    "join-failed",
+];
+
+/// Where this agent is: the phase, why, and the coordinator's state when bootstrapping.
+/// `Err` is the response to give when the coordinator does not answer.
+async fn current_phase(
+    s: &AppState,
+) -> Result<(&'static str, String, Option<BootstrapStatus>), Response> {
     let view = s.cluster.borrow().clone();
     let bootstrap = match &s.bootstrap {
         Some(tx) => {
             let (reply, rx) = oneshot::channel();
             if tx.send(reply).await.is_err() {
-                return error(
+                return Err(error(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "the bootstrap coordinator has stopped",
-                );
+                ));
             }
             match tokio::time::timeout(Duration::from_secs(2), rx).await {
                 Ok(Ok(st)) => Some(st),
                 _ => {
-                    return error(
+                    return Err(error(
                         StatusCode::SERVICE_UNAVAILABLE,
                         "the bootstrap coordinator did not answer",
-                    );
+                    ));
                 }
             }
         }
@@ -195,10 +211,19 @@ async fn bootstrap_status(State(s): State<AppState>) -> Response {
             b.reason.clone(),
         ),
     };
+    Ok((phase, reason, bootstrap))
+}
+
+async fn bootstrap_status(State(s): State<AppState>) -> Response {
+    let (phase, reason, bootstrap) = match current_phase(&s).await {
+        Ok(p) => p,
+        Err(r) => return r,
+    };
+    let view = s.cluster.borrow().clone();
     Json(StatusBody {
         phase,
         self_node: view.self_node.address.to_string(),
-        self_status,
+        self_status: view.self_status().map(|st| st.as_str()),
         reason,
         bootstrap,
     })
@@ -415,6 +440,10 @@ async fn cluster_events(State(s): State<AppState>, headers: HeaderMap) -> Respon
 }
 
 async fn metrics(State(s): State<AppState>) -> Response {
+    // The phase is read when scraped, from the same place as /bootstrap/status.
+    if let Ok((phase, _, _)) = current_phase(&s).await {
+        s.metrics.set_bootstrap_phase(phase, &PHASES);
+    }
     (
         [(
             header::CONTENT_TYPE,

@@ -238,6 +238,21 @@ async fn status_explains_and_other_routes_answer() {
         body.contains("muster_transport_messages_dropped_total") || body.contains("# EOF"),
         "{body}"
     );
+    // The phase metric says what /bootstrap/status says: one phase at 1, the rest 0.
+    assert!(
+        body.contains("muster_bootstrap_phase{phase=\"discovering\"} 1\n"),
+        "{body}"
+    );
+    let ones = body
+        .lines()
+        .filter(|l| l.starts_with("muster_bootstrap_phase{") && l.ends_with(" 1"))
+        .count();
+    assert_eq!(ones, 1, "{body}");
+    let (_, _, body) = get(&f2.state, "/metrics", &[]).await;
+    assert!(
+        body.contains("muster_bootstrap_phase{phase=\"seed-nodes\"} 1\n"),
+        "{body}"
+    );
     let (status, _, body) = get(&f.state, "/nope", &[]).await;
     assert_eq!(status, 404);
     assert!(body.contains("/cluster/members"));

@@ -127,6 +127,7 @@ pub async fn run(actor: MembershipActor) {
     } = actor;
     let mut published = ClusterView::of(&core);
     view.send_replace(Arc::new(published.clone()));
+    let mut phi_peers = Vec::new();
     loop {
         let wake = core.next_wakeup().map(|t| clock.instant(t));
         let out: Vec<Outgoing> = tokio::select! {
@@ -169,7 +170,17 @@ pub async fn run(actor: MembershipActor) {
                     }
                 }
             }
-            _ = crate::clock::sleep_until(wake) => core.tick(clock.now(), &mut rng),
+            _ = crate::clock::sleep_until(wake) => {
+                let now = clock.now();
+                let out = core.tick(now, &mut rng);
+                let phis: Vec<(String, f64)> = core
+                    .phis(now)
+                    .into_iter()
+                    .map(|(peer, phi)| (peer.address.to_string(), phi))
+                    .collect();
+                metrics.set_phi(&phis, &mut phi_peers);
+                out
+            }
         };
         for o in out {
             outbound.send(o.to.socket_addr(), o.envelope);

@@ -655,6 +655,11 @@ impl MembershipCore {
         Some(self.joining_since? + self.settings.shutdown_after_unsuccessful_join?)
     }
 
+    /// Phi of every member this node monitors at `now`.
+    pub fn phis(&self, now: Time) -> Vec<(UniqueAddress, f64)> {
+        self.heartbeats.phis(now)
+    }
+
     /// When `tick` next has something to do.
     pub fn next_wakeup(&self) -> Option<Time> {
         match &self.phase {

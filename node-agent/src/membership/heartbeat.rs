@@ -102,6 +102,14 @@ impl Heartbeats {
             .collect()
     }
 
+    /// Phi of every monitored member at `now` (0 until its first response is due).
+    pub fn phis(&self, now: Time) -> Vec<(UniqueAddress, f64)> {
+        self.monitored
+            .iter()
+            .map(|(a, m)| (a.clone(), m.detector.phi(now)))
+            .collect()
+    }
+
     /// When the next heartbeat is due.
     pub fn next_wakeup(&self) -> Time {
         self.next_beat
