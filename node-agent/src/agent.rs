@@ -27,7 +27,7 @@ use crate::membership::events::{EventHub, Subscription};
 use crate::membership::member::MemberInfo;
 use crate::metrics::Metrics;
 use crate::rng::Rng;
-use crate::transport::tcp::{self, Outbound};
+use crate::transport::tcp::{self, InFlight, Outbound};
 
 /// Why the agent could not start.
 #[derive(Debug, thiserror::Error)]
@@ -56,6 +56,7 @@ pub struct Agent {
     commands: mpsc::Sender<Command>,
     events: Arc<EventHub>,
     metrics: Metrics,
+    in_flight: InFlight,
     tasks: JoinSet<()>,
 }
 
@@ -137,6 +138,7 @@ impl Agent {
             config.cluster_key.clone(),
             metrics.clone(),
         );
+        let in_flight = outbound.in_flight();
         let events = EventHub::new(EVENT_LOG_CAPACITY);
         tasks.spawn(actor::run(actor::MembershipActor {
             core,
@@ -227,6 +229,7 @@ impl Agent {
             commands: commands_tx,
             events,
             metrics,
+            in_flight,
             tasks,
         })
     }
@@ -288,6 +291,13 @@ impl Agent {
             }
             view.changed().await.ok()?;
         }
+    }
+
+    /// Waits (at most `limit`) until every queued cluster message has been written,
+    /// so that the last words before an exit — a losing leader's Down gossip, a leave —
+    /// reach the others. False if some were still queued.
+    pub async fn flush(&self, limit: Duration) -> bool {
+        self.in_flight.drained(limit).await
     }
 
     /// Stops every task.

@@ -94,7 +94,7 @@ fn main() -> ExitCode {
         },
         Some(Cmd::LocalCluster(args)) => {
             init_logging(cli.log_format);
-            runtime().block_on(local_cluster::run(args.clone()))
+            run_to_end(local_cluster::run(args.clone()))
         }
         None | Some(Cmd::Run) => {
             let config = match load(&cli) {
@@ -102,9 +102,18 @@ fn main() -> ExitCode {
                 Err(code) => return code,
             };
             init_logging(cli.log_format);
-            runtime().block_on(run(config))
+            run_to_end(run(config))
         }
     }
+}
+
+/// Runs `main` on a new runtime, then stops the runtime without waiting long for work
+/// on its blocking pool (dropping it would wait for that indefinitely).
+fn run_to_end(main: impl std::future::Future<Output = ExitCode>) -> ExitCode {
+    let rt = runtime();
+    let code = rt.block_on(main);
+    rt.shutdown_timeout(std::time::Duration::from_millis(500));
+    code
 }
 
 fn runtime() -> tokio::runtime::Runtime {
@@ -143,10 +152,12 @@ async fn run(config: AgentConfig) -> ExitCode {
             } else {
                 warn!(timeout = ?leave_timeout, "did not leave the cluster in time (cluster.leave-timeout); shutting down anyway, the others will detect it");
             }
+            agent.flush(LAST_WORDS).await;
             agent.shutdown().await;
             ExitCode::SUCCESS
         }
         phase = ended => {
+            agent.flush(LAST_WORDS).await;
             agent.shutdown().await;
             if phase == ViewPhase::Left {
                 info!("left the cluster (asked through the management API); shutting down");
@@ -161,6 +172,9 @@ async fn run(config: AgentConfig) -> ExitCode {
         }
     }
 }
+
+/// How long an ending agent waits for its queued cluster messages to be written.
+const LAST_WORDS: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Exit status of an agent the cluster downed (documented in README.md).
 const DOWNED_EXIT_CODE: u8 = 3;

@@ -17,38 +17,29 @@ use std::time::{Duration, Instant};
 use node_agent::management::api::ClusterMembers;
 use support::*;
 
-/// DROP rules in the INPUT chain for every packet between the two sides, removed again
-/// when dropped (also when the test fails).
+/// DROP rules in the INPUT chain for every packet between the two sides, all added in
+/// one atomic `iptables-restore`, and removed the same way when dropped (also when the
+/// test fails).
 struct Partition {
-    rules: Vec<Vec<String>>,
+    rules: Vec<String>,
 }
 
 impl Partition {
     fn cut(left: &[IpAddr], right: &[IpAddr]) -> Self {
-        let mut partition = Self { rules: Vec::new() };
+        let mut rules = Vec::new();
         for a in left {
             for b in right {
-                for (from, to) in [(a, b), (b, a)] {
-                    let rule = vec![
-                        "INPUT".to_owned(),
-                        "-s".to_owned(),
-                        from.to_string(),
-                        "-d".to_owned(),
-                        to.to_string(),
-                        "-j".to_owned(),
-                        "DROP".to_owned(),
-                    ];
-                    iptables("-A", &rule).unwrap_or_else(|e| {
-                        panic!(
-                            "{e}\nthis test cuts loopback traffic with iptables and needs it \
-                             installed (apt-get install iptables; .ci/run does) and root"
-                        )
-                    });
-                    partition.rules.push(rule);
-                }
+                rules.push(format!("INPUT -s {a} -d {b} -j DROP"));
+                rules.push(format!("INPUT -s {b} -d {a} -j DROP"));
             }
         }
-        partition
+        iptables_restore("-A", &rules).unwrap_or_else(|e| {
+            panic!(
+                "{e}\nthis test cuts loopback traffic with iptables and needs it installed \
+                 (apt-get install iptables; .ci/run does) and root"
+            )
+        });
+        Self { rules }
     }
 
     fn heal(self) {}
@@ -56,27 +47,38 @@ impl Partition {
 
 impl Drop for Partition {
     fn drop(&mut self) {
-        for rule in &self.rules {
-            if let Err(e) = iptables("-D", rule) {
-                eprintln!("could not remove a partition rule: {e}");
-            }
+        if let Err(e) = iptables_restore("-D", &self.rules) {
+            eprintln!("could not remove the partition rules: {e}");
         }
     }
 }
 
-fn iptables(op: &str, rule: &[String]) -> Result<(), String> {
-    let out = Command::new("iptables")
-        .arg("-w")
-        .arg(op)
-        .args(rule)
-        .output()
-        .map_err(|e| format!("cannot run iptables: {e}"))?;
+/// Applies `op` (`-A` or `-D`) to every rule of the filter table in one transaction.
+fn iptables_restore(op: &str, rules: &[String]) -> Result<(), String> {
+    use std::io::Write;
+    let mut script = String::from("*filter\n");
+    for r in rules {
+        script.push_str(&format!("{op} {r}\n"));
+    }
+    script.push_str("COMMIT\n");
+    let mut child = Command::new("iptables-restore")
+        .args(["--noflush", "--wait"])
+        .stdin(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("cannot run iptables-restore: {e}"))?;
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(script.as_bytes())
+        .map_err(|e| e.to_string())?;
+    let out = child.wait_with_output().map_err(|e| e.to_string())?;
     if out.status.success() {
         Ok(())
     } else {
         Err(format!(
-            "iptables {op} {}: {}",
-            rule.join(" "),
+            "iptables-restore {op}: {}\n{script}",
             String::from_utf8_lossy(&out.stderr).trim()
         ))
     }
@@ -107,8 +109,8 @@ async fn a_3_2_partition_keeps_the_majority_and_never_makes_a_second_cluster() {
     let minority_nodes: Vec<String> = minority.iter().map(node).collect();
 
     let ips = |side: &[AgentProcess]| side.iter().map(|a| a.ip).collect::<Vec<_>>();
-    let cut = Instant::now();
     let partition = Partition::cut(&ips(&majority), &ips(&minority));
+    let cut = Instant::now();
 
     // Each side sees the other unreachable (the minority may already be going down).
     eventually(

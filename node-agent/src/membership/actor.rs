@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use tokio::sync::{mpsc, watch};
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use super::core::{MarkError, MembershipCore, Outgoing, Phase};
 use super::events::EventHub;
@@ -133,9 +133,11 @@ pub async fn run(actor: MembershipActor) {
         let out: Vec<Outgoing> = tokio::select! {
             env = inbound.recv() => {
                 let Some(env) = env else { break };
+                let (from, kind) = (env.from.clone(), env.message.kind());
                 match core.receive(clock.now(), &mut rng, env) {
                     Ok(out) => out,
                     Err(d) => {
+                        debug!(%from, kind, reason = d.as_str(), "dropped a cluster message");
                         metrics.dropped(d.as_str());
                         Vec::new()
                     }
@@ -182,10 +184,20 @@ pub async fn run(actor: MembershipActor) {
                 out
             }
         };
+        let now_view = ClusterView::of(&core);
+        // A removed incarnation's connection may be stale (it vanished behind a
+        // partition, or its address now belongs to a new process): forget it before
+        // sending, so that messages to the address go out on a new connection.
+        for gone in published
+            .gossip
+            .members()
+            .filter(|m| !now_view.gossip.has_member(&m.node))
+        {
+            outbound.forget(gone.node.address.socket_addr());
+        }
         for o in out {
             outbound.send(o.to.socket_addr(), o.envelope);
         }
-        let now_view = ClusterView::of(&core);
         if now_view != published {
             events.publish(&now_view.gossip);
             report(&published, &now_view, &metrics, clock);

@@ -562,8 +562,11 @@ impl MembershipCore {
         self.gossip.bump(&self.me);
         self.leader_actions(now);
         let out = if to_down.contains(&self.me) {
-            // This side loses: tell every member on it, as this node stops now.
-            self.peers()
+            // This side loses: tell every member on it, as this node stops now. They
+            // are Down now, so `peers()` (which skips Down members) would miss them.
+            self.gossip
+                .members()
+                .filter(|m| m.node != self.me && to_down.contains(&m.node))
                 .filter(|m| self.gossip.is_reachable(&m.node))
                 .map(|m| {
                     self.envelope(

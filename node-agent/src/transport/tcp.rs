@@ -9,11 +9,12 @@
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::{Notify, Semaphore, mpsc};
 use tokio::time::timeout;
 use tracing::{debug, warn};
 
@@ -35,6 +36,12 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 const OUTBOUND_IDLE: Duration = Duration::from_secs(300);
 /// Messages queued per peer.
 const PEER_QUEUE: usize = 512;
+/// Data written to a peer and not acknowledged for this long aborts the connection
+/// (TCP_USER_TIMEOUT), so the next message goes out on a new one. Without it, a
+/// connection to a peer that vanished behind a partition, or restarted on the same
+/// address, swallows writes into its send buffer while TCP's retransmission backs off
+/// for minutes; heartbeats flow every second, so a healthy connection never waits this long.
+const UNACKED_LIMIT: Duration = Duration::from_secs(5);
 
 /// Serves the cluster port until the task is aborted.
 pub async fn serve(
@@ -123,13 +130,61 @@ async fn serve_connection(
     }
 }
 
+/// How many outbound messages are queued or being written, over all peers: the agent
+/// waits for its last words (a losing leader's Down gossip, a leave) to be written
+/// before the process exits.
+#[derive(Debug, Clone, Default)]
+pub struct InFlight {
+    count: Arc<AtomicUsize>,
+    idle: Arc<Notify>,
+}
+
+/// One message's share of [`InFlight`], given back when it is dropped: written,
+/// dropped from a full queue, or lost with a connection.
+#[derive(Debug)]
+struct Ticket(InFlight);
+
+impl InFlight {
+    fn ticket(&self) -> Ticket {
+        self.count.fetch_add(1, Ordering::SeqCst);
+        Ticket(self.clone())
+    }
+
+    /// Waits until nothing is in flight; false if that took longer than `limit`.
+    pub async fn drained(&self, limit: Duration) -> bool {
+        let wait = async {
+            loop {
+                let idle = self.idle.notified();
+                tokio::pin!(idle);
+                idle.as_mut().enable();
+                if self.count.load(Ordering::SeqCst) == 0 {
+                    return;
+                }
+                idle.await;
+            }
+        };
+        timeout(limit, wait).await.is_ok()
+    }
+}
+
+impl Drop for Ticket {
+    fn drop(&mut self) {
+        if self.0.count.fetch_sub(1, Ordering::SeqCst) == 1 {
+            self.0.idle.notify_waiters();
+        }
+    }
+}
+
+type Queued = (Envelope, Ticket);
+
 /// Outbound connections, owned by the membership actor (no sharing, no locks).
 #[derive(Debug)]
 pub struct Outbound {
     local_ip: IpAddr,
     key: Option<ClusterKey>,
     metrics: Metrics,
-    peers: HashMap<SocketAddr, mpsc::Sender<Envelope>>,
+    peers: HashMap<SocketAddr, mpsc::Sender<Queued>>,
+    in_flight: InFlight,
 }
 
 impl Outbound {
@@ -139,21 +194,34 @@ impl Outbound {
             key,
             metrics,
             peers: HashMap::new(),
+            in_flight: InFlight::default(),
         }
+    }
+
+    /// The count of messages not yet written, shared with whoever waits for it.
+    pub fn in_flight(&self) -> InFlight {
+        self.in_flight.clone()
+    }
+
+    /// Drops the connection to `to` (and what is queued for it): the member there is
+    /// gone, and a new incarnation at the same address must get a fresh connection.
+    pub fn forget(&mut self, to: SocketAddr) {
+        self.peers.remove(&to);
     }
 
     /// Queues a message; never waits.
     pub fn send(&mut self, to: SocketAddr, env: Envelope) {
-        let env = match self.peers.get(&to) {
-            None => env,
-            Some(tx) => match tx.try_send(env) {
+        let queued = (env, self.in_flight.ticket());
+        let queued = match self.peers.get(&to) {
+            None => queued,
+            Some(tx) => match tx.try_send(queued) {
                 Ok(()) => return,
                 Err(mpsc::error::TrySendError::Full(_)) => {
                     self.metrics.dropped("queue_full");
                     return;
                 }
                 // The peer task ended (idle); start a new one.
-                Err(mpsc::error::TrySendError::Closed(env)) => env,
+                Err(mpsc::error::TrySendError::Closed(queued)) => queued,
             },
         };
         let (tx, rx) = mpsc::channel(PEER_QUEUE);
@@ -164,7 +232,7 @@ impl Outbound {
             self.metrics.clone(),
             rx,
         ));
-        let _ = tx.try_send(env);
+        let _ = tx.try_send(queued);
         self.peers.insert(to, tx);
     }
 }
@@ -184,6 +252,8 @@ async fn connect(
     }
     let mut stream = socket.connect(to).await?;
     stream.set_nodelay(true)?;
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    socket2::SockRef::from(&stream).set_tcp_user_timeout(Some(UNACKED_LIMIT))?;
     let mut g = [0u8; frame::GREETING_LEN];
     stream.read_exact(&mut g).await?;
     let nonce = frame::parse_greeting(&g)
@@ -196,15 +266,15 @@ async fn peer(
     local_ip: IpAddr,
     key: Option<ClusterKey>,
     metrics: Metrics,
-    mut rx: mpsc::Receiver<Envelope>,
+    mut rx: mpsc::Receiver<Queued>,
 ) {
     let mut backoff = Duration::from_millis(100);
-    let mut pending: Option<Envelope> = None;
+    let mut pending: Option<Queued> = None;
     loop {
-        let env = match pending.take() {
-            Some(e) => e,
+        let queued = match pending.take() {
+            Some(q) => q,
             None => match timeout(OUTBOUND_IDLE, rx.recv()).await {
-                Ok(Some(e)) => e,
+                Ok(Some(q)) => q,
                 _ => return, // idle or the actor is gone
             },
         };
@@ -217,6 +287,7 @@ async fn peer(
                 };
                 debug!(%to, %error, "cannot reach peer");
                 metrics.dropped("send_failed");
+                drop(queued);
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(Duration::from_secs(5));
                 continue;
@@ -224,8 +295,8 @@ async fn peer(
         };
         backoff = Duration::from_millis(100);
         let mut sealer = Sealer::new(key.clone(), nonce);
-        let mut next = Some(env);
-        while let Some(env) = next.take() {
+        let mut next = Some(queued);
+        while let Some((env, ticket)) = next.take() {
             let kind = env.message.kind();
             let payload = match serde_json::to_vec(&env) {
                 Ok(p) => p,
@@ -233,15 +304,16 @@ async fn peer(
             };
             if stream.write_all(&sealer.seal(&payload)).await.is_err() {
                 // The connection broke: retry this message once on a new one.
-                pending = Some(env);
+                pending = Some((env, ticket));
                 break;
             }
+            drop(ticket);
             metrics
                 .messages_sent
                 .get_or_create(&KindLabel { kind })
                 .inc();
             next = match timeout(OUTBOUND_IDLE, rx.recv()).await {
-                Ok(Some(e)) => Some(e),
+                Ok(Some(q)) => Some(q),
                 _ => return,
             };
         }

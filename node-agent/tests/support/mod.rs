@@ -77,7 +77,10 @@ impl AgentProcess {
             .arg(config)
             .env("POD_IP", ip.to_string())
             .env("POD_NAME", name)
-            .env("RUST_LOG", "info")
+            .env(
+                "RUST_LOG",
+                std::env::var("AGENT_LOG").unwrap_or_else(|_| "info".to_owned()),
+            )
             .env("MUSTER_LOG_FORMAT", "text")
             .stdin(Stdio::null())
             .stdout(out)

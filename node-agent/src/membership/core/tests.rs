@@ -401,16 +401,59 @@ fn a_partition_is_resolved_by_keep_majority_on_both_sides() {
     // 1, 2, 3 | 4, 5: nothing crosses.
     let side = |a: &NodeAddress| *a == addr(4) || *a == addr(5);
     let split = move |o: &Outgoing| side(&o.to) != side(&o.envelope.from.address);
+    // A downed node stops, as the agent process exits: it neither ticks nor receives
+    // again, but what it sent before stopping is still delivered.
+    let mut stopped = BTreeMap::new();
     for _ in 0..200 {
         net.advance(Duration::from_millis(100));
-        net.run(split);
+        let gone: Vec<NodeAddress> = net
+            .nodes
+            .iter()
+            .filter(|(_, c)| c.phase() == &Phase::Downed)
+            .map(|(a, _)| a.clone())
+            .collect();
+        // 5's gossip never reaches 4, so 4 decides on its own timer, not while
+        // answering 5 (an answer would reach 5 anyway).
+        let five_to_four = |o: &Outgoing| {
+            o.to == addr(4)
+                && o.envelope.from.address == addr(5)
+                && matches!(o.envelope.message, Message::Gossip { .. })
+        };
+        net.run(|o| split(o) || gone.contains(&o.to) || five_to_four(o));
+        let downed: Vec<NodeAddress> = net
+            .nodes
+            .iter()
+            .filter(|(_, c)| c.phase() == &Phase::Downed)
+            .map(|(a, _)| a.clone())
+            .collect();
+        for a in downed {
+            let core = net.nodes.remove(&a).expect("a node");
+            stopped.insert(a, (core, net.now));
+        }
     }
+    // 5 heard it from 4 at once; it did not have to find out alone after 4 vanished.
+    assert_eq!(
+        stopped[&addr(5)].1,
+        stopped[&addr(4)].1,
+        "4 and 5 went down in the same step"
+    );
+    let stopped: BTreeMap<NodeAddress, MembershipCore> =
+        stopped.into_iter().map(|(a, (c, _))| (a, c)).collect();
     for i in [4, 5] {
-        assert_eq!(
-            net.node(i).phase(),
-            &Phase::Downed,
-            "node {i} downed itself"
-        );
+        let core = &stopped[&addr(i)];
+        assert_eq!(core.phase(), &Phase::Downed, "node {i} downed itself");
+        // The minority's leader downed its side and told the other member before
+        // stopping: nobody on the minority side downed the majority.
+        let down: Vec<&NodeAddress> = core
+            .gossip()
+            .members()
+            .filter(|m| m.status == MemberStatus::Down)
+            .map(|m| &m.node.address)
+            .collect();
+        assert_eq!(down, [&addr(4), &addr(5)], "node {i}'s view");
+    }
+    for (a, core) in stopped {
+        net.nodes.insert(a, core);
     }
     for i in [1, 2, 3] {
         assert!(net.node(i).is_member(), "node {i} survives");
