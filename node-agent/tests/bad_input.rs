@@ -307,3 +307,98 @@ fn a_bad_environment_override_names_the_variable() {
     assert!(stderr.contains("MUSTER_BOOTSTRAP_INTERVAL"), "{stderr}");
     assert!(stderr.contains("fast"), "{stderr}");
 }
+
+/// Reads until the server closes the connection (or `limit` passes); what it sent.
+async fn read_until_closed(s: &mut TcpStream, limit: Duration) -> Result<String, String> {
+    let mut got = Vec::new();
+    let read = tokio::time::timeout(limit, s.read_to_end(&mut got)).await;
+    match read {
+        Ok(_) => Ok(String::from_utf8_lossy(&got).into_owned()),
+        Err(_) => Err(format!(
+            "still open after {limit:?}; received {:?}",
+            String::from_utf8_lossy(&got)
+        )),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_oversized_and_stalled_clients_are_cut_off() {
+    let subnet = (22, 3);
+    let work = Workdir::new("slow-clients");
+    let agent_ip = ip(subnet, 1);
+    let config = work.config(&format!(
+        "cluster:\n  key-file: {}\nbootstrap:\n  service-name: demo\n  discovery-method: config\n  required-contact-point-nr: 1\ndiscovery:\n  config:\n    endpoints: ['{}:{MANAGEMENT_PORT}']\nmanagement:\n  header-read-timeout: 1s\n  max-body-bytes: 2048\n  token: slow-clients-token-0123456789\n",
+        work.key_file().display(),
+        agent_ip
+    ));
+    let mut agent = AgentProcess::start(&work, &config, agent_ip, "agent");
+    wait_for_one_cluster(std::slice::from_ref(&agent), 1).await;
+    let api = management(agent_ip);
+
+    // Slow headers (slowloris): half a request, then nothing. Dropped after the
+    // header-read timeout.
+    let mut slow = TcpStream::connect(api).await.expect("connect");
+    slow.write_all(b"GET /alive HTTP/1.1\r\nHost: agent\r\n")
+        .await
+        .expect("write");
+    let started = std::time::Instant::now();
+    read_until_closed(&mut slow, Duration::from_secs(10))
+        .await
+        .expect("a slow-header client is dropped");
+    println!(
+        "slow-header client dropped after {} ms (header-read-timeout 1s)",
+        started.elapsed().as_millis()
+    );
+
+    // A request head larger than the limit: 431, closed.
+    let mut big = TcpStream::connect(api).await.expect("connect");
+    let filler = "x".repeat(32 * 1024);
+    big.write_all(
+        format!("GET /alive HTTP/1.1\r\nHost: agent\r\nX-Filler: {filler}\r\n\r\n").as_bytes(),
+    )
+    .await
+    .expect("write");
+    let answer = read_until_closed(&mut big, Duration::from_secs(10))
+        .await
+        .expect("an oversized head is refused");
+    assert!(answer.starts_with("HTTP/1.1 431"), "{answer}");
+
+    // A body above management.max-body-bytes: 413, nothing done.
+    let mut fat = TcpStream::connect(api).await.expect("connect");
+    let body = format!("operation=Leave&{}", "y".repeat(4096));
+    fat.write_all(
+        format!(
+            "PUT /cluster/members/muster://demo@{agent_ip}:{CLUSTER_PORT} HTTP/1.1\r\nHost: agent\r\nAuthorization: Bearer slow-clients-token-0123456789\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        )
+        .as_bytes(),
+    )
+    .await
+    .expect("write");
+    let answer = read_until_closed(&mut fat, Duration::from_secs(10))
+        .await
+        .expect("an oversized body is refused");
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+
+    // The cluster port: a connection that never sends a frame, and a frame that starts
+    // and never finishes, are dropped once the frame-read timeout (10 s) passes; they
+    // do not hold one of the inbound slots for the 5-minute idle time.
+    let (mut silent, _) = greeted(SocketAddr::new(agent_ip, CLUSTER_PORT)).await;
+    let (mut stalled, _) = greeted(SocketAddr::new(agent_ip, CLUSTER_PORT)).await;
+    stalled.write_all(&[0, 0]).await.expect("write");
+    let started = std::time::Instant::now();
+    read_until_closed(&mut stalled, Duration::from_secs(30))
+        .await
+        .expect("a stalled frame ends the connection");
+    read_until_closed(&mut silent, Duration::from_secs(5))
+        .await
+        .expect("a silent cluster connection is dropped");
+    println!(
+        "stalled cluster frame and silent connection dropped after {} ms",
+        started.elapsed().as_millis()
+    );
+
+    // None of it hurt: still one Up member, answering.
+    assert_eq!(agent.exited(), None, "the agent keeps running");
+    wait_for_one_cluster(std::slice::from_ref(&agent), 1).await;
+}

@@ -1,5 +1,6 @@
 //! Serving the router: HTTP/1.1 with a header-read timeout (`axum::serve` has none, so
-//! slow clients could hold connections forever) and a cap on open connections.
+//! slow clients could hold connections forever), a bound on the request head and a cap
+//! on open connections. Bodies are bounded by `management.max-body-bytes` in the router.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,6 +12,10 @@ use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tracing::{debug, warn};
+
+/// The request line and headers must fit in this many bytes (hyper's smallest allowed
+/// buffer is 8 KiB); a larger head gets 431 and the connection is closed.
+const MAX_HEAD_BYTES: usize = 16 * 1024;
 
 /// Serves until the task is aborted.
 pub async fn serve(
@@ -41,6 +46,7 @@ pub async fn serve(
             builder
                 .timer(TokioTimer::new())
                 .header_read_timeout(header_read_timeout)
+                .max_buf_size(MAX_HEAD_BYTES)
                 .keep_alive(true);
             if let Err(e) = builder.serve_connection(TokioIo::new(stream), svc).await {
                 debug!(%peer, error = %e, "management connection ended");

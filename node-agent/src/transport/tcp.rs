@@ -91,24 +91,38 @@ async fn serve_connection(
         return Ok(());
     }
     let mut opener = Opener::new(key, nonce);
+    // A peer connects when it has something to send: a connection that stays silent
+    // after the greeting only holds a slot, so it gets the frame timeout, not the idle one.
+    let mut idle_limit = FRAME_READ_TIMEOUT;
     loop {
         let mut header = [0u8; HEADER_LEN];
-        match timeout(INBOUND_IDLE, stream.read_exact(&mut header)).await {
+        match timeout(idle_limit, stream.read_exact(&mut header[..1])).await {
             Ok(Ok(_)) => {}
             _ => return Ok(()), // closed, reset or idle
         }
-        let len = Opener::payload_len(&header)?;
-        // Grows with the bytes actually received, so a lying header costs the sender.
-        let mut payload = Vec::new();
-        match timeout(
-            FRAME_READ_TIMEOUT,
-            (&mut stream).take(len as u64).read_to_end(&mut payload),
-        )
-        .await
-        {
-            Ok(Ok(n)) if n == len => {}
-            _ => return Ok(()),
-        }
+        idle_limit = INBOUND_IDLE;
+        // Once a frame has started, all of it must arrive within the frame timeout.
+        let frame = async {
+            if stream.read_exact(&mut header[1..]).await.is_err() {
+                return Ok(None);
+            }
+            let len = Opener::payload_len(&header)?;
+            // Grows with the bytes actually received, so a lying header costs the sender.
+            let mut payload = Vec::new();
+            match (&mut stream)
+                .take(len as u64)
+                .read_to_end(&mut payload)
+                .await
+            {
+                Ok(n) if n == len => Ok(Some(payload)),
+                _ => Ok(None),
+            }
+        };
+        let payload = match timeout(FRAME_READ_TIMEOUT, frame).await {
+            Ok(Ok(Some(p))) => p,
+            Ok(Err(e)) => return Err(e),
+            _ => return Ok(()), // stalled, closed or cut short
+        };
         opener.open(&header, &payload)?;
         match serde_json::from_slice::<Envelope>(&payload) {
             Ok(env) => {
