@@ -16,6 +16,7 @@ pub mod certs;
 pub mod control_plane;
 pub mod dns;
 pub mod node;
+pub mod partition;
 pub mod platform;
 mod process;
 

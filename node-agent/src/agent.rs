@@ -44,6 +44,8 @@ pub enum AgentError {
     },
     #[error("cannot set up discovery: {0}")]
     Discovery(#[from] DiscoveryError),
+    #[error("cannot set up lease-majority: {0}")]
+    Lease(#[from] crate::lease::LeaseError),
 }
 
 /// A running agent. Dropping it stops every task.
@@ -139,6 +141,34 @@ impl Agent {
             metrics.clone(),
         );
         let in_flight = outbound.in_flight();
+        let lease = match s.cluster.split_brain_resolver.active_strategy {
+            crate::config::ActiveStrategy::LeaseMajority => {
+                let l = &s.cluster.split_brain_resolver.lease_majority;
+                let name = if l.lease_name.is_empty() {
+                    format!("{}-muster-sbr", config.system_name.to_ascii_lowercase())
+                } else {
+                    l.lease_name.clone()
+                };
+                let namespace = if l.namespace.is_empty() {
+                    config.namespace.clone()
+                } else {
+                    l.namespace.clone()
+                };
+                let lease = crate::lease::KubernetesLease::connect(
+                    &namespace,
+                    &name,
+                    &node.address.to_string(),
+                    l.release_after,
+                )
+                .await?;
+                info!(
+                    lease = name,
+                    namespace, "split brain resolver: lease-majority"
+                );
+                Some(lease)
+            }
+            _ => None,
+        };
         let events = EventHub::new(EVENT_LOG_CAPACITY);
         tasks.spawn(actor::run(actor::MembershipActor {
             core,
@@ -150,6 +180,7 @@ impl Agent {
             view: cluster_tx,
             metrics: metrics.clone(),
             events: events.clone(),
+            lease,
         }));
 
         let (bootstrap, nudges) = if config.seed_nodes.is_empty() {

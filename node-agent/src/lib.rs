@@ -11,6 +11,8 @@ pub mod bootstrap;
 pub mod clock;
 pub mod config;
 pub mod discovery;
+pub mod fuzzing;
+pub mod lease;
 pub mod local_cluster;
 pub mod management;
 pub mod membership;

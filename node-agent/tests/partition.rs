@@ -10,79 +10,15 @@
 
 mod support;
 
-use std::net::IpAddr;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use node_agent::management::api::ClusterMembers;
 use support::*;
 
-/// DROP rules in the INPUT chain for every packet between the two sides, all added in
-/// one atomic `iptables-restore`, and removed the same way when dropped (also when the
-/// test fails).
-struct Partition {
-    rules: Vec<String>,
-}
-
-impl Partition {
-    fn cut(left: &[IpAddr], right: &[IpAddr]) -> Self {
-        let mut rules = Vec::new();
-        for a in left {
-            for b in right {
-                rules.push(format!("INPUT -s {a} -d {b} -j DROP"));
-                rules.push(format!("INPUT -s {b} -d {a} -j DROP"));
-            }
-        }
-        iptables_restore("-A", &rules).unwrap_or_else(|e| {
-            panic!(
-                "{e}\nthis test cuts loopback traffic with iptables and needs it installed \
-                 (apt-get install iptables; .ci/run does) and root"
-            )
-        });
-        Self { rules }
-    }
-
-    fn heal(self) {}
-}
-
-impl Drop for Partition {
-    fn drop(&mut self) {
-        if let Err(e) = iptables_restore("-D", &self.rules) {
-            eprintln!("could not remove the partition rules: {e}");
-        }
-    }
-}
-
-/// Applies `op` (`-A` or `-D`) to every rule of the filter table in one transaction.
-fn iptables_restore(op: &str, rules: &[String]) -> Result<(), String> {
-    use std::io::Write;
-    let mut script = String::from("*filter\n");
-    for r in rules {
-        script.push_str(&format!("{op} {r}\n"));
-    }
-    script.push_str("COMMIT\n");
-    let mut child = Command::new("iptables-restore")
-        .args(["--noflush", "--wait"])
-        .stdin(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .map_err(|e| format!("cannot run iptables-restore: {e}"))?;
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(script.as_bytes())
-        .map_err(|e| e.to_string())?;
-    let out = child.wait_with_output().map_err(|e| e.to_string())?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(format!(
-            "iptables-restore {op}: {}\n{script}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        ))
-    }
-}
+// Shared with the e2e tests (no crate dependency: e2e depends on node-agent).
+#[path = "../../e2e/src/partition.rs"]
+mod partition_rules;
+use partition_rules::Partition;
 
 async fn members(a: &AgentProcess) -> Result<ClusterMembers, String> {
     client()

@@ -423,10 +423,27 @@ fn validate(
             "cluster.split-brain-resolver.static-quorum.quorum-size",
             "is required with static-quorum: set it to cluster size / 2 + 1".to_owned(),
         ),
-        ActiveStrategy::LeaseMajority => bad(
-            "cluster.split-brain-resolver.active-strategy",
-            "lease-majority needs the Kubernetes Lease support, which is not built yet; use keep-majority".to_owned(),
-        ),
+        ActiveStrategy::LeaseMajority => {
+            let l = &sbr.lease_majority;
+            if l.release_after < std::time::Duration::from_secs(1) {
+                bad(
+                    "cluster.split-brain-resolver.lease-majority.release-after",
+                    format!(
+                        "{:?} is too short: the Lease is held this long; use at least 1s (default 40s)",
+                        l.release_after
+                    ),
+                );
+            }
+            if !l.lease_name.is_empty() && !is_dns_subdomain(&l.lease_name) {
+                bad(
+                    "cluster.split-brain-resolver.lease-majority.lease-name",
+                    format!(
+                        "`{}` is not a Kubernetes object name (lowercase letters, digits, '-' and '.', at most 253)",
+                        l.lease_name
+                    ),
+                );
+            }
+        }
         _ => {}
     }
     let fd = &c.failure_detector;
@@ -761,3 +778,14 @@ fn read_key(path: &PathBuf) -> Result<ClusterKey, String> {
 
 #[cfg(test)]
 mod tests;
+
+/// A Kubernetes object name (RFC 1123 subdomain): lowercase letters, digits, '-' and
+/// '.', starting and ending with a letter or digit, at most 253 characters.
+fn is_dns_subdomain(s: &str) -> bool {
+    let edge = |c: Option<char>| c.is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
+    s.len() <= 253
+        && edge(s.chars().next())
+        && edge(s.chars().last())
+        && s.chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.')
+}

@@ -108,6 +108,7 @@ pub struct SplitBrainResolverConfig {
     pub keep_majority: RoleOnly,
     pub static_quorum: StaticQuorumConfig,
     pub keep_oldest: KeepOldestConfig,
+    pub lease_majority: LeaseMajorityConfig,
 }
 
 impl Default for SplitBrainResolverConfig {
@@ -119,6 +120,39 @@ impl Default for SplitBrainResolverConfig {
             keep_majority: RoleOnly::default(),
             static_quorum: StaticQuorumConfig::default(),
             keep_oldest: KeepOldestConfig::default(),
+            lease_majority: LeaseMajorityConfig::default(),
+        }
+    }
+}
+
+/// `lease-majority`: the side whose leader acquires a `coordination.k8s.io/v1` Lease
+/// survives.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct LeaseMajorityConfig {
+    /// Name of the Lease; "" means `<cluster name>-muster-sbr`.
+    pub lease_name: String,
+    /// Namespace of the Lease; "" means the pod's namespace.
+    pub namespace: String,
+    /// The side without a majority waits this long before trying, so that the
+    /// majority usually wins. Default 2s.
+    #[serde(with = "duration")]
+    pub acquire_lease_delay_for_minority: Duration,
+    /// The Lease is held this long after a decision (it is not renewed). Default 40s.
+    #[serde(with = "duration")]
+    pub release_after: Duration,
+    /// Count only members with this role for the majority ("" = all).
+    pub role: String,
+}
+
+impl Default for LeaseMajorityConfig {
+    fn default() -> Self {
+        Self {
+            lease_name: String::new(),
+            namespace: String::new(),
+            acquire_lease_delay_for_minority: Duration::from_secs(2),
+            release_after: Duration::from_secs(40),
+            role: String::new(),
         }
     }
 }

@@ -287,12 +287,16 @@ fn split_brain_resolver_settings_are_checked() {
     );
     let e = err(
         &format!(
-            "{CONFIG_DISCOVERY}\ncluster:\n  split-brain-resolver:\n    active-strategy: lease-majority\n"
+            "{CONFIG_DISCOVERY}\ncluster:\n  split-brain-resolver:\n    active-strategy: lease-majority\n    lease-majority:\n      lease-name: Shop_SBR\n      release-after: 0s\n"
         ),
         &pod_env(),
     );
     assert!(
-        e.contains("lease-majority") && e.contains("keep-majority"),
+        e.contains("lease-majority.lease-name") && e.contains("`Shop_SBR`"),
+        "{e}"
+    );
+    assert!(
+        e.contains("lease-majority.release-after") && e.contains("at least 1s"),
         "{e}"
     );
     let e = err(

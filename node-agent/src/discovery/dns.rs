@@ -13,7 +13,7 @@ use std::net::{IpAddr, SocketAddr};
 use hickory_resolver::TokioResolver;
 use hickory_resolver::config::{ConnectionConfig, NameServerConfig, ResolverConfig, ResolverOpts};
 use hickory_resolver::net::runtime::TokioRuntimeProvider;
-use hickory_resolver::proto::rr::RData;
+use hickory_resolver::proto::rr::{RData, Record};
 
 use crate::config::{AgentConfig, parse_nameserver};
 
@@ -26,6 +26,47 @@ pub struct DnsDiscovery {
     srv_name: Option<String>,
     /// Fully-qualified service name for A/AAAA.
     host_name: String,
+}
+
+/// One SRV record of an answer: its target, port, and the addresses the answer carried
+/// for the target (`None`: not there, to be looked up).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SrvTarget {
+    pub target: String,
+    pub port: u16,
+    pub ips: Option<Vec<IpAddr>>,
+}
+
+/// Reads an SRV answer as a DNS server sent it (pure; fuzzed): every SRV record in
+/// `answers`, in order, with the A/AAAA records of `additionals` that name its target
+/// (a headless Service's answer carries them; names compared case-insensitively).
+pub fn srv_targets(answers: &[Record], additionals: &[Record]) -> Vec<SrvTarget> {
+    let mut glue: BTreeMap<String, Vec<IpAddr>> = BTreeMap::new();
+    for r in additionals {
+        let ip = match &r.data {
+            RData::A(a) => IpAddr::V4(a.0),
+            RData::AAAA(a) => IpAddr::V6(a.0),
+            _ => continue,
+        };
+        glue.entry(r.name.to_ascii().to_ascii_lowercase())
+            .or_default()
+            .push(ip);
+    }
+    answers
+        .iter()
+        .filter_map(|r| match &r.data {
+            RData::SRV(srv) => Some(srv),
+            _ => None,
+        })
+        .map(|srv| {
+            let target = srv.target.to_ascii();
+            SrvTarget {
+                ips: glue.get(&target.to_ascii_lowercase()).cloned(),
+                target,
+                port: srv.port,
+            }
+        })
+        .collect()
 }
 
 /// The fully-qualified (trailing dot) name of the service.
@@ -89,29 +130,15 @@ impl DnsDiscovery {
             Err(e) if e.is_no_records_found() => return Ok(Discovered::default()),
             Err(e) => return Err(dns_error(name, e)),
         };
-        // Addresses the server sent along (a headless Service's SRV answer carries them).
-        let mut glue: BTreeMap<String, Vec<IpAddr>> = BTreeMap::new();
-        for r in answer.additionals() {
-            let ip = match &r.data {
-                RData::A(a) => IpAddr::V4(a.0),
-                RData::AAAA(a) => IpAddr::V6(a.0),
-                _ => continue,
-            };
-            glue.entry(r.name.to_ascii().to_ascii_lowercase())
-                .or_default()
-                .push(ip);
-        }
         let mut out = Discovered::default();
-        for r in answer.answers() {
-            let RData::SRV(srv) = &r.data else { continue };
-            let target = srv.target.to_ascii();
-            let ips = match glue.get(&target.to_ascii_lowercase()) {
-                Some(ips) => ips.clone(),
-                None => match self.resolver.lookup_ip(target.as_str()).await {
+        for srv in srv_targets(answer.answers(), answer.additionals()) {
+            let ips = match srv.ips {
+                Some(ips) => ips,
+                None => match self.resolver.lookup_ip(srv.target.as_str()).await {
                     Ok(found) => found.iter().collect(),
                     Err(e) => {
                         out.skipped.push(Skipped {
-                            target: format!("{target}:{}", srv.port),
+                            target: format!("{}:{}", srv.target, srv.port),
                             reason: format!("SRV target has no address: {e}"),
                         });
                         continue;
@@ -120,13 +147,13 @@ impl DnsDiscovery {
             };
             if ips.is_empty() {
                 out.skipped.push(Skipped {
-                    target: format!("{target}:{}", srv.port),
+                    target: format!("{}:{}", srv.target, srv.port),
                     reason: "SRV target has no address".into(),
                 });
             }
             for ip in ips {
                 out.targets.push(ResolvedTarget {
-                    host: target.trim_end_matches('.').to_owned(),
+                    host: srv.target.trim_end_matches('.').to_owned(),
                     port: Some(srv.port),
                     ip,
                 });

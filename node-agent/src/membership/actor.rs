@@ -3,6 +3,7 @@
 //! publishes a [`ClusterView`] after every change for the management API.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::sync::{mpsc, watch};
 use tracing::{debug, info, warn};
@@ -13,6 +14,7 @@ use super::gossip::Gossip;
 use super::member::MemberStatus;
 use crate::address::{NodeAddress, UniqueAddress};
 use crate::clock::Clock;
+use crate::lease::KubernetesLease;
 use crate::metrics::{Metrics, StatusLabel};
 use crate::rng::Rng;
 use crate::transport::messages::Envelope;
@@ -110,7 +112,12 @@ pub struct MembershipActor {
     pub metrics: Metrics,
     /// Every change becomes cluster events here (this task sees every state).
     pub events: Arc<EventHub>,
+    /// lease-majority's Lease; `None` with other strategies.
+    pub lease: Option<KubernetesLease>,
 }
+
+/// How long one attempt to acquire the Lease may take; a timeout counts as not held.
+const LEASE_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Runs the actor until an input channel closes.
 pub async fn run(actor: MembershipActor) {
@@ -124,7 +131,9 @@ pub async fn run(actor: MembershipActor) {
         view,
         metrics,
         events,
+        lease,
     } = actor;
+    let (lease_tx, mut lease_rx) = mpsc::channel::<bool>(4);
     let mut published = ClusterView::of(&core);
     view.send_replace(Arc::new(published.clone()));
     let mut phi_peers = Vec::new();
@@ -172,6 +181,7 @@ pub async fn run(actor: MembershipActor) {
                     }
                 }
             }
+            Some(held) = lease_rx.recv() => core.lease_outcome(clock.now(), &mut rng, held),
             _ = crate::clock::sleep_until(wake) => {
                 let now = clock.now();
                 let out = core.tick(now, &mut rng);
@@ -184,6 +194,9 @@ pub async fn run(actor: MembershipActor) {
                 out
             }
         };
+        if core.take_lease_request() {
+            start_lease_attempt(lease.clone(), lease_tx.clone());
+        }
         let now_view = ClusterView::of(&core);
         // A removed incarnation's connection may be stale (it vanished behind a
         // partition, or its address now belongs to a new process): forget it before
@@ -206,6 +219,37 @@ pub async fn run(actor: MembershipActor) {
         }
     }
     warn!("membership actor stopped");
+}
+
+/// Tries once for the Lease in the background and reports whether this side holds it
+/// (an error or a timeout: not held, so this side downs itself).
+fn start_lease_attempt(lease: Option<KubernetesLease>, out: mpsc::Sender<bool>) {
+    tokio::spawn(async move {
+        let held = match &lease {
+            None => {
+                warn!("lease-majority asked for the Lease, but none is configured");
+                false
+            }
+            Some(l) => match tokio::time::timeout(LEASE_ATTEMPT_TIMEOUT, l.try_acquire()).await {
+                Ok(Ok(held)) => {
+                    info!(
+                        lease = l.name(),
+                        held, "split brain resolver: lease acquisition"
+                    );
+                    held
+                }
+                Ok(Err(e)) => {
+                    warn!(error = %e, "split brain resolver: cannot acquire the lease; this side downs itself");
+                    false
+                }
+                Err(_) => {
+                    warn!(timeout = ?LEASE_ATTEMPT_TIMEOUT, "split brain resolver: the lease did not answer in time; this side downs itself");
+                    false
+                }
+            },
+        };
+        let _ = out.send(held).await;
+    });
 }
 
 /// Logs member changes and updates gauges.

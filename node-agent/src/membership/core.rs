@@ -121,6 +121,18 @@ pub struct Outgoing {
     pub envelope: Envelope,
 }
 
+/// lease-majority's progress on one decision.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum LeaseStep {
+    None,
+    /// Ask for the Lease at this time (the minority waits before asking).
+    Due(Time),
+    /// Asked; the outcome comes through `lease_outcome`.
+    Asked,
+    /// The outcome: this side holds the Lease, or not.
+    Got(bool),
+}
+
 #[derive(Debug, Clone)]
 pub struct MembershipCore {
     me: UniqueAddress,
@@ -135,6 +147,10 @@ pub struct MembershipCore {
     stability: Option<Stability>,
     /// When the split brain resolver next needs a look (set by every tick).
     sbr_wakeup: Option<Time>,
+    /// lease-majority: where this node is with the Lease (the actor does the I/O).
+    lease: LeaseStep,
+    /// A Lease acquisition the actor must start (taken by `take_lease_request`).
+    lease_requested: bool,
     /// When this node started to join (cleared on success).
     joining_since: Option<Time>,
 }
@@ -155,6 +171,8 @@ impl MembershipCore {
                 .as_ref()
                 .map(|d| Stability::new(d.stable_after, d.unstable_limit)),
             sbr_wakeup: None,
+            lease: LeaseStep::None,
+            lease_requested: false,
             joining_since: None,
             next_gossip: now + settings.gossip_interval,
             next_leader_actions: now + settings.leader_actions_interval,
@@ -528,13 +546,35 @@ impl MembershipCore {
             Due::WaitUntil(t) => Some(t),
             _ => None,
         };
+        if due != Due::Decide || self.gossip.leader() != Some(&self.me) {
+            // A new view (or another decider) starts the Lease over.
+            self.lease = LeaseStep::None;
+        }
         if self.gossip.leader() != Some(&self.me) {
             return Vec::new();
         }
+        let outcome = match self.lease {
+            LeaseStep::Got(held) => Some(held),
+            _ => None,
+        };
         let to_down = match due {
-            Due::Decide => match decide(&downing.strategy, view, None) {
+            Due::Decide => match decide(&downing.strategy, view, outcome) {
                 Some(Verdict::Down { members, .. }) => members,
-                _ => return Vec::new(),
+                Some(Verdict::AcquireLease { delay }) => {
+                    if self.lease == LeaseStep::None {
+                        self.lease = LeaseStep::Due(now + delay);
+                    }
+                    if let LeaseStep::Due(at) = self.lease {
+                        if now >= at {
+                            self.lease = LeaseStep::Asked;
+                            self.lease_requested = true;
+                        } else {
+                            self.sbr_wakeup = Some(at);
+                        }
+                    }
+                    return Vec::new();
+                }
+                None => return Vec::new(),
             },
             Due::DownAll => members
                 .iter()
@@ -656,6 +696,23 @@ impl MembershipCore {
     /// When an unsuccessful join gives up, if it ever does.
     fn join_deadline(&self) -> Option<Time> {
         Some(self.joining_since? + self.settings.shutdown_after_unsuccessful_join?)
+    }
+
+    /// lease-majority: whether the actor must now try to acquire the Lease (once per
+    /// request; the outcome goes to [`Self::lease_outcome`]).
+    pub fn take_lease_request(&mut self) -> bool {
+        std::mem::take(&mut self.lease_requested)
+    }
+
+    /// lease-majority: the outcome of the acquisition asked for; `held` false also
+    /// when the Lease could not be reached (this side then downs itself). Ignored when
+    /// the view changed meanwhile (a new decision asks again).
+    pub fn lease_outcome(&mut self, now: Time, rng: &mut Rng, held: bool) -> Vec<Outgoing> {
+        if self.lease != LeaseStep::Asked {
+            return Vec::new();
+        }
+        self.lease = LeaseStep::Got(held);
+        self.resolve_split_brain(now, rng)
     }
 
     /// Phi of every member this node monitors at `now`.

@@ -292,8 +292,10 @@ impl Downing {
                 role: role(&c.keep_oldest.role),
             },
             A::DownAll => Strategy::DownAll,
-            // Refused by validation until the Lease client exists.
-            A::LeaseMajority => return None,
+            A::LeaseMajority => Strategy::LeaseMajority {
+                role: role(&c.lease_majority.role),
+                acquire_lease_delay_for_minority: c.lease_majority.acquire_lease_delay_for_minority,
+            },
         };
         Some(Self {
             strategy,

@@ -547,3 +547,91 @@ fn a_join_that_never_succeeds_gives_up_after_the_limit() {
     }
     assert!(matches!(net.node(1).phase(), Phase::Joining { .. }));
 }
+
+/// 3 | 2 with lease-majority. `grant` answers a leader's request for the Lease (given
+/// who holds it so far); returns every node's phase at the end.
+fn lease_partition(grant: impl Fn(&NodeAddress, Option<&NodeAddress>) -> bool) -> Net {
+    let mut net = Net::new(&[1, 2, 3, 4, 5]);
+    let downing = crate::membership::sbr::Downing {
+        strategy: crate::membership::sbr::Strategy::LeaseMajority {
+            role: None,
+            acquire_lease_delay_for_minority: Duration::from_secs(2),
+        },
+        stable_after: Duration::from_secs(3),
+        unstable_limit: None,
+    };
+    for i in 1..=5 {
+        let s = MembershipSettings {
+            downing: Some(downing.clone()),
+            ..settings()
+        };
+        *net.node(i) = MembershipCore::new(uniq(i, u64::from(i)), info(), s, Duration::ZERO);
+    }
+    net.node(1).form(Duration::ZERO);
+    for i in 2..=5 {
+        let out = net.node(i).join(Duration::ZERO, vec![addr(i - 1)]);
+        net.send(out);
+        net.run(|_| false);
+    }
+    for _ in 0..20 {
+        net.advance(Duration::from_millis(100));
+        net.run(|_| false);
+    }
+    let side = |a: &NodeAddress| *a == addr(4) || *a == addr(5);
+    let split = move |o: &Outgoing| side(&o.to) != side(&o.envelope.from.address);
+    let mut holder: Option<NodeAddress> = None;
+    let mut asked = Vec::new();
+    for _ in 0..200 {
+        net.advance(Duration::from_millis(100));
+        net.run(split);
+        let now = net.now;
+        let nodes: Vec<NodeAddress> = net.nodes.keys().cloned().collect();
+        for a in nodes {
+            if !net.nodes.get_mut(&a).expect("a node").take_lease_request() {
+                continue;
+            }
+            let granted = grant(&a, holder.as_ref());
+            if granted {
+                holder = Some(a.clone());
+            }
+            asked.push((a.clone(), now, granted));
+            let mut rng = Rng::seeded(9);
+            let out = net
+                .nodes
+                .get_mut(&a)
+                .expect("a node")
+                .lease_outcome(now, &mut rng, granted);
+            net.send(out);
+        }
+        net.run(split);
+    }
+    // Only leaders ask, once per decision; the minority's leader asks 2 s later.
+    let (first, second) = (&asked[0], &asked[1]);
+    assert_eq!((&first.0, &second.0), (&addr(1), &addr(4)), "{asked:?}");
+    assert_eq!(second.1 - first.1, Duration::from_secs(2), "{asked:?}");
+    assert_eq!(asked.len(), 2, "{asked:?}");
+    net
+}
+
+#[test]
+fn lease_majority_keeps_the_side_that_gets_the_lease() {
+    // A free Lease: the first to ask (the majority, at once) gets it.
+    let net = lease_partition(|_, holder| holder.is_none());
+    for i in [4, 5] {
+        assert_eq!(net.nodes[&addr(i)].phase(), &Phase::Downed, "node {i}");
+    }
+    for i in [1, 2, 3] {
+        let up: Vec<u8> = net.statuses(i).into_iter().map(|(a, _, _)| a).collect();
+        assert_eq!(up, [1, 2, 3], "node {i}");
+    }
+}
+
+#[test]
+fn lease_majority_without_the_lease_downs_both_sides() {
+    // The Lease cannot be had (held elsewhere, or the API server is unreachable):
+    // neither side may go on alone.
+    let net = lease_partition(|_, _| false);
+    for i in 1..=5 {
+        assert_eq!(net.nodes[&addr(i)].phase(), &Phase::Downed, "node {i}");
+    }
+}
