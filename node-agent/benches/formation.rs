@@ -22,15 +22,8 @@ use hyper_util::rt::TokioIo;
 use node_agent::management::api::ClusterMembers;
 use node_agent::management::client::ManagementClient;
 
-const MANAGEMENT_PORT: u16 = 8558;
-const KEY_HEX: &str = "62656e63682d6b65792d6f662d656e6f7567682d72616e646f6d2d6279746573";
-
-fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
+mod common;
+use common::{KEY_HEX, MANAGEMENT_PORT, env_or};
 
 struct Agents {
     children: Vec<Child>,

@@ -349,3 +349,37 @@ async fn a_node_that_cannot_join_exits_with_status_4() {
         agent.log()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crashed_member_restarted_on_its_address_replaces_its_old_incarnation() {
+    let work = Workdir::new("crash-restart");
+    let subnet = (23, 10);
+    let config = config_discovery(&work, subnet, 5);
+    let mut agents = start_agents(&work, &config, subnet, 5);
+    let before = wait_for_one_cluster(&agents, 5).await;
+    let crashed = agents.remove(4);
+    let node = format!("muster://demo@{}:{CLUSTER_PORT}", crashed.ip);
+    let uid_of = |m: &ClusterMembers| {
+        m.members
+            .iter()
+            .find(|x| x.node == node)
+            .map(|x| x.node_uid.clone())
+    };
+    let old_uid = uid_of(&before[0]).expect("a member");
+    let ip = crashed.ip;
+    drop(crashed); // SIGKILL, and at once a new process on the same address (a container restart)
+    let restarted = Instant::now();
+    agents.push(AgentProcess::start(&work, &config, ip, "agent-5-again"));
+    let after = wait_for_one_cluster(&agents, 5).await;
+    println!(
+        "SIGKILL + restart on the same address -> one cluster of five with the new incarnation: {} ms",
+        restarted.elapsed().as_millis()
+    );
+    let new_uid = uid_of(&after[0]).expect("a member");
+    assert_ne!(new_uid, old_uid, "the new incarnation replaced the old one");
+    assert!(
+        agents[4].log().contains("joining cluster"),
+        "{}",
+        agents[4].log()
+    );
+}
