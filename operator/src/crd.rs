@@ -1,0 +1,377 @@
+//! The `ClusterSpec` custom resource (group `muster.dev`, version `v1alpha1`): what a
+//! user asks for — a number of pods that form exactly one cluster, how they find each
+//! other, how the cluster treats failures and how updates roll — and the status the
+//! operator reports. Every field says its default; `crdgen` writes the CRD YAML
+//! (`manifests/crd.yaml`) from these types.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{Affinity, EnvVar, ResourceRequirements, Toleration};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::CustomResource;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// A cluster of pods that form exactly one cluster (muster agents, optionally beside an
+/// application container), kept through failures and rolled oldest-last.
+#[derive(CustomResource, Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[kube(
+    group = "muster.dev",
+    version = "v1alpha1",
+    kind = "ClusterSpec",
+    namespaced,
+    status = "ClusterSpecStatus",
+    shortname = "mcs",
+    doc = "A muster cluster: pods that form exactly one cluster and keep it through failures and updates.",
+    category = "muster",
+    printcolumn = r#"{"name":"Replicas","type":"integer","jsonPath":".spec.replicas"}"#,
+    printcolumn = r#"{"name":"Up","type":"integer","jsonPath":".status.members.up"}"#,
+    printcolumn = r#"{"name":"Phase","type":"string","jsonPath":".status.phase"}"#,
+    printcolumn = r#"{"name":"Leader","type":"string","jsonPath":".status.leader"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#,
+    scale = r#"{"specReplicasPath":".spec.replicas","statusReplicasPath":".status.replicas","labelSelectorPath":".status.selector"}"#
+)]
+#[serde(rename_all = "camelCase")]
+pub struct ClusterSpecSpec {
+    /// Pods, each one cluster member. Default 3; at least 1.
+    #[serde(default = "default_replicas")]
+    #[schemars(range(min = 1, max = 1000))]
+    pub replicas: i32,
+    /// The muster agent container every pod runs.
+    #[serde(default)]
+    pub agent: AgentSpec,
+    /// The application container; when set, the agent runs beside it as a sidecar.
+    /// Default: none (pods run the agent alone).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub application: Option<ApplicationSpec>,
+    /// Where pods may run. Default: anywhere.
+    #[serde(default)]
+    pub scheduling: SchedulingSpec,
+    /// How pods find each other and when a new cluster may form.
+    #[serde(default)]
+    pub bootstrap: BootstrapSpec,
+    /// Failure detection and what happens to unreachable members.
+    #[serde(default)]
+    pub membership: MembershipSpec,
+    /// How pod template changes roll out.
+    #[serde(default)]
+    pub rollout: RolloutSpec,
+}
+
+fn default_replicas() -> i32 {
+    3
+}
+
+/// The agent container.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AgentSpec {
+    /// Image of `muster-agent`. Default `ghcr.io/muster-dev/muster-agent:0.1.0`.
+    #[serde(default = "default_agent_image")]
+    pub image: String,
+    /// Kubernetes image pull policy: `Always`, `IfNotPresent` or `Never`. Default
+    /// `IfNotPresent`.
+    #[serde(default = "default_pull_policy")]
+    pub image_pull_policy: String,
+    /// CPU and memory of the agent container. Default: requests of 10m CPU and 32Mi
+    /// memory, a 64Mi memory limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceRequirements>,
+}
+
+impl Default for AgentSpec {
+    fn default() -> Self {
+        Self {
+            image: default_agent_image(),
+            image_pull_policy: default_pull_policy(),
+            resources: None,
+        }
+    }
+}
+
+fn default_agent_image() -> String {
+    "ghcr.io/muster-dev/muster-agent:0.1.0".to_owned()
+}
+
+fn default_pull_policy() -> String {
+    "IfNotPresent".to_owned()
+}
+
+/// The application container that the agent runs beside.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ApplicationSpec {
+    /// Container image (required).
+    pub image: String,
+    /// Container name. Default `app`.
+    #[serde(default = "default_app_name")]
+    pub name: String,
+    /// Environment variables, as in a pod's container. Default: none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub env: Vec<EnvVar>,
+    /// CPU and memory, as in a pod's container. Default: none set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceRequirements>,
+    /// Command, replacing the image's entrypoint. Default: the image's.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub command: Vec<String>,
+    /// Arguments. Default: the image's.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub args: Vec<String>,
+}
+
+fn default_app_name() -> String {
+    "app".to_owned()
+}
+
+/// Pod scheduling.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SchedulingSpec {
+    /// Node labels a pod's node must have. Default: none.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub node_selector: BTreeMap<String, String>,
+    /// Taints the pods tolerate. Default: none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tolerations: Vec<Toleration>,
+    /// Affinity and anti-affinity rules. Default: none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub affinity: Option<Affinity>,
+    /// Priority class of the pods. Default: none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub priority_class_name: Option<String>,
+}
+
+/// How the agents find each other (Akka Cluster Bootstrap's settings).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BootstrapSpec {
+    /// `kubernetes-api` (pods by label; the operator grants the RBAC) or `dns` (the
+    /// headless Service's SRV records). Default `kubernetes-api`.
+    #[serde(default)]
+    pub discovery: Discovery,
+    /// Contact points that must be found before a new cluster may form. Default: the
+    /// replica count when the ClusterSpec is created (recorded in status).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub required_contact_points: Option<i32>,
+    /// How long the set of contact points must stay unchanged before forming, e.g.
+    /// `5s`. Default `5s`.
+    #[serde(default = "default_stable_margin")]
+    pub stable_margin: String,
+    /// Form only when every discovered contact point answered. Default true.
+    #[serde(default = "default_true")]
+    pub contact_with_all_contact_points: bool,
+    /// `auto`: on until the cluster has formed, then turned off by the operator so that
+    /// no second cluster can ever form; `true` / `false`: always on / off. Default
+    /// `auto`.
+    #[serde(default)]
+    pub new_cluster_enabled: NewClusterEnabled,
+}
+
+impl Default for BootstrapSpec {
+    fn default() -> Self {
+        Self {
+            discovery: Discovery::default(),
+            required_contact_points: None,
+            stable_margin: default_stable_margin(),
+            contact_with_all_contact_points: true,
+            new_cluster_enabled: NewClusterEnabled::default(),
+        }
+    }
+}
+
+fn default_stable_margin() -> String {
+    "5s".to_owned()
+}
+
+fn default_true() -> bool {
+    true
+}
+
+/// Discovery method of the agents.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum Discovery {
+    /// Pods by label through the Kubernetes API.
+    #[default]
+    KubernetesApi,
+    /// SRV records of the headless Service.
+    Dns,
+}
+
+/// Whether agents may form a new cluster.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum NewClusterEnabled {
+    /// On until the cluster has formed, then off.
+    #[default]
+    Auto,
+    /// Always on.
+    True,
+    /// Always off: the pods only join an existing cluster.
+    False,
+}
+
+/// Failure detection and downing.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MembershipSpec {
+    /// Phi accrual failure detector threshold: higher detects later and wrongly less
+    /// often. Default 8.
+    #[serde(default = "default_threshold")]
+    pub failure_detector_threshold: f64,
+    /// What the split brain resolver does with unreachable members. Default
+    /// `keep-majority`.
+    #[serde(default)]
+    pub downing: Downing,
+    /// How long the set of unreachable members must stay unchanged before the resolver
+    /// acts, e.g. `20s`. Default `20s`.
+    #[serde(default = "default_stable_after")]
+    pub stable_after: String,
+}
+
+impl Default for MembershipSpec {
+    fn default() -> Self {
+        Self {
+            failure_detector_threshold: default_threshold(),
+            downing: Downing::default(),
+            stable_after: default_stable_after(),
+        }
+    }
+}
+
+fn default_threshold() -> f64 {
+    8.0
+}
+
+fn default_stable_after() -> String {
+    "20s".to_owned()
+}
+
+/// Split brain resolver strategy (the agent's `cluster.split-brain-resolver.active-strategy`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum Downing {
+    /// Keep the side with more members (a tie: the side with the lowest address).
+    #[default]
+    KeepMajority,
+    /// Keep the side with the oldest member.
+    KeepOldest,
+    /// Down every member.
+    DownAll,
+    /// Keep the side that acquires a Kubernetes Lease (the operator grants leases).
+    LeaseMajority,
+    /// Never down automatically.
+    Off,
+}
+
+/// Rolling updates.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RolloutSpec {
+    /// `OldestLast`: one pod at a time, non-members first, then members youngest first,
+    /// the oldest last, each only when the cluster is converged. `Ordinal`: the
+    /// StatefulSet's own rolling update. Default `OldestLast`.
+    #[serde(default)]
+    pub strategy: RolloutStrategy,
+    /// How long a replaced pod may take to become Ready and an Up member before the
+    /// rollout stops and reports Degraded, e.g. `5m`. Default `5m`.
+    #[serde(default = "default_member_up_timeout")]
+    pub member_up_timeout: String,
+    /// Stop rolling (the current step finishes). Default false.
+    #[serde(default)]
+    pub paused: bool,
+}
+
+impl Default for RolloutSpec {
+    fn default() -> Self {
+        Self {
+            strategy: RolloutStrategy::default(),
+            member_up_timeout: default_member_up_timeout(),
+            paused: false,
+        }
+    }
+}
+
+fn default_member_up_timeout() -> String {
+    "5m".to_owned()
+}
+
+/// Rollout strategy.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum RolloutStrategy {
+    /// Oldest member last.
+    #[default]
+    OldestLast,
+    /// The StatefulSet's RollingUpdate, highest ordinal first.
+    Ordinal,
+}
+
+/// What the operator observed.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ClusterSpecStatus {
+    /// The generation of the spec this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// `Pending`, `Forming`, `Running`, `Updating` or `Degraded`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<String>,
+    /// Pods that exist (for the scale subresource).
+    #[serde(default)]
+    pub replicas: i32,
+    /// Label selector of the pods (for the scale subresource).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selector: Option<String>,
+    /// Members by state, as the agents report them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub members: Option<MemberCounts>,
+    /// Address of the cluster leader.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub leader: Option<String>,
+    /// Address of the oldest member (it holds cluster singletons).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub oldest: Option<String>,
+    /// When the cluster was first seen formed (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub formed_at: Option<String>,
+    /// The contact points required to form, fixed at creation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub required_contact_points: Option<i32>,
+    /// Whether the agents may currently form a new cluster.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub new_cluster_enabled: Option<bool>,
+    /// Progress of a rolling update.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollout: Option<RolloutStatus>,
+    /// `Formed`, `Available`, `Progressing` and `Degraded`, each with the generation
+    /// it was computed for.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+}
+
+/// Members by state.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MemberCounts {
+    pub up: i32,
+    pub total: i32,
+    pub unreachable: i32,
+}
+
+/// A rolling update in progress.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RolloutStatus {
+    /// Pods already running the current template.
+    pub updated: i32,
+    /// Pods in all.
+    pub total: i32,
+    /// The pod being replaced now.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub current_pod: Option<String>,
+    /// What the rollout waits for, in words.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub step: Option<String>,
+}

@@ -1,0 +1,121 @@
+//! Checks of a `ClusterSpec` that the schema cannot express (the API server on
+//! Kubernetes before 1.25 has no CEL rules): each problem names the field, what is
+//! wrong and what to write instead. Pure; the controller refuses a spec with problems
+//! and reports them in a condition and an event, changing nothing.
+
+use crate::crd::ClusterSpecSpec;
+
+/// One thing wrong with a spec.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// JSON path of the field, e.g. `spec.bootstrap.stableMargin`.
+    pub field: &'static str,
+    pub message: String,
+}
+
+impl std::fmt::Display for Problem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.field, self.message)
+    }
+}
+
+const PULL_POLICIES: [&str; 3] = ["Always", "IfNotPresent", "Never"];
+
+/// Every problem of `spec`; empty when it is valid.
+pub fn validate(spec: &ClusterSpecSpec) -> Vec<Problem> {
+    let mut out = Vec::new();
+    let mut bad = |field: &'static str, message: String| out.push(Problem { field, message });
+    if spec.replicas < 1 {
+        bad(
+            "spec.replicas",
+            format!(
+                "{} is not allowed: a cluster needs at least 1 pod",
+                spec.replicas
+            ),
+        );
+    }
+    if spec.agent.image.trim().is_empty() {
+        bad(
+            "spec.agent.image",
+            "is empty: name the muster-agent image, or leave the field out for the default".into(),
+        );
+    }
+    if !PULL_POLICIES.contains(&spec.agent.image_pull_policy.as_str()) {
+        bad(
+            "spec.agent.imagePullPolicy",
+            format!(
+                "`{}` is not one of {}",
+                spec.agent.image_pull_policy,
+                PULL_POLICIES.join(", ")
+            ),
+        );
+    }
+    if let Some(app) = &spec.application {
+        if app.image.trim().is_empty() {
+            bad(
+                "spec.application.image",
+                "is empty: name the application's image, or remove `application` to run the agent alone".into(),
+            );
+        }
+        if app.name == "agent" || !is_dns_label(&app.name) {
+            bad(
+                "spec.application.name",
+                format!(
+                    "`{}` cannot name the container: use a DNS label (lowercase letters, digits, '-', at most 63) other than `agent`",
+                    app.name
+                ),
+            );
+        }
+    }
+    let b = &spec.bootstrap;
+    if let Some(required) = b.required_contact_points
+        && required > spec.replicas
+    {
+        bad(
+            "spec.bootstrap.requiredContactPoints",
+            format!(
+                "{required} is more than the {} replicas: the cluster could never form; use at most spec.replicas or leave it out",
+                spec.replicas
+            ),
+        );
+    }
+    for (field, value, example) in [
+        ("spec.bootstrap.stableMargin", &b.stable_margin, "5s"),
+        (
+            "spec.membership.stableAfter",
+            &spec.membership.stable_after,
+            "20s",
+        ),
+        (
+            "spec.rollout.memberUpTimeout",
+            &spec.rollout.member_up_timeout,
+            "5m",
+        ),
+    ] {
+        if let Err(e) = node_agent::config::duration::parse(value) {
+            bad(field, format!("`{value}`: {e} (e.g. `{example}`)"));
+        }
+    }
+    let t = spec.membership.failure_detector_threshold;
+    if !(t.is_finite() && t > 0.0) {
+        bad(
+            "spec.membership.failureDetectorThreshold",
+            format!("{t} is not a positive number (default 8)"),
+        );
+    }
+    out
+}
+
+/// A DNS label (RFC 1123): what a container name must be.
+fn is_dns_label(s: &str) -> bool {
+    let edge = |c: Option<char>| c.is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
+    !s.is_empty()
+        && s.len() <= 63
+        && edge(s.chars().next())
+        && edge(s.chars().last())
+        && s.chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,86 @@
+use super::*;
+
+fn spec(yaml: &str) -> ClusterSpecSpec {
+    serde_yaml::from_str(yaml).unwrap_or_else(|e| panic!("{e}:\n{yaml}"))
+}
+
+fn problems(yaml: &str) -> Vec<String> {
+    validate(&spec(yaml))
+        .iter()
+        .map(ToString::to_string)
+        .collect()
+}
+
+#[test]
+fn an_empty_spec_gets_the_documented_defaults_and_is_valid() {
+    let s = spec("{}");
+    assert_eq!(s.replicas, 3);
+    assert_eq!(s.agent.image_pull_policy, "IfNotPresent");
+    assert_eq!(s.bootstrap.stable_margin, "5s");
+    assert!(s.bootstrap.contact_with_all_contact_points);
+    assert_eq!(s.membership.failure_detector_threshold, 8.0);
+    assert_eq!(s.membership.stable_after, "20s");
+    assert_eq!(s.rollout.member_up_timeout, "5m");
+    assert!(validate(&s).is_empty(), "{:?}", validate(&s));
+}
+
+#[test]
+fn each_bad_field_is_named_with_what_to_write() {
+    let table: [(&str, &str, &str); 9] = [
+        ("replicas: 0", "spec.replicas", "at least 1"),
+        (
+            "agent: {image: ' '}",
+            "spec.agent.image",
+            "muster-agent image",
+        ),
+        (
+            "agent: {imagePullPolicy: Sometimes}",
+            "spec.agent.imagePullPolicy",
+            "Always, IfNotPresent, Never",
+        ),
+        (
+            "application: {image: shop:1, name: agent}",
+            "spec.application.name",
+            "other than `agent`",
+        ),
+        (
+            "application: {image: ''}",
+            "spec.application.image",
+            "remove `application`",
+        ),
+        (
+            "replicas: 3\nbootstrap: {requiredContactPoints: 5}",
+            "spec.bootstrap.requiredContactPoints",
+            "could never form",
+        ),
+        (
+            "bootstrap: {stableMargin: soon}",
+            "spec.bootstrap.stableMargin",
+            "e.g. `5s`",
+        ),
+        (
+            "membership: {stableAfter: '20'}",
+            "spec.membership.stableAfter",
+            "e.g. `20s`",
+        ),
+        (
+            "membership: {failureDetectorThreshold: -1}",
+            "spec.membership.failureDetectorThreshold",
+            "positive",
+        ),
+    ];
+    for (yaml, field, hint) in table {
+        let p = problems(yaml);
+        assert_eq!(p.len(), 1, "{yaml}: {p:?}");
+        assert!(
+            p[0].starts_with(field) && p[0].contains(hint),
+            "{yaml}: {p:?}"
+        );
+    }
+}
+
+#[test]
+fn problems_are_all_reported_at_once() {
+    let p = problems("replicas: 0\nrollout: {memberUpTimeout: never}\nagent: {image: ''}");
+    assert_eq!(p.len(), 3, "{p:?}");
+}
