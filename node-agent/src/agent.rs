@@ -216,6 +216,7 @@ impl Agent {
                 status_requests: status_rx,
                 ever_seen: ever_seen_tx,
                 metrics: metrics.clone(),
+                new_cluster_enabled_file: b.new_cluster_enabled_file.clone(),
             };
             tasks.spawn(coordinator.run());
             (Some(status_tx), Some(nudge_tx))

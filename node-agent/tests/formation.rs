@@ -4,6 +4,7 @@
 mod support;
 
 use std::collections::BTreeSet;
+use std::time::Duration;
 
 use support::dns::{DnsServer, Zone};
 use support::*;
@@ -164,4 +165,63 @@ async fn five_agents_form_one_cluster_with_dns_a_records() {
     let agents = start_agents(&work, &config, subnet, 5);
     let views = wait_for_one_cluster(&agents, 5).await;
     check_seed_nodes(&agents, &views[0]).await;
+}
+
+/// `bootstrap.new-cluster-enabled-file` is followed at run time: with `false` in it the
+/// agents wait and say why; once it says `true`, they form.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forming_waits_while_the_new_cluster_enabled_file_says_false() {
+    let subnet = (21, 5);
+    let work = Workdir::new("flag-file");
+    let flag = work.path.join("new-cluster-enabled");
+    std::fs::write(&flag, "false\n").expect("write the flag");
+    let config = config_discovery_with(&work, subnet, 3, "");
+    let text = std::fs::read_to_string(&config).expect("config");
+    let config = work.config(&text.replace(
+        "bootstrap:\n",
+        &format!(
+            "bootstrap:\n  new-cluster-enabled-file: {}\n",
+            flag.display()
+        ),
+    ));
+    let agents = start_agents(&work, &config, subnet, 3);
+    // The lowest node would form, but the file says no: it waits and tells why.
+    let lowest = agents[0].management();
+    eventually(
+        "the lowest node waits for new-cluster-enabled",
+        Duration::from_secs(30),
+        || async move {
+            let s = json(lowest, "/bootstrap/status").await?;
+            let reason = s["reason"].as_str().unwrap_or_default().to_owned();
+            if reason.contains("new-cluster-enabled is off") {
+                Ok(())
+            } else {
+                Err(reason)
+            }
+        },
+    )
+    .await;
+    for a in &agents {
+        let m = json(a.management(), "/cluster/members")
+            .await
+            .expect("members");
+        assert_eq!(
+            m["members"],
+            serde_json::json!([]),
+            "{}: no cluster yet",
+            a.name
+        );
+    }
+    let switched = std::time::Instant::now();
+    std::fs::write(&flag, "true\n").expect("write the flag");
+    wait_for_one_cluster(&agents, 3).await;
+    println!(
+        "formed {} ms after the file said true",
+        switched.elapsed().as_millis()
+    );
+    assert!(
+        agents[0].log().contains("new-cluster-enabled changed"),
+        "{}",
+        agents[0].log()
+    );
 }

@@ -4,6 +4,7 @@
 //! that tells waiting peers to look again (they probe back at once and find the seeds).
 
 use std::collections::BTreeSet;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -49,6 +50,21 @@ pub struct Coordinator {
     /// Every contact point discovered so far, reported in our probe answers.
     pub ever_seen: watch::Sender<Arc<BTreeSet<ContactPoint>>>,
     pub metrics: Metrics,
+    /// `bootstrap.new-cluster-enabled-file`, followed every second.
+    pub new_cluster_enabled_file: Option<PathBuf>,
+}
+
+/// How often `bootstrap.new-cluster-enabled-file` is read.
+const FLAG_FILE_INTERVAL: Duration = Duration::from_secs(1);
+
+/// The value in a `new-cluster-enabled` file: `true`/`false` (also `on`/`off`),
+/// surrounding whitespace ignored.
+pub fn parse_flag(text: &str) -> Result<bool, String> {
+    match text.trim() {
+        "true" | "on" => Ok(true),
+        "false" | "off" => Ok(false),
+        other => Err(format!("`{other}` is neither true nor false")),
+    }
 }
 
 type LookupResult = Result<(Vec<ContactPoint>, Vec<crate::discovery::Skipped>), String>;
@@ -60,6 +76,11 @@ impl Coordinator {
             let mut lookups: JoinSet<LookupResult> = JoinSet::new();
             let mut probes: JoinSet<(ContactPoint, Result<Answer, ProbeError>)> = JoinSet::new();
             let mut last_reason = String::new();
+            let mut flag_file = tokio::time::interval(FLAG_FILE_INTERVAL);
+            flag_file.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut flag_error = String::new();
+            // Before the first decision, so a file saying false is never too late.
+            self.follow_flag_file(&mut flag_error);
             loop {
                 let wake = self
                     .core
@@ -86,6 +107,9 @@ impl Coordinator {
                         if self.cluster.borrow().is_member() {
                             self.finish(&mut probes);
                         }
+                    }
+                    _ = flag_file.tick(), if self.new_cluster_enabled_file.is_some() => {
+                        self.follow_flag_file(&mut flag_error);
                     }
                     _ = crate::clock::sleep_until(wake) => {}
                 }
@@ -151,6 +175,31 @@ impl Coordinator {
         }
         .instrument(span)
         .await
+    }
+
+    /// Applies `bootstrap.new-cluster-enabled-file` when its value changed; a file that
+    /// cannot be read or parsed keeps the last value (warned about once per error).
+    fn follow_flag_file(&mut self, last_error: &mut String) {
+        let Some(path) = &self.new_cluster_enabled_file else {
+            return;
+        };
+        let read = std::fs::read_to_string(path)
+            .map_err(|e| e.to_string())
+            .and_then(|t| parse_flag(&t));
+        match read {
+            Ok(on) => {
+                last_error.clear();
+                if on != self.core.new_cluster_enabled() {
+                    info!(file = %path.display(), new_cluster_enabled = on, "new-cluster-enabled changed");
+                    self.core.set_new_cluster_enabled(on);
+                }
+            }
+            Err(e) if e != *last_error => {
+                warn!(file = %path.display(), error = %e, keeps = self.core.new_cluster_enabled(), "cannot read bootstrap.new-cluster-enabled-file; keeping the last value");
+                *last_error = e;
+            }
+            Err(_) => {}
+        }
     }
 
     fn on_lookup(&mut self, result: LookupResult) {
@@ -227,5 +276,25 @@ pub fn identity(management: ContactPoint, address: NodeAddress) -> super::decide
     super::decider::SelfIdentity {
         management,
         address,
+    }
+}
+
+#[cfg(test)]
+mod flag_tests {
+    use super::parse_flag;
+
+    #[test]
+    fn a_flag_file_says_true_or_false() {
+        for (text, want) in [
+            ("true\n", true),
+            (" on ", true),
+            ("false", false),
+            ("off\n", false),
+        ] {
+            assert_eq!(parse_flag(text), Ok(want), "{text:?}");
+        }
+        for text in ["", "yes", "False", "1"] {
+            assert!(parse_flag(text).is_err(), "{text:?}");
+        }
     }
 }

@@ -150,6 +150,15 @@ impl Bootstrap {
         self.finished
     }
 
+    /// `new-cluster-enabled` changed at run time (`bootstrap.new-cluster-enabled-file`).
+    pub fn set_new_cluster_enabled(&mut self, on: bool) {
+        self.settings.new_cluster_enabled = on;
+    }
+
+    pub fn new_cluster_enabled(&self) -> bool {
+        self.settings.new_cluster_enabled
+    }
+
     /// The node has joined: no more lookups or probes. Returns the other contact points,
     /// to be probed once more as a nudge: peers still waiting then probe back at once and
     /// find the seed nodes now rather than at their next round.

@@ -324,6 +324,11 @@ pub struct BootstrapSettings {
     /// May this node form a new cluster when no contact point reports one? The operator
     /// turns this off once the cluster has formed. Default true.
     pub new_cluster_enabled: bool,
+    /// A file holding `true` or `false` that overrides `new-cluster-enabled` and is
+    /// followed at run time (read every second), e.g. a ConfigMap key mounted into the
+    /// pod: the operator turns forming off there without restarting anything. A missing
+    /// or unreadable file keeps the last value. Default: none.
+    pub new_cluster_enabled_file: Option<PathBuf>,
     /// Name looked up in discovery (the headless Service, `app` label). Default: none.
     pub service_name: Option<String>,
     /// Namespace of the service. Default: `POD_NAMESPACE`, else the service account's
@@ -379,6 +384,7 @@ impl Default for BootstrapSettings {
     fn default() -> Self {
         Self {
             new_cluster_enabled: true,
+            new_cluster_enabled_file: None,
             service_name: None,
             service_namespace: None,
             discovery_method: DiscoveryMethod::KubernetesApi,
