@@ -13,6 +13,7 @@ pub mod config;
 pub mod discovery;
 pub mod fuzzing;
 pub mod lease;
+pub mod listener;
 pub mod local_cluster;
 pub mod management;
 pub mod membership;

@@ -291,5 +291,21 @@ pub fn decide(
     Decision::Form { by_agreement }
 }
 
+/// Settings for tests: 2 required contact points, 5 s stable margin, 3 s probing
+/// failure timeout, everything else on.
+#[cfg(test)]
+impl DeciderSettings {
+    pub(crate) fn example() -> Self {
+        Self {
+            required_contact_point_nr: 2,
+            stable_margin: std::time::Duration::from_secs(5),
+            contact_with_all_contact_points: true,
+            new_cluster_enabled: true,
+            probing_failure_timeout: std::time::Duration::from_secs(3),
+            contact_point_agreement: true,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests;

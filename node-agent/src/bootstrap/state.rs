@@ -471,14 +471,7 @@ mod tests {
         let me = cp("10.0.0.1:8558");
         Bootstrap::new(
             schedule(),
-            DeciderSettings {
-                required_contact_point_nr: 2,
-                stable_margin: Duration::from_secs(5),
-                contact_with_all_contact_points: true,
-                new_cluster_enabled: true,
-                probing_failure_timeout: Duration::from_secs(3),
-                contact_point_agreement: true,
-            },
+            DeciderSettings::example(),
             SelfIdentity {
                 address: NodeAddress::new("t", me.ip, 2552),
                 management: me,

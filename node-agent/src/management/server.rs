@@ -2,7 +2,6 @@
 //! slow clients could hold connections forever), a bound on the request head and a cap
 //! on open connections. Bodies are bounded by `management.max-body-bytes` in the router.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
@@ -10,8 +9,9 @@ use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
-use tracing::{debug, warn};
+use tracing::debug;
+
+use crate::listener::CappedListener;
 
 /// The request line and headers must fit in this many bytes (hyper's smallest allowed
 /// buffer is 8 KiB); a larger head gets 431 and the connection is closed.
@@ -24,20 +24,9 @@ pub async fn serve(
     max_connections: usize,
     header_read_timeout: Duration,
 ) {
-    let permits = Arc::new(Semaphore::new(max_connections));
+    let listener = CappedListener::new(listener, max_connections, "management");
     loop {
-        // At the cap, wait for a connection to close before accepting another.
-        let Ok(permit) = permits.clone().acquire_owned().await else {
-            return;
-        };
-        let (stream, peer) = match listener.accept().await {
-            Ok(s) => s,
-            Err(e) => {
-                warn!(error = %e, "management accept failed");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
-            }
-        };
+        let (stream, peer, permit) = listener.accept().await;
         let _ = stream.set_nodelay(true);
         let svc = TowerToHyperService::new(app.clone());
         tokio::spawn(async move {

@@ -52,14 +52,7 @@ fn fixture(with_bootstrap: bool) -> Fixture {
                 probe_interval_jitter: 0.2,
                 probing_failure_timeout: Duration::from_secs(3),
             },
-            DeciderSettings {
-                required_contact_point_nr: 2,
-                stable_margin: Duration::from_secs(5),
-                contact_with_all_contact_points: true,
-                new_cluster_enabled: true,
-                probing_failure_timeout: Duration::from_secs(3),
-                contact_point_agreement: true,
-            },
+            DeciderSettings::example(),
             SelfIdentity {
                 management: me,
                 address: node().address,

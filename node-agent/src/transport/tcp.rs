@@ -14,13 +14,14 @@ use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
-use tokio::sync::{Notify, Semaphore, mpsc};
+use tokio::sync::{Notify, mpsc};
 use tokio::time::timeout;
-use tracing::{debug, warn};
+use tracing::debug;
 
 use super::frame::{self, FrameError, HEADER_LEN, Opener, Sealer};
 use super::messages::Envelope;
 use crate::config::ClusterKey;
+use crate::listener::CappedListener;
 use crate::metrics::{KindLabel, Metrics};
 use crate::rng::os_random_bytes;
 
@@ -50,20 +51,9 @@ pub async fn serve(
     metrics: Metrics,
     inbound: mpsc::Sender<Envelope>,
 ) {
-    let permits = Arc::new(Semaphore::new(MAX_INBOUND_CONNECTIONS));
+    let listener = CappedListener::new(listener, MAX_INBOUND_CONNECTIONS, "cluster");
     loop {
-        let Ok(permit) = permits.clone().acquire_owned().await else {
-            return;
-        };
-        let (stream, peer) = match listener.accept().await {
-            Ok(s) => s,
-            Err(e) => {
-                // Out of file descriptors and the like: back off instead of spinning.
-                warn!(error = %e, "cluster port accept failed");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
-            }
-        };
+        let (stream, peer, permit) = listener.accept().await;
         let (key, metrics, inbound) = (key.clone(), metrics.clone(), inbound.clone());
         tokio::spawn(async move {
             let _permit = permit;

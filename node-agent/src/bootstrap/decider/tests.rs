@@ -13,14 +13,7 @@ fn node(cp: &ContactPoint) -> NodeAddress {
 }
 
 fn settings() -> DeciderSettings {
-    DeciderSettings {
-        required_contact_point_nr: 2,
-        stable_margin: Duration::from_secs(5),
-        contact_with_all_contact_points: true,
-        new_cluster_enabled: true,
-        probing_failure_timeout: Duration::from_secs(3),
-        contact_point_agreement: true,
-    }
+    DeciderSettings::example()
 }
 
 fn me(s: &str) -> SelfIdentity {

@@ -373,11 +373,12 @@ fn a_silent_member_becomes_unreachable_and_reachable_again_when_it_answers() {
     }
 }
 
-#[test]
-fn a_partition_is_resolved_by_keep_majority_on_both_sides() {
+/// Five members with the split brain resolver on (`strategy`, stable-after 3 s), formed
+/// and settled.
+fn five_with_downing(strategy: crate::membership::sbr::Strategy) -> Net {
     let mut net = Net::new(&[1, 2, 3, 4, 5]);
     let downing = crate::membership::sbr::Downing {
-        strategy: crate::membership::sbr::Strategy::KeepMajority { role: None },
+        strategy,
         stable_after: Duration::from_secs(3),
         unstable_limit: None,
     };
@@ -398,6 +399,12 @@ fn a_partition_is_resolved_by_keep_majority_on_both_sides() {
         net.advance(Duration::from_millis(100));
         net.run(|_| false);
     }
+    net
+}
+
+#[test]
+fn a_partition_is_resolved_by_keep_majority_on_both_sides() {
+    let mut net = five_with_downing(crate::membership::sbr::Strategy::KeepMajority { role: None });
     // 1, 2, 3 | 4, 5: nothing crosses.
     let side = |a: &NodeAddress| *a == addr(4) || *a == addr(5);
     let split = move |o: &Outgoing| side(&o.to) != side(&o.envelope.from.address);
@@ -551,32 +558,10 @@ fn a_join_that_never_succeeds_gives_up_after_the_limit() {
 /// 3 | 2 with lease-majority. `grant` answers a leader's request for the Lease (given
 /// who holds it so far); returns every node's phase at the end.
 fn lease_partition(grant: impl Fn(&NodeAddress, Option<&NodeAddress>) -> bool) -> Net {
-    let mut net = Net::new(&[1, 2, 3, 4, 5]);
-    let downing = crate::membership::sbr::Downing {
-        strategy: crate::membership::sbr::Strategy::LeaseMajority {
-            role: None,
-            acquire_lease_delay_for_minority: Duration::from_secs(2),
-        },
-        stable_after: Duration::from_secs(3),
-        unstable_limit: None,
-    };
-    for i in 1..=5 {
-        let s = MembershipSettings {
-            downing: Some(downing.clone()),
-            ..settings()
-        };
-        *net.node(i) = MembershipCore::new(uniq(i, u64::from(i)), info(), s, Duration::ZERO);
-    }
-    net.node(1).form(Duration::ZERO);
-    for i in 2..=5 {
-        let out = net.node(i).join(Duration::ZERO, vec![addr(i - 1)]);
-        net.send(out);
-        net.run(|_| false);
-    }
-    for _ in 0..20 {
-        net.advance(Duration::from_millis(100));
-        net.run(|_| false);
-    }
+    let mut net = five_with_downing(crate::membership::sbr::Strategy::LeaseMajority {
+        role: None,
+        acquire_lease_delay_for_minority: Duration::from_secs(2),
+    });
     let side = |a: &NodeAddress| *a == addr(4) || *a == addr(5);
     let split = move |o: &Outgoing| side(&o.to) != side(&o.envelope.from.address);
     let mut holder: Option<NodeAddress> = None;
