@@ -4,6 +4,7 @@
 //! So far: the resource's types ([`crd`]) and the checks the schema cannot make
 //! ([`validate`]); `crdgen` writes `manifests/crd.yaml`.
 
+pub mod build;
 pub mod crd;
 pub mod validate;
 

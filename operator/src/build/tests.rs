@@ -1,0 +1,165 @@
+use super::*;
+use crate::crd::ClusterSpecSpec;
+
+fn cluster(spec_yaml: &str) -> ClusterSpec {
+    let spec: ClusterSpecSpec = serde_yaml::from_str(spec_yaml).expect("a spec");
+    let mut cs = ClusterSpec::new("shop", spec);
+    cs.metadata.namespace = Some("prod".into());
+    cs.metadata.uid = Some("0b0e7c6e-1d2a-4c1f-9a55-3c1d2e4f5a6b".into());
+    cs
+}
+
+fn yaml<T: serde::Serialize>(x: &T) -> String {
+    serde_yaml::to_string(x).expect("yaml")
+}
+
+const OWNER: &str = "  ownerReferences:
+  - apiVersion: muster.dev/v1alpha1
+    controller: true
+    kind: ClusterSpec
+    name: shop
+    uid: 0b0e7c6e-1d2a-4c1f-9a55-3c1d2e4f5a6b
+";
+
+#[test]
+fn the_headless_service_publishes_not_ready_pods_on_both_ports() {
+    let o = owned(&cluster("{}"), true).expect("built");
+    let expected = format!(
+        "apiVersion: v1
+kind: Service
+metadata:
+  labels:
+    app.kubernetes.io/instance: shop
+    app.kubernetes.io/managed-by: muster-operator
+    app.kubernetes.io/name: muster
+  name: shop
+  namespace: prod
+{OWNER}spec:
+  clusterIP: None
+  ports:
+  - name: management
+    port: 8558
+    protocol: TCP
+    targetPort: management
+  - name: cluster
+    port: 2552
+    protocol: TCP
+    targetPort: cluster
+  publishNotReadyAddresses: true
+  selector:
+    app.kubernetes.io/instance: shop
+"
+    );
+    assert_eq!(yaml(&o.service), expected);
+}
+
+#[test]
+fn the_role_grants_pods_and_leases_only_with_lease_majority() {
+    let o = owned(&cluster("{}"), true).expect("built");
+    let rules = yaml(&o.role.rules);
+    assert_eq!(
+        rules,
+        "- apiGroups:\n  - ''\n  resources:\n  - pods\n  verbs:\n  - get\n  - list\n  - watch\n"
+    );
+    let o = owned(&cluster("membership: {downing: lease-majority}"), true).expect("built");
+    let rules = yaml(&o.role.rules);
+    assert!(rules.ends_with("- apiGroups:\n  - coordination.k8s.io\n  resources:\n  - leases\n  verbs:\n  - get\n  - create\n  - update\n"), "{rules}");
+}
+
+#[test]
+fn every_object_is_owned_and_labelled() {
+    let o = owned(&cluster("{}"), true).expect("built");
+    let owner = cluster("{}")
+        .controller_owner_ref(&())
+        .expect("an owner reference");
+    let metas = [
+        &o.service_account.metadata,
+        &o.role.metadata,
+        &o.role_binding.metadata,
+        &o.service.metadata,
+        &o.config_map.metadata,
+        &o.stateful_set.metadata,
+        &o.pod_disruption_budget.metadata,
+    ];
+    for m in metas {
+        assert_eq!(m.owner_references, Some(vec![owner.clone()]), "{m:?}");
+        assert_eq!(m.labels, Some(labels(&cluster("{}"))), "{m:?}");
+        assert_eq!(m.namespace.as_deref(), Some("prod"), "{m:?}");
+    }
+}
+
+#[test]
+fn pods_meet_pod_security_restricted() {
+    let o = owned(&cluster("application: {image: 'shop:1.2'}"), true).expect("built");
+    let pod = o.stateful_set.spec.template.spec.expect("pod spec");
+    let p = pod.security_context.expect("pod security context");
+    assert_eq!(p.run_as_non_root, Some(true));
+    assert_eq!(
+        p.seccomp_profile.map(|s| s.type_),
+        Some("RuntimeDefault".into())
+    );
+    assert_eq!(pod.containers.len(), 2, "agent and application");
+    for c in &pod.containers {
+        let sc = c
+            .security_context
+            .clone()
+            .expect("container security context");
+        assert_eq!(sc.allow_privilege_escalation, Some(false), "{}", c.name);
+        assert_eq!(sc.run_as_non_root, Some(true), "{}", c.name);
+        let caps = sc.capabilities.expect("capabilities");
+        assert_eq!(caps.drop, Some(vec!["ALL".to_owned()]), "{}", c.name);
+    }
+}
+
+#[test]
+fn the_rollout_strategy_picks_the_update_strategy() {
+    let s = |spec: &str| {
+        let o = owned(&cluster(spec), true).expect("built");
+        let st = o.stateful_set.spec;
+        assert_eq!(st.pod_management_policy.as_deref(), Some("Parallel"));
+        st.update_strategy.and_then(|u| u.type_).unwrap_or_default()
+    };
+    assert_eq!(
+        s("{}"),
+        "OnDelete",
+        "OldestLast: the operator replaces pods itself"
+    );
+    assert_eq!(s("rollout: {strategy: Ordinal}"), "RollingUpdate");
+}
+
+#[test]
+fn the_agent_settings_are_accepted_by_the_agent_itself() {
+    let cs = cluster(
+        "replicas: 5\nbootstrap: {discovery: dns}\nmembership: {downing: keep-oldest, stableAfter: 30s}",
+    );
+    let o = owned(&cs, false).expect("built");
+    let data = o.config_map.data.expect("data");
+    assert_eq!(data[NEW_CLUSTER_ENABLED_KEY], "false");
+    let dir = std::env::temp_dir().join(format!("muster-operator-build-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    // The pod gets the key from the Secret; here it is a file of our own.
+    let key = dir.join("cluster.key");
+    std::fs::write(&key, "a-cluster-key-of-at-least-16-bytes").expect("write the key");
+    let file = dir.join("agent.yaml");
+    let text =
+        data["agent.yaml"].replace("/etc/muster/key/cluster.key", &key.display().to_string());
+    std::fs::write(&file, &text).expect("write");
+    let env = node_agent::config::Environment::from_pairs([
+        ("POD_IP", "10.1.2.3"),
+        ("POD_NAMESPACE", "prod"),
+    ]);
+    let loaded = node_agent::AgentConfig::load(Some(&file), &env)
+        .unwrap_or_else(|e| panic!("{e}\n{}", data["agent.yaml"]));
+    let b = &loaded.settings.bootstrap;
+    assert_eq!(b.required_contact_point_nr, 5);
+    assert_eq!(loaded.system_name, "shop");
+    assert_eq!(
+        b.new_cluster_enabled_file.as_deref(),
+        Some(std::path::Path::new(
+            "/etc/muster/config/new-cluster-enabled"
+        ))
+    );
+    let sbr = &loaded.settings.cluster.split_brain_resolver;
+    assert_eq!(sbr.stable_after, std::time::Duration::from_secs(30));
+    let _ = std::fs::remove_dir_all(&dir);
+}
