@@ -1,11 +1,13 @@
 //! muster's operator: turns a `ClusterSpec` resource into a self-forming cluster of
 //! agent pods and keeps it healthy through updates (see `../shared/ARCHITECTURE.md`).
 //!
-//! So far: the resource's types ([`crd`]) and the checks the schema cannot make
-//! ([`validate`]); `crdgen` writes `manifests/crd.yaml`.
+//! So far: the resource's types ([`crd`]), the checks the schema cannot make
+//! ([`validate`]), the owned objects ([`build`]) and the oldest-last rollout planner
+//! ([`rollout`]), all pure; `crdgen` writes `manifests/crd.yaml`.
 
 pub mod build;
 pub mod crd;
+pub mod rollout;
 pub mod validate;
 
 pub use crd::{ClusterSpec, ClusterSpecSpec, ClusterSpecStatus};

@@ -1,0 +1,149 @@
+//! The oldest-last rollout planner: a pure function from what the operator observes
+//! (pods, their revision and readiness, the cluster's members) to the one next step.
+//! Because the plan is derived from the cluster and the pods alone, an operator that
+//! restarts mid-rollout picks up where the last one stopped.
+//!
+//! Order: outdated pods that are not members go first (they hold nothing), then
+//! members youngest first (highest `upNumber`), the oldest — which holds the cluster
+//! singletons — last, so the oldest changes exactly once. A member is told to Leave,
+//! and its pod is deleted once it has left. Nothing moves while a pod is missing or
+//! not Ready, a member is not Up, or a member is unreachable.
+
+/// A pod of the cluster, as observed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PodView {
+    pub name: String,
+    /// Its controller revision (the StatefulSet's `controller-revision-hash` label).
+    pub revision: String,
+    pub ready: bool,
+    /// Being deleted (has a deletion timestamp).
+    pub terminating: bool,
+    pub ip: Option<String>,
+}
+
+/// A cluster member, as the agents report it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemberView {
+    /// The member's address, `muster://name@ip:port`.
+    pub address: String,
+    pub ip: String,
+    /// `Joining`, `WeaklyUp`, `Up`, `Leaving`, `Exiting`, `Down`.
+    pub status: String,
+    pub up_number: u32,
+    pub unreachable: bool,
+}
+
+/// Everything the planner looks at.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Observed {
+    pub pods: Vec<PodView>,
+    pub members: Vec<MemberView>,
+    /// The revision every pod should run.
+    pub target_revision: String,
+    pub replicas: usize,
+    pub paused: bool,
+}
+
+/// The one next thing to do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Step {
+    /// Every pod runs the target revision.
+    Done,
+    /// `spec.rollout.paused` is set and pods remain to be replaced.
+    Paused { remaining: usize },
+    /// Nothing may move yet; the reason, in words (shown in status).
+    Wait(String),
+    /// Ask this member to leave the cluster (its pod is replaced once it has left).
+    Leave { pod: String, member: String },
+    /// Delete this pod; the StatefulSet recreates it from the new template.
+    Delete { pod: String },
+}
+
+/// Progress for status: pods at the target revision, of all.
+pub fn progress(o: &Observed) -> (usize, usize) {
+    let updated = o
+        .pods
+        .iter()
+        .filter(|p| p.revision == o.target_revision && !p.terminating)
+        .count();
+    (updated, o.replicas)
+}
+
+/// The next step of the rollout.
+pub fn plan(o: &Observed) -> Step {
+    let member_of = |p: &PodView| {
+        p.ip.as_ref()
+            .and_then(|ip| o.members.iter().find(|m| &m.ip == ip))
+    };
+    let outdated: Vec<&PodView> = o
+        .pods
+        .iter()
+        .filter(|p| p.revision != o.target_revision)
+        .collect();
+    if outdated.is_empty() && o.pods.len() == o.replicas {
+        return Step::Done;
+    }
+    if o.paused {
+        return Step::Paused {
+            remaining: outdated.len(),
+        };
+    }
+    if let Some(p) = o.pods.iter().find(|p| p.terminating) {
+        return Step::Wait(format!("pod {} is terminating", p.name));
+    }
+    if o.pods.len() < o.replicas {
+        return Step::Wait(format!(
+            "{} of {} pods exist; waiting for the StatefulSet to recreate the rest",
+            o.pods.len(),
+            o.replicas
+        ));
+    }
+    // A member that is leaving: finish that replacement first.
+    for p in &outdated {
+        if let Some(m) = member_of(p)
+            && matches!(m.status.as_str(), "Leaving" | "Exiting" | "Down")
+        {
+            return if m.status == "Exiting" || m.status == "Down" {
+                Step::Delete {
+                    pod: p.name.clone(),
+                }
+            } else {
+                Step::Wait(format!("member {} of pod {} is leaving", m.address, p.name))
+            };
+        }
+    }
+    // Outdated pods that are not members hold nothing: replace them first.
+    if let Some(p) = outdated.iter().find(|p| member_of(p).is_none()) {
+        return Step::Delete {
+            pod: p.name.clone(),
+        };
+    }
+    // Members only move on a healthy cluster.
+    if let Some(m) = o.members.iter().find(|m| m.unreachable) {
+        return Step::Wait(format!("member {} is unreachable", m.address));
+    }
+    if let Some(p) = o.pods.iter().find(|p| !p.ready) {
+        return Step::Wait(format!("pod {} is not Ready", p.name));
+    }
+    if let Some(m) = o.members.iter().find(|m| m.status != "Up") {
+        return Step::Wait(format!("member {} is {}, not Up", m.address, m.status));
+    }
+    if let Some(p) = o.pods.iter().find(|p| member_of(p).is_none()) {
+        return Step::Wait(format!("pod {} is not a cluster member yet", p.name));
+    }
+    // Youngest first: the highest upNumber; the oldest (lowest) goes last.
+    let next = outdated
+        .iter()
+        .filter_map(|p| member_of(p).map(|m| (m, p)))
+        .max_by_key(|(m, _)| m.up_number);
+    match next {
+        Some((m, p)) => Step::Leave {
+            pod: p.name.clone(),
+            member: m.address.clone(),
+        },
+        None => Step::Wait("no outdated member found".into()),
+    }
+}
+
+#[cfg(test)]
+mod tests;
