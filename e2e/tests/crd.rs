@@ -7,6 +7,8 @@
 use std::process::Command;
 
 use e2e::ControlPlane;
+
+mod support;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, DynamicObject, Patch, PatchParams};
 use kube::core::{ApiResource, GroupVersionKind};
@@ -45,24 +47,29 @@ async fn the_crd_installs_and_the_server_applies_its_schema() {
     // 1.20 server has not written any condition yet).
     let client = cp.client().await.expect("client");
     let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    loop {
-        let crd = crds.get("clusterspecs.muster.dev").await.expect("the CRD");
-        let established = crd
-            .status
-            .and_then(|s| s.conditions)
-            .unwrap_or_default()
-            .iter()
-            .any(|c| c.type_ == "Established" && c.status == "True");
-        if established {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the CRD is not established"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
+    support::poll(
+        "the CRD is established",
+        std::time::Duration::from_secs(60),
+        || {
+            let crds = crds.clone();
+            async move {
+                let crd = crds
+                    .get("clusterspecs.muster.dev")
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let conditions = crd.status.and_then(|s| s.conditions).unwrap_or_default();
+                if conditions
+                    .iter()
+                    .any(|c| c.type_ == "Established" && c.status == "True")
+                {
+                    Ok(())
+                } else {
+                    Err(format!("conditions: {conditions:?}"))
+                }
+            }
+        },
+    )
+    .await;
 
     // The smallest ClusterSpec: the server fills in the defaults.
     let (ok, out) = kubectl(

@@ -142,11 +142,16 @@ pub async fn run(actor: MembershipActor) {
         let out: Vec<Outgoing> = tokio::select! {
             env = inbound.recv() => {
                 let Some(env) = env else { break };
-                let (from, kind) = (env.from.clone(), env.message.kind());
+                // The sender is kept for the log only when debug logging is on: this
+                // runs for every message.
+                let origin = tracing::enabled!(tracing::Level::DEBUG)
+                    .then(|| (env.from.clone(), env.message.kind()));
                 match core.receive(clock.now(), &mut rng, env) {
                     Ok(out) => out,
                     Err(d) => {
-                        debug!(%from, kind, reason = d.as_str(), "dropped a cluster message");
+                        if let Some((from, kind)) = origin {
+                            debug!(%from, kind, reason = d.as_str(), "dropped a cluster message");
+                        }
                         metrics.dropped(d.as_str());
                         Vec::new()
                     }
