@@ -4,8 +4,9 @@
 
 use std::collections::BTreeMap;
 
+use k8s_openapi::ByteString;
 use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::core::v1::{ConfigMap, Service, ServiceAccount};
+use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service, ServiceAccount};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use kube::{Resource, ResourceExt};
@@ -21,6 +22,10 @@ pub const CONFIG_DIR: &str = "/etc/muster/config";
 pub const KEY_DIR: &str = "/etc/muster/key";
 /// ConfigMap key the agents follow at run time (`bootstrap.new-cluster-enabled-file`).
 pub const NEW_CLUSTER_ENABLED_KEY: &str = "new-cluster-enabled";
+/// Secret keys: the key that authenticates agent-to-agent traffic, and the bearer
+/// token of the agents' mutating management routes (the operator's Leave).
+pub const CLUSTER_KEY: &str = "cluster.key";
+pub const MANAGEMENT_TOKEN: &str = "management.token";
 
 /// Every owned object but the Secret (created once by the controller, never rebuilt),
 /// in apply order: identity and permissions first, the pods last.
@@ -60,6 +65,33 @@ fn meta(cs: &ClusterSpec, name: &str) -> serde_json::Value {
         "labels": labels(cs),
         "ownerReferences": owner.into_iter().collect::<Vec<_>>(),
     })
+}
+
+/// Name of the Secret with the cluster key and the management token.
+pub fn secret_name(cs: &ClusterSpec) -> String {
+    format!("{}-cluster-key", cs.name_any())
+}
+
+/// The Secret, from 64 random bytes: the first half becomes the cluster key, the second
+/// the management token (hex). The controller creates it once and never rebuilds it:
+/// a new key would split running agents from restarted ones.
+pub fn secret(cs: &ClusterSpec, random: &[u8; 64]) -> Result<Secret, serde_json::Error> {
+    let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
+    let mut secret: Secret = serde_json::from_value(json!({
+        "metadata": meta(cs, &secret_name(cs)),
+        "type": "Opaque",
+    }))?;
+    secret.data = Some(BTreeMap::from([
+        (
+            CLUSTER_KEY.to_owned(),
+            ByteString(hex(&random[..32]).into_bytes()),
+        ),
+        (
+            MANAGEMENT_TOKEN.to_owned(),
+            ByteString(hex(&random[32..]).into_bytes()),
+        ),
+    ]));
+    Ok(secret)
 }
 
 /// Every owned object for `cs`; `new_cluster_enabled` goes to the ConfigMap.
@@ -139,7 +171,7 @@ pub fn agent_config(cs: &ClusterSpec) -> String {
     let config = json!({
         "cluster": {
             "name": cs.name_any(),
-            "key-file": format!("{KEY_DIR}/cluster.key"),
+            "key-file": format!("{KEY_DIR}/{CLUSTER_KEY}"),
             "failure-detector": {"threshold": s.membership.failure_detector_threshold},
             "split-brain-resolver": {
                 "active-strategy": strategy,
@@ -158,6 +190,7 @@ pub fn agent_config(cs: &ClusterSpec) -> String {
         "discovery": {
             "kubernetes-api": {"pod-label-selector": "app.kubernetes.io/instance=%s"},
         },
+        "management": {"token-file": format!("{KEY_DIR}/{MANAGEMENT_TOKEN}")},
     });
     serde_yaml::to_string(&config).unwrap_or_default()
 }
@@ -245,7 +278,7 @@ fn stateful_set(cs: &ClusterSpec) -> Result<StatefulSet, serde_json::Error> {
         "containers": containers,
         "volumes": [
             {"name": "config", "configMap": {"name": name}},
-            {"name": "cluster-key", "secret": {"secretName": format!("{name}-cluster-key")}},
+            {"name": "cluster-key", "secret": {"secretName": secret_name(cs)}},
         ],
     });
     if !sched.node_selector.is_empty() {

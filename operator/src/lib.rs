@@ -8,6 +8,8 @@
 pub mod build;
 pub mod crd;
 pub mod rollout;
+pub mod scale;
+pub mod status;
 pub mod validate;
 
 pub use crd::{ClusterSpec, ClusterSpecSpec, ClusterSpecStatus};

@@ -69,12 +69,15 @@ pub fn progress(o: &Observed) -> (usize, usize) {
     (updated, o.replicas)
 }
 
+/// The member running in `pod`, by IP.
+pub fn member_of<'a>(members: &'a [MemberView], pod: &PodView) -> Option<&'a MemberView> {
+    let ip = pod.ip.as_ref()?;
+    members.iter().find(|m| &m.ip == ip)
+}
+
 /// The next step of the rollout.
 pub fn plan(o: &Observed) -> Step {
-    let member_of = |p: &PodView| {
-        p.ip.as_ref()
-            .and_then(|ip| o.members.iter().find(|m| &m.ip == ip))
-    };
+    let member_of = |p: &PodView| member_of(&o.members, p);
     let outdated: Vec<&PodView> = o
         .pods
         .iter()

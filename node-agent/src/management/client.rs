@@ -39,11 +39,34 @@ impl ManagementClient {
 
     /// `GET http://addr/path`: status and body.
     pub async fn get(&self, addr: SocketAddr, path: &str) -> Result<(u16, Bytes), String> {
+        self.send(http::Method::GET, addr, path, None).await
+    }
+
+    /// `PUT http://addr/path` with `Authorization: Bearer <token>` (the mutating routes,
+    /// e.g. `/cluster/members/{address}?operation=Leave`): status and body.
+    pub async fn put(
+        &self,
+        addr: SocketAddr,
+        path: &str,
+        token: &str,
+    ) -> Result<(u16, Bytes), String> {
+        self.send(http::Method::PUT, addr, path, Some(token)).await
+    }
+
+    async fn send(
+        &self,
+        method: http::Method,
+        addr: SocketAddr,
+        path: &str,
+        token: Option<&str>,
+    ) -> Result<(u16, Bytes), String> {
         let fut = async {
             let uri = format!("http://{addr}{path}");
-            let req = http::Request::get(uri)
-                .body(Empty::new())
-                .map_err(|e| e.to_string())?;
+            let mut req = http::Request::builder().method(method).uri(uri);
+            if let Some(t) = token {
+                req = req.header(http::header::AUTHORIZATION, format!("Bearer {t}"));
+            }
+            let req = req.body(Empty::new()).map_err(|e| e.to_string())?;
             let resp = self.client.request(req).await.map_err(|e| e.to_string())?;
             let status = resp.status().as_u16();
             let body = Limited::new(resp.into_body(), MAX_BODY)

@@ -137,12 +137,14 @@ fn the_agent_settings_are_accepted_by_the_agent_itself() {
     assert_eq!(data[NEW_CLUSTER_ENABLED_KEY], "false");
     let dir = std::env::temp_dir().join(format!("muster-operator-build-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("dir");
-    // The pod gets the key from the Secret; here it is a file of our own.
-    let key = dir.join("cluster.key");
-    std::fs::write(&key, "a-cluster-key-of-at-least-16-bytes").expect("write the key");
+    // The pod gets the key and the token from the Secret, mounted at KEY_DIR; here the
+    // Secret's files are written to a folder of our own.
+    let secret = secret(&cs, &[7; 64]).expect("secret");
+    for (key, value) in secret.data.expect("data") {
+        std::fs::write(dir.join(key), value.0).expect("write a secret file");
+    }
     let file = dir.join("agent.yaml");
-    let text =
-        data["agent.yaml"].replace("/etc/muster/key/cluster.key", &key.display().to_string());
+    let text = data["agent.yaml"].replace(KEY_DIR, &dir.display().to_string());
     std::fs::write(&file, &text).expect("write");
     let env = node_agent::config::Environment::from_pairs([
         ("POD_IP", "10.1.2.3"),
@@ -159,7 +161,31 @@ fn the_agent_settings_are_accepted_by_the_agent_itself() {
             "/etc/muster/config/new-cluster-enabled"
         ))
     );
+    assert!(
+        loaded.management_token.is_some(),
+        "the management token is read from the Secret"
+    );
     let sbr = &loaded.settings.cluster.split_brain_resolver;
     assert_eq!(sbr.stable_after, std::time::Duration::from_secs(30));
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn the_secret_holds_a_key_and_a_token_from_the_random_bytes() {
+    let cs = cluster("replicas: 3");
+    let mut random = [0u8; 64];
+    random[0] = 0xab;
+    random[32] = 0xcd;
+    let s = secret(&cs, &random).expect("secret");
+    assert_eq!(s.metadata.name.as_deref(), Some("shop-cluster-key"));
+    assert!(s.metadata.owner_references.is_some_and(|o| o.len() == 1));
+    let data = s.data.expect("data");
+    let key = String::from_utf8(data[CLUSTER_KEY].0.clone()).expect("text");
+    let token = String::from_utf8(data[MANAGEMENT_TOKEN].0.clone()).expect("text");
+    assert_eq!(key.len(), 64, "32 bytes, hex");
+    assert!(
+        key.starts_with("ab00") && token.starts_with("cd00"),
+        "{key} {token}"
+    );
+    assert_ne!(key, token, "the two halves are separate secrets");
 }

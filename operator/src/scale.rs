@@ -1,0 +1,138 @@
+//! Scaling down gracefully: the StatefulSet removes the highest ordinals, so the members
+//! in those pods are told to Leave first, and the StatefulSet shrinks only once they
+//! have left (Exiting, Down, or gone). Pure, like the rollout planner: the decision
+//! follows from the pods and the members alone, so it survives an operator restart.
+
+use crate::rollout::{MemberView, PodView, member_of};
+
+/// What a scale-down needs now.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ScaleDown {
+    /// The replica count to give the StatefulSet.
+    pub replicas: i32,
+    /// Members to tell to Leave: (pod, member address).
+    pub leave: Vec<(String, String)>,
+    /// What the shrink waits for, in words (`None`: nothing).
+    pub waiting: Option<String>,
+}
+
+/// The ordinal of a StatefulSet pod (`shop-2` → 2).
+pub fn ordinal(pod: &str) -> Option<i32> {
+    pod.rsplit_once('-')?.1.parse().ok()
+}
+
+/// The StatefulSet's replicas for `desired`, given what runs (`current`: the replicas
+/// the StatefulSet has now; `None` before it exists).
+pub fn scale_down(
+    desired: i32,
+    current: Option<i32>,
+    pods: &[PodView],
+    members: &[MemberView],
+) -> ScaleDown {
+    let current = current.unwrap_or(desired);
+    if current <= desired {
+        return ScaleDown {
+            replicas: desired,
+            ..ScaleDown::default()
+        };
+    }
+    let mut leave = Vec::new();
+    let mut staying = Vec::new();
+    for p in pods
+        .iter()
+        .filter(|p| ordinal(&p.name).is_some_and(|o| o >= desired))
+    {
+        match member_of(members, p).map(|m| (m, m.status.as_str())) {
+            Some((m, "Joining" | "WeaklyUp" | "Up")) => {
+                leave.push((p.name.clone(), m.address.clone()));
+                staying.push(p.name.clone());
+            }
+            Some((_, "Leaving")) => staying.push(p.name.clone()),
+            _ => {}
+        }
+    }
+    if staying.is_empty() {
+        ScaleDown {
+            replicas: desired,
+            ..ScaleDown::default()
+        }
+    } else {
+        ScaleDown {
+            replicas: current,
+            leave,
+            waiting: Some(format!(
+                "scaling {current} → {desired}: waiting for the members of {} to leave",
+                staying.join(", ")
+            )),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pod(i: usize) -> PodView {
+        PodView {
+            name: format!("shop-{i}"),
+            revision: "r1".into(),
+            ready: true,
+            terminating: false,
+            ip: Some(format!("10.0.0.{i}")),
+        }
+    }
+
+    fn member(i: usize, status: &str) -> MemberView {
+        MemberView {
+            address: format!("muster://shop@10.0.0.{i}:2552"),
+            ip: format!("10.0.0.{i}"),
+            status: status.into(),
+            up_number: u32::try_from(i).expect("small"),
+            unreachable: false,
+        }
+    }
+
+    #[test]
+    fn the_highest_ordinals_leave_before_the_statefulset_shrinks() {
+        let pods: Vec<_> = (0..5).map(pod).collect();
+        let up: Vec<_> = (0..5).map(|i| member(i, "Up")).collect();
+        let s = scale_down(2, Some(5), &pods, &up);
+        assert_eq!(s.replicas, 5, "nothing removed before they leave");
+        let leaving: Vec<_> = s.leave.iter().map(|(p, _)| p.as_str()).collect();
+        assert_eq!(leaving, ["shop-2", "shop-3", "shop-4"]);
+        assert!(s.waiting.expect("waits").contains("shop-2, shop-3, shop-4"));
+
+        let mut after = up.clone();
+        after[2].status = "Exiting".into();
+        after[3].status = "Leaving".into();
+        after.remove(4);
+        let s = scale_down(2, Some(5), &pods, &after);
+        assert_eq!(
+            (s.replicas, s.leave.len()),
+            (5, 0),
+            "shop-3 is still leaving"
+        );
+
+        after[3].status = "Exiting".into();
+        let s = scale_down(2, Some(5), &pods, &after);
+        assert_eq!(
+            s,
+            ScaleDown {
+                replicas: 2,
+                leave: vec![],
+                waiting: None
+            }
+        );
+    }
+
+    #[test]
+    fn growing_or_unknown_members_shrink_at_once() {
+        let pods: Vec<_> = (0..3).map(pod).collect();
+        assert_eq!(scale_down(5, Some(3), &pods, &[]).replicas, 5);
+        assert_eq!(scale_down(3, None, &[], &[]).replicas, 3);
+        // No agent answered: the pods' own SIGTERM handling leaves gracefully.
+        assert_eq!(scale_down(1, Some(3), &pods, &[]).replicas, 1);
+        assert_eq!(ordinal("my-shop-12"), Some(12));
+        assert_eq!(ordinal("shop"), None);
+    }
+}

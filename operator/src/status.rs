@@ -1,0 +1,264 @@
+//! The status the operator reports, computed as a pure function of what it observed
+//! (pods, the agents' member list, the rollout step) and the status it reported last.
+//! Nothing in it changes from one reconcile to the next unless the cluster did — no
+//! per-reconcile timestamps, conditions keep their `lastTransitionTime` while their
+//! status holds — so a steady cluster causes no status writes.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use k8s_openapi::jiff::Timestamp;
+use node_agent::management::api::ClusterMembers;
+
+use crate::crd::{
+    ClusterSpecSpec, ClusterSpecStatus, MemberCounts, NewClusterEnabled, RolloutStatus,
+};
+use crate::validate::Problem;
+
+/// Phases, as shown by `kubectl get`.
+pub const PENDING: &str = "Pending";
+pub const FORMING: &str = "Forming";
+pub const RUNNING: &str = "Running";
+pub const UPDATING: &str = "Updating";
+pub const DEGRADED: &str = "Degraded";
+
+/// Everything the status is computed from.
+#[derive(Debug, Clone)]
+pub struct Seen<'a> {
+    pub spec: &'a ClusterSpecSpec,
+    pub generation: Option<i64>,
+    pub previous: Option<&'a ClusterSpecStatus>,
+    /// Pods that exist (not terminating).
+    pub pods: i32,
+    /// The pods' label selector (for the scale subresource).
+    pub selector: String,
+    /// The member list of the agent that answered; `Err`: why none did.
+    pub members: Result<&'a ClusterMembers, String>,
+    /// Problems of the spec; the controller changed nothing when there are any.
+    pub problems: &'a [Problem],
+    /// A rolling update in progress: pods updated, of all, the pod being replaced and
+    /// the step in words. `None` when every pod runs the current template.
+    pub rollout: Option<RolloutStatus>,
+    /// A scale-down waiting for members to leave, in words.
+    pub scaling: Option<String>,
+    /// A replaced pod that did not become Ready and an Up member in time, in words.
+    pub stalled: Option<String>,
+    /// False when the server has no `policy/v1` PodDisruptionBudget.
+    pub pdb_supported: bool,
+    pub now: Timestamp,
+}
+
+/// The contact points required to form: fixed when first reported, from the spec or
+/// the replica count at that time.
+pub fn required_contact_points(
+    spec: &ClusterSpecSpec,
+    previous: Option<&ClusterSpecStatus>,
+) -> i32 {
+    previous
+        .and_then(|s| s.required_contact_points)
+        .or(spec.bootstrap.required_contact_points)
+        .unwrap_or(spec.replicas)
+}
+
+/// Members that count as Up (Up and WeaklyUp serve; Leaving ones still do).
+fn up(members: &ClusterMembers) -> i32 {
+    let n = members
+        .members
+        .iter()
+        .filter(|m| m.status == "Up" || m.status == "WeaklyUp")
+        .count();
+    i32::try_from(n).unwrap_or(i32::MAX)
+}
+
+/// When the cluster counts as formed: the last report's time, or now when at least the
+/// required contact points are Up members.
+pub fn formed_at(seen: &Seen<'_>) -> Option<String> {
+    let before = seen.previous.and_then(|s| s.formed_at.clone());
+    before.or_else(|| {
+        let required = required_contact_points(seen.spec, seen.previous);
+        seen.members
+            .as_ref()
+            .ok()
+            .filter(|m| up(m) >= required)
+            .map(|_| seen.now.to_string())
+    })
+}
+
+/// Whether the agents may form a new cluster: `auto` until formed, then never again
+/// (re-enabling is the user's explicit `true`).
+pub fn new_cluster_enabled(spec: &ClusterSpecSpec, formed: bool) -> bool {
+    match spec.bootstrap.new_cluster_enabled {
+        NewClusterEnabled::True => true,
+        NewClusterEnabled::False => false,
+        NewClusterEnabled::Auto => !formed,
+    }
+}
+
+/// The status to report.
+pub fn compute(seen: &Seen<'_>) -> ClusterSpecStatus {
+    let spec = seen.spec;
+    let required = required_contact_points(spec, seen.previous);
+    let formed_at = formed_at(seen);
+    let members = seen.members.as_ref().ok();
+    let counts = members.map(|m| MemberCounts {
+        up: up(m),
+        total: i32::try_from(m.members.len()).unwrap_or(i32::MAX),
+        unreachable: i32::try_from(m.unreachable.len()).unwrap_or(i32::MAX),
+    });
+    let up_count = counts.as_ref().map_or(0, |c| c.up);
+    let unreachable = counts.as_ref().map_or(0, |c| c.unreachable);
+
+    let invalid = (!seen.problems.is_empty()).then(|| {
+        seen.problems
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join("; ")
+    });
+    let degraded: Option<(&str, String)> = if let Some(p) = &invalid {
+        Some(("InvalidSpec", format!("the spec was not applied: {p}")))
+    } else if let Some(s) = &seen.stalled {
+        Some(("MemberUpTimeout", s.clone()))
+    } else if unreachable > 0 {
+        Some((
+            "UnreachableMembers",
+            format!(
+                "{unreachable} member(s) unreachable; the split brain resolver decides after stableAfter"
+            ),
+        ))
+    } else if let (Some(_), Err(e)) = (&formed_at, &seen.members) {
+        Some((
+            "AgentsNotAnswering",
+            format!("no agent answered /cluster/members: {e}"),
+        ))
+    } else {
+        None
+    };
+    let progressing: Option<(&str, String)> = if let Some(r) = &seen.rollout {
+        Some((
+            "RollingUpdate",
+            format!(
+                "{} of {} pods updated; {}",
+                r.updated,
+                r.total,
+                r.step.as_deref().unwrap_or("in progress")
+            ),
+        ))
+    } else if let Some(s) = &seen.scaling {
+        Some(("ScalingDown", s.clone()))
+    } else if formed_at.is_none() {
+        Some((
+            "Forming",
+            format!("{up_count} of {required} required members Up"),
+        ))
+    } else if up_count != spec.replicas && degraded.is_none() {
+        Some((
+            "Scaling",
+            format!("{up_count} of {} members Up", spec.replicas),
+        ))
+    } else {
+        None
+    };
+
+    let phase = if formed_at.is_none() {
+        if seen.pods == 0 || members.is_none() {
+            PENDING
+        } else {
+            FORMING
+        }
+    } else if degraded.is_some() && invalid.is_none() {
+        DEGRADED
+    } else if progressing.is_some() {
+        UPDATING
+    } else {
+        RUNNING
+    };
+
+    let members_message = match &seen.members {
+        Ok(_) => format!("{up_count} of {} members Up", spec.replicas),
+        Err(e) => format!("no agent answered: {e}"),
+    };
+    let mut conditions = vec![
+        match &formed_at {
+            Some(at) => cond(
+                "Formed",
+                true,
+                "ClusterFormed",
+                format!("formed at {at} with {required} required contact points"),
+            ),
+            None => cond(
+                "Formed",
+                false,
+                "WaitingForContactPoints",
+                format!("{up_count} of {required} required members Up"),
+            ),
+        },
+        if up_count * 2 > spec.replicas {
+            cond("Available", true, "MajorityUp", members_message)
+        } else {
+            cond("Available", false, "NoMajorityUp", members_message)
+        },
+        match progressing {
+            Some((reason, message)) => cond("Progressing", true, reason, message),
+            None => cond(
+                "Progressing",
+                false,
+                "Complete",
+                "every pod runs the current template and is an Up member".into(),
+            ),
+        },
+        match degraded {
+            Some((reason, message)) => cond("Degraded", true, reason, message),
+            None => cond(
+                "Degraded",
+                false,
+                "Healthy",
+                "no unreachable members".into(),
+            ),
+        },
+    ];
+    conditions.push(if seen.pdb_supported {
+        cond("DisruptionBudget", true, "Applied", "a PodDisruptionBudget allows one pod down at a time".into())
+    } else {
+        cond("DisruptionBudget", false, "PolicyV1Unavailable", "the API server has no policy/v1 PodDisruptionBudget (Kubernetes < 1.21): voluntary evictions are not limited".into())
+    });
+    let previous_conditions = seen
+        .previous
+        .map(|s| s.conditions.as_slice())
+        .unwrap_or_default();
+    for c in &mut conditions {
+        c.observed_generation = seen.generation;
+        c.last_transition_time = previous_conditions
+            .iter()
+            .find(|p| p.type_ == c.type_ && p.status == c.status)
+            .map_or_else(|| Time(seen.now), |p| p.last_transition_time.clone());
+    }
+
+    ClusterSpecStatus {
+        observed_generation: seen.generation,
+        phase: Some(phase.to_owned()),
+        replicas: seen.pods,
+        selector: Some(seen.selector.clone()),
+        // Unknown while no agent answers (the Degraded condition says why), never stale.
+        members: counts,
+        leader: members.and_then(|m| m.leader.clone()),
+        oldest: members.and_then(|m| m.oldest.clone()),
+        new_cluster_enabled: Some(new_cluster_enabled(spec, formed_at.is_some())),
+        formed_at,
+        required_contact_points: Some(required),
+        rollout: seen.rollout.clone(),
+        conditions,
+    }
+}
+
+fn cond(type_: &str, status: bool, reason: &str, message: String) -> Condition {
+    Condition {
+        type_: type_.to_owned(),
+        status: if status { "True" } else { "False" }.to_owned(),
+        reason: reason.to_owned(),
+        message,
+        observed_generation: None,
+        last_transition_time: Time(Timestamp::UNIX_EPOCH),
+    }
+}
+
+#[cfg(test)]
+mod tests;

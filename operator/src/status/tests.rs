@@ -1,0 +1,245 @@
+use node_agent::management::api::{ClusterMember, ClusterUnreachableMember};
+
+use super::*;
+use crate::crd::ClusterSpec;
+
+fn spec(yaml: &str) -> ClusterSpecSpec {
+    serde_yaml::from_str::<ClusterSpec>(&format!(
+        "apiVersion: muster.dev/v1alpha1\nkind: ClusterSpec\nmetadata: {{name: shop, namespace: prod}}\nspec: {{{yaml}}}"
+    ))
+    .expect("a ClusterSpec")
+    .spec
+}
+
+/// A member list: one entry per status, addresses 10.0.0.1, .2, …
+fn members(statuses: &[&str], unreachable: &[usize]) -> ClusterMembers {
+    let addr = |i: usize| format!("muster://shop@10.0.0.{}:2552", i + 1);
+    ClusterMembers {
+        self_node: addr(0),
+        members: statuses
+            .iter()
+            .enumerate()
+            .map(|(i, s)| ClusterMember {
+                node: addr(i),
+                node_uid: i.to_string(),
+                status: (*s).to_owned(),
+                roles: vec![],
+                up_number: u32::try_from(i).expect("small"),
+                app_version: "1".into(),
+            })
+            .collect(),
+        unreachable: unreachable
+            .iter()
+            .map(|&i| ClusterUnreachableMember {
+                node: addr(i),
+                observed_by: vec![addr(0)],
+            })
+            .collect(),
+        leader: Some(addr(0)),
+        oldest: Some(addr(0)),
+        oldest_per_role: Default::default(),
+    }
+}
+
+fn at(second: i64) -> Timestamp {
+    Timestamp::from_second(1_800_000_000 + second).expect("a time")
+}
+
+fn seen<'a>(
+    spec: &'a ClusterSpecSpec,
+    previous: Option<&'a ClusterSpecStatus>,
+    members: Result<&'a ClusterMembers, String>,
+    now: Timestamp,
+) -> Seen<'a> {
+    Seen {
+        spec,
+        generation: Some(1),
+        previous,
+        pods: spec.replicas,
+        selector: "app.kubernetes.io/instance=shop".into(),
+        members,
+        problems: &[],
+        rollout: None,
+        scaling: None,
+        stalled: None,
+        pdb_supported: true,
+        now,
+    }
+}
+
+fn condition<'a>(s: &'a ClusterSpecStatus, type_: &str) -> &'a Condition {
+    s.conditions
+        .iter()
+        .find(|c| c.type_ == type_)
+        .unwrap_or_else(|| panic!("no {type_} condition in {:?}", s.conditions))
+}
+
+#[test]
+fn forming_until_the_required_contact_points_are_up_then_formed_and_locked() {
+    let sp = spec("replicas: 3");
+    let none = Err("no pod has an IP yet".to_owned());
+    let s0 = compute(&seen(&sp, None, none, at(0)));
+    assert_eq!(s0.phase.as_deref(), Some(PENDING));
+    assert_eq!(s0.required_contact_points, Some(3));
+    assert_eq!(s0.new_cluster_enabled, Some(true));
+
+    let two = members(&["Up", "Up", "Joining"], &[]);
+    let s1 = compute(&seen(&sp, Some(&s0), Ok(&two), at(5)));
+    assert_eq!(s1.phase.as_deref(), Some(FORMING));
+    assert_eq!(s1.formed_at, None);
+    assert_eq!(condition(&s1, "Formed").status, "False");
+    assert_eq!(
+        condition(&s1, "Available").status,
+        "True",
+        "2 of 3 is a majority"
+    );
+    assert_eq!(s1.new_cluster_enabled, Some(true));
+
+    let three = members(&["Up", "Up", "Up"], &[]);
+    let s2 = compute(&seen(&sp, Some(&s1), Ok(&three), at(9)));
+    assert_eq!(s2.phase.as_deref(), Some(RUNNING));
+    assert_eq!(s2.formed_at, Some(at(9).to_string()));
+    assert_eq!(s2.new_cluster_enabled, Some(false), "auto: off once formed");
+    assert_eq!(
+        s2.members,
+        Some(MemberCounts {
+            up: 3,
+            total: 3,
+            unreachable: 0
+        })
+    );
+    let formed = condition(&s2, "Formed");
+    assert_eq!(
+        (formed.status.as_str(), formed.last_transition_time.0),
+        ("True", at(9))
+    );
+    assert_eq!(formed.observed_generation, Some(1));
+
+    // Later the cluster loses every pod: formed stays formed, forming stays off.
+    let s3 = compute(&seen(
+        &sp,
+        Some(&s2),
+        Err("connection refused".into()),
+        at(60),
+    ));
+    assert_eq!(s3.formed_at, s2.formed_at);
+    assert_eq!(s3.new_cluster_enabled, Some(false));
+    assert_eq!(s3.phase.as_deref(), Some(DEGRADED));
+    assert_eq!(condition(&s3, "Degraded").reason, "AgentsNotAnswering");
+    assert_eq!(s3.members, None, "no stale counts");
+}
+
+#[test]
+fn explicit_true_and_false_override_the_lock() {
+    assert!(new_cluster_enabled(
+        &spec("bootstrap: {newClusterEnabled: \"true\"}"),
+        true
+    ));
+    assert!(!new_cluster_enabled(
+        &spec("bootstrap: {newClusterEnabled: \"false\"}"),
+        false
+    ));
+    assert!(new_cluster_enabled(&spec(""), false));
+    assert!(!new_cluster_enabled(&spec(""), true));
+}
+
+#[test]
+fn required_contact_points_are_fixed_at_the_first_report() {
+    let sp = spec("replicas: 3");
+    let s0 = compute(&seen(&sp, None, Err("none".into()), at(0)));
+    let scaled = spec("replicas: 5");
+    let s1 = compute(&seen(&scaled, Some(&s0), Err("none".into()), at(1)));
+    assert_eq!(
+        s1.required_contact_points,
+        Some(3),
+        "scaling does not move it"
+    );
+    let explicit = spec("replicas: 5, bootstrap: {requiredContactPoints: 2}");
+    assert_eq!(required_contact_points(&explicit, None), 2);
+}
+
+#[test]
+fn a_steady_cluster_reports_the_same_status_every_time() {
+    let sp = spec("replicas: 3");
+    let three = members(&["Up", "Up", "Up"], &[]);
+    let s1 = compute(&seen(&sp, None, Ok(&three), at(0)));
+    let s2 = compute(&seen(&sp, Some(&s1), Ok(&three), at(30)));
+    let s3 = compute(&seen(&sp, Some(&s2), Ok(&three), at(600)));
+    assert_eq!(s2, s1);
+    assert_eq!(s3, s1, "no per-reconcile timestamps");
+}
+
+#[test]
+fn conditions_keep_their_transition_time_while_their_status_holds() {
+    let sp = spec("replicas: 3");
+    let three = members(&["Up", "Up", "Up"], &[]);
+    let s1 = compute(&seen(&sp, None, Ok(&three), at(0)));
+    let one_unreachable = members(&["Up", "Up", "Up"], &[2]);
+    let s2 = compute(&seen(&sp, Some(&s1), Ok(&one_unreachable), at(10)));
+    assert_eq!(s2.phase.as_deref(), Some(DEGRADED));
+    let d = condition(&s2, "Degraded");
+    assert_eq!(
+        (d.status.as_str(), d.reason.as_str()),
+        ("True", "UnreachableMembers")
+    );
+    assert_eq!(d.last_transition_time.0, at(10));
+    assert_eq!(condition(&s2, "Formed").last_transition_time.0, at(0));
+    let s3 = compute(&seen(&sp, Some(&s2), Ok(&three), at(20)));
+    assert_eq!(condition(&s3, "Degraded").last_transition_time.0, at(20));
+    assert_eq!(s3.phase.as_deref(), Some(RUNNING));
+}
+
+#[test]
+fn rollouts_scaling_and_invalid_specs_are_reported() {
+    let sp = spec("replicas: 3");
+    let three = members(&["Up", "Up", "Up"], &[]);
+    let mut s = seen(&sp, None, Ok(&three), at(0));
+    s.rollout = Some(RolloutStatus {
+        updated: 1,
+        total: 3,
+        current_pod: Some("shop-1".into()),
+        step: Some("member of shop-1 is leaving".into()),
+    });
+    let r = compute(&s);
+    assert_eq!(r.phase.as_deref(), Some(UPDATING));
+    let p = condition(&r, "Progressing");
+    assert_eq!(
+        (p.status.as_str(), p.reason.as_str()),
+        ("True", "RollingUpdate")
+    );
+    assert!(p.message.contains("1 of 3 pods updated"), "{}", p.message);
+
+    let formed = compute(&seen(&sp, None, Ok(&three), at(0)));
+    let five = spec("replicas: 5");
+    let r = compute(&seen(&five, Some(&formed), Ok(&three), at(1)));
+    assert_eq!(r.phase.as_deref(), Some(UPDATING), "scaling up");
+    assert_eq!(condition(&r, "Progressing").reason, "Scaling");
+
+    let problems = [Problem {
+        field: "spec.bootstrap.stableMargin",
+        message: "`soon` is not a duration".into(),
+    }];
+    let mut s = seen(&sp, None, Ok(&three), at(0));
+    s.problems = &problems;
+    let r = compute(&s);
+    let d = condition(&r, "Degraded");
+    assert_eq!(d.reason, "InvalidSpec");
+    assert!(
+        d.message.contains("spec.bootstrap.stableMargin"),
+        "{}",
+        d.message
+    );
+    assert_eq!(
+        r.phase.as_deref(),
+        Some(RUNNING),
+        "the cluster itself runs on"
+    );
+
+    let mut s = seen(&sp, None, Ok(&three), at(0));
+    s.pdb_supported = false;
+    let r = compute(&s);
+    assert_eq!(
+        condition(&r, "DisruptionBudget").reason,
+        "PolicyV1Unavailable"
+    );
+}
