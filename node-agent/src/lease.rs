@@ -122,6 +122,35 @@ impl KubernetesLease {
         }
     }
 
+    /// Gives the Lease up when this node holds it (a graceful stop), so another holder
+    /// need not wait for it to run out. Best effort: a conflict means someone else
+    /// already took it.
+    pub async fn release(&self) -> Result<(), LeaseError> {
+        let Some(mut lease) = self
+            .api
+            .get_opt(&self.name)
+            .await
+            .map_err(|e| self.error("read", e))?
+        else {
+            return Ok(());
+        };
+        let mut spec = lease.spec.clone().unwrap_or_default();
+        if spec.holder_identity.as_deref() != Some(self.holder.as_str()) {
+            return Ok(());
+        }
+        spec.holder_identity = None;
+        lease.spec = Some(spec);
+        match self
+            .api
+            .replace(&self.name, &PostParams::default(), &lease)
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(Error::Api(s)) if s.code == 409 => Ok(()),
+            Err(e) => Err(self.error("update", e)),
+        }
+    }
+
     fn spec(&self, now: Timestamp, transitions: i32) -> LeaseSpec {
         LeaseSpec {
             holder_identity: Some(self.holder.clone()),

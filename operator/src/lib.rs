@@ -5,10 +5,15 @@
 //! ([`validate`]), the owned objects ([`build`]) and the oldest-last rollout planner
 //! ([`rollout`]), all pure; `crdgen` writes `manifests/crd.yaml`.
 
+pub mod agents;
 pub mod build;
+pub mod controller;
 pub mod crd;
+pub mod leader;
+pub mod metrics;
 pub mod rollout;
 pub mod scale;
+pub mod server;
 pub mod status;
 pub mod validate;
 

@@ -70,15 +70,18 @@ fn up(members: &ClusterMembers) -> i32 {
 
 /// When the cluster counts as formed: the last report's time, or now when at least the
 /// required contact points are Up members.
-pub fn formed_at(seen: &Seen<'_>) -> Option<String> {
-    let before = seen.previous.and_then(|s| s.formed_at.clone());
+pub fn formed_at(
+    spec: &ClusterSpecSpec,
+    previous: Option<&ClusterSpecStatus>,
+    members: Option<&ClusterMembers>,
+    now: Timestamp,
+) -> Option<String> {
+    let before = previous.and_then(|s| s.formed_at.clone());
     before.or_else(|| {
-        let required = required_contact_points(seen.spec, seen.previous);
-        seen.members
-            .as_ref()
-            .ok()
+        let required = required_contact_points(spec, previous);
+        members
             .filter(|m| up(m) >= required)
-            .map(|_| seen.now.to_string())
+            .map(|_| now.to_string())
     })
 }
 
@@ -96,8 +99,8 @@ pub fn new_cluster_enabled(spec: &ClusterSpecSpec, formed: bool) -> bool {
 pub fn compute(seen: &Seen<'_>) -> ClusterSpecStatus {
     let spec = seen.spec;
     let required = required_contact_points(spec, seen.previous);
-    let formed_at = formed_at(seen);
-    let members = seen.members.as_ref().ok();
+    let members = seen.members.as_ref().ok().copied();
+    let formed_at = formed_at(spec, seen.previous, members, seen.now);
     let counts = members.map(|m| MemberCounts {
         up: up(m),
         total: i32::try_from(m.members.len()).unwrap_or(i32::MAX),
@@ -123,6 +126,11 @@ pub fn compute(seen: &Seen<'_>) -> ClusterSpecStatus {
             format!(
                 "{unreachable} member(s) unreachable; the split brain resolver decides after stableAfter"
             ),
+        ))
+    } else if formed_at.is_some() && up_count == 0 && !new_cluster_enabled(spec, true) {
+        Some((
+            "NoClusterToJoin",
+            "no member is Up and forming a new cluster is off (the cluster formed before): the pods wait to join one. If the whole cluster is gone, set spec.bootstrap.newClusterEnabled: \"true\" until it has formed again, then back to auto".into(),
         ))
     } else if let (Some(_), Err(e)) = (&formed_at, &seen.members) {
         Some((

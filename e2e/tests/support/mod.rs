@@ -33,20 +33,9 @@ pub async fn create_headless_service(
         .expect("create the Service");
 }
 
-/// The `muster-agent` built beside this test (cargo test --workspace builds it).
+/// The `muster-agent` built beside this test.
 pub fn agent_binary() -> PathBuf {
-    let exe = std::env::current_exe().expect("test executable");
-    let bin = exe
-        .parent()
-        .and_then(|deps| deps.parent())
-        .expect("target folder")
-        .join("muster-agent");
-    assert!(
-        bin.exists(),
-        "{} is missing: run `cargo build -p node-agent` first (cargo test --workspace does)",
-        bin.display()
-    );
-    bin
+    built_binary("muster-agent")
 }
 
 /// The local platform's settings: DNS on `127.0.<dns_net>.53`, pods on
@@ -214,4 +203,46 @@ pub fn first_container(
     pod: k8s_openapi::api::core::v1::Pod,
 ) -> Option<k8s_openapi::api::core::v1::ContainerStatus> {
     pod.status?.container_statuses?.into_iter().next()
+}
+
+/// Waits until the ClusterSpec CRD is Established (polled: `kubectl wait` of a newer
+/// client fails at once while a 1.20 server has not written any condition yet).
+pub async fn wait_for_crd(client: &kube::Client) {
+    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    poll("the CRD is established", Duration::from_secs(60), || {
+        let crds = crds.clone();
+        async move {
+            let crd = crds
+                .get("clusterspecs.muster.dev")
+                .await
+                .map_err(|e| e.to_string())?;
+            let conditions = crd.status.and_then(|s| s.conditions).unwrap_or_default();
+            if conditions
+                .iter()
+                .any(|c| c.type_ == "Established" && c.status == "True")
+            {
+                Ok(())
+            } else {
+                Err(format!("conditions: {conditions:?}"))
+            }
+        }
+    })
+    .await;
+}
+
+/// A binary built beside this test (cargo test --workspace builds every package's).
+pub fn built_binary(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable");
+    let bin = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .expect("target folder")
+        .join(name);
+    assert!(
+        bin.exists(),
+        "{} is missing: run `cargo build --workspace` first (cargo test --workspace does)",
+        bin.display()
+    );
+    bin
 }

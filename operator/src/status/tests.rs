@@ -125,7 +125,23 @@ fn forming_until_the_required_contact_points_are_up_then_formed_and_locked() {
     assert_eq!(s3.formed_at, s2.formed_at);
     assert_eq!(s3.new_cluster_enabled, Some(false));
     assert_eq!(s3.phase.as_deref(), Some(DEGRADED));
-    assert_eq!(condition(&s3, "Degraded").reason, "AgentsNotAnswering");
+    assert_eq!(condition(&s3, "Degraded").reason, "NoClusterToJoin");
+    assert!(
+        condition(&s3, "Degraded")
+            .message
+            .contains("newClusterEnabled: \"true\""),
+        "says what to do"
+    );
+    // With forming allowed, the pods re-form by themselves: only the agents' silence
+    // is reported.
+    let on = spec("replicas: 3, bootstrap: {newClusterEnabled: \"true\"}");
+    let s4 = compute(&seen(
+        &on,
+        Some(&s2),
+        Err("connection refused".into()),
+        at(60),
+    ));
+    assert_eq!(condition(&s4, "Degraded").reason, "AgentsNotAnswering");
     assert_eq!(s3.members, None, "no stale counts");
 }
 

@@ -1,0 +1,216 @@
+//! `muster-operator`: reconciles `ClusterSpec` resources into self-forming clusters of
+//! muster agents. Runs in the cluster (in-cluster credentials) or outside it
+//! (KUBECONFIG). Exit codes: 0 after SIGTERM/SIGINT, 1 when leadership was lost, 2 when
+//! it cannot start (no API server, CRD missing, port taken) — with the reason and what to
+//! do on stderr.
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use clap::{Parser, ValueEnum};
+use kube::api::{Api, ListParams};
+use kube::client::ClientBuilder;
+use node_agent::lease::KubernetesLease;
+use operator::ClusterSpec;
+use operator::controller::{self, Context};
+use operator::leader;
+use operator::metrics::Metrics;
+use operator::server::{self, Health};
+use tokio::sync::watch;
+
+/// Runs self-forming clusters from ClusterSpec resources (muster.dev/v1alpha1).
+#[derive(Debug, Parser)]
+#[command(name = "muster-operator", version)]
+struct Args {
+    /// Watch ClusterSpecs in this namespace only. Default: every namespace.
+    #[arg(long, env = "MUSTER_WATCH_NAMESPACE")]
+    namespace: Option<String>,
+    /// Address of /healthz, /readyz and /metrics.
+    #[arg(long, env = "MUSTER_OPERATOR_LISTEN", default_value = "0.0.0.0:8080")]
+    listen: SocketAddr,
+    /// Namespace of the leader election Lease (in a pod: its own namespace).
+    #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
+    lease_namespace: String,
+    /// Name of the leader election Lease.
+    #[arg(long, env = "MUSTER_LEASE_NAME", default_value = "muster-operator")]
+    lease_name: String,
+    /// This replica's name in the Lease and in Events. Default: the pod name, else
+    /// `<hostname>-<pid>`.
+    #[arg(long, env = "POD_NAME")]
+    identity: Option<String>,
+    /// Log format: `text` or `json`. The level comes from RUST_LOG (default `info`).
+    #[arg(long, env = "MUSTER_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let logs = tracing_subscriber::fmt().with_env_filter(filter);
+    match args.log_format {
+        LogFormat::Text => logs.init(),
+        LogFormat::Json => logs.json().init(),
+    }
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("muster-operator: cannot start the async runtime: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let code = runtime.block_on(run(args));
+    runtime.shutdown_timeout(Duration::from_millis(500));
+    code
+}
+
+/// Why the operator cannot start, with what to do.
+fn fail(message: String) -> ExitCode {
+    tracing::error!("{message}");
+    eprintln!("muster-operator: {message}");
+    ExitCode::from(2)
+}
+
+async fn run(args: Args) -> ExitCode {
+    let metrics = Metrics::new();
+    let config = match kube::Config::infer().await {
+        Ok(c) => c,
+        Err(e) => {
+            return fail(format!(
+                "no Kubernetes configuration ({e}): run in a pod with a service account, or set KUBECONFIG"
+            ));
+        }
+    };
+    // Every request to the API server is counted (muster_operator_api_requests_total).
+    let counted = metrics.clone();
+    let count = tower::util::MapRequestLayer::new(move |req: http::Request<kube::client::Body>| {
+        counted.api_request(req.method());
+        req
+    });
+    let client = match ClientBuilder::try_from(config) {
+        Ok(b) => b.with_layer(&count).build(),
+        Err(e) => return fail(format!("cannot build a Kubernetes client: {e}")),
+    };
+
+    let health = Health {
+        ready: Arc::default(),
+        metrics: metrics.clone(),
+    };
+    let listener = match tokio::net::TcpListener::bind(args.listen).await {
+        Ok(l) => l,
+        Err(e) => {
+            return fail(format!(
+                "cannot listen on {} ({e}): choose another address with --listen",
+                args.listen
+            ));
+        }
+    };
+    tokio::spawn(node_agent::management::server::serve(
+        listener,
+        server::router(health.clone()),
+        64,
+        Duration::from_secs(10),
+    ));
+
+    // The CRD must be installed: the controller's watch would fail forever otherwise.
+    let specs: Api<ClusterSpec> = Api::all(client.clone());
+    match specs.list(&ListParams::default().limit(1)).await {
+        Ok(_) => {}
+        Err(kube::Error::Api(e)) if e.code == 404 => {
+            return fail(
+                "the ClusterSpec CRD (clusterspecs.muster.dev) is not installed: kubectl apply -f manifests/crd.yaml (or install the Helm chart), then start the operator again".into(),
+            );
+        }
+        Err(e) => {
+            return fail(format!(
+                "cannot list ClusterSpecs ({e}): check the API server address and that this service account may list clusterspecs.muster.dev"
+            ));
+        }
+    }
+    health.ready.store(true, Ordering::Relaxed);
+
+    let identity = args.identity.clone().unwrap_or_else(|| {
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_owned())
+            .unwrap_or_else(|_| "operator".into());
+        format!("{host}-{}", std::process::id())
+    });
+    let (stop_tx, stop_rx) = watch::channel(false);
+    tokio::spawn(async move {
+        signal().await;
+        tracing::info!("stopping: the current reconciles finish first");
+        let _ = stop_tx.send(true);
+    });
+    let stopped = |mut rx: watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+
+    let lease = KubernetesLease::new(
+        client.clone(),
+        &args.lease_namespace,
+        &args.lease_name,
+        &identity,
+        leader::LEASE_DURATION,
+    );
+    tokio::select! {
+        () = leader::acquire(&lease) => {}
+        () = stopped(stop_rx.clone()) => return ExitCode::SUCCESS,
+    }
+    metrics.leader.set(1);
+    let ctx = Arc::new(Context::new(client, metrics.clone(), &identity).await);
+    let (lost_tx, lost_rx) = watch::channel(false);
+    let keeper = {
+        let lease = lease.clone();
+        tokio::spawn(async move {
+            leader::keep(&lease).await;
+            let _ = lost_tx.send(true);
+        })
+    };
+    let shutdown = {
+        let (stop, lost) = (stop_rx.clone(), lost_rx.clone());
+        async move {
+            tokio::select! {
+                () = stopped(stop) => {}
+                () = stopped(lost) => {}
+            }
+        }
+    };
+    controller::run(ctx, args.namespace.clone(), shutdown).await;
+    keeper.abort();
+    metrics.leader.set(0);
+    if *lost_rx.borrow() {
+        let message = "lost the leader Lease (could not renew it): stopping so that two replicas never write at once; the Deployment restarts this one";
+        tracing::error!("{message}");
+        eprintln!("muster-operator: {message}");
+        return ExitCode::from(1);
+    }
+    if let Err(e) = lease.release().await {
+        tracing::warn!(error = %e, "could not release the leader Lease; the next replica waits for it to run out");
+    }
+    tracing::info!("stopped");
+    ExitCode::SUCCESS
+}
+
+async fn signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        if let Ok(mut term) = signal(SignalKind::terminate()) {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+            return;
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
+}

@@ -1,0 +1,470 @@
+//! The reconcile driver for one `ClusterSpec`: observe (the StatefulSet, the pods, the
+//! agents' member list) → validate (pure) → build (pure) → apply → act (one rollout or
+//! scale-down step) → status. An invalid spec changes nothing but the status; a
+//! transient error requeues with backoff.
+
+pub mod apply;
+mod observe;
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::core::v1::{ConfigMap, Pod};
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Api, DeleteParams, Patch, PatchParams};
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::reflector::ObjectRef;
+use kube::runtime::watcher;
+use kube::{Client, Resource, ResourceExt};
+use serde_json::json;
+
+use crate::agents::Agents;
+use crate::build;
+use crate::crd::{ClusterSpec, RolloutStatus, RolloutStrategy};
+use crate::metrics::Metrics;
+use crate::rollout::{self, Step};
+use crate::scale;
+use crate::status::{self, Seen};
+use crate::validate::validate;
+
+pub use apply::FIELD_MANAGER;
+use observe::World;
+
+/// Label every owned object and pod carries (`build::labels`).
+pub const MANAGED_BY: &str = "app.kubernetes.io/managed-by=muster-operator";
+
+/// How often a cluster is looked at while something is happening (forming, rolling,
+/// scaling: member changes do not wake the controller) and when all is quiet.
+const BUSY_REQUEUE: Duration = Duration::from_secs(2);
+const QUIET_REQUEUE: Duration = Duration::from_secs(30);
+
+/// Why a reconcile failed.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("cannot {what}: {source}")]
+    Kube {
+        what: String,
+        #[source]
+        source: kube::Error,
+    },
+    #[error("cannot build the owned objects: {0}")]
+    Build(#[source] serde_json::Error),
+    #[error("{0}")]
+    Secret(String),
+    #[error("the ClusterSpec has no namespace")]
+    NoNamespace,
+}
+
+impl Error {
+    pub fn kube(what: impl Into<String>, source: kube::Error) -> Self {
+        Self::Kube {
+            what: what.into(),
+            source,
+        }
+    }
+
+    /// The `reason` label of `muster_operator_reconcile_failures_total`.
+    pub fn metric_label(&self) -> &'static str {
+        match self {
+            Self::Kube { .. } => "kube",
+            Self::Build(_) => "build",
+            Self::Secret(_) => "secret",
+            Self::NoNamespace => "no_namespace",
+        }
+    }
+}
+
+/// What every reconcile uses.
+pub struct Context {
+    pub client: Client,
+    pub agents: Agents,
+    pub recorder: Recorder,
+    pub metrics: Metrics,
+    /// The API server serves `policy/v1` PodDisruptionBudgets (Kubernetes ≥ 1.21).
+    pub pdb_supported: bool,
+}
+
+impl std::fmt::Debug for Context {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Context")
+            .field("pdb_supported", &self.pdb_supported)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Context {
+    /// Looks up what the API server supports; `instance` names this replica in Events.
+    pub async fn new(client: Client, metrics: Metrics, instance: &str) -> Self {
+        let pdb_supported = client
+            .list_api_group_resources("policy/v1")
+            .await
+            .is_ok_and(|l| l.resources.iter().any(|r| r.kind == "PodDisruptionBudget"));
+        if !pdb_supported {
+            tracing::warn!(
+                "the API server has no policy/v1 PodDisruptionBudget (Kubernetes < 1.21): clusters get none, and say so in their DisruptionBudget condition"
+            );
+        }
+        let reporter = Reporter {
+            controller: FIELD_MANAGER.into(),
+            instance: Some(instance.into()),
+        };
+        Self {
+            recorder: Recorder::new(client.clone(), reporter),
+            client,
+            agents: Agents::default(),
+            metrics,
+            pdb_supported,
+        }
+    }
+}
+
+/// Runs the controller until `shutdown` resolves (ClusterSpecs in `namespace`, or all).
+pub async fn run(
+    ctx: Arc<Context>,
+    namespace: Option<String>,
+    shutdown: impl Future<Output = ()> + Send + Sync + 'static,
+) {
+    let client = ctx.client.clone();
+    let (specs, sets, pods) = match &namespace {
+        Some(ns) => (
+            Api::<ClusterSpec>::namespaced(client.clone(), ns),
+            Api::<StatefulSet>::namespaced(client.clone(), ns),
+            Api::<Pod>::namespaced(client.clone(), ns),
+        ),
+        None => (
+            Api::<ClusterSpec>::all(client.clone()),
+            Api::<StatefulSet>::all(client.clone()),
+            Api::<Pod>::all(client.clone()),
+        ),
+    };
+    let owned = watcher::Config::default().labels(MANAGED_BY);
+    let configs = match &namespace {
+        Some(ns) => Api::<ConfigMap>::namespaced(client, ns),
+        None => Api::<ConfigMap>::all(client),
+    };
+    Controller::new(specs, watcher::Config::default())
+        .owns(sets, owned.clone())
+        .owns(configs, owned.clone())
+        // Pods are the StatefulSet's, not ours: map them by their instance label, so a
+        // pod turning Ready or going away moves a rollout on at once.
+        .watches(pods, owned, |pod: Pod| {
+            let name = pod.labels().get("app.kubernetes.io/instance")?.clone();
+            let ns = pod.namespace()?;
+            Some(ObjectRef::<ClusterSpec>::new(&name).within(&ns))
+        })
+        .graceful_shutdown_on(shutdown)
+        .run(reconcile, error_policy, ctx)
+        .for_each(|result| async move {
+            if let Err(e) = result {
+                tracing::debug!(error = %e, "reconcile ended with an error");
+            }
+        })
+        .await;
+}
+
+fn error_policy(cs: Arc<ClusterSpec>, error: &Error, _ctx: Arc<Context>) -> Action {
+    tracing::warn!(clusterspec = %cs.name_any(), %error, "reconcile failed; retrying in 5 s");
+    Action::requeue(Duration::from_secs(5))
+}
+
+/// One reconcile of `cs`, timed and counted.
+#[tracing::instrument(skip_all, fields(clusterspec = %cs.name_any(), namespace = cs.namespace().unwrap_or_default()))]
+pub async fn reconcile(cs: Arc<ClusterSpec>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let started = Instant::now();
+    let result = reconcile_once(&cs, &ctx, Timestamp::now()).await;
+    ctx.metrics.reconciled(
+        started.elapsed(),
+        result.as_ref().err().map(Error::metric_label),
+    );
+    result
+}
+
+async fn reconcile_once(cs: &ClusterSpec, ctx: &Context, now: Timestamp) -> Result<Action, Error> {
+    let ns = cs.namespace().ok_or(Error::NoNamespace)?;
+    let world = observe::world(ctx, cs, &ns).await?;
+    let problems = validate(&cs.spec);
+    let previous = cs.status.as_ref();
+    let members = world.members.as_ref().ok();
+    let member_views = members.map(crate::agents::member_views).unwrap_or_default();
+    let pod_views: Vec<rollout::PodView> = world.pods.iter().map(observe::pod_view).collect();
+
+    let mut rollout_status = None;
+    let mut scaling = None;
+    if problems.is_empty() {
+        let formed = status::formed_at(&cs.spec, previous, members, now).is_some();
+        let lock = status::new_cluster_enabled(&cs.spec, formed);
+        let current = world.stateful_set.as_ref().and_then(|s| s.spec.replicas);
+        let shrink = scale::scale_down(cs.spec.replicas, current, &pod_views, &member_views);
+        let token = apply::secret(ctx, cs, &ns).await?;
+        let mut owned = build::owned(cs, lock).map_err(Error::Build)?;
+        owned.stateful_set.spec.replicas = Some(shrink.replicas);
+        apply::owned(ctx, &ns, owned).await?;
+        for (pod, member) in &shrink.leave {
+            leave(ctx, cs, &world, pod, member, &token).await;
+        }
+        scaling = shrink.waiting;
+        if scaling.is_none() {
+            rollout_status = roll(ctx, cs, &world, pod_views, member_views, &token).await?;
+        }
+    }
+
+    let seen = Seen {
+        spec: &cs.spec,
+        generation: cs.meta().generation,
+        previous,
+        pods: i32::try_from(
+            world
+                .pods
+                .iter()
+                .filter(|p| p.metadata.deletion_timestamp.is_none())
+                .count(),
+        )
+        .unwrap_or(i32::MAX),
+        selector: format!("app.kubernetes.io/instance={}", cs.name_any()),
+        members: world.members.as_ref().map_err(Clone::clone),
+        problems: &problems,
+        rollout: rollout_status,
+        scaling,
+        stalled: observe::stalled(cs, &world, now),
+        pdb_supported: ctx.pdb_supported,
+        now,
+    };
+    let next = status::compute(&seen);
+    if previous != Some(&next) {
+        write_status(ctx, cs, &ns, &next).await?;
+        announce(ctx, cs, previous, &next).await;
+    }
+    let quiet = next.phase.as_deref() == Some(status::RUNNING) || !problems.is_empty();
+    Ok(Action::requeue(if quiet {
+        QUIET_REQUEUE
+    } else {
+        BUSY_REQUEUE
+    }))
+}
+
+/// One step of an oldest-last rollout (the StatefulSet rolls `Ordinal` itself); the
+/// progress to report, `None` when every pod runs the current template.
+async fn roll(
+    ctx: &Context,
+    cs: &ClusterSpec,
+    world: &World,
+    pods: Vec<rollout::PodView>,
+    members: Vec<rollout::MemberView>,
+    token: &str,
+) -> Result<Option<RolloutStatus>, Error> {
+    let Some(target) = world.update_revision() else {
+        return Ok(None);
+    };
+    let observed = rollout::Observed {
+        pods,
+        members,
+        target_revision: target,
+        replicas: usize::try_from(cs.spec.replicas).unwrap_or(0),
+        paused: cs.spec.rollout.paused,
+    };
+    let (updated, total) = rollout::progress(&observed);
+    let step = if cs.spec.rollout.strategy == RolloutStrategy::Ordinal {
+        if updated == total {
+            return Ok(None);
+        }
+        Step::Wait("the StatefulSet's RollingUpdate replaces pods, highest ordinal first".into())
+    } else {
+        rollout::plan(&observed)
+    };
+    let (current_pod, words) = match &step {
+        Step::Done => return Ok(None),
+        Step::Paused { remaining } => (
+            None,
+            format!("paused with {remaining} pod(s) left (spec.rollout.paused)"),
+        ),
+        Step::Wait(why) => (None, format!("waiting: {why}")),
+        Step::Leave { pod, member } => {
+            leave(ctx, cs, world, pod, member, token).await;
+            (
+                Some(pod.clone()),
+                format!("member {member} of pod {pod} asked to leave"),
+            )
+        }
+        Step::Delete { pod } => {
+            let api: Api<Pod> = Api::namespaced(ctx.client.clone(), &world.namespace);
+            api.delete(pod, &DeleteParams::default())
+                .await
+                .map_err(|e| Error::kube(format!("delete pod {pod}"), e))?;
+            ctx.metrics.step("delete");
+            tracing::info!(%pod, "rollout: deleted the pod; the StatefulSet recreates it from the new template");
+            event(
+                ctx,
+                cs,
+                EventType::Normal,
+                "PodReplaced",
+                "Rollout",
+                format!("deleted pod {pod} to replace it with the current template"),
+            )
+            .await;
+            (
+                Some(pod.clone()),
+                format!("pod {pod} deleted; waiting for its replacement"),
+            )
+        }
+    };
+    Ok(Some(RolloutStatus {
+        updated: i32::try_from(updated).unwrap_or(i32::MAX),
+        total: i32::try_from(total).unwrap_or(i32::MAX),
+        current_pod,
+        step: Some(words),
+    }))
+}
+
+/// Asks `member` (in `pod`) to leave; a failure is logged and retried next time.
+async fn leave(
+    ctx: &Context,
+    cs: &ClusterSpec,
+    world: &World,
+    pod: &str,
+    member: &str,
+    token: &str,
+) {
+    let ip = world
+        .pods
+        .iter()
+        .find(|p| p.metadata.name.as_deref() == Some(pod))
+        .and_then(|p| p.status.as_ref()?.pod_ip.as_ref()?.parse::<IpAddr>().ok());
+    let Some(ip) = ip else {
+        tracing::warn!(%pod, "cannot ask the member to leave: the pod has no IP");
+        return;
+    };
+    match ctx.agents.leave(ip, member, token).await {
+        Ok(()) => {
+            ctx.metrics.step("leave");
+            tracing::info!(%pod, %member, "asked the member to leave");
+            event(
+                ctx,
+                cs,
+                EventType::Normal,
+                "MemberLeaving",
+                "Leave",
+                format!("asked member {member} of pod {pod} to leave the cluster"),
+            )
+            .await;
+        }
+        Err(e) => {
+            tracing::warn!(%pod, %member, error = %e, "the member could not be asked to leave; retrying")
+        }
+    }
+}
+
+async fn write_status(
+    ctx: &Context,
+    cs: &ClusterSpec,
+    ns: &str,
+    status: &crate::ClusterSpecStatus,
+) -> Result<(), Error> {
+    let api: Api<ClusterSpec> = Api::namespaced(ctx.client.clone(), ns);
+    let patch = json!({
+        "apiVersion": "muster.dev/v1alpha1",
+        "kind": "ClusterSpec",
+        "status": status,
+    });
+    api.patch_status(
+        &cs.name_any(),
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(&patch),
+    )
+    .await
+    .map_err(|e| Error::kube("write the status", e))?;
+    Ok(())
+}
+
+/// Events for the milestones between two statuses.
+async fn announce(
+    ctx: &Context,
+    cs: &ClusterSpec,
+    before: Option<&crate::ClusterSpecStatus>,
+    after: &crate::ClusterSpecStatus,
+) {
+    let was = |f: fn(&crate::ClusterSpecStatus) -> bool| before.is_some_and(f);
+    if after.formed_at.is_some() && !was(|s| s.formed_at.is_some()) {
+        let up = after.members.as_ref().map_or(0, |m| m.up);
+        event(
+            ctx,
+            cs,
+            EventType::Normal,
+            "Formed",
+            "Form",
+            format!(
+                "one cluster formed with {up} Up members; leader {}",
+                after.leader.as_deref().unwrap_or("?")
+            ),
+        )
+        .await;
+    }
+    if after.new_cluster_enabled == Some(false) && !was(|s| s.new_cluster_enabled == Some(false)) {
+        event(
+            ctx,
+            cs,
+            EventType::Normal,
+            "NewClusterDisabled",
+            "Lock",
+            "new-cluster-enabled is now false: restarted pods only join the existing cluster"
+                .into(),
+        )
+        .await;
+    }
+    if after.rollout.is_some() && !was(|s| s.rollout.is_some()) {
+        event(
+            ctx,
+            cs,
+            EventType::Normal,
+            "RolloutStarted",
+            "Rollout",
+            "the pod template changed: replacing pods one at a time, the oldest member last".into(),
+        )
+        .await;
+    }
+    if after.rollout.is_none() && was(|s| s.rollout.is_some()) {
+        event(
+            ctx,
+            cs,
+            EventType::Normal,
+            "RolloutFinished",
+            "Rollout",
+            "every pod runs the current template".into(),
+        )
+        .await;
+    }
+    let degraded = |s: &crate::ClusterSpecStatus| {
+        s.conditions
+            .iter()
+            .find(|c| c.type_ == "Degraded" && c.status == "True")
+            .map(|c| (c.reason.clone(), c.message.clone()))
+    };
+    if let Some((reason, message)) = degraded(after)
+        && before.and_then(degraded).map(|d| d.0) != Some(reason.clone())
+    {
+        event(ctx, cs, EventType::Warning, &reason, "Observe", message).await;
+    }
+}
+
+async fn event(
+    ctx: &Context,
+    cs: &ClusterSpec,
+    type_: EventType,
+    reason: &str,
+    action: &str,
+    note: String,
+) {
+    let ev = Event {
+        type_,
+        reason: reason.into(),
+        note: Some(note),
+        action: action.into(),
+        secondary: None,
+    };
+    if let Err(e) = ctx.recorder.publish(&ev, &cs.object_ref(&())).await {
+        tracing::warn!(error = %e, %reason, "could not record an event");
+    }
+}

@@ -1,0 +1,125 @@
+//! What a reconcile reads: the StatefulSet, its pods and the agents' member list.
+
+use std::net::IpAddr;
+
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::jiff::Timestamp;
+use kube::ResourceExt;
+use kube::api::{Api, ListParams};
+use node_agent::management::api::ClusterMembers;
+
+use super::{Context, Error};
+use crate::ClusterSpec;
+use crate::rollout::PodView;
+
+/// The observed state of one cluster.
+#[derive(Debug)]
+pub struct World {
+    pub namespace: String,
+    pub stateful_set: Option<StatefulSet>,
+    /// The cluster's pods, ordered by name.
+    pub pods: Vec<Pod>,
+    /// The member list of the first agent that answered; else why none did.
+    pub members: Result<ClusterMembers, String>,
+}
+
+impl World {
+    /// The revision every pod should run, once the StatefulSet controller has seen the
+    /// current template (`None` before: a rollout waits).
+    pub fn update_revision(&self) -> Option<String> {
+        let set = self.stateful_set.as_ref()?;
+        let status = set.status.as_ref()?;
+        if status.observed_generation < set.metadata.generation {
+            return None;
+        }
+        status.update_revision.clone()
+    }
+}
+
+pub async fn world(ctx: &Context, cs: &ClusterSpec, ns: &str) -> Result<World, Error> {
+    let name = cs.name_any();
+    let stateful_set = Api::<StatefulSet>::namespaced(ctx.client.clone(), ns)
+        .get_opt(&name)
+        .await
+        .map_err(|e| Error::kube(format!("read StatefulSet {name}"), e))?;
+    let selector = format!("app.kubernetes.io/instance={name}");
+    let mut pods = Api::<Pod>::namespaced(ctx.client.clone(), ns)
+        .list(&ListParams::default().labels(&selector))
+        .await
+        .map_err(|e| Error::kube(format!("list the pods of {name}"), e))?
+        .items;
+    pods.sort_by_key(ResourceExt::name_any);
+    // Ready pods first: their agents are members and answer soonest.
+    let mut ips: Vec<(bool, IpAddr)> = pods
+        .iter()
+        .filter(|p| p.metadata.deletion_timestamp.is_none())
+        .filter_map(|p| {
+            let ip = p.status.as_ref()?.pod_ip.as_ref()?.parse().ok()?;
+            Some((!is_ready(p), ip))
+        })
+        .collect();
+    ips.sort();
+    let ips: Vec<IpAddr> = ips.into_iter().map(|(_, ip)| ip).collect();
+    let members = ctx.agents.members(&ips).await;
+    if let Err(e) = &members {
+        tracing::debug!(error = %e, "no agent answered /cluster/members");
+    }
+    Ok(World {
+        namespace: ns.to_owned(),
+        stateful_set,
+        pods,
+        members,
+    })
+}
+
+pub fn is_ready(p: &Pod) -> bool {
+    p.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+}
+
+pub fn pod_view(p: &Pod) -> PodView {
+    PodView {
+        name: p.name_any(),
+        revision: p
+            .labels()
+            .get("controller-revision-hash")
+            .cloned()
+            .unwrap_or_default(),
+        ready: is_ready(p),
+        terminating: p.metadata.deletion_timestamp.is_some(),
+        ip: p.status.as_ref().and_then(|s| s.pod_ip.clone()),
+    }
+}
+
+/// A pod that has existed for longer than `spec.rollout.memberUpTimeout` without being
+/// Ready and an Up member, in words.
+pub fn stalled(cs: &ClusterSpec, world: &World, now: Timestamp) -> Option<String> {
+    let timeout = node_agent::config::duration::parse(&cs.spec.rollout.member_up_timeout).ok()?;
+    // Without an answer from any agent, the Degraded condition says that instead.
+    let members = world.members.as_ref().ok()?;
+    let up_ips: Vec<String> = members
+        .members
+        .iter()
+        .filter(|x| x.status == "Up")
+        .filter_map(|x| crate::agents::ip_of(&x.node))
+        .collect();
+    world.pods.iter().find_map(|p| {
+        let created = p.metadata.creation_timestamp.as_ref()?.0;
+        let age = now.duration_since(created);
+        if age.as_secs() < i64::try_from(timeout.as_secs()).unwrap_or(i64::MAX) {
+            return None;
+        }
+        let ip = p.status.as_ref().and_then(|s| s.pod_ip.clone());
+        let member = ip.is_some_and(|ip| up_ips.contains(&ip));
+        (!is_ready(p) || !member).then(|| {
+            format!(
+                "pod {} is older than spec.rollout.memberUpTimeout ({}) and still not Ready and an Up member; the rollout waits — see the pod's events and its agent's /bootstrap/status",
+                p.name_any(),
+                cs.spec.rollout.member_up_timeout,
+            )
+        })
+    })
+}
