@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use e2e::{Platform, Target};
+use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod};
 use kube::api::{Api, ListParams, Patch, PatchParams};
 use node_agent::management::api::ClusterMembers;
@@ -329,7 +330,10 @@ async fn the_operator_forms_locks_and_rolls_oldest_last() {
     // policy/v1 PodDisruptionBudget arrived in Kubernetes 1.21; this API server is 1.20:
     // the operator says so and goes on.
     let budget = condition(&cs, "DisruptionBudget").expect("the DisruptionBudget condition");
-    assert_eq!((budget.0.as_str(), budget.1.as_str()), ("False", "PolicyV1Unavailable"));
+    assert_eq!(
+        (budget.0.as_str(), budget.1.as_str()),
+        ("False", "PolicyV1Unavailable")
+    );
     let cm: ConfigMap = Api::namespaced(p.client.clone(), &p.namespace)
         .get("shop")
         .await
@@ -566,4 +570,259 @@ async fn the_operator_forms_locks_and_rolls_oldest_last() {
         m.get("muster_operator_leader").copied() == Some(1.0),
         "{m:?}"
     );
+}
+
+/// Every pod Ready and one cluster of `n` Up members, as every agent sees it.
+async fn one_cluster_of(p: &Platform, n: usize) -> Result<(), String> {
+    let v = views(&Cluster::of(p)).await;
+    if let Some(split) = two_clusters(&v) {
+        panic!("two clusters: {split}");
+    }
+    if v.len() != n {
+        return Err(format!("{} of {n} agents answer", v.len()));
+    }
+    for (pod, m) in &v {
+        let up = m.members.iter().filter(|x| x.status == "Up").count();
+        if up != n || m.members.len() != n {
+            return Err(format!("{pod} sees {up} Up of {}", m.members.len()));
+        }
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_operator_restarts_scales_and_refuses_bad_specs() {
+    let (p, op) = setup("operator-scale", (53, 54)).await;
+    let started = create_cluster(&p, 3).await;
+    let cs = wait_for(
+        &p,
+        &op,
+        "Running with 3 Up",
+        Duration::from_secs(120),
+        running(3),
+    )
+    .await;
+    println!(
+        "apply → Running (3 replicas): {} ms",
+        started.elapsed().as_millis()
+    );
+    let formed_at = status_of(&cs).formed_at.expect("formed");
+
+    // Every pod deleted at once: no second cluster may form. Either some member
+    // survives long enough for the new pods to join it, or none does and the pods
+    // wait — with a status that says so and what to do.
+    let deleted = p
+        .kubectl()
+        .args([
+            "delete",
+            "pods",
+            "-l",
+            "app.kubernetes.io/instance=shop",
+            "--wait=false",
+        ])
+        .output()
+        .expect("kubectl delete");
+    assert!(deleted.status.success(), "{deleted:?}");
+    let outcome = poll(
+        "the pods rejoin, or wait with a clear status",
+        Duration::from_secs(120),
+        || async {
+            let cs = specs(&p).get("shop").await.map_err(|e| e.to_string())?;
+            if let Some((_, reason, message)) = condition(&cs, "Degraded").filter(|c| c.0 == "True")
+                && reason == "NoClusterToJoin"
+            {
+                return Ok(Err(message));
+            }
+            one_cluster_of(&p, 3).await?;
+            running(3)(&cs)?;
+            Ok(Ok(()))
+        },
+    )
+    .await;
+    match outcome {
+        Ok(()) => println!("after deleting every pod: a surviving member kept the cluster"),
+        Err(message) => {
+            println!("after deleting every pod: the pods wait ({message})");
+            assert!(message.contains("newClusterEnabled"), "{message}");
+            // The agents say why: the lowest contact point, which would form, may not
+            // (the others wait for it); none is a member.
+            poll(
+                "the lowest agent says it may not form",
+                Duration::from_secs(60),
+                || async {
+                    let all = pods(&Cluster::of(&p)).await;
+                    if all.len() != 3 {
+                        return Err(format!("{} pods", all.len()));
+                    }
+                    let mut bodies = Vec::new();
+                    for pod in all {
+                        let name = pod.metadata.name.clone().unwrap_or_default();
+                        let (_, body) = p.pod_get(&name, 8558, "/bootstrap/status").await?;
+                        assert!(
+                            body.contains("\"selfStatus\":null"),
+                            "{name} is not a member: {body}"
+                        );
+                        bodies.push(body);
+                    }
+                    if bodies.iter().any(|b| b.contains("new-cluster-enabled")) {
+                        Ok(())
+                    } else {
+                        Err(bodies.join("\n"))
+                    }
+                },
+            )
+            .await;
+            // The user's way out: allow forming until the cluster is back, then auto.
+            patch_spec(&p, json!({"bootstrap": {"newClusterEnabled": "true"}})).await;
+            poll("one cluster again", Duration::from_secs(120), || {
+                one_cluster_of(&p, 3)
+            })
+            .await;
+            patch_spec(&p, json!({"bootstrap": {"newClusterEnabled": "auto"}})).await;
+        }
+    }
+    let cs = wait_for(
+        &p,
+        &op,
+        "Running with 3 Up",
+        Duration::from_secs(60),
+        running(3),
+    )
+    .await;
+    let s = status_of(&cs);
+    assert_eq!(
+        s.formed_at.as_deref(),
+        Some(formed_at.as_str()),
+        "formed once"
+    );
+    assert_eq!(s.new_cluster_enabled, Some(false));
+
+    // 3 → 5: the new pods join the existing cluster.
+    patch_spec(&p, json!({"replicas": 5})).await;
+    wait_for(
+        &p,
+        &op,
+        "Running with 5 Up",
+        Duration::from_secs(120),
+        running(5),
+    )
+    .await;
+    poll("one cluster of 5", Duration::from_secs(30), || {
+        one_cluster_of(&p, 5)
+    })
+    .await;
+
+    // 5 → 2: shop-2, shop-3 and shop-4 are asked to leave before their pods go.
+    let steps = |m: &BTreeMap<String, f64>| {
+        m.get("muster_operator_rollout_steps_total{step=\"leave\"}")
+            .copied()
+            .unwrap_or(0.0)
+    };
+    let left_before = steps(&op.metrics().await.expect("metrics"));
+    patch_spec(&p, json!({"replicas": 2})).await;
+    wait_for(
+        &p,
+        &op,
+        "Running with 2 Up",
+        Duration::from_secs(120),
+        running(2),
+    )
+    .await;
+    poll(
+        "two pods, one cluster of 2",
+        Duration::from_secs(60),
+        || async {
+            let n = pods(&Cluster::of(&p)).await.len();
+            if n != 2 {
+                return Err(format!("{n} pods"));
+            }
+            one_cluster_of(&p, 2).await
+        },
+    )
+    .await;
+    let left = steps(&op.metrics().await.expect("metrics")) - left_before;
+    assert!(
+        left >= 3.0,
+        "each removed member was asked to leave: {left}"
+    );
+    let events = p
+        .kubectl()
+        .args(["get", "events", "--field-selector", "reason=MemberLeaving"])
+        .output()
+        .expect("kubectl get events");
+    let events = String::from_utf8_lossy(&events.stdout);
+    for pod in ["shop-2", "shop-3", "shop-4"] {
+        assert!(events.contains(pod), "{pod} asked to leave:\n{events}");
+    }
+    // Graceful: the members that stay saw nobody downed.
+    for pod in ["shop-0", "shop-1"] {
+        let (_, metrics) = p
+            .pod_get(pod, 8558, "/metrics")
+            .await
+            .expect("agent metrics");
+        let downed = metrics
+            .lines()
+            .find_map(|l| l.strip_prefix("muster_cluster_members_downed_total "))
+            .unwrap_or("0");
+        assert_eq!(downed.trim(), "0", "{pod}: members left, none was downed");
+    }
+
+    // An invalid spec: refused with the field and the fix; nothing else changes.
+    let sets: Api<StatefulSet> = Api::namespaced(p.client.clone(), &p.namespace);
+    let version = sets
+        .get("shop")
+        .await
+        .expect("sts")
+        .metadata
+        .resource_version;
+    patch_spec(&p, json!({"bootstrap": {"requiredContactPoints": 7}, "agent": {"image": "other/muster-agent:v9"}})).await;
+    let cs = wait_for(
+        &p,
+        &op,
+        "the spec refused",
+        Duration::from_secs(30),
+        |cs| match condition(cs, "Degraded") {
+            Some((st, reason, _)) if st == "True" && reason == "InvalidSpec" => Ok(()),
+            other => Err(format!("Degraded {other:?}")),
+        },
+    )
+    .await;
+    let message = condition(&cs, "Degraded").expect("Degraded").2;
+    assert!(
+        message.contains("spec.bootstrap.requiredContactPoints")
+            && message.contains("at most spec.replicas"),
+        "{message}"
+    );
+    assert_eq!(
+        sets.get("shop")
+            .await
+            .expect("sts")
+            .metadata
+            .resource_version,
+        version,
+        "nothing applied from an invalid spec"
+    );
+    let events = p
+        .kubectl()
+        .args(["get", "events", "--field-selector", "reason=InvalidSpec"])
+        .output()
+        .expect("kubectl get events");
+    assert!(
+        String::from_utf8_lossy(&events.stdout).contains("requiredContactPoints"),
+        "{events:?}"
+    );
+    // Fixed: reconciled again.
+    patch_spec(
+        &p,
+        json!({"bootstrap": {"requiredContactPoints": null}, "agent": {"image": p.agent_image()}}),
+    )
+    .await;
+    wait_for(&p, &op, "healthy again", Duration::from_secs(30), |cs| {
+        running(2)(cs)?;
+        match condition(cs, "Degraded") {
+            Some((st, _, _)) if st == "False" => Ok(()),
+            other => Err(format!("Degraded {other:?}")),
+        }
+    })
+    .await;
 }

@@ -127,7 +127,10 @@ pub fn compute(seen: &Seen<'_>) -> ClusterSpecStatus {
                 "{unreachable} member(s) unreachable; the split brain resolver decides after stableAfter"
             ),
         ))
-    } else if formed_at.is_some() && up_count == 0 && !new_cluster_enabled(spec, true) {
+    } else if formed_at.is_some()
+        && members.is_some_and(|m| up(m) == 0)
+        && !new_cluster_enabled(spec, true)
+    {
         Some((
             "NoClusterToJoin",
             "no member is Up and forming a new cluster is off (the cluster formed before): the pods wait to join one. If the whole cluster is gone, set spec.bootstrap.newClusterEnabled: \"true\" until it has formed again, then back to auto".into(),

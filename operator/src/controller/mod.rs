@@ -299,6 +299,7 @@ async fn roll(
             event(
                 ctx,
                 cs,
+                world.pod(pod),
                 EventType::Normal,
                 "PodReplaced",
                 "Rollout",
@@ -329,9 +330,7 @@ async fn leave(
     token: &str,
 ) {
     let ip = world
-        .pods
-        .iter()
-        .find(|p| p.metadata.name.as_deref() == Some(pod))
+        .pod(pod)
         .and_then(|p| p.status.as_ref()?.pod_ip.as_ref()?.parse::<IpAddr>().ok());
     let Some(ip) = ip else {
         tracing::warn!(%pod, "cannot ask the member to leave: the pod has no IP");
@@ -344,6 +343,7 @@ async fn leave(
             event(
                 ctx,
                 cs,
+                world.pod(pod),
                 EventType::Normal,
                 "MemberLeaving",
                 "Leave",
@@ -392,6 +392,7 @@ async fn announce(
         event(
             ctx,
             cs,
+            None,
             EventType::Normal,
             "Formed",
             "Form",
@@ -406,6 +407,7 @@ async fn announce(
         event(
             ctx,
             cs,
+            None,
             EventType::Normal,
             "NewClusterDisabled",
             "Lock",
@@ -418,6 +420,7 @@ async fn announce(
         event(
             ctx,
             cs,
+            None,
             EventType::Normal,
             "RolloutStarted",
             "Rollout",
@@ -429,6 +432,7 @@ async fn announce(
         event(
             ctx,
             cs,
+            None,
             EventType::Normal,
             "RolloutFinished",
             "Rollout",
@@ -445,13 +449,25 @@ async fn announce(
     if let Some((reason, message)) = degraded(after)
         && before.and_then(degraded).map(|d| d.0) != Some(reason.clone())
     {
-        event(ctx, cs, EventType::Warning, &reason, "Observe", message).await;
+        event(
+            ctx,
+            cs,
+            None,
+            EventType::Warning,
+            &reason,
+            "Observe",
+            message,
+        )
+        .await;
     }
 }
 
+/// Records an Event about `cs` (`related`: the pod it concerns; events about different
+/// pods are then kept apart instead of counted as one series).
 async fn event(
     ctx: &Context,
     cs: &ClusterSpec,
+    related: Option<&Pod>,
     type_: EventType,
     reason: &str,
     action: &str,
@@ -462,7 +478,7 @@ async fn event(
         reason: reason.into(),
         note: Some(note),
         action: action.into(),
-        secondary: None,
+        secondary: related.map(|p| p.object_ref(&())),
     };
     if let Err(e) = ctx.recorder.publish(&ev, &cs.object_ref(&())).await {
         tracing::warn!(error = %e, %reason, "could not record an event");

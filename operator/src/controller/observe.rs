@@ -25,6 +25,12 @@ pub struct World {
 }
 
 impl World {
+    pub fn pod(&self, name: &str) -> Option<&Pod> {
+        self.pods
+            .iter()
+            .find(|p| p.metadata.name.as_deref() == Some(name))
+    }
+
     /// The revision every pod should run, once the StatefulSet controller has seen the
     /// current template (`None` before: a rollout waits).
     pub fn update_revision(&self) -> Option<String> {
