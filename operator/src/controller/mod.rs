@@ -484,3 +484,6 @@ async fn event(
         tracing::warn!(error = %e, %reason, "could not record an event");
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,298 @@
+//! The reconcile's exact API traffic, replayed against a tower-test mock of the API
+//! server: a new ClusterSpec (every object read, then created by server-side apply in
+//! order, the Secret created once, the status written), the same cluster again (reads
+//! only: no writes), and an invalid spec (only the status and a Warning event).
+
+use std::time::Duration;
+
+use http::{Request, Response};
+use kube::client::Body;
+use kube::runtime::events::{Recorder, Reporter};
+use serde_json::{Value, json};
+use tower_test::mock::{self, Handle};
+
+use super::*;
+
+type ApiHandle = Handle<Request<Body>, Response<Body>>;
+
+fn cluster(spec: Value) -> ClusterSpec {
+    serde_json::from_value(json!({
+        "apiVersion": "muster.dev/v1alpha1",
+        "kind": "ClusterSpec",
+        "metadata": {"name": "shop", "namespace": "prod", "uid": "u-1", "generation": 1},
+        "spec": spec,
+    }))
+    .expect("a ClusterSpec")
+}
+
+fn context() -> (Arc<Context>, ApiHandle) {
+    let (service, handle) = mock::pair::<Request<Body>, Response<Body>>();
+    let client = Client::new(service, "default");
+    let reporter = Reporter {
+        controller: FIELD_MANAGER.into(),
+        instance: Some("test".into()),
+    };
+    let ctx = Context {
+        recorder: Recorder::new(client.clone(), reporter),
+        client,
+        agents: crate::agents::Agents::new(Duration::from_millis(200)),
+        metrics: Metrics::new(),
+        pdb_supported: false,
+    };
+    (Arc::new(ctx), handle)
+}
+
+fn now() -> Timestamp {
+    Timestamp::from_second(1_800_000_000).expect("a time")
+}
+
+/// One recorded request: method, path with query, JSON body.
+#[derive(Debug, Clone)]
+struct Call {
+    method: String,
+    uri: String,
+    body: Value,
+}
+
+const NOT_FOUND: &str = r#"{"kind":"Status","apiVersion":"v1","status":"Failure","reason":"NotFound","message":"not found","code":404}"#;
+
+/// Answers every request with `answer` until the reconcile ends; returns the calls.
+async fn serve(
+    mut handle: ApiHandle,
+    reconcile: tokio::task::JoinHandle<Result<Action, Error>>,
+    answer: impl Fn(&Call) -> (u16, Value),
+) -> (Vec<Call>, Result<Action, Error>) {
+    let mut calls = Vec::new();
+    tokio::pin!(reconcile);
+    loop {
+        tokio::select! {
+            done = &mut reconcile => return (calls, done.expect("the reconcile task")),
+            next = handle.next_request() => {
+                let (request, send) = next.expect("a request");
+                let (parts, body) = request.into_parts();
+                let bytes = body.collect_bytes().await.expect("body");
+                let call = Call {
+                    method: parts.method.to_string(),
+                    uri: parts.uri.to_string(),
+                    body: serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+                };
+                let (code, value) = answer(&call);
+                let text = if code == 404 { NOT_FOUND.to_owned() } else { value.to_string() };
+                send.send_response(
+                    Response::builder()
+                        .status(code)
+                        .body(Body::from(text.into_bytes()))
+                        .expect("a response"),
+                );
+                calls.push(call);
+            }
+        }
+    }
+}
+
+/// The API server of an empty namespace: nothing exists, writes echo their body.
+fn empty_namespace(call: &Call) -> (u16, Value) {
+    match call.method.as_str() {
+        "GET" if call.uri.contains("/pods?") => (
+            200,
+            json!({"kind": "PodList", "apiVersion": "v1", "metadata": {}, "items": []}),
+        ),
+        "GET" => (404, Value::Null),
+        // The status subresource answers with the whole object.
+        "PATCH" if call.uri.contains("/status?") => (
+            200,
+            json!({
+                "apiVersion": "muster.dev/v1alpha1",
+                "kind": "ClusterSpec",
+                "metadata": {"name": "shop", "namespace": "prod"},
+                "spec": {},
+                "status": call.body["status"],
+            }),
+        ),
+        _ => (200, call.body.clone()),
+    }
+}
+
+fn summary(calls: &[Call]) -> Vec<String> {
+    calls
+        .iter()
+        .map(|c| {
+            let path = c.uri.split('?').next().unwrap_or_default();
+            let path = path
+                .trim_start_matches("/api/v1/namespaces/prod/")
+                .trim_start_matches("/apis/");
+            format!("{} {path}", c.method)
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_new_cluster_spec_creates_everything_in_order_then_reports() {
+    let (ctx, handle) = context();
+    let cs = cluster(json!({"replicas": 3}));
+    let task = tokio::spawn({
+        let (cs, ctx) = (cs.clone(), ctx.clone());
+        async move { reconcile_once(&cs, &ctx, now()).await }
+    });
+    let (calls, result) = serve(handle, task, empty_namespace).await;
+    let action = result.expect("reconciled");
+    assert_eq!(
+        action,
+        Action::requeue(BUSY_REQUEUE),
+        "forming: looked at again soon"
+    );
+    assert_eq!(
+        summary(&calls),
+        [
+            "GET apps/v1/namespaces/prod/statefulsets/shop",
+            "GET pods",
+            "GET secrets/shop-cluster-key",
+            "POST secrets",
+            "GET serviceaccounts/shop",
+            "PATCH serviceaccounts/shop",
+            "GET rbac.authorization.k8s.io/v1/namespaces/prod/roles/shop",
+            "PATCH rbac.authorization.k8s.io/v1/namespaces/prod/roles/shop",
+            "GET rbac.authorization.k8s.io/v1/namespaces/prod/rolebindings/shop",
+            "PATCH rbac.authorization.k8s.io/v1/namespaces/prod/rolebindings/shop",
+            "GET services/shop",
+            "PATCH services/shop",
+            "GET configmaps/shop",
+            "PATCH configmaps/shop",
+            "GET apps/v1/namespaces/prod/statefulsets/shop",
+            "PATCH apps/v1/namespaces/prod/statefulsets/shop",
+            "PATCH muster.dev/v1alpha1/namespaces/prod/clusterspecs/shop/status",
+        ]
+    );
+    for c in calls.iter().filter(|c| c.method == "PATCH") {
+        assert!(
+            c.uri.contains("fieldManager=muster-operator") && c.uri.contains("force=true"),
+            "server-side apply, one field manager, forced: {}",
+            c.uri
+        );
+        if !c.uri.contains("/status?") {
+            assert_eq!(
+                c.body["metadata"]["ownerReferences"][0]["uid"], "u-1",
+                "owned by the ClusterSpec: {}",
+                c.uri
+            );
+        }
+    }
+    let config = calls
+        .iter()
+        .find(|c| c.uri.contains("configmaps/shop") && c.method == "PATCH")
+        .expect("the ConfigMap");
+    assert_eq!(
+        config.body["data"]["new-cluster-enabled"], "true",
+        "not formed yet: forming allowed"
+    );
+    let secret = calls
+        .iter()
+        .find(|c| c.method == "POST")
+        .expect("the Secret");
+    assert_eq!(secret.body["metadata"]["name"], "shop-cluster-key");
+    let status = &calls.last().expect("status").body["status"];
+    assert_eq!(status["phase"], "Pending");
+    assert_eq!(status["requiredContactPoints"], 3);
+    assert_eq!(status["newClusterEnabled"], true);
+    assert_eq!(status["observedGeneration"], 1);
+}
+
+#[tokio::test]
+async fn an_unchanged_cluster_is_read_but_not_written() {
+    // First reconcile: capture what was applied and reported.
+    let (ctx, handle) = context();
+    let cs = cluster(json!({"replicas": 3}));
+    let task = tokio::spawn({
+        let (cs, ctx) = (cs.clone(), ctx.clone());
+        async move { reconcile_once(&cs, &ctx, now()).await }
+    });
+    let (first, _) = serve(handle, task, empty_namespace).await;
+    let mut stored: std::collections::BTreeMap<String, Value> = first
+        .iter()
+        .filter(|c| c.method != "GET")
+        .map(|c| {
+            (
+                c.uri.split('?').next().unwrap_or_default().to_owned(),
+                c.body.clone(),
+            )
+        })
+        .collect();
+    let secret = stored
+        .remove("/api/v1/namespaces/prod/secrets")
+        .expect("the Secret");
+    stored.insert(
+        "/api/v1/namespaces/prod/secrets/shop-cluster-key".into(),
+        secret,
+    );
+    let status = stored
+        .remove("/apis/muster.dev/v1alpha1/namespaces/prod/clusterspecs/shop/status")
+        .expect("status")["status"]
+        .clone();
+    let mut again = cs.clone();
+    again.status = Some(serde_json::from_value(status).expect("a status"));
+
+    // Second reconcile, an hour later, against what the first left behind.
+    let (ctx, handle) = context();
+    let task = tokio::spawn({
+        let ctx = ctx.clone();
+        async move {
+            let later = now()
+                .checked_add(k8s_openapi::jiff::SignedDuration::from_secs(3600))
+                .expect("a time");
+            reconcile_once(&again, &ctx, later).await
+        }
+    });
+    let (calls, result) = serve(handle, task, |call| {
+        let path = call.uri.split('?').next().unwrap_or_default();
+        match (call.method.as_str(), stored.get(path)) {
+            ("GET", Some(obj)) => (200, obj.clone()),
+            _ => empty_namespace(call),
+        }
+    })
+    .await;
+    result.expect("reconciled");
+    let writes: Vec<&Call> = calls.iter().filter(|c| c.method != "GET").collect();
+    assert!(writes.is_empty(), "no writes: {writes:?}");
+    assert_eq!(calls.len(), 9, "reads: {:?}", summary(&calls));
+}
+
+#[tokio::test]
+async fn an_invalid_spec_changes_nothing_but_the_status() {
+    let (ctx, handle) = context();
+    let cs = cluster(json!({"replicas": 2, "bootstrap": {"requiredContactPoints": 5}}));
+    let task = tokio::spawn({
+        let (cs, ctx) = (cs.clone(), ctx.clone());
+        async move { reconcile_once(&cs, &ctx, now()).await }
+    });
+    let (calls, result) = serve(handle, task, empty_namespace).await;
+    assert_eq!(
+        result.expect("reconciled"),
+        Action::requeue(QUIET_REQUEUE),
+        "waits for a change"
+    );
+    assert_eq!(
+        summary(&calls),
+        [
+            "GET apps/v1/namespaces/prod/statefulsets/shop",
+            "GET pods",
+            "PATCH muster.dev/v1alpha1/namespaces/prod/clusterspecs/shop/status",
+            "POST events.k8s.io/v1/namespaces/prod/events",
+        ]
+    );
+    let degraded = calls[2].body["status"]["conditions"]
+        .as_array()
+        .expect("conditions")
+        .iter()
+        .find(|c| c["type"] == "Degraded")
+        .expect("Degraded")
+        .clone();
+    assert_eq!(degraded["reason"], "InvalidSpec");
+    assert!(
+        degraded["message"]
+            .as_str()
+            .expect("text")
+            .contains("spec.bootstrap.requiredContactPoints")
+    );
+    assert_eq!(calls[3].body["type"], "Warning");
+    assert_eq!(calls[3].body["reason"], "InvalidSpec");
+}
