@@ -246,3 +246,4 @@ pub fn built_binary(name: &str) -> PathBuf {
     );
     bin
 }
+pub mod operator;

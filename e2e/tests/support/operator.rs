@@ -1,0 +1,499 @@
+//! Running `muster-operator` beside the local platform and watching what it does: for
+//! the operator's e2e tests and its benchmark.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use e2e::{Platform, Target};
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{Api, ListParams, Patch, PatchParams};
+use node_agent::management::api::ClusterMembers;
+use node_agent::management::client::ManagementClient;
+use operator::{ClusterSpec, ClusterSpecStatus};
+use serde_json::json;
+
+use super::{built_binary, local, poll, wait_for_crd};
+
+/// A `muster-operator` process; SIGKILLed when dropped.
+pub struct Operator {
+    child: Child,
+    listen: SocketAddr,
+    log: PathBuf,
+}
+
+impl Operator {
+    /// Watches the platform's namespace, with the leader Lease there.
+    pub fn start(p: &Platform, identity: &str, listen: SocketAddr) -> Self {
+        let cp = p.control_plane().expect("the local platform");
+        let log = cp.dir.join(format!("operator-{identity}.log"));
+        let file = std::fs::File::create(&log).expect("operator log");
+        let child = Command::new(built_binary("muster-operator"))
+            .env("KUBECONFIG", &cp.kubeconfig)
+            .env("RUST_LOG", "info")
+            .args(["--listen", &listen.to_string()])
+            .args(["--namespace", &p.namespace])
+            .args(["--lease-namespace", &p.namespace])
+            .args(["--identity", identity])
+            .stdin(Stdio::null())
+            .stdout(file.try_clone().expect("log"))
+            .stderr(file)
+            .spawn()
+            .expect("start muster-operator");
+        Self { child, listen, log }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// `/metrics`, sample name (with labels) → value.
+    pub async fn metrics(&self) -> Result<BTreeMap<String, f64>, String> {
+        let (code, body) = ManagementClient::default()
+            .get(self.listen, "/metrics")
+            .await?;
+        if code != 200 {
+            return Err(format!("/metrics answered {code}"));
+        }
+        Ok(String::from_utf8_lossy(&body)
+            .lines()
+            .filter(|l| !l.starts_with('#'))
+            .filter_map(|l| {
+                let (name, value) = l.rsplit_once(' ')?;
+                Some((name.to_owned(), value.parse().ok()?))
+            })
+            .collect())
+    }
+
+    pub fn log_tail(&self) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(30)..].join("\n")
+    }
+}
+
+impl Drop for Operator {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Writes by the operator: every request that is not a read.
+pub fn writes(m: &BTreeMap<String, f64>) -> f64 {
+    ["POST", "PATCH", "PUT", "DELETE"]
+        .iter()
+        .map(|v| {
+            m.get(&format!(
+                "muster_operator_api_requests_total{{verb=\"{v}\"}}"
+            ))
+            .copied()
+            .unwrap_or(0.0)
+        })
+        .sum()
+}
+
+/// The sum of every sample whose name starts with `prefix`.
+pub fn total(m: &BTreeMap<String, f64>, prefix: &str) -> f64 {
+    m.iter()
+        .filter(|(k, _)| k.starts_with(prefix))
+        .map(|(_, v)| v)
+        .sum()
+}
+
+/// The local platform with the CRD installed and an operator (`op-a`, metrics on
+/// `127.0.<dns_net>.10:8080`).
+pub async fn setup(test: &str, nets: (u8, u8)) -> (Platform, Operator) {
+    let p = Platform::start(test, local(nets.0, nets.1))
+        .await
+        .expect("platform");
+    assert_eq!(
+        p.target,
+        Target::Local,
+        "the operator runs here as a process beside the platform (on kind: the Helm chart)"
+    );
+    let cp = p.control_plane().expect("local");
+    let crd = concat!(env!("CARGO_MANIFEST_DIR"), "/../manifests/crd.yaml");
+    let out = Command::new("kubectl")
+        .args(["apply", "-f", crd])
+        .env("KUBECONFIG", &cp.kubeconfig)
+        .output()
+        .expect("kubectl");
+    assert!(out.status.success(), "{out:?}");
+    wait_for_crd(&p.client).await;
+    let op = Operator::start(&p, "op-a", SocketAddr::from(([127, 0, nets.0, 10], 8080)));
+    (p, op)
+}
+
+/// Creates ClusterSpec `name` with `replicas` pods of the agent image, a 1 s stable
+/// margin and `extra` merged into the spec; returns when it was created.
+pub async fn create_cluster(
+    p: &Platform,
+    name: &str,
+    replicas: i32,
+    extra: serde_json::Value,
+) -> Instant {
+    let mut spec = json!({
+        "replicas": replicas,
+        "agent": {"image": p.agent_image()},
+        "bootstrap": {"stableMargin": "1s"},
+    });
+    for (k, v) in extra.as_object().cloned().unwrap_or_default() {
+        spec[k] = v;
+    }
+    let cs: ClusterSpec = serde_json::from_value(json!({
+        "apiVersion": "muster.dev/v1alpha1",
+        "kind": "ClusterSpec",
+        "metadata": {"name": name, "namespace": p.namespace},
+        "spec": spec,
+    }))
+    .expect("a ClusterSpec");
+    let started = Instant::now();
+    Api::<ClusterSpec>::namespaced(p.client.clone(), &p.namespace)
+        .create(&Default::default(), &cs)
+        .await
+        .expect("create the ClusterSpec");
+    started
+}
+
+pub fn status_of(cs: &ClusterSpec) -> ClusterSpecStatus {
+    cs.status.clone().unwrap_or_default()
+}
+
+/// A condition's status, reason and message.
+pub fn condition(cs: &ClusterSpec, type_: &str) -> Option<(String, String, String)> {
+    status_of(cs)
+        .conditions
+        .into_iter()
+        .find(|c| c.type_ == type_)
+        .map(|c| (c.status, c.reason, c.message))
+}
+
+/// Running with `n` Up members, not rolling, the current generation seen.
+pub fn running(n: i32) -> impl Fn(&ClusterSpec) -> Result<(), String> {
+    move |cs| {
+        let s = status_of(cs);
+        let up = s.members.as_ref().map_or(0, |m| m.up);
+        let generation_seen = s.observed_generation == cs.metadata.generation;
+        if s.phase.as_deref() == Some("Running")
+            && up == n
+            && s.rollout.is_none()
+            && generation_seen
+        {
+            Ok(())
+        } else {
+            Err(format!("phase {:?}, {up} Up", s.phase))
+        }
+    }
+}
+
+pub fn pod_ip(pod: &Pod) -> Option<IpAddr> {
+    pod.status.as_ref()?.pod_ip.as_ref()?.parse().ok()
+}
+
+/// One ClusterSpec of the test namespace; cheap to clone into a watcher task.
+#[derive(Clone)]
+pub struct Cluster {
+    pub client: kube::Client,
+    pub namespace: String,
+    pub name: String,
+}
+
+impl Cluster {
+    pub fn of(p: &Platform, name: &str) -> Self {
+        Self {
+            client: p.client.clone(),
+            namespace: p.namespace.clone(),
+            name: name.to_owned(),
+        }
+    }
+
+    pub fn api(&self) -> Api<ClusterSpec> {
+        Api::namespaced(self.client.clone(), &self.namespace)
+    }
+
+    /// Merges `spec` into the ClusterSpec's spec.
+    pub async fn patch_spec(&self, spec: serde_json::Value) {
+        self.api()
+            .patch(
+                &self.name,
+                &PatchParams::default(),
+                &Patch::Merge(json!({ "spec": spec })),
+            )
+            .await
+            .expect("patch the ClusterSpec");
+    }
+
+    /// Polls the ClusterSpec until `check` accepts it; panics with the operator's log.
+    pub async fn wait_for(
+        &self,
+        op: &Operator,
+        what: &str,
+        limit: Duration,
+        check: impl Fn(&ClusterSpec) -> Result<(), String>,
+    ) -> ClusterSpec {
+        let api = self.api();
+        let check = &check;
+        let found = tokio::time::timeout(
+            limit + Duration::from_secs(5),
+            poll(what, limit, || {
+                let api = api.clone();
+                async move {
+                    let cs = api.get(&self.name).await.map_err(|e| e.to_string())?;
+                    check(&cs)
+                        .map(|()| cs.clone())
+                        .map_err(|e| format!("{e}; status {:?}", cs.status))
+                }
+            }),
+        )
+        .await;
+        found.unwrap_or_else(|_| panic!("{what}: stuck; operator log:\n{}", op.log_tail()))
+    }
+
+    pub async fn pods(&self) -> Vec<Pod> {
+        let api: Api<Pod> = Api::namespaced(self.client.clone(), &self.namespace);
+        let selector = format!("app.kubernetes.io/instance={}", self.name);
+        api.list(&ListParams::default().labels(&selector))
+            .await
+            .map(|l| l.items)
+            .unwrap_or_default()
+    }
+
+    /// Every agent's `/cluster/members`, by pod name (agents that do not answer are
+    /// left out).
+    pub async fn views(&self) -> BTreeMap<String, ClusterMembers> {
+        let client = ManagementClient::new(Duration::from_secs(1));
+        let mut out = BTreeMap::new();
+        for pod in self.pods().await {
+            let Some(ip) = pod_ip(&pod) else { continue };
+            if let Ok(m) = client
+                .get_json::<ClusterMembers>(SocketAddr::new(ip, 8558), "/cluster/members")
+                .await
+            {
+                out.insert(pod.metadata.name.clone().unwrap_or_default(), m);
+            }
+        }
+        out
+    }
+
+    /// Every agent answers and sees one cluster of `n` Up members; panics on two
+    /// clusters.
+    pub async fn one_cluster_of(&self, n: usize) -> Result<(), String> {
+        let v = self.views().await;
+        if let Some(split) = two_clusters(&v) {
+            panic!("two clusters: {split}");
+        }
+        if v.len() != n {
+            return Err(format!("{} of {n} agents answer", v.len()));
+        }
+        for (pod, m) in &v {
+            let up = m.members.iter().filter(|x| x.status == "Up").count();
+            if up != n || m.members.len() != n {
+                return Err(format!("{pod} sees {up} Up of {}", m.members.len()));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Two agents that are members but share no member would be two clusters.
+pub fn two_clusters(views: &BTreeMap<String, ClusterMembers>) -> Option<String> {
+    let sets: Vec<(&String, BTreeSet<&str>)> = views
+        .iter()
+        .filter(|(_, v)| !v.members.is_empty())
+        .map(|(pod, v)| (pod, v.members.iter().map(|m| m.node.as_str()).collect()))
+        .collect();
+    for (i, (a, sa)) in sets.iter().enumerate() {
+        for (b, sb) in &sets[i + 1..] {
+            if sa.is_disjoint(sb) {
+                return Some(format!("{a} sees {sa:?}, {b} sees {sb:?}"));
+            }
+        }
+    }
+    None
+}
+
+/// What a [`RolloutWatch`] saw.
+#[derive(Debug, Default)]
+pub struct Seen {
+    /// Pod names in the order their pods were replaced (uid changed).
+    pub replaced: Vec<String>,
+    /// Every distinct `oldest` member reported, in order (the first is the one before).
+    pub oldest: Vec<String>,
+    /// The fewest Up members any member reported.
+    pub min_up: usize,
+    /// Two clusters, if ever seen.
+    pub split: Option<String>,
+}
+
+/// Watches a cluster every 100 ms while something happens to it.
+pub struct RolloutWatch {
+    seen: Arc<Mutex<Seen>>,
+    stop: tokio::sync::watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl RolloutWatch {
+    pub async fn start(c: &Cluster) -> Self {
+        let views = c.views().await;
+        let oldest = views.values().find_map(|v| v.oldest.clone());
+        let seen = Arc::new(Mutex::new(Seen {
+            min_up: usize::MAX,
+            oldest: oldest.into_iter().collect(),
+            ..Seen::default()
+        }));
+        let mut uids: BTreeMap<String, String> = c
+            .pods()
+            .await
+            .into_iter()
+            .map(|p| {
+                (
+                    p.metadata.name.unwrap_or_default(),
+                    p.metadata.uid.unwrap_or_default(),
+                )
+            })
+            .collect();
+        let (stop, mut stop_rx) = tokio::sync::watch::channel(false);
+        let task = {
+            let (seen, c) = (seen.clone(), c.clone());
+            tokio::spawn(async move {
+                while !*stop_rx.borrow() {
+                    let pods = c.pods().await;
+                    let v = c.views().await;
+                    {
+                        let mut s = seen.lock().expect("lock");
+                        for pod in pods {
+                            let name = pod.metadata.name.unwrap_or_default();
+                            let uid = pod.metadata.uid.unwrap_or_default();
+                            if uids.get(&name).is_some_and(|u| *u != uid) {
+                                s.replaced.push(name.clone());
+                            }
+                            uids.insert(name, uid);
+                        }
+                        if let Some(split) = two_clusters(&v) {
+                            s.split.get_or_insert(split);
+                        }
+                        if let Some(up) = v
+                            .values()
+                            .filter(|m| !m.members.is_empty())
+                            .map(|m| m.members.iter().filter(|x| x.status == "Up").count())
+                            .min()
+                        {
+                            s.min_up = s.min_up.min(up);
+                        }
+                        for o in v.values().filter_map(|m| m.oldest.clone()) {
+                            if !s.oldest.contains(&o) {
+                                s.oldest.push(o);
+                            }
+                        }
+                    }
+                    tokio::select! {
+                        _ = stop_rx.changed() => {}
+                        () = tokio::time::sleep(Duration::from_millis(100)) => {}
+                    }
+                }
+            })
+        };
+        Self { seen, stop, task }
+    }
+
+    /// Pods replaced so far.
+    pub fn replaced(&self) -> usize {
+        self.seen.lock().expect("lock").replaced.len()
+    }
+
+    pub async fn stop(self) -> Seen {
+        let _ = self.stop.send(true);
+        let _ = self.task.await;
+        std::mem::take(&mut *self.seen.lock().expect("lock"))
+    }
+}
+
+impl Cluster {
+    /// The pods by their members' upNumber, youngest (highest) first: the order an
+    /// oldest-last rollout replaces them in.
+    pub async fn youngest_first(&self) -> Vec<String> {
+        let views = self.views().await;
+        let view = views
+            .values()
+            .find(|v| !v.members.is_empty())
+            .expect("a member's view");
+        let mut by_age: Vec<(u32, String)> = self
+            .pods()
+            .await
+            .into_iter()
+            .filter_map(|pod| {
+                let ip = pod_ip(&pod)?.to_string();
+                let m = view
+                    .members
+                    .iter()
+                    .find(|m| m.node.contains(&format!("@{ip}:")))?;
+                Some((m.up_number, pod.metadata.name?))
+            })
+            .collect();
+        by_age.sort_by(|a, b| b.cmp(a));
+        by_age.into_iter().map(|(_, pod)| pod).collect()
+    }
+
+    /// Pokes the ClusterSpec (an annotation) `n` times, each time waiting for the
+    /// reconcile it causes; what those reconciles cost: (reconciles, API requests,
+    /// writes).
+    pub async fn steady_state(&self, op: &Operator, n: usize) -> (f64, f64, f64) {
+        let reconciles = |m: &BTreeMap<String, f64>| total(m, "muster_operator_reconciles_total");
+        let before = op.metrics().await.expect("metrics");
+        for i in 0..n {
+            let seen = reconciles(&op.metrics().await.expect("metrics"));
+            self.api()
+                .patch(
+                    &self.name,
+                    &PatchParams::default(),
+                    &Patch::Merge(
+                        json!({"metadata": {"annotations": {"test/poke": i.to_string()}}}),
+                    ),
+                )
+                .await
+                .expect("annotate");
+            poll(
+                "a reconcile after the poke",
+                Duration::from_secs(30),
+                || async {
+                    let m = op.metrics().await?;
+                    if reconciles(&m) > seen {
+                        Ok(())
+                    } else {
+                        Err("no reconcile yet".into())
+                    }
+                },
+            )
+            .await;
+        }
+        let after = op.metrics().await.expect("metrics");
+        let requests = |m: &BTreeMap<String, f64>| total(m, "muster_operator_api_requests_total");
+        (
+            reconciles(&after) - reconciles(&before),
+            requests(&after) - requests(&before),
+            writes(&after) - writes(&before),
+        )
+    }
+}
+
+/// Resident memory of a process, in MiB (from /proc).
+pub fn rss_mib(pid: u32) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        })
+        .map_or(0.0, |kib| kib / 1024.0)
+}
+
+/// The agent image with another tag (the local node runs any tag of it).
+pub fn retagged(image: &str, tag: &str) -> String {
+    let repo = image.rsplit_once(':').map_or(image, |(repo, _)| repo);
+    format!("{repo}:{tag}")
+}
