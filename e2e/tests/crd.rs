@@ -2,7 +2,8 @@
 //! it is accepted (a structural schema) and established, a ClusterSpec gets the
 //! documented defaults from the server, `kubectl get` shows the printer columns, the
 //! short name works, `kubectl scale` goes through the scale subresource, and the schema
-//! refuses bad values with a message naming the field.
+//! refuses bad values with a message naming the field. Before it is installed,
+//! `muster-operator` exits with the command that installs it.
 
 use std::process::Command;
 
@@ -39,6 +40,19 @@ fn kubectl(cp: &ControlPlane, args: &[&str], stdin: Option<&str>) -> (bool, Stri
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_crd_installs_and_the_server_applies_its_schema() {
     let cp = ControlPlane::start().await.expect("control plane");
+    // Before the CRD exists the operator refuses to start, and says what to run.
+    let out = Command::new(support::built_binary("muster-operator"))
+        .args(["--listen", "127.0.0.1:0"])
+        .env("KUBECONFIG", &cp.kubeconfig)
+        .output()
+        .expect("run muster-operator");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("kubectl apply -f manifests/crd.yaml"),
+        "{stderr}"
+    );
+
     let crd = concat!(env!("CARGO_MANIFEST_DIR"), "/../manifests/crd.yaml");
     let (ok, out) = kubectl(&cp, &["apply", "-f", crd], None);
     assert!(ok, "{out}");

@@ -2,7 +2,8 @@
 //! the real agent in every pod: a ClusterSpec forms one cluster and locks forming off; a
 //! second reconcile writes nothing; an image change rolls the pods oldest-last, and an
 //! operator killed mid-rollout is replaced by one that finishes it; deleting every pod,
-//! scaling 3 → 5 → 2 and invalid specs behave as documented.
+//! scaling 3 → 5 → 2 and invalid specs behave as documented; a graceful stop releases
+//! the leader Lease, and deleting the ClusterSpec leaves nothing behind.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -416,5 +417,68 @@ async fn the_operator_restarts_scales_and_refuses_bad_specs() {
             other => Err(format!("Degraded {other:?}")),
         }
     })
+    .await;
+
+    // A graceful stop releases the leader Lease at once.
+    let mut op = op;
+    let status = op.terminate(Duration::from_secs(10)).await;
+    assert_eq!(status.and_then(|s| s.code()), Some(0), "{}", op.log_tail());
+    let lease = Api::<k8s_openapi::api::coordination::v1::Lease>::namespaced(
+        p.client.clone(),
+        &p.namespace,
+    )
+    .get("muster-operator")
+    .await
+    .expect("the leader Lease");
+    assert_eq!(
+        lease.spec.and_then(|s| s.holder_identity),
+        None,
+        "released on SIGTERM"
+    );
+
+    // Deleting the ClusterSpec leaves nothing behind: every object it owns is
+    // garbage-collected through the owner references.
+    c.api()
+        .delete("shop", &Default::default())
+        .await
+        .expect("delete the ClusterSpec");
+    poll(
+        "everything owned is gone",
+        Duration::from_secs(60),
+        || async {
+            let left = p
+            .kubectl()
+            .args([
+                "get",
+                "statefulsets,services,configmaps,secrets,serviceaccounts,roles,rolebindings,pods",
+                "-l",
+                "app.kubernetes.io/instance=shop",
+                "-o",
+                "name",
+            ])
+            .output()
+            .map_err(|e| e.to_string())?;
+            let mut names = String::from_utf8_lossy(&left.stdout).into_owned();
+            // The cluster-key Secret has the same labels.
+            let key = p
+                .kubectl()
+                .args([
+                    "get",
+                    "secret",
+                    "shop-cluster-key",
+                    "-o",
+                    "name",
+                    "--ignore-not-found",
+                ])
+                .output()
+                .map_err(|e| e.to_string())?;
+            names.push_str(&String::from_utf8_lossy(&key.stdout));
+            if names.trim().is_empty() {
+                Ok(())
+            } else {
+                Err(names)
+            }
+        },
+    )
     .await;
 }

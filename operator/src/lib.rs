@@ -1,9 +1,13 @@
 //! muster's operator: turns a `ClusterSpec` resource into a self-forming cluster of
 //! agent pods and keeps it healthy through updates (see `../shared/ARCHITECTURE.md`).
 //!
-//! So far: the resource's types ([`crd`]), the checks the schema cannot make
-//! ([`validate`]), the owned objects ([`build`]) and the oldest-last rollout planner
-//! ([`rollout`]), all pure; `crdgen` writes `manifests/crd.yaml`.
+//! Pure parts: the resource's types ([`crd`]), the checks the schema cannot make
+//! ([`validate`]), the owned objects ([`build`]), the oldest-last rollout planner
+//! ([`rollout`]), graceful scale-down ([`scale`]) and the reported status ([`status`]).
+//! The I/O shell: the reconcile driver ([`controller`]), the agents' management API
+//! ([`agents`]), leader election ([`leader`]), metrics and health endpoints
+//! ([`metrics`], [`server`]). Binaries: `muster-operator`, and `crdgen`, which writes
+//! `manifests/crd.yaml`.
 
 pub mod agents;
 pub mod build;

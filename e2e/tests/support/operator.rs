@@ -68,6 +68,24 @@ impl Operator {
             .collect())
     }
 
+    /// SIGTERM, then its exit status within `limit` (`None`: still running).
+    pub async fn terminate(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let pid = nix::unistd::Pid::from_raw(i32::try_from(self.child.id()).ok()?);
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).ok()?;
+        let child = &mut self.child;
+        tokio::time::timeout(limit, async {
+            let mut every = tokio::time::interval(Duration::from_millis(50));
+            loop {
+                every.tick().await;
+                if let Ok(Some(status)) = child.try_wait() {
+                    return status;
+                }
+            }
+        })
+        .await
+        .ok()
+    }
+
     pub fn log_tail(&self) -> String {
         let text = std::fs::read_to_string(&self.log).unwrap_or_default();
         let lines: Vec<&str> = text.lines().collect();
@@ -360,7 +378,9 @@ impl RolloutWatch {
         let task = {
             let (seen, c) = (seen.clone(), c.clone());
             tokio::spawn(async move {
-                while !*stop_rx.borrow() {
+                loop {
+                    // After the stop, one more look: the last change is not missed.
+                    let stopping = *stop_rx.borrow();
                     let pods = c.pods().await;
                     let v = c.views().await;
                     {
@@ -389,6 +409,9 @@ impl RolloutWatch {
                                 s.oldest.push(o);
                             }
                         }
+                    }
+                    if stopping {
+                        break;
                     }
                     tokio::select! {
                         _ = stop_rx.changed() => {}
