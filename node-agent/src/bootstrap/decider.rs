@@ -138,6 +138,9 @@ pub enum Waiting {
     },
     NotLowest {
         lowest: ContactPoint,
+        /// Whether this node may form: when not, neither may the lowest (they share
+        /// the setting), and the wait lasts until a cluster appears or it is turned on.
+        new_cluster_enabled: bool,
     },
     NewClusterDisabled,
 }
@@ -177,7 +180,8 @@ impl Waiting {
                 "waiting for an answer from every discovered contact point (bootstrap.contact-with-all-contact-points); no fresh answer from: {}",
                 list(contact_points)
             ),
-            Self::NotLowest { lowest } => format!("waiting for {lowest}, the lowest contact point, to form the cluster; this node will then join it"),
+            Self::NotLowest { lowest, new_cluster_enabled: true } => format!("waiting for {lowest}, the lowest contact point, to form the cluster; this node will then join it"),
+            Self::NotLowest { lowest, new_cluster_enabled: false } => format!("no contact point reports an existing cluster, and bootstrap.new-cluster-enabled is off, so {lowest}, the lowest contact point, will not form one either: waiting for a cluster to join"),
             Self::NewClusterDisabled => "this node would form a new cluster, but bootstrap.new-cluster-enabled is off: it only joins an existing cluster, and no contact point reports one".into(),
         }
     }
@@ -283,6 +287,7 @@ pub fn decide(
     if !me.is_self(lowest, Some(lowest_answer)) {
         return Decision::Wait(Waiting::NotLowest {
             lowest: (*lowest).clone(),
+            new_cluster_enabled: settings.new_cluster_enabled,
         });
     }
     if !settings.new_cluster_enabled {

@@ -185,6 +185,11 @@ pub async fn reconcile(cs: Arc<ClusterSpec>, ctx: Arc<Context>) -> Result<Action
 
 async fn reconcile_once(cs: &ClusterSpec, ctx: &Context, now: Timestamp) -> Result<Action, Error> {
     let ns = cs.namespace().ok_or(Error::NoNamespace)?;
+    if cs.metadata.deletion_timestamp.is_some() {
+        // Being deleted (e.g. foreground): the garbage collector removes what it owns;
+        // applying now would only recreate it.
+        return Ok(Action::await_change());
+    }
     let world = observe::world(ctx, cs, &ns).await?;
     let problems = validate(&cs.spec);
     let previous = cs.status.as_ref();

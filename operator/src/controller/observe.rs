@@ -129,3 +129,79 @@ pub fn stalled(cs: &ClusterSpec, world: &World, now: Timestamp) -> Option<String
         })
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use node_agent::management::api::ClusterMember;
+    use serde_json::json;
+
+    use super::*;
+
+    fn pod(name: &str, ip: &str, created: &str, ready: bool) -> Pod {
+        serde_json::from_value(json!({
+            "metadata": {"name": name, "creationTimestamp": created},
+            "status": {
+                "podIP": ip,
+                "conditions": [{"type": "Ready", "status": if ready { "True" } else { "False" }}],
+            },
+        }))
+        .expect("a pod")
+    }
+
+    fn world(pods: Vec<Pod>, up_ips: &[&str]) -> World {
+        let member = |ip: &&str| ClusterMember {
+            node: format!("muster://shop@{ip}:2552"),
+            node_uid: "1".into(),
+            status: "Up".into(),
+            roles: vec![],
+            up_number: 1,
+            app_version: "1".into(),
+        };
+        World {
+            namespace: "prod".into(),
+            stateful_set: None,
+            pods,
+            members: Ok(ClusterMembers {
+                self_node: String::new(),
+                members: up_ips.iter().map(member).collect(),
+                unreachable: vec![],
+                leader: None,
+                oldest: None,
+                oldest_per_role: Default::default(),
+            }),
+        }
+    }
+
+    #[test]
+    fn a_pod_older_than_member_up_timeout_that_never_joined_stalls_the_rollout() {
+        let cs: ClusterSpec = serde_json::from_value(json!({
+            "apiVersion": "muster.dev/v1alpha1", "kind": "ClusterSpec",
+            "metadata": {"name": "shop", "namespace": "prod"},
+            "spec": {"rollout": {"memberUpTimeout": "2m"}},
+        }))
+        .expect("a ClusterSpec");
+        let now: Timestamp = "2026-11-23T12:10:00Z".parse().expect("a time");
+        let old = "2026-11-23T12:00:00Z";
+        let young = "2026-11-23T12:09:00Z";
+        // Up members, or young enough: fine.
+        let fine = world(
+            vec![
+                pod("shop-0", "10.0.0.1", old, true),
+                pod("shop-1", "10.0.0.2", young, false),
+            ],
+            &["10.0.0.1"],
+        );
+        assert_eq!(stalled(&cs, &fine, now), None);
+        // Old, Ready, but never an Up member.
+        let stuck = world(vec![pod("shop-0", "10.0.0.1", old, true)], &[]);
+        let why = stalled(&cs, &stuck, now).expect("stalled");
+        assert!(
+            why.contains("shop-0") && why.contains("memberUpTimeout (2m)"),
+            "{why}"
+        );
+        // No agent answered: reported as that instead.
+        let mut silent = stuck;
+        silent.members = Err("refused".into());
+        assert_eq!(stalled(&cs, &silent, now), None);
+    }
+}

@@ -296,3 +296,18 @@ async fn an_invalid_spec_changes_nothing_but_the_status() {
     assert_eq!(calls[3].body["type"], "Warning");
     assert_eq!(calls[3].body["reason"], "InvalidSpec");
 }
+
+#[tokio::test]
+async fn a_cluster_spec_being_deleted_is_left_to_the_garbage_collector() {
+    let (ctx, handle) = context();
+    let mut cs = cluster(json!({"replicas": 3}));
+    cs.metadata.deletion_timestamp =
+        Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(now()));
+    let task = tokio::spawn({
+        let ctx = ctx.clone();
+        async move { reconcile_once(&cs, &ctx, now()).await }
+    });
+    let (calls, result) = serve(handle, task, empty_namespace).await;
+    assert_eq!(result.expect("reconciled"), Action::await_change());
+    assert!(calls.is_empty(), "{:?}", summary(&calls));
+}

@@ -78,7 +78,8 @@ fn lowest_forms_whatever_the_input_order() {
             assert_eq!(
                 decide(&obs, &settings(), &me(other), T),
                 Decision::Wait(Waiting::NotLowest {
-                    lowest: cp("10.0.0.1:8558")
+                    lowest: cp("10.0.0.1:8558"),
+                    new_cluster_enabled: true,
                 }),
                 "{other} must wait, 10.0.0.10 sorts after 10.0.0.2 numerically"
             );
@@ -280,6 +281,26 @@ fn never_forms_with_new_cluster_disabled() {
     assert_eq!(d, Decision::Wait(Waiting::NewClusterDisabled));
     let Decision::Wait(w) = d else { unreachable!() };
     assert!(w.explain().contains("new-cluster-enabled is off"));
+    // The others do not wait for the lowest in vain: they say it will not form either.
+    let d = decide(&obs, &s, &me("10.0.0.2:8558"), T);
+    let Decision::Wait(w) = d else {
+        panic!("{d:?}")
+    };
+    assert!(
+        matches!(
+            w,
+            Waiting::NotLowest {
+                new_cluster_enabled: false,
+                ..
+            }
+        ),
+        "{w:?}"
+    );
+    assert!(
+        w.explain().contains("new-cluster-enabled is off"),
+        "{}",
+        w.explain()
+    );
 }
 
 #[test]
