@@ -2,7 +2,8 @@
 //! the real agent in every pod: a ClusterSpec forms one cluster and locks forming off; a
 //! second reconcile writes nothing; an image change rolls the pods oldest-last, and an
 //! operator killed mid-rollout is replaced by one that finishes it; deleting every pod,
-//! scaling 3 → 5 → 2 and invalid specs behave as documented; a graceful stop releases
+//! scaling 3 → 5 → 2, invalid specs and a switch to DNS discovery (a rollout; the
+//! Role removed) behave as documented; a graceful stop releases
 //! the leader Lease, and deleting the ClusterSpec leaves nothing behind.
 
 use std::collections::BTreeMap;
@@ -418,6 +419,50 @@ async fn the_operator_restarts_scales_and_refuses_bad_specs() {
         }
     })
     .await;
+
+    // Agent settings roll out (agents read them at start), and what the agents no
+    // longer need goes: with DNS discovery they need no API access, so the Role and
+    // RoleBinding are removed.
+    let roles = || async {
+        let out = p
+            .kubectl()
+            .args(["get", "roles,rolebindings", "-o", "name"])
+            .output()
+            .expect("kubectl get roles");
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    };
+    assert!(
+        roles()
+            .await
+            .contains("role.rbac.authorization.k8s.io/shop")
+    );
+    let watch = RolloutWatch::start(&c).await;
+    c.patch_spec(json!({"bootstrap": {"discovery": "dns"}}))
+        .await;
+    c.wait_for(
+        &op,
+        "rolled to DNS discovery",
+        Duration::from_secs(120),
+        |cs| {
+            running(2)(cs)?;
+            Ok(())
+        },
+    )
+    .await;
+    poll("both pods replaced", Duration::from_secs(60), || async {
+        match watch.replaced() {
+            2 => Ok(()),
+            n => Err(format!("{n} replaced")),
+        }
+    })
+    .await;
+    let seen = watch.stop().await;
+    assert!(seen.split.is_none(), "{seen:?}");
+    assert_eq!(seen.oldest.len(), 2, "oldest last: {seen:?}");
+    c.one_cluster_of(2)
+        .await
+        .expect("one cluster of 2 after the switch");
+    assert_eq!(roles().await, "", "no Role or RoleBinding left");
 
     // A graceful stop releases the leader Lease at once.
     let mut op = op;

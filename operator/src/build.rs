@@ -28,12 +28,14 @@ pub const CLUSTER_KEY: &str = "cluster.key";
 pub const MANAGEMENT_TOKEN: &str = "management.token";
 
 /// Every owned object but the Secret (created once by the controller, never rebuilt),
-/// in apply order: identity and permissions first, the pods last.
+/// in apply order: identity and permissions first, the pods last. The Role and its
+/// binding exist only when the agents use the Kubernetes API; otherwise the controller
+/// removes any left from before (minimal RBAC).
 #[derive(Debug, Clone)]
 pub struct Owned {
     pub service_account: ServiceAccount,
-    pub role: Role,
-    pub role_binding: RoleBinding,
+    pub role: Option<Role>,
+    pub role_binding: Option<RoleBinding>,
     pub service: Service,
     pub config_map: ConfigMap,
     pub stateful_set: StatefulSet,
@@ -94,32 +96,49 @@ pub fn secret(cs: &ClusterSpec, random: &[u8; 64]) -> Result<Secret, serde_json:
     Ok(secret)
 }
 
-/// Every owned object for `cs`; `new_cluster_enabled` goes to the ConfigMap.
-pub fn owned(cs: &ClusterSpec, new_cluster_enabled: bool) -> Result<Owned, serde_json::Error> {
-    let name = cs.name_any();
-    let lease_rules = if cs.spec.membership.downing == Downing::LeaseMajority {
-        json!([{
+/// What the agents may do through the Kubernetes API: read pods for `kubernetes-api`
+/// discovery, take the Lease for `lease-majority`; nothing otherwise.
+fn rbac_rules(cs: &ClusterSpec) -> Vec<serde_json::Value> {
+    let mut rules = Vec::new();
+    if cs.spec.bootstrap.discovery == Discovery::KubernetesApi {
+        rules.push(json!({
+            "apiGroups": [""],
+            "resources": ["pods"],
+            "verbs": ["get", "list", "watch"],
+        }));
+    }
+    if cs.spec.membership.downing == Downing::LeaseMajority {
+        rules.push(json!({
             "apiGroups": ["coordination.k8s.io"],
             "resources": ["leases"],
             "verbs": ["get", "create", "update"],
-        }])
+        }));
+    }
+    rules
+}
+
+/// Every owned object for `cs`; `new_cluster_enabled` goes to the ConfigMap.
+pub fn owned(cs: &ClusterSpec, new_cluster_enabled: bool) -> Result<Owned, serde_json::Error> {
+    let name = cs.name_any();
+    let rules = rbac_rules(cs);
+    let (role, role_binding) = if rules.is_empty() {
+        (None, None)
     } else {
-        json!([])
+        (
+            Some(serde_json::from_value(
+                json!({ "metadata": meta(cs, &name), "rules": rules }),
+            )?),
+            Some(serde_json::from_value(json!({
+                "metadata": meta(cs, &name),
+                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
+                "subjects": [{"kind": "ServiceAccount", "name": name, "namespace": cs.namespace()}],
+            }))?),
+        )
     };
-    let mut rules = vec![json!({
-        "apiGroups": [""],
-        "resources": ["pods"],
-        "verbs": ["get", "list", "watch"],
-    })];
-    rules.extend(lease_rules.as_array().cloned().unwrap_or_default());
     Ok(Owned {
         service_account: serde_json::from_value(json!({ "metadata": meta(cs, &name) }))?,
-        role: serde_json::from_value(json!({ "metadata": meta(cs, &name), "rules": rules }))?,
-        role_binding: serde_json::from_value(json!({
-            "metadata": meta(cs, &name),
-            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
-            "subjects": [{"kind": "ServiceAccount", "name": name, "namespace": cs.namespace()}],
-        }))?,
+        role,
+        role_binding,
         service: serde_json::from_value(json!({
             "metadata": meta(cs, &name),
             "spec": {
@@ -147,6 +166,19 @@ pub fn owned(cs: &ClusterSpec, new_cluster_enabled: bool) -> Result<Owned, serde
             "spec": {"maxUnavailable": 1, "selector": {"matchLabels": selector(cs)}},
         }))?,
     })
+}
+
+/// Pod template annotation: a digest of the agents' settings.
+pub const CONFIG_HASH: &str = "muster.dev/config-hash";
+
+/// The first 16 hex digits of the settings' SHA-256.
+fn config_hash(config: &str) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(config.as_bytes())
+        .iter()
+        .take(8)
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 /// The agents' settings file (`node-agent/reference.yaml` documents every key).
@@ -267,6 +299,8 @@ fn stateful_set(cs: &ClusterSpec) -> Result<StatefulSet, serde_json::Error> {
     let sched = &s.scheduling;
     let mut pod_spec = json!({
         "serviceAccountName": name,
+        // A token only for agents that use the API (least privilege).
+        "automountServiceAccountToken": !rbac_rules(cs).is_empty(),
         "terminationGracePeriodSeconds": 30,
         "securityContext": {
             "runAsNonRoot": true,
@@ -302,7 +336,13 @@ fn stateful_set(cs: &ClusterSpec) -> Result<StatefulSet, serde_json::Error> {
             "updateStrategy": update,
             "selector": {"matchLabels": selector(cs)},
             "template": {
-                "metadata": {"labels": labels(cs)},
+                "metadata": {
+                    "labels": labels(cs),
+                    // Agents read agent.yaml at start: a change of it changes the
+                    // template, so it rolls out (the new-cluster-enabled key, which
+                    // they follow at run time, is not part of it).
+                    "annotations": {CONFIG_HASH: config_hash(&agent_config(cs))},
+                },
                 "spec": pod_spec,
             },
         },

@@ -54,16 +54,51 @@ metadata:
 }
 
 #[test]
-fn the_role_grants_pods_and_leases_only_with_lease_majority() {
+fn the_role_grants_only_what_the_agents_use() {
     let o = owned(&cluster("{}"), true).expect("built");
-    let rules = yaml(&o.role.rules);
+    let rules = yaml(&o.role.expect("a Role").rules);
     assert_eq!(
         rules,
         "- apiGroups:\n  - ''\n  resources:\n  - pods\n  verbs:\n  - get\n  - list\n  - watch\n"
     );
     let o = owned(&cluster("membership: {downing: lease-majority}"), true).expect("built");
-    let rules = yaml(&o.role.rules);
+    let rules = yaml(&o.role.expect("a Role").rules);
     assert!(rules.ends_with("- apiGroups:\n  - coordination.k8s.io\n  resources:\n  - leases\n  verbs:\n  - get\n  - create\n  - update\n"), "{rules}");
+    // DNS discovery without lease-majority needs no API access: no Role, no token.
+    let o = owned(&cluster("bootstrap: {discovery: dns}"), true).expect("built");
+    assert!(o.role.is_none() && o.role_binding.is_none());
+    let pod = o.stateful_set.spec.template.spec.expect("pod spec");
+    assert_eq!(pod.automount_service_account_token, Some(false));
+    let o = owned(
+        &cluster("bootstrap: {discovery: dns}\nmembership: {downing: lease-majority}"),
+        true,
+    )
+    .expect("built");
+    assert!(o.role.is_some());
+}
+
+#[test]
+fn a_change_of_the_agent_settings_changes_the_pod_template_but_the_lock_does_not() {
+    let hash = |spec: &str, lock: bool| {
+        let o = owned(&cluster(spec), lock).expect("built");
+        o.stateful_set
+            .spec
+            .template
+            .metadata
+            .expect("metadata")
+            .annotations
+            .expect("annotations")[CONFIG_HASH]
+            .clone()
+    };
+    assert_eq!(
+        hash("{}", true),
+        hash("{}", false),
+        "new-cluster-enabled is followed at run time"
+    );
+    assert_ne!(
+        hash("{}", true),
+        hash("membership: {stableAfter: 30s}", true)
+    );
 }
 
 #[test]
@@ -74,8 +109,8 @@ fn every_object_is_owned_and_labelled() {
         .expect("an owner reference");
     let metas = [
         &o.service_account.metadata,
-        &o.role.metadata,
-        &o.role_binding.metadata,
+        &o.role.as_ref().expect("a Role").metadata,
+        &o.role_binding.as_ref().expect("a RoleBinding").metadata,
         &o.service.metadata,
         &o.config_map.metadata,
         &o.stateful_set.metadata,

@@ -8,7 +8,7 @@ use std::fmt::Debug;
 
 use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::api::core::v1::Secret;
-use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::{Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -33,12 +33,13 @@ pub async fn owned(ctx: &Context, ns: &str, o: Owned) -> Result<usize, Error> {
         stateful_set,
         pod_disruption_budget,
     } = o;
+    let name = service_account.name_any();
     let mut written = 0;
     // Identity and permissions first, so pods never start without them; the agents'
     // Service and settings next; the StatefulSet (the pods) last but for the budget.
     written += usize::from(one(ctx, ns, service_account).await?);
-    written += usize::from(one(ctx, ns, role).await?);
-    written += usize::from(one(ctx, ns, role_binding).await?);
+    written += usize::from(optional(ctx, ns, role, &name).await?);
+    written += usize::from(optional(ctx, ns, role_binding, &name).await?);
     written += usize::from(one(ctx, ns, service).await?);
     written += usize::from(one(ctx, ns, config_map).await?);
     written += usize::from(one(ctx, ns, stateful_set).await?);
@@ -46,6 +47,43 @@ pub async fn owned(ctx: &Context, ns: &str, o: Owned) -> Result<usize, Error> {
         written += usize::from(one(ctx, ns, pod_disruption_budget).await?);
     }
     Ok(written)
+}
+
+/// Applies `obj` when wanted; when not, removes the one of that `name` this operator
+/// made before (an orphan, e.g. the Role after a switch to DNS discovery).
+async fn optional<K>(ctx: &Context, ns: &str, obj: Option<K>, name: &str) -> Result<bool, Error>
+where
+    K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + Debug
+        + Serialize
+        + DeserializeOwned,
+{
+    if let Some(obj) = obj {
+        return one(ctx, ns, obj).await;
+    }
+    let api: Api<K> = Api::namespaced(ctx.client.clone(), ns);
+    let kind = K::kind(&());
+    let live = api
+        .get_opt(name)
+        .await
+        .map_err(|e| Error::kube(format!("read {kind} {name}"), e))?;
+    let ours = live.is_some_and(|o| {
+        o.labels()
+            .get("app.kubernetes.io/managed-by")
+            .map(String::as_str)
+            == Some(FIELD_MANAGER)
+    });
+    if !ours {
+        return Ok(false);
+    }
+    match api.delete(name, &DeleteParams::default()).await {
+        Ok(_) => {}
+        Err(kube::Error::Api(s)) if s.code == 404 => {}
+        Err(e) => return Err(Error::kube(format!("delete {kind} {name}"), e)),
+    }
+    tracing::info!(%kind, %name, "removed: no longer needed");
+    Ok(true)
 }
 
 /// Server-side applies `obj` unless the live object already matches; true when written.
