@@ -21,6 +21,25 @@ use crate::build::{self, MANAGEMENT_TOKEN, Owned};
 /// The one field manager of every write.
 pub const FIELD_MANAGER: &str = "muster-operator";
 
+/// A namespaced object kind the operator owns.
+trait Child:
+    Resource<Scope = NamespaceResourceScope, DynamicType = ()>
+    + Clone
+    + Debug
+    + Serialize
+    + DeserializeOwned
+{
+}
+
+impl<K> Child for K where
+    K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + Debug
+        + Serialize
+        + DeserializeOwned
+{
+}
+
 /// Applies every owned object; the number written (0 when all were up to date).
 pub async fn owned(ctx: &Context, ns: &str, o: Owned) -> Result<usize, Error> {
     // Destructured without `..`: a new kind that is never applied fails to compile.
@@ -51,14 +70,12 @@ pub async fn owned(ctx: &Context, ns: &str, o: Owned) -> Result<usize, Error> {
 
 /// Applies `obj` when wanted; when not, removes the one of that `name` this operator
 /// made before (an orphan, e.g. the Role after a switch to DNS discovery).
-async fn optional<K>(ctx: &Context, ns: &str, obj: Option<K>, name: &str) -> Result<bool, Error>
-where
-    K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
-        + Clone
-        + Debug
-        + Serialize
-        + DeserializeOwned,
-{
+async fn optional<K: Child>(
+    ctx: &Context,
+    ns: &str,
+    obj: Option<K>,
+    name: &str,
+) -> Result<bool, Error> {
     if let Some(obj) = obj {
         return one(ctx, ns, obj).await;
     }
@@ -87,14 +104,7 @@ where
 }
 
 /// Server-side applies `obj` unless the live object already matches; true when written.
-async fn one<K>(ctx: &Context, ns: &str, obj: K) -> Result<bool, Error>
-where
-    K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
-        + Clone
-        + Debug
-        + Serialize
-        + DeserializeOwned,
-{
+async fn one<K: Child>(ctx: &Context, ns: &str, obj: K) -> Result<bool, Error> {
     let api: Api<K> = Api::namespaced(ctx.client.clone(), ns);
     let name = obj.name_any();
     let kind = K::kind(&());
