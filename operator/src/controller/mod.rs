@@ -221,14 +221,7 @@ async fn reconcile_once(cs: &ClusterSpec, ctx: &Context, now: Timestamp) -> Resu
         spec: &cs.spec,
         generation: cs.meta().generation,
         previous,
-        pods: i32::try_from(
-            world
-                .pods
-                .iter()
-                .filter(|p| p.metadata.deletion_timestamp.is_none())
-                .count(),
-        )
-        .unwrap_or(i32::MAX),
+        pods: world.live_pods(),
         selector: format!("app.kubernetes.io/instance={}", cs.name_any()),
         members: world.members.as_ref().map_err(Clone::clone),
         problems: &problems,

@@ -25,6 +25,16 @@ pub struct World {
 }
 
 impl World {
+    /// Pods that exist and are not being deleted.
+    pub fn live_pods(&self) -> i32 {
+        let n = self
+            .pods
+            .iter()
+            .filter(|p| p.metadata.deletion_timestamp.is_none())
+            .count();
+        i32::try_from(n).unwrap_or(i32::MAX)
+    }
+
     pub fn pod(&self, name: &str) -> Option<&Pod> {
         self.pods
             .iter()
