@@ -17,8 +17,8 @@ use serde_json::json;
 
 mod support;
 use support::operator::{
-    Cluster, Operator, RolloutWatch, condition, create_cluster, retagged, running, setup,
-    status_of, two_clusters,
+    Cluster, Operator, OperatorLog, RolloutWatch, condition, create_cluster, retagged, running,
+    setup, status_of, two_clusters,
 };
 use support::poll;
 

@@ -13,6 +13,7 @@ pub mod agents;
 pub mod build;
 pub mod controller;
 pub mod crd;
+pub mod install;
 pub mod leader;
 pub mod metrics;
 pub mod rollout;

@@ -260,6 +260,32 @@ pub fn compute(seen: &Seen<'_>) -> ClusterSpecStatus {
     }
 }
 
+/// The last status with `Degraded` saying why the last reconcile failed (e.g. a
+/// permission the operator lacks); everything else as it was.
+pub fn with_error(
+    previous: Option<&ClusterSpecStatus>,
+    generation: Option<i64>,
+    error: &str,
+    now: Timestamp,
+) -> ClusterSpecStatus {
+    let mut status = previous.cloned().unwrap_or_default();
+    let mut degraded = cond(
+        "Degraded",
+        true,
+        "ReconcileError",
+        format!("the last reconcile failed and is retried: {error}"),
+    );
+    degraded.observed_generation = generation;
+    degraded.last_transition_time = status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Degraded" && c.status == "True")
+        .map_or(Time(now), |c| c.last_transition_time.clone());
+    status.conditions.retain(|c| c.type_ != "Degraded");
+    status.conditions.push(degraded);
+    status
+}
+
 fn cond(type_: &str, status: bool, reason: &str, message: String) -> Condition {
     Condition {
         type_: type_.to_owned(),

@@ -4,7 +4,8 @@
 //! What it does, as a kubelet would: container images map to local binaries through a
 //! table (`…/muster-agent:TAG` → the built `muster-agent`); `env` is passed with
 //! `value`, `configMapKeyRef`, `secretKeyRef` and `fieldRef` (`status.podIP`, `metadata.name`, `metadata.namespace`,
-//! `metadata.labels['…']`, `spec.serviceAccountName`) resolved; `KUBERNETES_SERVICE_HOST`
+//! `metadata.labels['…']`, `spec.serviceAccountName`) resolved, and `$(NAME)` in
+//! `command`/`args` expanded from it; `KUBERNETES_SERVICE_HOST`
 //! and `_PORT` point at the API server; HTTP readiness probes set the Ready condition;
 //! crashed containers restart per `restartPolicy` with `restartCount`; a deleted pod's
 //! processes get SIGTERM, SIGKILL after the grace period, then the pod is removed.
@@ -314,6 +315,31 @@ async fn referenced_env(client: &Client, pod: &Pod, c: &Container) -> Result<Ref
 
 /// The container's environment as a kubelet gives it: the service variables, then
 /// `envFrom`, then `env` (a later entry wins).
+/// `$(NAME)` in a command or argument becomes the container's variable NAME, as the
+/// kubelet does; `$$` is a literal `$`; an undefined name is left as written.
+fn expand(arg: &str, env: &[(String, String)]) -> String {
+    let mut out = String::new();
+    let mut rest = arg;
+    while let Some(i) = rest.find('$') {
+        out.push_str(&rest[..i]);
+        let after = &rest[i + 1..];
+        if let Some(tail) = after.strip_prefix('$') {
+            out.push('$');
+            rest = tail;
+        } else if let Some((name, tail)) = after.strip_prefix('(').and_then(|a| a.split_once(')'))
+            && let Some((_, value)) = env.iter().rev().find(|(k, _)| k == name)
+        {
+            out.push_str(value);
+            rest = tail;
+        } else {
+            out.push('$');
+            rest = after;
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
 fn environment(
     pod: &Pod,
     c: &Container,
@@ -885,18 +911,14 @@ async fn run_container(
             .arg(target)
             .arg(if *read_only { "ro" } else { "rw" });
     }
+    let env = environment(&ctx.pod, c, ctx.ip, ctx.config.api_port, referenced);
+    let expanded = |a: &String| expand(a, &env);
     cmd.arg("--")
         .arg(k.binary)
-        .args(c.command.iter().flatten().skip(1))
-        .args(c.args.iter().flatten())
+        .args(c.command.iter().flatten().skip(1).map(expanded))
+        .args(c.args.iter().flatten().map(expanded))
         .env_clear()
-        .envs(environment(
-            &ctx.pod,
-            c,
-            ctx.ip,
-            ctx.config.api_port,
-            referenced,
-        ))
+        .envs(env.iter().cloned())
         .stdin(std::process::Stdio::null())
         .stdout(out)
         .stderr(err)
@@ -1072,6 +1094,22 @@ impl Drop for LocalNode {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn variables_in_arguments_are_expanded_as_the_kubelet_does() {
+        let env = vec![
+            ("POD_IP".to_owned(), "10.0.0.7".to_owned()),
+            ("PORT".to_owned(), "80".to_owned()),
+        ];
+        assert_eq!(expand("$(POD_IP):8080", &env), "10.0.0.7:8080");
+        assert_eq!(expand("a$(PORT)b$(PORT)", &env), "a80b80");
+        assert_eq!(expand("$$(POD_IP)", &env), "$(POD_IP)", "escaped");
+        assert_eq!(
+            expand("$(NOPE) $ $(", &env),
+            "$(NOPE) $ $(",
+            "left as written"
+        );
+    }
 
     #[test]
     fn pod_ips_go_round_robin_and_are_reused_once_free() {

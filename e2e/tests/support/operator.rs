@@ -85,11 +85,32 @@ impl Operator {
         .await
         .ok()
     }
+}
 
-    pub fn log_tail(&self) -> String {
-        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
-        let lines: Vec<&str> = text.lines().collect();
-        lines[lines.len().saturating_sub(30)..].join("\n")
+/// The last 30 lines of a log file.
+pub fn tail(path: &std::path::Path) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(30)..].join("\n")
+}
+
+/// Where a test finds the operator's log when it waits in vain.
+pub trait OperatorLog {
+    fn log_tail(&self) -> String;
+}
+
+impl OperatorLog for Operator {
+    fn log_tail(&self) -> String {
+        tail(&self.log)
+    }
+}
+
+/// The log of an operator that runs as a pod (its container's log file).
+pub struct PodLog(pub PathBuf);
+
+impl OperatorLog for PodLog {
+    fn log_tail(&self) -> String {
+        tail(&self.0)
     }
 }
 
@@ -122,6 +143,18 @@ pub fn total(m: &BTreeMap<String, f64>, prefix: &str) -> f64 {
         .sum()
 }
 
+/// `kubectl apply -f manifests/<file>` on the local platform.
+pub fn apply_manifest(p: &Platform, file: &str) {
+    let cp = p.control_plane().expect("the local platform");
+    let path = format!("{}/../manifests/{file}", env!("CARGO_MANIFEST_DIR"));
+    let out = Command::new("kubectl")
+        .args(["apply", "-f", &path])
+        .env("KUBECONFIG", &cp.kubeconfig)
+        .output()
+        .expect("kubectl");
+    assert!(out.status.success(), "kubectl apply -f {path}: {out:?}");
+}
+
 /// The local platform with the CRD installed and an operator (`op-a`, metrics on
 /// `127.0.<dns_net>.10:8080`).
 pub async fn setup(test: &str, nets: (u8, u8)) -> (Platform, Operator) {
@@ -133,14 +166,7 @@ pub async fn setup(test: &str, nets: (u8, u8)) -> (Platform, Operator) {
         Target::Local,
         "the operator runs here as a process beside the platform (on kind: the Helm chart)"
     );
-    let cp = p.control_plane().expect("local");
-    let crd = concat!(env!("CARGO_MANIFEST_DIR"), "/../manifests/crd.yaml");
-    let out = Command::new("kubectl")
-        .args(["apply", "-f", crd])
-        .env("KUBECONFIG", &cp.kubeconfig)
-        .output()
-        .expect("kubectl");
-    assert!(out.status.success(), "{out:?}");
+    apply_manifest(&p, "crd.yaml");
     wait_for_crd(&p.client).await;
     let op = Operator::start(&p, "op-a", SocketAddr::from(([127, 0, nets.0, 10], 8080)));
     (p, op)
@@ -248,7 +274,7 @@ impl Cluster {
     /// Polls the ClusterSpec until `check` accepts it; panics with the operator's log.
     pub async fn wait_for(
         &self,
-        op: &Operator,
+        op: &dyn OperatorLog,
         what: &str,
         limit: Duration,
         check: impl Fn(&ClusterSpec) -> Result<(), String>,

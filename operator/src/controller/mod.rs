@@ -176,6 +176,9 @@ fn error_policy(cs: Arc<ClusterSpec>, error: &Error, _ctx: Arc<Context>) -> Acti
 pub async fn reconcile(cs: Arc<ClusterSpec>, ctx: Arc<Context>) -> Result<Action, Error> {
     let started = Instant::now();
     let result = reconcile_once(&cs, &ctx, Timestamp::now()).await;
+    if let Err(e) = &result {
+        report_error(&ctx, &cs, e).await;
+    }
     ctx.metrics.reconciled(
         started.elapsed(),
         result.as_ref().err().map(Error::metric_label),
@@ -353,6 +356,27 @@ async fn leave(
             tracing::warn!(%pod, %member, error = %e, "the member could not be asked to leave; retrying")
         }
     }
+}
+
+/// Puts a failed reconcile's error in the Degraded condition (and a Warning event), so
+/// `kubectl describe` shows it, not only the operator's log. Best effort: the status
+/// write may fail for the same reason.
+async fn report_error(ctx: &Context, cs: &ClusterSpec, error: &Error) {
+    let Some(ns) = cs.namespace() else { return };
+    let previous = cs.status.as_ref();
+    let next = status::with_error(
+        previous,
+        cs.meta().generation,
+        &error.to_string(),
+        Timestamp::now(),
+    );
+    if previous == Some(&next) {
+        return;
+    }
+    if let Err(e) = write_status(ctx, cs, &ns, &next).await {
+        tracing::debug!(error = %e, "could not report the failure in status either");
+    }
+    announce(ctx, cs, previous, &next).await;
 }
 
 async fn write_status(

@@ -263,3 +263,36 @@ fn rollouts_scaling_and_invalid_specs_are_reported() {
         "PolicyV1Unavailable"
     );
 }
+
+#[test]
+fn a_failed_reconcile_is_reported_in_degraded_and_nothing_else_changes() {
+    let sp = spec("replicas: 3");
+    let three = members(&["Up", "Up", "Up"], &[]);
+    let s1 = compute(&seen(&sp, None, Ok(&three), at(0)));
+    let failed = with_error(
+        Some(&s1),
+        Some(2),
+        "serviceaccounts \"shop\" is forbidden",
+        at(5),
+    );
+    let d = failed
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Degraded")
+        .expect("Degraded");
+    assert_eq!(
+        (d.status.as_str(), d.reason.as_str()),
+        ("True", "ReconcileError")
+    );
+    assert!(d.message.contains("forbidden"), "{}", d.message);
+    assert_eq!(d.last_transition_time.0, at(5));
+    assert_eq!(failed.phase, s1.phase);
+    assert_eq!(failed.conditions.len(), s1.conditions.len());
+    let again = with_error(
+        Some(&failed),
+        Some(2),
+        "serviceaccounts \"shop\" is forbidden",
+        at(9),
+    );
+    assert_eq!(again, failed, "a repeated failure writes nothing new");
+}

@@ -1,0 +1,24 @@
+//! The files in `manifests/` are generated from code; they must not drift from it.
+
+fn committed(file: &str) -> String {
+    let path = format!("{}/../manifests/{file}", env!("CARGO_MANIFEST_DIR"));
+    std::fs::read_to_string(path).unwrap_or_default()
+}
+
+#[test]
+fn the_committed_crd_is_what_crdgen_writes() {
+    let generated = operator::crd_yaml().expect("the CRD as YAML");
+    assert!(
+        committed("crd.yaml") == generated,
+        "manifests/crd.yaml is out of date: run `cargo run -p operator --bin crdgen > manifests/crd.yaml`"
+    );
+}
+
+#[test]
+fn the_committed_install_manifest_is_what_manifestgen_writes() {
+    let generated = operator::install::operator_yaml(operator::install::IMAGE).expect("YAML");
+    assert!(
+        committed("operator.yaml") == generated,
+        "manifests/operator.yaml is out of date: run `cargo run -p operator --bin manifestgen > manifests/operator.yaml`"
+    );
+}
