@@ -2,7 +2,8 @@
 //! it is accepted (a structural schema) and established, a ClusterSpec gets the
 //! documented defaults from the server, `kubectl get` shows the printer columns, the
 //! short name works, `kubectl scale` goes through the scale subresource, and the schema
-//! refuses bad values with a message naming the field. Before it is installed,
+//! refuses bad values with a message naming the field, and every example in
+//! `manifests/examples` is accepted. Before it is installed,
 //! `muster-operator` exits with the command that installs it.
 
 use std::process::Command;
@@ -123,6 +124,17 @@ async fn the_crd_installs_and_the_server_applies_its_schema() {
     let bad: Result<DynamicObject, _> = api.get("bad").await;
     assert!(bad.is_err(), "nothing was stored");
 
-    // What the operator builds from it is applied for real by the operator's own test
-    // (tests/operator.rs).
+    // Every example in manifests/examples is accepted as written. (What the operator
+    // builds from a ClusterSpec is applied for real by tests/operator.rs.)
+    let examples = concat!(env!("CARGO_MANIFEST_DIR"), "/../manifests/examples");
+    let (ok, out) = kubectl(&cp, &["apply", "-n", "default", "-f", examples], None);
+    assert!(ok, "{out}");
+    let (ok, out) = kubectl(&cp, &["get", "mcs", "-n", "default", "-o", "name"], None);
+    assert!(ok, "{out}");
+    for name in ["demo", "demo-dns", "shop"] {
+        assert!(
+            out.contains(&format!("clusterspec.muster.dev/{name}\n")),
+            "{name}: {out}"
+        );
+    }
 }

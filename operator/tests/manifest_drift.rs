@@ -22,3 +22,21 @@ fn the_committed_install_manifest_is_what_manifestgen_writes() {
         "manifests/operator.yaml is out of date: run `cargo run -p operator --bin manifestgen > manifests/operator.yaml`"
     );
 }
+
+#[test]
+fn every_example_is_a_valid_cluster_spec() {
+    let dir = format!("{}/../manifests/examples", env!("CARGO_MANIFEST_DIR"));
+    let mut seen = 0;
+    for entry in std::fs::read_dir(&dir).expect("manifests/examples") {
+        let path = entry.expect("an entry").path();
+        let text = std::fs::read_to_string(&path).expect("read");
+        let mut cs: operator::ClusterSpec =
+            serde_yaml::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        cs.metadata.namespace = Some("default".into());
+        let problems = operator::validate::validate(&cs.spec);
+        assert!(problems.is_empty(), "{}: {problems:?}", path.display());
+        operator::build::owned(&cs, true).expect("builds");
+        seen += 1;
+    }
+    assert_eq!(seen, 3, "minimal, DNS discovery, sidecar");
+}
