@@ -1,13 +1,24 @@
-# The muster-agent image: a release build on Debian 12, run as a non-root user on
-# distroless (no shell, no package manager), as Pod Security "restricted" wants.
-# Build: docker build -t muster/muster-agent:dev .   (e2e/kind/load-images.sh does this)
+# muster's images, from one multi-stage build: a release build on Debian 12, run as a
+# non-root user on distroless (no shell, no package manager), as Pod Security
+# "restricted" wants.
+#   docker build --target agent    -t muster/muster-agent:dev .     (the default target)
+#   docker build --target operator -t muster/muster-operator:dev .
+# e2e/kind/load-images.sh builds and loads both.
 FROM docker.io/library/rust:1.95-bookworm AS build
 WORKDIR /src
 COPY . .
-RUN cargo build --release --locked -p node-agent --bin muster-agent \
-    && cp target/release/muster-agent /muster-agent
+RUN cargo build --release --locked \
+        -p node-agent --bin muster-agent \
+        -p operator --bin muster-operator \
+    && cp target/release/muster-agent target/release/muster-operator /
 
-FROM gcr.io/distroless/cc-debian12:nonroot
+FROM gcr.io/distroless/cc-debian12:nonroot AS operator
+COPY --from=build /muster-operator /usr/local/bin/muster-operator
+USER 65532:65532
+EXPOSE 8080
+ENTRYPOINT ["/usr/local/bin/muster-operator"]
+
+FROM gcr.io/distroless/cc-debian12:nonroot AS agent
 COPY --from=build /muster-agent /usr/local/bin/muster-agent
 USER 65532:65532
 EXPOSE 2552 8558

@@ -4,6 +4,8 @@
 KIND_CLUSTER="${KIND_CLUSTER:-muster-e2e}"
 # The image tag the e2e tests use on kind (e2e::platform::KIND_AGENT_IMAGE).
 AGENT_IMAGE="${E2E_AGENT_IMAGE:-localhost/muster/muster-agent:e2e}"
+# The operator image, built from the same Dockerfile (target `operator`).
+OPERATOR_IMAGE="${E2E_OPERATOR_IMAGE:-localhost/muster/muster-operator:e2e}"
 REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 
 say() { printf 'kind: %s\n' "$*" >&2; }

@@ -1,12 +1,18 @@
 #!/usr/bin/env bash
-# Builds the muster-agent image from the repository's Dockerfile and loads it into the
-# kind cluster's nodes under the tag the e2e tests use ($E2E_AGENT_IMAGE, default
-# localhost/muster/muster-agent:e2e). Needs kind and Docker; says so plainly without them.
+# Builds the muster-agent and muster-operator images from the repository's Dockerfile
+# and loads them into the kind cluster's nodes under the tags the e2e tests use
+# ($E2E_AGENT_IMAGE, default localhost/muster/muster-agent:e2e; $E2E_OPERATOR_IMAGE,
+# default localhost/muster/muster-operator:e2e). Needs kind and Docker; says so plainly
+# without them.
 set -euo pipefail
 source "$(dirname "$0")/common.sh"
 require_kind
 
-say "building $AGENT_IMAGE from $REPO_ROOT/Dockerfile"
-docker build --tag "$AGENT_IMAGE" "$REPO_ROOT"
-say "loading $AGENT_IMAGE into cluster $KIND_CLUSTER"
-kind load docker-image "$AGENT_IMAGE" --name "$KIND_CLUSTER"
+for pair in "agent=$AGENT_IMAGE" "operator=$OPERATOR_IMAGE"; do
+    target="${pair%%=*}"
+    image="${pair#*=}"
+    say "building $image (target $target) from $REPO_ROOT/Dockerfile"
+    docker build --target "$target" --tag "$image" "$REPO_ROOT"
+    say "loading $image into cluster $KIND_CLUSTER"
+    kind load docker-image "$image" --name "$KIND_CLUSTER"
+done
