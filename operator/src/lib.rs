@@ -16,6 +16,7 @@ pub mod crd;
 pub mod install;
 pub mod leader;
 pub mod metrics;
+pub mod reference;
 pub mod rollout;
 pub mod scale;
 pub mod server;

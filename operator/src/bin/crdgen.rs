@@ -1,8 +1,13 @@
 //! Prints the `ClusterSpec` CustomResourceDefinition as YAML:
-//! `cargo run -p operator --bin crdgen > manifests/crd.yaml` (a test fails when the
-//! committed file differs).
+//! `cargo run -p operator --bin crdgen > manifests/crd.yaml`; with the argument
+//! `reference`, the field table of README.md's "ClusterSpec reference". Tests fail when
+//! the committed files differ.
 
 fn main() -> std::process::ExitCode {
+    if std::env::args().nth(1).as_deref() == Some("reference") {
+        print!("{}", operator::reference::markdown());
+        return std::process::ExitCode::SUCCESS;
+    }
     match operator::crd_yaml() {
         Ok(yaml) => {
             print!("{yaml}");
