@@ -5,6 +5,24 @@ fn committed(file: &str) -> String {
     std::fs::read_to_string(path).unwrap_or_default()
 }
 
+fn in_chart(file: &str) -> String {
+    let path = format!("{}/../charts/muster/{file}", env!("CARGO_MANIFEST_DIR"));
+    std::fs::read_to_string(path).unwrap_or_default()
+}
+
+#[test]
+fn the_chart_has_the_same_crd_and_rules() {
+    assert!(
+        in_chart("crds/clusterspecs.muster.dev.yaml") == committed("crd.yaml"),
+        "charts/muster/crds is out of date: run `cp manifests/crd.yaml charts/muster/crds/clusterspecs.muster.dev.yaml`"
+    );
+    assert!(
+        in_chart("templates/_rules.tpl") == operator::install::chart_rules_tpl(),
+        "charts/muster/templates/_rules.tpl is out of date: run \
+         `cargo run -p operator --bin manifestgen -- chart-rules > charts/muster/templates/_rules.tpl`"
+    );
+}
+
 #[test]
 fn the_committed_crd_is_what_crdgen_writes() {
     let generated = operator::crd_yaml().expect("the CRD as YAML");

@@ -246,4 +246,5 @@ pub fn built_binary(name: &str) -> PathBuf {
     );
     bin
 }
+pub mod chart;
 pub mod operator;

@@ -155,6 +155,87 @@ pub fn apply_manifest(p: &Platform, file: &str) {
     assert!(out.status.success(), "kubectl apply -f {path}: {out:?}");
 }
 
+/// The local platform whose process kubelet runs the built agent and operator for their
+/// images: for tests that install the operator as a pod (on kind, the images are real).
+pub async fn platform_with_images(test: &str, nets: (u8, u8)) -> Platform {
+    let images = e2e::ImageTable::default()
+        .with("muster-agent", super::agent_binary())
+        .with("muster-operator", built_binary("muster-operator"));
+    let p = Platform::start(
+        test,
+        e2e::LocalSettings {
+            dns_net: nets.0,
+            pod_net: nets.1,
+            images,
+        },
+    )
+    .await
+    .expect("platform");
+    assert_eq!(
+        p.target,
+        Target::Local,
+        "installs the operator on the local platform; on kind, e2e/kind/test.sh runs helm install"
+    );
+    p
+}
+
+/// Waits until Deployment `name` in `namespace` has one available replica (the
+/// operator, installed as a pod); returns its container's log on the local platform.
+pub async fn operator_pod(p: &Platform, namespace: &str, name: &str) -> PodLog {
+    use k8s_openapi::api::apps::v1::Deployment;
+    let deployments: Api<Deployment> = Api::namespaced(p.client.clone(), namespace);
+    poll(
+        &format!("Deployment {namespace}/{name} available"),
+        Duration::from_secs(120),
+        || async {
+            let d = deployments.get(name).await.map_err(|e| e.to_string())?;
+            match d.status.and_then(|s| s.available_replicas) {
+                Some(1) => Ok(()),
+                other => Err(format!("available: {other:?}")),
+            }
+        },
+    )
+    .await;
+    let cp = p.control_plane().expect("the local platform");
+    let pods: Api<Pod> = Api::namespaced(p.client.clone(), namespace);
+    let list = pods
+        .list(&ListParams::default().labels("app.kubernetes.io/name=muster-operator"))
+        .await
+        .expect("list the operator's pods");
+    let pod = list
+        .items
+        .iter()
+        .find_map(|pod| pod.metadata.name.clone())
+        .expect("the operator's pod");
+    PodLog(cp.dir.join(format!("{namespace}_{pod}_operator.log")))
+}
+
+/// Creates ClusterSpec `shop` of 3 and waits until it runs as one cluster, with forming
+/// locked, under an operator installed as a pod; its log must show the leader Lease and
+/// no "forbidden" (its RBAC grants all it uses). Returns the time from create to Running.
+pub async fn a_cluster_forms_under(p: &Platform, log: &PodLog) -> Duration {
+    let c = Cluster::of(p, "shop");
+    let started = create_cluster(p, "shop", 3, json!({})).await;
+    let cs = c
+        .wait_for(
+            log,
+            "Running with 3 Up",
+            Duration::from_secs(120),
+            running(3),
+        )
+        .await;
+    let formed = started.elapsed();
+    assert_eq!(status_of(&cs).new_cluster_enabled, Some(false));
+    c.one_cluster_of(3).await.expect("one cluster of 3");
+    let text = std::fs::read_to_string(&log.0).expect("the operator's log");
+    assert!(text.contains("holding the leader Lease"), "{text}");
+    assert!(
+        !text.contains("forbidden"),
+        "its RBAC grants all the operator uses:\n{text}"
+    );
+    formed
+}
+
 /// The local platform with the CRD installed and an operator (`op-a`, metrics on
 /// `127.0.<dns_net>.10:8080`).
 pub async fn setup(test: &str, nets: (u8, u8)) -> (Platform, Operator) {
