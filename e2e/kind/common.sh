@@ -11,9 +11,13 @@ REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 say() { printf 'kind: %s\n' "$*" >&2; }
 
 # kind runs Kubernetes nodes as containers: it needs the kind binary and a working
-# container engine. Say plainly when this machine has neither, and what to use instead.
+# container engine (and helm, for the scripts that install muster with it). Say plainly
+# when this machine has none of them, and what to use instead.
 require_kind() {
     local missing=()
+    if [[ "${1:-}" == --helm ]]; then
+        command -v helm >/dev/null 2>&1 || missing+=("helm (https://helm.sh/docs/intro/install/)")
+    fi
     command -v kind >/dev/null 2>&1 || missing+=("the kind binary (https://kind.sigs.k8s.io/docs/user/quick-start/#installation)")
     command -v kubectl >/dev/null 2>&1 || missing+=("kubectl")
     if ! command -v docker >/dev/null 2>&1; then

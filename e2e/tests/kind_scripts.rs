@@ -28,6 +28,7 @@ fn kind_scripts_say_plainly_that_they_cannot_run_without_kind() {
         "create-cluster.sh",
         "load-images.sh",
         "test.sh",
+        "install.sh",
         "delete-cluster.sh",
     ] {
         let out = std::process::Command::new(path.join("bash"))
@@ -44,6 +45,9 @@ fn kind_scripts_say_plainly_that_they_cannot_run_without_kind() {
         );
         for missing in ["the kind binary", "kubectl", "docker"] {
             assert!(err.contains(missing), "{script} names {missing}: {err}");
+        }
+        if matches!(script, "install.sh" | "test.sh") {
+            assert!(err.contains("helm ("), "{script} names helm: {err}");
         }
         assert!(
             err.contains("cargo test -p e2e"),
