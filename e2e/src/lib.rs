@@ -15,6 +15,7 @@ pub mod binaries;
 pub mod certs;
 pub mod control_plane;
 pub mod dns;
+pub mod kubectl;
 pub mod node;
 pub mod partition;
 pub mod platform;

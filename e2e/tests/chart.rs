@@ -6,9 +6,8 @@
 //! `e2e/chart-render` here (see support/chart.rs).
 
 use std::collections::BTreeSet;
-use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Instant;
 
 use e2e::{Platform, Target};
@@ -408,45 +407,20 @@ fn the_notes_say_what_to_do_next() {
     }
 }
 
-/// kubectl for the platform, without a default namespace (the chart names its own).
-fn kubectl(p: &Platform) -> Command {
-    let mut cmd = Command::new("kubectl");
-    if let Some(cp) = p.control_plane() {
-        cmd.env("KUBECONFIG", &cp.kubeconfig);
-    }
-    cmd
+/// `kubectl ARGS` on the platform, without a default namespace (the chart names its own).
+fn kubectl(p: &Platform, args: &[&str], stdin: Option<&str>) -> Result<String, String> {
+    let kubeconfig = p.control_plane().map(|cp| cp.kubeconfig.as_path());
+    e2e::kubectl::run(kubeconfig, args, stdin)
 }
 
 /// `kubectl apply [--dry-run=server] -f -` of a YAML stream.
 fn kubectl_apply(p: &Platform, yaml: &str, dry_run: bool) -> Result<String, String> {
-    let mut cmd = kubectl(p);
-    cmd.args(["apply", "-f", "-"]);
-    if dry_run {
-        cmd.arg("--dry-run=server");
-    }
-    let mut child = cmd
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("kubectl");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(yaml.as_bytes())
-        .expect("write to kubectl");
-    let out = child.wait_with_output().expect("kubectl");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    if out.status.success() {
-        Ok(text)
+    let args: &[&str] = if dry_run {
+        &["apply", "--dry-run=server", "-f", "-"]
     } else {
-        Err(text)
-    }
+        &["apply", "-f", "-"]
+    };
+    kubectl(p, args, Some(yaml))
 }
 
 /// Prometheus Operator's ServiceMonitor and PodMonitor kinds, when the cluster has none:
@@ -457,12 +431,8 @@ fn monitoring_kinds(p: &Platform) {
         ("ServiceMonitor", "servicemonitors"),
         ("PodMonitor", "podmonitors"),
     ] {
-        let exists = kubectl(p)
-            .args(["get", "crd", &format!("{plural}.monitoring.coreos.com")])
-            .output()
-            .expect("kubectl")
-            .status
-            .success();
+        let crd = format!("{plural}.monitoring.coreos.com");
+        let exists = kubectl(p, &["get", "crd", &crd], None).is_ok();
         if exists {
             continue;
         }

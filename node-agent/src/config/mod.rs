@@ -9,6 +9,7 @@
 
 pub mod duration;
 mod env;
+pub mod reference;
 mod settings;
 
 use std::fmt;

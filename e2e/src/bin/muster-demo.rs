@@ -1,0 +1,664 @@
+//! `muster-demo`: muster's job in one command (README's first command runs it through
+//! `./demo`, which builds it). On the local Kubernetes platform it installs muster from
+//! `manifests/` (the CRD, then the operator as a Deployment pod), applies a ClusterSpec of
+//! three agents, shows the cluster forming live (pods, member statuses, leader, age, each
+//! agent's bootstrap decision), changes the agent image tag and shows the oldest-last
+//! rolling update step by step, then prints a summary: formation time, rollout order,
+//! final members. It exits 1 when the cluster does not form, or the rollout does not
+//! finish, within `--timeout`. With `--keep` everything stays up until Ctrl-C, and it
+//! prints the KUBECONFIG and commands to look around.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use e2e::{ImageTable, LocalSettings, Platform, Target};
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, ListParams};
+use serde_json::{Value, json};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "muster-demo",
+    about = "Install muster on a local Kubernetes, form a cluster, roll it oldest-last"
+)]
+struct Args {
+    /// Leave the platform, operator and cluster running at the end (until Ctrl-C) and
+    /// print how to look around.
+    #[arg(long)]
+    keep: bool,
+    /// Agents in the demo cluster.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u8).range(1..=9))]
+    replicas: u8,
+    /// Give up (exit 1) when a stage — install, forming, the rollout — takes longer
+    /// than this many seconds.
+    #[arg(long, default_value_t = 180)]
+    timeout: u64,
+}
+
+/// The demo's ClusterSpec.
+const NAME: &str = "demo";
+/// Its agents' management port.
+const MANAGEMENT_PORT: u16 = 8558;
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("muster-demo: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(args)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("\nmuster-demo: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// A binary built beside this one (`./demo` builds them all).
+fn beside(name: &str) -> Result<PathBuf, String> {
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let bin = exe.with_file_name(name);
+    if bin.exists() {
+        Ok(bin)
+    } else {
+        Err(format!(
+            "{} is missing: build it with `cargo build -p node-agent -p operator` (./demo does)",
+            bin.display()
+        ))
+    }
+}
+
+fn repo_file(path: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(path)
+}
+
+/// Prints a stage heading with the time since the demo started.
+fn stage(start: Instant, text: &str) {
+    println!("\n[{:>5.1} s] == {text}", start.elapsed().as_secs_f64());
+}
+
+async fn run(args: Args) -> Result<(), String> {
+    if Target::from_env().map_err(|e| e.to_string())? != Target::Local {
+        return Err("the demo runs on its own local platform: unset E2E_TARGET".into());
+    }
+    let limit = Duration::from_secs(args.timeout);
+    let start = Instant::now();
+    stage(
+        start,
+        "starting a local Kubernetes (etcd, API server, controllers, scheduler, cluster DNS, a process kubelet)",
+    );
+    let images = ImageTable::default()
+        .with("muster-agent", beside("muster-agent")?)
+        .with("muster-operator", beside("muster-operator")?);
+    let p = Platform::start(
+        NAME,
+        LocalSettings {
+            dns_net: 67,
+            pod_net: 68,
+            images,
+        },
+    )
+    .await
+    .map_err(|e| format!("the local platform did not start: {e}"))?;
+    let cp = p.control_plane().ok_or("no local control plane")?;
+    let kubeconfig = cp.kubeconfig.clone();
+    println!("KUBECONFIG={}", kubeconfig.display());
+
+    stage(
+        start,
+        "kubectl apply -f manifests/crd.yaml -f manifests/operator.yaml",
+    );
+    let installed = Instant::now();
+    let kubectl =
+        |args: &[&str], stdin: Option<&str>| e2e::kubectl::run(Some(&kubeconfig), args, stdin);
+    let manifest = |file: &str| repo_file(file).to_string_lossy().into_owned();
+    kubectl(&["apply", "-f", &manifest("manifests/crd.yaml")], None)?;
+    wait(limit, "the ClusterSpec CRD to be established", || async {
+        let established = kubectl(
+            &[
+                "get",
+                "crd",
+                "clusterspecs.muster.dev",
+                "-o",
+                "jsonpath={.status.conditions[?(@.type=='Established')].status}",
+            ],
+            None,
+        )?;
+        if established.trim() == "True" {
+            Ok(())
+        } else {
+            Err("not established yet".into())
+        }
+    })
+    .await?;
+    kubectl(&["apply", "-f", &manifest("manifests/operator.yaml")], None)?;
+    let deployments: Api<Deployment> = Api::namespaced(p.client.clone(), "muster-system");
+    wait(limit, "the operator Deployment to be available", || async {
+        let d = deployments
+            .get("muster-operator")
+            .await
+            .map_err(|e| e.to_string())?;
+        match d.status.and_then(|s| s.available_replicas) {
+            Some(n) if n >= 1 => Ok(()),
+            _ => Err("not available yet".to_owned()),
+        }
+    })
+    .await?;
+    println!(
+        "operator available {:.1} s after kubectl apply",
+        installed.elapsed().as_secs_f64()
+    );
+
+    stage(
+        start,
+        &format!("applying ClusterSpec {NAME} ({} agents)", args.replicas),
+    );
+    let image = p.agent_image().to_owned();
+    let spec = json!({
+        "apiVersion": "muster.dev/v1alpha1", "kind": "ClusterSpec",
+        "metadata": {"name": NAME, "namespace": p.namespace},
+        "spec": {"replicas": args.replicas, "agent": {"image": image}},
+    });
+    kubectl(&["apply", "-f", "-"], Some(&spec.to_string()))?;
+    let applied = Instant::now();
+    let mut view = LiveView::new(&p, applied);
+    let formed = view
+        .until(limit, "the cluster to form", |s| {
+            s.condition("Formed") && s.phase() == "Running" && s.up() == i64::from(args.replicas)
+        })
+        .await?;
+    let formation = applied.elapsed();
+    println!(
+        "\nformed: {} Up members, one cluster, {:.1} s after kubectl apply",
+        args.replicas,
+        formation.as_secs_f64()
+    );
+
+    let new_image = retag(&image, "v2");
+    stage(
+        start,
+        &format!("rolling update: spec.agent.image → {new_image} (oldest member last)"),
+    );
+    let ages = formed.up_numbers();
+    let rollout_started = Instant::now();
+    view.since = rollout_started;
+    kubectl(
+        &[
+            "patch",
+            "clusterspec",
+            NAME,
+            "-n",
+            &p.namespace,
+            "--type",
+            "merge",
+            "-p",
+            &json!({"spec": {"agent": {"image": new_image}}}).to_string(),
+        ],
+        None,
+    )?;
+    let done = view
+        .until(limit, "the rollout to finish", |s| {
+            s.phase() == "Running"
+                && s.up() == i64::from(args.replicas)
+                && s.pods.len() == usize::from(args.replicas)
+                && s.pods.iter().all(|pod| pod.image == new_image && pod.ready)
+        })
+        .await?;
+    let rollout = rollout_started.elapsed();
+
+    stage(start, "summary");
+    println!(
+        "formation: kubectl apply → Formed in {:.1} s",
+        formation.as_secs_f64()
+    );
+    println!(
+        "rollout:   {:.1} s, pods replaced in this order:",
+        rollout.as_secs_f64()
+    );
+    let oldest = ages
+        .iter()
+        .min_by_key(|(_, up)| **up)
+        .map(|(pod, _)| pod.clone());
+    for (i, pod) in view.replaced.iter().enumerate() {
+        let up = ages.get(pod).map_or("?".into(), |n| format!("#{n}"));
+        let note = if Some(pod) == oldest.as_ref() {
+            "  ← the oldest member"
+        } else {
+            ""
+        };
+        println!("  {}. {pod} (was up {up}){note}", i + 1);
+    }
+    let oldest_last = oldest.is_some() && view.replaced.last() == oldest.as_ref();
+    println!(
+        "oldest member replaced last: {}",
+        if oldest_last { "yes" } else { "NO" }
+    );
+    println!("final members:");
+    for line in done.member_lines() {
+        println!("  {line}");
+    }
+    println!("clusters seen by the agents: {}", done.clusters());
+    if done.clusters() != 1 {
+        return Err("the agents do not agree on one cluster".into());
+    }
+    if !oldest_last {
+        return Err("the oldest member was not replaced last".into());
+    }
+
+    if args.keep {
+        keep(&p, &kubeconfig, &done).await;
+    }
+    Ok(())
+}
+
+/// Leaves everything up until Ctrl-C, with commands to look around.
+async fn keep(p: &Platform, kubeconfig: &Path, s: &Snapshot) {
+    println!("\neverything is still running (Ctrl-C stops it). Look around:");
+    println!("  export KUBECONFIG={}", kubeconfig.display());
+    println!("  kubectl get clusterspecs -n {}", p.namespace);
+    println!("  kubectl describe clusterspec {NAME} -n {}", p.namespace);
+    println!(
+        "  kubectl get pods,statefulsets,services,configmaps -n {}",
+        p.namespace
+    );
+    println!(
+        "  kubectl get events -n {} --sort-by=.lastTimestamp",
+        p.namespace
+    );
+    println!("  kubectl logs -n muster-system deployment/muster-operator");
+    if let Some(pod) = s.pods.first() {
+        println!(
+            "  curl -s http://{}:{MANAGEMENT_PORT}/cluster/members",
+            pod.ip
+        );
+        println!(
+            "  curl -s http://{}:{MANAGEMENT_PORT}/bootstrap/status",
+            pod.ip
+        );
+        println!("  curl -s http://{}:{MANAGEMENT_PORT}/metrics", pod.ip);
+    }
+    let _ = tokio::signal::ctrl_c().await;
+    println!("stopping");
+}
+
+fn retag(image: &str, tag: &str) -> String {
+    let name = match image.rsplit_once(':') {
+        Some((name, t)) if !t.contains('/') => name,
+        _ => image,
+    };
+    format!("{name}:{tag}")
+}
+
+/// Polls `check` every 250 ms until it succeeds; after `limit`, the last reason.
+async fn wait<F, Fut>(limit: Duration, what: &str, mut check: F) -> Result<(), String>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<(), String>>,
+{
+    let deadline = Instant::now() + limit;
+    loop {
+        let last = match check().await {
+            Ok(()) => return Ok(()),
+            Err(e) => e,
+        };
+        if Instant::now() > deadline {
+            return Err(format!(
+                "gave up waiting for {what} after {} s: {last}",
+                limit.as_secs()
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// One pod as the demo shows it.
+#[derive(Debug, Clone)]
+struct PodRow {
+    name: String,
+    uid: String,
+    ip: String,
+    image: String,
+    ready: bool,
+    age: Duration,
+    /// This agent's view of the cluster, when it answers.
+    members: Option<Value>,
+    /// Its `/bootstrap/status` reason, in words.
+    decision: String,
+}
+
+/// Everything shown at one moment.
+#[derive(Debug, Clone)]
+struct Snapshot {
+    status: Value,
+    pods: Vec<PodRow>,
+    elapsed: Duration,
+}
+
+impl Snapshot {
+    fn phase(&self) -> &str {
+        self.status["phase"].as_str().unwrap_or("-")
+    }
+
+    fn up(&self) -> i64 {
+        self.status["members"]["up"].as_i64().unwrap_or(0)
+    }
+
+    fn condition(&self, type_: &str) -> bool {
+        self.status["conditions"].as_array().is_some_and(|c| {
+            c.iter()
+                .any(|c| c["type"] == type_ && c["status"] == "True")
+        })
+    }
+
+    /// The member entry for `pod` in `view`.
+    fn member<'a>(view: &'a Value, pod: &PodRow) -> Option<&'a Value> {
+        if pod.ip.is_empty() {
+            return None;
+        }
+        view["members"].as_array()?.iter().find(|m| {
+            m["node"]
+                .as_str()
+                .is_some_and(|n| n.contains(&format!("{}:", pod.ip)))
+        })
+    }
+
+    /// Pod name → upNumber (lower is older), from the first agent that answers.
+    fn up_numbers(&self) -> BTreeMap<String, u64> {
+        let Some(view) = self.pods.iter().find_map(|p| p.members.as_ref()) else {
+            return BTreeMap::new();
+        };
+        self.pods
+            .iter()
+            .filter_map(|pod| {
+                let n = Self::member(view, pod)?["upNumber"].as_u64()?;
+                Some((pod.name.clone(), n))
+            })
+            .collect()
+    }
+
+    /// How many different member sets the agents report (1: one cluster).
+    fn clusters(&self) -> usize {
+        let mut sets: Vec<Vec<String>> = self
+            .pods
+            .iter()
+            .filter_map(|p| p.members.as_ref())
+            .map(|v| {
+                let mut nodes: Vec<String> = v["members"]
+                    .as_array()
+                    .map(|m| {
+                        m.iter()
+                            .filter_map(|m| m["node"].as_str().map(str::to_owned))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                nodes.sort();
+                nodes
+            })
+            .collect();
+        sets.sort();
+        sets.dedup();
+        sets.len()
+    }
+
+    fn member_lines(&self) -> Vec<String> {
+        let view = self.pods.iter().find_map(|p| p.members.as_ref());
+        let leader = view.and_then(|v| v["leader"].as_str()).unwrap_or_default();
+        self.pods
+            .iter()
+            .map(|pod| {
+                let m = view.and_then(|v| Self::member(v, pod));
+                let status = m.and_then(|m| m["status"].as_str()).unwrap_or("-");
+                let up = m
+                    .and_then(|m| m["upNumber"].as_u64())
+                    .map_or("-".into(), |n| format!("#{n}"));
+                let node = m.and_then(|m| m["node"].as_str()).unwrap_or("-");
+                let lead = if !node.is_empty() && node == leader {
+                    " leader"
+                } else {
+                    ""
+                };
+                format!(
+                    "{:<8} {:<14} {:<9} up {:<4} {}{lead}",
+                    pod.name,
+                    pod.ip,
+                    status,
+                    up,
+                    pod.image.rsplit(':').next().unwrap_or("")
+                )
+            })
+            .collect()
+    }
+
+    /// The frame, without the parts that change every second (ages), so that a frame is
+    /// printed only when something happened.
+    fn essence(&self) -> String {
+        let mut s = format!("{} {} {}", self.phase(), self.up(), self.status["rollout"]);
+        for p in &self.pods {
+            s.push_str(&format!(
+                "|{} {} {} {} {}",
+                p.name,
+                p.uid,
+                p.ready,
+                p.decision,
+                self.member_lines().join(",")
+            ));
+        }
+        s
+    }
+
+    fn print(&self) {
+        let st = &self.status;
+        let leader = st["leader"].as_str().unwrap_or("-");
+        let mut head = format!(
+            "\n[+{:>5.1} s] ClusterSpec {NAME}: phase {}, {} of {} Up, leader {leader}, newClusterEnabled {}",
+            self.elapsed.as_secs_f64(),
+            self.phase(),
+            self.up(),
+            st["members"]["total"].as_i64().unwrap_or(0),
+            st["newClusterEnabled"]
+                .as_bool()
+                .map_or("-".into(), |b| b.to_string()),
+        );
+        if let Some(r) = st["rollout"].as_object() {
+            head.push_str(&format!(
+                "; rollout {}/{} updated{}",
+                r.get("updated").and_then(Value::as_i64).unwrap_or(0),
+                r.get("total").and_then(Value::as_i64).unwrap_or(0),
+                r.get("currentPod")
+                    .and_then(Value::as_str)
+                    .map(|p| format!(", now {p}"))
+                    .unwrap_or_default(),
+            ));
+        }
+        println!("{head}");
+        println!(
+            "  {:<8} {:<12} {:<5} {:<4} {:<4} {:<8} {:<4} {:<5} bootstrap decision",
+            "POD", "IP", "READY", "AGE", "TAG", "MEMBER", "UP#", "SEES"
+        );
+        for pod in &self.pods {
+            // Each agent's own view: its status, and how many members it sees.
+            let own = pod.members.as_ref();
+            let m = own.and_then(|v| Self::member(v, pod));
+            let status = m.and_then(|m| m["status"].as_str()).unwrap_or("-");
+            let up = m
+                .and_then(|m| m["upNumber"].as_u64())
+                .map_or("-".into(), |n| n.to_string());
+            let sees = own
+                .and_then(|v| v["members"].as_array())
+                .map_or("-".into(), |m| m.len().to_string());
+            let mut decision = pod.decision.clone();
+            if decision.chars().count() > 90 {
+                decision = decision.chars().take(89).collect::<String>() + "…";
+            }
+            println!(
+                "  {:<8} {:<12} {:<5} {:<4} {:<4} {:<8} {:<4} {:<5} {decision}",
+                pod.name,
+                pod.ip,
+                if pod.ready { "yes" } else { "no" },
+                format!("{}s", pod.age.as_secs()),
+                pod.image.rsplit(':').next().unwrap_or(""),
+                status,
+                up,
+                sees,
+            );
+        }
+    }
+}
+
+/// Watches the demo cluster and prints a frame whenever something changes.
+struct LiveView<'a> {
+    p: &'a Platform,
+    specs: Api<DynamicObject>,
+    pods: Api<Pod>,
+    /// Frames show the time since this instant (the stage's start).
+    since: Instant,
+    last: String,
+    uids: BTreeMap<String, String>,
+    /// Pods in the order they were replaced (a new uid under the same name).
+    replaced: Vec<String>,
+}
+
+impl<'a> LiveView<'a> {
+    fn new(p: &'a Platform, since: Instant) -> Self {
+        let gvk = GroupVersionKind::gvk("muster.dev", "v1alpha1", "ClusterSpec");
+        let resource = ApiResource::from_gvk_with_plural(&gvk, "clusterspecs");
+        Self {
+            p,
+            specs: Api::namespaced_with(p.client.clone(), &p.namespace, &resource),
+            pods: Api::namespaced(p.client.clone(), &p.namespace),
+            since,
+            last: String::new(),
+            uids: BTreeMap::new(),
+            replaced: Vec::new(),
+        }
+    }
+
+    async fn snapshot(&mut self) -> Result<Snapshot, String> {
+        let status = self
+            .specs
+            .get_opt(NAME)
+            .await
+            .map_err(|e| e.to_string())?
+            .map(|o| o.data["status"].clone())
+            .unwrap_or(Value::Null);
+        let list = self
+            .pods
+            .list(&ListParams::default().labels(&format!("app.kubernetes.io/instance={NAME}")))
+            .await
+            .map_err(|e| e.to_string())?;
+        let now = k8s_openapi::jiff::Timestamp::now();
+        let mut pods = Vec::new();
+        for pod in list.items {
+            let name = pod.metadata.name.clone().unwrap_or_default();
+            let uid = pod.metadata.uid.clone().unwrap_or_default();
+            let age = pod
+                .metadata
+                .creation_timestamp
+                .as_ref()
+                .and_then(|t| (now - t.0).try_into().ok())
+                .unwrap_or_default();
+            let status = pod.status.clone().unwrap_or_default();
+            let ready = status
+                .conditions
+                .iter()
+                .flatten()
+                .any(|c| c.type_ == "Ready" && c.status == "True");
+            let image = pod
+                .spec
+                .as_ref()
+                .and_then(|s| s.containers.first())
+                .and_then(|c| c.image.clone())
+                .unwrap_or_default();
+            let ip = status.pod_ip.clone().unwrap_or_default();
+            let (members, decision) = if ip.is_empty() {
+                (None, "(no IP yet)".to_owned())
+            } else {
+                let members = self
+                    .p
+                    .pod_json::<Value>(&name, MANAGEMENT_PORT, "/cluster/members")
+                    .await
+                    .ok();
+                let decision = match self
+                    .p
+                    .pod_json::<Value>(&name, MANAGEMENT_PORT, "/bootstrap/status")
+                    .await
+                {
+                    Ok(b) => format!(
+                        "{}: {}",
+                        b["phase"].as_str().unwrap_or("?"),
+                        b["reason"].as_str().unwrap_or("")
+                    ),
+                    Err(_) => "(agent not answering yet)".to_owned(),
+                };
+                (members, decision)
+            };
+            if let Some(old) = self.uids.insert(name.clone(), uid.clone())
+                && old != uid
+            {
+                self.replaced.push(name.clone());
+            }
+            pods.push(PodRow {
+                name,
+                uid,
+                ip,
+                image,
+                ready,
+                age,
+                members,
+                decision,
+            });
+        }
+        pods.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(Snapshot {
+            status,
+            pods,
+            elapsed: self.since.elapsed(),
+        })
+    }
+
+    /// Shows frames until `done` holds (returns that snapshot) or `limit` passes.
+    async fn until(
+        &mut self,
+        limit: Duration,
+        what: &str,
+        done: impl Fn(&Snapshot) -> bool,
+    ) -> Result<Snapshot, String> {
+        let deadline = Instant::now() + limit;
+        loop {
+            let s = self.snapshot().await;
+            match &s {
+                Ok(s) => {
+                    let essence = s.essence();
+                    if essence != self.last {
+                        s.print();
+                        self.last = essence;
+                    }
+                    if done(s) {
+                        return Ok(s.clone());
+                    }
+                }
+                Err(e) => println!("  (reading the cluster: {e})"),
+            }
+            if Instant::now() > deadline {
+                return Err(format!(
+                    "gave up waiting for {what} after {} s; the last status: {}",
+                    limit.as_secs(),
+                    s.map(|s| s.status.to_string()).unwrap_or_default()
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+}
