@@ -412,19 +412,24 @@ impl Snapshot {
         sets.len()
     }
 
+    /// This pod's member entry in its own agent's view: (status, up-number, node).
+    fn own_member(pod: &PodRow) -> (&str, Option<u64>, &str) {
+        let m = pod.members.as_ref().and_then(|v| Self::member(v, pod));
+        (
+            m.and_then(|m| m["status"].as_str()).unwrap_or("-"),
+            m.and_then(|m| m["upNumber"].as_u64()),
+            m.and_then(|m| m["node"].as_str()).unwrap_or_default(),
+        )
+    }
+
+    /// One line per pod for the summary: name, IP, status, up-number, tag, leader.
     fn member_lines(&self) -> Vec<String> {
-        let view = self.pods.iter().find_map(|p| p.members.as_ref());
-        let leader = view.and_then(|v| v["leader"].as_str()).unwrap_or_default();
         self.pods
             .iter()
             .map(|pod| {
-                let m = view.and_then(|v| Self::member(v, pod));
-                let status = m.and_then(|m| m["status"].as_str()).unwrap_or("-");
-                let up = m
-                    .and_then(|m| m["upNumber"].as_u64())
-                    .map_or("-".into(), |n| format!("#{n}"));
-                let node = m.and_then(|m| m["node"].as_str()).unwrap_or("-");
-                let lead = if !node.is_empty() && node == leader {
+                let (status, up, node) = Self::own_member(pod);
+                let leader = pod.members.as_ref().and_then(|v| v["leader"].as_str());
+                let lead = if !node.is_empty() && leader == Some(node) {
                     " leader"
                 } else {
                     ""
@@ -434,7 +439,7 @@ impl Snapshot {
                     pod.name,
                     pod.ip,
                     status,
-                    up,
+                    up.map_or("-".into(), |n| format!("#{n}")),
                     pod.image.rsplit(':').next().unwrap_or("")
                 )
             })
@@ -446,15 +451,9 @@ impl Snapshot {
     fn essence(&self) -> String {
         let mut s = format!("{} {} {}", self.phase(), self.up(), self.status["rollout"]);
         for p in &self.pods {
-            s.push_str(&format!(
-                "|{} {} {} {} {}",
-                p.name,
-                p.uid,
-                p.ready,
-                p.decision,
-                self.member_lines().join(",")
-            ));
+            s.push_str(&format!("|{} {} {} {}", p.name, p.uid, p.ready, p.decision));
         }
+        s.push_str(&self.member_lines().join("|"));
         s
     }
 
@@ -489,13 +488,11 @@ impl Snapshot {
         );
         for pod in &self.pods {
             // Each agent's own view: its status, and how many members it sees.
-            let own = pod.members.as_ref();
-            let m = own.and_then(|v| Self::member(v, pod));
-            let status = m.and_then(|m| m["status"].as_str()).unwrap_or("-");
-            let up = m
-                .and_then(|m| m["upNumber"].as_u64())
-                .map_or("-".into(), |n| n.to_string());
-            let sees = own
+            let (status, up, _) = Self::own_member(pod);
+            let up = up.map_or("-".into(), |n| n.to_string());
+            let sees = pod
+                .members
+                .as_ref()
                 .and_then(|v| v["members"].as_array())
                 .map_or("-".into(), |m| m.len().to_string());
             let mut decision = pod.decision.clone();
