@@ -459,9 +459,13 @@ async fn the_operator_restarts_scales_and_refuses_bad_specs() {
     let seen = watch.stop().await;
     assert!(seen.split.is_none(), "{seen:?}");
     assert_eq!(seen.oldest.len(), 2, "oldest last: {seen:?}");
-    c.one_cluster_of(2)
-        .await
-        .expect("one cluster of 2 after the switch");
+    // The last replacement may not have heard the last gossip round yet.
+    poll(
+        "one cluster of 2 after the switch",
+        Duration::from_secs(30),
+        || c.one_cluster_of(2),
+    )
+    .await;
     assert_eq!(roles().await, "", "no Role or RoleBinding left");
 
     // A graceful stop releases the leader Lease at once.

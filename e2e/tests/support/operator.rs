@@ -147,12 +147,9 @@ pub fn total(m: &BTreeMap<String, f64>, prefix: &str) -> f64 {
 pub fn apply_manifest(p: &Platform, file: &str) {
     let cp = p.control_plane().expect("the local platform");
     let path = format!("{}/../manifests/{file}", env!("CARGO_MANIFEST_DIR"));
-    let out = Command::new("kubectl")
-        .args(["apply", "-f", &path])
-        .env("KUBECONFIG", &cp.kubeconfig)
-        .output()
-        .expect("kubectl");
-    assert!(out.status.success(), "kubectl apply -f {path}: {out:?}");
+    if let Err(e) = e2e::kubectl::run(Some(&cp.kubeconfig), &["apply", "-f", &path], None) {
+        panic!("{e}");
+    }
 }
 
 /// The local platform whose process kubelet runs the built agent and operator for their
@@ -226,7 +223,11 @@ pub async fn a_cluster_forms_under(p: &Platform, log: &PodLog) -> Duration {
         .await;
     let formed = started.elapsed();
     assert_eq!(status_of(&cs).new_cluster_enabled, Some(false));
-    c.one_cluster_of(3).await.expect("one cluster of 3");
+    // The newest agent may not have heard the last gossip round yet.
+    poll("one cluster of 3", Duration::from_secs(30), || {
+        c.one_cluster_of(3)
+    })
+    .await;
     let text = std::fs::read_to_string(&log.0).expect("the operator's log");
     assert!(text.contains("holding the leader Lease"), "{text}");
     assert!(
@@ -406,6 +407,8 @@ impl Cluster {
 
     /// Every agent answers and sees one cluster of `n` Up members; panics on two
     /// clusters.
+    /// Every one of `n` agents sees the same `n` Up members now; panics if two agents
+    /// see disjoint clusters.
     pub async fn one_cluster_of(&self, n: usize) -> Result<(), String> {
         let v = self.views().await;
         if let Some(split) = two_clusters(&v) {
