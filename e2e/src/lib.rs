@@ -49,3 +49,52 @@ pub enum Error {
     #[error("Kubernetes API: {0}")]
     Kube(#[from] kube::Error),
 }
+
+/// Calls `f` every 100 ms until it gives a value; after `limit`, [`Error::Timeout`] with
+/// its last error.
+pub async fn poll<T, F, Fut>(what: &str, limit: Duration, mut f: F) -> Result<T, Error>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, String>>,
+{
+    let start = std::time::Instant::now();
+    let mut every = tokio::time::interval(Duration::from_millis(100));
+    loop {
+        every.tick().await;
+        match f().await {
+            Ok(v) => return Ok(v),
+            Err(last) if start.elapsed() > limit => {
+                return Err(Error::Timeout {
+                    what: what.to_owned(),
+                    after: limit,
+                    last,
+                });
+            }
+            Err(_) => {}
+        }
+    }
+}
+
+/// Waits until CustomResourceDefinition `name` is Established (polled: `kubectl wait`
+/// of a newer client fails at once while a 1.20 server has not written any condition).
+pub async fn crd_established(
+    client: &kube::Client,
+    name: &str,
+    limit: Duration,
+) -> Result<(), Error> {
+    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+    let crds: kube::Api<CustomResourceDefinition> = kube::Api::all(client.clone());
+    poll(&format!("CRD {name} established"), limit, || async {
+        let crd = crds.get(name).await.map_err(|e| e.to_string())?;
+        let conditions = crd.status.and_then(|s| s.conditions).unwrap_or_default();
+        if conditions
+            .iter()
+            .any(|c| c.type_ == "Established" && c.status == "True")
+        {
+            Ok(())
+        } else {
+            Err(format!("conditions: {conditions:?}"))
+        }
+    })
+    .await
+}

@@ -175,6 +175,26 @@ impl Platform {
     }
 
     /// `kubectl` for this platform, in the test's namespace.
+    /// Waits until Deployment `namespace/name` has an available replica.
+    pub async fn deployment_available(
+        &self,
+        namespace: &str,
+        name: &str,
+        limit: Duration,
+    ) -> Result<(), Error> {
+        let deployments: Api<k8s_openapi::api::apps::v1::Deployment> =
+            Api::namespaced(self.client.clone(), namespace);
+        let what = format!("Deployment {namespace}/{name} available");
+        crate::poll(&what, limit, || async {
+            let d = deployments.get(name).await.map_err(|e| e.to_string())?;
+            match d.status.and_then(|s| s.available_replicas) {
+                Some(n) if n >= 1 => Ok(()),
+                other => Err(format!("available replicas: {other:?}")),
+            }
+        })
+        .await
+    }
+
     pub fn kubectl(&self) -> std::process::Command {
         let mut cmd = std::process::Command::new("kubectl");
         cmd.args(["--namespace", &self.namespace]);

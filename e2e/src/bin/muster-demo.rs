@@ -15,7 +15,6 @@ use std::time::{Duration, Instant};
 
 use clap::Parser;
 use e2e::{ImageTable, LocalSettings, Platform, Target};
-use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, ListParams};
 use serde_json::{Value, json};
@@ -125,37 +124,13 @@ async fn run(args: Args) -> Result<(), String> {
         |args: &[&str], stdin: Option<&str>| e2e::kubectl::run(Some(&kubeconfig), args, stdin);
     let manifest = |file: &str| repo_file(file).to_string_lossy().into_owned();
     kubectl(&["apply", "-f", &manifest("manifests/crd.yaml")], None)?;
-    wait(limit, "the ClusterSpec CRD to be established", || async {
-        let established = kubectl(
-            &[
-                "get",
-                "crd",
-                "clusterspecs.muster.dev",
-                "-o",
-                "jsonpath={.status.conditions[?(@.type=='Established')].status}",
-            ],
-            None,
-        )?;
-        if established.trim() == "True" {
-            Ok(())
-        } else {
-            Err("not established yet".into())
-        }
-    })
-    .await?;
+    e2e::crd_established(&p.client, "clusterspecs.muster.dev", limit)
+        .await
+        .map_err(|e| e.to_string())?;
     kubectl(&["apply", "-f", &manifest("manifests/operator.yaml")], None)?;
-    let deployments: Api<Deployment> = Api::namespaced(p.client.clone(), "muster-system");
-    wait(limit, "the operator Deployment to be available", || async {
-        let d = deployments
-            .get("muster-operator")
-            .await
-            .map_err(|e| e.to_string())?;
-        match d.status.and_then(|s| s.available_replicas) {
-            Some(n) if n >= 1 => Ok(()),
-            _ => Err("not available yet".to_owned()),
-        }
-    })
-    .await?;
+    p.deployment_available("muster-system", "muster-operator", limit)
+        .await
+        .map_err(|e| e.to_string())?;
     println!(
         "operator available {:.1} s after kubectl apply",
         installed.elapsed().as_secs_f64()
@@ -299,28 +274,6 @@ fn retag(image: &str, tag: &str) -> String {
         _ => image,
     };
     format!("{name}:{tag}")
-}
-
-/// Polls `check` every 250 ms until it succeeds; after `limit`, the last reason.
-async fn wait<F, Fut>(limit: Duration, what: &str, mut check: F) -> Result<(), String>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<(), String>>,
-{
-    let deadline = Instant::now() + limit;
-    loop {
-        let last = match check().await {
-            Ok(()) => return Ok(()),
-            Err(e) => e,
-        };
-        if Instant::now() > deadline {
-            return Err(format!(
-                "gave up waiting for {what} after {} s: {last}",
-                limit.as_secs()
-            ));
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
 }
 
 /// One pod as the demo shows it.

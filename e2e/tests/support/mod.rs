@@ -2,7 +2,7 @@
 #![allow(dead_code)] // each test file uses its own part of this
 
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use e2e::{ImageTable, LocalSettings};
 use k8s_openapi::api::core::v1::Service;
@@ -49,22 +49,15 @@ pub fn local(dns_net: u8, pod_net: u8) -> LocalSettings {
 }
 
 /// Calls `f` every 100 ms until it gives a value; panics with its last error after
-/// `limit`.
-pub async fn poll<T, F, Fut>(what: &str, limit: Duration, mut f: F) -> T
+/// `limit` ([`e2e::poll`], for tests).
+pub async fn poll<T, F, Fut>(what: &str, limit: Duration, f: F) -> T
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<T, String>>,
 {
-    let start = Instant::now();
-    let mut every = tokio::time::interval(Duration::from_millis(100));
-    loop {
-        every.tick().await;
-        match f().await {
-            Ok(v) => return v,
-            Err(e) if start.elapsed() > limit => panic!("{what}: not within {limit:?}: {e}"),
-            Err(_) => {}
-        }
-    }
+    e2e::poll(what, limit, f)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// A StatefulSet `demo` of `replicas` agents of `image` with extra env entries (and
@@ -205,30 +198,11 @@ pub fn first_container(
     pod.status?.container_statuses?.into_iter().next()
 }
 
-/// Waits until the ClusterSpec CRD is Established (polled: `kubectl wait` of a newer
-/// client fails at once while a 1.20 server has not written any condition yet).
+/// Waits until the ClusterSpec CRD is Established.
 pub async fn wait_for_crd(client: &kube::Client) {
-    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-    poll("the CRD is established", Duration::from_secs(60), || {
-        let crds = crds.clone();
-        async move {
-            let crd = crds
-                .get("clusterspecs.muster.dev")
-                .await
-                .map_err(|e| e.to_string())?;
-            let conditions = crd.status.and_then(|s| s.conditions).unwrap_or_default();
-            if conditions
-                .iter()
-                .any(|c| c.type_ == "Established" && c.status == "True")
-            {
-                Ok(())
-            } else {
-                Err(format!("conditions: {conditions:?}"))
-            }
-        }
-    })
-    .await;
+    e2e::crd_established(client, "clusterspecs.muster.dev", Duration::from_secs(60))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
 }
 
 /// A binary built beside this test (cargo test --workspace builds every package's).

@@ -179,20 +179,9 @@ pub async fn platform_with_images(test: &str, nets: (u8, u8)) -> Platform {
 /// Waits until Deployment `name` in `namespace` has one available replica (the
 /// operator, installed as a pod); returns its container's log on the local platform.
 pub async fn operator_pod(p: &Platform, namespace: &str, name: &str) -> PodLog {
-    use k8s_openapi::api::apps::v1::Deployment;
-    let deployments: Api<Deployment> = Api::namespaced(p.client.clone(), namespace);
-    poll(
-        &format!("Deployment {namespace}/{name} available"),
-        Duration::from_secs(120),
-        || async {
-            let d = deployments.get(name).await.map_err(|e| e.to_string())?;
-            match d.status.and_then(|s| s.available_replicas) {
-                Some(1) => Ok(()),
-                other => Err(format!("available: {other:?}")),
-            }
-        },
-    )
-    .await;
+    p.deployment_available(namespace, name, Duration::from_secs(120))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
     let cp = p.control_plane().expect("the local platform");
     let pods: Api<Pod> = Api::namespaced(p.client.clone(), namespace);
     let list = pods
