@@ -27,7 +27,7 @@ impl Partition {
         iptables_restore("-A", &rules).unwrap_or_else(|e| {
             panic!(
                 "{e}\nthis test cuts loopback traffic with iptables and needs it installed \
-                 (apt-get install iptables; .ci/run does) and root"
+                 (apt-get install iptables; ./test does) and root"
             )
         });
         Self { rules }

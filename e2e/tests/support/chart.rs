@@ -41,12 +41,12 @@ fn renderer() -> &'static Path {
                 panic!(
                     "cannot run `go` ({e}): install golang-go golang-github-masterminds-sprig-dev \
                      golang-github-xeipuuv-gojsonschema-dev golang-gopkg-yaml.v2-dev \
-                     golang-gopkg-yaml.v3-dev (.ci/run does)"
+                     golang-gopkg-yaml.v3-dev (./test does)"
                 )
             });
         assert!(
             status.success(),
-            "building e2e/chart-render failed: are Debian's Go packages installed? (see .ci/run)"
+            "building e2e/chart-render failed: are Debian's Go packages installed? (./test installs them)"
         );
         out
     })
