@@ -11,10 +11,14 @@ use std::time::Duration;
 use k8s_openapi::api::core::v1::{Namespace, Pod};
 use kube::Client;
 use kube::api::{Api, PostParams};
+use node_agent::api::ClusterMembers;
+use node_agent::api::client::get_over;
 use serde_json::json;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use crate::{ClusterDns, ControlPlane, Error, ImageTable, LocalNode, NodeConfig};
+
+/// The agents' management port.
+pub const MANAGEMENT_PORT: u16 = 8558;
 
 /// Where the e2e tests run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -204,11 +208,13 @@ impl Platform {
         cmd
     }
 
-    /// `GET path` on a pod's port: (status code, body).
+    /// `GET path` on a pod's port, with the management API's client: (status code,
+    /// body).
     pub async fn pod_get(&self, pod: &str, port: u16, path: &str) -> Result<(u16, String), String> {
+        const LIMIT: Duration = Duration::from_secs(5);
         let pods: Api<Pod> = Api::namespaced(self.client.clone(), &self.namespace);
         let attempt = async {
-            if self.local.is_some() {
+            let (code, body) = if self.local.is_some() {
                 let p = pods.get(pod).await.map_err(|e| e.to_string())?;
                 let ip: IpAddr = p
                     .status
@@ -219,7 +225,7 @@ impl Platform {
                 let stream = tokio::net::TcpStream::connect((ip, port))
                     .await
                     .map_err(|e| format!("{ip}:{port}: {e}"))?;
-                http_get(stream, path).await
+                get_over(stream, path, LIMIT).await?
             } else {
                 let mut forward = pods
                     .portforward(pod, &[port])
@@ -228,12 +234,13 @@ impl Platform {
                 let stream = forward
                     .take_stream(port)
                     .ok_or("port-forward gave no stream")?;
-                let answer = http_get(stream, path).await;
+                let answer = get_over(stream, path, LIMIT).await;
                 forward.abort();
-                answer
-            }
+                answer?
+            };
+            Ok((code, String::from_utf8_lossy(&body).into_owned()))
         };
-        tokio::time::timeout(Duration::from_secs(5), attempt)
+        tokio::time::timeout(LIMIT, attempt)
             .await
             .unwrap_or_else(|_| Err(format!("GET {path} on {pod}:{port}: no answer in 5 s")))
     }
@@ -250,35 +257,12 @@ impl Platform {
             (code, body) => Err(format!("{path}: HTTP {code}: {body}")),
         }
     }
-}
 
-/// A minimal HTTP/1.0 GET over any stream (a TCP connection or a port-forward).
-async fn http_get<S: AsyncRead + AsyncWrite + Unpin>(
-    mut stream: S,
-    path: &str,
-) -> Result<(u16, String), String> {
-    stream
-        .write_all(
-            format!("GET {path} HTTP/1.0\r\nHost: pod\r\nConnection: close\r\n\r\n").as_bytes(),
-        )
-        .await
-        .map_err(|e| e.to_string())?;
-    let mut raw = Vec::new();
-    (&mut stream)
-        .take(4 << 20)
-        .read_to_end(&mut raw)
-        .await
-        .map_err(|e| e.to_string())?;
-    let text = String::from_utf8_lossy(&raw);
-    let (head, body) = text
-        .split_once("\r\n\r\n")
-        .ok_or_else(|| format!("not an HTTP answer: {text}"))?;
-    let code = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .ok_or_else(|| format!("no status in {head:?}"))?;
-    Ok((code, body.to_owned()))
+    /// `/cluster/members` of the agent in `pod`.
+    pub async fn members(&self, pod: &str) -> Result<ClusterMembers, String> {
+        self.pod_json(pod, MANAGEMENT_PORT, "/cluster/members")
+            .await
+    }
 }
 
 impl Drop for Platform {

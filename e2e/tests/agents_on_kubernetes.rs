@@ -10,7 +10,6 @@ use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret};
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use kube::api::{Api, DeleteParams, ListParams, PostParams};
-use node_agent::management::api::ClusterMembers;
 use serde_json::json;
 
 mod support;
@@ -130,14 +129,8 @@ async fn agents_form_one_cluster_with_dns_discovery() {
         "deleted pod recreated and Ready in {} ms",
         recreated.elapsed().as_millis()
     );
-    let m: ClusterMembers = p
-        .pod_json(&name_of(&again), 8558, "/cluster/members")
-        .await
-        .expect("members");
-    let first: ClusterMembers = p
-        .pod_json(&name_of(&pods[0]), 8558, "/cluster/members")
-        .await
-        .expect("members");
+    let m = p.members(&name_of(&again)).await.expect("members");
+    let first = p.members(&name_of(&pods[0])).await.expect("members");
     assert_eq!(
         m.leader, first.leader,
         "the new pod joined the same cluster"
@@ -282,10 +275,7 @@ async fn agents_need_rbac_for_kubernetes_api_discovery_then_form() {
         "3 pods Ready (members Up) {} ms after the RoleBinding was created",
         granted.elapsed().as_millis()
     );
-    let m: ClusterMembers = p
-        .pod_json(&name_of(&pods[0]), 8558, "/cluster/members")
-        .await
-        .expect("members");
+    let m = p.members(&name_of(&pods[0])).await.expect("members");
     for member in &m.members {
         assert_eq!(
             member.roles,

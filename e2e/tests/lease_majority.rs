@@ -18,7 +18,8 @@ use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use kube::api::{Api, ListParams, PostParams};
-use node_agent::management::api::ClusterMembers;
+use node_agent::api::check;
+use node_agent::base::member::MemberStatus;
 use serde_json::json;
 
 mod support;
@@ -187,8 +188,8 @@ async fn lease_majority_keeps_the_side_that_holds_the_lease() {
         || {
             let p = &p;
             async move {
-                let m: ClusterMembers = p.pod_json(first, 8558, "/cluster/members").await?;
-                let up = m.members.iter().filter(|x| x.status == "Up").count();
+                let m = p.members(first).await?;
+                let up = m.count(MemberStatus::Up);
                 if m.members.len() == 3 && up == 3 && m.unreachable.is_empty() {
                     Ok(())
                 } else {
@@ -213,21 +214,14 @@ async fn lease_majority_keeps_the_side_that_holds_the_lease() {
                 .list(&ListParams::default().labels("app=demo"))
                 .await
                 .map_err(|e| e.to_string())?;
-            let mut leaders = std::collections::BTreeSet::new();
+            let mut views = Vec::new();
             for pod in &list.items {
-                let name = pod.metadata.name.as_deref().unwrap_or_default();
-                let m: ClusterMembers = p.pod_json(name, 8558, "/cluster/members").await?;
-                let up = m.members.iter().filter(|x| x.status == "Up").count();
-                if up != 5 {
-                    return Err(format!("{name} sees {up} Up"));
-                }
-                leaders.insert(m.leader.clone());
+                views.push(
+                    p.members(pod.metadata.name.as_deref().unwrap_or_default())
+                        .await?,
+                );
             }
-            if leaders.len() == 1 {
-                Ok(())
-            } else {
-                Err(format!("leaders {leaders:?}"))
-            }
+            check::one_cluster_of(&views, 5)
         }
     })
     .await;

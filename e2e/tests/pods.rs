@@ -9,7 +9,6 @@ use e2e::Platform;
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{ConfigMap, Event, Pod, Secret};
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
-use node_agent::management::api::ClusterMembers;
 use serde_json::json;
 
 mod support;
@@ -101,10 +100,7 @@ async fn volumes_env_from_and_probes_work_as_on_a_kubelet() {
         .expect("statefulset");
     let pods = wait_for_one_cluster(&p, 1).await;
     let pod = pods[0].metadata.name.clone().expect("name");
-    let m: ClusterMembers = p
-        .pod_json(&pod, 8558, "/cluster/members")
-        .await
-        .expect("members");
+    let m = p.members(&pod).await.expect("members");
     assert_eq!(
         m.members[0].roles,
         ["from-file"],

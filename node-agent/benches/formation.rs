@@ -19,8 +19,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::TokioIo;
-use node_agent::management::api::ClusterMembers;
-use node_agent::management::client::ManagementClient;
+use node_agent::api::{ManagementClient, check};
 
 mod common;
 use common::{KEY_HEX, MANAGEMENT_PORT, env_or};
@@ -85,33 +84,18 @@ fn start(dir: &Path, subnet: (u8, u8), n: u8) -> (Agents, Instant) {
     (Agents { children, ips }, last)
 }
 
-/// Polls every agent until they all show one cluster of `n` Up members.
+/// Polls every agent until they are one cluster of all of them ([`check::one_cluster_of`]).
 async fn wait_formed(client: &ManagementClient, agents: &Agents, deadline: Duration) -> bool {
     let start = Instant::now();
     while start.elapsed() < deadline {
-        let mut leaders = Vec::new();
-        let mut all = true;
+        let mut views = Vec::new();
         for ip in &agents.ips {
-            match client
-                .get_json::<ClusterMembers>(
-                    SocketAddr::new(*ip, MANAGEMENT_PORT),
-                    "/cluster/members",
-                )
-                .await
-            {
-                Ok(m)
-                    if m.members.len() == agents.ips.len()
-                        && m.members.iter().all(|m| m.status == "Up") =>
-                {
-                    leaders.push(m.leader)
-                }
-                _ => {
-                    all = false;
-                    break;
-                }
+            match client.members(SocketAddr::new(*ip, MANAGEMENT_PORT)).await {
+                Ok(m) => views.push(m),
+                Err(_) => break,
             }
         }
-        if all && leaders.windows(2).all(|w| w[0] == w[1]) {
+        if views.len() == agents.ips.len() && check::one_cluster_of(&views, views.len()).is_ok() {
             return true;
         }
         tokio::time::sleep(Duration::from_millis(5)).await;

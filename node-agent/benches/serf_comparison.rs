@@ -21,15 +21,16 @@
 //! largest size run that long while this process keeps both cores busy; every
 //! unreachable/failed report in that time is a false positive and is counted.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use node_agent::management::api::ClusterMembers;
+use node_agent::api::{ClusterMembers, ManagementClient};
+use node_agent::base::member::MemberStatus;
 
 mod common;
 use common::{KEY_HEX, MANAGEMENT_PORT, env_or};
@@ -248,23 +249,26 @@ fn start_muster(config: &Path, ip: IpAddr) -> Node {
     Node { ip, child }
 }
 
+/// `/cluster/members` of the agent at `ip`, with the management API's client (on a
+/// runtime of its own: the benchmark's threads are plain threads).
 fn members(ip: IpAddr) -> Option<ClusterMembers> {
-    let mut s = TcpStream::connect_timeout(
-        &SocketAddr::new(ip, MANAGEMENT_PORT),
-        Duration::from_millis(500),
-    )
-    .ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-    s.write_all(b"GET /cluster/members HTTP/1.0\r\n\r\n").ok()?;
-    let mut raw = String::new();
-    s.read_to_string(&mut raw).ok()?;
-    serde_json::from_str(raw.split_once("\r\n\r\n")?.1).ok()
+    static CLIENT: OnceLock<(tokio::runtime::Runtime, ManagementClient)> = OnceLock::new();
+    let (rt, client) = CLIENT.get_or_init(|| {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .expect("a runtime for the client");
+        (rt, ManagementClient::new(Duration::from_secs(2)))
+    });
+    rt.block_on(client.members(SocketAddr::new(ip, MANAGEMENT_PORT)))
+        .ok()
 }
 
 fn all_up(ip: IpAddr, n: usize) -> bool {
     members(ip).is_some_and(|m| {
         m.members.len() == n
-            && m.members.iter().all(|x| x.status == "Up")
+            && m.members.iter().all(|x| x.status == MemberStatus::Up)
             && m.unreachable.is_empty()
     })
 }

@@ -12,12 +12,13 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 use tracing::{info, warn};
 
-use crate::address::{ContactPoint, UniqueAddress};
+use crate::base::address::{ContactPoint, UniqueAddress};
+use crate::base::rng::Rng;
+use crate::base::time::Clock;
 use crate::bootstrap::coordinator::{self, Coordinator, PortRules};
 use crate::bootstrap::decider::DeciderSettings;
 use crate::bootstrap::probe::Prober;
 use crate::bootstrap::state::{Bootstrap, Schedule};
-use crate::clock::Clock;
 use crate::config::AgentConfig;
 use crate::discovery::{self, DiscoveryError};
 use crate::management::{self, AppState};
@@ -26,7 +27,6 @@ use crate::membership::core::{MembershipCore, MembershipSettings};
 use crate::membership::events::{EventHub, Subscription};
 use crate::membership::member::MemberInfo;
 use crate::metrics::Metrics;
-use crate::rng::Rng;
 use crate::transport::tcp::{self, InFlight, Outbound};
 
 /// Why the agent could not start.

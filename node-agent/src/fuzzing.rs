@@ -10,17 +10,17 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use crate::address::{NodeAddress, UniqueAddress};
-use crate::bootstrap::probe::parse_answer;
+use crate::api::SeedNodes;
+use crate::base::address::{NodeAddress, UniqueAddress};
+use crate::base::rng::Rng;
 use crate::config::FailureDetectorConfig;
 use crate::discovery::dns::srv_targets;
 use crate::discovery::kubernetes::select_pods;
 use crate::membership::core::{MembershipCore, MembershipSettings};
 use crate::membership::member::MemberInfo;
+use crate::membership::messages::Envelope;
 use crate::membership::sbr::{Downing, Strategy};
-use crate::rng::Rng;
 use crate::transport::frame::{self, HEADER_LEN, NONCE_LEN, Opener};
-use crate::transport::messages::Envelope;
 
 /// The cluster name and address of the node that receives fuzzed cluster messages.
 pub const SYSTEM: &str = "fuzz";
@@ -105,7 +105,7 @@ pub fn cluster_message(data: &[u8]) {
 
 /// A `/bootstrap/seed-nodes` answer from a contact point.
 pub fn seed_nodes(data: &[u8]) {
-    let _ = parse_answer(data, SYSTEM);
+    let _ = SeedNodes::parse(data, SYSTEM);
 }
 
 /// A pod list from the Kubernetes API (the body of `GET /api/v1/namespaces/N/pods`).

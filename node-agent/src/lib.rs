@@ -1,14 +1,28 @@
 //! muster node agent: finds its peers, forms or joins exactly one cluster, and keeps
 //! gossip membership; tells the application through an HTTP management API.
 //!
-//! Layout: pure protocol cores ([`bootstrap::decider`], [`bootstrap::state`],
-//! [`membership::core`]) that take time and randomness as inputs, and thin I/O shells
-//! around them (discovery, probes, transport, management server) wired by [`Agent`].
+//! Layout, from the ground up (a module imports only from the ones above it in this
+//! list, never from below; `tests/layers.rs` checks it and that there is no cycle):
+//!
+//! 1. [`base`]: values everyone shares — time, addresses, member status, secrets,
+//!    randomness.
+//! 2. [`api`]: the management API's bodies, its one typed client and the "one cluster"
+//!    check; [`config`]: the settings, validated; [`metrics`]; [`listener`].
+//! 3. [`transport`]: authenticated frames on the cluster port, for any message type;
+//!    [`discovery`]: where contact points come from; [`lease`]: a Kubernetes Lease.
+//! 4. [`membership`]: the gossip membership core, its messages and its task.
+//! 5. [`bootstrap`]: the join-or-form decision, probing and its task.
+//! 6. [`management`]: the HTTP server of the API.
+//! 7. [`agent`] wires it all; [`local_cluster`] and [`fuzzing`] use it.
+//!
+//! Protocol cores ([`bootstrap::decider`], [`bootstrap::state`], [`membership::core`])
+//! are pure state machines that take time and randomness as inputs; the rest are thin
+//! I/O shells around them.
 
-pub mod address;
 pub mod agent;
+pub mod api;
+pub mod base;
 pub mod bootstrap;
-pub mod clock;
 pub mod config;
 pub mod discovery;
 pub mod fuzzing;
@@ -18,7 +32,6 @@ pub mod local_cluster;
 pub mod management;
 pub mod membership;
 pub mod metrics;
-pub mod rng;
 pub mod transport;
 
 pub use agent::{Agent, AgentError};

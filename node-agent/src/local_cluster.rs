@@ -11,9 +11,9 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
-use crate::management::api::ClusterMembers;
-use crate::management::client::ManagementClient;
-use crate::rng::os_random_bytes;
+use crate::api::{ManagementClient, check};
+use crate::base::address::NodeAddress;
+use crate::base::rng::os_random_bytes;
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct Args {
@@ -151,10 +151,7 @@ pub async fn run(args: Args) -> ExitCode {
         }
         let mut views = Vec::new();
         for (i, ip) in ips.iter().enumerate() {
-            let v = client
-                .get_json::<ClusterMembers>(SocketAddr::new(*ip, 8558), "/cluster/members")
-                .await
-                .ok();
+            let v = client.members(SocketAddr::new(*ip, 8558)).await.ok();
             let line = match &v {
                 Some(m) => format!(
                     "{} members [{}], leader {}",
@@ -164,7 +161,7 @@ pub async fn run(args: Args) -> ExitCode {
                         .map(|m| format!("{} {}", host(&m.node), m.status))
                         .collect::<Vec<_>>()
                         .join(", "),
-                    m.leader.as_deref().map(host).unwrap_or("-")
+                    m.leader.as_ref().map_or("-".into(), host)
                 ),
                 None => "not answering yet".into(),
             };
@@ -179,15 +176,9 @@ pub async fn run(args: Args) -> ExitCode {
             }
             views.push(v);
         }
-        let all_up = views.iter().all(|v| {
-            v.as_ref()
-                .is_some_and(|m| m.members.len() == n && m.members.iter().all(|m| m.status == "Up"))
-        });
-        let one_leader = views
-            .windows(2)
-            .all(|w| w[0].as_ref().map(|m| &m.leader) == w[1].as_ref().map(|m| &m.leader));
-        if all_up && one_leader {
-            break views.into_iter().next().flatten();
+        let answered: Vec<_> = views.into_iter().flatten().collect();
+        if answered.len() == n && check::one_cluster_of(&answered, n).is_ok() {
+            break answered.into_iter().next();
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
@@ -196,8 +187,8 @@ pub async fn run(args: Args) -> ExitCode {
             println!(
                 "\nformed ONE cluster of {n} in {} ms after the agents started; leader {}, oldest {}",
                 started.elapsed().as_millis(),
-                m.leader.as_deref().unwrap_or("-"),
-                m.oldest.as_deref().unwrap_or("-")
+                m.leader.as_ref().map_or("-".into(), ToString::to_string),
+                m.oldest.as_ref().map_or("-".into(), ToString::to_string)
             );
             if !args.exit_when_formed {
                 println!(
@@ -221,7 +212,7 @@ pub async fn run(args: Args) -> ExitCode {
                 eprintln!(
                     "{ip}: {}",
                     s.map(|(_, b)| String::from_utf8_lossy(&b).into_owned())
-                        .unwrap_or_else(|e| e)
+                        .unwrap_or_else(|e| e.to_string())
                 );
             }
             ExitCode::from(1)
@@ -234,6 +225,7 @@ pub async fn run(args: Args) -> ExitCode {
     code
 }
 
-fn host(node: &str) -> &str {
-    node.rsplit_once('@').map_or(node, |(_, h)| h)
+/// `ip:port` of a node address, for short lines.
+fn host(node: &NodeAddress) -> String {
+    node.socket_addr().to_string()
 }

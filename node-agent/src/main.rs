@@ -40,11 +40,7 @@ enum Cmd {
     /// Check the configuration and print the effective settings as YAML.
     CheckConfig,
     /// Print the documented reference configuration (every key and its default).
-    ReferenceConfig {
-        /// Print it as README.md's Markdown table instead.
-        #[arg(long)]
-        markdown: bool,
-    },
+    ReferenceConfig,
     /// List the environment variable of every setting.
     EnvVars,
     /// Start N agents on local loopback addresses and watch them form one cluster.
@@ -75,12 +71,8 @@ fn load(cli: &Cli) -> Result<AgentConfig, ExitCode> {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match &cli.command {
-        Some(Cmd::ReferenceConfig { markdown }) => {
-            if *markdown {
-                print!("{}", config::reference::markdown());
-            } else {
-                print!("{}", config::REFERENCE_YAML);
-            }
+        Some(Cmd::ReferenceConfig) => {
+            print!("{}", config::REFERENCE_YAML);
             ExitCode::SUCCESS
         }
         Some(Cmd::EnvVars) => {

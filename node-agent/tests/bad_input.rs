@@ -7,7 +7,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::process::Command;
 use std::time::Duration;
 
-use node_agent::config::ClusterKey;
+use node_agent::base::secret::ClusterKey;
 use node_agent::transport::frame::{self, GREETING_LEN, HEADER_LEN, Sealer};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};

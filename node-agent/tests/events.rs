@@ -233,12 +233,12 @@ async fn a_rolling_restart_keeps_one_cluster_and_the_event_history_complete() {
     let config = config_discovery(&work, subnet, 5);
     let mut agents = start_agents(&work, &config, subnet, 5);
     let before = wait_for_one_cluster(&agents, 5).await;
-    let uid_of = |views: &[node_agent::management::api::ClusterMembers], member: &str| {
+    let uid_of = |views: &[node_agent::api::ClusterMembers], member: &str| {
         views[0]
             .members
             .iter()
-            .find(|m| m.node.ends_with(member))
-            .map(|m| m.node_uid.clone())
+            .find(|m| m.node.to_string().ends_with(member))
+            .map(|m| m.node_uid.to_string())
             .expect("a member")
     };
     let member = |a: &AgentProcess| format!("{}:{CLUSTER_PORT}", a.ip);

@@ -9,7 +9,7 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use node_agent::management::api::ClusterMembers;
+use node_agent::api::ClusterMembers;
 use support::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -21,7 +21,7 @@ async fn a_killed_leader_is_unreachable_everywhere_and_leadership_moves_on() {
     let views = wait_for_one_cluster(&agents, 5).await;
     let leader = views[0].leader.clone().expect("a leader");
     let victim = agents.remove(0);
-    let victim_node = format!("muster://demo@{}:{CLUSTER_PORT}", victim.ip);
+    let victim_node = victim.address();
     assert_eq!(leader, victim_node, "the lowest address leads");
 
     // Every member monitors the other four (monitored-by-nr-of-members 9 > 4): their phi
@@ -44,8 +44,8 @@ async fn a_killed_leader_is_unreachable_everywhere_and_leadership_moves_on() {
         "{text}"
     );
     // agents[1]'s peers: the victim and the three other survivors.
-    let others: Vec<String> = std::iter::once(victim_node.clone())
-        .chain([0, 2, 3].map(|i| format!("muster://demo@{}:{CLUSTER_PORT}", agents[i].ip)))
+    let others: Vec<String> = std::iter::once(victim_node.to_string())
+        .chain([0, 2, 3].map(|i| agents[i].address().to_string()))
         .collect();
     eventually(
         "phi reported for the four monitored members",
@@ -77,8 +77,8 @@ async fn a_killed_leader_is_unreachable_everywhere_and_leadership_moves_on() {
             async move {
                 let mut views = Vec::new();
                 for a in agents {
-                    let m: ClusterMembers = client
-                        .get_json(a.management(), "/cluster/members")
+                    let m = client
+                        .members(a.management())
                         .await
                         .map_err(|e| format!("{}: {e}", a.name))?;
                     let flagged = m
@@ -118,7 +118,7 @@ async fn a_killed_leader_is_unreachable_everywhere_and_leadership_moves_on() {
         Duration::from_secs(10),
         || {
             let addr = agents[observer].management();
-            let victim_node = victim_node.clone();
+            let victim_node = victim_node.to_string();
             async move {
                 let text = metrics(addr).await?;
                 match phi_of(&text, &victim_node) {
@@ -151,16 +151,16 @@ async fn a_killed_leader_is_unreachable_everywhere_and_leadership_moves_on() {
         );
     }
     // The next reachable member leads, the same on every survivor.
-    let next = format!("muster://demo@{}:{CLUSTER_PORT}", agents[0].ip);
+    let next = agents[0].address();
     eventually("leadership moved on", Duration::from_secs(10), || {
         let (client, agents, next) = (client.clone(), &agents, next.clone());
         async move {
             for a in agents {
-                let m: ClusterMembers = client
-                    .get_json(a.management(), "/cluster/members")
+                let m = client
+                    .members(a.management())
                     .await
                     .map_err(|e| format!("{}: {e}", a.name))?;
-                if m.leader.as_deref() != Some(next.as_str()) {
+                if m.leader.as_ref() != Some(&next) {
                     return Err(format!("{} says the leader is {:?}", a.name, m.leader));
                 }
             }
@@ -169,8 +169,8 @@ async fn a_killed_leader_is_unreachable_everywhere_and_leadership_moves_on() {
     })
     .await;
     // The survivors do not suspect each other.
-    let m: ClusterMembers = client
-        .get_json(agents[3].management(), "/cluster/members")
+    let m = client
+        .members(agents[3].management())
         .await
         .expect("members");
     assert!(m.unreachable.iter().all(|u| u.node == victim_node), "{m:?}");
@@ -186,7 +186,7 @@ async fn a_killed_member_is_downed_and_removed_and_the_rest_converge() {
     let mut agents = start_agents(&work, &config, subnet, 5);
     wait_for_one_cluster(&agents, 5).await;
     let victim = agents.remove(3);
-    let gone = format!("muster://demo@{}:{CLUSTER_PORT}", victim.ip);
+    let gone = victim.address();
     let killed = Instant::now();
     drop(victim); // SIGKILL
     let m = wait_for_survivors(&agents, 4, "the killed member removed everywhere").await;
@@ -264,7 +264,7 @@ async fn sigterm_leaves_gracefully_and_exits_zero() {
     wait_for_one_cluster(&agents, 5).await;
     // The leader leaves: the hardest case, leadership moves while it goes.
     let mut leaving = agents.remove(0);
-    let gone = format!("muster://demo@{}:{CLUSTER_PORT}", leaving.ip);
+    let gone = leaving.address();
     let sent = Instant::now();
     let ok = std::process::Command::new("kill")
         .args(["-TERM", &leaving.pid().to_string()])
@@ -382,13 +382,8 @@ async fn a_crashed_member_restarted_on_its_address_replaces_its_old_incarnation(
     let mut agents = start_agents(&work, &config, subnet, 5);
     let before = wait_for_one_cluster(&agents, 5).await;
     let crashed = agents.remove(4);
-    let node = format!("muster://demo@{}:{CLUSTER_PORT}", crashed.ip);
-    let uid_of = |m: &ClusterMembers| {
-        m.members
-            .iter()
-            .find(|x| x.node == node)
-            .map(|x| x.node_uid.clone())
-    };
+    let node = crashed.address();
+    let uid_of = |m: &ClusterMembers| m.member(&node).map(|x| x.node_uid);
     let old_uid = uid_of(&before[0]).expect("a member");
     let ip = crashed.ip;
     drop(crashed); // SIGKILL, and at once a new process on the same address (a container restart)

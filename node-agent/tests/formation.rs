@@ -10,14 +10,11 @@ use support::dns::{DnsServer, Zone};
 use support::*;
 
 /// `/bootstrap/seed-nodes` of every agent has Akka's shape and lists the cluster.
-async fn check_seed_nodes(
-    agents: &[AgentProcess],
-    members: &node_agent::management::api::ClusterMembers,
-) {
+async fn check_seed_nodes(agents: &[AgentProcess], members: &node_agent::api::ClusterMembers) {
     let expected: BTreeSet<(String, String)> = members
         .members
         .iter()
-        .map(|m| (m.node.clone(), m.node_uid.clone()))
+        .map(|m| (m.node.to_string(), m.node_uid.to_string()))
         .collect();
     for a in agents {
         let v = json(a.management(), "/bootstrap/seed-nodes")

@@ -12,7 +12,8 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use node_agent::management::api::ClusterMembers;
+use node_agent::api::ClusterMembers;
+use node_agent::base::address::NodeAddress;
 use support::*;
 
 // Shared with the e2e tests (no crate dependency: e2e depends on node-agent).
@@ -22,7 +23,7 @@ use partition_rules::Partition;
 
 async fn members(a: &AgentProcess) -> Result<ClusterMembers, String> {
     client()
-        .get_json(a.management(), "/cluster/members")
+        .members(a.management())
         .await
         .map_err(|e| format!("{}: {e}", a.name))
 }
@@ -41,8 +42,7 @@ async fn a_3_2_partition_keeps_the_majority_and_never_makes_a_second_cluster() {
     wait_for_one_cluster(&agents, 5).await;
     let mut minority: Vec<AgentProcess> = agents.split_off(3);
     let majority = agents;
-    let node = |a: &AgentProcess| format!("muster://demo@{}:{CLUSTER_PORT}", a.ip);
-    let minority_nodes: Vec<String> = minority.iter().map(node).collect();
+    let minority_nodes: Vec<NodeAddress> = minority.iter().map(AgentProcess::address).collect();
 
     let ips = |side: &[AgentProcess]| side.iter().map(|a| a.ip).collect::<Vec<_>>();
     let partition = Partition::cut(&ips(&majority), &ips(&minority));
@@ -55,8 +55,8 @@ async fn a_3_2_partition_keeps_the_majority_and_never_makes_a_second_cluster() {
         || async {
             for a in &majority {
                 let m = members(a).await?;
-                let flagged: Vec<&str> = m.unreachable.iter().map(|u| u.node.as_str()).collect();
-                let all = minority_nodes.iter().all(|n| flagged.contains(&n.as_str()));
+                let flagged: Vec<&NodeAddress> = m.unreachable.iter().map(|u| &u.node).collect();
+                let all = minority_nodes.iter().all(|n| flagged.contains(&n));
                 let gone = minority_nodes
                     .iter()
                     .all(|n| m.members.iter().all(|x| &x.node != n));
@@ -89,7 +89,7 @@ async fn a_3_2_partition_keeps_the_majority_and_never_makes_a_second_cluster() {
         "cut -> majority converged on three members: {} ms",
         cut.elapsed().as_millis()
     );
-    assert_eq!(m.leader, Some(node(&majority[0])), "{m:?}");
+    assert_eq!(m.leader, Some(majority[0].address()), "{m:?}");
 
     // Heal, and restart the two as Kubernetes would: they join the surviving cluster.
     partition.heal();
@@ -105,7 +105,7 @@ async fn a_3_2_partition_keeps_the_majority_and_never_makes_a_second_cluster() {
         rejoined_at.elapsed().as_millis()
     );
     // The survivors' leader still leads: the restarted two joined, they did not form.
-    assert_eq!(views[0].leader, Some(node(&all[0])), "{views:?}");
+    assert_eq!(views[0].leader, Some(all[0].address()), "{views:?}");
     for a in &all[3..] {
         assert!(
             a.log().contains("joining cluster"),

@@ -16,13 +16,16 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::Duration;
 
-use node_agent::address::{ContactPoint, NodeAddress, UniqueAddress};
-use node_agent::bootstrap::decider::{DeciderSettings, ProbeAnswer, SelfIdentity, Time};
+use node_agent::api::{SeedNodes, check};
+use node_agent::base::address::{ContactPoint, NodeAddress, UniqueAddress};
+use node_agent::base::rng::Rng;
+use node_agent::base::time::Time;
+use node_agent::bootstrap::decider::{DeciderSettings, ProbeAnswer, SelfIdentity};
 use node_agent::bootstrap::state::{Action, Bootstrap, Instruction, Schedule};
 use node_agent::membership::core::{MembershipCore, MembershipSettings, Outgoing};
-use node_agent::membership::member::{MemberInfo, MemberStatus};
-use node_agent::rng::Rng;
-use node_agent::transport::messages::Envelope;
+use node_agent::membership::member::MemberInfo;
+use node_agent::membership::messages::Envelope;
+use node_agent::membership::report;
 
 const MANAGEMENT_PORT: u16 = 8558;
 const CLUSTER_PORT: u16 = 2552;
@@ -95,7 +98,7 @@ enum Event {
     ProbeAnswer {
         node: usize,
         cp: ContactPoint,
-        result: Result<(NodeAddress, Vec<NodeAddress>, BTreeSet<ContactPoint>), String>,
+        result: Result<SeedNodes, String>,
     },
     Deliver {
         to: usize,
@@ -378,17 +381,16 @@ impl Sim {
                     None => Err("connection refused".to_owned()),
                     Some(n) => {
                         n.boot.nudge(now, &from_cp);
-                        let seeds = if n.member.is_member() {
-                            n.member
-                                .gossip()
-                                .seed_nodes()
-                                .map(|m| m.node.address.clone())
-                                .collect()
+                        let seed_nodes = if n.member.is_member() {
+                            report::seed_nodes(n.member.gossip())
                         } else {
                             vec![]
                         };
-                        let me = n.member.me().address.clone();
-                        Ok((me, seeds, n.boot.ever_seen().clone()))
+                        Ok(SeedNodes {
+                            self_node: n.member.me().address.clone(),
+                            seed_nodes,
+                            contact_points: Some(n.boot.ever_seen().clone()),
+                        })
                     }
                 };
                 if self.nodes[to].is_some() {
@@ -409,12 +411,7 @@ impl Sim {
             Event::ProbeAnswer { node, cp, result } => {
                 let now = self.now;
                 let n = self.node(node);
-                let result = result.map(|(self_node, seed_nodes, cps)| ProbeAnswer {
-                    at: now,
-                    self_node,
-                    seed_nodes,
-                    contact_points: Some(cps),
-                });
+                let result = result.map(|answer| ProbeAnswer { at: now, answer });
                 n.boot.on_probe(now, &mut n.rng, &cp, result);
                 self.after(node);
             }
@@ -431,30 +428,22 @@ impl Sim {
         }
     }
 
-    /// One cluster, everyone in it and Up, the same members everywhere.
+    /// One cluster of every node, all Up, seen alike everywhere: the check every test
+    /// uses ([`check::one_cluster_of`]), on what each node would answer.
     fn one_cluster(&self) -> bool {
-        let mut reference: Option<Vec<(UniqueAddress, MemberStatus)>> = None;
+        let mut views = Vec::with_capacity(self.sc.n);
         for n in &self.nodes {
+            // Cheap first: most events happen long before this can hold.
             let Some(n) = n else { return false };
             if !n.member.is_member() || n.member.gossip().len() != self.sc.n {
                 return false;
             }
-            let members: Vec<_> = n
-                .member
-                .gossip()
-                .members()
-                .map(|m| (m.node.clone(), m.status))
-                .collect();
-            if members.iter().any(|(_, s)| *s != MemberStatus::Up) {
-                return false;
-            }
-            match &reference {
-                None => reference = Some(members),
-                Some(r) if *r != members => return false,
-                _ => {}
-            }
+            views.push(report::cluster_members(
+                &n.member.me().address,
+                n.member.gossip(),
+            ));
         }
-        true
+        check::one_cluster_of(&views, self.sc.n).is_ok()
     }
 
     /// Runs to one cluster; returns the formation time after the last agent started.

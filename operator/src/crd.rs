@@ -1,8 +1,8 @@
 //! The `ClusterSpec` custom resource (group `muster.dev`, version `v1alpha1`): what a
 //! user asks for — a number of pods that form exactly one cluster, how they find each
 //! other, how the cluster treats failures and how updates roll — and the status the
-//! operator reports. Every field says its default; `crdgen` writes the CRD YAML
-//! (`manifests/crd.yaml`) from these types.
+//! operator reports. Every field says its default; the CRD YAML (`manifests/crd.yaml`)
+//! is generated from these types (see [`crate::generated`]).
 
 use std::collections::BTreeMap;
 

@@ -9,6 +9,11 @@
 //! and its pod is deleted once it has left. Nothing moves while a pod is missing or
 //! not Ready, a member is not Up, or a member is unreachable.
 
+use std::net::IpAddr;
+
+use node_agent::base::address::NodeAddress;
+use node_agent::base::member::MemberStatus;
+
 /// A pod of the cluster, as observed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PodView {
@@ -18,17 +23,15 @@ pub struct PodView {
     pub ready: bool,
     /// Being deleted (has a deletion timestamp).
     pub terminating: bool,
-    pub ip: Option<String>,
+    pub ip: Option<IpAddr>,
 }
 
 /// A cluster member, as the agents report it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MemberView {
-    /// The member's address, `muster://name@ip:port`.
-    pub address: String,
-    pub ip: String,
-    /// `Joining`, `WeaklyUp`, `Up`, `Leaving`, `Exiting`, `Down`.
-    pub status: String,
+    /// The member's address; its IP is its pod's.
+    pub address: NodeAddress,
+    pub status: MemberStatus,
     pub up_number: u32,
     pub unreachable: bool,
 }
@@ -54,7 +57,7 @@ pub enum Step {
     /// Nothing may move yet; the reason, in words (shown in status).
     Wait(String),
     /// Ask this member to leave the cluster (its pod is replaced once it has left).
-    Leave { pod: String, member: String },
+    Leave { pod: String, member: NodeAddress },
     /// Delete this pod; the StatefulSet recreates it from the new template.
     Delete { pod: String },
 }
@@ -71,8 +74,8 @@ pub fn progress(o: &Observed) -> (usize, usize) {
 
 /// The member running in `pod`, by IP.
 pub fn member_of<'a>(members: &'a [MemberView], pod: &PodView) -> Option<&'a MemberView> {
-    let ip = pod.ip.as_ref()?;
-    members.iter().find(|m| &m.ip == ip)
+    let ip = pod.ip?;
+    members.iter().find(|m| m.address.ip == ip)
 }
 
 /// The next step of the rollout.
@@ -104,9 +107,9 @@ pub fn plan(o: &Observed) -> Step {
     // A member that is leaving: finish that replacement first.
     for p in &outdated {
         if let Some(m) = member_of(p)
-            && matches!(m.status.as_str(), "Leaving" | "Exiting" | "Down")
+            && m.status.is_going()
         {
-            return if m.status == "Exiting" || m.status == "Down" {
+            return if matches!(m.status, MemberStatus::Exiting | MemberStatus::Down) {
                 Step::Delete {
                     pod: p.name.clone(),
                 }
@@ -128,7 +131,7 @@ pub fn plan(o: &Observed) -> Step {
     if let Some(p) = o.pods.iter().find(|p| !p.ready) {
         return Step::Wait(format!("pod {} is not Ready", p.name));
     }
-    if let Some(m) = o.members.iter().find(|m| m.status != "Up") {
+    if let Some(m) = o.members.iter().find(|m| m.status != MemberStatus::Up) {
         return Step::Wait(format!("member {} is {}, not Up", m.address, m.status));
     }
     if let Some(p) = o.pods.iter().find(|p| member_of(p).is_none()) {

@@ -3,6 +3,9 @@
 //! have left (Exiting, Down, or gone). Pure, like the rollout planner: the decision
 //! follows from the pods and the members alone, so it survives an operator restart.
 
+use node_agent::base::address::NodeAddress;
+use node_agent::base::member::MemberStatus;
+
 use crate::rollout::{MemberView, PodView, member_of};
 
 /// What a scale-down needs now.
@@ -11,7 +14,7 @@ pub struct ScaleDown {
     /// The replica count to give the StatefulSet.
     pub replicas: i32,
     /// Members to tell to Leave: (pod, member address).
-    pub leave: Vec<(String, String)>,
+    pub leave: Vec<(String, NodeAddress)>,
     /// What the shrink waits for, in words (`None`: nothing).
     pub waiting: Option<String>,
 }
@@ -42,13 +45,16 @@ pub fn scale_down(
         .iter()
         .filter(|p| ordinal(&p.name).is_some_and(|o| o >= desired))
     {
-        match member_of(members, p).map(|m| (m, m.status.as_str())) {
-            Some((m, "Joining" | "WeaklyUp" | "Up")) => {
+        let Some(m) = member_of(members, p) else {
+            continue;
+        };
+        match m.status {
+            MemberStatus::Joining | MemberStatus::WeaklyUp | MemberStatus::Up => {
                 leave.push((p.name.clone(), m.address.clone()));
                 staying.push(p.name.clone());
             }
-            Some((_, "Leaving")) => staying.push(p.name.clone()),
-            _ => {}
+            MemberStatus::Leaving => staying.push(p.name.clone()),
+            MemberStatus::Exiting | MemberStatus::Down | MemberStatus::Removed => {}
         }
     }
     if staying.is_empty() {
@@ -72,21 +78,28 @@ pub fn scale_down(
 mod tests {
     use super::*;
 
+    fn address(i: usize) -> NodeAddress {
+        NodeAddress::new(
+            "shop",
+            [10, 0, 0, u8::try_from(i).expect("small")].into(),
+            2552,
+        )
+    }
+
     fn pod(i: usize) -> PodView {
         PodView {
             name: format!("shop-{i}"),
             revision: "r1".into(),
             ready: true,
             terminating: false,
-            ip: Some(format!("10.0.0.{i}")),
+            ip: Some(address(i).ip),
         }
     }
 
-    fn member(i: usize, status: &str) -> MemberView {
+    fn member(i: usize, status: MemberStatus) -> MemberView {
         MemberView {
-            address: format!("muster://shop@10.0.0.{i}:2552"),
-            ip: format!("10.0.0.{i}"),
-            status: status.into(),
+            address: address(i),
+            status,
             up_number: u32::try_from(i).expect("small"),
             unreachable: false,
         }
@@ -95,7 +108,7 @@ mod tests {
     #[test]
     fn the_highest_ordinals_leave_before_the_statefulset_shrinks() {
         let pods: Vec<_> = (0..5).map(pod).collect();
-        let up: Vec<_> = (0..5).map(|i| member(i, "Up")).collect();
+        let up: Vec<_> = (0..5).map(|i| member(i, MemberStatus::Up)).collect();
         let s = scale_down(2, Some(5), &pods, &up);
         assert_eq!(s.replicas, 5, "nothing removed before they leave");
         let leaving: Vec<_> = s.leave.iter().map(|(p, _)| p.as_str()).collect();
@@ -103,8 +116,8 @@ mod tests {
         assert!(s.waiting.expect("waits").contains("shop-2, shop-3, shop-4"));
 
         let mut after = up.clone();
-        after[2].status = "Exiting".into();
-        after[3].status = "Leaving".into();
+        after[2].status = MemberStatus::Exiting;
+        after[3].status = MemberStatus::Leaving;
         after.remove(4);
         let s = scale_down(2, Some(5), &pods, &after);
         assert_eq!(
@@ -113,7 +126,7 @@ mod tests {
             "shop-3 is still leaving"
         );
 
-        after[3].status = "Exiting".into();
+        after[3].status = MemberStatus::Exiting;
         let s = scale_down(2, Some(5), &pods, &after);
         assert_eq!(
             s,

@@ -6,7 +6,7 @@
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::Timestamp;
-use node_agent::management::api::ClusterMembers;
+use node_agent::api::ClusterMembers;
 
 use crate::crd::{
     ClusterSpecSpec, ClusterSpecStatus, MemberCounts, NewClusterEnabled, RolloutStatus,
@@ -58,13 +58,9 @@ pub fn required_contact_points(
         .unwrap_or(spec.replicas)
 }
 
-/// Members that count as Up (Up and WeaklyUp serve; Leaving ones still do).
+/// Members that count as Up (Up and WeaklyUp serve).
 fn up(members: &ClusterMembers) -> i32 {
-    let n = members
-        .members
-        .iter()
-        .filter(|m| m.status == "Up" || m.status == "WeaklyUp")
-        .count();
+    let n = members.members.iter().filter(|m| m.status.is_up()).count();
     i32::try_from(n).unwrap_or(i32::MAX)
 }
 
@@ -250,8 +246,8 @@ pub fn compute(seen: &Seen<'_>) -> ClusterSpecStatus {
         selector: Some(seen.selector.clone()),
         // Unknown while no agent answers (the Degraded condition says why), never stale.
         members: counts,
-        leader: members.and_then(|m| m.leader.clone()),
-        oldest: members.and_then(|m| m.oldest.clone()),
+        leader: members.and_then(|m| m.leader.as_ref().map(ToString::to_string)),
+        oldest: members.and_then(|m| m.oldest.as_ref().map(ToString::to_string)),
         new_cluster_enabled: Some(new_cluster_enabled(spec, formed_at.is_some())),
         formed_at,
         required_contact_points: Some(required),

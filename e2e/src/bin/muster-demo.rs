@@ -9,6 +9,7 @@
 //! prints the KUBECONFIG and commands to look around.
 
 use std::collections::BTreeMap;
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -17,6 +18,8 @@ use clap::Parser;
 use e2e::{ImageTable, LocalSettings, Platform, Target};
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, ListParams};
+use node_agent::api::{BootstrapStatusBody, ClusterMember, ClusterMembers, check};
+use node_agent::base::address::NodeAddress;
 use serde_json::{Value, json};
 
 #[derive(Debug, Parser)]
@@ -286,7 +289,7 @@ struct PodRow {
     ready: bool,
     age: Duration,
     /// This agent's view of the cluster, when it answers.
-    members: Option<Value>,
+    members: Option<ClusterMembers>,
     /// Its `/bootstrap/status` reason, in words.
     decision: String,
 }
@@ -316,62 +319,35 @@ impl Snapshot {
     }
 
     /// The member entry for `pod` in `view`.
-    fn member<'a>(view: &'a Value, pod: &PodRow) -> Option<&'a Value> {
-        if pod.ip.is_empty() {
-            return None;
-        }
-        view["members"].as_array()?.iter().find(|m| {
-            m["node"]
-                .as_str()
-                .is_some_and(|n| n.contains(&format!("{}:", pod.ip)))
-        })
+    fn member<'a>(view: &'a ClusterMembers, pod: &PodRow) -> Option<&'a ClusterMember> {
+        let ip: IpAddr = pod.ip.parse().ok()?;
+        view.members.iter().find(|m| m.node.ip == ip)
     }
 
     /// Pod name → upNumber (lower is older), from the first agent that answers.
-    fn up_numbers(&self) -> BTreeMap<String, u64> {
+    fn up_numbers(&self) -> BTreeMap<String, u32> {
         let Some(view) = self.pods.iter().find_map(|p| p.members.as_ref()) else {
             return BTreeMap::new();
         };
         self.pods
             .iter()
-            .filter_map(|pod| {
-                let n = Self::member(view, pod)?["upNumber"].as_u64()?;
-                Some((pod.name.clone(), n))
-            })
+            .filter_map(|pod| Some((pod.name.clone(), Self::member(view, pod)?.up_number)))
             .collect()
     }
 
-    /// How many different member sets the agents report (1: one cluster).
+    /// How many clusters the agents' views show (1: one cluster), by the check every
+    /// test uses ([`check::clusters`]).
     fn clusters(&self) -> usize {
-        let mut sets: Vec<Vec<String>> = self
-            .pods
-            .iter()
-            .filter_map(|p| p.members.as_ref())
-            .map(|v| {
-                let mut nodes: Vec<String> = v["members"]
-                    .as_array()
-                    .map(|m| {
-                        m.iter()
-                            .filter_map(|m| m["node"].as_str().map(str::to_owned))
-                            .collect()
-                    })
-                    .unwrap_or_default();
-                nodes.sort();
-                nodes
-            })
-            .collect();
-        sets.sort();
-        sets.dedup();
-        sets.len()
+        check::clusters(self.pods.iter().filter_map(|p| p.members.as_ref())).len()
     }
 
     /// This pod's member entry in its own agent's view: (status, up-number, node).
-    fn own_member(pod: &PodRow) -> (&str, Option<u64>, &str) {
+    fn own_member(pod: &PodRow) -> (String, Option<u32>, Option<&NodeAddress>) {
         let m = pod.members.as_ref().and_then(|v| Self::member(v, pod));
         (
-            m.and_then(|m| m["status"].as_str()).unwrap_or("-"),
-            m.and_then(|m| m["upNumber"].as_u64()),
-            m.and_then(|m| m["node"].as_str()).unwrap_or_default(),
+            m.map_or("-".into(), |m| m.status.to_string()),
+            m.map(|m| m.up_number),
+            m.map(|m| &m.node),
         )
     }
 
@@ -381,8 +357,8 @@ impl Snapshot {
             .iter()
             .map(|pod| {
                 let (status, up, node) = Self::own_member(pod);
-                let leader = pod.members.as_ref().and_then(|v| v["leader"].as_str());
-                let lead = if !node.is_empty() && leader == Some(node) {
+                let leader = pod.members.as_ref().and_then(|v| v.leader.as_ref());
+                let lead = if node.is_some() && leader == node {
                     " leader"
                 } else {
                     ""
@@ -446,8 +422,7 @@ impl Snapshot {
             let sees = pod
                 .members
                 .as_ref()
-                .and_then(|v| v["members"].as_array())
-                .map_or("-".into(), |m| m.len().to_string());
+                .map_or("-".into(), |m| m.members.len().to_string());
             let mut decision = pod.decision.clone();
             if decision.chars().count() > 90 {
                 decision = decision.chars().take(89).collect::<String>() + "…";
@@ -535,21 +510,13 @@ impl<'a> LiveView<'a> {
             let (members, decision) = if ip.is_empty() {
                 (None, "(no IP yet)".to_owned())
             } else {
-                let members = self
-                    .p
-                    .pod_json::<Value>(&name, MANAGEMENT_PORT, "/cluster/members")
-                    .await
-                    .ok();
+                let members = self.p.members(&name).await.ok();
                 let decision = match self
                     .p
-                    .pod_json::<Value>(&name, MANAGEMENT_PORT, "/bootstrap/status")
+                    .pod_json::<BootstrapStatusBody>(&name, MANAGEMENT_PORT, "/bootstrap/status")
                     .await
                 {
-                    Ok(b) => format!(
-                        "{}: {}",
-                        b["phase"].as_str().unwrap_or("?"),
-                        b["reason"].as_str().unwrap_or("")
-                    ),
+                    Ok(b) => format!("{}: {}", b.phase, b.reason),
                     Err(_) => "(agent not answering yet)".to_owned(),
                 };
                 (members, decision)

@@ -1,7 +1,7 @@
 //! Running `muster-operator` beside the local platform and watching what it does: for
 //! the operator's e2e tests and its benchmark.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -11,8 +11,9 @@ use std::time::{Duration, Instant};
 use e2e::{Platform, Target};
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, ListParams, Patch, PatchParams};
-use node_agent::management::api::ClusterMembers;
-use node_agent::management::client::ManagementClient;
+use node_agent::api::{ClusterMembers, ManagementClient, check};
+use node_agent::base::address::NodeAddress;
+use node_agent::base::member::MemberStatus;
 use operator::{ClusterSpec, ClusterSpecStatus};
 use serde_json::json;
 
@@ -384,53 +385,30 @@ impl Cluster {
         let mut out = BTreeMap::new();
         for pod in self.pods().await {
             let Some(ip) = pod_ip(&pod) else { continue };
-            if let Ok(m) = client
-                .get_json::<ClusterMembers>(SocketAddr::new(ip, 8558), "/cluster/members")
-                .await
-            {
+            if let Ok(m) = client.members(SocketAddr::new(ip, 8558)).await {
                 out.insert(pod.metadata.name.clone().unwrap_or_default(), m);
             }
         }
         out
     }
 
-    /// Every agent answers and sees one cluster of `n` Up members; panics on two
-    /// clusters.
-    /// Every one of `n` agents sees the same `n` Up members now; panics if two agents
-    /// see disjoint clusters.
+    /// Every one of `n` agents answers and they are one cluster of `n` Up members seen
+    /// alike ([`check::one_cluster_of`]); panics at once on two clusters.
     pub async fn one_cluster_of(&self, n: usize) -> Result<(), String> {
         let v = self.views().await;
         if let Some(split) = two_clusters(&v) {
-            panic!("two clusters: {split}");
+            panic!("{split}");
         }
         if v.len() != n {
             return Err(format!("{} of {n} agents answer", v.len()));
         }
-        for (pod, m) in &v {
-            let up = m.members.iter().filter(|x| x.status == "Up").count();
-            if up != n || m.members.len() != n {
-                return Err(format!("{pod} sees {up} Up of {}", m.members.len()));
-            }
-        }
-        Ok(())
+        check::one_cluster_of(&v.into_values().collect::<Vec<_>>(), n)
     }
 }
 
-/// Two agents that are members but share no member would be two clusters.
+/// More than one cluster among the agents' views ([`check::no_split`]), in words.
 pub fn two_clusters(views: &BTreeMap<String, ClusterMembers>) -> Option<String> {
-    let sets: Vec<(&String, BTreeSet<&str>)> = views
-        .iter()
-        .filter(|(_, v)| !v.members.is_empty())
-        .map(|(pod, v)| (pod, v.members.iter().map(|m| m.node.as_str()).collect()))
-        .collect();
-    for (i, (a, sa)) in sets.iter().enumerate() {
-        for (b, sb) in &sets[i + 1..] {
-            if sa.is_disjoint(sb) {
-                return Some(format!("{a} sees {sa:?}, {b} sees {sb:?}"));
-            }
-        }
-    }
-    None
+    check::no_split(views.values()).err()
 }
 
 /// What a [`RolloutWatch`] saw.
@@ -439,7 +417,7 @@ pub struct Seen {
     /// Pod names in the order their pods were replaced (uid changed).
     pub replaced: Vec<String>,
     /// Every distinct `oldest` member reported, in order (the first is the one before).
-    pub oldest: Vec<String>,
+    pub oldest: Vec<NodeAddress>,
     /// The fewest Up members any member reported.
     pub min_up: usize,
     /// Two clusters, if ever seen.
@@ -498,7 +476,7 @@ impl RolloutWatch {
                         if let Some(up) = v
                             .values()
                             .filter(|m| !m.members.is_empty())
-                            .map(|m| m.members.iter().filter(|x| x.status == "Up").count())
+                            .map(|m| m.count(MemberStatus::Up))
                             .min()
                         {
                             s.min_up = s.min_up.min(up);
@@ -548,11 +526,8 @@ impl Cluster {
             .await
             .into_iter()
             .filter_map(|pod| {
-                let ip = pod_ip(&pod)?.to_string();
-                let m = view
-                    .members
-                    .iter()
-                    .find(|m| m.node.contains(&format!("@{ip}:")))?;
+                let ip = pod_ip(&pod)?;
+                let m = view.members.iter().find(|m| m.node.ip == ip)?;
                 Some((m.up_number, pod.metadata.name?))
             })
             .collect();

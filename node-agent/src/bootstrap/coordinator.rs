@@ -12,15 +12,16 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinSet;
 use tracing::{Instrument, debug, info, info_span, warn};
 
-use super::decider::{Decision, ProbeAnswer};
-use super::probe::{Answer, ProbeError, Prober};
+use super::decider::{Decision, ProbeAnswer, SelfIdentity};
+use super::probe::Prober;
 use super::state::{Action, Bootstrap, BootstrapStatus, Instruction};
-use crate::address::{ContactPoint, NodeAddress};
-use crate::clock::Clock;
-use crate::discovery::{self, Discovery};
+use crate::api::{ClientError, SeedNodes};
+use crate::base::address::{ContactPoint, NodeAddress};
+use crate::base::rng::Rng;
+use crate::base::time::{Clock, sleep_until};
+use crate::discovery::{self, Discovery, Skipped};
 use crate::membership::actor::{ClusterView, Command};
 use crate::metrics::{Metrics, ResultLabel};
-use crate::rng::Rng;
 
 /// Port rules applied to every lookup (see [`discovery::contact_points`]).
 #[derive(Debug, Clone)]
@@ -67,14 +68,15 @@ pub fn parse_flag(text: &str) -> Result<bool, String> {
     }
 }
 
-type LookupResult = Result<(Vec<ContactPoint>, Vec<crate::discovery::Skipped>), String>;
+type LookupResult = Result<(Vec<ContactPoint>, Vec<Skipped>), String>;
+type ProbeResult = (ContactPoint, Result<SeedNodes, ClientError>);
 
 impl Coordinator {
     pub async fn run(mut self) {
         let span = info_span!("bootstrap", method = self.discovery.method());
         async move {
             let mut lookups: JoinSet<LookupResult> = JoinSet::new();
-            let mut probes: JoinSet<(ContactPoint, Result<Answer, ProbeError>)> = JoinSet::new();
+            let mut probes: JoinSet<ProbeResult> = JoinSet::new();
             let mut last_reason = String::new();
             let mut flag_file = tokio::time::interval(FLAG_FILE_INTERVAL);
             flag_file.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -111,7 +113,7 @@ impl Coordinator {
                     _ = flag_file.tick(), if self.new_cluster_enabled_file.is_some() => {
                         self.follow_flag_file(&mut flag_error);
                     }
-                    _ = crate::clock::sleep_until(wake) => {}
+                    _ = sleep_until(wake) => {}
                 }
                 if self.core.is_finished() {
                     continue;
@@ -234,7 +236,7 @@ impl Coordinator {
         }
     }
 
-    fn on_probe(&mut self, cp: &ContactPoint, result: Result<Answer, ProbeError>) {
+    fn on_probe(&mut self, cp: &ContactPoint, result: Result<SeedNodes, ClientError>) {
         let now = self.clock.now();
         let label = match &result {
             Ok(_) => "ok",
@@ -245,12 +247,7 @@ impl Coordinator {
             .get_or_create(&ResultLabel { result: label })
             .inc();
         let result = result
-            .map(|a| ProbeAnswer {
-                at: now,
-                self_node: a.self_node,
-                seed_nodes: a.seed_nodes,
-                contact_points: a.contact_points,
-            })
+            .map(|answer| ProbeAnswer { at: now, answer })
             .map_err(|e| e.to_string());
         if let Err(e) = &result {
             debug!(contact_point = %cp, error = %e, "probe failed");
@@ -259,7 +256,7 @@ impl Coordinator {
     }
 
     /// Joined: stop probing; nudge the others once (see [`Bootstrap::finish`]).
-    fn finish(&mut self, probes: &mut JoinSet<(ContactPoint, Result<Answer, ProbeError>)>) {
+    fn finish(&mut self, probes: &mut JoinSet<ProbeResult>) {
         probes.abort_all();
         for cp in self.core.finish() {
             let prober = self.prober.clone();
@@ -272,8 +269,8 @@ impl Coordinator {
 }
 
 /// The management address as a contact point and the node address: who "self" is.
-pub fn identity(management: ContactPoint, address: NodeAddress) -> super::decider::SelfIdentity {
-    super::decider::SelfIdentity {
+pub fn identity(management: ContactPoint, address: NodeAddress) -> SelfIdentity {
+    SelfIdentity {
         management,
         address,
     }

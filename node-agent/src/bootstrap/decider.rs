@@ -36,23 +36,16 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use crate::address::{ContactPoint, NodeAddress};
+use crate::api::SeedNodes;
+use crate::base::address::{ContactPoint, NodeAddress};
+use crate::base::time::Time;
 
-/// Monotonic time since the owner's epoch.
-pub type Time = Duration;
-
-/// What one probe of a contact point's `/bootstrap/seed-nodes` returned.
+/// What one probe of a contact point's `/bootstrap/seed-nodes` returned, and when.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProbeAnswer {
     /// When the answer arrived.
     pub at: Time,
-    /// The answering node's cluster address.
-    pub self_node: NodeAddress,
-    /// Seed nodes it reports (members that are Up, WeaklyUp or Joining).
-    pub seed_nodes: Vec<NodeAddress>,
-    /// Every contact point the answering node has discovered so far (a muster extension;
-    /// `None` from peers that do not report it, which then never agree).
-    pub contact_points: Option<BTreeSet<ContactPoint>>,
+    pub answer: SeedNodes,
 }
 
 /// Everything the decision looks at.
@@ -189,7 +182,7 @@ impl Waiting {
 
 impl SelfIdentity {
     pub fn is_self(&self, cp: &ContactPoint, answer: Option<&ProbeAnswer>) -> bool {
-        *cp == self.management || answer.is_some_and(|a| a.self_node == self.address)
+        *cp == self.management || answer.is_some_and(|a| a.answer.self_node == self.address)
     }
 }
 
@@ -222,7 +215,7 @@ pub fn decide(
     // (a) an existing cluster wins over everything.
     let seeds: BTreeSet<NodeAddress> = answering
         .iter()
-        .flat_map(|(_, a)| a.seed_nodes.iter().cloned())
+        .flat_map(|(_, a)| a.answer.nodes().cloned())
         .collect();
     if !seeds.is_empty() {
         return Decision::Join {
@@ -253,7 +246,9 @@ pub fn decide(
         let disagreeing: Vec<ContactPoint> = obs
             .discovered
             .iter()
-            .filter(|cp| fresh(cp).and_then(|a| a.contact_points.as_ref()) != Some(&obs.discovered))
+            .filter(|cp| {
+                fresh(cp).and_then(|a| a.answer.contact_points.as_ref()) != Some(&obs.discovered)
+            })
             .cloned()
             .collect();
         let agreed = settings.contact_point_agreement

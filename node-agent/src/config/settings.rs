@@ -104,7 +104,7 @@ pub struct SplitBrainResolverConfig {
     pub stable_after: Duration,
     /// `on` (3/4 of stable-after, at least 4s), `off`, or a duration: when the view
     /// keeps changing this long past stable-after, down every member. Default `on`.
-    pub down_all_when_unstable: String,
+    pub down_all_when_unstable: DownAllWhenUnstable,
     pub keep_majority: RoleOnly,
     pub static_quorum: StaticQuorumConfig,
     pub keep_oldest: KeepOldestConfig,
@@ -116,11 +116,79 @@ impl Default for SplitBrainResolverConfig {
         Self {
             active_strategy: ActiveStrategy::KeepMajority,
             stable_after: Duration::from_secs(20),
-            down_all_when_unstable: "on".to_owned(),
+            down_all_when_unstable: DownAllWhenUnstable::On,
             keep_majority: RoleOnly::default(),
             static_quorum: StaticQuorumConfig::default(),
             keep_oldest: KeepOldestConfig::default(),
             lease_majority: LeaseMajorityConfig::default(),
+        }
+    }
+}
+
+/// `cluster.split-brain-resolver.down-all-when-unstable`: `on`, `off` or a duration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DownAllWhenUnstable {
+    /// 3/4 of `stable-after`, at least 4s (Akka's rule).
+    On,
+    Off,
+    After(Duration),
+}
+
+impl DownAllWhenUnstable {
+    /// How long the view may keep changing past `stable-after` before every member is
+    /// downed; `None` when off.
+    pub fn limit(self, stable_after: Duration) -> Option<Duration> {
+        match self {
+            Self::On => Some((stable_after * 3 / 4).max(Duration::from_secs(4))),
+            Self::Off => None,
+            Self::After(d) => Some(d),
+        }
+    }
+}
+
+impl Serialize for DownAllWhenUnstable {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Self::On => s.serialize_str("on"),
+            Self::Off => s.serialize_str("off"),
+            Self::After(d) => duration::serialize(d, s),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for DownAllWhenUnstable {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        match serde_yaml::Value::deserialize(d)? {
+            serde_yaml::Value::Bool(true) => Ok(Self::On),
+            serde_yaml::Value::Bool(false) => Ok(Self::Off),
+            serde_yaml::Value::String(s) => match s.trim() {
+                "on" | "true" => Ok(Self::On),
+                "off" | "false" => Ok(Self::Off),
+                other => duration::parse(other)
+                    .map(Self::After)
+                    .map_err(|e| serde::de::Error::custom(format!("{e}, or `on` / `off`"))),
+            },
+            other => Err(serde::de::Error::custom(format!(
+                "`{}` is not `on`, `off` or a duration",
+                super::show_value(&other)
+            ))),
+        }
+    }
+}
+
+/// `bootstrap.protocol`: of the SRV lookup.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Protocol {
+    Tcp,
+    Udp,
+}
+
+impl Protocol {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Tcp => "tcp",
+            Self::Udp => "udp",
         }
     }
 }
@@ -339,8 +407,8 @@ pub struct BootstrapSettings {
     /// Name of the management port in discovery (SRV port name, container port name).
     /// Empty: none, the `fallback-port` is used. Default empty.
     pub port_name: String,
-    /// Protocol of the SRV lookup. Default `tcp`.
-    pub protocol: String,
+    /// Protocol of the SRV lookup: `tcp` or `udp`. Default `tcp`.
+    pub protocol: Protocol,
     /// The discovered set must be unchanged this long before a new cluster is formed
     /// (unless every contact point agrees, see `contact-point-agreement`). Default 5s.
     #[serde(with = "duration")]
@@ -389,7 +457,7 @@ impl Default for BootstrapSettings {
             service_namespace: None,
             discovery_method: DiscoveryMethod::KubernetesApi,
             port_name: String::new(),
-            protocol: "tcp".to_owned(),
+            protocol: Protocol::Tcp,
             stable_margin: Duration::from_secs(5),
             interval: Duration::from_secs(1),
             exponential_backoff_random_factor: 0.2,

@@ -273,13 +273,19 @@ cluster:
 fn split_brain_resolver_settings_are_checked() {
     let e = err(
         &format!(
-            "{CONFIG_DISCOVERY}\ncluster:\n  split-brain-resolver:\n    active-strategy: static-quorum\n    down-all-when-unstable: sometimes\n"
+            "{CONFIG_DISCOVERY}\ncluster:\n  split-brain-resolver:\n    active-strategy: static-quorum\n"
         ),
         &pod_env(),
     );
     assert!(
         e.contains("static-quorum.quorum-size") && e.contains("cluster size / 2 + 1"),
         "{e}"
+    );
+    let e = err(
+        &format!(
+            "{CONFIG_DISCOVERY}\ncluster:\n  split-brain-resolver:\n    down-all-when-unstable: sometimes\n"
+        ),
+        &pod_env(),
     );
     assert!(
         e.contains("down-all-when-unstable") && e.contains("`on` / `off`"),
@@ -309,22 +315,39 @@ fn split_brain_resolver_settings_are_checked() {
         e.contains("keep-biggest") && e.contains("keep-majority"),
         "{e}"
     );
-    let c = AgentConfig::from_yaml(
-        &format!("{CONFIG_DISCOVERY}\ncluster:\n  split-brain-resolver:\n    active-strategy: keep-oldest\n    down-all-when-unstable: off\n"),
-        &pod_env(),
-    )
-    .unwrap();
-    let d = crate::membership::sbr::Downing::from_config(&c.settings.cluster.split_brain_resolver)
-        .expect("on");
+    let sbr = |value: &str| {
+        AgentConfig::from_yaml(
+            &format!("{CONFIG_DISCOVERY}\ncluster:\n  split-brain-resolver:\n    down-all-when-unstable: {value}\n"),
+            &pod_env(),
+        )
+        .unwrap()
+        .settings
+        .cluster
+        .split_brain_resolver
+    };
+    assert_eq!(sbr("off").down_all_when_unstable, DownAllWhenUnstable::Off);
+    assert_eq!(sbr("'on'").down_all_when_unstable, DownAllWhenUnstable::On);
+    assert_eq!(sbr("true").down_all_when_unstable, DownAllWhenUnstable::On);
     assert_eq!(
-        d.strategy,
-        crate::membership::sbr::Strategy::KeepOldest {
-            down_if_alone: true,
-            role: None
-        }
+        sbr("12s").down_all_when_unstable,
+        DownAllWhenUnstable::After(Duration::from_secs(12))
     );
-    assert_eq!(d.unstable_limit, None);
-    assert_eq!(d.stable_after, Duration::from_secs(20));
+    assert_eq!(sbr("off").stable_after, Duration::from_secs(20));
+}
+
+#[test]
+fn typed_values_name_what_is_allowed() {
+    let e = err(
+        "bootstrap:\n  protocol: sctp\n  discovery-method: config\ndiscovery:\n  config:\n    endpoints: ['10.0.0.7:8558']\n",
+        &pod_env(),
+    );
+    assert!(
+        e.contains("bootstrap.protocol") && e.contains("sctp") && e.contains("tcp"),
+        "{e}"
+    );
+    let vars = env(&[("POD_IP", "10.0.0.7"), ("MUSTER_BOOTSTRAP_PROTOCOL", "udp")]);
+    let c = AgentConfig::from_yaml(CONFIG_DISCOVERY, &vars).unwrap();
+    assert_eq!(c.settings.bootstrap.protocol, Protocol::Udp);
 }
 
 #[test]

@@ -96,7 +96,7 @@ impl DnsDiscovery {
             &config.settings.discovery.dns.cluster_domain,
         );
         let srv_name = (!b.port_name.is_empty())
-            .then(|| format!("_{}._{}.{host_name}", b.port_name, b.protocol));
+            .then(|| format!("_{}._{}.{host_name}", b.port_name, b.protocol.name()));
         let nameserver = config
             .settings
             .discovery

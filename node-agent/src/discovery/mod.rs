@@ -16,7 +16,7 @@ use std::net::IpAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 
-use crate::address::ContactPoint;
+use crate::base::address::ContactPoint;
 use crate::config::{AgentConfig, DiscoveryMethod};
 
 /// A boxed future, so methods can be used as `dyn Discovery`.

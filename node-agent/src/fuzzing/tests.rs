@@ -57,7 +57,7 @@ fn every_seed_is_valid_input_of_its_decoder() {
         assert_eq!(env.to.to_string(), SELF_ADDRESS, "{name}");
     }
     for (name, bytes) in seeds("seed_nodes") {
-        parse_answer(&bytes, SYSTEM).unwrap_or_else(|e| panic!("{name}: {e}"));
+        SeedNodes::parse(&bytes, SYSTEM).unwrap_or_else(|e| panic!("{name}: {e}"));
     }
     for (name, bytes) in seeds("pod_list") {
         let list: kube::core::ObjectList<k8s_openapi::api::core::v1::Pod> =

@@ -17,8 +17,6 @@
 //! `fn router(state) -> Router` so tests drive it with `oneshot`; [`server`] serves it
 //! with a header-read timeout and a connection cap.
 
-pub mod api;
-pub mod client;
 pub mod server;
 
 use std::collections::BTreeSet;
@@ -32,21 +30,19 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, put};
 use axum::{Json, Router};
 use bytes::Bytes;
-use serde::Serialize;
 use tokio::sync::{mpsc, oneshot, watch};
 
-use crate::address::ContactPoint;
+use crate::api::{BootstrapPhase, BootstrapStatusBody, ErrorBody, PROBER_HEADER, SeedNodes};
+use crate::base::address::{ContactPoint, NodeAddress};
+use crate::base::member::MemberStatus;
+use crate::base::secret::ManagementToken;
 use crate::bootstrap::coordinator::StatusRequest;
-use crate::bootstrap::probe::PROBER_HEADER;
 use crate::bootstrap::state::BootstrapStatus;
-use crate::config::ManagementToken;
 use crate::membership::actor::{ClusterView, Command, ViewPhase};
 use crate::membership::core::MarkError;
 use crate::membership::events::EventHub;
-use crate::membership::member::MemberStatus;
+use crate::membership::report;
 use crate::metrics::Metrics;
-
-use api::{ClusterMembers, ErrorBody, SeedNodes};
 
 /// What the handlers read (snapshots) and whom they ask (actors).
 #[derive(Debug, Clone)]
@@ -118,34 +114,11 @@ async fn seed_nodes(State(s): State<AppState>, headers: HeaderMap) -> Response {
         .into_response()
 }
 
-/// `/bootstrap/status` body.
-#[derive(Debug, Serialize)]
-#[serde(rename_all = "camelCase")]
-struct StatusBody {
-    phase: &'static str,
-    self_node: String,
-    self_status: Option<&'static str>,
-    reason: String,
-    bootstrap: Option<BootstrapStatus>,
-}
-
-/// Every value of `phase` in `/bootstrap/status` (and of the `muster_bootstrap_phase` metric).
-pub const PHASES: [&str; 8] = [
-    "discovering",
-    "probing",
-    "joining",
-    "seed-nodes",
-    "joined",
-    "left",
-    "downed",
-    "join-failed",
-];
-
 /// Where this agent is: the phase, why, and the coordinator's state when bootstrapping.
 /// `Err` is the response to give when the coordinator does not answer.
 async fn current_phase(
     s: &AppState,
-) -> Result<(&'static str, String, Option<BootstrapStatus>), Response> {
+) -> Result<(BootstrapPhase, String, Option<BootstrapStatus>), Response> {
     let view = s.cluster.borrow().clone();
     let bootstrap = match &s.bootstrap {
         Some(tx) => {
@@ -171,26 +144,26 @@ async fn current_phase(
     let self_status = view.self_status().map(|st| st.as_str());
     let (phase, reason) = match (view.phase, &bootstrap) {
         (ViewPhase::JoinFailed, _) => (
-            "join-failed",
+            BootstrapPhase::JoinFailed,
             "joining did not succeed within cluster.shutdown-after-unsuccessful-join-seed-nodes; the agent is exiting to be restarted".to_owned(),
         ),
         (ViewPhase::Left, _) => (
-            "left",
+            BootstrapPhase::Left,
             "this member left the cluster gracefully; the agent is shutting down".to_owned(),
         ),
         (ViewPhase::Downed, _) => (
-            "downed",
+            BootstrapPhase::Downed,
             "the cluster downed or removed this member; the agent is shutting down".to_owned(),
         ),
         (ViewPhase::Member, _) => (
-            "joined",
+            BootstrapPhase::Joined,
             format!(
                 "this node is a cluster member ({})",
                 self_status.unwrap_or("unknown")
             ),
         ),
         (_, None) => (
-            "seed-nodes",
+            BootstrapPhase::SeedNodes,
             match view.phase {
                 ViewPhase::Joining => {
                     "joining the configured seed nodes (cluster.seed-nodes); bootstrap is not used"
@@ -199,14 +172,15 @@ async fn current_phase(
                 _ => "waiting to join the configured seed nodes".to_owned(),
             },
         ),
-        (ViewPhase::Joining, Some(b)) => {
-            ("joining", format!("{}; waiting for a welcome", b.reason))
-        }
+        (ViewPhase::Joining, Some(b)) => (
+            BootstrapPhase::Joining,
+            format!("{}; waiting for a welcome", b.reason),
+        ),
         (ViewPhase::Idle, Some(b)) => (
             if b.lookups == 0 {
-                "discovering"
+                BootstrapPhase::Discovering
             } else {
-                "probing"
+                BootstrapPhase::Probing
             },
             b.reason.clone(),
         ),
@@ -220,10 +194,10 @@ async fn bootstrap_status(State(s): State<AppState>) -> Response {
         Err(r) => return r,
     };
     let view = s.cluster.borrow().clone();
-    Json(StatusBody {
+    Json(BootstrapStatusBody {
         phase,
-        self_node: view.self_node.address.to_string(),
-        self_status: view.self_status().map(|st| st.as_str()),
+        self_node: view.self_node.address.clone(),
+        self_status: view.self_status(),
         reason,
         bootstrap,
     })
@@ -237,10 +211,7 @@ async fn alive() -> &'static str {
 async fn ready(State(s): State<AppState>) -> Response {
     let view = s.cluster.borrow().clone();
     match view.self_status() {
-        Some(
-            st @ (crate::membership::member::MemberStatus::Up
-            | crate::membership::member::MemberStatus::WeaklyUp),
-        ) => (StatusCode::OK, st.as_str()).into_response(),
+        Some(st) if st.is_up() => (StatusCode::OK, st.as_str()).into_response(),
         Some(st) => error(
             StatusCode::SERVICE_UNAVAILABLE,
             format!("this member is {}, not Up", st.as_str()),
@@ -254,8 +225,8 @@ async fn ready(State(s): State<AppState>) -> Response {
 
 async fn cluster_members(State(s): State<AppState>) -> Response {
     let view = s.cluster.borrow().clone();
-    Json(ClusterMembers::from_gossip(
-        &view.self_node.address.to_string(),
+    Json(report::cluster_members(
+        &view.self_node.address,
         &view.gossip,
     ))
     .into_response()
@@ -288,13 +259,13 @@ fn unauthorized(s: &AppState, headers: &HeaderMap) -> Option<Response> {
     }
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, serde::Serialize)]
 struct Message {
     message: String,
 }
 
 async fn mark(s: &AppState, address: &str, status: MemberStatus) -> Response {
-    let Ok(address) = address.parse::<crate::address::NodeAddress>() else {
+    let Ok(address) = address.parse::<NodeAddress>() else {
         return error(
             StatusCode::BAD_REQUEST,
             format!(
@@ -442,7 +413,8 @@ async fn cluster_events(State(s): State<AppState>, headers: HeaderMap) -> Respon
 async fn metrics(State(s): State<AppState>) -> Response {
     // The phase is read when scraped, from the same place as /bootstrap/status.
     if let Ok((phase, _, _)) = current_phase(&s).await {
-        s.metrics.set_bootstrap_phase(phase, &PHASES);
+        s.metrics
+            .set_bootstrap_phase(phase.as_str(), &BootstrapPhase::ALL.map(|p| p.as_str()));
     }
     (
         [(
@@ -466,8 +438,15 @@ pub async fn run_seed_nodes_cache(
         let body = {
             let view = cluster.borrow_and_update().clone();
             let cps = ever_seen.borrow_and_update().clone();
-            let gossip = view.is_member().then_some(&view.gossip);
-            SeedNodes::from_state(&view.self_node.address.to_string(), gossip, &cps)
+            SeedNodes {
+                self_node: view.self_node.address.clone(),
+                seed_nodes: if view.is_member() {
+                    report::seed_nodes(&view.gossip)
+                } else {
+                    Vec::new()
+                },
+                contact_points: Some((*cps).clone()),
+            }
         };
         out.send_replace(Bytes::from(serde_json::to_vec(&body).unwrap_or_default()));
         // Either source may end (no bootstrap with explicit seed nodes); follow the other.

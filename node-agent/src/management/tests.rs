@@ -8,7 +8,7 @@ use http_body_util::BodyExt;
 use tower::ServiceExt;
 
 use super::*;
-use crate::address::{NodeAddress, UniqueAddress};
+use crate::base::address::{NodeAddress, UniqueAddress};
 use crate::bootstrap::decider::{DeciderSettings, SelfIdentity};
 use crate::bootstrap::state::{Bootstrap, Schedule};
 use crate::membership::core::{MembershipCore, MembershipSettings};
@@ -271,7 +271,7 @@ async fn the_seed_nodes_cache_follows_membership_and_discovery() {
     out_rx.changed().await.unwrap();
     assert_eq!(
         body(&out_rx).unwrap().contact_points,
-        Some(vec!["10.0.0.1:8558".to_owned()])
+        Some(BTreeSet::from(["10.0.0.1:8558".parse().unwrap()]))
     );
     // With the discovery side gone (explicit seed nodes), membership changes still show.
     drop(seen_tx);
@@ -281,7 +281,7 @@ async fn the_seed_nodes_cache_follows_membership_and_discovery() {
         if let Some(b) = body(&out_rx)
             && !b.seed_nodes.is_empty()
         {
-            assert_eq!(b.seed_nodes[0].status, "Up");
+            assert_eq!(b.seed_nodes[0].status, MemberStatus::Up);
             assert_eq!(b.seed_nodes[0].node_uid, 7);
             break;
         }

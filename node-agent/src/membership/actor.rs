@@ -11,13 +11,13 @@ use tracing::{debug, info, warn};
 use super::core::{MarkError, MembershipCore, Outgoing, Phase};
 use super::events::EventHub;
 use super::gossip::Gossip;
-use super::member::MemberStatus;
-use crate::address::{NodeAddress, UniqueAddress};
-use crate::clock::Clock;
+use crate::base::address::{NodeAddress, UniqueAddress};
+use crate::base::member::MemberStatus;
+use crate::base::rng::Rng;
+use crate::base::time::Clock;
 use crate::lease::KubernetesLease;
+use crate::membership::messages::Envelope;
 use crate::metrics::{Metrics, StatusLabel};
-use crate::rng::Rng;
-use crate::transport::messages::Envelope;
 use crate::transport::tcp::Outbound;
 
 /// Requests to the membership actor.
@@ -107,7 +107,7 @@ pub struct MembershipActor {
     pub rng: Rng,
     pub inbound: mpsc::Receiver<Envelope>,
     pub commands: mpsc::Receiver<Command>,
-    pub outbound: Outbound,
+    pub outbound: Outbound<Envelope>,
     pub view: watch::Sender<Arc<ClusterView>>,
     pub metrics: Metrics,
     /// Every change becomes cluster events here (this task sees every state).
@@ -187,7 +187,7 @@ pub async fn run(actor: MembershipActor) {
                 }
             }
             Some(held) = lease_rx.recv() => core.lease_outcome(clock.now(), &mut rng, held),
-            _ = crate::clock::sleep_until(wake) => {
+            _ = crate::base::time::sleep_until(wake) => {
                 let now = clock.now();
                 let out = core.tick(now, &mut rng);
                 let phis: Vec<(String, f64)> = core

@@ -18,13 +18,14 @@ use std::time::Duration;
 use super::failure_detector::ring_neighbours;
 use super::gossip::Gossip;
 use super::heartbeat::Heartbeats;
-use super::member::{Member, MemberInfo, MemberStatus};
+use super::member::{Member, MemberInfo};
 use super::sbr::{Downing, Due, Stability, Verdict, View, decide};
-use crate::address::{NodeAddress, UniqueAddress};
-use crate::bootstrap::decider::Time;
+use crate::base::address::{NodeAddress, UniqueAddress};
+use crate::base::member::MemberStatus;
+use crate::base::rng::Rng;
+use crate::base::time::Time;
 use crate::config::{AgentConfig, FailureDetectorConfig};
-use crate::rng::Rng;
-use crate::transport::messages::{Envelope, Message};
+use crate::membership::messages::{Envelope, Message};
 
 /// Members that are pushed a changed state at once (besides the leader).
 const PUSH_FANOUT: usize = 3;

@@ -8,81 +8,16 @@
 use std::collections::{BTreeSet, VecDeque};
 use std::sync::{Arc, Mutex};
 
-use serde::Serialize;
 use tokio::sync::watch;
 
 use super::gossip::Gossip;
-use super::member::{Member, MemberStatus};
-use crate::address::UniqueAddress;
+use super::member::Member;
+use crate::api::ClusterEvent;
+use crate::base::address::{NodeAddress, UniqueAddress};
+use crate::base::member::MemberStatus;
 
-/// One change, named as Akka names its cluster domain events.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(tag = "type", rename_all_fields = "camelCase")]
-pub enum ClusterEvent {
-    MemberJoined {
-        member: String,
-        uid: String,
-        roles: Vec<String>,
-    },
-    MemberWeaklyUp {
-        member: String,
-        uid: String,
-    },
-    MemberUp {
-        member: String,
-        uid: String,
-        up_number: u32,
-    },
-    MemberLeft {
-        member: String,
-        uid: String,
-    },
-    MemberExited {
-        member: String,
-        uid: String,
-    },
-    MemberDowned {
-        member: String,
-        uid: String,
-    },
-    MemberRemoved {
-        member: String,
-        uid: String,
-        previous_status: String,
-    },
-    UnreachableMember {
-        member: String,
-        uid: String,
-    },
-    ReachableMember {
-        member: String,
-        uid: String,
-    },
-    LeaderChanged {
-        leader: Option<String>,
-    },
-}
-
-impl ClusterEvent {
-    /// The SSE event name.
-    pub fn name(&self) -> &'static str {
-        match self {
-            Self::MemberJoined { .. } => "MemberJoined",
-            Self::MemberWeaklyUp { .. } => "MemberWeaklyUp",
-            Self::MemberUp { .. } => "MemberUp",
-            Self::MemberLeft { .. } => "MemberLeft",
-            Self::MemberExited { .. } => "MemberExited",
-            Self::MemberDowned { .. } => "MemberDowned",
-            Self::MemberRemoved { .. } => "MemberRemoved",
-            Self::UnreachableMember { .. } => "UnreachableMember",
-            Self::ReachableMember { .. } => "ReachableMember",
-            Self::LeaderChanged { .. } => "LeaderChanged",
-        }
-    }
-}
-
-fn ids(node: &UniqueAddress) -> (String, String) {
-    (node.address.to_string(), node.uid.to_string())
+fn ids(node: &UniqueAddress) -> (NodeAddress, u64) {
+    (node.address.clone(), node.uid)
 }
 
 /// The event that announces `m` in its current status (none for Joining, which
@@ -112,8 +47,8 @@ fn joined(m: &Member) -> ClusterEvent {
     }
 }
 
-fn leader_of(g: &Gossip) -> Option<String> {
-    g.leader().map(|l| l.address.to_string())
+fn leader_of(g: &Gossip) -> Option<NodeAddress> {
+    g.leader().map(|l| l.address.clone())
 }
 
 /// The current state told as events, as a new subscriber first receives it.
@@ -162,7 +97,7 @@ pub fn diff(before: &Gossip, after: &Gossip) -> Vec<ClusterEvent> {
         out.push(ClusterEvent::MemberRemoved {
             member,
             uid,
-            previous_status: old.status.as_str().to_owned(),
+            previous_status: old.status,
         });
     }
     let was: BTreeSet<UniqueAddress> = before.reachability().unreachable_members();

@@ -10,10 +10,11 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use super::member::{Member, MemberStatus};
+use super::member::Member;
 use super::reachability::Reachability;
 use super::vclock::VectorClock;
-use crate::address::UniqueAddress;
+use crate::base::address::UniqueAddress;
+use crate::base::member::MemberStatus;
 
 /// At most this many seed nodes are reported to a joining node (Akka).
 pub const MAX_SEED_NODES: usize = 5;

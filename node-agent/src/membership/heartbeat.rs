@@ -10,8 +10,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use super::failure_detector::{DetectorSettings, PhiAccrual};
-use crate::address::UniqueAddress;
-use crate::bootstrap::decider::Time;
+use crate::base::address::UniqueAddress;
+use crate::base::time::Time;
 use crate::config::FailureDetectorConfig;
 
 #[derive(Debug, Clone)]
@@ -119,7 +119,7 @@ impl Heartbeats {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::address::NodeAddress;
+    use crate::base::address::NodeAddress;
 
     fn node(i: u8) -> UniqueAddress {
         UniqueAddress::new(NodeAddress::new("t", [10, 0, 0, i].into(), 2552), 1)

@@ -5,63 +5,8 @@ use std::collections::BTreeSet;
 
 use serde::{Deserialize, Serialize};
 
-use crate::address::UniqueAddress;
-
-/// Akka Cluster's member lifecycle. Reachability is separate (`reachability`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub enum MemberStatus {
-    Joining,
-    WeaklyUp,
-    Up,
-    Leaving,
-    Exiting,
-    Down,
-    Removed,
-}
-
-impl MemberStatus {
-    /// Which of two views of the same member wins a merge: a status further along its
-    /// lifecycle (Akka's `highestPriorityOf`): Removed > Down > Exiting > Leaving > Up >
-    /// WeaklyUp > Joining.
-    pub fn merge_rank(self) -> u8 {
-        match self {
-            Self::Joining => 0,
-            Self::WeaklyUp => 1,
-            Self::Up => 2,
-            Self::Leaving => 3,
-            Self::Exiting => 4,
-            Self::Down => 5,
-            Self::Removed => 6,
-        }
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Joining => "Joining",
-            Self::WeaklyUp => "WeaklyUp",
-            Self::Up => "Up",
-            Self::Leaving => "Leaving",
-            Self::Exiting => "Exiting",
-            Self::Down => "Down",
-            Self::Removed => "Removed",
-        }
-    }
-
-    /// Statuses whose members must have seen a version for convergence (Akka).
-    pub fn counts_for_convergence(self) -> bool {
-        matches!(self, Self::Up | Self::Leaving)
-    }
-
-    /// Statuses a leader is chosen from first.
-    pub fn can_lead(self) -> bool {
-        matches!(self, Self::Up | Self::Leaving)
-    }
-
-    /// Reported as seed nodes to joining nodes.
-    pub fn is_seed_candidate(self) -> bool {
-        matches!(self, Self::Up | Self::WeaklyUp | Self::Joining)
-    }
-}
+use crate::base::address::UniqueAddress;
+use crate::base::member::MemberStatus;
 
 /// What a node tells the cluster about itself when it joins.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

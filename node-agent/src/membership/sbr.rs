@@ -19,10 +19,12 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use super::member::{Member, MemberStatus};
+use super::member::Member;
 use super::reachability::Reachability;
-use crate::address::UniqueAddress;
-use crate::bootstrap::decider::Time;
+use crate::base::address::UniqueAddress;
+use crate::base::member::MemberStatus;
+use crate::base::time::Time;
+use crate::config::{ActiveStrategy, SplitBrainResolverConfig};
 
 /// `split-brain-resolver.active-strategy` and its settings.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -249,22 +251,6 @@ pub fn decide(strategy: &Strategy, view: View<'_>, lease: Option<bool>) -> Optio
     }
 }
 
-/// `down-all-when-unstable`: `on` is 3/4 of `stable-after`, at least 4 s (Akka).
-pub fn derived_unstable_limit(stable_after: Duration) -> Duration {
-    (stable_after * 3 / 4).max(Duration::from_secs(4))
-}
-
-/// `down-all-when-unstable` as written: `on`, `off` or a duration.
-pub fn unstable_limit(value: &str, stable_after: Duration) -> Result<Option<Duration>, String> {
-    match value.trim() {
-        "on" | "true" => Ok(Some(derived_unstable_limit(stable_after))),
-        "off" | "false" => Ok(None),
-        other => crate::config::duration::parse(other)
-            .map(Some)
-            .map_err(|e| format!("{e}, or `on` / `off`")),
-    }
-}
-
 /// The resolver's settings, from `cluster.split-brain-resolver`; `None` when off.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Downing {
@@ -275,8 +261,8 @@ pub struct Downing {
 
 impl Downing {
     /// From checked settings (see `AgentConfig`'s validation); `None` for `off`.
-    pub fn from_config(c: &crate::config::SplitBrainResolverConfig) -> Option<Self> {
-        use crate::config::ActiveStrategy as A;
+    pub fn from_config(c: &SplitBrainResolverConfig) -> Option<Self> {
+        use ActiveStrategy as A;
         let role = |r: &str| (!r.is_empty()).then(|| r.to_owned());
         let strategy = match c.active_strategy {
             A::Off => return None,
@@ -300,8 +286,7 @@ impl Downing {
         Some(Self {
             strategy,
             stable_after: c.stable_after,
-            unstable_limit: unstable_limit(&c.down_all_when_unstable, c.stable_after)
-                .unwrap_or(Some(derived_unstable_limit(c.stable_after))),
+            unstable_limit: c.down_all_when_unstable.limit(c.stable_after),
         })
     }
 }

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::address::UniqueAddress;
+use crate::base::address::UniqueAddress;
 
 /// How two versions relate.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -64,7 +64,7 @@ impl VectorClock {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::address::NodeAddress;
+    use crate::base::address::NodeAddress;
 
     fn n(i: u8) -> UniqueAddress {
         UniqueAddress::new(

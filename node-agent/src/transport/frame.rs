@@ -18,7 +18,7 @@
 use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
 
-use crate::config::ClusterKey;
+use crate::base::secret::ClusterKey;
 
 pub const MAGIC: &[u8; 8] = b"MUSTER1\n";
 pub const NONCE_LEN: usize = 16;

@@ -1,7 +1,7 @@
 //! TCP connections of the cluster port: one listener, one outbound connection per peer.
 //!
 //! Inbound: each accepted connection is served by its own task that checks every frame
-//! (size, signature, JSON) and hands envelopes to the membership actor; anything wrong
+//! (size, signature, JSON) and hands the messages to their consumer; anything wrong
 //! is counted in `muster_transport_messages_dropped_total` and never takes the agent
 //! down. Outbound: a task per peer owns a queue and a kept-alive connection, reconnecting
 //! with backoff; a full queue drops (gossip repairs itself), it never blocks the actor.
@@ -18,12 +18,12 @@ use tokio::sync::{Notify, mpsc};
 use tokio::time::timeout;
 use tracing::debug;
 
+use super::Wire;
 use super::frame::{self, FrameError, HEADER_LEN, Opener, Sealer};
-use super::messages::Envelope;
-use crate::config::ClusterKey;
+use crate::base::rng::os_random_bytes;
+use crate::base::secret::ClusterKey;
 use crate::listener::CappedListener;
 use crate::metrics::{KindLabel, Metrics};
-use crate::rng::os_random_bytes;
 
 /// Inbound connections served at once.
 const MAX_INBOUND_CONNECTIONS: usize = 256;
@@ -45,11 +45,11 @@ const PEER_QUEUE: usize = 512;
 const UNACKED_LIMIT: Duration = Duration::from_secs(5);
 
 /// Serves the cluster port until the task is aborted.
-pub async fn serve(
+pub async fn serve<M: Wire>(
     listener: TcpListener,
     key: Option<ClusterKey>,
     metrics: Metrics,
-    inbound: mpsc::Sender<Envelope>,
+    inbound: mpsc::Sender<M>,
 ) {
     let listener = CappedListener::new(listener, MAX_INBOUND_CONNECTIONS, "cluster");
     loop {
@@ -65,11 +65,11 @@ pub async fn serve(
     }
 }
 
-async fn serve_connection(
+async fn serve_connection<M: Wire>(
     mut stream: TcpStream,
     key: Option<ClusterKey>,
     metrics: &Metrics,
-    inbound: &mpsc::Sender<Envelope>,
+    inbound: &mpsc::Sender<M>,
 ) -> Result<(), FrameError> {
     let _ = stream.set_nodelay(true);
     let mut nonce = [0u8; frame::NONCE_LEN];
@@ -114,15 +114,15 @@ async fn serve_connection(
             _ => return Ok(()), // stalled, closed or cut short
         };
         opener.open(&header, &payload)?;
-        match serde_json::from_slice::<Envelope>(&payload) {
-            Ok(env) => {
+        match serde_json::from_slice::<M>(&payload) {
+            Ok(message) => {
                 metrics
                     .messages_received
                     .get_or_create(&KindLabel {
-                        kind: env.message.kind(),
+                        kind: message.kind(),
                     })
                     .inc();
-                if inbound.try_send(env).is_err() {
+                if inbound.try_send(message).is_err() {
                     metrics.dropped("queue_full");
                 }
             }
@@ -179,19 +179,19 @@ impl Drop for Ticket {
     }
 }
 
-type Queued = (Envelope, Ticket);
+type Queued<M> = (M, Ticket);
 
 /// Outbound connections, owned by the membership actor (no sharing, no locks).
 #[derive(Debug)]
-pub struct Outbound {
+pub struct Outbound<M> {
     local_ip: IpAddr,
     key: Option<ClusterKey>,
     metrics: Metrics,
-    peers: HashMap<SocketAddr, mpsc::Sender<Queued>>,
+    peers: HashMap<SocketAddr, mpsc::Sender<Queued<M>>>,
     in_flight: InFlight,
 }
 
-impl Outbound {
+impl<M: Wire> Outbound<M> {
     pub fn new(local_ip: IpAddr, key: Option<ClusterKey>, metrics: Metrics) -> Self {
         Self {
             local_ip,
@@ -214,8 +214,8 @@ impl Outbound {
     }
 
     /// Queues a message; never waits.
-    pub fn send(&mut self, to: SocketAddr, env: Envelope) {
-        let queued = (env, self.in_flight.ticket());
+    pub fn send(&mut self, to: SocketAddr, message: M) {
+        let queued = (message, self.in_flight.ticket());
         let queued = match self.peers.get(&to) {
             None => queued,
             Some(tx) => match tx.try_send(queued) {
@@ -265,15 +265,15 @@ async fn connect(
     Ok((stream, nonce))
 }
 
-async fn peer(
+async fn peer<M: Wire>(
     to: SocketAddr,
     local_ip: IpAddr,
     key: Option<ClusterKey>,
     metrics: Metrics,
-    mut rx: mpsc::Receiver<Queued>,
+    mut rx: mpsc::Receiver<Queued<M>>,
 ) {
     let mut backoff = Duration::from_millis(100);
-    let mut pending: Option<Queued> = None;
+    let mut pending: Option<Queued<M>> = None;
     loop {
         let queued = match pending.take() {
             Some(q) => q,
@@ -300,15 +300,15 @@ async fn peer(
         backoff = Duration::from_millis(100);
         let mut sealer = Sealer::new(key.clone(), nonce);
         let mut next = Some(queued);
-        while let Some((env, ticket)) = next.take() {
-            let kind = env.message.kind();
-            let payload = match serde_json::to_vec(&env) {
+        while let Some((message, ticket)) = next.take() {
+            let kind = message.kind();
+            let payload = match serde_json::to_vec(&message) {
                 Ok(p) => p,
                 Err(_) => continue,
             };
             if stream.write_all(&sealer.seal(&payload)).await.is_err() {
                 // The connection broke: retry this message once on a new one.
-                pending = Some((env, ticket));
+                pending = Some((message, ticket));
                 break;
             }
             drop(ticket);

@@ -15,8 +15,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-use node_agent::management::api::ClusterMembers;
-use node_agent::management::client::ManagementClient;
+use node_agent::api::{ClusterMembers, ManagementClient, check};
+use node_agent::base::address::NodeAddress;
+use node_agent::base::member::MemberStatus;
 
 pub const MANAGEMENT_PORT: u16 = 8558;
 pub const CLUSTER_PORT: u16 = 2552;
@@ -97,6 +98,11 @@ impl AgentProcess {
 
     pub fn management(&self) -> SocketAddr {
         management(self.ip)
+    }
+
+    /// Its cluster node address (cluster `demo`, as every test config names it).
+    pub fn address(&self) -> NodeAddress {
+        NodeAddress::new("demo", self.ip, CLUSTER_PORT)
     }
 
     pub fn pid(&self) -> u32 {
@@ -187,8 +193,9 @@ pub fn client() -> ManagementClient {
     ManagementClient::new(Duration::from_secs(2))
 }
 
-/// Every agent's `/cluster/members` once they all show the same `n` members Up and the
-/// same leader.
+/// Every agent's `/cluster/members` once they are one cluster of `n` Up members that
+/// every agent sees alike ([`check::one_cluster_of`]); panics at once if they ever show
+/// two clusters.
 pub async fn wait_for_one_cluster(agents: &[AgentProcess], n: usize) -> Vec<ClusterMembers> {
     let client = client();
     eventually(
@@ -199,53 +206,21 @@ pub async fn wait_for_one_cluster(agents: &[AgentProcess], n: usize) -> Vec<Clus
             async move {
                 let mut views = Vec::new();
                 for a in agents {
-                    let v: ClusterMembers = client
-                        .get_json(a.management(), "/cluster/members")
+                    let v = client
+                        .members(a.management())
                         .await
                         .map_err(|e| format!("{}: {e}", a.name))?;
                     views.push(v);
                 }
-                one_cluster(&views, n)?;
+                if let Err(split) = check::no_split(&views) {
+                    panic!("{split}");
+                }
+                check::one_cluster_of(&views, n)?;
                 Ok(views)
             }
         },
     )
     .await
-}
-
-/// Checks that the views are one cluster of `n` Up members with one leader.
-pub fn one_cluster(views: &[ClusterMembers], n: usize) -> Result<(), String> {
-    let summary = |v: &ClusterMembers| {
-        v.members
-            .iter()
-            .map(|m| (m.node.clone(), m.node_uid.clone(), m.status.clone()))
-            .collect::<Vec<_>>()
-    };
-    let first = &views[0];
-    for v in views {
-        if v.members.len() != n || v.members.iter().any(|m| m.status != "Up") {
-            return Err(format!("{} sees {:?}", v.self_node, summary(v)));
-        }
-        if summary(v) != summary(first) {
-            return Err(format!(
-                "{} sees {:?} but {} sees {:?}",
-                v.self_node,
-                summary(v),
-                first.self_node,
-                summary(first)
-            ));
-        }
-        if v.leader.is_none() || v.leader != first.leader {
-            return Err(format!(
-                "leaders differ: {:?} at {}, {:?} at {}",
-                v.leader, v.self_node, first.leader, first.self_node
-            ));
-        }
-        if !v.unreachable.is_empty() {
-            return Err(format!("{} reports unreachable members", v.self_node));
-        }
-    }
-    Ok(())
 }
 
 /// The value of one sample of `/metrics`, e.g. `muster_bootstrap_probes_total{result="malformed"}`.
@@ -260,15 +235,11 @@ pub fn metric(text: &str, sample: &str) -> Option<f64> {
 }
 
 pub async fn metrics(addr: SocketAddr) -> Result<String, String> {
-    let (status, body) = client().get(addr, "/metrics").await?;
-    if status != 200 {
-        return Err(format!("/metrics answered {status}"));
-    }
-    String::from_utf8(body.to_vec()).map_err(|e| e.to_string())
+    Ok(client().metrics(addr).await?)
 }
 
 pub async fn json(addr: SocketAddr, path: &str) -> Result<serde_json::Value, String> {
-    client().get_json(addr, path).await
+    Ok(client().get_json(addr, path).await?)
 }
 
 /// Every agent in `agents` lists exactly `n` members, all Up, none unreachable.
@@ -279,12 +250,12 @@ pub async fn wait_for_survivors(agents: &[AgentProcess], n: usize, what: &str) -
         async move {
             let mut last = None;
             for a in agents {
-                let m: ClusterMembers = client
-                    .get_json(a.management(), "/cluster/members")
+                let m = client
+                    .members(a.management())
                     .await
                     .map_err(|e| format!("{}: {e}", a.name))?;
                 let ok = m.members.len() == n
-                    && m.members.iter().all(|x| x.status == "Up")
+                    && m.members.iter().all(|x| x.status == MemberStatus::Up)
                     && m.unreachable.is_empty();
                 if !ok {
                     return Err(format!(

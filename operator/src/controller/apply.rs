@@ -14,9 +14,11 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
+use node_agent::base::secret::ManagementToken;
+
+use super::build::{self, MANAGEMENT_TOKEN, Owned};
 use super::{Context, Error};
 use crate::ClusterSpec;
-use crate::build::{self, MANAGEMENT_TOKEN, Owned};
 
 /// The one field manager of every write.
 pub const FIELD_MANAGER: &str = "muster-operator";
@@ -112,9 +114,9 @@ async fn one<K: Child>(ctx: &Context, ns: &str, obj: K) -> Result<bool, Error> {
         .get_opt(&name)
         .await
         .map_err(|e| Error::kube(format!("read {kind} {name}"), e))?;
-    let desired = serde_json::to_value(&obj).map_err(Error::Build)?;
+    let desired = serde_json::to_value(&obj).map_err(Error::Json)?;
     if let Some(live) = live {
-        let live = serde_json::to_value(&live).map_err(Error::Build)?;
+        let live = serde_json::to_value(&live).map_err(Error::Json)?;
         if contains(&live, &desired) {
             return Ok(false);
         }
@@ -156,7 +158,7 @@ fn is_empty(v: &Value) -> bool {
 
 /// The management token from the cluster's Secret, creating the Secret (with a fresh
 /// random key and token) when it does not exist. An existing Secret is never changed.
-pub async fn secret(ctx: &Context, cs: &ClusterSpec, ns: &str) -> Result<String, Error> {
+pub async fn secret(ctx: &Context, cs: &ClusterSpec, ns: &str) -> Result<ManagementToken, Error> {
     let api: Api<Secret> = Api::namespaced(ctx.client.clone(), ns);
     let name = build::secret_name(cs);
     let existing = api
@@ -169,7 +171,7 @@ pub async fn secret(ctx: &Context, cs: &ClusterSpec, ns: &str) -> Result<String,
             let mut random = [0u8; 64];
             getrandom::fill(&mut random)
                 .map_err(|e| Error::Secret(format!("no randomness for the cluster key: {e}")))?;
-            let fresh = build::secret(cs, &random).map_err(Error::Build)?;
+            let fresh = build::secret(cs, &random);
             match api.create(&PostParams::default(), &fresh).await {
                 Ok(s) => {
                     tracing::info!(secret = %name, "created the cluster key and management token");
@@ -197,9 +199,13 @@ pub async fn secret(ctx: &Context, cs: &ClusterSpec, ns: &str) -> Result<String,
     }
     let token = data
         .get(MANAGEMENT_TOKEN)
-        .map(|v| String::from_utf8_lossy(&v.0).trim().to_owned())
+        .map(|v| v.0.trim_ascii())
         .unwrap_or_default();
-    Ok(token)
+    ManagementToken::new(token).map_err(|e| {
+        Error::Secret(format!(
+            "Secret {ns}/{name} has an unusable {MANAGEMENT_TOKEN}: {e}; the operator never overwrites it — delete the Secret to get a new one (every pod then restarts with it)"
+        ))
+    })
 }
 
 #[cfg(test)]

@@ -4,10 +4,11 @@
 //! transient error requeues with backoff.
 
 pub mod apply;
+pub mod build;
 mod observe;
 
-use std::net::IpAddr;
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
@@ -20,10 +21,11 @@ use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 use kube::{Client, Resource, ResourceExt};
+use node_agent::base::address::NodeAddress;
+use node_agent::base::secret::ManagementToken;
 use serde_json::json;
 
 use crate::agents::Agents;
-use crate::build;
 use crate::crd::{ClusterSpec, RolloutStatus, RolloutStrategy};
 use crate::metrics::Metrics;
 use crate::rollout::{self, Step};
@@ -42,6 +44,17 @@ pub const MANAGED_BY: &str = "app.kubernetes.io/managed-by=muster-operator";
 const BUSY_REQUEUE: Duration = Duration::from_secs(2);
 const QUIET_REQUEUE: Duration = Duration::from_secs(30);
 
+/// After a failed reconcile the next try waits [`RETRY_FIRST`], doubling with every
+/// further failure of the same ClusterSpec up to [`RETRY_MAX`]; a success resets it.
+pub const RETRY_FIRST: Duration = Duration::from_secs(1);
+pub const RETRY_MAX: Duration = Duration::from_secs(300);
+
+/// The wait before the next try after `failures` failures in a row (at least 1).
+pub fn retry_after(failures: u32) -> Duration {
+    let doublings = failures.saturating_sub(1).min(16);
+    (RETRY_FIRST * 2u32.pow(doublings)).min(RETRY_MAX)
+}
+
 /// Why a reconcile failed.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -52,7 +65,9 @@ pub enum Error {
         source: kube::Error,
     },
     #[error("cannot build the owned objects: {0}")]
-    Build(#[source] serde_json::Error),
+    Build(#[source] build::BuildError),
+    #[error("cannot compare an object with the live one as JSON: {0}")]
+    Json(#[source] serde_json::Error),
     #[error("{0}")]
     Secret(String),
     #[error("the ClusterSpec has no namespace")]
@@ -71,7 +86,7 @@ impl Error {
     pub fn metric_label(&self) -> &'static str {
         match self {
             Self::Kube { .. } => "kube",
-            Self::Build(_) => "build",
+            Self::Build(_) | Self::Json(_) => "build",
             Self::Secret(_) => "secret",
             Self::NoNamespace => "no_namespace",
         }
@@ -86,6 +101,8 @@ pub struct Context {
     pub metrics: Metrics,
     /// The API server serves `policy/v1` PodDisruptionBudgets (Kubernetes ≥ 1.21).
     pub pdb_supported: bool,
+    /// Failed reconciles in a row, per ClusterSpec (for the retry back-off).
+    pub failures: Mutex<HashMap<ObjectRef<ClusterSpec>, u32>>,
 }
 
 impl std::fmt::Debug for Context {
@@ -118,7 +135,22 @@ impl Context {
             agents: Agents::default(),
             metrics,
             pdb_supported,
+            failures: Mutex::default(),
         }
+    }
+
+    /// Counts one more failure of `cs` in a row; the count.
+    fn failed(&self, cs: &ClusterSpec) -> u32 {
+        let mut f = self.failures.lock().unwrap_or_else(|e| e.into_inner());
+        let n = f.entry(ObjectRef::from_obj(cs)).or_insert(0);
+        *n = n.saturating_add(1);
+        *n
+    }
+
+    /// A reconcile of `cs` succeeded: its next failure starts the back-off afresh.
+    fn succeeded(&self, cs: &ClusterSpec) {
+        let mut f = self.failures.lock().unwrap_or_else(|e| e.into_inner());
+        f.remove(&ObjectRef::from_obj(cs));
     }
 }
 
@@ -166,9 +198,11 @@ pub async fn run(
         .await;
 }
 
-fn error_policy(cs: Arc<ClusterSpec>, error: &Error, _ctx: Arc<Context>) -> Action {
-    tracing::warn!(clusterspec = %cs.name_any(), %error, "reconcile failed; retrying in 5 s");
-    Action::requeue(Duration::from_secs(5))
+fn error_policy(cs: Arc<ClusterSpec>, error: &Error, ctx: Arc<Context>) -> Action {
+    let failures = ctx.failed(&cs);
+    let after = retry_after(failures);
+    tracing::warn!(clusterspec = %cs.name_any(), %error, failures, retry_in_s = after.as_secs(), "reconcile failed; retrying");
+    Action::requeue(after)
 }
 
 /// One reconcile of `cs`, timed and counted.
@@ -176,8 +210,9 @@ fn error_policy(cs: Arc<ClusterSpec>, error: &Error, _ctx: Arc<Context>) -> Acti
 pub async fn reconcile(cs: Arc<ClusterSpec>, ctx: Arc<Context>) -> Result<Action, Error> {
     let started = Instant::now();
     let result = reconcile_once(&cs, &ctx, Timestamp::now()).await;
-    if let Err(e) = &result {
-        report_error(&ctx, &cs, e).await;
+    match &result {
+        Ok(_) => ctx.succeeded(&cs),
+        Err(e) => report_error(&ctx, &cs, e).await,
     }
     ctx.metrics.reconciled(
         started.elapsed(),
@@ -255,7 +290,7 @@ async fn roll(
     world: &World,
     pods: Vec<rollout::PodView>,
     members: Vec<rollout::MemberView>,
-    token: &str,
+    token: &ManagementToken,
 ) -> Result<Option<RolloutStatus>, Error> {
     let Some(target) = world.update_revision() else {
         return Ok(None);
@@ -327,13 +362,10 @@ async fn leave(
     cs: &ClusterSpec,
     world: &World,
     pod: &str,
-    member: &str,
-    token: &str,
+    member: &NodeAddress,
+    token: &ManagementToken,
 ) {
-    let ip = world
-        .pod(pod)
-        .and_then(|p| p.status.as_ref()?.pod_ip.as_ref()?.parse::<IpAddr>().ok());
-    let Some(ip) = ip else {
+    let Some(ip) = world.pod(pod).and_then(observe::pod_ip) else {
         tracing::warn!(%pod, "cannot ask the member to leave: the pod has no IP");
         return;
     };

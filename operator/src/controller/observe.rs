@@ -7,7 +7,8 @@ use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
 use kube::api::{Api, ListParams};
-use node_agent::management::api::ClusterMembers;
+use node_agent::api::ClusterMembers;
+use node_agent::base::member::MemberStatus;
 
 use super::{Context, Error};
 use crate::ClusterSpec;
@@ -70,10 +71,7 @@ pub async fn world(ctx: &Context, cs: &ClusterSpec, ns: &str) -> Result<World, E
     let mut ips: Vec<(bool, IpAddr)> = pods
         .iter()
         .filter(|p| p.metadata.deletion_timestamp.is_none())
-        .filter_map(|p| {
-            let ip = p.status.as_ref()?.pod_ip.as_ref()?.parse().ok()?;
-            Some((!is_ready(p), ip))
-        })
+        .filter_map(|p| Some((!is_ready(p), pod_ip(p)?)))
         .collect();
     ips.sort();
     let ips: Vec<IpAddr> = ips.into_iter().map(|(_, ip)| ip).collect();
@@ -106,8 +104,13 @@ pub fn pod_view(p: &Pod) -> PodView {
             .unwrap_or_default(),
         ready: is_ready(p),
         terminating: p.metadata.deletion_timestamp.is_some(),
-        ip: p.status.as_ref().and_then(|s| s.pod_ip.clone()),
+        ip: pod_ip(p),
     }
+}
+
+/// The pod's IP, once it has one.
+pub fn pod_ip(p: &Pod) -> Option<IpAddr> {
+    p.status.as_ref()?.pod_ip.as_ref()?.parse().ok()
 }
 
 /// A pod that has existed for longer than `spec.rollout.memberUpTimeout` without being
@@ -116,11 +119,11 @@ pub fn stalled(cs: &ClusterSpec, world: &World, now: Timestamp) -> Option<String
     let timeout = node_agent::config::duration::parse(&cs.spec.rollout.member_up_timeout).ok()?;
     // Without an answer from any agent, the Degraded condition says that instead.
     let members = world.members.as_ref().ok()?;
-    let up_ips: Vec<String> = members
+    let up_ips: Vec<IpAddr> = members
         .members
         .iter()
-        .filter(|x| x.status == "Up")
-        .filter_map(|x| crate::agents::ip_of(&x.node))
+        .filter(|x| x.status == MemberStatus::Up)
+        .map(|x| x.node.ip)
         .collect();
     world.pods.iter().find_map(|p| {
         let created = p.metadata.creation_timestamp.as_ref()?.0;
@@ -128,8 +131,7 @@ pub fn stalled(cs: &ClusterSpec, world: &World, now: Timestamp) -> Option<String
         if age.as_secs() < i64::try_from(timeout.as_secs()).unwrap_or(i64::MAX) {
             return None;
         }
-        let ip = p.status.as_ref().and_then(|s| s.pod_ip.clone());
-        let member = ip.is_some_and(|ip| up_ips.contains(&ip));
+        let member = pod_ip(p).is_some_and(|ip| up_ips.contains(&ip));
         (!is_ready(p) || !member).then(|| {
             format!(
                 "pod {} is older than spec.rollout.memberUpTimeout ({}) and still not Ready and an Up member; the rollout waits — see the pod's events and its agent's /bootstrap/status",
@@ -142,7 +144,7 @@ pub fn stalled(cs: &ClusterSpec, world: &World, now: Timestamp) -> Option<String
 
 #[cfg(test)]
 mod tests {
-    use node_agent::management::api::ClusterMember;
+    use node_agent::api::ClusterMember;
     use serde_json::json;
 
     use super::*;
@@ -159,10 +161,13 @@ mod tests {
     }
 
     fn world(pods: Vec<Pod>, up_ips: &[&str]) -> World {
+        let address = |ip: &str| {
+            node_agent::base::address::NodeAddress::new("shop", ip.parse().expect("an IP"), 2552)
+        };
         let member = |ip: &&str| ClusterMember {
-            node: format!("muster://shop@{ip}:2552"),
-            node_uid: "1".into(),
-            status: "Up".into(),
+            node: address(ip),
+            node_uid: 1,
+            status: MemberStatus::Up,
             roles: vec![],
             up_number: 1,
             app_version: "1".into(),
@@ -172,12 +177,8 @@ mod tests {
             stateful_set: None,
             pods,
             members: Ok(ClusterMembers {
-                self_node: String::new(),
                 members: up_ips.iter().map(member).collect(),
-                unreachable: vec![],
-                leader: None,
-                oldest: None,
-                oldest_per_role: Default::default(),
+                ..ClusterMembers::empty(address("10.0.0.9"))
             }),
         }
     }

@@ -38,6 +38,7 @@ fn context() -> (Arc<Context>, ApiHandle) {
         agents: crate::agents::Agents::new(Duration::from_millis(200)),
         metrics: Metrics::new(),
         pdb_supported: false,
+        failures: Default::default(),
     };
     (Arc::new(ctx), handle)
 }
@@ -310,4 +311,31 @@ async fn a_cluster_spec_being_deleted_is_left_to_the_garbage_collector() {
     let (calls, result) = serve(handle, task, empty_namespace).await;
     assert_eq!(result.expect("reconciled"), Action::await_change());
     assert!(calls.is_empty(), "{:?}", summary(&calls));
+}
+
+#[tokio::test]
+async fn failed_reconciles_back_off_per_cluster_and_a_success_resets() {
+    assert_eq!(retry_after(0), RETRY_FIRST);
+    assert_eq!(retry_after(1), RETRY_FIRST);
+    assert_eq!(retry_after(4), RETRY_FIRST * 8);
+    assert_eq!(retry_after(30), RETRY_MAX);
+    assert_eq!(retry_after(u32::MAX), RETRY_MAX);
+    let (ctx, _handle) = context();
+    let shop = Arc::new(cluster(json!({"replicas": 3})));
+    let mut other = cluster(json!({"replicas": 3}));
+    other.metadata.name = Some("other".into());
+    let other = Arc::new(other);
+    let err = Error::NoNamespace;
+    let waits: Vec<Action> = (0..3)
+        .map(|_| error_policy(shop.clone(), &err, ctx.clone()))
+        .collect();
+    let secs = |s| Action::requeue(Duration::from_secs(s));
+    assert_eq!(waits, [secs(1), secs(2), secs(4)]);
+    assert_eq!(
+        error_policy(other.clone(), &err, ctx.clone()),
+        secs(1),
+        "another ClusterSpec's failures do not count"
+    );
+    ctx.succeeded(&shop);
+    assert_eq!(error_policy(shop, &err, ctx), secs(1));
 }

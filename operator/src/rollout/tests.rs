@@ -1,5 +1,13 @@
 use super::*;
 
+fn address(i: usize) -> NodeAddress {
+    NodeAddress::new(
+        "shop",
+        [10, 0, 0, u8::try_from(i + 1).expect("small")].into(),
+        2552,
+    )
+}
+
 /// Pods `shop-0..n` on 10.0.0.(i+1), all Ready members Up; `up[i]` is pod i's
 /// upNumber and `new[i]` whether it already runs the target revision.
 fn cluster(up: &[u32], new: &[bool]) -> Observed {
@@ -9,16 +17,15 @@ fn cluster(up: &[u32], new: &[bool]) -> Observed {
             revision: if new[i] { "v2".into() } else { "v1".into() },
             ready: true,
             terminating: false,
-            ip: Some(format!("10.0.0.{}", i + 1)),
+            ip: Some(address(i).ip),
         })
         .collect();
     let members = up
         .iter()
         .enumerate()
         .map(|(i, n)| MemberView {
-            address: format!("muster://shop@10.0.0.{}:2552", i + 1),
-            ip: format!("10.0.0.{}", i + 1),
-            status: "Up".into(),
+            address: address(i),
+            status: MemberStatus::Up,
             up_number: *n,
             unreachable: false,
         })
@@ -36,7 +43,7 @@ fn leave(pod: &str) -> Step {
     let i: usize = pod.trim_start_matches("shop-").parse().expect("ordinal");
     Step::Leave {
         pod: pod.into(),
-        member: format!("muster://shop@10.0.0.{}:2552", i + 1),
+        member: address(i),
     }
 }
 
@@ -98,9 +105,9 @@ fn pods_that_are_not_members_go_first() {
 #[test]
 fn a_leaving_member_is_waited_for_then_its_pod_deleted() {
     let mut o = cluster(&[1, 2, 3], &[false; 3]);
-    o.members[2].status = "Leaving".into();
+    o.members[2].status = MemberStatus::Leaving;
     assert!(matches!(plan(&o), Step::Wait(w) if w.contains("leaving")));
-    o.members[2].status = "Exiting".into();
+    o.members[2].status = MemberStatus::Exiting;
     assert_eq!(plan(&o), delete("shop-2"));
     o.members.remove(2); // removed; the pod still runs the old revision
     assert_eq!(plan(&o), delete("shop-2"));
@@ -112,7 +119,7 @@ fn nothing_moves_on_an_unhealthy_cluster() {
     let cases: [(&str, Breaks); 5] = [
         ("unreachable", |o| o.members[0].unreachable = true),
         ("not Ready", |o| o.pods[2].ready = false),
-        ("not Up", |o| o.members[1].status = "Joining".into()),
+        ("not Up", |o| o.members[1].status = MemberStatus::Joining),
         ("terminating", |o| o.pods[1].terminating = true),
         ("2 of 3 pods exist", |o| {
             o.pods.pop();

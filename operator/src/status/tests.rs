@@ -1,4 +1,6 @@
-use node_agent::management::api::{ClusterMember, ClusterUnreachableMember};
+use node_agent::api::{ClusterMember, ClusterUnreachableMember};
+use node_agent::base::address::NodeAddress;
+use node_agent::base::member::MemberStatus;
 
 use super::*;
 use crate::crd::ClusterSpec;
@@ -12,8 +14,14 @@ fn spec(yaml: &str) -> ClusterSpecSpec {
 }
 
 /// A member list: one entry per status, addresses 10.0.0.1, .2, …
-fn members(statuses: &[&str], unreachable: &[usize]) -> ClusterMembers {
-    let addr = |i: usize| format!("muster://shop@10.0.0.{}:2552", i + 1);
+fn members(statuses: &[MemberStatus], unreachable: &[usize]) -> ClusterMembers {
+    let addr = |i: usize| {
+        NodeAddress::new(
+            "shop",
+            [10, 0, 0, u8::try_from(i + 1).expect("small")].into(),
+            2552,
+        )
+    };
     ClusterMembers {
         self_node: addr(0),
         members: statuses
@@ -21,8 +29,8 @@ fn members(statuses: &[&str], unreachable: &[usize]) -> ClusterMembers {
             .enumerate()
             .map(|(i, s)| ClusterMember {
                 node: addr(i),
-                node_uid: i.to_string(),
-                status: (*s).to_owned(),
+                node_uid: u64::try_from(i).expect("small"),
+                status: *s,
                 roles: vec![],
                 up_number: u32::try_from(i).expect("small"),
                 app_version: "1".into(),
@@ -40,6 +48,9 @@ fn members(statuses: &[&str], unreachable: &[usize]) -> ClusterMembers {
         oldest_per_role: Default::default(),
     }
 }
+
+const UP: MemberStatus = MemberStatus::Up;
+const JOINING: MemberStatus = MemberStatus::Joining;
 
 fn at(second: i64) -> Timestamp {
     Timestamp::from_second(1_800_000_000 + second).expect("a time")
@@ -83,7 +94,7 @@ fn forming_until_the_required_contact_points_are_up_then_formed_and_locked() {
     assert_eq!(s0.required_contact_points, Some(3));
     assert_eq!(s0.new_cluster_enabled, Some(true));
 
-    let two = members(&["Up", "Up", "Joining"], &[]);
+    let two = members(&[UP, UP, JOINING], &[]);
     let s1 = compute(&seen(&sp, Some(&s0), Ok(&two), at(5)));
     assert_eq!(s1.phase.as_deref(), Some(FORMING));
     assert_eq!(s1.formed_at, None);
@@ -95,7 +106,7 @@ fn forming_until_the_required_contact_points_are_up_then_formed_and_locked() {
     );
     assert_eq!(s1.new_cluster_enabled, Some(true));
 
-    let three = members(&["Up", "Up", "Up"], &[]);
+    let three = members(&[UP, UP, UP], &[]);
     let s2 = compute(&seen(&sp, Some(&s1), Ok(&three), at(9)));
     assert_eq!(s2.phase.as_deref(), Some(RUNNING));
     assert_eq!(s2.formed_at, Some(at(9).to_string()));
@@ -181,7 +192,7 @@ fn required_contact_points_are_fixed_at_the_first_report() {
 #[test]
 fn a_steady_cluster_reports_the_same_status_every_time() {
     let sp = spec("replicas: 3");
-    let three = members(&["Up", "Up", "Up"], &[]);
+    let three = members(&[UP, UP, UP], &[]);
     let s1 = compute(&seen(&sp, None, Ok(&three), at(0)));
     let s2 = compute(&seen(&sp, Some(&s1), Ok(&three), at(30)));
     let s3 = compute(&seen(&sp, Some(&s2), Ok(&three), at(600)));
@@ -192,9 +203,9 @@ fn a_steady_cluster_reports_the_same_status_every_time() {
 #[test]
 fn conditions_keep_their_transition_time_while_their_status_holds() {
     let sp = spec("replicas: 3");
-    let three = members(&["Up", "Up", "Up"], &[]);
+    let three = members(&[UP, UP, UP], &[]);
     let s1 = compute(&seen(&sp, None, Ok(&three), at(0)));
-    let one_unreachable = members(&["Up", "Up", "Up"], &[2]);
+    let one_unreachable = members(&[UP, UP, UP], &[2]);
     let s2 = compute(&seen(&sp, Some(&s1), Ok(&one_unreachable), at(10)));
     assert_eq!(s2.phase.as_deref(), Some(DEGRADED));
     let d = condition(&s2, "Degraded");
@@ -212,7 +223,7 @@ fn conditions_keep_their_transition_time_while_their_status_holds() {
 #[test]
 fn rollouts_scaling_and_invalid_specs_are_reported() {
     let sp = spec("replicas: 3");
-    let three = members(&["Up", "Up", "Up"], &[]);
+    let three = members(&[UP, UP, UP], &[]);
     let mut s = seen(&sp, None, Ok(&three), at(0));
     s.rollout = Some(RolloutStatus {
         updated: 1,
@@ -267,7 +278,7 @@ fn rollouts_scaling_and_invalid_specs_are_reported() {
 #[test]
 fn a_failed_reconcile_is_reported_in_degraded_and_nothing_else_changes() {
     let sp = spec("replicas: 3");
-    let three = members(&["Up", "Up", "Up"], &[]);
+    let three = members(&[UP, UP, UP], &[]);
     let s1 = compute(&seen(&sp, None, Ok(&three), at(0)));
     let failed = with_error(
         Some(&s1),

@@ -2,7 +2,9 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use super::*;
-use crate::address::{ContactPoint, NodeAddress};
+use crate::api::{SeedNode, SeedNodes};
+use crate::base::address::{ContactPoint, NodeAddress};
+use crate::base::member::MemberStatus;
 
 fn cp(s: &str) -> ContactPoint {
     s.parse().unwrap()
@@ -10,6 +12,19 @@ fn cp(s: &str) -> ContactPoint {
 
 fn node(cp: &ContactPoint) -> NodeAddress {
     NodeAddress::new("shop", cp.ip, 2552)
+}
+
+/// `nodes` as seed nodes, Up.
+fn seeds(nodes: &[NodeAddress]) -> Vec<SeedNode> {
+    nodes
+        .iter()
+        .map(|n| SeedNode {
+            node: n.clone(),
+            node_uid: 1,
+            status: MemberStatus::Up,
+            roles: vec![],
+        })
+        .collect()
 }
 
 fn settings() -> DeciderSettings {
@@ -44,9 +59,11 @@ fn observed(points: &[&str], changed_at: Duration, reported: Option<&[&str]>) ->
                     c.clone(),
                     ProbeAnswer {
                         at: T,
-                        self_node: node(c),
-                        seed_nodes: vec![],
-                        contact_points: reported.clone(),
+                        answer: SeedNodes {
+                            self_node: node(c),
+                            seed_nodes: vec![],
+                            contact_points: reported.clone(),
+                        },
                     },
                 )
             })
@@ -94,7 +111,8 @@ fn seed_nodes_reported_anywhere_win_over_forming() {
     obs.answers
         .get_mut(&cp("10.0.0.2:8558"))
         .unwrap()
-        .seed_nodes = vec![seed.clone()];
+        .answer
+        .seed_nodes = seeds(std::slice::from_ref(&seed));
     assert_eq!(
         decide(&obs, &settings(), &me("10.0.0.1:8558"), T),
         Decision::Join {
@@ -119,7 +137,7 @@ fn stale_answers_do_not_count() {
     let mut obs = stable(&["10.0.0.1:8558", "10.0.0.2:8558"]);
     let seed = NodeAddress::new("shop", "10.0.0.9".parse().unwrap(), 2552);
     let a = obs.answers.get_mut(&cp("10.0.0.2:8558")).unwrap();
-    a.seed_nodes = vec![seed];
+    a.answer.seed_nodes = seeds(&[seed]);
     a.at = T - Duration::from_millis(3001);
     assert_eq!(
         decide(&obs, &settings(), &me("10.0.0.1:8558"), T),
@@ -207,6 +225,7 @@ fn agreement_skips_the_stable_margin_only_when_everyone_reports_the_same_set() {
     obs2.answers
         .get_mut(&cp("10.0.0.3:8558"))
         .unwrap()
+        .answer
         .contact_points = Some(set[..2].iter().map(|s| cp(s)).collect());
     let d = decide(&obs2, &settings(), &me("10.0.0.1:8558"), T);
     assert!(
@@ -219,6 +238,7 @@ fn agreement_skips_the_stable_margin_only_when_everyone_reports_the_same_set() {
     obs3.answers
         .get_mut(&cp("10.0.0.2:8558"))
         .unwrap()
+        .answer
         .contact_points = None;
     assert!(matches!(
         decide(&obs3, &settings(), &me("10.0.0.1:8558"), T),

@@ -1,7 +1,8 @@
 use std::collections::BTreeSet;
 
 use super::*;
-use crate::address::NodeAddress;
+use crate::base::address::NodeAddress;
+use crate::base::member::MemberStatus;
 use crate::membership::member::MemberInfo;
 use crate::membership::vclock::VectorClock;
 
@@ -69,9 +70,9 @@ fn a_member_going_through_its_life_gives_one_event_per_step() {
     assert_eq!(
         all[4],
         ClusterEvent::MemberRemoved {
-            member: "muster://t@10.0.0.2:2552".into(),
-            uid: "1".into(),
-            previous_status: "Exiting".into()
+            member: "muster://t@10.0.0.2:2552".parse().unwrap(),
+            uid: 1,
+            previous_status: MemberStatus::Exiting
         }
     );
 }
@@ -132,8 +133,8 @@ fn a_snapshot_tells_the_current_state() {
 #[test]
 fn the_log_resumes_or_says_it_cannot() {
     let mut log = EventLog::new(3);
-    let e = |i: u32| ClusterEvent::LeaderChanged {
-        leader: Some(i.to_string()),
+    let e = |i: u8| ClusterEvent::LeaderChanged {
+        leader: Some(node(i).address),
     };
     log.push((1..=5).map(e));
     assert_eq!(log.last_id(), 5);

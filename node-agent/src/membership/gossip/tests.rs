@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 use proptest::prelude::*;
 
 use super::*;
-use crate::address::NodeAddress;
+use crate::base::address::NodeAddress;
 use crate::membership::member::MemberInfo;
 
 fn node(i: u8, uid: u64) -> UniqueAddress {
@@ -109,7 +109,7 @@ proptest! {
     /// end with the same state, hence the same convergence, leader, oldest and seeds.
     #[test]
     fn every_node_derives_the_same_view(parts in proptest::collection::vec(gossip(), 1..5), seed in any::<u64>()) {
-        let mut rng = crate::rng::Rng::seeded(seed);
+        let mut rng = crate::base::rng::Rng::seeded(seed);
         let in_order = parts.iter().fold(Gossip::default(), |acc, g| acc.merge(g));
         let mut shuffled = parts.clone();
         rng.shuffle(&mut shuffled);

@@ -1,7 +1,8 @@
 //! Decision tables for every strategy, seen from both sides of a partition.
 
 use super::*;
-use crate::address::NodeAddress;
+use crate::base::address::NodeAddress;
+use crate::config::DownAllWhenUnstable;
 use crate::membership::member::MemberInfo;
 
 fn node(i: u8) -> UniqueAddress {
@@ -257,9 +258,10 @@ fn indirectly_connected_members_are_downed() {
 fn stability_waits_for_a_quiet_view_and_gives_up_when_it_never_comes() {
     let m = five();
     let secs = Duration::from_secs;
-    let mut st = Stability::new(secs(20), Some(derived_unstable_limit(secs(20))));
-    assert_eq!(derived_unstable_limit(secs(20)), secs(15));
-    assert_eq!(derived_unstable_limit(secs(2)), secs(4), "at least 4 s");
+    let on = |stable_after| DownAllWhenUnstable::On.limit(stable_after);
+    let mut st = Stability::new(secs(20), on(secs(20)));
+    assert_eq!(on(secs(20)), Some(secs(15)));
+    assert_eq!(on(secs(2)), Some(secs(4)), "at least 4 s");
     let healthy = Reachability::default();
     st.observe(
         secs(0),
@@ -324,4 +326,31 @@ fn stability_waits_for_a_quiet_view_and_gives_up_when_it_never_comes() {
         },
     );
     assert_eq!(st.due(secs(50)), Due::Idle);
+}
+
+#[test]
+fn settings_give_the_strategy_and_its_limits() {
+    let secs = Duration::from_secs;
+    let mut c = crate::config::SplitBrainResolverConfig {
+        active_strategy: crate::config::ActiveStrategy::KeepOldest,
+        down_all_when_unstable: DownAllWhenUnstable::Off,
+        ..Default::default()
+    };
+    let d = Downing::from_config(&c).expect("on");
+    assert_eq!(
+        d.strategy,
+        Strategy::KeepOldest {
+            down_if_alone: true,
+            role: None
+        }
+    );
+    assert_eq!(d.unstable_limit, None);
+    assert_eq!(d.stable_after, secs(20));
+    c.down_all_when_unstable = DownAllWhenUnstable::On;
+    assert_eq!(
+        Downing::from_config(&c).expect("on").unstable_limit,
+        Some(secs(15))
+    );
+    c.active_strategy = crate::config::ActiveStrategy::Off;
+    assert_eq!(Downing::from_config(&c), None);
 }

@@ -174,7 +174,7 @@ fn the_agent_settings_are_accepted_by_the_agent_itself() {
     std::fs::create_dir_all(&dir).expect("dir");
     // The pod gets the key and the token from the Secret, mounted at KEY_DIR; here the
     // Secret's files are written to a folder of our own.
-    let secret = secret(&cs, &[7; 64]).expect("secret");
+    let secret = secret(&cs, &[7; 64]);
     for (key, value) in secret.data.expect("data") {
         std::fs::write(dir.join(key), value.0).expect("write a secret file");
     }
@@ -211,7 +211,7 @@ fn the_secret_holds_a_key_and_a_token_from_the_random_bytes() {
     let mut random = [0u8; 64];
     random[0] = 0xab;
     random[32] = 0xcd;
-    let s = secret(&cs, &random).expect("secret");
+    let s = secret(&cs, &random);
     assert_eq!(s.metadata.name.as_deref(), Some("shop-cluster-key"));
     assert!(s.metadata.owner_references.is_some_and(|o| o.len() == 1));
     let data = s.data.expect("data");

@@ -1,9 +1,15 @@
-//! Real time for the I/O shells: the pure cores see durations since the agent started.
+//! Time. The pure cores take [`Time`] — a duration since their owner's epoch — as an
+//! input and never read a clock; the I/O shells get it from a [`Clock`] started with the
+//! agent, and a simulation makes it up.
 
 use std::time::Duration;
 
 use tokio::time::Instant;
 
+/// Monotonic time since the owner's epoch.
+pub type Time = Duration;
+
+/// Real time for the I/O shells.
 #[derive(Debug, Clone, Copy)]
 pub struct Clock {
     epoch: Instant,
@@ -16,11 +22,11 @@ impl Clock {
         }
     }
 
-    pub fn now(&self) -> Duration {
+    pub fn now(&self) -> Time {
         self.epoch.elapsed()
     }
 
-    pub fn instant(&self, t: Duration) -> Instant {
+    pub fn instant(&self, t: Time) -> Instant {
         self.epoch + t
     }
 }

@@ -1,10 +1,11 @@
-//! What agents say to each other on the cluster port.
+//! What members say to each other on the cluster port (carried by [`crate::transport`]).
 
 use serde::{Deserialize, Serialize};
 
-use crate::address::{NodeAddress, UniqueAddress};
-use crate::membership::gossip::Gossip;
-use crate::membership::member::MemberInfo;
+use super::gossip::Gossip;
+use super::member::MemberInfo;
+use crate::base::address::{NodeAddress, UniqueAddress};
+use crate::transport::Wire;
 
 /// One message with its sender and recipient.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -43,5 +44,11 @@ impl Message {
             Self::Heartbeat { .. } => "heartbeat",
             Self::HeartbeatRsp { .. } => "heartbeat_rsp",
         }
+    }
+}
+
+impl Wire for Envelope {
+    fn kind(&self) -> &'static str {
+        self.message.kind()
     }
 }

@@ -1,0 +1,108 @@
+use super::*;
+
+fn keyed(items: &[(&str, &str)], optional: bool) -> Keyed {
+    Keyed {
+        object: "settings".into(),
+        items: items
+            .iter()
+            .map(|(k, p)| KeyToPath {
+                key: (*k).into(),
+                path: (*p).into(),
+                ..KeyToPath::default()
+            })
+            .collect(),
+        optional,
+        default_mode: 0o640,
+    }
+}
+
+fn data() -> BTreeMap<String, Vec<u8>> {
+    BTreeMap::from([("a".into(), b"1".to_vec()), ("b".into(), b"2".to_vec())])
+}
+
+#[test]
+fn every_key_is_a_file_without_items() {
+    let f = files("configmap", "ns", &keyed(&[], false), Some(&data())).unwrap();
+    assert_eq!(
+        f,
+        vec![
+            (PathBuf::from("a"), b"1".to_vec(), 0o640),
+            (PathBuf::from("b"), b"2".to_vec(), 0o640)
+        ]
+    );
+}
+
+#[test]
+fn items_pick_keys_and_paths() {
+    let f = files(
+        "secret",
+        "ns",
+        &keyed(&[("b", "dir/x")], false),
+        Some(&data()),
+    )
+    .unwrap();
+    assert_eq!(f, vec![(PathBuf::from("dir/x"), b"2".to_vec(), 0o640)]);
+}
+
+#[test]
+fn missing_things_are_errors_unless_optional() {
+    let e = files("configmap", "ns", &keyed(&[], false), None).unwrap_err();
+    assert_eq!(e, "configmap ns/settings not found");
+    assert!(
+        files("configmap", "ns", &keyed(&[], true), None)
+            .unwrap()
+            .is_empty()
+    );
+    let e = files("secret", "ns", &keyed(&[("zz", "z")], false), Some(&data())).unwrap_err();
+    assert!(e.contains("no key \"zz\""), "{e}");
+    let f = files("secret", "ns", &keyed(&[("zz", "z")], true), Some(&data())).unwrap();
+    assert!(f.is_empty());
+}
+
+#[test]
+fn item_paths_stay_inside_the_volume() {
+    for bad in ["../x", "/etc/passwd", "a/../../x", "..data", ""] {
+        let e = files(
+            "configmap",
+            "ns",
+            &keyed(&[("a", bad)], false),
+            Some(&data()),
+        );
+        assert!(e.is_err(), "{bad:?} accepted");
+    }
+}
+
+#[test]
+fn updates_swap_all_files_at_once_and_drop_removed_keys() {
+    let dir = std::env::temp_dir().join(format!("muster-volume-test-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let one = vec![
+        (PathBuf::from("a"), b"1".to_vec(), 0o600),
+        (PathBuf::from("d/x"), b"x".to_vec(), 0o644),
+    ];
+    write(&dir, &one).unwrap();
+    assert_eq!(std::fs::read(dir.join("a")).unwrap(), b"1");
+    assert_eq!(std::fs::read(dir.join("d/x")).unwrap(), b"x");
+    let mode = std::fs::metadata(dir.join("a"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+    assert!(dir.join("a").symlink_metadata().unwrap().is_symlink());
+
+    let two = vec![(PathBuf::from("a"), b"2".to_vec(), 0o600)];
+    write(&dir, &two).unwrap();
+    assert_eq!(std::fs::read(dir.join("a")).unwrap(), b"2");
+    assert!(
+        dir.join("d").symlink_metadata().is_err(),
+        "removed key left"
+    );
+    let hidden: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("..") && n != "..data")
+        .collect();
+    assert_eq!(hidden.len(), 1, "old versions are removed: {hidden:?}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -1,0 +1,101 @@
+//! The ConfigMap: the agents' settings (`agent.yaml`, the agent's own settings type
+//! written as YAML) and the `new-cluster-enabled` key they follow at run time.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::ConfigMap;
+use kube::ResourceExt;
+use node_agent::config::{ActiveStrategy, DiscoveryMethod, Settings, duration};
+
+use super::{
+    BuildError, CLUSTER_KEY, CONFIG_DIR, KEY_DIR, MANAGEMENT_TOKEN, NEW_CLUSTER_ENABLED_KEY, meta,
+};
+use crate::crd::{ClusterSpec, Discovery, Downing};
+
+/// Pod template annotation: a digest of the agents' settings.
+pub const CONFIG_HASH: &str = "muster.dev/config-hash";
+
+pub fn build(cs: &ClusterSpec, settings: &Settings, new_cluster_enabled: bool) -> ConfigMap {
+    ConfigMap {
+        metadata: meta(cs, &cs.name_any()),
+        data: Some(BTreeMap::from([
+            ("agent.yaml".to_owned(), agent_yaml(settings)),
+            (
+                NEW_CLUSTER_ENABLED_KEY.to_owned(),
+                new_cluster_enabled.to_string(),
+            ),
+        ])),
+        ..ConfigMap::default()
+    }
+}
+
+/// The settings as the agents read them (`node-agent/reference.yaml` documents every
+/// key): every key, so that what the agents run with is visible in the ConfigMap.
+pub fn agent_yaml(settings: &Settings) -> String {
+    serde_yaml::to_string(settings).unwrap_or_default()
+}
+
+/// The first 16 hex digits of the settings' SHA-256.
+pub(super) fn config_hash(settings: &Settings) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(agent_yaml(settings).as_bytes())
+        .iter()
+        .take(8)
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// A duration field of the spec.
+fn spec_duration(field: &'static str, value: &str) -> Result<Duration, BuildError> {
+    duration::parse(value).map_err(|message| BuildError { field, message })
+}
+
+/// The agents' settings for `cs`: the agent's defaults, with what the spec and the pod
+/// layout decide.
+pub fn agent_settings(cs: &ClusterSpec) -> Result<Settings, BuildError> {
+    let s = &cs.spec;
+    let b = &s.bootstrap;
+    let name = cs.name_any();
+    let mut settings = Settings::default();
+
+    let c = &mut settings.cluster;
+    c.name = Some(name.clone());
+    c.key_file = Some(PathBuf::from(format!("{KEY_DIR}/{CLUSTER_KEY}")));
+    c.failure_detector.threshold = s.membership.failure_detector_threshold;
+    let sbr = &mut c.split_brain_resolver;
+    sbr.active_strategy = match s.membership.downing {
+        Downing::KeepMajority => ActiveStrategy::KeepMajority,
+        Downing::KeepOldest => ActiveStrategy::KeepOldest,
+        Downing::DownAll => ActiveStrategy::DownAll,
+        Downing::LeaseMajority => ActiveStrategy::LeaseMajority,
+        Downing::Off => ActiveStrategy::Off,
+    };
+    sbr.stable_after = spec_duration("spec.membership.stableAfter", &s.membership.stable_after)?;
+
+    let bs = &mut settings.bootstrap;
+    bs.service_name = Some(name);
+    bs.discovery_method = match b.discovery {
+        Discovery::KubernetesApi => DiscoveryMethod::KubernetesApi,
+        Discovery::Dns => DiscoveryMethod::Dns,
+    };
+    bs.port_name = "management".into();
+    let required = b
+        .required_contact_points
+        .or(cs.status.as_ref().and_then(|st| st.required_contact_points))
+        .unwrap_or(s.replicas);
+    bs.required_contact_point_nr = usize::try_from(required).map_err(|_| BuildError {
+        field: "spec.bootstrap.requiredContactPoints",
+        message: format!("{required} is not a number of contact points"),
+    })?;
+    bs.stable_margin = spec_duration("spec.bootstrap.stableMargin", &b.stable_margin)?;
+    bs.contact_with_all_contact_points = b.contact_with_all_contact_points;
+    bs.new_cluster_enabled_file = Some(PathBuf::from(format!(
+        "{CONFIG_DIR}/{NEW_CLUSTER_ENABLED_KEY}"
+    )));
+
+    settings.discovery.kubernetes_api.pod_label_selector = "app.kubernetes.io/instance=%s".into();
+    settings.management.token_file = Some(PathBuf::from(format!("{KEY_DIR}/{MANAGEMENT_TOKEN}")));
+    Ok(settings)
+}

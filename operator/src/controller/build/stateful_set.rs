@@ -1,0 +1,213 @@
+//! The StatefulSet: the pods — the agent container (and the application beside it),
+//! restricted security, the settings and key mounted, updated `OnDelete` for the
+//! operator's oldest-last rollout or `RollingUpdate` for `Ordinal`.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::apps::v1::{StatefulSet, StatefulSetSpec, StatefulSetUpdateStrategy};
+use k8s_openapi::api::core::v1::{
+    Capabilities, ConfigMapVolumeSource, Container, ContainerPort, EnvVar, EnvVarSource,
+    HTTPGetAction, ObjectFieldSelector, PodSecurityContext, PodSpec, PodTemplateSpec, Probe,
+    ResourceRequirements, SeccompProfile, SecretVolumeSource, SecurityContext, Volume, VolumeMount,
+};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use kube::ResourceExt;
+use node_agent::config::Settings;
+
+use super::config_map::{CONFIG_HASH, config_hash};
+use super::{
+    CLUSTER_PORT, CONFIG_DIR, KEY_DIR, MANAGEMENT_PORT, labels, meta, secret_name, selector,
+};
+use crate::crd::{ClusterSpec, RolloutStrategy};
+
+/// The user and group the pods run as (distroless's `nonroot`).
+const NON_ROOT: i64 = 65532;
+
+/// `uses_api`: the agents talk to the Kubernetes API, so the pods get a token.
+pub fn build(cs: &ClusterSpec, settings: &Settings, uses_api: bool) -> StatefulSet {
+    let name = cs.name_any();
+    let s = &cs.spec;
+    let mut containers = vec![agent(cs)];
+    if let Some(app) = &s.application {
+        containers.push(Container {
+            name: app.name.clone(),
+            image: Some(app.image.clone()),
+            env: Some(app.env.clone()),
+            resources: app.resources.clone(),
+            command: (!app.command.is_empty()).then(|| app.command.clone()),
+            args: (!app.args.is_empty()).then(|| app.args.clone()),
+            security_context: Some(restricted()),
+            ..Container::default()
+        });
+    }
+    let sched = &s.scheduling;
+    let pod = PodSpec {
+        service_account_name: Some(name.clone()),
+        // A token only for agents that use the API (least privilege).
+        automount_service_account_token: Some(uses_api),
+        termination_grace_period_seconds: Some(30),
+        security_context: Some(PodSecurityContext {
+            run_as_non_root: Some(true),
+            run_as_user: Some(NON_ROOT),
+            run_as_group: Some(NON_ROOT),
+            fs_group: Some(NON_ROOT),
+            seccomp_profile: Some(runtime_default()),
+            ..PodSecurityContext::default()
+        }),
+        containers,
+        volumes: Some(vec![
+            Volume {
+                name: "config".into(),
+                config_map: Some(ConfigMapVolumeSource {
+                    name: name.clone(),
+                    ..ConfigMapVolumeSource::default()
+                }),
+                ..Volume::default()
+            },
+            Volume {
+                name: "cluster-key".into(),
+                secret: Some(SecretVolumeSource {
+                    secret_name: Some(secret_name(cs)),
+                    ..SecretVolumeSource::default()
+                }),
+                ..Volume::default()
+            },
+        ]),
+        node_selector: (!sched.node_selector.is_empty()).then(|| sched.node_selector.clone()),
+        tolerations: (!sched.tolerations.is_empty()).then(|| sched.tolerations.clone()),
+        affinity: sched.affinity.clone(),
+        priority_class_name: sched.priority_class_name.clone(),
+        ..PodSpec::default()
+    };
+    let update = match s.rollout.strategy {
+        RolloutStrategy::OldestLast => "OnDelete",
+        RolloutStrategy::Ordinal => "RollingUpdate",
+    };
+    StatefulSet {
+        metadata: meta(cs, &name),
+        spec: StatefulSetSpec {
+            replicas: Some(s.replicas),
+            service_name: Some(name),
+            pod_management_policy: Some("Parallel".into()),
+            update_strategy: Some(StatefulSetUpdateStrategy {
+                type_: Some(update.into()),
+                ..StatefulSetUpdateStrategy::default()
+            }),
+            selector: LabelSelector {
+                match_labels: Some(selector(cs)),
+                ..LabelSelector::default()
+            },
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: Some(labels(cs)),
+                    // Agents read agent.yaml at start: a change of it changes the
+                    // template, so it rolls out (the new-cluster-enabled key, which
+                    // they follow at run time, is not part of it).
+                    annotations: Some(BTreeMap::from([(
+                        CONFIG_HASH.to_owned(),
+                        config_hash(settings),
+                    )])),
+                    ..ObjectMeta::default()
+                }),
+                spec: Some(pod),
+            },
+            ..StatefulSetSpec::default()
+        },
+        ..StatefulSet::default()
+    }
+}
+
+/// The agent container.
+fn agent(cs: &ClusterSpec) -> Container {
+    let a = &cs.spec.agent;
+    let field = |name: &str, path: &str| EnvVar {
+        name: name.into(),
+        value_from: Some(EnvVarSource {
+            field_ref: Some(ObjectFieldSelector {
+                field_path: path.into(),
+                ..ObjectFieldSelector::default()
+            }),
+            ..EnvVarSource::default()
+        }),
+        ..EnvVar::default()
+    };
+    let port = |name: &str, port: u16| ContainerPort {
+        name: Some(name.into()),
+        container_port: i32::from(port),
+        protocol: Some("TCP".into()),
+        ..ContainerPort::default()
+    };
+    let http_probe = |path: &str, period: i32, failures: Option<i32>| Probe {
+        http_get: Some(HTTPGetAction {
+            path: Some(path.into()),
+            port: IntOrString::String("management".into()),
+            ..HTTPGetAction::default()
+        }),
+        period_seconds: Some(period),
+        failure_threshold: failures,
+        ..Probe::default()
+    };
+    let mount = |name: &str, path: &str| VolumeMount {
+        name: name.into(),
+        mount_path: path.into(),
+        read_only: Some(true),
+        ..VolumeMount::default()
+    };
+    Container {
+        name: "agent".into(),
+        image: Some(a.image.clone()),
+        image_pull_policy: Some(a.image_pull_policy.clone()),
+        args: Some(vec!["--config".into(), format!("{CONFIG_DIR}/agent.yaml")]),
+        env: Some(vec![
+            field("POD_IP", "status.podIP"),
+            field("POD_NAME", "metadata.name"),
+            field("POD_NAMESPACE", "metadata.namespace"),
+        ]),
+        ports: Some(vec![
+            port("management", MANAGEMENT_PORT),
+            port("cluster", CLUSTER_PORT),
+        ]),
+        readiness_probe: Some(http_probe("/ready", 2, None)),
+        liveness_probe: Some(http_probe("/alive", 5, Some(3))),
+        resources: Some(a.resources.clone().unwrap_or_else(|| {
+            let q = |v: &str| Quantity(v.into());
+            ResourceRequirements {
+                requests: Some(BTreeMap::from([
+                    ("cpu".into(), q("10m")),
+                    ("memory".into(), q("32Mi")),
+                ])),
+                limits: Some(BTreeMap::from([("memory".into(), q("64Mi"))])),
+                ..ResourceRequirements::default()
+            }
+        })),
+        security_context: Some(restricted()),
+        volume_mounts: Some(vec![
+            mount("config", CONFIG_DIR),
+            mount("cluster-key", KEY_DIR),
+        ]),
+        ..Container::default()
+    }
+}
+
+/// A container's security context under Pod Security "restricted".
+fn restricted() -> SecurityContext {
+    SecurityContext {
+        run_as_non_root: Some(true),
+        allow_privilege_escalation: Some(false),
+        capabilities: Some(Capabilities {
+            drop: Some(vec!["ALL".into()]),
+            ..Capabilities::default()
+        }),
+        seccomp_profile: Some(runtime_default()),
+        ..SecurityContext::default()
+    }
+}
+
+fn runtime_default() -> SeccompProfile {
+    SeccompProfile {
+        type_: "RuntimeDefault".into(),
+        ..SeccompProfile::default()
+    }
+}
