@@ -11,15 +11,17 @@
 //! - Leader actions, on convergence: Joining/WeaklyUp → Up (assigning up numbers in
 //!   address order), Down → removed. Without convergence for `allow-weakly-up-members`,
 //!   Joining → WeaklyUp.
+//!
+//! Here: the state, joining, leaving, messages and timers; [`leader`] the leader
+//! actions, [`detection`] failure detection, [`downing`] the split brain resolver.
 
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use super::failure_detector::ring_neighbours;
 use super::gossip::Gossip;
 use super::heartbeat::Heartbeats;
 use super::member::{Member, MemberInfo};
-use super::sbr::{Downing, Due, Stability, Verdict, View, decide};
+use super::sbr::{Downing, Stability};
 use crate::base::address::{NodeAddress, UniqueAddress};
 use crate::base::member::MemberStatus;
 use crate::base::rng::Rng;
@@ -122,18 +124,6 @@ pub struct Outgoing {
     pub envelope: Envelope,
 }
 
-/// lease-majority's progress on one decision.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum LeaseStep {
-    None,
-    /// Ask for the Lease at this time (the minority waits before asking).
-    Due(Time),
-    /// Asked; the outcome comes through `lease_outcome`.
-    Asked,
-    /// The outcome: this side holds the Lease, or not.
-    Got(bool),
-}
-
 #[derive(Debug, Clone)]
 pub struct MembershipCore {
     me: UniqueAddress,
@@ -149,7 +139,7 @@ pub struct MembershipCore {
     /// When the split brain resolver next needs a look (set by every tick).
     sbr_wakeup: Option<Time>,
     /// lease-majority: where this node is with the Lease (the actor does the I/O).
-    lease: LeaseStep,
+    lease: downing::LeaseStep,
     /// A Lease acquisition the actor must start (taken by `take_lease_request`).
     lease_requested: bool,
     /// When this node started to join (cleared on success).
@@ -172,7 +162,7 @@ impl MembershipCore {
                 .as_ref()
                 .map(|d| Stability::new(d.stable_after, d.unstable_limit)),
             sbr_wakeup: None,
-            lease: LeaseStep::None,
+            lease: downing::LeaseStep::None,
             lease_requested: false,
             joining_since: None,
             next_gossip: now + settings.gossip_interval,
@@ -517,115 +507,6 @@ impl MembershipCore {
         Ok(out)
     }
 
-    /// A member whose own status is Down stops: its incarnation is over. One that is
-    /// Exiting has left.
-    fn check_done(&mut self) {
-        if !self.is_member() {
-            return;
-        }
-        match self.self_member().map(|m| m.status) {
-            Some(MemberStatus::Down) => self.phase = Phase::Downed,
-            Some(MemberStatus::Exiting) => self.phase = Phase::Left,
-            _ => {}
-        }
-    }
-
-    /// The split brain resolver: every member tracks how stable its view is; the leader
-    /// of this side downs whom the strategy says once it is stable.
-    fn resolve_split_brain(&mut self, now: Time, rng: &mut Rng) -> Vec<Outgoing> {
-        let (Some(downing), Some(stability)) = (&self.settings.downing, &mut self.stability) else {
-            return Vec::new();
-        };
-        let members: Vec<Member> = self.gossip.members().cloned().collect();
-        let view = View {
-            members: &members,
-            reachability: self.gossip.reachability(),
-        };
-        stability.observe(now, view);
-        let due = stability.due(now);
-        self.sbr_wakeup = match due {
-            Due::WaitUntil(t) => Some(t),
-            _ => None,
-        };
-        if due != Due::Decide || self.gossip.leader() != Some(&self.me) {
-            // A new view (or another decider) starts the Lease over.
-            self.lease = LeaseStep::None;
-        }
-        if self.gossip.leader() != Some(&self.me) {
-            return Vec::new();
-        }
-        let outcome = match self.lease {
-            LeaseStep::Got(held) => Some(held),
-            _ => None,
-        };
-        let to_down = match due {
-            Due::Decide => match decide(&downing.strategy, view, outcome) {
-                Some(Verdict::Down { members, .. }) => members,
-                Some(Verdict::AcquireLease { delay }) => {
-                    if self.lease == LeaseStep::None {
-                        self.lease = LeaseStep::Due(now + delay);
-                    }
-                    if let LeaseStep::Due(at) = self.lease {
-                        if now >= at {
-                            self.lease = LeaseStep::Asked;
-                            self.lease_requested = true;
-                        } else {
-                            self.sbr_wakeup = Some(at);
-                        }
-                    }
-                    return Vec::new();
-                }
-                None => return Vec::new(),
-            },
-            Due::DownAll => members
-                .iter()
-                .filter(|m| !matches!(m.status, MemberStatus::Down | MemberStatus::Removed))
-                .map(|m| m.node.clone())
-                .collect(),
-            Due::Idle | Due::WaitUntil(_) => return Vec::new(),
-        };
-        let mut changed = false;
-        for node in &to_down {
-            if let Some(m) = self
-                .gossip
-                .member(node)
-                .filter(|m| m.status != MemberStatus::Down)
-            {
-                let mut m = m.clone();
-                m.status = MemberStatus::Down;
-                self.gossip.put(m);
-                changed = true;
-            }
-        }
-        if !changed {
-            return Vec::new();
-        }
-        self.gossip.bump(&self.me);
-        self.leader_actions(now);
-        let out = if to_down.contains(&self.me) {
-            // This side loses: tell every member on it, as this node stops now. They
-            // are Down now, so `peers()` (which skips Down members) would miss them.
-            self.gossip
-                .members()
-                .filter(|m| m.node != self.me && to_down.contains(&m.node))
-                .filter(|m| self.gossip.is_reachable(&m.node))
-                .map(|m| {
-                    self.envelope(
-                        &m.node.address,
-                        Some(m.node.uid),
-                        Message::Gossip {
-                            gossip: self.gossip.clone(),
-                        },
-                    )
-                })
-                .collect()
-        } else {
-            self.push(rng, None)
-        };
-        self.check_done();
-        out
-    }
-
     /// Timers: join retries, seed-node timeout, periodic gossip and leader actions.
     pub fn tick(&mut self, now: Time, rng: &mut Rng) -> Vec<Outgoing> {
         let mut out = Vec::new();
@@ -699,28 +580,6 @@ impl MembershipCore {
         Some(self.joining_since? + self.settings.shutdown_after_unsuccessful_join?)
     }
 
-    /// lease-majority: whether the actor must now try to acquire the Lease (once per
-    /// request; the outcome goes to [`Self::lease_outcome`]).
-    pub fn take_lease_request(&mut self) -> bool {
-        std::mem::take(&mut self.lease_requested)
-    }
-
-    /// lease-majority: the outcome of the acquisition asked for; `held` false also
-    /// when the Lease could not be reached (this side then downs itself). Ignored when
-    /// the view changed meanwhile (a new decision asks again).
-    pub fn lease_outcome(&mut self, now: Time, rng: &mut Rng, held: bool) -> Vec<Outgoing> {
-        if self.lease != LeaseStep::Asked {
-            return Vec::new();
-        }
-        self.lease = LeaseStep::Got(held);
-        self.resolve_split_brain(now, rng)
-    }
-
-    /// Phi of every member this node monitors at `now`.
-    pub fn phis(&self, now: Time) -> Vec<(UniqueAddress, f64)> {
-        self.heartbeats.phis(now)
-    }
-
     /// When `tick` next has something to do.
     pub fn next_wakeup(&self) -> Option<Time> {
         match &self.phase {
@@ -743,48 +602,6 @@ impl MembershipCore {
             }
             Phase::Downed | Phase::Left | Phase::JoinFailed => None,
         }
-    }
-
-    /// Heartbeats to our ring neighbours, and our verdicts about them into the gossip's
-    /// reachability table (a change is a new version, pushed at once).
-    fn failure_detection(&mut self, now: Time, rng: &mut Rng) -> Vec<Outgoing> {
-        let members: BTreeSet<UniqueAddress> = self
-            .gossip
-            .members()
-            .filter(|m| m.status != MemberStatus::Removed)
-            .map(|m| m.node.clone())
-            .collect();
-        let mine = self.gossip.reachability().seen_by(&self.me);
-        let targets = ring_neighbours(
-            &self.me,
-            &members,
-            &mine,
-            self.settings.failure_detector.monitored_by_nr_of_members,
-        );
-        self.heartbeats.set_targets(&targets, now);
-        let mut out: Vec<Outgoing> = self
-            .heartbeats
-            .tick(now)
-            .map(|beat| {
-                beat.to
-                    .iter()
-                    .map(|t| {
-                        self.envelope(
-                            &t.address,
-                            Some(t.uid),
-                            Message::Heartbeat { seq: beat.seq },
-                        )
-                    })
-                    .collect()
-            })
-            .unwrap_or_default();
-        let unreachable = self.heartbeats.unreachable(now);
-        if self.gossip.set_reachability(&self.me, &unreachable) {
-            self.gossip.bump(&self.me);
-            self.leader_actions(now);
-            out.extend(self.push(rng, None));
-        }
-        out
     }
 
     /// Members other than us that can receive gossip.
@@ -822,79 +639,11 @@ impl MembershipCore {
             })
             .collect()
     }
-
-    /// Moves every member in status `from` to `to` (callers bump the version); true if
-    /// any moved.
-    fn move_all(&mut self, from: MemberStatus, to: MemberStatus) -> bool {
-        let moving: Vec<Member> = self
-            .gossip
-            .members()
-            .filter(|m| m.status == from)
-            .cloned()
-            .collect();
-        let any = !moving.is_empty();
-        for mut m in moving {
-            m.status = to;
-            self.gossip.put(m);
-        }
-        any
-    }
-
-    /// Leader actions; true if the state changed.
-    fn leader_actions(&mut self, now: Time) -> bool {
-        if self.gossip.leader() != Some(&self.me) {
-            self.unconverged_since = None;
-            return false;
-        }
-        let mut changed = false;
-        if self.gossip.convergence() {
-            self.unconverged_since = None;
-            let mut next_up = self
-                .gossip
-                .members()
-                .map(|m| m.up_number)
-                .max()
-                .unwrap_or(0);
-            let moving: Vec<Member> = self
-                .gossip
-                .members()
-                .filter(|m| matches!(m.status, MemberStatus::Joining | MemberStatus::WeaklyUp))
-                .cloned()
-                .collect();
-            for mut m in moving {
-                next_up += 1;
-                m.status = MemberStatus::Up;
-                m.up_number = next_up;
-                self.gossip.put(m);
-                changed = true;
-            }
-            // Exiting members have been seen Exiting by everyone (convergence): remove
-            // them with the downed; then Leaving members move on to Exiting.
-            let downed: Vec<UniqueAddress> = self
-                .gossip
-                .members()
-                .filter(|m| matches!(m.status, MemberStatus::Down | MemberStatus::Exiting))
-                .map(|m| m.node.clone())
-                .collect();
-            changed |= self.move_all(MemberStatus::Leaving, MemberStatus::Exiting);
-            for d in downed {
-                self.gossip.remove(&d);
-                changed = true;
-            }
-        } else {
-            let since = *self.unconverged_since.get_or_insert(now);
-            if let Some(after) = self.settings.allow_weakly_up_members
-                && now.saturating_sub(since) >= after
-            {
-                changed |= self.move_all(MemberStatus::Joining, MemberStatus::WeaklyUp);
-            }
-        }
-        if changed {
-            self.gossip.bump(&self.me);
-        }
-        changed
-    }
 }
+
+mod detection;
+mod downing;
+mod leader;
 
 #[cfg(test)]
 mod tests;
