@@ -19,8 +19,9 @@ use crate::bootstrap::coordinator::{self, Coordinator, PortRules};
 use crate::bootstrap::decider::DeciderSettings;
 use crate::bootstrap::probe::Prober;
 use crate::bootstrap::state::{Bootstrap, Schedule};
-use crate::config::AgentConfig;
+use crate::config::{ActiveStrategy, AgentConfig};
 use crate::discovery::{self, DiscoveryError};
+use crate::lease::{KubernetesLease, LeaseError};
 use crate::management::{self, AppState};
 use crate::membership::actor::{self, ClusterView, Command, ViewPhase};
 use crate::membership::core::{MembershipCore, MembershipSettings};
@@ -45,7 +46,7 @@ pub enum AgentError {
     #[error("cannot set up discovery: {0}")]
     Discovery(#[from] DiscoveryError),
     #[error("cannot set up lease-majority: {0}")]
-    Lease(#[from] crate::lease::LeaseError),
+    Lease(#[from] LeaseError),
 }
 
 /// A running agent. Dropping it stops every task.
@@ -78,6 +79,40 @@ async fn bind(
             key,
             source,
         })
+}
+
+/// The Lease of the lease-majority resolver, when that is the strategy.
+async fn lease_majority(
+    config: &AgentConfig,
+    node: &UniqueAddress,
+) -> Result<Option<KubernetesLease>, AgentError> {
+    let sbr = &config.settings.cluster.split_brain_resolver;
+    if sbr.active_strategy != ActiveStrategy::LeaseMajority {
+        return Ok(None);
+    }
+    let l = &sbr.lease_majority;
+    let name = if l.lease_name.is_empty() {
+        format!("{}-muster-sbr", config.system_name.to_ascii_lowercase())
+    } else {
+        l.lease_name.clone()
+    };
+    let namespace = if l.namespace.is_empty() {
+        config.namespace.clone()
+    } else {
+        l.namespace.clone()
+    };
+    let lease = KubernetesLease::connect(
+        &namespace,
+        &name,
+        &node.address.to_string(),
+        l.release_after,
+    )
+    .await?;
+    info!(
+        lease = name,
+        namespace, "split brain resolver: lease-majority"
+    );
+    Ok(Some(lease))
 }
 
 impl Agent {
@@ -141,34 +176,7 @@ impl Agent {
             metrics.clone(),
         );
         let in_flight = outbound.in_flight();
-        let lease = match s.cluster.split_brain_resolver.active_strategy {
-            crate::config::ActiveStrategy::LeaseMajority => {
-                let l = &s.cluster.split_brain_resolver.lease_majority;
-                let name = if l.lease_name.is_empty() {
-                    format!("{}-muster-sbr", config.system_name.to_ascii_lowercase())
-                } else {
-                    l.lease_name.clone()
-                };
-                let namespace = if l.namespace.is_empty() {
-                    config.namespace.clone()
-                } else {
-                    l.namespace.clone()
-                };
-                let lease = crate::lease::KubernetesLease::connect(
-                    &namespace,
-                    &name,
-                    &node.address.to_string(),
-                    l.release_after,
-                )
-                .await?;
-                info!(
-                    lease = name,
-                    namespace, "split brain resolver: lease-majority"
-                );
-                Some(lease)
-            }
-            _ => None,
-        };
+        let lease = lease_majority(&config, &node).await?;
         let events = EventHub::new(EVENT_LOG_CAPACITY);
         tasks.spawn(actor::run(actor::MembershipActor {
             core,
