@@ -10,6 +10,7 @@ mod support;
 use std::time::{Duration, Instant};
 
 use node_agent::api::ClusterMembers;
+use node_agent::base::secret::ManagementToken;
 use support::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -330,14 +331,11 @@ async fn an_operator_makes_members_leave_or_go_down_with_the_token() {
     let (status, body) = send(entry, "DELETE", &path(&leaving), TOKEN).await;
     assert_eq!(status, 200, "{body}");
     assert!(body.contains("Leaving"), "{body}");
-    let (status, body) = send(
-        agents[1].management(),
-        "PUT",
-        &format!("{}?operation=Down", path(&downed)),
-        TOKEN,
-    )
-    .await;
-    assert_eq!(status, 200, "{body}");
+    let token = ManagementToken::new(TOKEN.as_bytes()).expect("a token");
+    client()
+        .down(agents[1].management(), &downed.address(), &token)
+        .await
+        .expect("PUT …?operation=Down with the token");
 
     wait_for_survivors(&agents, 3, "both gone from the cluster").await;
     for (agent, code) in [(&mut leaving, 0), (&mut downed, 3)] {

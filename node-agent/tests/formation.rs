@@ -6,6 +6,7 @@ mod support;
 use std::collections::BTreeSet;
 use std::time::Duration;
 
+use node_agent::api::{BootstrapPhase, BootstrapStatusBody};
 use support::dns::{DnsServer, Zone};
 use support::*;
 
@@ -60,23 +61,23 @@ async fn forms_with_config_discovery(subnet: (u8, u8), n: u8, test: &str) {
     let views = wait_for_one_cluster(&agents, n.into()).await;
     check_seed_nodes(&agents, &views[0]).await;
     // Exactly one node formed the cluster: the lowest address, by the decider's rule (e).
-    let status = json(agents[0].management(), "/bootstrap/status")
+    let status = client()
+        .bootstrap_status(agents[0].management())
         .await
         .expect("status");
-    assert_eq!(status["phase"], "joined", "{status}");
-    assert_eq!(
-        status["bootstrap"]["decision"]["decision"], "form",
-        "{status}"
-    );
+    assert_eq!(status.phase, BootstrapPhase::Joined, "{status:?}");
+    let decision = |s: &BootstrapStatusBody| {
+        s.bootstrap
+            .as_ref()
+            .map(|b| b["decision"]["decision"].clone())
+    };
+    assert_eq!(decision(&status), Some("form".into()), "{status:?}");
     for a in &agents[1..] {
-        let s = json(a.management(), "/bootstrap/status")
+        let s = client()
+            .bootstrap_status(a.management())
             .await
             .expect("status");
-        assert_eq!(
-            s["bootstrap"]["decision"]["decision"], "join",
-            "{}: {s}",
-            a.name
-        );
+        assert_eq!(decision(&s), Some("join".into()), "{}: {s:?}", a.name);
     }
 }
 

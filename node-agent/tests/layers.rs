@@ -54,8 +54,44 @@ fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
     }
 }
 
-/// The paths a line names after `crate::` or `super::` (with `use … {a, b::c}` groups
-/// expanded), each as segments; `super` already resolved against `here`.
+/// Source without comments (line comments, and block comments, which never nest here).
+fn code(text: &str) -> String {
+    let mut out = String::new();
+    let mut rest = text;
+    while let Some(i) = rest.find("/*") {
+        out.push_str(&rest[..i]);
+        rest = rest[i..].find("*/").map_or("", |j| &rest[i + j + 2..]);
+    }
+    out.push_str(rest);
+    out.lines()
+        .map(|l| l.split_once("//").map_or(l, |(code, _)| code))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// What the crate root re-exports (`pub use agent::{Agent, AgentError};`): item → module.
+fn root_exports(lib: &str) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    for statement in code(lib).split(';') {
+        let Some(rest) = statement.trim().strip_prefix("pub use ") else {
+            continue;
+        };
+        let mut words = rest
+            .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .filter(|w| !w.is_empty());
+        let Some(module) = words.next() else { continue };
+        for item in words {
+            out.insert(item.to_owned(), module.to_owned());
+        }
+    }
+    out
+}
+
+/// The paths a text names after `crate::` or `super::` (with `use … {a, b::c}` groups
+/// expanded, across lines), each as segments up to the first that is not a module name
+/// (lowercase); `super` resolved against the file's module `here`. `super` inside an
+/// inline `mod x { … }` is read as the file's: such blocks hold tests, which use their
+/// own module.
 fn referenced(line: &str, here: &[String]) -> Vec<Vec<String>> {
     // `super` of module `a::b` (`a/b.rs`, or `a/b/mod.rs`) is `a`.
     let parent = here[..here.len().saturating_sub(1)].to_vec();
@@ -138,6 +174,7 @@ fn modules_import_only_downward_and_never_in_a_cycle() {
     rust_files(src, &mut files);
     files.retain(|f| f.file_name().is_some_and(|n| n != "main.rs"));
     let modules: BTreeSet<Vec<String>> = files.iter().map(|f| module_path(src, f)).collect();
+    let root_exports = root_exports(&std::fs::read_to_string(src.join("lib.rs")).expect("lib.rs"));
 
     let mut upward = Vec::new();
     // unit → units it uses (excluding itself, its own parent and its own children).
@@ -148,27 +185,31 @@ fn modules_import_only_downward_and_never_in_a_cycle() {
             continue; // lib.rs only declares and re-exports
         }
         let from = unit(&here, &modules);
-        let text = std::fs::read_to_string(file).expect("read a source file");
-        for line in text.lines().filter(|l| !l.trim_start().starts_with("//")) {
-            for path in referenced(line, &here) {
-                let to = unit(&path, &modules);
-                if to.is_empty() || to == from {
-                    continue;
-                }
-                let (a, b) = (&from[0], &to[0]);
-                if a != b {
-                    if layer(b) >= layer(a) {
-                        upward.push(format!(
-                            "{}: `{}` is not below `{a}`",
-                            file.strip_prefix(src).expect("under src").display(),
-                            path.join("::")
-                        ));
-                    }
-                } else if from.len() == 1 || to.len() == 1 {
-                    continue; // a subsystem's root and its own parts
-                }
-                edges.entry(from.clone()).or_default().insert(to);
+        let text = code(&std::fs::read_to_string(file).expect("read a source file"));
+        let shown = file.strip_prefix(src).expect("under src").display();
+        assert!(
+            !text.contains("crate::*"),
+            "{shown}: `use crate::*` hides what it imports; name the modules"
+        );
+        for path in referenced(&text, &here) {
+            // An item the crate root re-exports stands for the module it comes from.
+            let path = match root_exports.get(&path[0]) {
+                Some(module) => vec![module.clone()],
+                None => path,
+            };
+            let to = unit(&path, &modules);
+            if to.is_empty() || to == from {
+                continue;
             }
+            let (a, b) = (&from[0], &to[0]);
+            if a != b {
+                if layer(b) >= layer(a) {
+                    upward.push(format!("{shown}: `{}` is not below `{a}`", path.join("::")));
+                }
+            } else if from.len() == 1 || to.len() == 1 {
+                continue; // a subsystem's root and its own parts
+            }
+            edges.entry(from.clone()).or_default().insert(to);
         }
     }
     assert!(
@@ -236,6 +277,29 @@ fn the_reader_finds_grouped_and_relative_paths() {
             "bootstrap::state"
         ],
         "paths end at the first item that is not a module (a type)"
+    );
+    let grouped = referenced(
+        "use crate::{\n    api::check,\n    base::{address::NodeAddress, time},\n};",
+        &here,
+    );
+    let shown: Vec<String> = grouped.iter().map(|p| p.join("::")).collect();
+    assert_eq!(
+        shown,
+        ["api::check", "base::address", "base::time"],
+        "across lines"
+    );
+    let exports = root_exports(
+        "pub mod agent;\npub use agent::{Agent, AgentError};\npub use config::AgentConfig;",
+    );
+    assert_eq!(exports.get("Agent").map(String::as_str), Some("agent"));
+    assert_eq!(
+        exports.get("AgentConfig").map(String::as_str),
+        Some("config")
+    );
+    assert_eq!(
+        code("a /* crate::x */ b // crate::y\nc"),
+        "a  b \nc",
+        "comments are not code"
     );
     let nested = vec!["config".to_owned(), "duration".to_owned()];
     let paths = referenced("super::super::show_value(&v)", &nested);

@@ -6,7 +6,7 @@
 //! once the resolver has acted. After the cut heals, the two restart (as Kubernetes
 //! would restart their pods) and join the surviving cluster: there is never a second one.
 //!
-//! Needs iptables and root (CAP_NET_ADMIN); `.ci/run` installs iptables.
+//! Needs iptables and root (CAP_NET_ADMIN); `./test` installs iptables.
 
 mod support;
 

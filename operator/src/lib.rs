@@ -1,5 +1,5 @@
 //! muster's operator: turns a `ClusterSpec` resource into a self-forming cluster of
-//! agent pods and keeps it healthy through updates (see `../shared/ARCHITECTURE.md`).
+//! agent pods and keeps it healthy through updates (ARCHITECTURE.md maps the code).
 //!
 //! Pure parts: the resource's types ([`crd`]), the checks the schema cannot make
 //! ([`validate`]), the owned objects (`controller::build`, one file per kind), the

@@ -92,8 +92,14 @@ pub fn validate(spec: &ClusterSpecSpec) -> Vec<Problem> {
             "5m",
         ),
     ] {
-        if let Err(e) = node_agent::config::duration::parse(value) {
-            bad(field, format!("`{value}`: {e} (e.g. `{example}`)"));
+        match node_agent::config::duration::parse(value) {
+            Err(e) => bad(field, format!("`{value}`: {e} (e.g. `{example}`)")),
+            // The agents' settings file holds whole milliseconds.
+            Ok(d) if d.subsec_nanos() % 1_000_000 != 0 => bad(
+                field,
+                format!("`{value}` is not a whole number of milliseconds (e.g. `{example}`)"),
+            ),
+            Ok(_) => {}
         }
     }
     let t = spec.membership.failure_detector_threshold;

@@ -19,22 +19,6 @@ fn every_generated_file_is_up_to_date() {
 }
 
 #[test]
-fn the_chart_has_the_same_crd_as_the_manifests() {
-    let files = operator::generated::files(root()).expect("the generated files");
-    let of = |path: &str| {
-        files
-            .iter()
-            .find(|f| f.path == path)
-            .map(|f| f.contents.clone())
-            .unwrap_or_else(|| panic!("{path} is not generated"))
-    };
-    assert_eq!(
-        of("manifests/crd.yaml"),
-        of("charts/muster/crds/clusterspecs.muster.dev.yaml")
-    );
-}
-
-#[test]
 fn every_example_is_a_valid_cluster_spec() {
     let dir = root().join("manifests/examples");
     let mut seen = 0;

@@ -227,8 +227,15 @@ async fn run(args: Args) -> Result<(), String> {
     for line in done.member_lines() {
         println!("  {line}");
     }
-    println!("clusters seen by the agents: {}", done.clusters());
-    if done.clusters() != 1 {
+    let agreed = done.one_cluster(usize::from(args.replicas));
+    println!(
+        "one cluster, seen alike by every agent: {}",
+        match &agreed {
+            Ok(()) => "yes".to_owned(),
+            Err(e) => format!("NO — {e}"),
+        }
+    );
+    if agreed.is_err() {
         return Err("the agents do not agree on one cluster".into());
     }
     if !oldest_last {
@@ -335,10 +342,21 @@ impl Snapshot {
             .collect()
     }
 
-    /// How many clusters the agents' views show (1: one cluster), by the check every
-    /// test uses ([`check::clusters`]).
-    fn clusters(&self) -> usize {
-        check::clusters(self.pods.iter().filter_map(|p| p.members.as_ref())).len()
+    /// Whether every pod's agent answers and they are one cluster of `n` Up members seen
+    /// alike, by the checks every test uses ([`check::no_split`],
+    /// [`check::one_cluster_of`]); else why not.
+    fn one_cluster(&self, n: usize) -> Result<(), String> {
+        let views: Vec<ClusterMembers> = self
+            .pods
+            .iter()
+            .map(|p| {
+                p.members
+                    .clone()
+                    .ok_or_else(|| format!("{} does not answer", p.name))
+            })
+            .collect::<Result<_, _>>()?;
+        check::no_split(&views)?;
+        check::one_cluster_of(&views, n)
     }
 
     /// This pod's member entry in its own agent's view: (status, up-number, node).

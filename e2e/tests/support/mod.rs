@@ -135,8 +135,9 @@ pub async fn create_service_account(client: &kube::Client, ns: &str) {
 }
 
 /// Waits for StatefulSet `demo`'s `replicas` Ready pods, then checks they are one
-/// cluster ([`check::one_cluster_of`]: every member Up, one leader, the same list
-/// everywhere) and that no container was restarted; returns the pods.
+/// cluster at once ([`check::no_split`], [`check::one_cluster_of`]: every member Up,
+/// one leader, the same list everywhere) and that no container was restarted; returns
+/// the pods.
 pub async fn wait_for_one_cluster(
     p: &e2e::Platform,
     replicas: i32,
@@ -164,28 +165,16 @@ pub async fn wait_for_one_cluster(
         .list(&kube::api::ListParams::default().labels("app=demo"))
         .await
         .expect("pods");
-    let names: Vec<&str> = list
-        .items
-        .iter()
-        .map(|pod| pod.metadata.name.as_deref().expect("name"))
-        .collect();
-    let n = usize::try_from(replicas).expect("replicas");
-    // Ready says each agent is a member; the others may take a gossip round to agree.
-    poll(
-        "one cluster seen alike by every agent",
-        Duration::from_secs(30),
-        || async {
-            let mut views = Vec::new();
-            for name in &names {
-                views.push(p.members(name).await?);
-            }
-            if let Err(split) = check::no_split(&views) {
-                panic!("{split}");
-            }
-            check::one_cluster_of(&views, n)
-        },
-    )
-    .await;
+    let mut views = Vec::new();
+    for pod in &list.items {
+        let name = pod.metadata.name.as_deref().expect("name");
+        views.push(p.members(name).await.expect("members"));
+    }
+    if let Err(e) = check::no_split(&views)
+        .and_then(|()| check::one_cluster_of(&views, usize::try_from(replicas).expect("replicas")))
+    {
+        panic!("not one cluster once every pod is Ready: {e}");
+    }
     for pod in &list.items {
         let restarts: i32 = pod
             .status

@@ -1,13 +1,12 @@
 //! "Is this one cluster?" — the one check, over what agents answer on
-//! `/cluster/members`, used by the agent's tests, the simulation, the e2e tests and the
-//! demo, so that all of them mean the same thing:
+//! `/cluster/members`, used by the agent's tests, the simulation, the e2e tests, the
+//! benchmarks, `local-cluster` and the demo, so that all of them mean the same thing:
 //!
-//! - [`clusters`] (safety): the agents that are members fall into groups whose member
-//!   lists share no member. Two groups are two clusters, whatever happens next. An agent
-//!   whose list is merely stale (it has not heard that a member left) still shares a
-//!   member with the rest, so it is not counted apart.
-//! - [`one_cluster_of`] (done): every agent lists the same `n` members, every one Up,
-//!   with the same leader and none unreachable.
+//! - [`no_split`] (safety): two agents that are members and whose member lists share no
+//!   member are in two clusters — whatever a third agent lists, and whatever happens
+//!   next. Agents that are not members (an empty list) are not a cluster.
+//! - [`one_cluster_of`] (done): every agent lists the same `n` members — the same
+//!   entries, every one Up — with the same leader and none unreachable.
 
 use std::collections::BTreeSet;
 
@@ -15,63 +14,37 @@ use super::ClusterMembers;
 use crate::base::address::NodeAddress;
 use crate::base::member::MemberStatus;
 
-/// The clusters the views show: for each group of agents connected by shared members,
-/// every member any of them lists. Agents that are not members (an empty list) are left
-/// out; more than one group is a split brain.
-pub fn clusters<'a>(
-    views: impl IntoIterator<Item = &'a ClusterMembers>,
-) -> Vec<BTreeSet<NodeAddress>> {
-    let mut groups: Vec<BTreeSet<NodeAddress>> = Vec::new();
-    for v in views {
-        let mut group: BTreeSet<NodeAddress> = v.members.iter().map(|m| m.node.clone()).collect();
-        if group.is_empty() {
-            continue;
-        }
-        // Merge every group this list touches into it.
-        groups.retain(|g| {
-            if g.is_disjoint(&group) {
-                true
-            } else {
-                group.extend(g.iter().cloned());
-                false
-            }
-        });
-        groups.push(group);
-    }
-    groups.sort();
-    groups
-}
-
-/// `Err` naming the groups when the views show more than one cluster.
+/// `Err` naming two agents whose member lists share no member: two clusters.
 pub fn no_split<'a>(views: impl IntoIterator<Item = &'a ClusterMembers>) -> Result<(), String> {
-    let groups = clusters(views);
-    if groups.len() <= 1 {
-        return Ok(());
-    }
-    let shown: Vec<String> = groups
-        .iter()
-        .map(|g| {
-            let names: Vec<String> = g.iter().map(ToString::to_string).collect();
-            format!("{{{}}}", names.join(", "))
-        })
+    let lists: Vec<(&NodeAddress, BTreeSet<&NodeAddress>)> = views
+        .into_iter()
+        .filter(|v| !v.members.is_empty())
+        .map(|v| (&v.self_node, v.members.iter().map(|m| &m.node).collect()))
         .collect();
-    Err(format!(
-        "{} clusters: {}",
-        groups.len(),
-        shown.join(" and ")
-    ))
+    for (i, (a, la)) in lists.iter().enumerate() {
+        for (b, lb) in &lists[i + 1..] {
+            if la.is_disjoint(lb) {
+                let show = |l: &BTreeSet<&NodeAddress>| {
+                    l.iter()
+                        .map(ToString::to_string)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                };
+                return Err(format!(
+                    "two clusters: {a} sees {{{}}}, {b} sees {{{}}}",
+                    show(la),
+                    show(lb)
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// `Ok` when the views are one cluster of `n` Up members that every agent sees alike:
-/// the same members (address, incarnation, status), the same leader, none unreachable.
-/// Otherwise what differs, for a poll's last error.
+/// the same member entries (address, incarnation, status, age, roles, version), the
+/// same leader, none unreachable. Otherwise what differs, for a poll's last error.
 pub fn one_cluster_of(views: &[ClusterMembers], n: usize) -> Result<(), String> {
-    let summary = |v: &ClusterMembers| {
-        v.members
-            .iter()
-            .map(|m| (m.node.clone(), m.node_uid, m.status))
-            .collect::<Vec<_>>()
-    };
     let Some(first) = views.first() else {
         return Err("no agent answered".into());
     };
@@ -89,13 +62,10 @@ pub fn one_cluster_of(views: &[ClusterMembers], n: usize) -> Result<(), String> 
                 seen.join(", ")
             ));
         }
-        if summary(v) != summary(first) {
+        if v.members != first.members {
             return Err(format!(
                 "{} sees {:?} but {} sees {:?}",
-                v.self_node,
-                summary(v),
-                first.self_node,
-                summary(first)
+                v.self_node, v.members, first.self_node, first.members
             ));
         }
         if v.leader.is_none() || v.leader != first.leader {
@@ -143,19 +113,20 @@ mod tests {
     }
 
     #[test]
-    fn disjoint_groups_are_separate_clusters_and_stale_lists_are_not() {
-        assert_eq!(clusters(&[view(1, &[1, 2]), view(2, &[1, 2])]).len(), 1);
+    fn two_members_with_disjoint_lists_are_two_clusters_whatever_others_see() {
+        assert_eq!(no_split(&[view(1, &[1, 2]), view(2, &[1, 2])]), Ok(()));
         let split = [view(1, &[1, 2]), view(3, &[3, 4]), view(4, &[3, 4])];
-        assert_eq!(clusters(&split).len(), 2);
-        assert!(no_split(&split).unwrap_err().starts_with("2 clusters"));
-        // 1 has not heard that 2 removed it; 2 and 3 are one cluster: one group.
-        let stale = [view(1, &[1, 2]), view(2, &[2, 3]), view(3, &[2, 3])];
-        assert_eq!(clusters(&stale).len(), 1);
-        // A chain joined late: groups merge through a later view.
-        let late = [view(1, &[1]), view(3, &[3]), view(2, &[1, 3])];
-        assert_eq!(clusters(&late).len(), 1);
+        let e = no_split(&split).unwrap_err();
+        assert!(
+            e.starts_with("two clusters") && e.contains("10.0.0.3"),
+            "{e}"
+        );
+        // Two nodes that each formed alone are two clusters, even when a third lists both.
+        assert!(no_split(&[view(1, &[1]), view(3, &[3]), view(2, &[1, 3])]).is_err());
+        // 1 has not yet heard that 3 joined: its list still shares a member with 3's.
+        assert_eq!(no_split(&[view(1, &[1, 2]), view(3, &[1, 2, 3])]), Ok(()));
         // Agents that are not members are not a cluster.
-        assert!(no_split(&[view(1, &[1, 2]), view(5, &[])]).is_ok());
+        assert_eq!(no_split(&[view(1, &[1, 2]), view(5, &[])]), Ok(()));
     }
 
     #[test]
@@ -180,6 +151,9 @@ mod tests {
         let mut restarted = good.clone();
         restarted[0].members[1].node_uid = 99;
         assert!(one_cluster_of(&restarted, 3).is_err());
+        let mut older = good.clone();
+        older[2].members[0].up_number = 7;
+        assert!(one_cluster_of(&older, 3).is_err(), "ages differ");
         assert!(one_cluster_of(&[], 0).is_err());
     }
 }

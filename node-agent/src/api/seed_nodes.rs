@@ -46,15 +46,6 @@ pub enum Refused {
 }
 
 impl SeedNodes {
-    /// An answer with no seed nodes (a node that is not a member yet).
-    pub fn not_member(self_node: NodeAddress, contact_points: BTreeSet<ContactPoint>) -> Self {
-        Self {
-            self_node,
-            seed_nodes: Vec::new(),
-            contact_points: Some(contact_points),
-        }
-    }
-
     /// The seed nodes' addresses.
     pub fn nodes(&self) -> impl Iterator<Item = &NodeAddress> {
         self.seed_nodes.iter().map(|s| &s.node)

@@ -21,6 +21,38 @@ pub struct Settings {
     pub discovery: DiscoverySettings,
 }
 
+impl Settings {
+    /// The keys whose value differs from the default, as a YAML mapping: a settings file
+    /// that says only what it changes (an agent fills in the rest with its defaults).
+    pub fn changes(&self) -> serde_yaml::Value {
+        let value = |s: &Settings| serde_yaml::to_value(s).unwrap_or(serde_yaml::Value::Null);
+        changed(&value(self), &value(&Settings::default()))
+            .unwrap_or_else(|| serde_yaml::Value::Mapping(Default::default()))
+    }
+}
+
+/// What of `value` differs from `default`, mapping by mapping; `None` when nothing does.
+fn changed(value: &serde_yaml::Value, default: &serde_yaml::Value) -> Option<serde_yaml::Value> {
+    use serde_yaml::Value;
+    match (value, default) {
+        (Value::Mapping(v), Value::Mapping(d)) => {
+            let mut out = serde_yaml::Mapping::new();
+            for (key, x) in v {
+                let differs = match d.get(key) {
+                    Some(dx) => changed(x, dx),
+                    None => Some(x.clone()),
+                };
+                if let Some(x) = differs {
+                    out.insert(key.clone(), x);
+                }
+            }
+            (!out.is_empty()).then_some(Value::Mapping(out))
+        }
+        _ if value == default => None,
+        _ => Some(value.clone()),
+    }
+}
+
 /// `cluster:` — this node's membership in the cluster (Akka Cluster).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
@@ -128,22 +160,10 @@ impl Default for SplitBrainResolverConfig {
 /// `cluster.split-brain-resolver.down-all-when-unstable`: `on`, `off` or a duration.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DownAllWhenUnstable {
-    /// 3/4 of `stable-after`, at least 4s (Akka's rule).
+    /// A limit derived from `stable-after` (the resolver's rule, as Akka's).
     On,
     Off,
     After(Duration),
-}
-
-impl DownAllWhenUnstable {
-    /// How long the view may keep changing past `stable-after` before every member is
-    /// downed; `None` when off.
-    pub fn limit(self, stable_after: Duration) -> Option<Duration> {
-        match self {
-            Self::On => Some((stable_after * 3 / 4).max(Duration::from_secs(4))),
-            Self::Off => None,
-            Self::After(d) => Some(d),
-        }
-    }
 }
 
 impl Serialize for DownAllWhenUnstable {

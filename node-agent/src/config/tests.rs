@@ -455,3 +455,29 @@ fn endpoints_parse() {
         assert!(parse_endpoint(bad).is_err(), "{bad}");
     }
 }
+
+#[test]
+fn changes_are_the_keys_that_differ_from_the_defaults_and_load_back() {
+    assert_eq!(
+        serde_yaml::to_string(&Settings::default().changes()).unwrap(),
+        "{}\n"
+    );
+    let mut s = Settings::default();
+    s.cluster.name = Some("shop".into());
+    s.cluster.failure_detector.threshold = 12.0;
+    s.cluster.split_brain_resolver.down_all_when_unstable = DownAllWhenUnstable::Off;
+    s.bootstrap.required_contact_point_nr = 2; // the default: not written
+    s.discovery.config.endpoints = vec!["10.0.0.7:8558".into()];
+    s.bootstrap.discovery_method = DiscoveryMethod::Config;
+    let yaml = serde_yaml::to_string(&s.changes()).unwrap();
+    assert_eq!(
+        yaml,
+        "cluster:\n  name: shop\n  failure-detector:\n    threshold: 12.0\n  split-brain-resolver:\n    down-all-when-unstable: off\nbootstrap:\n  discovery-method: config\ndiscovery:\n  config:\n    endpoints:\n    - 10.0.0.7:8558\n"
+    );
+    let loaded = AgentConfig::from_yaml(&yaml, &pod_env()).unwrap();
+    s.cluster.hostname = Some("10.0.0.7".into()); // POD_IP
+    assert_eq!(
+        loaded.settings, s,
+        "the changes and the defaults give the settings back"
+    );
+}

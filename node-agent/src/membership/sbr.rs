@@ -24,7 +24,7 @@ use super::reachability::Reachability;
 use crate::base::address::UniqueAddress;
 use crate::base::member::MemberStatus;
 use crate::base::time::Time;
-use crate::config::{ActiveStrategy, SplitBrainResolverConfig};
+use crate::config::{ActiveStrategy, DownAllWhenUnstable, SplitBrainResolverConfig};
 
 /// `split-brain-resolver.active-strategy` and its settings.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -251,6 +251,16 @@ pub fn decide(strategy: &Strategy, view: View<'_>, lease: Option<bool>) -> Optio
     }
 }
 
+/// How long the view may keep changing past `stable-after` before every member is
+/// downed; `None` when off. `on` is 3/4 of `stable-after`, at least 4 s (Akka's rule).
+pub fn unstable_limit(setting: DownAllWhenUnstable, stable_after: Duration) -> Option<Duration> {
+    match setting {
+        DownAllWhenUnstable::On => Some((stable_after * 3 / 4).max(Duration::from_secs(4))),
+        DownAllWhenUnstable::Off => None,
+        DownAllWhenUnstable::After(d) => Some(d),
+    }
+}
+
 /// The resolver's settings, from `cluster.split-brain-resolver`; `None` when off.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Downing {
@@ -286,7 +296,7 @@ impl Downing {
         Some(Self {
             strategy,
             stable_after: c.stable_after,
-            unstable_limit: c.down_all_when_unstable.limit(c.stable_after),
+            unstable_limit: unstable_limit(c.down_all_when_unstable, c.stable_after),
         })
     }
 }

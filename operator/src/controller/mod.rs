@@ -48,6 +48,8 @@ const QUIET_REQUEUE: Duration = Duration::from_secs(30);
 /// further failure of the same ClusterSpec up to [`RETRY_MAX`]; a success resets it.
 pub const RETRY_FIRST: Duration = Duration::from_secs(1);
 pub const RETRY_MAX: Duration = Duration::from_secs(300);
+/// ClusterSpecs whose failures are counted at once.
+const MAX_TRACKED_FAILURES: usize = 4096;
 
 /// The wait before the next try after `failures` failures in a row (at least 1).
 pub fn retry_after(failures: u32) -> Duration {
@@ -142,6 +144,11 @@ impl Context {
     /// Counts one more failure of `cs` in a row; the count.
     fn failed(&self, cs: &ClusterSpec) -> u32 {
         let mut f = self.failures.lock().unwrap_or_else(|e| e.into_inner());
+        // Deleted ClusterSpecs are never reconciled again to reset theirs: bounded by
+        // starting over (back-offs restart from the first step).
+        if f.len() >= MAX_TRACKED_FAILURES {
+            f.clear();
+        }
         let n = f.entry(ObjectRef::from_obj(cs)).or_insert(0);
         *n = n.saturating_add(1);
         *n

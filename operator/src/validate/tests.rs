@@ -26,7 +26,7 @@ fn an_empty_spec_gets_the_documented_defaults_and_is_valid() {
 
 #[test]
 fn each_bad_field_is_named_with_what_to_write() {
-    let table: [(&str, &str, &str); 9] = [
+    let table: [(&str, &str, &str); 10] = [
         ("replicas: 0", "spec.replicas", "at least 1"),
         (
             "agent: {image: ' '}",
@@ -62,6 +62,11 @@ fn each_bad_field_is_named_with_what_to_write() {
             "membership: {stableAfter: '20'}",
             "spec.membership.stableAfter",
             "e.g. `20s`",
+        ),
+        (
+            "membership: {stableAfter: 1.5ms}",
+            "spec.membership.stableAfter",
+            "whole number of milliseconds",
         ),
         (
             "membership: {failureDetectorThreshold: -1}",

@@ -258,7 +258,7 @@ fn indirectly_connected_members_are_downed() {
 fn stability_waits_for_a_quiet_view_and_gives_up_when_it_never_comes() {
     let m = five();
     let secs = Duration::from_secs;
-    let on = |stable_after| DownAllWhenUnstable::On.limit(stable_after);
+    let on = |stable_after| unstable_limit(DownAllWhenUnstable::On, stable_after);
     let mut st = Stability::new(secs(20), on(secs(20)));
     assert_eq!(on(secs(20)), Some(secs(15)));
     assert_eq!(on(secs(2)), Some(secs(4)), "at least 4 s");

@@ -32,9 +32,10 @@ pub fn build(cs: &ClusterSpec, settings: &Settings, new_cluster_enabled: bool) -
 }
 
 /// The settings as the agents read them (`node-agent/reference.yaml` documents every
-/// key): every key, so that what the agents run with is visible in the ConfigMap.
+/// key): the ones that differ from the agent's defaults, so an agent of another version
+/// is not given keys it may not know.
 pub fn agent_yaml(settings: &Settings) -> String {
-    serde_yaml::to_string(settings).unwrap_or_default()
+    serde_yaml::to_string(&settings.changes()).unwrap_or_default()
 }
 
 /// The first 16 hex digits of the settings' SHA-256.

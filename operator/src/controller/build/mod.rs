@@ -26,7 +26,7 @@ pub use secret::{secret, secret_name};
 
 use crate::crd::{ClusterSpec, Discovery, Downing};
 
-/// Ports of the agent (ARCHITECTURE.md).
+/// Ports of the agent (its defaults, `management.port` and `cluster.port`).
 pub const MANAGEMENT_PORT: u16 = 8558;
 pub const CLUSTER_PORT: u16 = 2552;
 /// Where the pods find the agent settings and the cluster key.

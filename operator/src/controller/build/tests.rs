@@ -224,3 +224,40 @@ fn the_secret_holds_a_key_and_a_token_from_the_random_bytes() {
     );
     assert_ne!(key, token, "the two halves are separate secrets");
 }
+
+#[test]
+fn the_ports_are_the_agents_defaults() {
+    let defaults = node_agent::config::Settings::default();
+    assert_eq!(MANAGEMENT_PORT, defaults.management.port);
+    assert_eq!(CLUSTER_PORT, defaults.cluster.port);
+}
+
+#[test]
+fn the_agent_settings_name_only_what_differs_from_the_agents_defaults() {
+    let o = owned(&cluster("replicas: 5"), true).expect("built");
+    let yaml = &o.config_map.data.expect("data")["agent.yaml"];
+    for key in [
+        "name: shop",
+        "required-contact-point-nr: 5",
+        "port-name: management",
+        "service-name: shop",
+    ] {
+        assert!(yaml.contains(key), "{key} in:\n{yaml}");
+    }
+    for default in [
+        "gossip-interval",
+        "threshold",
+        "stable-margin",
+        "discovery-method",
+    ] {
+        assert!(
+            !yaml.contains(default),
+            "{default} is the agent's default:\n{yaml}"
+        );
+    }
+    let bad = cluster("membership: {stableAfter: soon}");
+    assert_eq!(
+        owned(&bad, true).expect_err("refused").field,
+        "spec.membership.stableAfter"
+    );
+}
