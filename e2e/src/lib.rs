@@ -24,7 +24,7 @@ mod process;
 pub use control_plane::ControlPlane;
 pub use dns::ClusterDns;
 pub use node::{ImageTable, LocalNode, NodeConfig};
-pub use platform::{LocalSettings, Platform, Target};
+pub use platform::{LocalSettings, MANAGEMENT_PORT, Platform, Target};
 
 use std::time::Duration;
 

@@ -15,7 +15,7 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use e2e::{ImageTable, LocalSettings, Platform, Target};
+use e2e::{ImageTable, LocalSettings, MANAGEMENT_PORT, Platform, Target};
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, ListParams};
 use node_agent::api::{BootstrapStatusBody, ClusterMember, ClusterMembers, check};
@@ -43,9 +43,6 @@ struct Args {
 
 /// The demo's ClusterSpec.
 const NAME: &str = "demo";
-/// Its agents' management port.
-const MANAGEMENT_PORT: u16 = 8558;
-
 fn main() -> ExitCode {
     let args = Args::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread()

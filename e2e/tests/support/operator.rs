@@ -385,7 +385,10 @@ impl Cluster {
         let mut out = BTreeMap::new();
         for pod in self.pods().await {
             let Some(ip) = pod_ip(&pod) else { continue };
-            if let Ok(m) = client.members(SocketAddr::new(ip, 8558)).await {
+            if let Ok(m) = client
+                .members(SocketAddr::new(ip, e2e::MANAGEMENT_PORT))
+                .await
+            {
                 out.insert(pod.metadata.name.clone().unwrap_or_default(), m);
             }
         }

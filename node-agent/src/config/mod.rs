@@ -119,14 +119,14 @@ impl AgentConfig {
             None => serde_yaml::Value::Mapping(Default::default()),
         };
         let (settings, origins) = settings_from(doc, env)?;
-        let files = Files::read(&settings);
+        let files = Files::read(&settings, env);
         validate::validate(settings, env, &origins, files)
     }
 
     /// As [`load`](Self::load), from YAML text (used by tests and the local cluster).
     pub fn from_yaml(text: &str, env: &Environment) -> Result<Self, ConfigError> {
         let (settings, origins) = settings_from(parse_document(text, "the configuration")?, env)?;
-        let files = Files::read(&settings);
+        let files = Files::read(&settings, env);
         validate::validate(settings, env, &origins, files)
     }
 }

@@ -28,8 +28,9 @@ pub struct Files {
 }
 
 impl Files {
-    /// Reads every file `settings` names (the only file access of the checks).
-    pub fn read(settings: &Settings) -> Self {
+    /// Reads every file `settings` names (the only file access of the checks); the
+    /// namespace file only when neither the settings nor `POD_NAMESPACE` name one.
+    pub fn read(settings: &Settings, env: &Environment) -> Self {
         let read = |what: &str, path: &Path| {
             std::fs::read(path).map_err(|e| format!("cannot read {what}{}: {e}", path.display()))
         };
@@ -44,15 +45,13 @@ impl Files {
                 .key_file
                 .as_ref()
                 .map(|p| (p.clone(), read("the cluster key file ", p))),
-            namespace_file: settings
-                .bootstrap
-                .service_namespace
-                .is_none()
-                .then(|| {
-                    std::fs::read_to_string(&settings.discovery.kubernetes_api.pod_namespace_path)
-                        .ok()
-                })
-                .flatten(),
+            namespace_file: if settings.bootstrap.service_namespace.is_some()
+                || env.get("POD_NAMESPACE").is_some_and(|n| !n.is_empty())
+            {
+                None
+            } else {
+                std::fs::read_to_string(&settings.discovery.kubernetes_api.pod_namespace_path).ok()
+            },
         }
     }
 }

@@ -17,11 +17,12 @@ use crate::crd::{ClusterSpec, Discovery, Downing};
 /// Pod template annotation: a digest of the agents' settings.
 pub const CONFIG_HASH: &str = "muster.dev/config-hash";
 
-pub fn build(cs: &ClusterSpec, settings: &Settings, new_cluster_enabled: bool) -> ConfigMap {
+/// `agent_yaml`: the settings file ([`agent_yaml`]).
+pub fn build(cs: &ClusterSpec, agent_yaml: &str, new_cluster_enabled: bool) -> ConfigMap {
     ConfigMap {
         metadata: meta(cs, &cs.name_any()),
         data: Some(BTreeMap::from([
-            ("agent.yaml".to_owned(), agent_yaml(settings)),
+            ("agent.yaml".to_owned(), agent_yaml.to_owned()),
             (
                 NEW_CLUSTER_ENABLED_KEY.to_owned(),
                 new_cluster_enabled.to_string(),
@@ -38,10 +39,10 @@ pub fn agent_yaml(settings: &Settings) -> String {
     serde_yaml::to_string(&settings.changes()).unwrap_or_default()
 }
 
-/// The first 16 hex digits of the settings' SHA-256.
-pub(super) fn config_hash(settings: &Settings) -> String {
+/// The first 16 hex digits of the settings file's SHA-256.
+pub(super) fn config_hash(agent_yaml: &str) -> String {
     use sha2::Digest;
-    sha2::Sha256::digest(agent_yaml(settings).as_bytes())
+    sha2::Sha256::digest(agent_yaml.as_bytes())
         .iter()
         .take(8)
         .map(|b| format!("{b:02x}"))

@@ -64,7 +64,7 @@ pub struct Owned {
 
 /// Every owned object for `cs`; `new_cluster_enabled` goes to the ConfigMap.
 pub fn owned(cs: &ClusterSpec, new_cluster_enabled: bool) -> Result<Owned, BuildError> {
-    let settings = agent_settings(cs)?;
+    let agent_yaml = agent_yaml(&agent_settings(cs)?);
     let rules = rbac_rules(cs);
     let uses_api = !rules.is_empty();
     Ok(Owned {
@@ -72,8 +72,8 @@ pub fn owned(cs: &ClusterSpec, new_cluster_enabled: bool) -> Result<Owned, Build
         role: uses_api.then(|| role::build(cs, rules)),
         role_binding: uses_api.then(|| role_binding::build(cs)),
         service: service::build(cs),
-        config_map: config_map::build(cs, &settings, new_cluster_enabled),
-        stateful_set: stateful_set::build(cs, &settings, uses_api),
+        config_map: config_map::build(cs, &agent_yaml, new_cluster_enabled),
+        stateful_set: stateful_set::build(cs, &agent_yaml, uses_api),
         pod_disruption_budget: pod_disruption_budget::build(cs),
     })
 }

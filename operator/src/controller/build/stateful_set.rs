@@ -14,7 +14,6 @@ use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::ResourceExt;
-use node_agent::config::Settings;
 
 use super::config_map::{CONFIG_HASH, config_hash};
 use super::{
@@ -25,8 +24,9 @@ use crate::crd::{ClusterSpec, RolloutStrategy};
 /// The user and group the pods run as (distroless's `nonroot`).
 const NON_ROOT: i64 = 65532;
 
+/// `agent_yaml`: the agents' settings file (its digest goes into the template);
 /// `uses_api`: the agents talk to the Kubernetes API, so the pods get a token.
-pub fn build(cs: &ClusterSpec, settings: &Settings, uses_api: bool) -> StatefulSet {
+pub fn build(cs: &ClusterSpec, agent_yaml: &str, uses_api: bool) -> StatefulSet {
     let name = cs.name_any();
     let s = &cs.spec;
     let mut containers = vec![agent(cs)];
@@ -107,7 +107,7 @@ pub fn build(cs: &ClusterSpec, settings: &Settings, uses_api: bool) -> StatefulS
                     // they follow at run time, is not part of it).
                     annotations: Some(BTreeMap::from([(
                         CONFIG_HASH.to_owned(),
-                        config_hash(settings),
+                        config_hash(agent_yaml),
                     )])),
                     ..ObjectMeta::default()
                 }),
