@@ -59,7 +59,7 @@ fn start(dir: &Path, subnet: (u8, u8), n: u8) -> (Agents, Instant) {
     std::fs::write(
         &config,
         format!(
-            "cluster:\n  key-file: {}\nbootstrap:\n  service-name: bench\n  discovery-method: config\n  required-contact-point-nr: {n}\ndiscovery:\n  config:\n    endpoints: [{}]\n",
+            "cluster:\n  key-file: {}\nbootstrap:\n  service-name: bench\n  discovery-method: config\n  required-contact-point-nr: {n}\n  expected-contact-point-nr: {n}\ndiscovery:\n  config:\n    endpoints: [{}]\n",
             dir.join("cluster.key").display(),
             endpoints.join(", ")
         ),

@@ -222,12 +222,12 @@ fn muster_config(dir: &Path, all: &[IpAddr]) -> PathBuf {
         .map(|ip| format!("'{ip}:{MANAGEMENT_PORT}'"))
         .collect();
     let path = dir.join(format!("muster-{}-{}.yaml", all[0], all.len()));
+    let n = all.len();
     std::fs::write(
         &path,
         format!(
-            "cluster:\n  key-file: {}\nbootstrap:\n  service-name: bench\n  discovery-method: config\n  required-contact-point-nr: {}\ndiscovery:\n  config:\n    endpoints: [{}]\n",
+            "cluster:\n  key-file: {}\nbootstrap:\n  service-name: bench\n  discovery-method: config\n  required-contact-point-nr: {n}\n  expected-contact-point-nr: {n}\ndiscovery:\n  config:\n    endpoints: [{}]\n",
             dir.join("cluster.key").display(),
-            all.len(),
             endpoints.join(", ")
         ),
     )

@@ -38,13 +38,16 @@ pub struct Args {
 }
 
 /// The YAML configuration every local agent gets.
+/// Every agent starts together, so `expected-contact-point-nr` is their number (at least
+/// `required`).
 pub fn config_yaml(ips: &[IpAddr], required: usize, key_file: &std::path::Path) -> String {
+    let expected = ips.len().max(required);
     let endpoints: Vec<String> = ips
         .iter()
         .map(|ip| format!("'{}'", SocketAddr::new(*ip, 8558)))
         .collect();
     format!(
-        "cluster:\n  key-file: {}\nbootstrap:\n  service-name: local\n  discovery-method: config\n  required-contact-point-nr: {required}\ndiscovery:\n  config:\n    endpoints: [{}]\n",
+        "cluster:\n  key-file: {}\nbootstrap:\n  service-name: local\n  discovery-method: config\n  required-contact-point-nr: {required}\n  expected-contact-point-nr: {expected}\ndiscovery:\n  config:\n    endpoints: [{}]\n",
         key_file.display(),
         endpoints.join(", ")
     )

@@ -72,7 +72,7 @@ async fn malformed_and_oversized_seed_node_answers_are_counted_and_shown() {
         .map(|h| format!("'{}:{MANAGEMENT_PORT}'", ip(subnet, *h)))
         .collect();
     let config = work.config(&format!(
-        "cluster:\n  key-file: {}\nbootstrap:\n  service-name: demo\n  discovery-method: config\n  required-contact-point-nr: 2\ndiscovery:\n  config:\n    endpoints: [{}]\n",
+        "cluster:\n  key-file: {}\nbootstrap:\n  service-name: demo\n  discovery-method: config\n  required-contact-point-nr: 2\n  expected-contact-point-nr: 2\ndiscovery:\n  config:\n    endpoints: [{}]\n",
         work.key_file().display(),
         endpoints.join(", ")
     ));
@@ -151,7 +151,7 @@ async fn garbage_unsigned_and_replayed_cluster_messages_are_dropped_and_counted(
     let work = Workdir::new("bad-frames");
     let agent_ip = ip(subnet, 1);
     let config = work.config(&format!(
-        "cluster:\n  key-file: {}\nbootstrap:\n  service-name: demo\n  discovery-method: config\n  required-contact-point-nr: 1\ndiscovery:\n  config:\n    endpoints: ['{}:{MANAGEMENT_PORT}']\n",
+        "cluster:\n  key-file: {}\nbootstrap:\n  service-name: demo\n  discovery-method: config\n  required-contact-point-nr: 1\n  expected-contact-point-nr: 1\ndiscovery:\n  config:\n    endpoints: ['{}:{MANAGEMENT_PORT}']\n",
         work.key_file().display(),
         agent_ip
     ));
@@ -327,7 +327,7 @@ async fn slow_oversized_and_stalled_clients_are_cut_off() {
     let work = Workdir::new("slow-clients");
     let agent_ip = ip(subnet, 1);
     let config = work.config(&format!(
-        "cluster:\n  key-file: {}\nbootstrap:\n  service-name: demo\n  discovery-method: config\n  required-contact-point-nr: 1\ndiscovery:\n  config:\n    endpoints: ['{}:{MANAGEMENT_PORT}']\nmanagement:\n  header-read-timeout: 1s\n  max-body-bytes: 2048\n  token: slow-clients-token-0123456789\n",
+        "cluster:\n  key-file: {}\nbootstrap:\n  service-name: demo\n  discovery-method: config\n  required-contact-point-nr: 1\n  expected-contact-point-nr: 1\ndiscovery:\n  config:\n    endpoints: ['{}:{MANAGEMENT_PORT}']\nmanagement:\n  header-read-timeout: 1s\n  max-body-bytes: 2048\n  token: slow-clients-token-0123456789\n",
         work.key_file().display(),
         agent_ip
     ));

@@ -3,6 +3,8 @@
 //! wrong and what to write instead. Pure; the controller refuses a spec with problems
 //! and reports them in a condition and an event, changing nothing.
 
+use node_agent::config::BootstrapSettings;
+
 use crate::crd::ClusterSpecSpec;
 
 /// One thing wrong with a spec.
@@ -95,6 +97,20 @@ pub fn validate(spec: &ClusterSpecSpec) -> Vec<Problem> {
         match node_agent::config::duration::parse(value) {
             Err(e) => bad(field, format!("`{value}`: {e} (e.g. `{example}`)")),
             // The agents' settings file holds whole milliseconds.
+            Ok(d)
+                if field == "spec.bootstrap.stableMargin"
+                    && d <= BootstrapSettings::default().probing_failure_timeout =>
+            {
+                bad(
+                    field,
+                    format!(
+                        "`{value}` must be longer than the agents' bootstrap.probing-failure-timeout ({}): answers that old still count, so a shorter margin lets a pod form a cluster on a set its peers have not seen, and two clusters can form (e.g. `5s`)",
+                        node_agent::config::duration::format(
+                            BootstrapSettings::default().probing_failure_timeout
+                        )
+                    ),
+                );
+            }
             Ok(d) if d.subsec_nanos() % 1_000_000 != 0 => bad(
                 field,
                 format!("`{value}` is not a whole number of milliseconds (e.g. `{example}`)"),

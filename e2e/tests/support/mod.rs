@@ -75,6 +75,7 @@ pub fn agents(
         {"name": "MUSTER_BOOTSTRAP_SERVICE_NAME", "value": "demo"},
         {"name": "MUSTER_BOOTSTRAP_PORT_NAME", "value": "management"},
         {"name": "MUSTER_BOOTSTRAP_REQUIRED_CONTACT_POINT_NR", "value": replicas.to_string()},
+        {"name": "MUSTER_BOOTSTRAP_EXPECTED_CONTACT_POINT_NR", "value": replicas.to_string()},
     ]);
     all_env
         .as_array_mut()

@@ -247,7 +247,11 @@ impl Coordinator {
             .get_or_create(&ResultLabel { result: label })
             .inc();
         let result = result
-            .map(|answer| ProbeAnswer { at: now, answer })
+            .map(|answer| ProbeAnswer {
+                at: now,
+                answer,
+                from_self: false,
+            })
             .map_err(|e| e.to_string());
         if let Err(e) = &result {
             debug!(contact_point = %cp, error = %e, "probe failed");

@@ -3,33 +3,51 @@
 //! plus one muster rule that lets a node skip the stable-margin wait safely.
 //!
 //! - (0) No successful lookup yet, or the last lookup failed: no decision.
-//! - (a) A contact point reports seed nodes: join them.
+//! - (a) A contact point reports seed nodes: join them (at most
+//!   [`MAX_JOIN_SEED_NODES`], those most contact points report first).
 //! - (b) Fewer than `required-contact-point-nr` contact points have answered: wait.
-//! - (c) The discovered set changed less than `stable-margin` ago: wait — unless every
-//!   discovered contact point reports exactly the set this node sees, and this node's
-//!   current set is everything it has ever seen (contact-point agreement).
+//! - (c) The discovered set changed less than `stable-margin` ago: wait — unless
+//!   contact-point agreement holds: at least `expected-contact-point-nr` contact points
+//!   are discovered, this node's current set is everything it has ever seen, and every
+//!   discovered contact point's fresh answer reports exactly that set.
 //! - (d) With `contact-with-all-contact-points`, a discovered point has no fresh
 //!   answer: wait.
 //! - (e) The lowest answering contact point forms the cluster, if it is this node and
-//!   `new-cluster-enabled` is on.
+//!   `new-cluster-enabled` is on. "This node" is known only from its own identity (its
+//!   management address, or its own server having answered the probe), never from what
+//!   an answer claims; an answer naming a node at another address than the contact
+//!   point's is refused ([`super::state::Bootstrap::on_probe`]).
 //!
-//! Why agreement is safe. Assume what holds for the Kubernetes API and a headless
-//! Service's DNS: every lookup returns a snapshot of one growing set of pods, at most
-//! `stable-margin − probing-failure-timeout` stale (2 s with the defaults). Views are then
-//! nested. Suppose X formed by agreement on `S_X` and Y formed on `S_Y`, X ≠ Y.
-//! - `Y ∈ S_X`: Y answered X (rule d) without seed nodes, so before Y formed, reporting
-//!   its ever-seen set, which was `S_X ∋ X`. Y's ever-seen set only grows, so Y could not
-//!   later form by agreement on a set without X; with X in `S_Y`, X answered Y and X < Y
-//!   (X was lowest in `S_X`), so Y was not lowest. Forming by stable margin on a set
-//!   without X is the staleness case the assumption excludes.
-//! - `Y ∉ S_X`: then `S_X ⊂ S_Y`, X answered Y before X formed, reporting its ever-seen
-//!   set. If Y formed by agreement that set was `S_Y ∋ Y`, so X's ever-seen set held Y
-//!   and X could not agree on `S_X`. If Y formed by stable margin, `S_Y` had been in the
-//!   source for `stable-margin`, and X looked up within `probing-failure-timeout` of it,
-//!   so X's view held Y: a contradiction again.
+//! Why agreement never makes a second cluster. An earlier version allowed agreement on
+//! a set of any size and argued from one assumption: every lookup is a snapshot of one
+//! growing set. Discovery does not promise that — two DNS servers or caches that
+//! disagree, a set shrinking while pods terminate, stale answers — and with disjoint
+//! views two halves each agreed on their half and formed two clusters. The rule now
+//! stands on counting instead, which holds whatever discovery returns:
 //!
-//! The seeded simulation (`tests/simulation.rs`) checks this across thousands of runs.
-//! Answers older than `probing-failure-timeout` never count.
+//! - Let `E` be `expected-contact-point-nr`, the number of agents that start together.
+//!   Assume fewer than `2E` agents of the cluster answer probes while it forms (a
+//!   StatefulSet of `E` replicas runs at most `E` pods at a time), and fewer than `E/2`
+//!   of them lie.
+//! - Suppose X formed by agreement on `S_X` and Y on `S_Y`, X ≠ Y. Each set has at least
+//!   `E` contact points, each answered freshly; so the two sets share an honest agent Z
+//!   (otherwise `2E` agents answered, or `E/2` lied).
+//! - Z reported `S_X` to X and `S_Y` to Y, each as its ever-seen set, which only grows:
+//!   say `S_X ⊆ S_Y`. If equal, X and Y are both its lowest member: X = Y.
+//! - Otherwise X ∈ S_Y answered Y reporting `S_Y`. X's reported set stops growing when
+//!   it decides to form ([`super::state::Bootstrap::ever_seen`]), when it was `S_X ≠ S_Y`;
+//!   and before that it was a subset of `S_X`. So X never reported `S_Y`: contradiction.
+//! - A formation by agreement next to one by stable margin is Akka's rule against a
+//!   faster Akka rule: the agreeing node formed on a set that includes every expected
+//!   agent, and a stable-margin formation elsewhere needs a view that left it out for
+//!   `stable-margin`, which is exactly when Akka's rule fails on its own.
+//!
+//! Without `expected-contact-point-nr` there is no agreement: Akka's stable-margin rule
+//! only. `stable-margin` must exceed `probing-failure-timeout` (the configuration
+//! refuses less). The seeded simulation (`tests/simulation.rs`) runs split, stale,
+//! shrinking, TTL-cached and flapping discovery and lying contact points across 10,000
+//! runs and counts the clusters formed. Answers older than `probing-failure-timeout`
+//! never count.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
@@ -46,7 +64,14 @@ pub struct ProbeAnswer {
     /// When the answer arrived.
     pub at: Time,
     pub answer: SeedNodes,
+    /// This node's own management server answered (it saw the nonce of this very
+    /// probe): the contact point is this node under another address. Never taken from
+    /// the answer's content, which anyone can write.
+    pub from_self: bool,
 }
+
+/// At most this many seed nodes are joined (Akka's bootstrap also uses a handful).
+pub const MAX_JOIN_SEED_NODES: usize = 5;
 
 /// Everything the decision looks at.
 #[derive(Debug, Clone, Default)]
@@ -74,11 +99,15 @@ pub struct DeciderSettings {
     pub new_cluster_enabled: bool,
     pub probing_failure_timeout: Duration,
     pub contact_point_agreement: bool,
+    /// How many agents will start (e.g. the StatefulSet's replicas). Contact-point
+    /// agreement only counts on a set of at least this many; unset, it never does.
+    pub expected_contact_point_nr: Option<usize>,
 }
 
 /// Who "self" is: its management endpoint and its cluster address. A contact point is
-/// this node if its IP and port are ours, or if its answer names our cluster address
-/// (discovery may report a name or another IP for us).
+/// this node if its IP and port are ours, or if our own server answered its probe
+/// (discovery may report another IP for us). What an answer claims never makes it us: a
+/// liar could then make every node believe it is the lowest.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SelfIdentity {
     pub management: ContactPoint,
@@ -104,6 +133,24 @@ pub enum Decision {
     Wait(Waiting),
 }
 
+/// Why contact-point agreement does not let this node skip the stable margin.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(
+    tag = "because",
+    rename_all = "kebab-case",
+    rename_all_fields = "camelCase"
+)]
+pub enum NoAgreement {
+    /// `expected-contact-point-nr` is not set: the fast path is off.
+    NoExpectedNumber,
+    /// Fewer contact points than expected are discovered.
+    TooFew { discovered: usize, expected: usize },
+    /// This node has seen contact points that are no longer discovered.
+    SetShrank { gone: Vec<ContactPoint> },
+    /// These contact points report another set (or none, or no fresh answer).
+    Disagreeing { contact_points: Vec<ContactPoint> },
+}
+
 /// Why there is no decision yet; each names what blocks it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(
@@ -124,7 +171,8 @@ pub enum Waiting {
     NotStable {
         changed_ago_ms: u64,
         stable_margin_ms: u64,
-        disagreeing: Vec<ContactPoint>,
+        /// Why contact-point agreement does not apply (none when it is off).
+        agreement: Option<NoAgreement>,
     },
     Unanswered {
         contact_points: Vec<ContactPoint>,
@@ -158,14 +206,18 @@ impl Waiting {
                 }
                 s
             }
-            Self::NotStable { changed_ago_ms, stable_margin_ms, disagreeing } => {
+            Self::NotStable { changed_ago_ms, stable_margin_ms, agreement } => {
                 let mut s = format!(
                     "the discovered contact points changed {:.1}s ago; a new cluster forms once they are unchanged for {:.1}s (bootstrap.stable-margin)",
                     *changed_ago_ms as f64 / 1000.0,
                     *stable_margin_ms as f64 / 1000.0
                 );
-                if !disagreeing.is_empty() {
-                    s.push_str(&format!(" or every contact point reports the same set; these report another set: {}", list(disagreeing)));
+                match agreement {
+                    None => {}
+                    Some(NoAgreement::NoExpectedNumber) => s.push_str("; contact-point agreement is not used because bootstrap.expected-contact-point-nr is not set"),
+                    Some(NoAgreement::TooFew { discovered, expected }) => s.push_str(&format!(" or {expected} contact points (bootstrap.expected-contact-point-nr) all report the same set; {discovered} are discovered")),
+                    Some(NoAgreement::SetShrank { gone }) => s.push_str(&format!("; contact-point agreement is not used because contact points this node saw are no longer discovered: {}", list(gone))),
+                    Some(NoAgreement::Disagreeing { contact_points }) => s.push_str(&format!(" or every contact point reports the same set; these report another set: {}", list(contact_points))),
                 }
                 s
             }
@@ -182,7 +234,7 @@ impl Waiting {
 
 impl SelfIdentity {
     pub fn is_self(&self, cp: &ContactPoint, answer: Option<&ProbeAnswer>) -> bool {
-        *cp == self.management || answer.is_some_and(|a| a.answer.self_node == self.address)
+        *cp == self.management || answer.is_some_and(|a| a.from_self)
     }
 }
 
@@ -201,26 +253,32 @@ pub fn decide(
     if obs.lookups == 0 {
         return Decision::Wait(Waiting::NoLookupYet);
     }
-    let fresh = |cp: &ContactPoint| {
-        obs.answers
-            .get(cp)
-            .filter(|a| now.saturating_sub(a.at) <= settings.probing_failure_timeout)
-    };
+    let fresh = |cp: &ContactPoint| fresh_answer(obs, settings, now, cp);
     let answering: Vec<(&ContactPoint, &ProbeAnswer)> = obs
         .discovered
         .iter()
         .filter_map(|cp| fresh(cp).map(|a| (cp, a)))
         .collect();
 
-    // (a) an existing cluster wins over everything.
-    let seeds: BTreeSet<NodeAddress> = answering
-        .iter()
-        .flat_map(|(_, a)| a.answer.nodes().cloned())
-        .collect();
-    if !seeds.is_empty() {
-        return Decision::Join {
-            seed_nodes: seeds.into_iter().collect(),
-        };
+    // (a) an existing cluster wins over everything. At most a few seed nodes, those
+    // most contact points report first: a liar listing thousands cannot make this node
+    // open thousands of connections, nor crowd out what honest contact points report.
+    let mut reported: BTreeMap<&NodeAddress, usize> = BTreeMap::new();
+    for (_, a) in &answering {
+        for n in a.answer.nodes().collect::<BTreeSet<_>>() {
+            *reported.entry(n).or_default() += 1;
+        }
+    }
+    if !reported.is_empty() {
+        let mut ranked: Vec<(&NodeAddress, usize)> = reported.into_iter().collect();
+        ranked.sort_by(|(a, x), (b, y)| y.cmp(x).then_with(|| a.cmp(b)));
+        let mut seed_nodes: Vec<NodeAddress> = ranked
+            .into_iter()
+            .take(MAX_JOIN_SEED_NODES)
+            .map(|(n, _)| n.clone())
+            .collect();
+        seed_nodes.sort();
+        return Decision::Join { seed_nodes };
     }
     let not_answered: Vec<ContactPoint> = obs
         .discovered
@@ -243,26 +301,16 @@ pub fn decide(
     let stable = changed_ago >= settings.stable_margin;
     let mut by_agreement = false;
     if !stable {
-        let disagreeing: Vec<ContactPoint> = obs
-            .discovered
-            .iter()
-            .filter(|cp| {
-                fresh(cp).and_then(|a| a.answer.contact_points.as_ref()) != Some(&obs.discovered)
-            })
-            .cloned()
-            .collect();
-        let agreed = settings.contact_point_agreement
-            && obs.ever_seen == obs.discovered
-            && disagreeing.is_empty();
-        if !agreed {
+        let agreement = if settings.contact_point_agreement {
+            no_agreement(obs, settings, now)
+        } else {
+            None
+        };
+        if !settings.contact_point_agreement || agreement.is_some() {
             return Decision::Wait(Waiting::NotStable {
                 changed_ago_ms: changed_ago.as_millis() as u64,
                 stable_margin_ms: settings.stable_margin.as_millis() as u64,
-                disagreeing: if settings.contact_point_agreement {
-                    disagreeing
-                } else {
-                    vec![]
-                },
+                agreement,
             });
         }
         by_agreement = true;
@@ -291,6 +339,50 @@ pub fn decide(
     Decision::Form { by_agreement }
 }
 
+/// The answer of `cp` if it is recent enough to count (`probing-failure-timeout`).
+fn fresh_answer<'a>(
+    obs: &'a Observations,
+    settings: &DeciderSettings,
+    now: Time,
+    cp: &ContactPoint,
+) -> Option<&'a ProbeAnswer> {
+    obs.answers
+        .get(cp)
+        .filter(|a| now.saturating_sub(a.at) <= settings.probing_failure_timeout)
+}
+
+/// Why contact-point agreement does not hold, or `None` when it does: at least the
+/// expected number of contact points are discovered, this node never saw any other, and
+/// each one's fresh answer reports exactly this set.
+fn no_agreement(obs: &Observations, settings: &DeciderSettings, now: Time) -> Option<NoAgreement> {
+    let Some(expected) = settings.expected_contact_point_nr else {
+        return Some(NoAgreement::NoExpectedNumber);
+    };
+    if obs.discovered.len() < expected {
+        return Some(NoAgreement::TooFew {
+            discovered: obs.discovered.len(),
+            expected,
+        });
+    }
+    if obs.ever_seen != obs.discovered {
+        return Some(NoAgreement::SetShrank {
+            gone: obs.ever_seen.difference(&obs.discovered).cloned().collect(),
+        });
+    }
+    let disagreeing: Vec<ContactPoint> = obs
+        .discovered
+        .iter()
+        .filter(|cp| {
+            fresh_answer(obs, settings, now, cp).and_then(|a| a.answer.contact_points.as_ref())
+                != Some(&obs.discovered)
+        })
+        .cloned()
+        .collect();
+    (!disagreeing.is_empty()).then_some(NoAgreement::Disagreeing {
+        contact_points: disagreeing,
+    })
+}
+
 /// Settings for tests: 2 required contact points, 5 s stable margin, 3 s probing
 /// failure timeout, everything else on.
 #[cfg(test)]
@@ -303,6 +395,7 @@ impl DeciderSettings {
             new_cluster_enabled: true,
             probing_failure_timeout: std::time::Duration::from_secs(3),
             contact_point_agreement: true,
+            expected_contact_point_nr: Some(2),
         }
     }
 }

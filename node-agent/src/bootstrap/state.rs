@@ -9,7 +9,9 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use super::decider::{self, DeciderSettings, Decision, Observations, ProbeAnswer, SelfIdentity};
+use super::decider::{
+    self, DeciderSettings, Decision, MAX_JOIN_SEED_NODES, Observations, ProbeAnswer, SelfIdentity,
+};
 use crate::base::address::{ContactPoint, NodeAddress};
 use crate::base::rng::Rng;
 use crate::base::time::Time;
@@ -51,6 +53,7 @@ impl DeciderSettings {
             new_cluster_enabled: b.new_cluster_enabled,
             probing_failure_timeout: b.probing_failure_timeout,
             contact_point_agreement: b.contact_point_agreement,
+            expected_contact_point_nr: b.expected_contact_point_nr,
         }
     }
 }
@@ -135,7 +138,9 @@ impl Bootstrap {
         &self.me
     }
 
-    /// Every contact point ever discovered: reported in this node's probe answers.
+    /// Every contact point ever discovered: reported in this node's probe answers. It
+    /// stops growing once this node decided to form: a set reported later would let a
+    /// peer agree on a set this node did not form on.
     pub fn ever_seen(&self) -> &BTreeSet<ContactPoint> {
         &self.obs.ever_seen
     }
@@ -143,6 +148,11 @@ impl Bootstrap {
     /// The contact points of the latest successful lookup.
     pub fn discovered(&self) -> &BTreeSet<ContactPoint> {
         &self.obs.discovered
+    }
+
+    /// Whether a join or formation was instructed (no formation follows a decision).
+    pub fn has_decided(&self) -> bool {
+        self.instructed.is_some()
     }
 
     pub fn is_finished(&self) -> bool {
@@ -247,7 +257,9 @@ impl Bootstrap {
                                 ..Default::default()
                             });
                     }
-                    self.obs.ever_seen.extend(set.iter().cloned());
+                    if self.instructed != Some(Instruction::Form) {
+                        self.obs.ever_seen.extend(set.iter().cloned());
+                    }
                     self.obs.discovered = set;
                 }
             }
@@ -288,6 +300,18 @@ impl Bootstrap {
                 self.schedule.probe_interval_jitter,
                 rng,
             );
+        let result = result.and_then(|mut a| {
+            // Honest agents list at most five; more is kept out of every later decision.
+            a.answer.seed_nodes.truncate(MAX_JOIN_SEED_NODES);
+            if a.from_self || a.answer.self_node.ip == cp.ip {
+                Ok(a)
+            } else {
+                Err(format!(
+                    "refused: the answer names {} as the node answering, which is not at this contact point's address",
+                    a.answer.self_node
+                ))
+            }
+        });
         match result {
             Ok(answer) => {
                 p.failing_since = None;

@@ -463,9 +463,16 @@ pub struct BootstrapSettings {
     pub probe_interval: Duration,
     /// Random share added to each probe interval (0.2 = up to 20%). Default 0.2.
     pub probe_interval_jitter: f64,
-    /// muster: form without waiting `stable-margin` when every contact point reports the
-    /// same contact-point set as this node sees and has ever seen. Default true.
+    /// muster: form without waiting `stable-margin` when at least
+    /// `expected-contact-point-nr` contact points are discovered and every one reports
+    /// the same contact-point set as this node sees and has ever seen. Default true.
     pub contact_point_agreement: bool,
+    /// muster: how many agents will start together (a StatefulSet's replicas; the
+    /// operator sets it). Contact-point agreement only applies to a set of at least this
+    /// many, which is what makes it safe when discovery views disagree: two disjoint
+    /// sets of this size cannot both exist. Unset: no agreement, Akka's stable margin
+    /// only. Default unset.
+    pub expected_contact_point_nr: Option<usize>,
 }
 
 impl Default for BootstrapSettings {
@@ -491,6 +498,7 @@ impl Default for BootstrapSettings {
             probe_interval: Duration::from_secs(1),
             probe_interval_jitter: 0.2,
             contact_point_agreement: true,
+            expected_contact_point_nr: None,
         }
     }
 }

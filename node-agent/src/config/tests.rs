@@ -71,7 +71,7 @@ fn empty_file_and_no_file_mean_defaults() {
 fn environment_overrides_every_kind_of_key() {
     let e = env(&[
         ("POD_IP", "10.0.0.7"),
-        ("MUSTER_BOOTSTRAP_STABLE_MARGIN", "2s"),
+        ("MUSTER_BOOTSTRAP_STABLE_MARGIN", "4s"),
         ("MUSTER_BOOTSTRAP_REQUIRED_CONTACT_POINT_NR", "3"),
         ("MUSTER_BOOTSTRAP_FALLBACK_PORT", "9000"),
         ("MUSTER_BOOTSTRAP_NEW_CLUSTER_ENABLED", "false"),
@@ -90,7 +90,7 @@ fn environment_overrides_every_kind_of_key() {
     ]);
     let c = AgentConfig::from_yaml("", &e).unwrap();
     let b = &c.settings.bootstrap;
-    assert_eq!(b.stable_margin, Duration::from_secs(2));
+    assert_eq!(b.stable_margin, Duration::from_secs(4));
     assert_eq!(b.required_contact_point_nr, 3);
     assert_eq!(b.fallback_port, Some(9000));
     assert_eq!(c.fallback_port, 9000);
@@ -480,4 +480,42 @@ fn changes_are_the_keys_that_differ_from_the_defaults_and_load_back() {
         loaded.settings, s,
         "the changes and the defaults give the settings back"
     );
+}
+
+/// Finding 15.3: settings that void the formation proof were accepted.
+#[test]
+fn a_stable_margin_not_longer_than_the_probing_failure_timeout_is_refused() {
+    for (margin, timeout) in [("0s", "3s"), ("3s", "3s"), ("2s", "3s"), ("1s", "5s")] {
+        let e = err(
+            &format!(
+                "bootstrap:\n  stable-margin: {margin}\n  probing-failure-timeout: {timeout}\n"
+            ),
+            &pod_env(),
+        );
+        assert!(
+            e.contains("`bootstrap.stable-margin`")
+                && e.contains("bootstrap.probing-failure-timeout")
+                && e.contains("longer"),
+            "{margin} vs {timeout}: {e}"
+        );
+    }
+    let ok = "bootstrap:\n  discovery-method: config\n  stable-margin: 3100ms\n  probing-failure-timeout: 3s\ndiscovery:\n  config:\n    endpoints: ['10.0.0.7:8558']\n";
+    assert!(AgentConfig::from_yaml(ok, &pod_env()).is_ok());
+}
+
+#[test]
+fn the_expected_number_of_contact_points_is_at_least_the_required_number() {
+    let e = err(
+        "bootstrap:\n  required-contact-point-nr: 3\n  expected-contact-point-nr: 2\n",
+        &pod_env(),
+    );
+    assert!(
+        e.contains("`bootstrap.expected-contact-point-nr`")
+            && e.contains("required-contact-point-nr"),
+        "{e}"
+    );
+    let e = err("bootstrap:\n  expected-contact-point-nr: 0\n", &pod_env());
+    assert!(e.contains("`bootstrap.expected-contact-point-nr`"), "{e}");
+    let ok = "bootstrap:\n  discovery-method: config\n  required-contact-point-nr: 3\n  expected-contact-point-nr: 3\ndiscovery:\n  config:\n    endpoints: ['10.0.0.7:8558']\n";
+    assert!(AgentConfig::from_yaml(ok, &pod_env()).is_ok());
 }

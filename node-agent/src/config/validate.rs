@@ -415,6 +415,30 @@ fn bootstrap(b: &BootstrapSettings, p: &mut Problems) {
     if b.required_contact_point_nr == 0 {
         p.bad("bootstrap.required-contact-point-nr", "must be at least 1");
     }
+    if b.stable_margin <= b.probing_failure_timeout {
+        p.bad(
+            "bootstrap.stable-margin",
+            format!(
+                "{} must be longer than bootstrap.probing-failure-timeout ({}): answers that old still count, so a shorter margin lets a node form on a set some of its peers have not seen yet, and two clusters can form",
+                duration::format(b.stable_margin),
+                duration::format(b.probing_failure_timeout)
+            ),
+        );
+    }
+    match b.expected_contact_point_nr {
+        Some(0) => p.bad(
+            "bootstrap.expected-contact-point-nr",
+            "must be at least 1 (the number of agents that start together), or null for no contact-point agreement",
+        ),
+        Some(e) if e < b.required_contact_point_nr => p.bad(
+            "bootstrap.expected-contact-point-nr",
+            format!(
+                "{e} is fewer than bootstrap.required-contact-point-nr ({}); it is the number of agents that start together, so at least the required number",
+                b.required_contact_point_nr
+            ),
+        ),
+        _ => {}
+    }
     if b.fallback_port == Some(0) {
         p.bad("bootstrap.fallback-port", "0 is not a port; use 1-65535");
     }

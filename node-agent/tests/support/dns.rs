@@ -53,6 +53,30 @@ pub struct DnsServer {
 
 impl DnsServer {
     pub async fn start(ip: IpAddr, zone: Zone) -> Self {
+        Self::start_on(SocketAddr::new(ip, 0), zone).await
+    }
+
+    /// Stops this server and serves `zone` on the same address instead (the port is
+    /// retried until the old sockets are gone, for at most 5 s).
+    pub async fn replace(self, zone: Zone) -> Self {
+        let addr = self.addr;
+        drop(self);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            let free = tokio::net::UdpSocket::bind(addr).await.is_ok()
+                && std::net::TcpListener::bind(addr).is_ok();
+            if free {
+                return Self::start_on(addr, zone).await;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the DNS server's port {addr} is still taken 5 s after it stopped"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    async fn start_on(addr: SocketAddr, zone: Zone) -> Self {
         let origin = name(ZONE);
         let mut handler =
             InMemoryZoneHandler::<hickory_server::net::runtime::TokioRuntimeProvider>::empty(
@@ -75,7 +99,7 @@ impl DnsServer {
         }
         let mut catalog = Catalog::new();
         catalog.upsert(LowerName::new(&origin), vec![Arc::new(handler)]);
-        let udp = tokio::net::UdpSocket::bind(SocketAddr::new(ip, 0))
+        let udp = tokio::net::UdpSocket::bind(addr)
             .await
             .expect("bind the DNS UDP socket");
         let addr = udp.local_addr().expect("UDP address");

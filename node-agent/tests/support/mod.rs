@@ -53,7 +53,12 @@ impl Workdir {
 
     /// Writes `agent.yaml` with the key file prepended to the `cluster:` section given.
     pub fn config(&self, yaml: &str) -> PathBuf {
-        let file = self.path.join("agent.yaml");
+        self.config_named("agent", yaml)
+    }
+
+    /// Writes `<name>.yaml`: for tests whose agents differ in configuration.
+    pub fn config_named(&self, name: &str, yaml: &str) -> PathBuf {
+        let file = self.path.join(format!("{name}.yaml"));
         std::fs::write(&file, yaml).expect("write the config");
         file
     }
@@ -155,7 +160,7 @@ pub fn config_discovery_with(work: &Workdir, subnet: (u8, u8), n: u8, cluster: &
         .map(|i| format!("'{}:{MANAGEMENT_PORT}'", ip(subnet, i)))
         .collect();
     work.config(&format!(
-        "cluster:\n  key-file: {key}\n{cluster}bootstrap:\n  service-name: demo\n  discovery-method: config\n  required-contact-point-nr: {n}\ndiscovery:\n  config:\n    endpoints: [{endpoints}]\n",
+        "cluster:\n  key-file: {key}\n{cluster}bootstrap:\n  service-name: demo\n  discovery-method: config\n  required-contact-point-nr: {n}\n  expected-contact-point-nr: {n}\ndiscovery:\n  config:\n    endpoints: [{endpoints}]\n",
         key = work.key_file().display(),
         endpoints = endpoints.join(", "),
     ))

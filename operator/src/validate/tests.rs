@@ -89,3 +89,18 @@ fn problems_are_all_reported_at_once() {
     let p = problems("replicas: 0\nrollout: {memberUpTimeout: never}\nagent: {image: ''}");
     assert_eq!(p.len(), 3, "{p:?}");
 }
+
+/// Finding 15.3: `stableMargin: 0s` voided the formation proof and was accepted.
+#[test]
+fn a_stable_margin_not_longer_than_the_agents_probing_failure_timeout_is_refused() {
+    for margin in ["0s", "3s", "2500ms"] {
+        let p = problems(&format!("bootstrap: {{stableMargin: {margin}}}"));
+        assert!(
+            p.iter().any(|p| p.contains("spec.bootstrap.stableMargin")
+                && p.contains("probing-failure-timeout")
+                && p.contains("longer")),
+            "{margin}: {p:?}"
+        );
+    }
+    assert!(problems("bootstrap: {stableMargin: 3001ms}").is_empty());
+}

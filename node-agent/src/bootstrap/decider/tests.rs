@@ -58,6 +58,7 @@ fn observed(points: &[&str], changed_at: Duration, reported: Option<&[&str]>) ->
                 (
                     c.clone(),
                     ProbeAnswer {
+                        from_self: false,
                         at: T,
                         answer: SeedNodes {
                             self_node: node(c),
@@ -193,7 +194,9 @@ fn no_self_join_while_the_set_changes() {
         Decision::Wait(Waiting::NotStable {
             changed_ago_ms: 2000,
             stable_margin_ms: 5000,
-            disagreeing: vec![cp("10.0.0.1:8558"), cp("10.0.0.2:8558")],
+            agreement: Some(NoAgreement::Disagreeing {
+                contact_points: vec![cp("10.0.0.1:8558"), cp("10.0.0.2:8558")]
+            }),
         })
     );
     // Once stable for the margin, it forms.
@@ -229,7 +232,7 @@ fn agreement_skips_the_stable_margin_only_when_everyone_reports_the_same_set() {
         .contact_points = Some(set[..2].iter().map(|s| cp(s)).collect());
     let d = decide(&obs2, &settings(), &me("10.0.0.1:8558"), T);
     assert!(
-        matches!(&d, Decision::Wait(Waiting::NotStable { disagreeing, .. }) if *disagreeing == vec![cp("10.0.0.3:8558")]),
+        matches!(&d, Decision::Wait(Waiting::NotStable { agreement: Some(NoAgreement::Disagreeing { contact_points }), .. }) if *contact_points == vec![cp("10.0.0.3:8558")]),
         "{d:?}"
     );
 
@@ -402,10 +405,11 @@ fn self_recognised_by_ip_when_discovery_returns_names() {
 }
 
 #[test]
-fn self_recognised_by_its_answer_when_discovery_reports_another_address() {
-    // Discovery reports this node under an address it does not bind (e.g. a NAT); the
-    // answer from that address carries this node's cluster address.
-    let obs = stable(&["10.0.0.1:8558", "10.0.0.2:8558"]);
+fn self_recognised_when_its_own_server_answered_under_another_address() {
+    // Discovery reports this node under an address it does not bind (e.g. a NAT); its
+    // own server saw the probe's nonce, so the answer is marked as coming from itself.
+    let mut obs = stable(&["10.0.0.1:8558", "10.0.0.2:8558"]);
+    obs.answers.get_mut(&cp("10.0.0.1:8558")).unwrap().from_self = true;
     let mut me = me("10.0.0.1:8558");
     me.management = cp("192.168.0.1:8558");
     assert_eq!(
@@ -414,4 +418,53 @@ fn self_recognised_by_its_answer_when_discovery_reports_another_address() {
             by_agreement: false
         }
     );
+}
+
+/// Finding 15.2: an answer claiming the prober's own address made every prober
+/// believe it was the lowest, and three agents formed three clusters.
+#[test]
+fn an_answer_that_claims_to_be_the_prober_does_not_make_it_self() {
+    let mut obs = stable(&["10.0.0.1:8558", "10.0.0.2:8558", "10.0.0.3:8558"]);
+    // The liar at .1 (lowest) tells .3 "you are me".
+    obs.answers
+        .get_mut(&cp("10.0.0.1:8558"))
+        .unwrap()
+        .answer
+        .self_node = node(&cp("10.0.0.3:8558"));
+    let d = decide(&obs, &settings(), &me("10.0.0.3:8558"), T);
+    assert!(
+        matches!(&d, Decision::Wait(Waiting::NotLowest { lowest, .. }) if *lowest == cp("10.0.0.1:8558")),
+        "{d:?}"
+    );
+}
+
+#[test]
+fn an_existing_cluster_is_joined_through_at_most_five_seed_nodes_most_reported_first() {
+    let mut obs = stable(&["10.0.0.1:8558", "10.0.0.2:8558"]);
+    let honest: Vec<NodeAddress> = (1..=2)
+        .map(|i| node(&cp(&format!("10.0.0.{i}:8558"))))
+        .collect();
+    let many: Vec<NodeAddress> = (1..=2500u32)
+        .map(|k| {
+            let [_, _, x, y] = k.to_be_bytes();
+            NodeAddress::new("shop", std::net::IpAddr::from([10, 9, x, y]), 2552)
+        })
+        .collect();
+    obs.answers
+        .get_mut(&cp("10.0.0.1:8558"))
+        .unwrap()
+        .answer
+        .seed_nodes = seeds(&[honest.clone(), many].concat());
+    obs.answers
+        .get_mut(&cp("10.0.0.2:8558"))
+        .unwrap()
+        .answer
+        .seed_nodes = seeds(&honest);
+    let Decision::Join { seed_nodes } = decide(&obs, &settings(), &me("10.0.0.3:8558"), T) else {
+        panic!("joins");
+    };
+    assert_eq!(seed_nodes.len(), MAX_JOIN_SEED_NODES);
+    for h in &honest {
+        assert!(seed_nodes.contains(h), "{seed_nodes:?}");
+    }
 }

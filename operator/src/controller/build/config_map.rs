@@ -91,6 +91,14 @@ pub fn agent_settings(cs: &ClusterSpec) -> Result<Settings, BuildError> {
         field: "spec.bootstrap.requiredContactPoints",
         message: format!("{required} is not a number of contact points"),
     })?;
+    // Agreement may skip the stable margin only on a set of every replica (see the
+    // agent's bootstrap.expected-contact-point-nr).
+    bs.expected_contact_point_nr = Some(bs.required_contact_point_nr.max(
+        usize::try_from(s.replicas).map_err(|_| BuildError {
+            field: "spec.replicas",
+            message: format!("{} is not a number of replicas", s.replicas),
+        })?,
+    ));
     bs.stable_margin = spec_duration("spec.bootstrap.stableMargin", &b.stable_margin)?;
     bs.contact_with_all_contact_points = b.contact_with_all_contact_points;
     bs.new_cluster_enabled_file = Some(PathBuf::from(format!(
