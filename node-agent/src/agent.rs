@@ -17,7 +17,7 @@ use crate::base::rng::Rng;
 use crate::base::time::Clock;
 use crate::bootstrap::coordinator::{self, Coordinator, PortRules};
 use crate::bootstrap::decider::DeciderSettings;
-use crate::bootstrap::probe::Prober;
+use crate::bootstrap::probe::{Prober, SelfProbes};
 use crate::bootstrap::state::{Bootstrap, Schedule};
 use crate::config::{ActiveStrategy, AgentConfig};
 use crate::discovery::{self, DiscoveryError};
@@ -191,6 +191,7 @@ impl Agent {
             lease,
         }));
 
+        let self_probes = SelfProbes::default();
         let (bootstrap, nudges) = if config.seed_nodes.is_empty() {
             let me = ContactPoint::new(config.management_ip, management_addr.port());
             let (nudge_tx, nudge_rx) = mpsc::channel(64);
@@ -217,6 +218,8 @@ impl Agent {
                     &me,
                     &config.system_name,
                     b.probe_interval,
+                    config.cluster_key.clone(),
+                    self_probes.clone(),
                 ),
                 membership: commands_tx.clone(),
                 cluster: cluster_rx.clone(),
@@ -252,6 +255,8 @@ impl Agent {
             token: config.management_token.clone(),
             events: events.clone(),
             membership: commands_tx.clone(),
+            cluster_key: config.cluster_key.clone(),
+            self_probes,
         });
         tasks.spawn(management::server::serve(
             management_listener,

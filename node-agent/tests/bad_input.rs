@@ -7,6 +7,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::process::Command;
 use std::time::Duration;
 
+use node_agent::api::seed_nodes::{self, NONCE_HEADER, SIGNATURE_HEADER};
 use node_agent::base::secret::ClusterKey;
 use node_agent::transport::frame::{self, GREETING_LEN, HEADER_LEN, Sealer};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -14,8 +15,33 @@ use tokio::net::{TcpListener, TcpStream};
 
 use support::*;
 
-/// A peer whose management port answers every request with `body` (HTTP 200, JSON).
-async fn fake_peer(ip: IpAddr, body: Vec<u8>) {
+/// The test cluster key: the bytes of the key file.
+fn test_key() -> ClusterKey {
+    ClusterKey::new(KEY_HEX.as_bytes().to_vec()).expect("a valid key")
+}
+
+/// The value of header `name` in a raw request head.
+fn header_value(head: &str, name: &str) -> Option<String> {
+    head.lines().find_map(|l| {
+        let (k, v) = l.split_once(':')?;
+        k.trim()
+            .eq_ignore_ascii_case(name)
+            .then(|| v.trim().to_owned())
+    })
+}
+
+/// A peer whose management port answers every request with `body` (HTTP 200, JSON),
+/// signed with the test cluster key when `signed`.
+async fn fake_peer(ip: IpAddr, body: Vec<u8>, signed: bool) {
+    fake_peer_with(ip, move |_| body.clone(), signed).await;
+}
+
+/// A peer that answers each request with what `answer` makes of the request's head.
+async fn fake_peer_with<F>(ip: IpAddr, answer: F, signed: bool)
+where
+    F: Fn(&str) -> Vec<u8> + Send + Sync + 'static,
+{
+    let answer = std::sync::Arc::new(answer);
     let listener = TcpListener::bind(SocketAddr::new(ip, MANAGEMENT_PORT))
         .await
         .expect("bind the fake peer");
@@ -24,7 +50,7 @@ async fn fake_peer(ip: IpAddr, body: Vec<u8>) {
             let Ok((mut stream, _)) = listener.accept().await else {
                 return;
             };
-            let body = body.clone();
+            let answer = answer.clone();
             tokio::spawn(async move {
                 let mut request = Vec::new();
                 let mut buf = [0u8; 1024];
@@ -34,8 +60,19 @@ async fn fake_peer(ip: IpAddr, body: Vec<u8>) {
                         Ok(n) => request.extend_from_slice(&buf[..n]),
                     }
                 }
+                let request = String::from_utf8_lossy(&request).into_owned();
+                let body = answer(&request);
+                let signature = header_value(&request, NONCE_HEADER)
+                    .filter(|_| signed)
+                    .map(|nonce| {
+                        format!(
+                            "{SIGNATURE_HEADER}: {}\r\n",
+                            seed_nodes::sign(&test_key(), &nonce, &body)
+                        )
+                    })
+                    .unwrap_or_default();
                 let head = format!(
-                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n{signature}connection: close\r\n\r\n",
                     body.len()
                 );
                 let _ = stream.write_all(head.as_bytes()).await;
@@ -62,12 +99,17 @@ async fn malformed_and_oversized_seed_node_answers_are_counted_and_shown() {
             br#"{"selfNode":"not an address","seedNodes":[]}"#.to_vec(),
             "malformed answer",
         ),
+        (
+            5,
+            br#"{"selfNode":"muster://demo@127.22.1.5:2552","seedNodes":[]}"#.to_vec(),
+            "not signed",
+        ),
     ];
     for (host, body, _) in &fakes {
-        fake_peer(ip(subnet, *host), body.clone()).await;
+        fake_peer(ip(subnet, *host), body.clone(), *host != 5).await;
     }
     let agent_ip = ip(subnet, 10);
-    let endpoints: Vec<String> = [1, 2, 3, 4, 10]
+    let endpoints: Vec<String> = [1, 2, 3, 4, 5, 10]
         .iter()
         .map(|h| format!("'{}:{MANAGEMENT_PORT}'", ip(subnet, *h)))
         .collect();
@@ -115,12 +157,103 @@ async fn malformed_and_oversized_seed_node_answers_are_counted_and_shown() {
         malformed >= 4.0,
         "malformed probes counted: {malformed}\n{m}"
     );
+    let unauthenticated = metric(
+        &m,
+        r#"muster_bootstrap_probes_total{result="unauthenticated"}"#,
+    )
+    .unwrap_or(0.0);
+    assert!(
+        unauthenticated >= 1.0,
+        "unsigned answers counted: {unauthenticated}\n{m}"
+    );
     assert_eq!(agent.exited(), None, "the agent keeps running");
     let (code, _) = client()
         .get(management(agent_ip), "/alive")
         .await
         .expect("/alive");
     assert_eq!(code, 200);
+}
+
+/// Finding 15.2: a contact point answering every prober with `selfNode` = the prober's
+/// own address made three agents with the cluster key form three clusters, and one
+/// listing 2,500 seed nodes made each open thousands of connections. Now answers
+/// without the cluster key's signature never count, "self" is never taken from an
+/// answer, and the three agents form one cluster next to the two liars.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lying_contact_points_without_the_key_do_not_split_the_cluster() {
+    let subnet = (22, 4);
+    let work = Workdir::new("lying-contact-points");
+    // The liars have the lowest addresses.
+    fake_peer_with(
+        ip(subnet, 1),
+        |request| {
+            let prober = header_value(request, "muster-prober").unwrap_or_default();
+            let host = prober.rsplit_once(':').map_or("", |(h, _)| h).to_owned();
+            format!(r#"{{"selfNode":"muster://demo@{host}:2552","seedNodes":[]}}"#).into_bytes()
+        },
+        false,
+    )
+    .await;
+    let many: Vec<String> = (1..=2500u32)
+        .map(|k| {
+            let [_, _, x, y] = k.to_be_bytes();
+            format!(r#"{{"node":"muster://demo@10.9.{x}.{y}:2552","nodeUid":1,"status":"Up","roles":[]}}"#)
+        })
+        .collect();
+    let many = format!(
+        r#"{{"selfNode":"muster://demo@{}:2552","seedNodes":[{}]}}"#,
+        ip(subnet, 2),
+        many.join(",")
+    )
+    .into_bytes();
+    fake_peer(ip(subnet, 2), many, false).await;
+
+    let hosts = [1u8, 2, 10, 11, 12];
+    let endpoints: Vec<String> = hosts
+        .iter()
+        .map(|h| format!("'{}:{MANAGEMENT_PORT}'", ip(subnet, *h)))
+        .collect();
+    let config = work.config(&format!(
+        "cluster:\n  key-file: {}\nbootstrap:\n  service-name: demo\n  discovery-method: config\n  required-contact-point-nr: 3\n  expected-contact-point-nr: 3\n  contact-with-all-contact-points: false\ndiscovery:\n  config:\n    endpoints: [{}]\n",
+        work.key_file().display(),
+        endpoints.join(", ")
+    ));
+    let agents: Vec<AgentProcess> = [10u8, 11, 12]
+        .iter()
+        .map(|h| AgentProcess::start(&work, &config, ip(subnet, *h), &format!("agent-{h}")))
+        .collect();
+    let views = wait_for_one_cluster(&agents, 3).await;
+    assert_eq!(views[0].members.len(), 3);
+    let mut formed = vec![];
+    for a in &agents {
+        let s = json(a.management(), "/bootstrap/status")
+            .await
+            .expect("status");
+        if s["bootstrap"]["decision"]["decision"] == "form" {
+            formed.push(a.name.clone());
+        }
+        for liar in [1, 2] {
+            let cp = format!("{}:{MANAGEMENT_PORT}", ip(subnet, liar));
+            let p = s["bootstrap"]["contactPoints"]
+                .as_array()
+                .and_then(|ps| ps.iter().find(|p| p["contactPoint"] == cp.as_str()))
+                .unwrap_or_else(|| panic!("{}: {cp} listed: {s}", a.name));
+            assert!(
+                p["lastError"]
+                    .as_str()
+                    .is_some_and(|e| e.contains("not signed"))
+                    && p["answer"].is_null()
+                    && p["self"] == false,
+                "{}: the liar {cp} never counts: {s}",
+                a.name
+            );
+        }
+    }
+    assert_eq!(
+        formed,
+        vec!["agent-10".to_owned()],
+        "exactly the lowest agent formed"
+    );
 }
 
 async fn greeted(addr: SocketAddr) -> (TcpStream, [u8; frame::NONCE_LEN]) {

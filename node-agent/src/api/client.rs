@@ -15,11 +15,11 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use serde::de::DeserializeOwned;
 use tokio::io::{AsyncRead, AsyncWrite};
 
-use super::seed_nodes::{Refused, SeedNodes};
+use super::seed_nodes::{self, NONCE_HEADER, Refused, SIGNATURE_HEADER, SeedNodes};
 use super::status::BootstrapStatusBody;
 use super::{ClusterMembers, PROBER_HEADER};
 use crate::base::address::{ContactPoint, NodeAddress};
-use crate::base::secret::ManagementToken;
+use crate::base::secret::{ClusterKey, ManagementToken};
 
 /// Largest body read, unless a call says less.
 pub const MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
@@ -51,6 +51,7 @@ impl ClientError {
     /// that arrived but are not acceptable, `error` for the rest.
     pub fn metric_label(&self) -> &'static str {
         match self {
+            Self::Refused(Refused::Unsigned | Refused::BadSignature) => "unauthenticated",
             Self::TooLarge(_) | Self::Malformed(_) | Self::Refused(_) => "malformed",
             _ => "error",
         }
@@ -104,22 +105,39 @@ impl ManagementClient {
     /// `GET /bootstrap/seed-nodes` of a contact point, checked against this node's
     /// cluster name `system`; `prober` names the asking node's own contact point, so
     /// that the contact point may probe back at once.
+    ///
+    /// Sends `nonce`; with a cluster `key` the answer must carry a valid signature over
+    /// that nonce and its body, checked before the body is parsed.
     pub async fn seed_nodes(
         &self,
         cp: &ContactPoint,
         system: &str,
         prober: Option<&ContactPoint>,
+        nonce: &str,
+        key: Option<&ClusterKey>,
     ) -> Result<SeedNodes, ClientError> {
-        let header = prober.map(|p| (PROBER_HEADER, p.to_string()));
-        let body = self
-            .ok_body(
+        let mut headers = vec![(NONCE_HEADER, nonce.to_owned())];
+        headers.extend(prober.map(|p| (PROBER_HEADER, p.to_string())));
+        let (code, answer_headers, body) = self
+            .send_with_headers(
                 http::Method::GET,
                 cp.socket_addr(),
                 "/bootstrap/seed-nodes",
-                header,
+                &headers,
                 MAX_SEED_NODES_BYTES,
             )
             .await?;
+        if !(200..300).contains(&code) {
+            return Err(status_error(code, &body));
+        }
+        if let Some(key) = key {
+            let signature = answer_headers
+                .get(SIGNATURE_HEADER)
+                .ok_or(Refused::Unsigned)?
+                .to_str()
+                .map_err(|_| Refused::BadSignature)?;
+            seed_nodes::verify(key, nonce, &body, signature)?;
+        }
         Ok(SeedNodes::parse(&body, system)?)
     }
 
@@ -237,12 +255,28 @@ impl ManagementClient {
         header: Option<(&str, String)>,
         limit: usize,
     ) -> Result<(u16, Bytes), ClientError> {
+        let headers: Vec<(&str, String)> = header.into_iter().collect();
+        let (code, _, body) = self
+            .send_with_headers(method, addr, path, &headers, limit)
+            .await?;
+        Ok((code, body))
+    }
+
+    /// The status, the answer's headers and at most `limit` bytes of body.
+    async fn send_with_headers(
+        &self,
+        method: http::Method,
+        addr: SocketAddr,
+        path: &str,
+        headers: &[(&str, String)],
+        limit: usize,
+    ) -> Result<(u16, http::HeaderMap, Bytes), ClientError> {
         let exchange = async {
             let mut req = http::Request::builder()
                 .method(method)
                 .uri(format!("http://{addr}{path}"));
-            if let Some((name, value)) = header {
-                req = req.header(name, value);
+            for (name, value) in headers {
+                req = req.header(*name, value);
             }
             let req = req
                 .body(Empty::new())
@@ -252,7 +286,9 @@ impl ManagementClient {
                 .request(req)
                 .await
                 .map_err(|e| ClientError::Unreachable(with_source(&e)))?;
-            read(resp, limit).await
+            let answer_headers = resp.headers().clone();
+            let (code, body) = read(resp, limit).await?;
+            Ok((code, answer_headers, body))
         };
         tokio::time::timeout(self.timeout, exchange)
             .await

@@ -3,10 +3,62 @@
 
 use std::collections::BTreeSet;
 
+use hmac::{Hmac, KeyInit, Mac};
 use serde::{Deserialize, Serialize};
+use sha2::Sha256;
 
 use crate::base::address::{ContactPoint, NodeAddress};
 use crate::base::member::MemberStatus;
+use crate::base::secret::ClusterKey;
+
+/// The prober's random nonce, which the answer's signature covers (a recorded answer
+/// cannot be replayed to another probe).
+pub const NONCE_HEADER: &str = "muster-nonce";
+/// HMAC-SHA256 with the cluster key over the nonce and the body, hex.
+pub const SIGNATURE_HEADER: &str = "muster-signature";
+
+/// Whether `nonce` is one a prober sends: 32 to 64 hex digits.
+pub fn valid_nonce(nonce: &str) -> bool {
+    (32..=64).contains(&nonce.len()) && nonce.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+fn mac(key: &ClusterKey, nonce: &str, body: &[u8]) -> Hmac<Sha256> {
+    let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(key.as_bytes())
+        .expect("HMAC takes keys of any length");
+    mac.update(b"muster /bootstrap/seed-nodes v1\0");
+    mac.update(nonce.as_bytes());
+    mac.update(b"\0");
+    mac.update(body);
+    mac
+}
+
+/// The signature of an answer `body` to the probe that sent `nonce`.
+pub fn sign(key: &ClusterKey, nonce: &str, body: &[u8]) -> String {
+    mac(key, nonce, body)
+        .finalize()
+        .into_bytes()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// Checks `signature` (hex) in time independent of where it differs.
+pub fn verify(key: &ClusterKey, nonce: &str, body: &[u8], signature: &str) -> Result<(), Refused> {
+    let bytes: Option<Vec<u8>> = (signature.len() == 64)
+        .then(|| {
+            (0..64)
+                .step_by(2)
+                .map(|i| u8::from_str_radix(signature.get(i..i + 2)?, 16).ok())
+                .collect()
+        })
+        .flatten();
+    let Some(bytes) = bytes else {
+        return Err(Refused::BadSignature);
+    };
+    mac(key, nonce, body)
+        .verify_slice(&bytes)
+        .map_err(|_| Refused::BadSignature)
+}
 
 /// Seed nodes or contact points accepted in one answer.
 pub const MAX_LIST: usize = 10_000;
@@ -43,6 +95,14 @@ pub enum Refused {
     Malformed(String),
     #[error("belongs to another cluster: {0}")]
     OtherCluster(String),
+    #[error(
+        "not signed: the contact point has no cluster key (cluster.key-file), so its answer does not count"
+    )]
+    Unsigned,
+    #[error(
+        "bad signature: the contact point has another cluster key, or the answer was altered, so it does not count"
+    )]
+    BadSignature,
 }
 
 impl SeedNodes {

@@ -13,9 +13,9 @@ use tokio::task::JoinSet;
 use tracing::{Instrument, debug, info, info_span, warn};
 
 use super::decider::{Decision, ProbeAnswer, SelfIdentity};
-use super::probe::Prober;
+use super::probe::{Probed, Prober};
 use super::state::{Action, Bootstrap, BootstrapStatus, Instruction};
-use crate::api::{ClientError, SeedNodes};
+use crate::api::ClientError;
 use crate::base::address::{ContactPoint, NodeAddress};
 use crate::base::rng::Rng;
 use crate::base::time::{Clock, sleep_until};
@@ -69,7 +69,7 @@ pub fn parse_flag(text: &str) -> Result<bool, String> {
 }
 
 type LookupResult = Result<(Vec<ContactPoint>, Vec<Skipped>), String>;
-type ProbeResult = (ContactPoint, Result<SeedNodes, ClientError>);
+type ProbeResult = (ContactPoint, Result<Probed, ClientError>);
 
 impl Coordinator {
     pub async fn run(mut self) {
@@ -236,7 +236,7 @@ impl Coordinator {
         }
     }
 
-    fn on_probe(&mut self, cp: &ContactPoint, result: Result<SeedNodes, ClientError>) {
+    fn on_probe(&mut self, cp: &ContactPoint, result: Result<Probed, ClientError>) {
         let now = self.clock.now();
         let label = match &result {
             Ok(_) => "ok",
@@ -247,10 +247,10 @@ impl Coordinator {
             .get_or_create(&ResultLabel { result: label })
             .inc();
         let result = result
-            .map(|answer| ProbeAnswer {
+            .map(|p| ProbeAnswer {
                 at: now,
-                answer,
-                from_self: false,
+                answer: p.answer,
+                from_self: p.from_self,
             })
             .map_err(|e| e.to_string());
         if let Err(e) = &result {

@@ -32,11 +32,14 @@ use axum::{Json, Router};
 use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot, watch};
 
-use crate::api::{BootstrapPhase, BootstrapStatusBody, ErrorBody, PROBER_HEADER, SeedNodes};
+use crate::api::{
+    BootstrapPhase, BootstrapStatusBody, ErrorBody, PROBER_HEADER, SeedNodes, seed_nodes,
+};
 use crate::base::address::{ContactPoint, NodeAddress};
 use crate::base::member::MemberStatus;
-use crate::base::secret::ManagementToken;
+use crate::base::secret::{ClusterKey, ManagementToken};
 use crate::bootstrap::coordinator::StatusRequest;
+use crate::bootstrap::probe::SelfProbes;
 use crate::bootstrap::state::BootstrapStatus;
 use crate::membership::actor::{ClusterView, Command, ViewPhase};
 use crate::membership::core::MarkError;
@@ -61,6 +64,10 @@ pub struct AppState {
     pub membership: mpsc::Sender<Command>,
     /// Cluster events for `/cluster/events`.
     pub events: Arc<EventHub>,
+    /// Signs `/bootstrap/seed-nodes` answers over the prober's nonce.
+    pub cluster_key: Option<ClusterKey>,
+    /// This node's own probes in flight: a probe from ourselves is marked as such.
+    pub self_probes: SelfProbes,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -104,14 +111,27 @@ async fn seed_nodes(State(s): State<AppState>, headers: HeaderMap) -> Response {
         let _ = nudges.try_send(cp);
     }
     let body = s.seed_nodes.borrow().clone();
-    (
+    let nonce = headers
+        .get(seed_nodes::NONCE_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .filter(|n| seed_nodes::valid_nonce(n));
+    let mut resp = (
         [(
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/json"),
         )],
-        body,
+        body.clone(),
     )
-        .into_response()
+        .into_response();
+    if let Some(nonce) = nonce {
+        s.self_probes.saw(nonce);
+        if let Some(key) = &s.cluster_key
+            && let Ok(v) = HeaderValue::from_str(&seed_nodes::sign(key, nonce, &body))
+        {
+            resp.headers_mut().insert(seed_nodes::SIGNATURE_HEADER, v);
+        }
+    }
+    resp
 }
 
 /// Where this agent is: the phase, why, and the coordinator's state when bootstrapping.

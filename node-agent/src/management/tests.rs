@@ -90,6 +90,8 @@ fn fixture(with_bootstrap: bool) -> Fixture {
         token: Some(ManagementToken::new(TOKEN.as_bytes()).unwrap()),
         events: crate::membership::events::EventHub::new(16),
         membership,
+        cluster_key: Some(key()),
+        self_probes: Default::default(),
     };
     Fixture {
         state,
@@ -178,6 +180,49 @@ async fn seed_nodes_serves_the_cached_body_and_forwards_the_prober() {
     )
     .await;
     assert!(f.nudges.try_recv().is_err());
+}
+
+fn key() -> crate::base::secret::ClusterKey {
+    crate::base::secret::ClusterKey::new(b"0123456789abcdef0123456789abcdef".to_vec()).unwrap()
+}
+
+#[tokio::test]
+async fn seed_nodes_answers_are_signed_over_the_probers_nonce() {
+    use crate::api::seed_nodes::{NONCE_HEADER, SIGNATURE_HEADER, verify};
+    let f = fixture(true);
+    let nonce = "00112233445566778899aabbccddeeff";
+    let resp = router(f.state.clone())
+        .oneshot(
+            http::Request::get("/bootstrap/seed-nodes")
+                .header(NONCE_HEADER, nonce)
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    let sig = resp.headers()[SIGNATURE_HEADER]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(verify(&key(), nonce, &body, &sig), Ok(()));
+    // Another nonce, another key or another body: refused.
+    assert!(verify(&key(), "ffeeddccbbaa99887766554433221100", &body, &sig).is_err());
+    let other = crate::base::secret::ClusterKey::new(vec![7; 32]).unwrap();
+    assert!(verify(&other, nonce, &body, &sig).is_err());
+    assert!(verify(&key(), nonce, b"{}", &sig).is_err());
+    // No nonce, or a malformed one: nothing to sign.
+    for headers in [vec![], vec![(NONCE_HEADER, "short")]] {
+        let mut req = http::Request::get("/bootstrap/seed-nodes");
+        for (k, v) in headers {
+            req = req.header(k, v);
+        }
+        let resp = router(f.state.clone())
+            .oneshot(req.body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        assert!(resp.headers().get(SIGNATURE_HEADER).is_none());
+    }
 }
 
 #[tokio::test]
