@@ -169,7 +169,8 @@ async fn volumes_env_from_and_probes_work_as_on_a_kubelet() {
                "spec": {"terminationGracePeriodSeconds": 2,
                         "containers": [{"name": "agent", "image": p.agent_image(),
                                         "env": [{"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
-                                                {"name": "MUSTER_BOOTSTRAP_SERVICE_NAME", "value": "unhealthy"}],
+                                                {"name": "MUSTER_BOOTSTRAP_SERVICE_NAME", "value": "unhealthy"},
+                                                {"name": "MUSTER_CLUSTER_ALLOW_UNAUTHENTICATED", "value": "true"}],
                                         "livenessProbe": {"tcpSocket": {"port": 9},
                                                           "periodSeconds": 1, "failureThreshold": 2}}]}}),
     )

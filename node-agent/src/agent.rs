@@ -1,7 +1,7 @@
 //! [`Agent`]: the node agent assembled — transport, membership actor, bootstrap
 //! coordinator and management server — for the `muster-agent` binary or as a library.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -60,7 +60,7 @@ pub struct Agent {
     events: Arc<EventHub>,
     metrics: Metrics,
     in_flight: InFlight,
-    tasks: JoinSet<()>,
+    tasks: Tasks,
 }
 
 /// Cluster events kept for subscribers that reconnect (`Last-Event-ID`).
@@ -138,10 +138,12 @@ impl Agent {
             .unwrap_or(config.self_address.socket_addr());
         let management_addr = management_listener.local_addr().unwrap_or(management_addr);
         if config.cluster_key.is_none() {
-            warn!("cluster.key-file is not set: agent-to-agent messages are not authenticated");
+            warn!(
+                "cluster.allow-unauthenticated is on and there is no cluster key: anyone who can reach the cluster port can down any member"
+            );
         }
 
-        let mut tasks = JoinSet::new();
+        let mut tasks = Tasks::default();
         let (inbound_tx, inbound_rx) = mpsc::channel(1024);
         let (commands_tx, commands_rx) = mpsc::channel(16);
         let (cluster_tx, cluster_rx) = watch::channel(Arc::new(ClusterView {
@@ -153,12 +155,15 @@ impl Agent {
             watch::channel(Arc::new(BTreeSet::<ContactPoint>::new()));
         let (seed_nodes_tx, seed_nodes_rx) = watch::channel(Bytes::new());
 
-        tasks.spawn(tcp::serve(
-            cluster_listener,
-            config.cluster_key.clone(),
-            metrics.clone(),
-            inbound_tx,
-        ));
+        tasks.spawn(
+            "cluster transport",
+            tcp::serve(
+                cluster_listener,
+                config.cluster_key.clone(),
+                metrics.clone(),
+                inbound_tx,
+            ),
+        );
 
         let info = MemberInfo {
             roles: s.cluster.roles.iter().cloned().collect(),
@@ -178,18 +183,21 @@ impl Agent {
         let in_flight = outbound.in_flight();
         let lease = lease_majority(&config, &node).await?;
         let events = EventHub::new(EVENT_LOG_CAPACITY);
-        tasks.spawn(actor::run(actor::MembershipActor {
-            core,
-            clock,
-            rng: Rng::seeded(rng.next_u64()),
-            inbound: inbound_rx,
-            commands: commands_rx,
-            outbound,
-            view: cluster_tx,
-            metrics: metrics.clone(),
-            events: events.clone(),
-            lease,
-        }));
+        tasks.spawn(
+            "membership",
+            actor::run(actor::MembershipActor {
+                core,
+                clock,
+                rng: Rng::seeded(rng.next_u64()),
+                inbound: inbound_rx,
+                commands: commands_rx,
+                outbound,
+                view: cluster_tx,
+                metrics: metrics.clone(),
+                events: events.clone(),
+                lease,
+            }),
+        );
 
         let self_probes = SelfProbes::default();
         let (bootstrap, nudges) = if config.seed_nodes.is_empty() {
@@ -229,7 +237,7 @@ impl Agent {
                 metrics: metrics.clone(),
                 new_cluster_enabled_file: b.new_cluster_enabled_file.clone(),
             };
-            tasks.spawn(coordinator.run());
+            tasks.spawn("bootstrap", coordinator.run());
             (Some(status_tx), Some(nudge_tx))
         } else {
             info!(seed_nodes = ?config.seed_nodes.iter().map(ToString::to_string).collect::<Vec<_>>(), "joining the configured seed nodes; bootstrap is off");
@@ -240,11 +248,10 @@ impl Agent {
             (None, None)
         };
 
-        tasks.spawn(management::run_seed_nodes_cache(
-            cluster_rx.clone(),
-            ever_seen_rx,
-            seed_nodes_tx,
-        ));
+        tasks.spawn(
+            "seed-nodes cache",
+            management::run_seed_nodes_cache(cluster_rx.clone(), ever_seen_rx, seed_nodes_tx),
+        );
         let app = management::router(AppState {
             seed_nodes: seed_nodes_rx,
             cluster: cluster_rx.clone(),
@@ -258,12 +265,15 @@ impl Agent {
             cluster_key: config.cluster_key.clone(),
             self_probes,
         });
-        tasks.spawn(management::server::serve(
-            management_listener,
-            app,
-            s.management.max_connections,
-            s.management.header_read_timeout,
-        ));
+        tasks.spawn(
+            "management server",
+            management::server::serve(
+                management_listener,
+                app,
+                s.management.max_connections,
+                s.management.header_read_timeout,
+            ),
+        );
 
         info!(node = %node, management = %management_addr, cluster = %cluster_addr, pod = config.pod_name.as_deref().unwrap_or("-"), "muster agent started");
         Ok(Self {
@@ -325,17 +335,7 @@ impl Agent {
     /// Waits until the cluster is done with this member — it left, was downed, or
     /// could not join — and says which; `None` if the membership task stopped.
     pub async fn ended(&self) -> Option<ViewPhase> {
-        let mut view = self.cluster.clone();
-        loop {
-            let phase = view.borrow_and_update().phase;
-            if matches!(
-                phase,
-                ViewPhase::Left | ViewPhase::Downed | ViewPhase::JoinFailed
-            ) {
-                return Some(phase);
-            }
-            view.changed().await.ok()?;
-        }
+        ended(self.cluster.clone()).await
     }
 
     /// Waits (at most `limit`) until every queued cluster message has been written,
@@ -345,8 +345,120 @@ impl Agent {
         self.in_flight.drained(limit).await
     }
 
+    /// Waits until one of the agent's tasks ends — which none does while the agent
+    /// works: a task that returned or panicked leaves an agent that answers `/alive`
+    /// but no longer does its job. The owner must then stop (the binary exits with
+    /// [`TASK_ENDED_EXIT_CODE`]). Says which task and how.
+    pub async fn failed(&mut self) -> TaskEnded {
+        self.tasks.ended().await
+    }
+
     /// Stops every task.
     pub async fn shutdown(mut self) {
-        self.tasks.shutdown().await;
+        self.tasks.set.shutdown().await;
+    }
+}
+
+/// Waits until `view` says the cluster is done with this member (see [`Agent::ended`]).
+pub async fn ended(mut view: watch::Receiver<Arc<ClusterView>>) -> Option<ViewPhase> {
+    loop {
+        let phase = view.borrow_and_update().phase;
+        if matches!(
+            phase,
+            ViewPhase::Left | ViewPhase::Downed | ViewPhase::JoinFailed
+        ) {
+            return Some(phase);
+        }
+        view.changed().await.ok()?;
+    }
+}
+
+/// Exit status of `muster-agent` when one of its tasks ended (documented in README.md).
+pub const TASK_ENDED_EXIT_CODE: u8 = 70;
+
+/// A task of the agent that ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TaskEnded {
+    pub task: &'static str,
+    /// `returned`, or the panic message.
+    pub how: String,
+}
+
+impl std::fmt::Display for TaskEnded {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "the {} task ended ({})", self.task, self.how)
+    }
+}
+
+/// The agent's tasks, by name.
+#[derive(Debug, Default)]
+struct Tasks {
+    set: JoinSet<()>,
+    names: HashMap<tokio::task::Id, &'static str>,
+}
+
+impl Tasks {
+    fn spawn<F>(&mut self, name: &'static str, task: F)
+    where
+        F: std::future::Future<Output = ()> + Send + 'static,
+    {
+        let id = self.set.spawn(task).id();
+        self.names.insert(id, name);
+    }
+
+    /// The first task to end; pending forever if there are none.
+    async fn ended(&mut self) -> TaskEnded {
+        let Some(joined) = self.set.join_next_with_id().await else {
+            return std::future::pending().await;
+        };
+        let (id, how) = match joined {
+            Ok((id, ())) => (id, "returned".to_owned()),
+            Err(e) => {
+                let id = e.id();
+                let how = if e.is_panic() {
+                    let p = e.into_panic();
+                    let msg = p
+                        .downcast_ref::<&str>()
+                        .map(|s| (*s).to_owned())
+                        .or_else(|| p.downcast_ref::<String>().cloned())
+                        .unwrap_or_else(|| "a panic".to_owned());
+                    format!("panicked: {msg}")
+                } else {
+                    "cancelled".to_owned()
+                };
+                (id, how)
+            }
+        };
+        TaskEnded {
+            task: self.names.get(&id).copied().unwrap_or("unnamed"),
+            how,
+        }
+    }
+}
+
+#[cfg(test)]
+mod task_tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_task_that_returns_or_panics_is_reported_by_name() {
+        let mut t = Tasks::default();
+        t.spawn("forever", std::future::pending());
+        t.spawn("returns", async {});
+        assert_eq!(
+            t.ended().await,
+            TaskEnded {
+                task: "returns",
+                how: "returned".into()
+            }
+        );
+        t.spawn("panics", async { panic!("on purpose") });
+        assert_eq!(
+            t.ended().await,
+            TaskEnded {
+                task: "panics",
+                how: "panicked: on purpose".into()
+            }
+        );
     }
 }

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand, ValueEnum};
 use node_agent::config::{self, AgentConfig, Environment};
 use node_agent::membership::actor::ViewPhase;
-use node_agent::{Agent, local_cluster};
+use node_agent::{Agent, agent, local_cluster};
 use tracing::{error, info, warn};
 
 #[derive(Debug, Parser)]
@@ -83,7 +83,10 @@ fn main() -> ExitCode {
         }
         Some(Cmd::CheckConfig) => match load(&cli) {
             Ok(c) => {
-                print!("{}", serde_yaml::to_string(&c.settings).unwrap_or_default());
+                print!(
+                    "{}",
+                    serde_yaml::to_string(&c.settings.redacted()).unwrap_or_default()
+                );
                 eprintln!(
                     "configuration is valid: node {} (cluster `{}`)",
                     c.self_address, c.system_name
@@ -94,6 +97,7 @@ fn main() -> ExitCode {
         },
         Some(Cmd::LocalCluster(args)) => {
             init_logging(cli.log_format);
+            exit_on_panic();
             run_to_end(local_cluster::run(args.clone()))
         }
         None | Some(Cmd::Run) => {
@@ -102,6 +106,7 @@ fn main() -> ExitCode {
                 Err(code) => return code,
             };
             init_logging(cli.log_format);
+            exit_on_panic();
             run_to_end(run(config))
         }
     }
@@ -126,9 +131,19 @@ fn runtime() -> tokio::runtime::Runtime {
         .expect("cannot start the async runtime")
 }
 
+/// A panic anywhere ends the process: a half-working agent would answer `/alive` and
+/// `/ready` and even claim to lead while its membership no longer runs.
+fn exit_on_panic() {
+    std::panic::set_hook(Box::new(|info| {
+        error!(panic = %info, "a panic; exiting, since a half-working agent must not keep answering");
+        eprintln!("muster-agent: {info}; exiting");
+        std::process::exit(i32::from(agent::TASK_ENDED_EXIT_CODE));
+    }));
+}
+
 async fn run(config: AgentConfig) -> ExitCode {
     let leave_timeout = config.settings.cluster.leave_timeout;
-    let agent = match Agent::start(config).await {
+    let mut agent = match Agent::start(config).await {
         Ok(a) => a,
         Err(e) => {
             error!("{e}");
@@ -138,13 +153,19 @@ async fn run(config: AgentConfig) -> ExitCode {
     };
     // The process ends on SIGTERM (after leaving), or when the cluster is done with
     // this member: it left (an operator's Leave) or was downed.
+    let view = agent.cluster();
     let ended = async {
-        match agent.ended().await {
+        match agent::ended(view).await {
             Some(phase) => phase,
             None => std::future::pending().await,
         }
     };
     tokio::select! {
+        failed = agent.failed() => {
+            error!(task = failed.task, how = %failed.how, "an agent task ended; exiting so that the container is restarted");
+            eprintln!("muster-agent: {failed}; exiting");
+            ExitCode::from(agent::TASK_ENDED_EXIT_CODE)
+        }
         () = shutdown_signal() => {
             let started = std::time::Instant::now();
             if agent.leave(leave_timeout).await {

@@ -8,7 +8,12 @@ use std::process::Command;
 use std::time::Duration;
 
 use node_agent::api::seed_nodes::{self, NONCE_HEADER, SIGNATURE_HEADER};
+use node_agent::base::address::{NodeAddress, UniqueAddress};
+use node_agent::base::member::MemberStatus;
 use node_agent::base::secret::ClusterKey;
+use node_agent::membership::gossip::Gossip;
+use node_agent::membership::member::{Member, MemberInfo};
+use node_agent::membership::messages::{Envelope, Message};
 use node_agent::transport::frame::{self, GREETING_LEN, HEADER_LEN, Sealer};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -333,6 +338,54 @@ async fn garbage_unsigned_and_replayed_cluster_messages_are_dropped_and_counted(
         .expect("write");
     closed_by_agent(s).await;
 
+    // Finding 15.5: a gossip (here signed, as from an insider or with
+    // allow-unauthenticated) whose member has upNumber 4294967295, next to a joining
+    // member: the membership task panicked on overflow moving it Up, while /alive and
+    // /ready went on answering. Now it is dropped as implausible.
+    let me = client()
+        .members(management(agent_ip))
+        .await
+        .expect("members")
+        .members
+        .into_iter()
+        .next()
+        .expect("the agent is a member");
+    let me = UniqueAddress::new(me.node, me.node_uid);
+    let intruder = UniqueAddress::new(
+        NodeAddress::new(me.address.system.clone(), ip(subnet, 9), CLUSTER_PORT),
+        9,
+    );
+    let info = MemberInfo {
+        roles: Default::default(),
+        app_version: "1".into(),
+    };
+    let mut top = Member::joining(me.clone(), info.clone());
+    top.status = MemberStatus::Up;
+    top.up_number = u32::MAX;
+    // A version far ahead of the agent's, seen by both: convergence, so the agent, as
+    // leader, at once moves the joining intruder Up with the next upNumber.
+    let mut ahead = Gossip::default();
+    for _ in 0..1000 {
+        ahead.bump(&intruder);
+    }
+    let gossip = Gossip::from_parts(
+        [top, Member::joining(intruder.clone(), info)],
+        Default::default(),
+        ahead.version().clone(),
+        [me.clone(), intruder.clone()].into(),
+    );
+    let poisoned = serde_json::to_vec(&Envelope {
+        from: intruder,
+        to: me.address.clone(),
+        to_uid: Some(me.uid),
+        message: Message::Gossip { gossip },
+    })
+    .expect("json");
+    let (mut s, nonce) = greeted(cluster).await;
+    s.write_all(&Sealer::new(Some(key.clone()), nonce).seal(&poisoned))
+        .await
+        .expect("write");
+
     let dropped = |m: &str, reason: &str| {
         metric(
             m,
@@ -347,6 +400,7 @@ async fn garbage_unsigned_and_replayed_cluster_messages_are_dropped_and_counted(
             ("unsigned", 1.0),
             ("malformed", 1.0),
             ("bad_signature", 3.0),
+            ("implausible", 1.0),
         ];
         for (reason, at_least) in counts {
             if dropped(&m, reason) < at_least {
@@ -382,6 +436,31 @@ fn run_agent(args: &[&str], env: &[(&str, &str)]) -> (Option<i32>, String) {
         out.status.code(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
+}
+
+/// Finding 15.10: `check-config` printed `management.token` in clear.
+#[test]
+fn check_config_never_prints_a_secret() {
+    let token = "very-secret-management-token-0123456789";
+    let out = Command::new(env!("CARGO_BIN_EXE_muster-agent"))
+        .arg("check-config")
+        .envs([
+            ("POD_IP", "10.0.0.7"),
+            ("MUSTER_BOOTSTRAP_SERVICE_NAME", "demo"),
+            ("MUSTER_MANAGEMENT_TOKEN", token),
+            ("MUSTER_CLUSTER_ALLOW_UNAUTHENTICATED", "true"),
+        ])
+        .env_remove("RUST_LOG")
+        .output()
+        .expect("run muster-agent");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(
+        !stdout.contains(token) && !stderr.contains(token),
+        "the token is printed:\n{stdout}\n{stderr}"
+    );
+    assert!(stdout.contains("token: <redacted>"), "{stdout}");
 }
 
 #[test]

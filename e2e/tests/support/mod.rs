@@ -76,6 +76,8 @@ pub fn agents(
         {"name": "MUSTER_BOOTSTRAP_PORT_NAME", "value": "management"},
         {"name": "MUSTER_BOOTSTRAP_REQUIRED_CONTACT_POINT_NR", "value": replicas.to_string()},
         {"name": "MUSTER_BOOTSTRAP_EXPECTED_CONTACT_POINT_NR", "value": replicas.to_string()},
+        // These tests are about Kubernetes; the operator's tests run with the key.
+        {"name": "MUSTER_CLUSTER_ALLOW_UNAUTHENTICATED", "value": "true"},
     ]);
     all_env
         .as_array_mut()

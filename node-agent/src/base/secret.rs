@@ -45,6 +45,37 @@ impl fmt::Debug for ManagementToken {
     }
 }
 
+/// A secret written in a configuration (e.g. `management.token`): read and written
+/// like a string, but `Debug` never shows it, and [`SecretText::redacted`] stands in for
+/// it wherever settings are printed.
+#[derive(Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(transparent)]
+pub struct SecretText(String);
+
+impl SecretText {
+    pub const REDACTED: &str = "<redacted>";
+
+    pub fn new(text: impl Into<String>) -> Self {
+        Self(text.into())
+    }
+
+    /// The secret itself, for the one place that uses it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    /// What printed settings show instead.
+    pub fn redacted() -> Self {
+        Self(Self::REDACTED.to_owned())
+    }
+}
+
+impl fmt::Debug for SecretText {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(Self::REDACTED)
+    }
+}
+
 /// The shared secret that authenticates agent-to-agent messages.
 #[derive(Clone, PartialEq, Eq)]
 pub struct ClusterKey(Vec<u8>);

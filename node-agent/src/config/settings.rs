@@ -10,6 +10,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::duration;
+use crate::base::secret::SecretText;
 
 /// Everything the agent can be told, grouped as in the YAML file.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
@@ -22,6 +23,15 @@ pub struct Settings {
 }
 
 impl Settings {
+    /// These settings with every secret replaced by `<redacted>`: for printing.
+    pub fn redacted(&self) -> Self {
+        let mut s = self.clone();
+        if s.management.token.is_some() {
+            s.management.token = Some(SecretText::redacted());
+        }
+        s
+    }
+
     /// The keys whose value differs from the default, as a YAML mapping: a settings file
     /// that says only what it changes (an agent fills in the rest with its defaults).
     pub fn changes(&self) -> serde_yaml::Value {
@@ -73,9 +83,13 @@ pub struct ClusterSettings {
     /// Version of the application, shown to peers (used by rolling updates). Default `0.0.0`.
     pub app_version: String,
     /// File holding the shared cluster key that authenticates agent-to-agent messages
-    /// (HMAC-SHA256). At least 16 bytes. Default: none (traffic is not authenticated, a
-    /// warning is logged).
+    /// and probe answers (HMAC-SHA256). At least 16 bytes. Required unless
+    /// `allow-unauthenticated` is true. Default: none.
     pub key_file: Option<PathBuf>,
+    /// Run without a cluster key: anyone who can reach the cluster port can then down
+    /// any member, and anyone on the pod network can take part in forming. Only for
+    /// experiments on a trusted machine. Default false.
+    pub allow_unauthenticated: bool,
     /// How often gossip is sent to a random peer. Default 1s.
     #[serde(with = "duration")]
     pub gossip_interval: Duration,
@@ -331,6 +345,7 @@ impl Default for ClusterSettings {
             roles: Vec::new(),
             app_version: "0.0.0".to_owned(),
             key_file: None,
+            allow_unauthenticated: false,
             gossip_interval: Duration::from_secs(1),
             leader_actions_interval: Duration::from_secs(1),
             allow_weakly_up_members: Some(Duration::from_secs(7)),
@@ -363,7 +378,7 @@ pub struct ManagementSettings {
     /// At least 16 bytes. Default: none (those routes are refused).
     pub token_file: Option<PathBuf>,
     /// The token itself, for `MUSTER_MANAGEMENT_TOKEN` from a Secret; use one of the two.
-    pub token: Option<String>,
+    pub token: Option<SecretText>,
 }
 
 impl Default for ManagementSettings {

@@ -2,8 +2,14 @@ use std::time::Duration;
 
 use super::*;
 
+/// `pairs`, plus permission to run without a cluster key (most tests are not about it).
 fn env(pairs: &[(&str, &str)]) -> Environment {
-    Environment::from_pairs(pairs.iter().map(|(k, v)| (*k, *v)))
+    Environment::from_pairs(
+        pairs
+            .iter()
+            .map(|(k, v)| (*k, *v))
+            .chain([("MUSTER_CLUSTER_ALLOW_UNAUTHENTICATED", "true")]),
+    )
 }
 
 fn pod_env() -> Environment {
@@ -476,6 +482,7 @@ fn changes_are_the_keys_that_differ_from_the_defaults_and_load_back() {
     );
     let loaded = AgentConfig::from_yaml(&yaml, &pod_env()).unwrap();
     s.cluster.hostname = Some("10.0.0.7".into()); // POD_IP
+    s.cluster.allow_unauthenticated = true; // pod_env()
     assert_eq!(
         loaded.settings, s,
         "the changes and the defaults give the settings back"
@@ -518,4 +525,21 @@ fn the_expected_number_of_contact_points_is_at_least_the_required_number() {
     assert!(e.contains("`bootstrap.expected-contact-point-nr`"), "{e}");
     let ok = "bootstrap:\n  discovery-method: config\n  required-contact-point-nr: 3\n  expected-contact-point-nr: 3\ndiscovery:\n  config:\n    endpoints: ['10.0.0.7:8558']\n";
     assert!(AgentConfig::from_yaml(ok, &pod_env()).is_ok());
+}
+
+/// Finding 15.8: without a key the agent only warned, and one unsigned frame could down
+/// any member.
+#[test]
+fn a_node_without_a_cluster_key_is_refused_unless_that_is_asked_for() {
+    let bare = Environment::from_pairs([("POD_IP", "10.0.0.7")]);
+    let yaml = "bootstrap:\n  discovery-method: config\ndiscovery:\n  config:\n    endpoints: ['10.0.0.7:8558']\n";
+    let e = AgentConfig::from_yaml(yaml, &bare).unwrap_err().to_string();
+    assert!(
+        e.contains("`cluster.key-file`")
+            && e.contains("is required")
+            && e.contains("cluster.allow-unauthenticated"),
+        "{e}"
+    );
+    let allowed = format!("cluster:\n  allow-unauthenticated: true\n{yaml}");
+    assert!(AgentConfig::from_yaml(&allowed, &bare).is_ok());
 }

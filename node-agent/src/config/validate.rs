@@ -121,6 +121,12 @@ pub(super) fn validate(
         discovery(&settings, &mut p);
     }
     let management_token = management_token(m, files.token_file, &mut p);
+    if c.key_file.is_none() && !c.allow_unauthenticated {
+        p.bad(
+            "cluster.key-file",
+            "is required: without a cluster key anyone who can reach the cluster port can down any member; put at least 16 random bytes in a file (e.g. `head -c 32 /dev/urandom | base64 > cluster.key`) and name it here, or set cluster.allow-unauthenticated: true for an experiment on a trusted machine",
+        );
+    }
     let cluster_key = files
         .key_file
         .and_then(|(path, bytes)| match cluster_key(&path, bytes) {
@@ -589,7 +595,7 @@ fn management_token(
             p.bad("management.token-file", e);
             None
         }
-        (None, Some(t)) => match ManagementToken::new(t.trim().as_bytes()) {
+        (None, Some(t)) => match ManagementToken::new(t.expose().trim().as_bytes()) {
             Ok(t) => Some(t),
             Err(e) => {
                 p.bad("management.token", e);

@@ -96,6 +96,8 @@ pub enum Dropped {
     ForeignGossip,
     /// Not applicable in the current phase (e.g. a join to a node that is not a member).
     NotNow,
+    /// Holds values no honest cluster produces (counters near their end).
+    Implausible,
 }
 
 impl Dropped {
@@ -104,6 +106,7 @@ impl Dropped {
             Self::WrongRecipient => "wrong_recipient",
             Self::ForeignGossip => "foreign_gossip",
             Self::NotNow => "not_now",
+            Self::Implausible => "implausible",
         }
     }
 }
@@ -370,6 +373,11 @@ impl MembershipCore {
         }
         if matches!(self.phase, Phase::Downed | Phase::Left | Phase::JoinFailed) {
             return Err(Dropped::NotNow);
+        }
+        if let Message::Welcome { gossip } | Message::Gossip { gossip } = &env.message
+            && gossip.implausible().is_some()
+        {
+            return Err(Dropped::Implausible);
         }
         match env.message {
             Message::Join { info } => self.on_join(now, rng, env.from, info),

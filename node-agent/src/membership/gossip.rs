@@ -50,7 +50,45 @@ fn members_from_list<'de, D: Deserializer<'de>>(
     Ok(list.into_iter().map(|m| (m.node.clone(), m)).collect())
 }
 
+/// Largest `upNumber` accepted from the wire: one per member ever moved Up, so a
+/// cluster reaching it would have made a billion members Up.
+pub const MAX_UP_NUMBER: u32 = 1 << 30;
+/// Largest vector-clock counter or reachability version accepted from the wire: one
+/// per state change, so 2^53 is out of reach of any honest cluster.
+pub const MAX_COUNTER: u64 = 1 << 53;
+
 impl Gossip {
+    /// Why a received gossip cannot come from an honest cluster, if it cannot: a counter
+    /// no cluster reaches (and that would overflow when this node next counts on).
+    pub fn implausible(&self) -> Option<String> {
+        if let Some(m) = self.members.values().find(|m| m.up_number > MAX_UP_NUMBER) {
+            return Some(format!("member {} has upNumber {}", m.node, m.up_number));
+        }
+        if self.version.max_counter() > MAX_COUNTER {
+            return Some(format!(
+                "a version counter is {}",
+                self.version.max_counter()
+            ));
+        }
+        if self.reachability.max_version() > MAX_COUNTER {
+            return Some(format!(
+                "a reachability version is {}",
+                self.reachability.max_version()
+            ));
+        }
+        None
+    }
+
+    #[cfg(test)]
+    pub(crate) fn set_version_entry(&mut self, node: &UniqueAddress, value: u64) {
+        self.version.set(node, value);
+    }
+
+    #[cfg(test)]
+    pub(crate) fn set_reachability_version(&mut self, observer: &UniqueAddress, version: u64) {
+        self.reachability.set_version(observer, version);
+    }
+
     /// Builds a gossip, dropping tombstoned members (the invariant every gossip keeps).
     pub fn from_parts(
         members: impl IntoIterator<Item = Member>,

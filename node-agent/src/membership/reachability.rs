@@ -70,9 +70,25 @@ impl Reachability {
         });
         let changed = change(&mut row.unreachable);
         if changed {
-            row.version += 1;
+            // Saturating: received versions are checked (`max_version`) long before.
+            row.version = row.version.saturating_add(1);
         }
         changed
+    }
+
+    /// The largest row version (0 when empty).
+    pub fn max_version(&self) -> u64 {
+        self.rows.values().map(|r| r.version).max().unwrap_or(0)
+    }
+
+    #[cfg(test)]
+    pub(crate) fn set_version(&mut self, observer: &UniqueAddress, version: u64) {
+        let row = self.rows.entry(observer.clone()).or_insert_with(|| Row {
+            observer: observer.clone(),
+            version: 0,
+            unreachable: BTreeSet::new(),
+        });
+        row.version = version;
     }
 
     /// `observer` cannot reach `subject` (any more). Returns whether this changed.

@@ -22,8 +22,21 @@ pub enum Causality {
 pub struct VectorClock(BTreeMap<String, u64>);
 
 impl VectorClock {
+    /// Saturating: received clocks are checked ([`VectorClock::max_counter`]) long
+    /// before a counter could reach the end.
     pub fn increment(&mut self, node: &UniqueAddress) {
-        *self.0.entry(node.to_string()).or_insert(0) += 1;
+        let c = self.0.entry(node.to_string()).or_insert(0);
+        *c = c.saturating_add(1);
+    }
+
+    /// The largest counter (0 when empty).
+    pub fn max_counter(&self) -> u64 {
+        self.0.values().copied().max().unwrap_or(0)
+    }
+
+    #[cfg(test)]
+    pub(crate) fn set(&mut self, node: &UniqueAddress, value: u64) {
+        self.0.insert(node.to_string(), value);
     }
 
     /// Pointwise maximum.

@@ -32,7 +32,11 @@ impl MembershipCore {
                 .cloned()
                 .collect();
             for mut m in moving {
-                next_up += 1;
+                // Received gossip is checked (`Gossip::implausible`); never overflow.
+                let Some(up) = next_up.checked_add(1) else {
+                    break;
+                };
+                next_up = up;
                 m.status = MemberStatus::Up;
                 m.up_number = next_up;
                 self.gossip.put(m);

@@ -620,3 +620,49 @@ fn lease_majority_without_the_lease_downs_both_sides() {
         assert_eq!(net.nodes[&addr(i)].phase(), &Phase::Downed, "node {i}");
     }
 }
+
+/// Finding 15.5: one unsigned gossip with `upNumber` 4294967295 made the leader's
+/// membership task panic on overflow when it next moved a joining member Up. Values
+/// from the wire that no honest cluster reaches are refused before anything uses them.
+#[test]
+fn gossip_with_implausible_counters_is_dropped_and_nothing_overflows() {
+    let mut net = Net::formed(&[1, 2]);
+    let honest = net.node(1).gossip().clone();
+    type Poison = fn(&mut Gossip);
+    let poisons: [(&str, Poison); 3] = [
+        ("upNumber", |g| {
+            let mut m = g.member(&uniq(2, 2)).unwrap().clone();
+            m.up_number = u32::MAX;
+            g.put(m);
+        }),
+        ("vector clock", |g| {
+            g.set_version_entry(&uniq(2, 2), u64::MAX)
+        }),
+        // The receiver's own row: it counts on from there when it next marks someone.
+        ("reachability version", |g| {
+            g.set_reachability_version(&uniq(1, 1), u64::MAX)
+        }),
+    ];
+    for (what, poison) in poisons {
+        let mut g = honest.clone();
+        g.put(Member::joining(uniq(3, 3), info()));
+        g.bump(&uniq(2, 2));
+        poison(&mut g);
+        let env = Envelope {
+            from: uniq(2, 2),
+            to: addr(1),
+            to_uid: Some(1),
+            message: Message::Gossip { gossip: g },
+        };
+        let mut rng = Rng::seeded(1);
+        assert_eq!(
+            net.node(1).receive(Duration::ZERO, &mut rng, env),
+            Err(Dropped::Implausible),
+            "{what}"
+        );
+        // The leader goes on as before.
+        net.advance(Duration::from_secs(1));
+        net.run(|_| false);
+        assert_eq!(net.node(1).gossip().leader(), Some(&uniq(1, 1)), "{what}");
+    }
+}
