@@ -264,6 +264,10 @@ impl Agent {
             membership: commands_tx.clone(),
             cluster_key: config.cluster_key.clone(),
             self_probes,
+            body_timeout: s.management.header_read_timeout,
+            event_subscribers: Arc::new(tokio::sync::Semaphore::new(
+                management::MAX_EVENT_SUBSCRIBERS,
+            )),
         });
         tasks.spawn(
             "management server",

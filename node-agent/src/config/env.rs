@@ -42,7 +42,10 @@ impl Environment {
 }
 
 /// Keys whose default is empty but whose value is not text.
-const NON_TEXT_OPTIONAL_KEYS: &[&str] = &["bootstrap.fallback-port"];
+const NON_TEXT_OPTIONAL_KEYS: &[&str] = &[
+    "bootstrap.fallback-port",
+    "bootstrap.expected-contact-point-nr",
+];
 
 /// The environment variable name for a dotted key.
 pub fn variable_for(key: &str) -> String {

@@ -79,6 +79,7 @@ fn environment_overrides_every_kind_of_key() {
         ("POD_IP", "10.0.0.7"),
         ("MUSTER_BOOTSTRAP_STABLE_MARGIN", "4s"),
         ("MUSTER_BOOTSTRAP_REQUIRED_CONTACT_POINT_NR", "3"),
+        ("MUSTER_BOOTSTRAP_EXPECTED_CONTACT_POINT_NR", "5"),
         ("MUSTER_BOOTSTRAP_FALLBACK_PORT", "9000"),
         ("MUSTER_BOOTSTRAP_NEW_CLUSTER_ENABLED", "false"),
         ("MUSTER_BOOTSTRAP_SERVICE_NAME", "123"),
@@ -98,6 +99,7 @@ fn environment_overrides_every_kind_of_key() {
     let b = &c.settings.bootstrap;
     assert_eq!(b.stable_margin, Duration::from_secs(4));
     assert_eq!(b.required_contact_point_nr, 3);
+    assert_eq!(b.expected_contact_point_nr, Some(5));
     assert_eq!(b.fallback_port, Some(9000));
     assert_eq!(c.fallback_port, 9000);
     assert!(!b.new_cluster_enabled);

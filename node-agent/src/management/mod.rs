@@ -30,7 +30,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, put};
 use axum::{Json, Router};
 use bytes::Bytes;
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{Semaphore, mpsc, oneshot, watch};
 
 use crate::api::{
     BootstrapPhase, BootstrapStatusBody, ErrorBody, PROBER_HEADER, SeedNodes, seed_nodes,
@@ -68,7 +68,15 @@ pub struct AppState {
     pub cluster_key: Option<ClusterKey>,
     /// This node's own probes in flight: a probe from ourselves is marked as such.
     pub self_probes: SelfProbes,
+    /// A request body must arrive within this time (`management.header-read-timeout`).
+    pub body_timeout: Duration,
+    /// Slots for `/cluster/events` subscribers ([`MAX_EVENT_SUBSCRIBERS`]).
+    pub event_subscribers: Arc<Semaphore>,
 }
+
+/// `/cluster/events` streams served at once: each holds a connection for as long as
+/// the client likes, so they get a share of the connections of their own.
+pub const MAX_EVENT_SUBSCRIBERS: usize = 128;
 
 pub fn router(state: AppState) -> Router {
     let limit = state.max_body_bytes;
@@ -334,11 +342,36 @@ async fn mark_member(
     Path(address): Path<String>,
     Query(query): Query<std::collections::HashMap<String, String>>,
     headers: HeaderMap,
-    body: Bytes,
+    body: axum::body::Body,
 ) -> Response {
+    // The token first: nobody without it makes the agent wait for, or hold, a body.
     if let Some(r) = unauthorized(&s, &headers) {
         return r;
     }
+    let body =
+        match tokio::time::timeout(s.body_timeout, axum::body::to_bytes(body, s.max_body_bytes))
+            .await
+        {
+            Ok(Ok(b)) => b,
+            Ok(Err(_)) => {
+                return error(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    format!(
+                        "the body is larger than management.max-body-bytes ({} bytes)",
+                        s.max_body_bytes
+                    ),
+                );
+            }
+            Err(_) => {
+                return error(
+                    StatusCode::REQUEST_TIMEOUT,
+                    format!(
+                        "the body did not arrive within {:?} (management.header-read-timeout)",
+                        s.body_timeout
+                    ),
+                );
+            }
+        };
     // `operation` from the query or an urlencoded form body (Akka's `-F operation=Leave`).
     let from_body = std::str::from_utf8(&body).ok().and_then(|b| {
         b.split('&')
@@ -394,6 +427,14 @@ fn resume_point(uid: u64, header: Option<&HeaderValue>) -> Option<u64> {
 /// `Resync` event followed by the current state.
 async fn cluster_events(State(s): State<AppState>, headers: HeaderMap) -> Response {
     use axum::response::sse::{Event, KeepAlive, Sse};
+    let Ok(slot) = s.event_subscribers.clone().try_acquire_owned() else {
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "{MAX_EVENT_SUBSCRIBERS} /cluster/events subscribers are served already; try again later"
+            ),
+        );
+    };
     let uid = s.cluster.borrow().self_node.uid;
     let sub = s
         .events
@@ -405,8 +446,9 @@ async fn cluster_events(State(s): State<AppState>, headers: HeaderMap) -> Respon
     });
     let first =
         futures_util::stream::iter(resync.into_iter().map(Ok::<_, std::convert::Infallible>));
-    let rest = futures_util::stream::unfold(Some(sub), move |sub| async move {
-        let mut sub = sub?;
+    // The slot lives as long as the stream.
+    let rest = futures_util::stream::unfold(Some((sub, slot)), move |sub| async move {
+        let (mut sub, slot) = sub?;
         match sub.next().await? {
             Ok((id, e)) => {
                 let event = Event::default()
@@ -414,7 +456,7 @@ async fn cluster_events(State(s): State<AppState>, headers: HeaderMap) -> Respon
                     .event(e.name())
                     .json_data(&e)
                     .unwrap_or_else(|_| Event::default().comment("unserialisable event"));
-                Some((Ok(event), Some(sub)))
+                Some((Ok(event), Some((sub, slot))))
             }
             // Fell behind the log: say so and end; the client reconnects and resyncs.
             Err(_) => Some((

@@ -17,6 +17,10 @@ use crate::listener::CappedListener;
 /// buffer is 8 KiB); a larger head gets 431 and the connection is closed.
 const MAX_HEAD_BYTES: usize = 16 * 1024;
 
+/// Connections from one IP address at once: the operator, the kubelet and each peer
+/// come from their own address and need a few.
+pub const MAX_CONNECTIONS_PER_SOURCE: usize = 64;
+
 /// Serves until the task is aborted.
 pub async fn serve(
     listener: TcpListener,
@@ -24,7 +28,12 @@ pub async fn serve(
     max_connections: usize,
     header_read_timeout: Duration,
 ) {
-    let listener = CappedListener::new(listener, max_connections, "management");
+    let listener = CappedListener::new(
+        listener,
+        max_connections,
+        MAX_CONNECTIONS_PER_SOURCE,
+        "management",
+    );
     loop {
         let (stream, peer, permit) = listener.accept().await;
         let _ = stream.set_nodelay(true);

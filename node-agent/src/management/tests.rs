@@ -92,6 +92,8 @@ fn fixture(with_bootstrap: bool) -> Fixture {
         membership,
         cluster_key: Some(key()),
         self_probes: Default::default(),
+        body_timeout: Duration::from_secs(1),
+        event_subscribers: Arc::new(tokio::sync::Semaphore::new(2)),
     };
     Fixture {
         state,
@@ -427,4 +429,54 @@ fn event_ids_resume_only_on_the_incarnation_that_issued_them() {
             "{other}"
         );
     }
+}
+
+#[tokio::test]
+async fn event_subscribers_beyond_the_cap_get_503() {
+    let f = fixture(true);
+    let _taken = f
+        .state
+        .event_subscribers
+        .clone()
+        .try_acquire_many_owned(2)
+        .unwrap();
+    let (status, _, body) = get(&f.state, "/cluster/events", &[]).await;
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("subscribers"), "{body}");
+}
+
+#[tokio::test]
+async fn a_put_without_the_token_is_refused_before_its_body_is_read() {
+    let f = fixture(true);
+    // A body that never ends: reading it would hang the request.
+    let never = axum::body::Body::from_stream(futures_util::stream::pending::<
+        Result<bytes::Bytes, std::io::Error>,
+    >());
+    let resp = tokio::time::timeout(
+        Duration::from_secs(5),
+        router(f.state.clone()).oneshot(
+            http::Request::put("/cluster/members/muster://shop@10.0.0.1:2552?operation=Leave")
+                .header("content-length", "100")
+                .body(never)
+                .unwrap(),
+        ),
+    )
+    .await
+    .expect("answered without waiting for the body")
+    .unwrap();
+    assert_eq!(resp.status().as_u16(), 401);
+    // With the token, a body that does not come times out (fixture: 1 s).
+    let never = axum::body::Body::from_stream(futures_util::stream::pending::<
+        Result<bytes::Bytes, std::io::Error>,
+    >());
+    let resp = router(f.state.clone())
+        .oneshot(
+            http::Request::put("/cluster/members/muster://shop@10.0.0.1:2552")
+                .header("authorization", format!("Bearer {TOKEN}"))
+                .body(never)
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 408);
 }

@@ -39,6 +39,8 @@ pub enum FrameError {
     BadSignature,
     #[error("the peer did not greet with the muster protocol")]
     BadGreeting,
+    #[error("frames not yet authenticated already hold the agent's whole budget for them")]
+    OverBudget,
 }
 
 impl FrameError {
@@ -48,6 +50,7 @@ impl FrameError {
             Self::Unsigned => "unsigned",
             Self::BadSignature => "bad_signature",
             Self::BadGreeting => "bad_greeting",
+            Self::OverBudget => "over_budget",
         }
     }
 }

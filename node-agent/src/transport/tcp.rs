@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::{Notify, Semaphore, mpsc};
 use tokio::time::timeout;
 use tracing::debug;
 
@@ -27,6 +27,17 @@ use crate::metrics::{KindLabel, Metrics};
 
 /// Inbound connections served at once.
 const MAX_INBOUND_CONNECTIONS: usize = 256;
+/// Inbound connections from one IP address at once (a peer needs one).
+const MAX_INBOUND_PER_SOURCE: usize = 8;
+/// The first frame of a connection must start within this time after the greeting
+/// (a peer connects when it has something to send).
+const FIRST_FRAME_TIMEOUT: Duration = Duration::from_secs(2);
+/// The first frame of a connection is at most this large: before it, nothing about
+/// the sender is known. (A Welcome to a joiner of a 1,000-member cluster is far less.)
+const MAX_FIRST_FRAME: usize = 1024 * 1024;
+/// Bytes of frames not yet authenticated that all connections together may hold, in
+/// KiB: the whole agent buffers at most this much for senders it does not know.
+const UNAUTHENTICATED_BUDGET_KIB: usize = 16 * 1024;
 /// An inbound connection with no frame for this long is closed (peers reconnect).
 const INBOUND_IDLE: Duration = Duration::from_secs(300);
 /// A started frame must arrive completely within this time.
@@ -51,13 +62,20 @@ pub async fn serve<M: Wire>(
     metrics: Metrics,
     inbound: mpsc::Sender<M>,
 ) {
-    let listener = CappedListener::new(listener, MAX_INBOUND_CONNECTIONS, "cluster");
+    let listener = CappedListener::new(
+        listener,
+        MAX_INBOUND_CONNECTIONS,
+        MAX_INBOUND_PER_SOURCE,
+        "cluster",
+    );
+    let budget = Arc::new(Semaphore::new(UNAUTHENTICATED_BUDGET_KIB));
     loop {
         let (stream, peer, permit) = listener.accept().await;
         let (key, metrics, inbound) = (key.clone(), metrics.clone(), inbound.clone());
+        let budget = budget.clone();
         tokio::spawn(async move {
             let _permit = permit;
-            if let Err(e) = serve_connection(stream, key, &metrics, &inbound).await {
+            if let Err(e) = serve_connection(stream, key, &metrics, &inbound, &budget).await {
                 metrics.dropped(e.metric_label());
                 debug!(%peer, error = %e, "closed cluster connection");
             }
@@ -70,7 +88,9 @@ async fn serve_connection<M: Wire>(
     key: Option<ClusterKey>,
     metrics: &Metrics,
     inbound: &mpsc::Sender<M>,
+    budget: &Arc<Semaphore>,
 ) -> Result<(), FrameError> {
+    let keyed = key.is_some();
     let _ = stream.set_nodelay(true);
     let mut nonce = [0u8; frame::NONCE_LEN];
     os_random_bytes(&mut nonce);
@@ -82,8 +102,11 @@ async fn serve_connection<M: Wire>(
     }
     let mut opener = Opener::new(key, nonce);
     // A peer connects when it has something to send: a connection that stays silent
-    // after the greeting only holds a slot, so it gets the frame timeout, not the idle one.
-    let mut idle_limit = FRAME_READ_TIMEOUT;
+    // after the greeting only holds a slot, so it gets a short deadline, not the idle one.
+    let mut idle_limit = FIRST_FRAME_TIMEOUT;
+    // Until a frame carries the cluster key's signature, the sender is unknown: its
+    // frames are small and count against the shared budget. Without a key, always.
+    let mut authenticated = false;
     loop {
         let mut header = [0u8; HEADER_LEN];
         match timeout(idle_limit, stream.read_exact(&mut header[..1])).await {
@@ -97,6 +120,18 @@ async fn serve_connection<M: Wire>(
                 return Ok(None);
             }
             let len = Opener::payload_len(&header)?;
+            let held = if authenticated {
+                None
+            } else {
+                if len > MAX_FIRST_FRAME {
+                    return Err(FrameError::Oversized(len));
+                }
+                let kib = u32::try_from(len.div_ceil(1024)).unwrap_or(u32::MAX);
+                match budget.clone().try_acquire_many_owned(kib.max(1)) {
+                    Ok(p) => Some(p),
+                    Err(_) => return Err(FrameError::OverBudget),
+                }
+            };
             // Grows with the bytes actually received, so a lying header costs the sender.
             let mut payload = Vec::new();
             match (&mut stream)
@@ -104,16 +139,17 @@ async fn serve_connection<M: Wire>(
                 .read_to_end(&mut payload)
                 .await
             {
-                Ok(n) if n == len => Ok(Some(payload)),
+                Ok(n) if n == len => Ok(Some((payload, held))),
                 _ => Ok(None),
             }
         };
-        let payload = match timeout(FRAME_READ_TIMEOUT, frame).await {
+        let (payload, _held) = match timeout(FRAME_READ_TIMEOUT, frame).await {
             Ok(Ok(Some(p))) => p,
             Ok(Err(e)) => return Err(e),
             _ => return Ok(()), // stalled, closed or cut short
         };
         opener.open(&header, &payload)?;
+        authenticated = keyed;
         match serde_json::from_slice::<M>(&payload) {
             Ok(message) => {
                 metrics
