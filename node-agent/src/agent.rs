@@ -264,6 +264,7 @@ impl Agent {
             membership: commands_tx.clone(),
             cluster_key: config.cluster_key.clone(),
             self_probes,
+            own_ip: config.management_ip.to_canonical(),
             body_timeout: s.management.header_read_timeout,
             event_subscribers: Arc::new(tokio::sync::Semaphore::new(
                 management::MAX_EVENT_SUBSCRIBERS,

@@ -179,6 +179,53 @@ async fn malformed_and_oversized_seed_node_answers_are_counted_and_shown() {
     assert_eq!(code, 200);
 }
 
+/// A contact point that relays each probe to the prober's own management port (named
+/// in the `muster-prober` header) and returns that agent's own, signed answer.
+async fn fake_relay(ip: IpAddr) {
+    let listener = TcpListener::bind(SocketAddr::new(ip, MANAGEMENT_PORT))
+        .await
+        .expect("bind the relay");
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut stream, _)) = listener.accept().await else {
+                return;
+            };
+            tokio::spawn(async move {
+                let mut request = Vec::new();
+                let mut buf = [0u8; 1024];
+                while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match stream.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => request.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let head = String::from_utf8_lossy(&request).into_owned();
+                let Some(prober) =
+                    header_value(&head, "muster-prober").and_then(|p| p.parse::<SocketAddr>().ok())
+                else {
+                    return;
+                };
+                let Ok(socket) = tokio::net::TcpSocket::new_v4() else {
+                    return;
+                };
+                let _ = socket.bind(SocketAddr::new(ip, 0));
+                let Ok(mut upstream) = socket.connect(prober).await else {
+                    return;
+                };
+                let head = head.replacen("\r\n\r\n", "\r\nconnection: close\r\n\r\n", 1);
+                if upstream.write_all(head.as_bytes()).await.is_err() {
+                    return;
+                }
+                let mut answer = Vec::new();
+                let _ =
+                    tokio::time::timeout(Duration::from_secs(2), upstream.read_to_end(&mut answer))
+                        .await;
+                let _ = stream.write_all(&answer).await;
+            });
+        }
+    });
+}
+
 /// Finding 15.2: a contact point answering every prober with `selfNode` = the prober's
 /// own address made three agents with the cluster key form three clusters, and one
 /// listing 2,500 seed nodes made each open thousands of connections. Now answers
@@ -212,8 +259,11 @@ async fn lying_contact_points_without_the_key_do_not_split_the_cluster() {
     )
     .into_bytes();
     fake_peer(ip(subnet, 2), many, false).await;
+    // Review finding: a liar without the key that relays each probe to the prober
+    // itself got the prober's own signed answer, and the prober took it for itself.
+    fake_relay(ip(subnet, 3)).await;
 
-    let hosts = [1u8, 2, 10, 11, 12];
+    let hosts = [1u8, 2, 3, 10, 11, 12];
     let endpoints: Vec<String> = hosts
         .iter()
         .map(|h| format!("'{}:{MANAGEMENT_PORT}'", ip(subnet, *h)))
@@ -234,22 +284,24 @@ async fn lying_contact_points_without_the_key_do_not_split_the_cluster() {
         let s = json(a.management(), "/bootstrap/status")
             .await
             .expect("status");
-        if s["bootstrap"]["decision"]["decision"] == "form" {
+        if s["bootstrap"]["instruction"] == "form" {
             formed.push(a.name.clone());
         }
-        for liar in [1, 2] {
+        for (liar, error) in [
+            (1, "not signed"),
+            (2, "not signed"),
+            (3, "not at this contact point's address"),
+        ] {
             let cp = format!("{}:{MANAGEMENT_PORT}", ip(subnet, liar));
             let p = s["bootstrap"]["contactPoints"]
                 .as_array()
                 .and_then(|ps| ps.iter().find(|p| p["contactPoint"] == cp.as_str()))
                 .unwrap_or_else(|| panic!("{}: {cp} listed: {s}", a.name));
             assert!(
-                p["lastError"]
-                    .as_str()
-                    .is_some_and(|e| e.contains("not signed"))
+                p["lastError"].as_str().is_some_and(|e| e.contains(error))
                     && p["answer"].is_null()
                     && p["self"] == false,
-                "{}: the liar {cp} never counts: {s}",
+                "{}: the liar {cp} never counts ({error}): {s}",
                 a.name
             );
         }

@@ -66,18 +66,15 @@ async fn forms_with_config_discovery(subnet: (u8, u8), n: u8, test: &str) {
         .await
         .expect("status");
     assert_eq!(status.phase, BootstrapPhase::Joined, "{status:?}");
-    let decision = |s: &BootstrapStatusBody| {
-        s.bootstrap
-            .as_ref()
-            .map(|b| b["decision"]["decision"].clone())
-    };
-    assert_eq!(decision(&status), Some("form".into()), "{status:?}");
+    let instruction =
+        |s: &BootstrapStatusBody| s.bootstrap.as_ref().map(|b| b["instruction"].clone());
+    assert_eq!(instruction(&status), Some("form".into()), "{status:?}");
     for a in &agents[1..] {
         let s = client()
             .bootstrap_status(a.management())
             .await
             .expect("status");
-        assert_eq!(decision(&s), Some("join".into()), "{}: {s:?}", a.name);
+        assert_eq!(instruction(&s), Some("join".into()), "{}: {s:?}", a.name);
     }
 }
 
@@ -180,11 +177,7 @@ async fn five_agents_with_split_dns_views_form_one_cluster() {
             .bootstrap_status(a.management())
             .await
             .expect("status");
-        if s.bootstrap
-            .as_ref()
-            .map(|b| b["decision"]["decision"].clone())
-            == Some("form".into())
-        {
+        if s.bootstrap.as_ref().map(|b| b["instruction"].clone()) == Some("form".into()) {
             formed.push(a.name.clone());
         }
     }

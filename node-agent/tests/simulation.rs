@@ -188,7 +188,11 @@ impl Scenario {
             probe_loss: rng.unit() * 0.1,
             required: if rng.chance(0.5) { 2 } else { n },
             agreement: rng.chance(0.85),
-            expected: rng.chance(0.85).then_some(n),
+            // N, or (to test the bound itself) the least E with N + 2·liars < 2E.
+            expected: rng.chance(0.85).then(|| {
+                let least = (n + 2 * usize::from(liar.is_some())) / 2 + 1;
+                if rng.chance(0.5) { n } else { least.min(n) }
+            }),
         }
     }
 }

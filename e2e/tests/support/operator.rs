@@ -244,8 +244,9 @@ pub async fn setup(test: &str, nets: (u8, u8)) -> (Platform, Operator) {
     (p, op)
 }
 
-/// Creates ClusterSpec `name` with `replicas` pods of the agent image, a 1 s stable
-/// margin and `extra` merged into the spec; returns when it was created.
+/// Creates ClusterSpec `name` with `replicas` pods of the agent image and `extra`
+/// merged into the spec; returns when it was created. (The pods form by contact-point
+/// agreement, as every replica is expected; the stable margin is the default.)
 pub async fn create_cluster(
     p: &Platform,
     name: &str,
@@ -255,7 +256,6 @@ pub async fn create_cluster(
     let mut spec = json!({
         "replicas": replicas,
         "agent": {"image": p.agent_image()},
-        "bootstrap": {"stableMargin": "1s"},
     });
     for (k, v) in extra.as_object().cloned().unwrap_or_default() {
         spec[k] = v;

@@ -26,12 +26,13 @@
 //! stands on counting instead, which holds whatever discovery returns:
 //!
 //! - Let `E` be `expected-contact-point-nr`, the number of agents that start together.
-//!   Assume fewer than `2E` agents of the cluster answer probes while it forms (a
-//!   StatefulSet of `E` replicas runs at most `E` pods at a time), and fewer than `E/2`
-//!   of them lie.
+//!   Let `H` agents answer honestly while the cluster forms and `L` lie (an agent that
+//!   restarts during formation forgets its ever-seen set, so it counts as a liar).
+//!   Assume `H + 2L < 2E`. A StatefulSet of `E` replicas runs at most `E` pods at a
+//!   time, so with the operator this means fewer than `E/2` liars.
 //! - Suppose X formed by agreement on `S_X` and Y on `S_Y`, X ≠ Y. Each set has at least
-//!   `E` contact points, each answered freshly; so the two sets share an honest agent Z
-//!   (otherwise `2E` agents answered, or `E/2` lied).
+//!   `E` contact points, each answered freshly, out of `H + L`; so the two share at
+//!   least `2E − H − L > L` of them, among them an honest agent Z.
 //! - Z reported `S_X` to X and `S_Y` to Y, each as its ever-seen set, which only grows:
 //!   say `S_X ⊆ S_Y`. If equal, X and Y are both its lowest member: X = Y.
 //! - Otherwise X ∈ S_Y answered Y reporting `S_Y`. X's reported set stops growing when

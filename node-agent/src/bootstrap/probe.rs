@@ -7,7 +7,9 @@
 //! over that nonce (see [`crate::api::seed_nodes::sign`]), so a process without the key
 //! cannot take part in the decision, and a recorded answer cannot be replayed. The nonce
 //! also tells who "self" is: when this node's own server receives a nonce that this
-//! node's prober sent, the contact point is this node, whatever address discovery gave.
+//! node's prober sent, on a connection from this node's own address, the contact point
+//! is this node, whatever address discovery gave. (A contact point that relays our own
+//! probe back to us connects from its address, so it does not pass as us.)
 
 use std::collections::HashMap;
 use std::net::IpAddr;

@@ -95,6 +95,8 @@ pub struct Bootstrap {
     finished: bool,
     /// The last instruction handed to membership, so each is given once.
     instructed: Option<Instruction>,
+    /// This node was told to form: its reported ever-seen set stops growing for good.
+    formed: bool,
 }
 
 /// What membership must do, as decided by bootstrap.
@@ -127,6 +129,7 @@ impl Bootstrap {
             skipped: Vec::new(),
             finished: false,
             instructed: None,
+            formed: false,
         }
     }
 
@@ -257,7 +260,7 @@ impl Bootstrap {
                                 ..Default::default()
                             });
                     }
-                    if self.instructed != Some(Instruction::Form) {
+                    if !self.formed {
                         self.obs.ever_seen.extend(set.iter().cloned());
                     }
                     self.obs.discovered = set;
@@ -366,6 +369,7 @@ impl Bootstrap {
         if self.instructed.as_ref() == Some(&next) {
             return None;
         }
+        self.formed |= next == Instruction::Form;
         self.instructed = Some(next.clone());
         Some(next)
     }
@@ -384,6 +388,11 @@ impl Bootstrap {
         };
         let fresh_for = self.settings.probing_failure_timeout;
         BootstrapStatus {
+            instruction: match (&self.instructed, self.formed) {
+                (_, true) => Some("form"),
+                (Some(Instruction::Join(_)), false) => Some("join"),
+                _ => None,
+            },
             discovered: self.obs.discovered.iter().cloned().collect(),
             lookups: self.obs.lookups,
             lookup_error: self.obs.lookup_error.clone(),
@@ -432,6 +441,9 @@ pub struct BootstrapStatus {
     /// In plain words: what the node is doing or waiting for.
     pub reason: String,
     pub decision: Decision,
+    /// What this node was told to do, once it was: `form` or `join`. Unlike `decision`
+    /// (computed now, from answers that age), it does not change afterwards.
+    pub instruction: Option<&'static str>,
     pub discovered: Vec<ContactPoint>,
     pub lookups: u64,
     pub lookup_error: Option<String>,

@@ -259,6 +259,17 @@ fn addresses(
     if m.port == 0 {
         p.bad("management.port", "0 is not a port; use 1-65535");
     }
+    if let (Some(node), Some(mgmt)) = (self_ip, management_ip)
+        && node != mgmt
+        && !mgmt.is_unspecified()
+    {
+        p.bad(
+            "management.hostname",
+            format!(
+                "{mgmt} differs from the node's address {node} (cluster.hostname / POD_IP): a peer probing this node's management address refuses an answer that names a node elsewhere; leave management.hostname unset"
+            ),
+        );
+    }
     if c.port == m.port && self_ip == management_ip {
         p.bad(
             "management.port",

@@ -68,6 +68,9 @@ pub struct AppState {
     pub cluster_key: Option<ClusterKey>,
     /// This node's own probes in flight: a probe from ourselves is marked as such.
     pub self_probes: SelfProbes,
+    /// The address this node's prober connects from: only a probe on a connection from
+    /// it can be this node's own (a relay elsewhere cannot pass as us).
+    pub own_ip: std::net::IpAddr,
     /// A request body must arrive within this time (`management.header-read-timeout`).
     pub body_timeout: Duration,
     /// Slots for `/cluster/events` subscribers ([`MAX_EVENT_SUBSCRIBERS`]).
@@ -108,7 +111,15 @@ async fn not_found() -> Response {
     )
 }
 
-async fn seed_nodes(State(s): State<AppState>, headers: HeaderMap) -> Response {
+/// The remote address of the connection a request came on (set by the server).
+#[derive(Debug, Clone, Copy)]
+pub struct Peer(pub std::net::SocketAddr);
+
+async fn seed_nodes(
+    State(s): State<AppState>,
+    peer: Option<axum::Extension<Peer>>,
+    headers: HeaderMap,
+) -> Response {
     if let (Some(nudges), Some(prober)) = (&s.nudges, headers.get(PROBER_HEADER))
         && let Some(cp) = prober
             .to_str()
@@ -132,7 +143,11 @@ async fn seed_nodes(State(s): State<AppState>, headers: HeaderMap) -> Response {
     )
         .into_response();
     if let Some(nonce) = nonce {
-        s.self_probes.saw(nonce);
+        // Our own nonce on a connection from our own address: our prober reached us.
+        // The same nonce relayed by someone else arrives from their address.
+        if peer.is_some_and(|p| p.0.0.ip().to_canonical() == s.own_ip) {
+            s.self_probes.saw(nonce);
+        }
         if let Some(key) = &s.cluster_key
             && let Ok(v) = HeaderValue::from_str(&seed_nodes::sign(key, nonce, &body))
         {

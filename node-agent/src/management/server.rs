@@ -37,7 +37,15 @@ pub async fn serve(
     loop {
         let (stream, peer, permit) = listener.accept().await;
         let _ = stream.set_nodelay(true);
-        let svc = TowerToHyperService::new(app.clone());
+        // Handlers learn who is connected (the seed-nodes route tells its own probes
+        // apart by it).
+        let svc = TowerToHyperService::new(tower::ServiceExt::map_request(
+            app.clone(),
+            move |mut req: http::Request<hyper::body::Incoming>| {
+                req.extensions_mut().insert(super::Peer(peer));
+                req
+            },
+        ));
         tokio::spawn(async move {
             let _permit = permit;
             let mut builder = http1::Builder::new();

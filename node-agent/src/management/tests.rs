@@ -92,6 +92,7 @@ fn fixture(with_bootstrap: bool) -> Fixture {
         membership,
         cluster_key: Some(key()),
         self_probes: Default::default(),
+        own_ip: [10, 0, 0, 1].into(),
         body_timeout: Duration::from_secs(1),
         event_subscribers: Arc::new(tokio::sync::Semaphore::new(2)),
     };

@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use std::sync::Mutex;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::{Notify, Semaphore, mpsc};
@@ -38,6 +39,94 @@ const MAX_FIRST_FRAME: usize = 1024 * 1024;
 /// Bytes of frames not yet authenticated that all connections together may hold, in
 /// KiB: the whole agent buffers at most this much for senders it does not know.
 const UNAUTHENTICATED_BUDGET_KIB: usize = 16 * 1024;
+/// Of that, what the connections from one IP address may hold together, in KiB: a
+/// flood from a few addresses cannot take it all.
+const UNAUTHENTICATED_PER_SOURCE_KIB: usize = 2 * 1024;
+/// Frames up to this size need no budget (every first frame of a peer of a normal
+/// cluster; they are bounded by the connection caps: 256 × 64 KiB).
+const SMALL_FRAME: usize = 64 * 1024;
+/// How long a large unauthenticated frame waits for the shared budget.
+const BUDGET_WAIT: Duration = Duration::from_secs(1);
+
+/// The memory budget for frames not yet authenticated (see the constants above).
+#[derive(Debug)]
+struct Budget {
+    global: Arc<Semaphore>,
+    by_source: Mutex<HashMap<IpAddr, usize>>,
+}
+
+/// A share of the budget, given back on drop.
+struct Held<'a> {
+    budget: &'a Budget,
+    source: IpAddr,
+    kib: usize,
+    _global: tokio::sync::OwnedSemaphorePermit,
+}
+
+impl Drop for Held<'_> {
+    fn drop(&mut self) {
+        let mut m = self
+            .budget
+            .by_source
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = m.get_mut(&self.source) {
+            *n = n.saturating_sub(self.kib);
+            if *n == 0 {
+                m.remove(&self.source);
+            }
+        }
+    }
+}
+
+impl Budget {
+    fn new() -> Self {
+        Self {
+            global: Arc::new(Semaphore::new(UNAUTHENTICATED_BUDGET_KIB)),
+            by_source: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// `len` bytes for `source`, or `OverBudget` when its share is used up or the
+    /// shared budget stays full for [`BUDGET_WAIT`].
+    async fn take(&self, source: IpAddr, len: usize) -> Result<Held<'_>, FrameError> {
+        let kib = len.div_ceil(1024).max(1);
+        {
+            let mut m = self.by_source.lock().unwrap_or_else(|p| p.into_inner());
+            let n = m.entry(source).or_insert(0);
+            if *n + kib > UNAUTHENTICATED_PER_SOURCE_KIB {
+                if *n == 0 {
+                    m.remove(&source);
+                }
+                return Err(FrameError::OverBudget);
+            }
+            *n += kib;
+        }
+        let permits = u32::try_from(kib).unwrap_or(u32::MAX);
+        let global = timeout(BUDGET_WAIT, self.global.clone().acquire_many_owned(permits)).await;
+        let held = |g| Held {
+            budget: self,
+            source,
+            kib,
+            _global: g,
+        };
+        match global {
+            Ok(Ok(g)) => Ok(held(g)),
+            _ => {
+                // Give the source's share back (a Held without a global permit cannot
+                // exist, so undo by hand).
+                let mut m = self.by_source.lock().unwrap_or_else(|p| p.into_inner());
+                if let Some(n) = m.get_mut(&source) {
+                    *n = n.saturating_sub(kib);
+                    if *n == 0 {
+                        m.remove(&source);
+                    }
+                }
+                Err(FrameError::OverBudget)
+            }
+        }
+    }
+}
 /// An inbound connection with no frame for this long is closed (peers reconnect).
 const INBOUND_IDLE: Duration = Duration::from_secs(300);
 /// A started frame must arrive completely within this time.
@@ -68,14 +157,23 @@ pub async fn serve<M: Wire>(
         MAX_INBOUND_PER_SOURCE,
         "cluster",
     );
-    let budget = Arc::new(Semaphore::new(UNAUTHENTICATED_BUDGET_KIB));
+    let budget = Arc::new(Budget::new());
     loop {
         let (stream, peer, permit) = listener.accept().await;
         let (key, metrics, inbound) = (key.clone(), metrics.clone(), inbound.clone());
         let budget = budget.clone();
         tokio::spawn(async move {
             let _permit = permit;
-            if let Err(e) = serve_connection(stream, key, &metrics, &inbound, &budget).await {
+            if let Err(e) = serve_connection(
+                stream,
+                peer.ip().to_canonical(),
+                key,
+                &metrics,
+                &inbound,
+                &budget,
+            )
+            .await
+            {
                 metrics.dropped(e.metric_label());
                 debug!(%peer, error = %e, "closed cluster connection");
             }
@@ -85,10 +183,11 @@ pub async fn serve<M: Wire>(
 
 async fn serve_connection<M: Wire>(
     mut stream: TcpStream,
+    source: IpAddr,
     key: Option<ClusterKey>,
     metrics: &Metrics,
     inbound: &mpsc::Sender<M>,
-    budget: &Arc<Semaphore>,
+    budget: &Budget,
 ) -> Result<(), FrameError> {
     let keyed = key.is_some();
     let _ = stream.set_nodelay(true);
@@ -120,17 +219,12 @@ async fn serve_connection<M: Wire>(
                 return Ok(None);
             }
             let len = Opener::payload_len(&header)?;
-            let held = if authenticated {
+            let held = if authenticated || len <= SMALL_FRAME {
                 None
+            } else if len > MAX_FIRST_FRAME {
+                return Err(FrameError::Oversized(len));
             } else {
-                if len > MAX_FIRST_FRAME {
-                    return Err(FrameError::Oversized(len));
-                }
-                let kib = u32::try_from(len.div_ceil(1024)).unwrap_or(u32::MAX);
-                match budget.clone().try_acquire_many_owned(kib.max(1)) {
-                    Ok(p) => Some(p),
-                    Err(_) => return Err(FrameError::OverBudget),
-                }
+                Some(budget.take(source, len).await?)
             };
             // Grows with the bytes actually received, so a lying header costs the sender.
             let mut payload = Vec::new();
