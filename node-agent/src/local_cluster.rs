@@ -111,10 +111,7 @@ pub async fn run(args: Args) -> ExitCode {
         let mut key = [0u8; 32];
         os_random_bytes(&mut key);
         let key_file = dir.join("cluster.key");
-        std::fs::write(
-            &key_file,
-            key.iter().map(|b| format!("{b:02x}")).collect::<String>(),
-        )?;
+        std::fs::write(&key_file, crate::base::hex(&key))?;
         let config = dir.join("agent.yaml");
         std::fs::write(
             &config,

@@ -35,6 +35,19 @@ fn header_value(head: &str, name: &str) -> Option<String> {
     })
 }
 
+/// A request's head (up to the blank line), or `None` if the connection ends first.
+async fn read_head(stream: &mut TcpStream) -> Option<String> {
+    let mut request = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+        match stream.read(&mut buf).await {
+            Ok(0) | Err(_) => return None,
+            Ok(n) => request.extend_from_slice(&buf[..n]),
+        }
+    }
+    Some(String::from_utf8_lossy(&request).into_owned())
+}
+
 /// A peer whose management port answers every request with `body` (HTTP 200, JSON),
 /// signed with the test cluster key when `signed`.
 async fn fake_peer(ip: IpAddr, body: Vec<u8>, signed: bool) {
@@ -57,15 +70,9 @@ where
             };
             let answer = answer.clone();
             tokio::spawn(async move {
-                let mut request = Vec::new();
-                let mut buf = [0u8; 1024];
-                while !request.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match stream.read(&mut buf).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => request.extend_from_slice(&buf[..n]),
-                    }
-                }
-                let request = String::from_utf8_lossy(&request).into_owned();
+                let Some(request) = read_head(&mut stream).await else {
+                    return;
+                };
                 let body = answer(&request);
                 let signature = header_value(&request, NONCE_HEADER)
                     .filter(|_| signed)
@@ -191,15 +198,9 @@ async fn fake_relay(ip: IpAddr) {
                 return;
             };
             tokio::spawn(async move {
-                let mut request = Vec::new();
-                let mut buf = [0u8; 1024];
-                while !request.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match stream.read(&mut buf).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => request.extend_from_slice(&buf[..n]),
-                    }
-                }
-                let head = String::from_utf8_lossy(&request).into_owned();
+                let Some(head) = read_head(&mut stream).await else {
+                    return;
+                };
                 let Some(prober) =
                     header_value(&head, "muster-prober").and_then(|p| p.parse::<SocketAddr>().ok())
                 else {

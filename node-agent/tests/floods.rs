@@ -75,13 +75,15 @@ async fn alive(addr: SocketAddr) -> Result<Duration, String> {
 async fn measure(agent: &AgentProcess, what: &str, rows: &mut Vec<String>) {
     let mut worst = Duration::ZERO;
     let mut peak = rss_kib(agent.pid());
+    // Samples spread over half a second of the flood.
+    let mut pace = tokio::time::interval(Duration::from_millis(100));
     for _ in 0..5 {
+        pace.tick().await;
         let t = alive(agent.management())
             .await
             .unwrap_or_else(|e| panic!("{what}: the agent must keep answering /alive: {e}"));
         worst = worst.max(t);
         peak = peak.max(rss_kib(agent.pid()));
-        tokio::time::sleep(Duration::from_millis(100)).await;
     }
     rows.push(format!(
         "{what:<58} {:>8.1} {:>10.1}",

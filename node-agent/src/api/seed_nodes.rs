@@ -34,12 +34,7 @@ fn mac(key: &ClusterKey, nonce: &str, body: &[u8]) -> Hmac<Sha256> {
 
 /// The signature of an answer `body` to the probe that sent `nonce`.
 pub fn sign(key: &ClusterKey, nonce: &str, body: &[u8]) -> String {
-    mac(key, nonce, body)
-        .finalize()
-        .into_bytes()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    crate::base::hex(&mac(key, nonce, body).finalize().into_bytes())
 }
 
 /// Checks `signature` (hex) in time independent of where it differs.

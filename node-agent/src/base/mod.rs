@@ -7,3 +7,14 @@ pub mod member;
 pub mod rng;
 pub mod secret;
 pub mod time;
+
+/// `bytes` as lowercase hex: keys, tokens, nonces, signatures and digests.
+pub fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write;
+    bytes
+        .iter()
+        .fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
+            let _ = write!(s, "{b:02x}");
+            s
+        })
+}

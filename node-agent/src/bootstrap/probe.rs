@@ -81,7 +81,7 @@ impl Drop for InFlight<'_> {
 fn nonce() -> String {
     let mut bytes = [0u8; 16];
     os_random_bytes(&mut bytes);
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    crate::base::hex(&bytes)
 }
 
 /// The client of all probes of this node.

@@ -65,17 +65,7 @@ struct Held<'a> {
 
 impl Drop for Held<'_> {
     fn drop(&mut self) {
-        let mut m = self
-            .budget
-            .by_source
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        if let Some(n) = m.get_mut(&self.source) {
-            *n = n.saturating_sub(self.kib);
-            if *n == 0 {
-                m.remove(&self.source);
-            }
-        }
+        self.budget.give_back(self.source, self.kib);
     }
 }
 
@@ -84,6 +74,17 @@ impl Budget {
         Self {
             global: Arc::new(Semaphore::new(UNAUTHENTICATED_BUDGET_KIB)),
             by_source: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Returns `kib` of `source`'s share.
+    fn give_back(&self, source: IpAddr, kib: usize) {
+        let mut m = self.by_source.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = m.get_mut(&source) {
+            *n = n.saturating_sub(kib);
+            if *n == 0 {
+                m.remove(&source);
+            }
         }
     }
 
@@ -113,15 +114,7 @@ impl Budget {
         match global {
             Ok(Ok(g)) => Ok(held(g)),
             _ => {
-                // Give the source's share back (a Held without a global permit cannot
-                // exist, so undo by hand).
-                let mut m = self.by_source.lock().unwrap_or_else(|p| p.into_inner());
-                if let Some(n) = m.get_mut(&source) {
-                    *n = n.saturating_sub(kib);
-                    if *n == 0 {
-                        m.remove(&source);
-                    }
-                }
+                self.give_back(source, kib);
                 Err(FrameError::OverBudget)
             }
         }

@@ -42,11 +42,7 @@ pub fn agent_yaml(settings: &Settings) -> String {
 /// The first 16 hex digits of the settings file's SHA-256.
 pub(super) fn config_hash(agent_yaml: &str) -> String {
     use sha2::Digest;
-    sha2::Sha256::digest(agent_yaml.as_bytes())
-        .iter()
-        .take(8)
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    node_agent::base::hex(&sha2::Sha256::digest(agent_yaml.as_bytes())[..8])
 }
 
 /// A duration field of the spec.

@@ -18,7 +18,7 @@ pub fn secret_name(cs: &ClusterSpec) -> String {
 /// the management token (hex). The controller creates it once and never rebuilds it:
 /// a new key would split running agents from restarted ones.
 pub fn secret(cs: &ClusterSpec, random: &[u8; 64]) -> Secret {
-    let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
+    let hex = node_agent::base::hex;
     Secret {
         metadata: meta(cs, &secret_name(cs)),
         type_: Some("Opaque".into()),
