@@ -23,7 +23,7 @@ mod process;
 
 pub use control_plane::ControlPlane;
 pub use dns::ClusterDns;
-pub use node::{ImageTable, LocalNode, NodeConfig};
+pub use node::{ImageTable, LocalNode, NodeConfig, VolumeRefresh};
 pub use platform::{LocalSettings, MANAGEMENT_PORT, Platform, Target};
 
 use std::time::Duration;

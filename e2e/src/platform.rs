@@ -15,7 +15,7 @@ use node_agent::api::ClusterMembers;
 use node_agent::api::client::get_over;
 use serde_json::json;
 
-use crate::{ClusterDns, ControlPlane, Error, ImageTable, LocalNode, NodeConfig};
+use crate::{ClusterDns, ControlPlane, Error, ImageTable, LocalNode, NodeConfig, VolumeRefresh};
 
 /// The agents' management port.
 pub const MANAGEMENT_PORT: u16 = 8558;
@@ -56,6 +56,9 @@ pub struct LocalSettings {
     pub pod_net: u8,
     /// Image name → binary for the process kubelet.
     pub images: ImageTable,
+    /// How late the process kubelet refreshes mounted ConfigMaps and Secrets (default:
+    /// as a real kubelet, 60–90 s).
+    pub volume_refresh: VolumeRefresh,
 }
 
 /// The image of `muster-agent` pods: on kind, `E2E_AGENT_IMAGE` or the tag
@@ -111,6 +114,7 @@ impl Platform {
                         api_port: control_plane.api_port,
                         ca_cert: control_plane.pki.ca.cert.clone(),
                         dns: dns_ip,
+                        volume_refresh: local.volume_refresh,
                     },
                 )
                 .await?;

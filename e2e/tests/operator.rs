@@ -4,13 +4,15 @@
 //! operator killed mid-rollout is replaced by one that finishes it; deleting every pod,
 //! scaling 3 → 5 → 2, invalid specs and a switch to DNS discovery (a rollout; the
 //! Role removed) behave as documented; a graceful stop releases
-//! the leader Lease, and deleting the ClusterSpec leaves nothing behind.
+//! the leader Lease, and deleting the ClusterSpec leaves nothing behind. Pods that read a
+//! stale lock from a late kubelet never form a second cluster (the formation record).
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::Api;
 use serde_json::json;
@@ -18,7 +20,7 @@ use serde_json::json;
 mod support;
 use support::operator::{
     Cluster, Operator, OperatorLog, RolloutWatch, condition, create_cluster, retagged, running,
-    setup, status_of, two_clusters,
+    setup, setup_with, status_of, two_clusters,
 };
 use support::poll;
 
@@ -206,18 +208,7 @@ async fn the_operator_restarts_scales_and_refuses_bad_specs() {
     // Every pod deleted at once: no second cluster may form. Either some member
     // survives long enough for the new pods to join it, or none does and the pods
     // wait — with a status that says so and what to do.
-    let deleted = p
-        .kubectl()
-        .args([
-            "delete",
-            "pods",
-            "-l",
-            "app.kubernetes.io/instance=shop",
-            "--wait=false",
-        ])
-        .output()
-        .expect("kubectl delete");
-    assert!(deleted.status.success(), "{deleted:?}");
+    c.delete_every_pod(&p);
     let outcome = poll(
         "the pods rejoin, or wait with a clear status",
         Duration::from_secs(120),
@@ -270,7 +261,8 @@ async fn the_operator_restarts_scales_and_refuses_bad_specs() {
             // The user's way out: allow forming until the cluster is back, then auto.
             c.patch_spec(json!({"bootstrap": {"newClusterEnabled": "true"}}))
                 .await;
-            poll("one cluster again", Duration::from_secs(120), || {
+            // The pods see `true` when the kubelet next syncs them (60–90 s).
+            poll("one cluster again", Duration::from_secs(180), || {
                 c.one_cluster_of(3)
             })
             .await;
@@ -529,5 +521,149 @@ async fn the_operator_restarts_scales_and_refuses_bad_specs() {
             }
         },
     )
+    .await;
+}
+
+/// A kubelet shows a mounted ConfigMap as it was up to a minute or more ago, so pods
+/// that start after the cluster formed can still read `new-cluster-enabled: true`. Here
+/// the node serves every pod, new ones too, a copy of the ConfigMap up to ten minutes
+/// old (the kubelet's `Cache` strategy, the worst case): after every pod is deleted,
+/// the new pods read `true`, see no member, and the lowest would form a second cluster
+/// (it did before the formation record). It must refuse, and say why; the documented
+/// way out (`newClusterEnabled: "true"`, then `auto`) still brings the cluster back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pod_that_reads_a_stale_lock_never_forms_a_second_cluster() {
+    let refresh = e2e::VolumeRefresh {
+        cache_ttl: Duration::from_secs(600),
+        ..e2e::VolumeRefresh::default()
+    };
+    let (p, op) = setup_with("operator-stale-lock", (71, 72), refresh).await;
+    let c = Cluster::of(&p, "shop");
+    create_cluster(&p, "shop", 3, json!({})).await;
+    let cs = c
+        .wait_for(
+            &op,
+            "Running with 3 Up",
+            Duration::from_secs(120),
+            running(3),
+        )
+        .await;
+    assert_eq!(status_of(&cs).new_cluster_enabled, Some(false));
+    let cm = Api::<ConfigMap>::namespaced(p.client.clone(), &p.namespace)
+        .get("shop")
+        .await
+        .expect("the ConfigMap");
+    assert_eq!(cm.data.expect("data")["new-cluster-enabled"], "false");
+    let leases: Api<Lease> = Api::namespaced(p.client.clone(), &p.namespace);
+    let holder = leases
+        .get("shop-formation")
+        .await
+        .expect("the formation record")
+        .spec
+        .and_then(|s| s.holder_identity)
+        .unwrap_or_default();
+    assert!(
+        holder.starts_with("muster://"),
+        "held by the agent that formed: {holder:?}"
+    );
+    println!("formation record held by {holder}");
+
+    let old: Vec<String> = c
+        .pods()
+        .await
+        .iter()
+        .filter_map(|p| p.metadata.uid.clone())
+        .collect();
+    c.delete_every_pod(&p);
+    let node = p.node().expect("the local platform");
+    let refused = poll(
+        "the new lowest pod refuses to form",
+        Duration::from_secs(120),
+        || async {
+            let pods = c.pods().await;
+            let new: Vec<_> = pods
+                .iter()
+                .filter(|p| p.metadata.uid.as_ref().is_some_and(|u| !old.contains(u)))
+                .collect();
+            if new.len() != 3 || pods.len() != 3 {
+                return Err(format!("{} new of {} pods", new.len(), pods.len()));
+            }
+            let mut refusal = None;
+            for pod in new {
+                let name = pod.metadata.name.clone().unwrap_or_default();
+                let Some(pid) = node.container_pid(&p.namespace, &name, "agent").await else {
+                    return Err(format!("{name}: no agent process yet"));
+                };
+                let lock = format!("/proc/{pid}/root/etc/muster/config/new-cluster-enabled");
+                let Ok(seen) = std::fs::read_to_string(&lock) else {
+                    return Err(format!("{name}: no lock file yet"));
+                };
+                assert_eq!(
+                    seen.trim(),
+                    "true",
+                    "{name} must read the stale lock for this test to mean anything"
+                );
+                let (_, body) = p.pod_get(&name, 8558, "/bootstrap/status").await?;
+                assert!(
+                    body.contains("\"selfStatus\":null"),
+                    "{name} is a member: a second cluster formed\n{body}"
+                );
+                if body.contains("is held by") {
+                    refusal = Some(format!("{name}: {body}"));
+                }
+            }
+            refusal.ok_or_else(|| "no pod has tried to form yet".to_owned())
+        },
+    )
+    .await;
+    println!("refused: {refused}");
+    // Still no member a while later: the refusal holds (each pod polled again).
+    for pod in c.pods().await {
+        let name = pod.metadata.name.clone().unwrap_or_default();
+        let (_, body) = p
+            .pod_get(&name, 8558, "/bootstrap/status")
+            .await
+            .expect("status");
+        assert!(body.contains("\"selfStatus\":null"), "{name}: {body}");
+    }
+
+    // The way out after losing the whole cluster: allow forming, then auto again.
+    c.patch_spec(json!({"bootstrap": {"newClusterEnabled": "true"}}))
+        .await;
+    let reformed = Instant::now();
+    poll("one cluster again", Duration::from_secs(120), || {
+        c.one_cluster_of(3)
+    })
+    .await;
+    println!(
+        "newClusterEnabled true → one cluster of 3 again: {} ms",
+        reformed.elapsed().as_millis()
+    );
+    c.patch_spec(json!({"bootstrap": {"newClusterEnabled": "auto"}}))
+        .await;
+    c.wait_for(
+        &op,
+        "Running with 3 Up, forming off",
+        Duration::from_secs(60),
+        |cs| {
+            running(3)(cs)?;
+            match status_of(cs).new_cluster_enabled {
+                Some(false) => Ok(()),
+                other => Err(format!("newClusterEnabled {other:?}")),
+            }
+        },
+    )
+    .await;
+    poll("the record held again", Duration::from_secs(30), || async {
+        let spec = leases
+            .get("shop-formation")
+            .await
+            .map_err(|e| e.to_string())?
+            .spec;
+        match spec.and_then(|s| s.holder_identity) {
+            Some(h) if !h.is_empty() => Ok(()),
+            other => Err(format!("holder {other:?}")),
+        }
+    })
     .await;
 }

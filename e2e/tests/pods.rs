@@ -53,7 +53,17 @@ async fn events(p: &Platform, name: &str, reason: &str) -> Result<Vec<Event>, St
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn volumes_env_from_and_probes_work_as_on_a_kubelet() {
-    let p = Platform::start("pod-features", local(45, 46))
+    // This test checks that a ConfigMap update reaches a running pod at all, whole; how
+    // late a kubelet brings it (60–90 s, the default) is the node's own unit test, so
+    // pods are synced every 2 s here to keep the run short.
+    let settings = e2e::LocalSettings {
+        volume_refresh: e2e::VolumeRefresh {
+            sync_period: Duration::from_secs(2),
+            ..e2e::VolumeRefresh::default()
+        },
+        ..local(45, 46)
+    };
+    let p = Platform::start("pod-features", settings)
         .await
         .expect("platform");
     let ns = p.namespace.clone();

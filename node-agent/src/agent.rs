@@ -18,6 +18,7 @@ use crate::base::time::Clock;
 use crate::bootstrap::coordinator::{self, Coordinator, PortRules};
 use crate::bootstrap::decider::DeciderSettings;
 use crate::bootstrap::probe::{Prober, SelfProbes};
+use crate::bootstrap::record::FormationRecord;
 use crate::bootstrap::state::{Bootstrap, Schedule};
 use crate::config::{ActiveStrategy, AgentConfig};
 use crate::discovery::{self, DiscoveryError};
@@ -47,6 +48,8 @@ pub enum AgentError {
     Discovery(#[from] DiscoveryError),
     #[error("cannot set up lease-majority: {0}")]
     Lease(#[from] LeaseError),
+    #[error("cannot set up the formation record: {0}")]
+    FormationRecord(String),
 }
 
 /// A running agent. Dropping it stops every task.
@@ -113,6 +116,22 @@ async fn lease_majority(
         namespace, "split brain resolver: lease-majority"
     );
     Ok(Some(lease))
+}
+
+/// The formation record (`bootstrap.formation-lease`), when one is set.
+async fn formation_record(
+    config: &AgentConfig,
+    node: &UniqueAddress,
+) -> Result<Option<FormationRecord>, AgentError> {
+    let Some(name) = &config.settings.bootstrap.formation_lease else {
+        return Ok(None);
+    };
+    let client = kube::Client::try_default()
+        .await
+        .map_err(|e| AgentError::FormationRecord(format!("bootstrap.formation-lease `{name}` needs a Kubernetes client (in-cluster config or KUBECONFIG): {e}")))?;
+    let record = FormationRecord::new(client, &config.namespace, name, &node.to_string());
+    info!(lease = %record.describe(), "forming needs the formation record");
+    Ok(Some(record))
 }
 
 impl Agent {
@@ -205,13 +224,18 @@ impl Agent {
             let (nudge_tx, nudge_rx) = mpsc::channel(64);
             let (status_tx, status_rx) = mpsc::channel(16);
             let b = &s.bootstrap;
+            let mut core = Bootstrap::new(
+                Schedule::from_config(&config),
+                DeciderSettings::from_config(&config),
+                coordinator::identity(me.clone(), config.self_address.clone()),
+                clock.now(),
+            );
+            let formation_record = formation_record(&config, &node).await?;
+            if let Some(r) = &formation_record {
+                core = core.with_formation_record(r.describe(), clock.now());
+            }
             let coordinator = Coordinator {
-                core: Bootstrap::new(
-                    Schedule::from_config(&config),
-                    DeciderSettings::from_config(&config),
-                    coordinator::identity(me.clone(), config.self_address.clone()),
-                    clock.now(),
-                ),
+                core,
                 clock,
                 rng: Rng::seeded(rng.next_u64()),
                 discovery: discovery::from_config(&config)?,
@@ -236,6 +260,7 @@ impl Agent {
                 ever_seen: ever_seen_tx,
                 metrics: metrics.clone(),
                 new_cluster_enabled_file: b.new_cluster_enabled_file.clone(),
+                formation_record,
             };
             tasks.spawn("bootstrap", coordinator.run());
             (Some(status_tx), Some(nudge_tx))

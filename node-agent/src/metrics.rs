@@ -50,6 +50,7 @@ pub struct Metrics {
     pub lookups: Family<ResultLabel, Counter>,
     pub skipped_targets: Counter,
     pub probes: Family<ResultLabel, Counter>,
+    pub formation_claims: Family<ResultLabel, Counter>,
     pub joined_seconds: Gauge<f64, AtomicU64>,
     pub members: Family<StatusLabel, Gauge>,
     pub is_leader: Gauge,
@@ -77,6 +78,7 @@ impl Metrics {
             lookups: Family::default(),
             skipped_targets: Counter::default(),
             probes: Family::default(),
+            formation_claims: Family::default(),
             joined_seconds: Gauge::default(),
             members: Family::default(),
             is_leader: Gauge::default(),
@@ -115,6 +117,11 @@ impl Metrics {
             "bootstrap_probes",
             "Probes of contact points' seed nodes, by result",
             m.probes.clone(),
+        );
+        registry.register(
+            "bootstrap_formation_claims",
+            "Claims of the formation record (bootstrap.formation-lease), by result: claimed, held, error",
+            m.formation_claims.clone(),
         );
         registry.register(
             "bootstrap_joined_seconds",
@@ -246,6 +253,7 @@ mod tests {
         let result = ResultLabel { result: "ok" };
         m.lookups.get_or_create(&result).inc();
         m.probes.get_or_create(&result).inc();
+        m.formation_claims.get_or_create(&result).inc();
         m.members
             .get_or_create(&StatusLabel { status: "Up" })
             .set(1);
@@ -255,7 +263,7 @@ mod tests {
         );
         let text = m.encode();
         let (names, missing) = undocumented(&text, readme);
-        assert_eq!(names.len(), 14, "{text}");
+        assert_eq!(names.len(), 15, "{text}");
         assert!(
             missing.is_empty(),
             "not in README.md's metrics table: {missing:?}"

@@ -10,7 +10,9 @@
 //! nested), two shared caches that keep an answer for a TTL, pods flapping in and out,
 //! or pods of an earlier deployment that never answer and then vanish. Some runs add a
 //! liar ([`Lie`]): a contact point that claims to be the prober, echoes each prober's
-//! set, lists thousands of seed nodes, or reports a cluster that does not exist.
+//! set, lists thousands of seed nodes, or reports a cluster that does not exist. Half the
+//! runs use a formation record (`bootstrap.formation-lease`): a simulated API server
+//! whose claims may fail, answering after a delay.
 //!
 //! In every run at most one node may ever form a cluster (0 split clusters). The first
 //! `SIM_LIVENESS_RUNS` seeds without a liar must also end in exactly one cluster of every
@@ -30,7 +32,7 @@ use node_agent::base::member::MemberStatus;
 use node_agent::base::rng::Rng;
 use node_agent::base::time::Time;
 use node_agent::bootstrap::decider::{DeciderSettings, ProbeAnswer, SelfIdentity};
-use node_agent::bootstrap::state::{Action, Bootstrap, Instruction, Schedule};
+use node_agent::bootstrap::state::{Action, Bootstrap, ClaimOutcome, Instruction, Schedule};
 use node_agent::membership::core::{MembershipCore, MembershipSettings, Outgoing};
 use node_agent::membership::member::MemberInfo;
 use node_agent::membership::messages::Envelope;
@@ -108,6 +110,8 @@ struct Scenario {
     agreement: bool,
     /// `expected-contact-point-nr`: N, or unset (no agreement).
     expected: Option<usize>,
+    /// A formation record is used; the API server fails a claim with this chance.
+    record: Option<f64>,
 }
 
 /// Addresses of pods that are in discovery but never answer (see [`Views::Ghosts`]).
@@ -193,6 +197,7 @@ impl Scenario {
                 let least = (n + 2 * usize::from(liar.is_some())) / 2 + 1;
                 if rng.chance(0.5) { n } else { least.min(n) }
             }),
+            record: rng.chance(0.5).then(|| rng.unit() * 0.3),
         }
     }
 }
@@ -216,6 +221,12 @@ enum Event {
         cp: ContactPoint,
         result: Result<SeedNodes, String>,
     },
+    /// A claim of the formation record reaches the API server.
+    ClaimArrives(usize),
+    ClaimDone {
+        node: usize,
+        outcome: ClaimOutcome,
+    },
     Deliver {
         to: usize,
         env: Envelope,
@@ -237,6 +248,8 @@ struct Sim {
     queue: BTreeMap<(Time, u64), Event>,
     nodes: Vec<Option<Node>>,
     formed: Vec<(usize, Time)>,
+    /// The formation record's holder (a node), when one is used.
+    holder: Option<usize>,
     /// The two shared discovery caches of [`Views::Ttl`]: when filled, and with what.
     caches: [Option<(Time, Vec<ContactPoint>)>; 2],
     trace: bool,
@@ -266,6 +279,7 @@ impl Sim {
             seq: 0,
             queue: BTreeMap::new(),
             formed: vec![],
+            holder: None,
             caches: [None, None],
             trace,
         };
@@ -323,16 +337,20 @@ impl Sim {
             shutdown_after_unsuccessful_join: None,
         };
         let uid = self.rng.next_u64();
+        let mut boot = Bootstrap::new(
+            schedule_settings(),
+            decider,
+            SelfIdentity {
+                management: cp,
+                address: address.clone(),
+            },
+            self.now,
+        );
+        if self.sc.record.is_some() {
+            boot = boot.with_formation_record("sim/record".into(), self.now);
+        }
         let node = Node {
-            boot: Bootstrap::new(
-                schedule_settings(),
-                decider,
-                SelfIdentity {
-                    management: cp,
-                    address: address.clone(),
-                },
-                self.now,
-            ),
+            boot,
             member: MembershipCore::new(
                 UniqueAddress::new(address, uid),
                 MemberInfo {
@@ -443,6 +461,10 @@ impl Sim {
                     } else {
                         self.probe(i, cp, true);
                     }
+                }
+                Action::ClaimFormation => {
+                    let d = self.latency(30);
+                    self.at(now + d, Event::ClaimArrives(i));
                 }
             }
         }
@@ -622,6 +644,28 @@ impl Sim {
                 n.boot.on_probe(now, &mut n.rng, &cp, result);
                 self.after(node);
             }
+            Event::ClaimArrives(node) => {
+                let fails = self.sc.record.unwrap_or(0.0);
+                let outcome = if self.rng.chance(fails) {
+                    ClaimOutcome::Failed("the API server is unavailable".into())
+                } else {
+                    match self.holder {
+                        None => {
+                            self.holder = Some(node);
+                            ClaimOutcome::Claimed
+                        }
+                        Some(h) => ClaimOutcome::HeldBy(format!("node {h}")),
+                    }
+                };
+                self.log(|| format!("node {node} claims the record: {outcome:?}"));
+                let d = self.latency(30);
+                self.at(self.now + d, Event::ClaimDone { node, outcome });
+            }
+            Event::ClaimDone { node, outcome } => {
+                let now = self.now;
+                self.node(node).boot.on_claim(now, outcome);
+                self.after(node);
+            }
             Event::Deliver { to, env } => {
                 let now = self.now;
                 let Some(n) = self.nodes[to].as_mut() else {
@@ -681,6 +725,15 @@ impl Sim {
                     self.formed.len(),
                     self.formed,
                     self.sc
+                ));
+            }
+            if self.sc.record.is_some()
+                && let Some((former, _)) = self.formed.first()
+                && self.holder != Some(*former)
+            {
+                return Err(format!(
+                    "seed {seed}: node {former} formed without holding the record (holder {:?})\n{:?}",
+                    self.holder, self.sc
                 ));
             }
             if liveness && membership_event && t >= last_start && self.one_cluster() {

@@ -83,7 +83,7 @@ const RULES: &[Rule] = &[
         verbs: &["get", "create", "patch"],
     },
     Rule {
-        why: "leader election; also granted to agents with lease-majority, which needs the operator to hold it",
+        why: "leader election; each cluster's formation record (created here, claimed by the agent that forms); also granted to agents, which needs the operator to hold it",
         groups: &["coordination.k8s.io"],
         resources: &["leases"],
         verbs: &["get", "create", "update"],

@@ -41,7 +41,7 @@
 - apiGroups: ["policy"]
   resources: ["poddisruptionbudgets"]
   verbs: ["get","create","patch"]
-# leader election; also granted to agents with lease-majority, which needs the operator to hold it
+# leader election; each cluster's formation record (created here, claimed by the agent that forms); also granted to agents, which needs the operator to hold it
 - apiGroups: ["coordination.k8s.io"]
   resources: ["leases"]
   verbs: ["get","create","update"]
@@ -51,7 +51,7 @@
   verbs: ["create","patch"]
 {{- end }}
 {{- define "muster.leaseRules" }}
-# leader election; also granted to agents with lease-majority, which needs the operator to hold it
+# leader election; each cluster's formation record (created here, claimed by the agent that forms); also granted to agents, which needs the operator to hold it
 - apiGroups: ["coordination.k8s.io"]
   resources: ["leases"]
   verbs: ["get","create","update"]

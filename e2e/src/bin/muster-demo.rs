@@ -107,6 +107,7 @@ async fn run(args: Args) -> Result<(), String> {
             dns_net: 67,
             pod_net: 68,
             images,
+            volume_refresh: e2e::VolumeRefresh::default(),
         },
     )
     .await

@@ -265,6 +265,7 @@ async fn serve(addresses: &Addresses) -> ExitCode {
             api_port: cp.api_port,
             ca_cert: cp.pki.ca.cert.clone(),
             dns: dns_ip,
+            volume_refresh: e2e::VolumeRefresh::default(),
         },
     )
     .await

@@ -18,7 +18,7 @@
 //!
 //! ConfigMap, Secret and emptyDir volumes are bind-mounted at their `mountPath` (the
 //! host gets an empty folder there as the mount point) and kept in step with their
-//! objects; `envFrom` is applied before `env`; readiness and liveness probes (`httpGet`,
+//! objects as late as a kubelet keeps them ([`VolumeRefresh`]: 60–90 s by default); `envFrom` is applied before `env`; readiness and liveness probes (`httpGet`,
 //! `tcpSocket`) follow the kubelet's timing and thresholds, and a container that fails
 //! its liveness probe is stopped and restarted, with events saying why. Pod IPs are
 //! handed out round-robin over the node's /24 and reused once their pod is gone.
@@ -61,6 +61,7 @@ use tokio::task::JoinSet;
 use crate::Error;
 
 pub use service_account::SERVICE_ACCOUNT_DIR;
+pub use volumes::VolumeRefresh;
 
 /// Image name (last path segment, without tag) → binary.
 #[derive(Debug, Clone, Default)]
@@ -103,6 +104,8 @@ pub struct NodeConfig {
     /// The cluster DNS (listening on port 53), written into each pod's
     /// `/etc/resolv.conf`.
     pub dns: IpAddr,
+    /// How late ConfigMap/Secret updates reach mounted volumes (default: a kubelet's).
+    pub volume_refresh: VolumeRefresh,
 }
 
 /// The running node; stops its pods' processes when dropped.
@@ -169,6 +172,7 @@ impl LocalNode {
         )
         .default_backoff()
         .applied_objects();
+        let cache = volumes::ObjectCache::new(config.volume_refresh.cache_ttl);
         let config = Arc::new(config);
         tasks.spawn(async move {
             let mut last_ip: u8 = 0;
@@ -210,7 +214,7 @@ impl LocalNode {
                 last_ip = octet;
                 let [a, b, c] = config.pod_subnet;
                 let ip = IpAddr::V4(Ipv4Addr::new(a, b, c, octet));
-                let mut run = pod::run(client.clone(), config.clone(), pod, ip);
+                let mut run = pod::run(client.clone(), config.clone(), cache.clone(), pod, ip);
                 run.octet = octet;
                 runs.insert(uid, run);
             }

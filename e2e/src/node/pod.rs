@@ -16,7 +16,7 @@ use tokio::task::JoinSet;
 
 use super::service_account::{self, PodFiles};
 use super::status::{self, PodState};
-use super::volumes::{self, PodVolume};
+use super::volumes::{self, ObjectCache, PodVolume};
 use super::{NodeConfig, PodRun, container, now};
 
 /// What every task of one pod shares.
@@ -111,7 +111,13 @@ pub(super) async fn record_event(
 }
 
 /// Starts the pod's tasks: volumes, one per container, token renewal.
-pub(super) fn run(client: Client, config: Arc<NodeConfig>, pod: Pod, ip: IpAddr) -> PodRun {
+pub(super) fn run(
+    client: Client,
+    config: Arc<NodeConfig>,
+    cache: ObjectCache,
+    pod: Pod,
+    ip: IpAddr,
+) -> PodRun {
     let mut tasks = JoinSet::new();
     let spec = pod.spec.clone().unwrap_or_default();
     let policy = spec
@@ -142,16 +148,17 @@ pub(super) fn run(client: Client, config: Arc<NodeConfig>, pod: Pod, ip: IpAddr)
         let ctx = ctx.clone();
         let containers: Vec<String> = spec.containers.iter().map(|c| c.name.clone()).collect();
         tasks.spawn(async move {
-            let planned = loop {
+            let (planned, written) = loop {
                 let attempt = async {
                     let planned = volumes::plan(&ctx.pod, &root.join("volumes"))?;
+                    let mut written = Vec::new();
                     for v in &planned {
-                        volumes::set_up(&ctx.client, &ctx.ns, v).await?;
+                        written.push(volumes::set_up(&ctx.client, &cache, &ctx.ns, v).await?);
                     }
-                    Ok::<_, String>(planned)
+                    Ok::<_, String>((planned, written))
                 };
                 match attempt.await {
-                    Ok(planned) => break planned,
+                    Ok(done) => break done,
                     Err(e) => {
                         for c in &containers {
                             ctx.waiting_because(c, "ContainerCreating", "FailedMount", e.clone())
@@ -162,9 +169,16 @@ pub(super) fn run(client: Client, config: Arc<NodeConfig>, pod: Pod, ip: IpAddr)
                 }
             };
             let _ = volumes_tx.send(Some(Arc::new(planned.clone())));
-            let syncing = planned
-                .into_iter()
-                .map(|v| volumes::keep_in_sync(ctx.client.clone(), ctx.ns.clone(), v));
+            let syncing = planned.into_iter().zip(written).map(|(v, files)| {
+                volumes::keep_in_step(
+                    ctx.client.clone(),
+                    cache.clone(),
+                    ctx.config.volume_refresh.clone(),
+                    ctx.ns.clone(),
+                    v,
+                    files,
+                )
+            });
             futures_util::future::join_all(syncing).await;
             std::future::pending::<()>().await;
         });

@@ -4,18 +4,121 @@
 //! new hidden folder and swaps `..data` with one rename, so a reader sees all the old
 //! files or all the new ones, never a mix. Containers get each volume bind-mounted at
 //! its `mountPath` inside their own mount namespace, so an update reaches them.
+//!
+//! Updates arrive late, as from a real kubelet ([`VolumeRefresh`]): a mounted volume is
+//! brought up to date only when its pod is synced, every `--sync-frequency` (1 minute)
+//! plus jitter, so 60–90 s after the object changed; with the `Cache` change-detection
+//! strategy a node-wide copy up to `cache_ttl` old is used, even for a new pod's volume.
+//! Tests therefore cannot pass on an update arriving sooner than it would on a real
+//! node.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::os::unix::fs::{PermissionsExt, symlink};
 use std::path::{Component, Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
-use futures_util::StreamExt;
 use k8s_openapi::api::core::v1::{ConfigMap, Container, KeyToPath, Pod, Secret};
 use kube::Client;
 use kube::api::Api;
-use kube::runtime::{WatchStreamExt, watcher};
 
 use super::SERVICE_ACCOUNT_DIR;
+
+/// How late ConfigMap and Secret updates reach mounted volumes. The default is the
+/// kubelet's: `--sync-frequency` 1 minute, each pod's sync jittered by up to half of it
+/// (`workerResyncIntervalJitterFactor`), and the default `Watch` strategy, whose object
+/// copies are current (no `cache_ttl`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct VolumeRefresh {
+    /// A mounted volume is refreshed when its pod is synced, this often...
+    pub sync_period: Duration,
+    /// ...plus a random share of it up to this fraction.
+    pub jitter: f64,
+    /// The `Cache` strategy (`configMapAndSecretChangeDetectionStrategy: Cache`): the
+    /// node keeps each object this long and serves it to every pod, new ones included.
+    /// Zero: the `Watch` strategy, always current.
+    pub cache_ttl: Duration,
+}
+
+impl Default for VolumeRefresh {
+    fn default() -> Self {
+        Self {
+            sync_period: Duration::from_secs(60),
+            jitter: 0.5,
+            cache_ttl: Duration::ZERO,
+        }
+    }
+}
+
+impl VolumeRefresh {
+    /// The wait until a pod's next sync.
+    fn next_sync(&self) -> Duration {
+        self.sync_period
+            .mul_f64(1.0 + self.jitter.clamp(0.0, 1.0) * unit())
+    }
+}
+
+/// A number in [0, 1) that differs from call to call (a jitter, not a secret).
+fn unit() -> f64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos(),
+    );
+    (h.finish() >> 11) as f64 / (1u64 << 53) as f64
+}
+
+/// The data of an object as last fetched: `None` when it did not exist.
+type ObjectData = Option<BTreeMap<String, Vec<u8>>>;
+/// Kind, namespace and name of an object.
+type ObjectKey = (String, String, String);
+
+/// The node's copies of ConfigMaps and Secrets, by kind, namespace and name: the
+/// `Cache` strategy when `ttl` is not zero.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct ObjectCache {
+    ttl: Duration,
+    copies: Arc<Mutex<HashMap<ObjectKey, (Instant, ObjectData)>>>,
+}
+
+impl ObjectCache {
+    pub(crate) fn new(ttl: Duration) -> Self {
+        Self {
+            ttl,
+            copies: Arc::default(),
+        }
+    }
+
+    /// The object's data: the node's copy while it is younger than the TTL, else
+    /// fetched now (and kept).
+    async fn get(&self, client: &Client, ns: &str, source: &Source) -> Result<ObjectData, String> {
+        let key = match source {
+            Source::ConfigMap(k) => ("configmap", &k.object),
+            Source::Secret(k) => ("secret", &k.object),
+            Source::EmptyDir => return Ok(None),
+        };
+        let key = (key.0.to_owned(), ns.to_owned(), key.1.clone());
+        if !self.ttl.is_zero() {
+            let copies = self.copies.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some((at, data)) = copies.get(&key)
+                && at.elapsed() < self.ttl
+            {
+                return Ok(data.clone());
+            }
+        }
+        let data = fetch(client, ns, source).await?;
+        if !self.ttl.is_zero() {
+            self.copies
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(key, (Instant::now(), data.clone()));
+        }
+        Ok(data)
+    }
+}
 
 /// The file mode the kubelet gives ConfigMap/Secret files when none is set.
 const DEFAULT_MODE: i32 = 0o644;
@@ -286,61 +389,62 @@ fn files_of(
     }
 }
 
-/// Sets the volume up before the containers start, as the kubelet's MountVolume.SetUp:
-/// the error names the volume and what is missing.
-pub(crate) async fn set_up(client: &Client, ns: &str, v: &PodVolume) -> Result<(), String> {
+/// Sets the volume up before the containers start, as the kubelet's MountVolume.SetUp
+/// (from the node's copy, see [`ObjectCache`]): the error names the volume and what is
+/// missing. Returns the files written.
+pub(crate) async fn set_up(
+    client: &Client,
+    cache: &ObjectCache,
+    ns: &str,
+    v: &PodVolume,
+) -> Result<Vec<VolumeFile>, String> {
     let failed = |e: String| format!("MountVolume.SetUp failed for volume {:?}: {e}", v.name);
     if v.source == Source::EmptyDir {
-        return std::fs::create_dir_all(&v.dir)
-            .map_err(|e| failed(format!("{}: {e}", v.dir.display())));
+        std::fs::create_dir_all(&v.dir).map_err(|e| failed(format!("{}: {e}", v.dir.display())))?;
+        return Ok(Vec::new());
     }
-    let data = fetch(client, ns, &v.source).await.map_err(failed)?;
+    let data = cache.get(client, ns, &v.source).await.map_err(failed)?;
     let files = files_of(ns, &v.source, data.as_ref()).map_err(failed)?;
-    write(&v.dir, &files).map_err(failed)
+    write(&v.dir, &files).map_err(failed)?;
+    Ok(files)
 }
 
-/// Keeps a ConfigMap/Secret volume in step with its object (a watch on that one
-/// object). A deleted object or a change that breaks the volume leaves the last good
-/// files in place, as the kubelet does.
-pub(crate) async fn keep_in_sync(client: Client, ns: String, v: PodVolume) {
-    let object = match &v.source {
-        Source::ConfigMap(k) | Source::Secret(k) => k.object.clone(),
-        Source::EmptyDir => return,
-    };
-    let selector = watcher::Config::default().fields(&format!("metadata.name={object}"));
-    let mut last: Option<Vec<VolumeFile>> = None;
-    let mut apply =
-        |data: Option<BTreeMap<String, Vec<u8>>>| match files_of(&ns, &v.source, data.as_ref()) {
-            Ok(files) if last.as_ref() != Some(&files) => {
+/// Keeps a ConfigMap/Secret volume in step with its object, as late as a kubelet does:
+/// at each pod sync ([`VolumeRefresh`]), from the node's copy. A deleted object or a
+/// change that breaks the volume leaves the last good files in place, as the kubelet
+/// does. `last`: the files set up.
+pub(crate) async fn keep_in_step(
+    client: Client,
+    cache: ObjectCache,
+    refresh: VolumeRefresh,
+    ns: String,
+    v: PodVolume,
+    mut last: Vec<VolumeFile>,
+) {
+    if v.source == Source::EmptyDir {
+        return;
+    }
+    loop {
+        tokio::time::sleep(refresh.next_sync()).await;
+        let data = match cache.get(&client, &ns, &v.source).await {
+            Ok(Some(data)) => data,
+            Ok(None) => continue,
+            Err(e) => {
+                tracing::warn!(volume = %v.name, error = %e, "volume left as it was");
+                continue;
+            }
+        };
+        match files_of(&ns, &v.source, Some(&data)) {
+            Ok(files) if files != last => {
                 match write(&v.dir, &files) {
                     Ok(()) => tracing::info!(volume = %v.name, "volume updated"),
                     Err(e) => tracing::warn!(volume = %v.name, error = %e, "volume update failed"),
                 }
-                last = Some(files);
+                last = files;
             }
             Ok(_) => {}
             Err(e) => tracing::warn!(volume = %v.name, error = %e, "volume left as it was"),
-        };
-    match &v.source {
-        Source::ConfigMap(_) => {
-            let api: Api<ConfigMap> = Api::namespaced(client, &ns);
-            let mut s = std::pin::pin!(watcher(api, selector).default_backoff().applied_objects());
-            while let Some(m) = s.next().await {
-                if let Ok(m) = m {
-                    apply(Some(data_of_config_map(m)));
-                }
-            }
         }
-        Source::Secret(_) => {
-            let api: Api<Secret> = Api::namespaced(client, &ns);
-            let mut s = std::pin::pin!(watcher(api, selector).default_backoff().applied_objects());
-            while let Some(m) = s.next().await {
-                if let Ok(m) = m {
-                    apply(Some(data_of_secret(m)));
-                }
-            }
-        }
-        Source::EmptyDir => {}
     }
 }
 

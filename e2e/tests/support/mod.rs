@@ -45,6 +45,7 @@ pub fn local(dns_net: u8, pod_net: u8) -> LocalSettings {
         dns_net,
         pod_net,
         images: ImageTable::default().with("muster-agent", agent_binary()),
+        volume_refresh: e2e::VolumeRefresh::default(),
     }
 }
 

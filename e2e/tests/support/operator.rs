@@ -165,6 +165,7 @@ pub async fn platform_with_images(test: &str, nets: (u8, u8)) -> Platform {
             dns_net: nets.0,
             pod_net: nets.1,
             images,
+            volume_refresh: e2e::VolumeRefresh::default(),
         },
     )
     .await
@@ -230,9 +231,21 @@ pub async fn a_cluster_forms_under(p: &Platform, log: &PodLog) -> Duration {
 /// The local platform with the CRD installed and an operator (`op-a`, metrics on
 /// `127.0.<dns_net>.10:8080`).
 pub async fn setup(test: &str, nets: (u8, u8)) -> (Platform, Operator) {
-    let p = Platform::start(test, local(nets.0, nets.1))
-        .await
-        .expect("platform");
+    setup_with(test, nets, e2e::VolumeRefresh::default()).await
+}
+
+/// [`setup`] with a kubelet that refreshes mounted ConfigMaps and Secrets as `refresh`
+/// says.
+pub async fn setup_with(
+    test: &str,
+    nets: (u8, u8),
+    refresh: e2e::VolumeRefresh,
+) -> (Platform, Operator) {
+    let settings = e2e::LocalSettings {
+        volume_refresh: refresh,
+        ..local(nets.0, nets.1)
+    };
+    let p = Platform::start(test, settings).await.expect("platform");
     assert_eq!(
         p.target,
         Target::Local,
@@ -367,6 +380,17 @@ impl Cluster {
         )
         .await;
         found.unwrap_or_else(|_| panic!("{what}: stuck; operator log:\n{}", op.log_tail()))
+    }
+
+    /// Deletes every pod of the cluster at once (`kubectl delete pods -l …`).
+    pub fn delete_every_pod(&self, p: &Platform) {
+        let selector = format!("app.kubernetes.io/instance={}", self.name);
+        let deleted = p
+            .kubectl()
+            .args(["delete", "pods", "-l", &selector, "--wait=false"])
+            .output()
+            .expect("kubectl delete");
+        assert!(deleted.status.success(), "{deleted:?}");
     }
 
     pub async fn pods(&self) -> Vec<Pod> {

@@ -14,7 +14,8 @@ use tracing::{Instrument, debug, info, info_span, warn};
 
 use super::decider::{Decision, ProbeAnswer, SelfIdentity};
 use super::probe::{Probed, Prober};
-use super::state::{Action, Bootstrap, BootstrapStatus, Instruction};
+use super::record::FormationRecord;
+use super::state::{Action, Bootstrap, BootstrapStatus, ClaimOutcome, Instruction};
 use crate::api::ClientError;
 use crate::base::address::{ContactPoint, NodeAddress};
 use crate::base::rng::Rng;
@@ -53,6 +54,9 @@ pub struct Coordinator {
     pub metrics: Metrics,
     /// `bootstrap.new-cluster-enabled-file`, followed every second.
     pub new_cluster_enabled_file: Option<PathBuf>,
+    /// `bootstrap.formation-lease`: claimed before forming (the core must have been
+    /// built [`Bootstrap::with_formation_record`]).
+    pub formation_record: Option<FormationRecord>,
 }
 
 /// How often `bootstrap.new-cluster-enabled-file` is read.
@@ -77,6 +81,7 @@ impl Coordinator {
         async move {
             let mut lookups: JoinSet<LookupResult> = JoinSet::new();
             let mut probes: JoinSet<ProbeResult> = JoinSet::new();
+            let mut claims: JoinSet<ClaimOutcome> = JoinSet::new();
             let mut last_reason = String::new();
             let mut flag_file = tokio::time::interval(FLAG_FILE_INTERVAL);
             flag_file.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -97,6 +102,10 @@ impl Coordinator {
                         if let Ok((cp, result)) = r {
                             self.on_probe(&cp, result);
                         }
+                    }
+                    Some(r) = claims.join_next(), if !claims.is_empty() => {
+                        let outcome = r.unwrap_or_else(|e| ClaimOutcome::Failed(format!("claim task failed: {e}")));
+                        self.on_claim(outcome);
                     }
                     Some(cp) = self.nudges.recv() => self.core.nudge(self.clock.now(), &cp),
                     Some(reply) = self.status_requests.recv() => {
@@ -147,6 +156,16 @@ impl Coordinator {
                                 (cp, r)
                             });
                         }
+                        Action::ClaimFormation => match self.formation_record.clone() {
+                            Some(record) => {
+                                info!(lease = %record.describe(), "this node may form the cluster: claiming the formation record");
+                                claims.spawn(async move { record.claim().await });
+                            }
+                            None => self.core.on_claim(
+                                now,
+                                ClaimOutcome::Failed("no Kubernetes client for bootstrap.formation-lease".into()),
+                            ),
+                        },
                     }
                 }
                 match self.core.instruction(now) {
@@ -202,6 +221,33 @@ impl Coordinator {
             }
             Err(_) => {}
         }
+    }
+
+    fn on_claim(&mut self, outcome: ClaimOutcome) {
+        let lease = self
+            .formation_record
+            .as_ref()
+            .map(FormationRecord::describe)
+            .unwrap_or_default();
+        let label = match &outcome {
+            ClaimOutcome::Claimed => {
+                info!(%lease, "claimed the formation record");
+                "claimed"
+            }
+            ClaimOutcome::HeldBy(holder) => {
+                warn!(%lease, %holder, "the formation record is held: a cluster was formed before (or forming is locked), so this node does not form one");
+                "held"
+            }
+            ClaimOutcome::Failed(error) => {
+                warn!(%lease, %error, "cannot claim the formation record; not forming yet");
+                "error"
+            }
+        };
+        self.metrics
+            .formation_claims
+            .get_or_create(&ResultLabel { result: label })
+            .inc();
+        self.core.on_claim(self.clock.now(), outcome);
     }
 
     fn on_lookup(&mut self, result: LookupResult) {

@@ -185,6 +185,21 @@ pub enum Waiting {
         new_cluster_enabled: bool,
     },
     NewClusterDisabled,
+    /// This node may form and is claiming the formation record first.
+    ClaimingFormation {
+        lease: String,
+    },
+    /// The formation record is held: a cluster was formed (or forming is locked), so
+    /// this node never forms.
+    FormationRecorded {
+        lease: String,
+        holder: String,
+    },
+    /// The formation record could not be read or written: no formation until it can.
+    FormationRecordUnavailable {
+        lease: String,
+        error: String,
+    },
 }
 
 impl Waiting {
@@ -229,6 +244,9 @@ impl Waiting {
             Self::NotLowest { lowest, new_cluster_enabled: true } => format!("waiting for {lowest}, the lowest contact point, to form the cluster; this node will then join it"),
             Self::NotLowest { lowest, new_cluster_enabled: false } => format!("no contact point reports an existing cluster, and bootstrap.new-cluster-enabled is off, so {lowest}, the lowest contact point, will not form one either: waiting for a cluster to join"),
             Self::NewClusterDisabled => "this node would form a new cluster, but bootstrap.new-cluster-enabled is off: it only joins an existing cluster, and no contact point reports one".into(),
+            Self::ClaimingFormation { lease } => format!("this node is the lowest contact point and may form the cluster: claiming the formation record (Lease {lease}, bootstrap.formation-lease) first"),
+            Self::FormationRecorded { lease, holder } => format!("this node would form a new cluster, but the formation record (Lease {lease}, bootstrap.formation-lease) is held by {holder}: a cluster was formed before (or forming is locked), so this node never forms one; it joins a cluster once a contact point reports one"),
+            Self::FormationRecordUnavailable { lease, error } => format!("this node would form a new cluster, but cannot claim the formation record (Lease {lease}, bootstrap.formation-lease), so it does not form yet: {error}"),
         }
     }
 }

@@ -5,4 +5,5 @@
 pub mod coordinator;
 pub mod decider;
 pub mod probe;
+pub mod record;
 pub mod state;

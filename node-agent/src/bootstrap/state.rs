@@ -11,6 +11,7 @@ use serde::Serialize;
 
 use super::decider::{
     self, DeciderSettings, Decision, MAX_JOIN_SEED_NODES, Observations, ProbeAnswer, SelfIdentity,
+    Waiting,
 };
 use crate::base::address::{ContactPoint, NodeAddress};
 use crate::base::rng::Rng;
@@ -63,6 +64,44 @@ impl DeciderSettings {
 pub enum Action {
     Lookup,
     Probe(ContactPoint),
+    /// Claim the formation record (`bootstrap.formation-lease`); report the outcome to
+    /// [`Bootstrap::on_claim`].
+    ClaimFormation,
+}
+
+/// What claiming the formation record came to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClaimOutcome {
+    /// This node holds the record now: it forms.
+    Claimed,
+    /// Someone holds it (named): this node never forms.
+    HeldBy(String),
+    /// The record could not be read or written.
+    Failed(String),
+}
+
+/// A held record is looked at again this often (the operator clears it when forming is
+/// allowed again, e.g. `newClusterEnabled: true`).
+pub const HELD_RECHECK: Duration = Duration::from_secs(10);
+/// A claim that failed is tried again after this long.
+pub const FAILED_CLAIM_RETRY: Duration = Duration::from_secs(2);
+
+/// The formation record, when one is used.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Record {
+    NotUsed,
+    Open {
+        lease: String,
+        next_at: Time,
+        /// A claim is in flight; `by_agreement` of the decision that started it.
+        claiming: Option<bool>,
+        /// The last claim's outcome, if it was not a success.
+        last: Option<ClaimOutcome>,
+    },
+    /// This node holds it; the decision that claimed it was by agreement or not.
+    Claimed {
+        by_agreement: bool,
+    },
 }
 
 #[derive(Debug, Clone, Default)]
@@ -97,6 +136,7 @@ pub struct Bootstrap {
     instructed: Option<Instruction>,
     /// This node was told to form: its reported ever-seen set stops growing for good.
     formed: bool,
+    record: Record,
 }
 
 /// What membership must do, as decided by bootstrap.
@@ -130,7 +170,19 @@ impl Bootstrap {
             finished: false,
             instructed: None,
             formed: false,
+            record: Record::NotUsed,
         }
+    }
+
+    /// Forming needs the formation record `lease` first (`bootstrap.formation-lease`).
+    pub fn with_formation_record(mut self, lease: String, now: Time) -> Self {
+        self.record = Record::Open {
+            lease,
+            next_at: now,
+            claiming: None,
+            last: None,
+        };
+        self
     }
 
     pub fn settings(&self) -> &DeciderSettings {
@@ -202,7 +254,44 @@ impl Bootstrap {
                 actions.push(Action::Probe(cp.clone()));
             }
         }
+        if let Record::Open {
+            next_at, claiming, ..
+        } = &self.record
+            && claiming.is_none()
+            && *next_at <= now
+            && self.instructed.is_none()
+            && let Decision::Form { by_agreement } = self.decide_unrecorded(now)
+            && let Record::Open { claiming, .. } = &mut self.record
+        {
+            *claiming = Some(by_agreement);
+            actions.push(Action::ClaimFormation);
+        }
         actions
+    }
+
+    /// The outcome of a claim of the formation record.
+    pub fn on_claim(&mut self, now: Time, outcome: ClaimOutcome) {
+        let Record::Open {
+            next_at,
+            claiming,
+            last,
+            ..
+        } = &mut self.record
+        else {
+            return;
+        };
+        let by_agreement = claiming.take().unwrap_or(false);
+        match outcome {
+            ClaimOutcome::Claimed => self.record = Record::Claimed { by_agreement },
+            ClaimOutcome::HeldBy(_) => {
+                *next_at = now + HELD_RECHECK;
+                *last = Some(outcome);
+            }
+            ClaimOutcome::Failed(_) => {
+                *next_at = now + FAILED_CLAIM_RETRY;
+                *last = Some(outcome);
+            }
+        }
     }
 
     /// When something becomes due or the decision may change with time alone. Never a
@@ -221,7 +310,22 @@ impl Bootstrap {
         let stable_at = (self.obs.lookups > 0)
             .then(|| self.obs.discovered_changed_at + self.settings.stable_margin)
             .filter(|t| *t > now);
-        lookup.into_iter().chain(probes).chain(stable_at).min()
+        let claim = match &self.record {
+            Record::Open {
+                next_at,
+                claiming: None,
+                ..
+            } if *next_at > now => Some(*next_at),
+            // Claimed: the formation is instructed at once.
+            Record::Claimed { .. } if self.instructed.is_none() => Some(now),
+            _ => None,
+        };
+        lookup
+            .into_iter()
+            .chain(probes)
+            .chain(stable_at)
+            .chain(claim)
+            .min()
     }
 
     /// A lookup finished.
@@ -350,7 +454,37 @@ impl Bootstrap {
         }
     }
 
+    /// The decision, with the formation record: a formation waits for this node to
+    /// hold it, and once it does, the formation goes ahead (a cluster reported in the
+    /// meantime is still joined instead).
     pub fn decide(&self, now: Time) -> Decision {
+        let d = self.decide_unrecorded(now);
+        match (&self.record, d) {
+            (Record::Claimed { by_agreement }, Decision::Wait(_)) if self.instructed.is_none() => {
+                Decision::Form {
+                    by_agreement: *by_agreement,
+                }
+            }
+            (Record::Open { lease, last, .. }, Decision::Form { .. }) => {
+                let lease = lease.clone();
+                Decision::Wait(match last {
+                    Some(ClaimOutcome::HeldBy(holder)) => Waiting::FormationRecorded {
+                        lease,
+                        holder: holder.clone(),
+                    },
+                    Some(ClaimOutcome::Failed(error)) => Waiting::FormationRecordUnavailable {
+                        lease,
+                        error: error.clone(),
+                    },
+                    _ => Waiting::ClaimingFormation { lease },
+                })
+            }
+            (_, d) => d,
+        }
+    }
+
+    /// The decision of the rules alone, without the formation record.
+    fn decide_unrecorded(&self, now: Time) -> Decision {
         decider::decide(&self.obs, &self.settings, &self.me, now)
     }
 

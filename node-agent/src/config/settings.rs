@@ -432,6 +432,14 @@ pub struct BootstrapSettings {
     /// pod: the operator turns forming off there without restarting anything. A missing
     /// or unreadable file keeps the last value. Default: none.
     pub new_cluster_enabled_file: Option<PathBuf>,
+    /// muster: a `coordination.k8s.io/v1` Lease in this pod's namespace that records
+    /// which node formed the cluster. Before forming, a node claims it (writes itself as
+    /// holder, conditional on the version it read); if it is already held, the node
+    /// never forms, whatever `new-cluster-enabled` says, and waits for a cluster to join.
+    /// It closes the window in which a mounted `new-cluster-enabled-file` still says
+    /// true (a kubelet refreshes mounted ConfigMaps only every minute or so). Needs
+    /// `get` and `update` on that Lease. The operator sets it. Default: none.
+    pub formation_lease: Option<String>,
     /// Name looked up in discovery (the headless Service, `app` label). Default: none.
     pub service_name: Option<String>,
     /// Namespace of the service. Default: `POD_NAMESPACE`, else the service account's
@@ -495,6 +503,7 @@ impl Default for BootstrapSettings {
         Self {
             new_cluster_enabled: true,
             new_cluster_enabled_file: None,
+            formation_lease: None,
             service_name: None,
             service_namespace: None,
             discovery_method: DiscoveryMethod::KubernetesApi,

@@ -456,6 +456,16 @@ fn bootstrap(b: &BootstrapSettings, p: &mut Problems) {
         ),
         _ => {}
     }
+    if let Some(name) = &b.formation_lease
+        && !is_dns_subdomain(name)
+    {
+        p.bad(
+            "bootstrap.formation-lease",
+            format!(
+                "`{name}` is not a Kubernetes object name (lowercase letters, digits, '-' and '.', at most 253), or null for no formation record"
+            ),
+        );
+    }
     if b.fallback_port == Some(0) {
         p.bad("bootstrap.fallback-port", "0 is not a port; use 1-65535");
     }

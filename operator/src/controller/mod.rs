@@ -5,6 +5,7 @@
 
 pub mod apply;
 pub mod build;
+mod formation;
 mod observe;
 
 use std::collections::HashMap;
@@ -252,6 +253,8 @@ async fn reconcile_once(cs: &ClusterSpec, ctx: &Context, now: Timestamp) -> Resu
         let token = apply::secret(ctx, cs, &ns).await?;
         let mut owned = build::owned(cs, lock).map_err(Error::Build)?;
         owned.stateful_set.spec.replicas = Some(shrink.replicas);
+        // The record before the pods: an agent must find it when it may form.
+        formation::keep(ctx, cs, &ns, formed).await?;
         apply::owned(ctx, &ns, owned).await?;
         for (pod, member) in &shrink.leave {
             leave(ctx, cs, &world, pod, member, &token).await;

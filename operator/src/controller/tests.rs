@@ -149,6 +149,8 @@ async fn a_new_cluster_spec_creates_everything_in_order_then_reports() {
             "GET pods",
             "GET secrets/shop-cluster-key",
             "POST secrets",
+            "GET coordination.k8s.io/v1/namespaces/prod/leases/shop-formation",
+            "POST coordination.k8s.io/v1/namespaces/prod/leases",
             "GET serviceaccounts/shop",
             "PATCH serviceaccounts/shop",
             "GET rbac.authorization.k8s.io/v1/namespaces/prod/roles/shop",
@@ -163,6 +165,16 @@ async fn a_new_cluster_spec_creates_everything_in_order_then_reports() {
             "PATCH apps/v1/namespaces/prod/statefulsets/shop",
             "PATCH muster.dev/v1alpha1/namespaces/prod/clusterspecs/shop/status",
         ]
+    );
+    let record = calls
+        .iter()
+        .find(|c| c.method == "POST" && c.uri.contains("/leases"))
+        .expect("the formation record");
+    assert_eq!(record.body["metadata"]["name"], "shop-formation");
+    assert_eq!(record.body["metadata"]["ownerReferences"][0]["uid"], "u-1");
+    assert!(
+        record.body["spec"].get("holderIdentity").is_none(),
+        "auto, not formed: open for the agent that forms"
     );
     for c in calls.iter().filter(|c| c.method == "PATCH") {
         assert!(
@@ -225,6 +237,13 @@ async fn an_unchanged_cluster_is_read_but_not_written() {
         "/api/v1/namespaces/prod/secrets/shop-cluster-key".into(),
         secret,
     );
+    let record = stored
+        .remove("/apis/coordination.k8s.io/v1/namespaces/prod/leases")
+        .expect("the formation record");
+    stored.insert(
+        "/apis/coordination.k8s.io/v1/namespaces/prod/leases/shop-formation".into(),
+        record,
+    );
     let status = stored
         .remove("/apis/muster.dev/v1alpha1/namespaces/prod/clusterspecs/shop/status")
         .expect("status")["status"]
@@ -254,7 +273,7 @@ async fn an_unchanged_cluster_is_read_but_not_written() {
     result.expect("reconciled");
     let writes: Vec<&Call> = calls.iter().filter(|c| c.method != "GET").collect();
     assert!(writes.is_empty(), "no writes: {writes:?}");
-    assert_eq!(calls.len(), 9, "reads: {:?}", summary(&calls));
+    assert_eq!(calls.len(), 10, "reads: {:?}", summary(&calls));
 }
 
 #[tokio::test]

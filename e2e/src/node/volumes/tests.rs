@@ -106,3 +106,22 @@ fn updates_swap_all_files_at_once_and_drop_removed_keys() {
     assert_eq!(hidden.len(), 1, "old versions are removed: {hidden:?}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn a_volume_is_refreshed_as_late_as_by_a_kubelet() {
+    let r = VolumeRefresh::default();
+    let waits: Vec<Duration> = (0..200).map(|_| r.next_sync()).collect();
+    let (min, max) = (
+        waits.iter().min().copied().unwrap_or_default(),
+        waits.iter().max().copied().unwrap_or_default(),
+    );
+    assert!(
+        min >= Duration::from_secs(60) && max <= Duration::from_secs(90),
+        "{min:?}..{max:?}"
+    );
+    assert!(
+        max - min > Duration::from_secs(10),
+        "jittered: {min:?}..{max:?}"
+    );
+    assert_eq!(r.cache_ttl, Duration::ZERO, "the Watch strategy by default");
+}

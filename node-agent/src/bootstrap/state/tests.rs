@@ -169,3 +169,151 @@ fn finished_does_nothing() {
     assert!(b.poll(S(0)).is_empty());
     assert_eq!(b.next_wakeup(S(0)), None);
 }
+
+/// A node at 10.0.0.1 (with the formation record `ns/rec` when `record`) that has
+/// discovered {1, 2} and heard both report that set: it may form by agreement at S(0).
+fn may_form(record: bool) -> (Bootstrap, Rng) {
+    let mut b = boot();
+    if record {
+        b = b.with_formation_record("ns/rec".into(), S(0));
+    }
+    let mut rng = Rng::seeded(1);
+    assert_eq!(b.poll(S(0)), vec![Action::Lookup]);
+    b.on_lookup(
+        S(0),
+        &mut rng,
+        Ok((vec![cp("10.0.0.1:8558"), cp("10.0.0.2:8558")], vec![])),
+    );
+    answered(&mut b, &mut rng, S(0));
+    (b, rng)
+}
+
+/// Both of {1, 2} answer at `at`, reporting that set.
+fn answered(b: &mut Bootstrap, rng: &mut Rng, at: Duration) {
+    use crate::api::SeedNodes;
+    let set = [cp("10.0.0.1:8558"), cp("10.0.0.2:8558")];
+    b.poll(at);
+    for p in &set {
+        let answer = ProbeAnswer {
+            at,
+            answer: SeedNodes {
+                self_node: NodeAddress::new("t", p.ip, 2552),
+                seed_nodes: vec![],
+                contact_points: Some(set.iter().cloned().collect()),
+            },
+            from_self: false,
+        };
+        b.on_probe(at, rng, p, Ok(answer));
+    }
+}
+
+#[test]
+fn without_a_record_the_lowest_forms_at_once() {
+    let (mut b, _) = may_form(false);
+    assert_eq!(b.instruction(S(0)), Some(Instruction::Form));
+}
+
+#[test]
+fn with_a_record_the_lowest_claims_it_before_forming() {
+    let (mut b, _) = may_form(true);
+    assert_eq!(b.instruction(S(0)), None, "no formation before the claim");
+    assert!(matches!(
+        b.decide(S(0)),
+        Decision::Wait(Waiting::ClaimingFormation { .. })
+    ));
+    assert!(b.poll(S(0)).contains(&Action::ClaimFormation));
+    assert!(
+        !b.poll(S(0)).contains(&Action::ClaimFormation),
+        "one claim at a time"
+    );
+    b.on_claim(S(0), ClaimOutcome::Claimed);
+    assert_eq!(b.next_wakeup(S(0)), Some(S(0)), "form now");
+    assert_eq!(b.instruction(S(0)), Some(Instruction::Form));
+    assert_eq!(b.status(S(0)).instruction, Some("form"));
+    assert!(!b.poll(S(1)).contains(&Action::ClaimFormation));
+}
+
+#[test]
+fn a_held_record_means_never_forming_and_is_looked_at_again_later() {
+    let (mut b, mut rng) = may_form(true);
+    assert!(b.poll(S(0)).contains(&Action::ClaimFormation));
+    b.on_claim(
+        S(0),
+        ClaimOutcome::HeldBy("muster://t@10.0.0.9:2552#1".into()),
+    );
+    assert_eq!(b.instruction(S(0)), None);
+    let status = b.status(S(0));
+    assert!(
+        status.reason.contains("held by muster://t@10.0.0.9:2552#1"),
+        "{}",
+        status.reason
+    );
+    assert!(!b.poll(S(5)).contains(&Action::ClaimFormation));
+    assert!(b.next_wakeup(S(5)).is_some_and(|t| t <= HELD_RECHECK));
+    assert_eq!(b.instruction(S(9)), None);
+    answered(&mut b, &mut rng, HELD_RECHECK);
+    assert!(b.poll(HELD_RECHECK).contains(&Action::ClaimFormation));
+    b.on_claim(HELD_RECHECK, ClaimOutcome::Claimed);
+    assert_eq!(b.instruction(HELD_RECHECK), Some(Instruction::Form));
+}
+
+#[test]
+fn a_failed_claim_is_retried_and_said() {
+    let (mut b, _) = may_form(true);
+    assert!(b.poll(S(0)).contains(&Action::ClaimFormation));
+    b.on_claim(S(0), ClaimOutcome::Failed("forbidden".into()));
+    assert!(matches!(
+        b.decide(S(1)),
+        Decision::Wait(Waiting::FormationRecordUnavailable { ref error, .. }) if error == "forbidden"
+    ));
+    assert!(!b.poll(S(1)).contains(&Action::ClaimFormation));
+    assert!(b.poll(FAILED_CLAIM_RETRY).contains(&Action::ClaimFormation));
+}
+
+#[test]
+fn a_claimed_record_forms_even_if_the_view_changed_meanwhile() {
+    let (mut b, mut rng) = may_form(true);
+    assert!(b.poll(S(0)).contains(&Action::ClaimFormation));
+    // While the claim was in flight a lower contact point appeared: the rules alone
+    // would now wait for it, but this node holds the record, so no one else could form.
+    b.on_lookup(
+        S(0),
+        &mut rng,
+        Ok((
+            vec![
+                cp("10.0.0.0:8558"),
+                cp("10.0.0.1:8558"),
+                cp("10.0.0.2:8558"),
+            ],
+            vec![],
+        )),
+    );
+    assert!(matches!(b.decide_unrecorded(S(0)), Decision::Wait(_)));
+    b.on_claim(S(0), ClaimOutcome::Claimed);
+    assert_eq!(b.instruction(S(0)), Some(Instruction::Form));
+}
+
+#[test]
+fn a_cluster_reported_after_a_claim_is_joined() {
+    use crate::api::{SeedNode, SeedNodes};
+    let (mut b, mut rng) = may_form(true);
+    assert!(b.poll(S(0)).contains(&Action::ClaimFormation));
+    b.on_claim(S(0), ClaimOutcome::Claimed);
+    let seed = NodeAddress::new("t", cp("10.0.0.2:8558").ip, 2552);
+    let answer = ProbeAnswer {
+        at: S(0),
+        answer: SeedNodes {
+            self_node: seed.clone(),
+            seed_nodes: vec![SeedNode {
+                node: seed.clone(),
+                node_uid: 7,
+                status: crate::base::member::MemberStatus::Up,
+                roles: vec![],
+            }],
+            contact_points: None,
+        },
+        from_self: false,
+    };
+    b.on_probe(S(0), &mut rng, &cp("10.0.0.2:8558"), Ok(answer));
+    assert_eq!(b.instruction(S(0)), Some(Instruction::Join(vec![seed])));
+}

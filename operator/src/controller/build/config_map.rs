@@ -100,6 +100,7 @@ pub fn agent_settings(cs: &ClusterSpec) -> Result<Settings, BuildError> {
     bs.new_cluster_enabled_file = Some(PathBuf::from(format!(
         "{CONFIG_DIR}/{NEW_CLUSTER_ENABLED_KEY}"
     )));
+    bs.formation_lease = Some(super::formation_lease::name(cs));
 
     settings.discovery.kubernetes_api.pod_label_selector = "app.kubernetes.io/instance=%s".into();
     settings.management.token_file = Some(PathBuf::from(format!("{KEY_DIR}/{MANAGEMENT_TOKEN}")));

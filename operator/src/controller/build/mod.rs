@@ -4,6 +4,7 @@
 //! the labels.
 
 mod config_map;
+pub mod formation_lease;
 mod pod_disruption_budget;
 mod role;
 mod role_binding;
@@ -106,8 +107,9 @@ fn meta(cs: &ClusterSpec, name: &str) -> ObjectMeta {
     }
 }
 
-/// What the agents may do through the Kubernetes API: read pods for `kubernetes-api`
-/// discovery, take the Lease for `lease-majority`; nothing otherwise.
+/// What the agents may do through the Kubernetes API: read and claim their formation
+/// record (that one Lease), read pods for `kubernetes-api` discovery, take the Lease
+/// for `lease-majority`.
 fn rbac_rules(cs: &ClusterSpec) -> Vec<PolicyRule> {
     let rule = |group: &str, resource: &str, verbs: &[&str]| PolicyRule {
         api_groups: Some(vec![group.to_owned()]),
@@ -115,7 +117,10 @@ fn rbac_rules(cs: &ClusterSpec) -> Vec<PolicyRule> {
         verbs: verbs.iter().map(|v| (*v).to_owned()).collect(),
         ..PolicyRule::default()
     };
-    let mut rules = Vec::new();
+    let mut rules = vec![PolicyRule {
+        resource_names: Some(vec![formation_lease::name(cs)]),
+        ..rule("coordination.k8s.io", "leases", &["get", "update"])
+    }];
     if cs.spec.bootstrap.discovery == Discovery::KubernetesApi {
         rules.push(rule("", "pods", &["get", "list", "watch"]));
     }

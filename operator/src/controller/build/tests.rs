@@ -55,26 +55,24 @@ metadata:
 
 #[test]
 fn the_role_grants_only_what_the_agents_use() {
+    const RECORD: &str = "- apiGroups:\n  - coordination.k8s.io\n  resourceNames:\n  - shop-formation\n  resources:\n  - leases\n  verbs:\n  - get\n  - update\n";
     let o = owned(&cluster("{}"), true).expect("built");
     let rules = yaml(&o.role.expect("a Role").rules);
     assert_eq!(
         rules,
-        "- apiGroups:\n  - ''\n  resources:\n  - pods\n  verbs:\n  - get\n  - list\n  - watch\n"
+        format!(
+            "{RECORD}- apiGroups:\n  - ''\n  resources:\n  - pods\n  verbs:\n  - get\n  - list\n  - watch\n"
+        )
     );
     let o = owned(&cluster("membership: {downing: lease-majority}"), true).expect("built");
     let rules = yaml(&o.role.expect("a Role").rules);
     assert!(rules.ends_with("- apiGroups:\n  - coordination.k8s.io\n  resources:\n  - leases\n  verbs:\n  - get\n  - create\n  - update\n"), "{rules}");
-    // DNS discovery without lease-majority needs no API access: no Role, no token.
+    // DNS discovery without lease-majority: the formation record only, that one Lease.
     let o = owned(&cluster("bootstrap: {discovery: dns}"), true).expect("built");
-    assert!(o.role.is_none() && o.role_binding.is_none());
+    assert_eq!(yaml(&o.role.expect("a Role").rules), RECORD);
+    assert!(o.role_binding.is_some());
     let pod = o.stateful_set.spec.template.spec.expect("pod spec");
-    assert_eq!(pod.automount_service_account_token, Some(false));
-    let o = owned(
-        &cluster("bootstrap: {discovery: dns}\nmembership: {downing: lease-majority}"),
-        true,
-    )
-    .expect("built");
-    assert!(o.role.is_some());
+    assert_eq!(pod.automount_service_account_token, Some(true));
 }
 
 #[test]

@@ -1,0 +1,24 @@
+//! The formation record: a Lease whose holder is the node that formed the cluster
+//! (the agents' `bootstrap.formation-lease`). Built with no holder; an agent claims it
+//! just before forming, and the controller creates it, then holds or clears it as
+//! `spec.bootstrap.newClusterEnabled` says (`controller::formation`). It is not applied
+//! with the other objects: its holder is written by agents and the controller alone,
+//! each write conditional on the version read.
+
+use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
+use kube::ResourceExt;
+
+use super::meta;
+use crate::crd::ClusterSpec;
+
+/// `<name>-formation`.
+pub fn name(cs: &ClusterSpec) -> String {
+    format!("{}-formation", cs.name_any())
+}
+
+pub fn build(cs: &ClusterSpec) -> Lease {
+    Lease {
+        metadata: meta(cs, &name(cs)),
+        spec: Some(LeaseSpec::default()),
+    }
+}
