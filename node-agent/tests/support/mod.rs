@@ -8,6 +8,7 @@
 #![allow(dead_code)] // each test binary uses a different part
 
 pub mod dns;
+pub mod floods;
 
 use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
