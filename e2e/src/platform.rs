@@ -57,7 +57,7 @@ pub struct LocalSettings {
     /// Image name → binary for the process kubelet.
     pub images: ImageTable,
     /// How late the process kubelet refreshes mounted ConfigMaps and Secrets (default:
-    /// as a real kubelet, 60–90 s).
+    /// as a real kubelet, at pod syncs 60–90 s apart).
     pub volume_refresh: VolumeRefresh,
 }
 

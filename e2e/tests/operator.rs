@@ -4,8 +4,8 @@
 //! operator killed mid-rollout is replaced by one that finishes it; deleting every pod,
 //! scaling 3 → 5 → 2, invalid specs and a switch to DNS discovery (a rollout; the
 //! Role narrowed to the formation record) behave as documented; a graceful stop releases
-//! the leader Lease, and deleting the ClusterSpec leaves nothing behind. Pods that read a
-//! stale lock from a late kubelet never form a second cluster (the formation record).
+//! the leader Lease, and deleting the ClusterSpec leaves nothing behind. Agents that read
+//! a stale lock from a late kubelet never form a second cluster (the formation record).
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -525,17 +525,19 @@ async fn the_operator_restarts_scales_and_refuses_bad_specs() {
     .await;
 }
 
-/// A kubelet shows a mounted ConfigMap as it was up to a minute or more ago, so pods
-/// that start after the cluster formed can still read `new-cluster-enabled: true`. Here
-/// the node serves every pod, new ones too, a copy of the ConfigMap up to ten minutes
-/// old (the kubelet's `Cache` strategy, the worst case): after every pod is deleted,
-/// the new pods read `true`, see no member, and the lowest would form a second cluster
-/// (it did before the formation record). It must refuse, and say why; the documented
-/// way out (`newClusterEnabled: "true"`, then `auto`) still brings the cluster back.
+/// A kubelet shows a running pod a ConfigMap change only at the pod's next sync (up to
+/// 90 s later with the defaults), so an agent whose container restarts soon after the
+/// cluster formed reads `new-cluster-enabled: true` although the operator turned it off.
+/// Here pod syncs are five minutes apart (a `--sync-frequency` of 5m; at 1m the window
+/// is shorter, not gone), and every agent is killed right after formation: the
+/// restarted agents read `true`, find no member, and the lowest would form a second
+/// cluster (it did before the formation record). It must refuse, and keep refusing;
+/// the documented way out (`newClusterEnabled: "true"`, then `auto`) still brings the
+/// cluster back.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_pod_that_reads_a_stale_lock_never_forms_a_second_cluster() {
+async fn an_agent_that_reads_a_stale_lock_never_forms_a_second_cluster() {
     let refresh = e2e::VolumeRefresh {
-        cache_ttl: Duration::from_secs(600),
+        sync_period: Duration::from_secs(300),
         ..e2e::VolumeRefresh::default()
     };
     let (p, op) = setup_with("operator-stale-lock", (71, 72), refresh).await;
@@ -569,63 +571,67 @@ async fn a_pod_that_reads_a_stale_lock_never_forms_a_second_cluster() {
     );
     println!("formation record held by {holder}");
 
-    let old: Vec<String> = c
-        .pods()
-        .await
-        .iter()
-        .filter_map(|p| p.metadata.uid.clone())
-        .collect();
-    c.delete_every_pod(&p);
+    // Every agent killed at once: the kubelet restarts the containers in the same pods,
+    // whose mounted lock still says true.
     let node = p.node().expect("the local platform");
+    let mut killed = BTreeMap::new();
+    for pod in c.pods().await {
+        let name = pod.metadata.name.clone().unwrap_or_default();
+        let pid = node
+            .container_pid(&p.namespace, &name, "agent")
+            .await
+            .expect("the agent's process");
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid as i32),
+            nix::sys::signal::Signal::SIGKILL,
+        )
+        .expect("kill the agent");
+        killed.insert(name, pid);
+    }
+    // Every restarted agent, not a member; `Ok` once the lowest has been refused.
+    let check = || async {
+        let mut refusal = None;
+        for (name, old) in &killed {
+            let pid = match node.container_pid(&p.namespace, name, "agent").await {
+                Some(pid) if pid != *old => pid,
+                _ => return Err(format!("{name}: not restarted yet")),
+            };
+            let lock = format!("/proc/{pid}/root/etc/muster/config/new-cluster-enabled");
+            let Ok(seen) = std::fs::read_to_string(&lock) else {
+                return Err(format!("{name}: no lock file yet"));
+            };
+            assert_eq!(
+                seen.trim(),
+                "true",
+                "{name} must read the stale lock for this test to mean anything"
+            );
+            let (_, body) = p.pod_get(name, 8558, "/bootstrap/status").await?;
+            assert!(
+                body.contains("\"selfStatus\":null"),
+                "{name} is a member: a second cluster formed\n{body}"
+            );
+            if body.contains("is held by") {
+                refusal = Some(format!("{name}: {body}"));
+            }
+        }
+        refusal.ok_or_else(|| "no agent has tried to form yet".to_owned())
+    };
     let refused = poll(
-        "the new lowest pod refuses to form",
-        Duration::from_secs(120),
-        || async {
-            let pods = c.pods().await;
-            let new: Vec<_> = pods
-                .iter()
-                .filter(|p| p.metadata.uid.as_ref().is_some_and(|u| !old.contains(u)))
-                .collect();
-            if new.len() != 3 || pods.len() != 3 {
-                return Err(format!("{} new of {} pods", new.len(), pods.len()));
-            }
-            let mut refusal = None;
-            for pod in new {
-                let name = pod.metadata.name.clone().unwrap_or_default();
-                let Some(pid) = node.container_pid(&p.namespace, &name, "agent").await else {
-                    return Err(format!("{name}: no agent process yet"));
-                };
-                let lock = format!("/proc/{pid}/root/etc/muster/config/new-cluster-enabled");
-                let Ok(seen) = std::fs::read_to_string(&lock) else {
-                    return Err(format!("{name}: no lock file yet"));
-                };
-                assert_eq!(
-                    seen.trim(),
-                    "true",
-                    "{name} must read the stale lock for this test to mean anything"
-                );
-                let (_, body) = p.pod_get(&name, 8558, "/bootstrap/status").await?;
-                assert!(
-                    body.contains("\"selfStatus\":null"),
-                    "{name} is a member: a second cluster formed\n{body}"
-                );
-                if body.contains("is held by") {
-                    refusal = Some(format!("{name}: {body}"));
-                }
-            }
-            refusal.ok_or_else(|| "no pod has tried to form yet".to_owned())
-        },
+        "the lowest restarted agent refuses to form",
+        Duration::from_secs(60),
+        check,
     )
     .await;
     println!("refused: {refused}");
-    // Still no member a while later: the refusal holds (each pod polled again).
-    for pod in c.pods().await {
-        let name = pod.metadata.name.clone().unwrap_or_default();
-        let (_, body) = p
-            .pod_get(&name, 8558, "/bootstrap/status")
-            .await
-            .expect("status");
-        assert!(body.contains("\"selfStatus\":null"), "{name}: {body}");
+    // And keeps refusing: through a re-check of the record (10 s), a stable margin
+    // (5 s) and more, every agent is asked twice a second and none may be a member.
+    let until = Instant::now() + Duration::from_secs(20);
+    let mut pace = tokio::time::interval(Duration::from_millis(500));
+    while Instant::now() < until {
+        pace.tick().await;
+        if let Err(e) = check().await {
+            panic!("while refusing: {e}");
+        }
     }
 
     // The way out after losing the whole cluster: allow forming, then auto again.

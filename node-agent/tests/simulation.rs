@@ -12,7 +12,8 @@
 //! liar ([`Lie`]): a contact point that claims to be the prober, echoes each prober's
 //! set, lists thousands of seed nodes, or reports a cluster that does not exist. Half the
 //! runs use a formation record (`bootstrap.formation-lease`): a simulated API server
-//! whose claims may fail, answering after a delay.
+//! whose claims may fail, half of them after the write was applied (a lost answer),
+//! answering after a delay.
 //!
 //! In every run at most one node may ever form a cluster (0 split clusters). The first
 //! `SIM_LIVENESS_RUNS` seeds without a liar must also end in exactly one cluster of every
@@ -647,13 +648,19 @@ impl Sim {
             Event::ClaimArrives(node) => {
                 let fails = self.sc.record.unwrap_or(0.0);
                 let outcome = if self.rng.chance(fails) {
+                    // Half the failures lose only the answer: the write was applied.
+                    if self.holder.is_none() && self.rng.chance(0.5) {
+                        self.holder = Some(node);
+                    }
                     ClaimOutcome::Failed("the API server is unavailable".into())
                 } else {
+                    // As the agent reads it (`record::judge`): its own claim is claimed.
                     match self.holder {
                         None => {
                             self.holder = Some(node);
                             ClaimOutcome::Claimed
                         }
+                        Some(h) if h == node => ClaimOutcome::Claimed,
                         Some(h) => ClaimOutcome::HeldBy(format!("node {h}")),
                     }
                 };

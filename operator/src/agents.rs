@@ -53,6 +53,24 @@ impl Agents {
         }
     }
 
+    /// Whether every agent at `ips` answers and none is a member (an empty list: no).
+    pub async fn none_joined(&self, ips: &[IpAddr]) -> bool {
+        if ips.is_empty() {
+            return false;
+        }
+        for ip in ips {
+            match self
+                .client
+                .members(SocketAddr::new(*ip, MANAGEMENT_PORT))
+                .await
+            {
+                Ok(m) if m.members.is_empty() => {}
+                _ => return false,
+            }
+        }
+        true
+    }
+
     /// Asks the agent at `ip` to make `member` leave the cluster gracefully.
     pub async fn leave(
         &self,

@@ -169,17 +169,14 @@ pub(super) fn run(
                 }
             };
             let _ = volumes_tx.send(Some(Arc::new(planned.clone())));
-            let syncing = planned.into_iter().zip(written).map(|(v, files)| {
-                volumes::keep_in_step(
-                    ctx.client.clone(),
-                    cache.clone(),
-                    ctx.config.volume_refresh.clone(),
-                    ctx.ns.clone(),
-                    v,
-                    files,
-                )
-            });
-            futures_util::future::join_all(syncing).await;
+            volumes::keep_in_step(
+                ctx.client.clone(),
+                cache.clone(),
+                ctx.config.volume_refresh.clone(),
+                ctx.ns.clone(),
+                planned.into_iter().zip(written).collect(),
+            )
+            .await;
             std::future::pending::<()>().await;
         });
     }

@@ -229,17 +229,23 @@ impl Coordinator {
             .as_ref()
             .map(FormationRecord::describe)
             .unwrap_or_default();
+        // Said once while it stays the same; retries are counted in the metric.
+        let again = self.core.last_claim() == Some(&outcome);
         let label = match &outcome {
             ClaimOutcome::Claimed => {
                 info!(%lease, "claimed the formation record");
                 "claimed"
             }
             ClaimOutcome::HeldBy(holder) => {
-                warn!(%lease, %holder, "the formation record is held: a cluster was formed before (or forming is locked), so this node does not form one");
+                if !again {
+                    warn!(%lease, %holder, "the formation record is held: a cluster was formed before (or forming is locked), so this node does not form one");
+                }
                 "held"
             }
             ClaimOutcome::Failed(error) => {
-                warn!(%lease, %error, "cannot claim the formation record; not forming yet");
+                if !again {
+                    warn!(%lease, %error, "cannot claim the formation record; not forming yet (retried with back-off)");
+                }
                 "error"
             }
         };

@@ -56,6 +56,18 @@ pub fn holder_of(spec: Option<&LeaseSpec>) -> Option<&str> {
         .filter(|h| !h.trim().is_empty())
 }
 
+/// What a record held by `holder` means to node `me` (its holder string, which carries
+/// its uid): `None` when it is free to claim. A record held by `me` is this very
+/// process's own claim whose answer was lost (a timeout or reset after the write was
+/// applied): it is claimed, not held by someone else.
+pub fn judge(holder: Option<&str>, me: &str) -> Option<ClaimOutcome> {
+    match holder {
+        None => None,
+        Some(h) if h == me => Some(ClaimOutcome::Claimed),
+        Some(h) => Some(ClaimOutcome::HeldBy(h.to_owned())),
+    }
+}
+
 impl FormationRecord {
     /// `holder`: what this node writes as holder (its unique cluster address).
     pub fn new(client: Client, namespace: &str, name: &str, holder: &str) -> Self {
@@ -94,8 +106,8 @@ impl FormationRecord {
             }
             Err(e) => return ClaimOutcome::Failed(self.error("read", &e)),
         };
-        if let Some(holder) = holder_of(lease.spec.as_ref()) {
-            return ClaimOutcome::HeldBy(holder.to_owned());
+        if let Some(outcome) = judge(holder_of(lease.spec.as_ref()), &self.holder) {
+            return outcome;
         }
         let mut claimed = lease;
         let now = MicroTime(Timestamp::now());
@@ -111,8 +123,11 @@ impl FormationRecord {
         {
             Ok(_) => ClaimOutcome::Claimed,
             Err(Error::Api(s)) if s.code == 409 => match self.api.get_opt(&self.name).await {
-                Ok(l) => match l.as_ref().and_then(|l| holder_of(l.spec.as_ref())) {
-                    Some(h) => ClaimOutcome::HeldBy(h.to_owned()),
+                Ok(l) => match judge(
+                    l.as_ref().and_then(|l| holder_of(l.spec.as_ref())),
+                    &self.holder,
+                ) {
+                    Some(outcome) => outcome,
                     None => ClaimOutcome::Failed(format!(
                         "Lease {} changed while it was claimed; trying again",
                         self.describe()
@@ -156,6 +171,18 @@ mod tests {
         assert_eq!(
             holder_of(Some(&held)),
             Some("muster://shop@10.0.0.1:2552#7")
+        );
+    }
+
+    #[test]
+    fn our_own_claim_with_a_lost_answer_is_ours_and_an_earlier_incarnation_is_not() {
+        let me = "muster://shop@10.0.0.1:2552#7";
+        assert_eq!(judge(None, me), None);
+        assert_eq!(judge(Some(me), me), Some(ClaimOutcome::Claimed));
+        let before_restart = "muster://shop@10.0.0.1:2552#6";
+        assert_eq!(
+            judge(Some(before_restart), me),
+            Some(ClaimOutcome::HeldBy(before_restart.into()))
         );
     }
 }

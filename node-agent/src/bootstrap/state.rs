@@ -83,8 +83,10 @@ pub enum ClaimOutcome {
 /// A held record is looked at again this often (the operator clears it when forming is
 /// allowed again, e.g. `newClusterEnabled: true`).
 pub const HELD_RECHECK: Duration = Duration::from_secs(10);
-/// A claim that failed is tried again after this long.
+/// A claim that failed is tried again after this long, doubling while claims keep
+/// failing, up to [`FAILED_CLAIM_RETRY_MAX`].
 pub const FAILED_CLAIM_RETRY: Duration = Duration::from_secs(2);
+pub const FAILED_CLAIM_RETRY_MAX: Duration = Duration::from_secs(30);
 
 /// The formation record, when one is used.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -97,6 +99,8 @@ enum Record {
         claiming: Option<bool>,
         /// The last claim's outcome, if it was not a success.
         last: Option<ClaimOutcome>,
+        /// Claims failed in a row (not: found held).
+        failures: u32,
     },
     /// This node holds it; the decision that claimed it was by agreement or not.
     Claimed {
@@ -181,6 +185,7 @@ impl Bootstrap {
             next_at: now,
             claiming: None,
             last: None,
+            failures: 0,
         };
         self
     }
@@ -269,12 +274,21 @@ impl Bootstrap {
         actions
     }
 
+    /// The last claim's outcome while the record is not claimed (held, or failed).
+    pub fn last_claim(&self) -> Option<&ClaimOutcome> {
+        match &self.record {
+            Record::Open { last, .. } => last.as_ref(),
+            _ => None,
+        }
+    }
+
     /// The outcome of a claim of the formation record.
     pub fn on_claim(&mut self, now: Time, outcome: ClaimOutcome) {
         let Record::Open {
             next_at,
             claiming,
             last,
+            failures,
             ..
         } = &mut self.record
         else {
@@ -284,19 +298,26 @@ impl Bootstrap {
         match outcome {
             ClaimOutcome::Claimed => self.record = Record::Claimed { by_agreement },
             ClaimOutcome::HeldBy(_) => {
+                *failures = 0;
                 *next_at = now + HELD_RECHECK;
                 *last = Some(outcome);
             }
             ClaimOutcome::Failed(_) => {
-                *next_at = now + FAILED_CLAIM_RETRY;
+                let wait = FAILED_CLAIM_RETRY
+                    .saturating_mul(1 << (*failures).min(8))
+                    .min(FAILED_CLAIM_RETRY_MAX);
+                *failures = failures.saturating_add(1);
+                *next_at = now + wait;
                 *last = Some(outcome);
             }
         }
     }
 
     /// When something becomes due or the decision may change with time alone. Never a
-    /// time at or before `now` unless a lookup or probe is due: a past stable-margin
-    /// deadline has already been acted on and must not wake the owner again and again.
+    /// time at or before `now` unless a lookup or probe is due, or a claimed formation
+    /// record waits to be instructed (the owner calls [`Bootstrap::instruction`] after
+    /// every wake-up, which then instructs it): a past stable-margin deadline has
+    /// already been acted on and must not wake the owner again and again.
     pub fn next_wakeup(&self, now: Time) -> Option<Time> {
         if self.finished {
             return None;

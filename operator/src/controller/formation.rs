@@ -8,13 +8,20 @@
 //! - `auto`: open until the cluster has formed, when the forming agent holds it. A
 //!   cluster that formed without a claim (before the record existed, or under `true`) is
 //!   recorded by the operator; the operator's `false` hold is lifted while no cluster
-//!   has formed.
+//!   has formed. A claim by an agent that is gone before the operator ever saw the
+//!   cluster formed (it died right after forming, before the others joined) is cleared
+//!   once the evidence says no member is left: the claim is older than [`CLAIM_GRACE`],
+//!   no pod of the cluster is terminating, and every pod's agent answers and is no
+//!   member. That is when the ConfigMap lock, still `true`, would let the pods form
+//!   anyway; without it the cluster would never form.
 //!
 //! Every write carries the `resourceVersion` read, so an agent's claim and the
 //! operator's write never overwrite each other: the loser gets 409 and looks again.
 
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
+use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, PostParams};
+use kube::runtime::events::EventType;
 
 use super::build::formation_lease;
 use super::{Context, Error};
@@ -26,19 +33,64 @@ pub const LOCKED: &str = "muster-operator: spec.bootstrap.newClusterEnabled is f
 /// The operator's record of a cluster that formed without a claim.
 pub const FORMED: &str = "muster-operator: the cluster formed without claiming this record";
 
-/// The holder to write, when it must change: `Some(None)` clears it.
+/// An agent's claim is at least this old before the operator may find its claimant
+/// gone: a live claimant is a member within moments of its claim.
+pub const CLAIM_GRACE: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Is `holder` an agent (not one of the operator's own holds)?
+fn is_agent(holder: &str) -> bool {
+    !holder.starts_with("muster-operator:")
+}
+
+/// The holder to write, when it must change: `Some(None)` clears it. `claimant_gone`:
+/// the evidence that an agent's claim was left by an agent that is gone and no member
+/// is left (see the module docs); only asked for under `auto` before formation.
 pub fn change(
     mode: NewClusterEnabled,
     holder: Option<&str>,
     formed: bool,
+    claimant_gone: bool,
 ) -> Option<Option<&'static str>> {
     match (mode, holder) {
         (NewClusterEnabled::True, Some(_)) => Some(None),
         (NewClusterEnabled::False, None) => Some(Some(LOCKED)),
         (NewClusterEnabled::Auto, Some(LOCKED)) if !formed => Some(None),
+        (NewClusterEnabled::Auto, Some(h)) if !formed && is_agent(h) && claimant_gone => Some(None),
         (NewClusterEnabled::Auto, None) if formed => Some(Some(FORMED)),
         _ => None,
     }
+}
+
+/// Whether the claimant of an agent's claim may be gone: under `auto`, not formed, held
+/// by an agent for at least [`CLAIM_GRACE`]. Only then are the agents asked.
+fn worth_asking(mode: NewClusterEnabled, lease: &Lease, formed: bool) -> bool {
+    let Some(spec) = &lease.spec else {
+        return false;
+    };
+    let held_since = spec.acquire_time.as_ref().map(|t| t.0);
+    mode == NewClusterEnabled::Auto
+        && !formed
+        && holder_of(Some(spec)).is_some_and(is_agent)
+        && held_since.is_some_and(|t| {
+            k8s_openapi::jiff::Timestamp::now().duration_since(t)
+                >= k8s_openapi::jiff::SignedDuration::try_from(CLAIM_GRACE).unwrap_or_default()
+        })
+}
+
+/// No member is left among the pods: none terminating, and every pod has an IP and
+/// its agent answers that it is no member.
+async fn no_member_left(ctx: &Context, pods: &[Pod]) -> bool {
+    if pods.is_empty() || pods.iter().any(|p| p.metadata.deletion_timestamp.is_some()) {
+        return false;
+    }
+    let Some(ips) = pods
+        .iter()
+        .map(super::observe::pod_ip)
+        .collect::<Option<Vec<_>>>()
+    else {
+        return false;
+    };
+    ctx.agents.none_joined(&ips).await
 }
 
 /// Brings the record's holder in step; the holder after this reconcile (`None`: open).
@@ -48,6 +100,7 @@ pub async fn keep(
     cs: &ClusterSpec,
     ns: &str,
     formed: bool,
+    pods: &[Pod],
 ) -> Result<Option<String>, Error> {
     let api: Api<Lease> = Api::namespaced(ctx.client.clone(), ns);
     let name = formation_lease::name(cs);
@@ -58,7 +111,7 @@ pub async fn keep(
         .map_err(|e| Error::kube(format!("read Lease {name}"), e))?
     else {
         let mut fresh = formation_lease::build(cs);
-        let holder = change(mode, None, formed).flatten();
+        let holder = change(mode, None, formed, false).flatten();
         if let Some(spec) = &mut fresh.spec {
             spec.holder_identity = holder.map(str::to_owned);
         }
@@ -73,7 +126,8 @@ pub async fn keep(
         };
     };
     let holder = holder_of(lease.spec.as_ref()).map(str::to_owned);
-    let Some(next) = change(mode, holder.as_deref(), formed) else {
+    let gone = worth_asking(mode, &lease, formed) && no_member_left(ctx, pods).await;
+    let Some(next) = change(mode, holder.as_deref(), formed, gone) else {
         return Ok(holder);
     };
     let spec = lease.spec.get_or_insert_with(LeaseSpec::default);
@@ -86,6 +140,22 @@ pub async fn keep(
     match api.replace(&name, &PostParams::default(), &lease).await {
         Ok(_) => {
             tracing::info!(lease = %name, was = ?holder, now = ?next, ?mode, "formation record updated");
+            if gone {
+                let note = format!(
+                    "cleared the formation record {name}, held by {}: that agent is gone, no pod's agent is a member and the cluster was never seen formed, so the pods may form it again",
+                    holder.as_deref().unwrap_or_default()
+                );
+                super::event(
+                    ctx,
+                    cs,
+                    None,
+                    EventType::Warning,
+                    "FormationRecordCleared",
+                    "Clear",
+                    note,
+                )
+                .await;
+            }
             Ok(next.map(str::to_owned))
         }
         Err(kube::Error::Api(s)) if s.code == 409 => Ok(holder),
@@ -102,34 +172,46 @@ mod tests {
 
     #[test]
     fn true_keeps_the_record_open() {
-        assert_eq!(change(True, None, false), None);
-        assert_eq!(change(True, Some(AGENT), true), Some(None));
-        assert_eq!(change(True, Some(LOCKED), false), Some(None));
+        assert_eq!(change(True, None, false, false), None);
+        assert_eq!(change(True, Some(AGENT), true, false), Some(None));
+        assert_eq!(change(True, Some(LOCKED), false, false), Some(None));
     }
 
     #[test]
     fn false_holds_it_unless_a_cluster_already_holds_it() {
-        assert_eq!(change(False, None, false), Some(Some(LOCKED)));
-        assert_eq!(change(False, None, true), Some(Some(LOCKED)));
-        assert_eq!(change(False, Some(AGENT), true), None);
+        assert_eq!(change(False, None, false, false), Some(Some(LOCKED)));
+        assert_eq!(change(False, None, true, false), Some(Some(LOCKED)));
+        assert_eq!(change(False, Some(AGENT), true, true), None);
     }
 
     #[test]
     fn auto_is_open_until_formed_and_never_reopened_after() {
-        assert_eq!(change(Auto, None, false), None, "open while forming");
-        assert_eq!(change(Auto, Some(AGENT), true), None, "the former holds it");
+        assert_eq!(change(Auto, None, false, false), None, "open while forming");
         assert_eq!(
-            change(Auto, Some(AGENT), false),
+            change(Auto, Some(AGENT), true, true),
+            None,
+            "the former holds it"
+        );
+        assert_eq!(
+            change(Auto, Some(AGENT), false, false),
             None,
             "claimed, not yet seen"
         );
-        assert_eq!(change(Auto, None, true), Some(Some(FORMED)));
+        assert_eq!(change(Auto, None, true, false), Some(Some(FORMED)));
         assert_eq!(
-            change(Auto, Some(LOCKED), false),
+            change(Auto, Some(LOCKED), false, false),
             Some(None),
             "false → auto"
         );
-        assert_eq!(change(Auto, Some(LOCKED), true), None);
-        assert_eq!(change(Auto, Some(FORMED), false), None);
+        assert_eq!(change(Auto, Some(LOCKED), true, false), None);
+        assert_eq!(change(Auto, Some(FORMED), false, true), None);
+    }
+
+    #[test]
+    fn a_gone_claimant_is_cleared_only_under_auto_before_formation() {
+        assert_eq!(change(Auto, Some(AGENT), false, true), Some(None));
+        assert_eq!(change(Auto, Some(AGENT), true, true), None, "formed: never");
+        assert_eq!(change(False, Some(AGENT), false, true), None);
+        assert_eq!(change(Auto, Some(LOCKED), true, true), None);
     }
 }

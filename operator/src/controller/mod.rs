@@ -254,7 +254,7 @@ async fn reconcile_once(cs: &ClusterSpec, ctx: &Context, now: Timestamp) -> Resu
         let mut owned = build::owned(cs, lock).map_err(Error::Build)?;
         owned.stateful_set.spec.replicas = Some(shrink.replicas);
         // The record before the pods: an agent must find it when it may form.
-        formation::keep(ctx, cs, &ns, formed).await?;
+        formation::keep(ctx, cs, &ns, formed, &world.pods).await?;
         apply::owned(ctx, &ns, owned).await?;
         for (pod, member) in &shrink.leave {
             leave(ctx, cs, &world, pod, member, &token).await;

@@ -192,7 +192,6 @@ fn may_form(record: bool) -> (Bootstrap, Rng) {
 fn answered(b: &mut Bootstrap, rng: &mut Rng, at: Duration) {
     use crate::api::SeedNodes;
     let set = [cp("10.0.0.1:8558"), cp("10.0.0.2:8558")];
-    b.poll(at);
     for p in &set {
         let answer = ProbeAnswer {
             at,
@@ -259,7 +258,7 @@ fn a_held_record_means_never_forming_and_is_looked_at_again_later() {
 
 #[test]
 fn a_failed_claim_is_retried_and_said() {
-    let (mut b, _) = may_form(true);
+    let (mut b, mut rng) = may_form(true);
     assert!(b.poll(S(0)).contains(&Action::ClaimFormation));
     b.on_claim(S(0), ClaimOutcome::Failed("forbidden".into()));
     assert!(matches!(
@@ -267,7 +266,20 @@ fn a_failed_claim_is_retried_and_said() {
         Decision::Wait(Waiting::FormationRecordUnavailable { ref error, .. }) if error == "forbidden"
     ));
     assert!(!b.poll(S(1)).contains(&Action::ClaimFormation));
-    assert!(b.poll(FAILED_CLAIM_RETRY).contains(&Action::ClaimFormation));
+    // Retried, waiting twice as long after each failure, up to the max.
+    let mut now = S(0);
+    let mut gaps = vec![];
+    for _ in 0..6 {
+        let Record::Open { next_at: next, .. } = b.record else {
+            panic!("open")
+        };
+        gaps.push((next - now).as_secs());
+        now = next;
+        answered(&mut b, &mut rng, now);
+        assert!(b.poll(now).contains(&Action::ClaimFormation));
+        b.on_claim(now, ClaimOutcome::Failed("forbidden".into()));
+    }
+    assert_eq!(gaps, [2, 4, 8, 16, 30, 30]);
 }
 
 #[test]
