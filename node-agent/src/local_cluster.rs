@@ -2,6 +2,11 @@
 //! (127.0.1.1, 127.0.1.2, …) with config discovery, started together, watched until they
 //! form one cluster — the quickest way to see bootstrap work (like Akka's local
 //! bootstrap example). Linux: every 127.0.0.0/8 address is bindable without setup.
+//!
+//! SIGTERM or SIGINT at any time stops every agent it started (each gets SIGTERM and
+//! leaves gracefully, SIGKILL after [`STOP_GRACE`]) before it exits. The watcher asks
+//! each agent once per round, rounds [`round_interval`] apart, so watching 100 agents
+//! costs each of them two requests a second.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
@@ -51,6 +56,48 @@ pub fn config_yaml(ips: &[IpAddr], required: usize, key_file: &std::path::Path) 
         key_file.display(),
         endpoints.join(", ")
     )
+}
+
+/// Agents still running this long after SIGTERM are killed.
+pub const STOP_GRACE: Duration = Duration::from_secs(10);
+
+/// Time between two rounds of `/cluster/members` requests to every agent: 100 ms for a
+/// handful, 10 ms per agent beyond, at most 500 ms.
+pub fn round_interval(agents: usize) -> Duration {
+    Duration::from_millis((agents as u64 * 10).clamp(100, 500))
+}
+
+/// Resolves on the first SIGTERM or SIGINT, with the signal's number.
+async fn stop_signal() -> i32 {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => 15,
+        _ = int.recv() => 2,
+    }
+}
+
+/// SIGTERM to every agent, then waits for them (SIGKILL after [`STOP_GRACE`]).
+async fn stop_agents(children: &mut [Child]) {
+    for c in children.iter() {
+        if let Some(pid) = c.id() {
+            // The agents are our own children; `kill` is the portable way to signal.
+            let _ = std::process::Command::new("kill")
+                .args(["-TERM", &pid.to_string()])
+                .status();
+        }
+    }
+    let deadline = tokio::time::Instant::now() + STOP_GRACE;
+    for c in children.iter_mut() {
+        if tokio::time::timeout_at(deadline, c.wait()).await.is_err() {
+            let _ = c.kill().await;
+        }
+    }
 }
 
 fn spawn_agent(
@@ -145,42 +192,57 @@ pub async fn run(args: Args) -> ExitCode {
     let started = Instant::now();
     let client = ManagementClient::new(Duration::from_millis(500));
     let mut last: Vec<String> = vec![String::new(); n];
-    let formed = loop {
-        if started.elapsed() > Duration::from_secs(args.timeout) {
-            break None;
-        }
-        let mut views = Vec::new();
-        for (i, ip) in ips.iter().enumerate() {
-            let v = client.members(SocketAddr::new(*ip, 8558)).await.ok();
-            let line = match &v {
-                Some(m) => format!(
-                    "{} members [{}], leader {}",
-                    m.members.len(),
-                    m.members
-                        .iter()
-                        .map(|m| format!("{} {}", host(&m.node), m.status))
-                        .collect::<Vec<_>>()
-                        .join(", "),
-                    m.leader.as_ref().map_or("-".into(), host)
-                ),
-                None => "not answering yet".into(),
-            };
-            if line != last[i] {
-                println!(
-                    "{:>7.3}s agent-{} ({}): {line}",
-                    started.elapsed().as_secs_f64(),
-                    i + 1,
-                    ips[i]
-                );
-                last[i] = line;
+    let mut rounds = tokio::time::interval(round_interval(n));
+    rounds.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let stop = stop_signal();
+    tokio::pin!(stop);
+    let watching = async {
+        loop {
+            rounds.tick().await;
+            if started.elapsed() > Duration::from_secs(args.timeout) {
+                break None;
             }
-            views.push(v);
+            let mut views = Vec::new();
+            for (i, ip) in ips.iter().enumerate() {
+                let v = client.members(SocketAddr::new(*ip, 8558)).await.ok();
+                let line = match &v {
+                    Some(m) => format!(
+                        "{} members [{}], leader {}",
+                        m.members.len(),
+                        m.members
+                            .iter()
+                            .map(|m| format!("{} {}", host(&m.node), m.status))
+                            .collect::<Vec<_>>()
+                            .join(", "),
+                        m.leader.as_ref().map_or("-".into(), host)
+                    ),
+                    None => "not answering yet".into(),
+                };
+                if line != last[i] {
+                    println!(
+                        "{:>7.3}s agent-{} ({}): {line}",
+                        started.elapsed().as_secs_f64(),
+                        i + 1,
+                        ips[i]
+                    );
+                    last[i] = line;
+                }
+                views.push(v);
+            }
+            let answered: Vec<_> = views.into_iter().flatten().collect();
+            if answered.len() == n && check::one_cluster_of(&answered, n).is_ok() {
+                break answered.into_iter().next();
+            }
         }
-        let answered: Vec<_> = views.into_iter().flatten().collect();
-        if answered.len() == n && check::one_cluster_of(&answered, n).is_ok() {
-            break answered.into_iter().next();
+    };
+    let formed = tokio::select! {
+        formed = watching => formed,
+        signo = &mut stop => {
+            eprintln!("signal {signo}: stopping the {n} agents");
+            stop_agents(&mut children).await;
+            let _ = std::fs::remove_dir_all(&dir);
+            return ExitCode::from(128 + signo as u8);
         }
-        tokio::time::sleep(Duration::from_millis(20)).await;
     };
     let code = match formed {
         Some(m) => {
@@ -195,8 +257,9 @@ pub async fn run(args: Args) -> ExitCode {
                     "try: curl -s http://{}:8558/cluster/members   (and /bootstrap/status, /metrics)",
                     ips[0]
                 );
-                println!("Ctrl-C stops the agents.");
-                let _ = tokio::signal::ctrl_c().await;
+                println!("Ctrl-C (or SIGTERM) stops the agents.");
+                let signo = (&mut stop).await;
+                eprintln!("signal {signo}: stopping the {n} agents");
             }
             ExitCode::SUCCESS
         }
@@ -218,9 +281,7 @@ pub async fn run(args: Args) -> ExitCode {
             ExitCode::from(1)
         }
     };
-    for mut c in children {
-        let _ = c.kill().await;
-    }
+    stop_agents(&mut children).await;
     let _ = std::fs::remove_dir_all(&dir);
     code
 }
