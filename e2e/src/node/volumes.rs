@@ -24,6 +24,7 @@ use std::time::{Duration, Instant};
 use k8s_openapi::api::core::v1::{ConfigMap, Container, KeyToPath, Pod, Secret};
 use kube::Client;
 use kube::api::Api;
+use node_agent::base::rng::Rng;
 
 use super::SERVICE_ACCOUNT_DIR;
 
@@ -55,23 +56,10 @@ impl Default for VolumeRefresh {
 
 impl VolumeRefresh {
     /// The wait until a pod's next sync.
-    fn next_sync(&self) -> Duration {
+    fn next_sync(&self, rng: &mut Rng) -> Duration {
         self.sync_period
-            .mul_f64(1.0 + self.jitter.clamp(0.0, 1.0) * unit())
+            .mul_f64(1.0 + self.jitter.clamp(0.0, 1.0) * rng.unit())
     }
-}
-
-/// A number in [0, 1) that differs from call to call (a jitter, not a secret).
-fn unit() -> f64 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_nanos(),
-    );
-    (h.finish() >> 11) as f64 / (1u64 << 53) as f64
 }
 
 /// The data of an object as last fetched: `None` when it did not exist.
@@ -437,8 +425,9 @@ pub(crate) async fn keep_in_step(
     if volumes.is_empty() {
         return;
     }
+    let mut rng = Rng::from_entropy();
     loop {
-        tokio::time::sleep(refresh.next_sync()).await;
+        tokio::time::sleep(refresh.next_sync(&mut rng)).await;
         for (v, last) in &mut volumes {
             let data = match cache.get(&client, &ns, &v.source, false).await {
                 Ok(Some(data)) => data,
