@@ -258,10 +258,14 @@ pub async fn run(args: Args) -> ExitCode {
                     ips[0]
                 );
                 println!("Ctrl-C (or SIGTERM) stops the agents.");
+                // Stopped by a signal: the exit status says so (128 + its number),
+                // whichever of the watcher and the signal came first.
                 let signo = (&mut stop).await;
                 eprintln!("signal {signo}: stopping the {n} agents");
+                ExitCode::from(128 + signo as u8)
+            } else {
+                ExitCode::SUCCESS
             }
-            ExitCode::SUCCESS
         }
         None => {
             eprintln!(

@@ -20,6 +20,7 @@ impl Drop for LocalCluster {
         for p in agents_of(pid).into_iter().chain([pid]) {
             let _ = Command::new("kill")
                 .args(["-KILL", &p.to_string()])
+                .stderr(Stdio::null())
                 .status();
         }
         let _ = self.0.wait();
@@ -32,11 +33,33 @@ fn local_cluster(subnet: (u8, u8), args: &[&str]) -> LocalCluster {
         .args(["local-cluster", "--nodes", "3", "--timeout", "60"])
         .args(["--subnet", &format!("127.{}.{}", subnet.0, subnet.1)])
         .args(args)
-        .stdout(Stdio::null())
+        .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
         .expect("start local-cluster");
     LocalCluster(child)
+}
+
+/// Reads `lc`'s output until a line contains `text` (the reader thread keeps draining
+/// it afterwards, so `local-cluster` never blocks on a full pipe).
+async fn wait_for_line(lc: &mut LocalCluster, text: &'static str, within: Duration) {
+    use std::io::BufRead;
+    let out = lc.0.stdout.take().expect("stdout is piped");
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    std::thread::spawn(move || {
+        let mut tx = Some(tx);
+        for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+            if line.contains(text)
+                && let Some(tx) = tx.take()
+            {
+                let _ = tx.send(());
+            }
+        }
+    });
+    tokio::time::timeout(within, rx)
+        .await
+        .unwrap_or_else(|_| panic!("no line with {text:?} within {within:?}"))
+        .unwrap_or_else(|_| panic!("local-cluster ended before printing {text:?}"));
 }
 
 /// Processes whose command line names `local-cluster`'s folder for `pid`'s agents.
@@ -108,8 +131,10 @@ async fn sigterm_while_waiting_for_a_cluster_stops_every_agent() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_after_the_cluster_formed_stops_every_agent() {
     let subnet = (23, 42);
-    let lc = local_cluster(subnet, &[]);
+    let mut lc = local_cluster(subnet, &[]);
     let ips: Vec<IpAddr> = (1..=3).map(|i| ip(subnet, i)).collect();
+    // local-cluster's own watcher has seen the cluster: the signal comes after formation.
+    wait_for_line(&mut lc, "formed ONE cluster", Duration::from_secs(30)).await;
     eventually("one cluster of 3", Duration::from_secs(30), || async {
         let mut views = Vec::new();
         for ip in &ips {
