@@ -235,17 +235,19 @@ pub async fn run(args: Args) -> ExitCode {
             }
         }
     };
-    let formed = tokio::select! {
-        formed = watching => formed,
-        signo = &mut stop => {
-            eprintln!("signal {signo}: stopping the {n} agents");
-            stop_agents(&mut children).await;
-            let _ = std::fs::remove_dir_all(&dir);
-            return ExitCode::from(128 + signo as u8);
-        }
+    // Stopped by a signal: the exit status says so (128 + its number), whether it came
+    // while watching or after the cluster formed.
+    let stopped_by = |signo: i32| {
+        eprintln!("signal {signo}: stopping the {n} agents");
+        ExitCode::from(128 + signo as u8)
     };
-    let code = match formed {
-        Some(m) => {
+    let watched = tokio::select! {
+        formed = watching => Ok(formed),
+        signo = &mut stop => Err(signo),
+    };
+    let code = match watched {
+        Err(signo) => stopped_by(signo),
+        Ok(Some(m)) => {
             println!(
                 "\nformed ONE cluster of {n} in {} ms after the agents started; leader {}, oldest {}",
                 started.elapsed().as_millis(),
@@ -258,16 +260,12 @@ pub async fn run(args: Args) -> ExitCode {
                     ips[0]
                 );
                 println!("Ctrl-C (or SIGTERM) stops the agents.");
-                // Stopped by a signal: the exit status says so (128 + its number),
-                // whichever of the watcher and the signal came first.
-                let signo = (&mut stop).await;
-                eprintln!("signal {signo}: stopping the {n} agents");
-                ExitCode::from(128 + signo as u8)
+                stopped_by((&mut stop).await)
             } else {
                 ExitCode::SUCCESS
             }
         }
-        None => {
+        Ok(None) => {
             eprintln!(
                 "no single cluster after {}s; bootstrap status of each agent:",
                 args.timeout
