@@ -13,47 +13,13 @@ mod support;
 
 mod common;
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::env_or;
+use common::{Burners, env_or};
 use support::floods::{Row, run_all, table};
 use support::*;
 
 const TARGETS: (u64, Duration) = (64 * 1024, Duration::from_millis(100));
-
-/// Spins `n` threads until dropped: cores already busy, as on a loaded node.
-struct Burners(Arc<AtomicBool>, Vec<std::thread::JoinHandle<()>>);
-
-impl Burners {
-    fn start(n: usize) -> Self {
-        let stop = Arc::new(AtomicBool::new(false));
-        let threads = (0..n)
-            .map(|_| {
-                let stop = stop.clone();
-                std::thread::spawn(move || {
-                    let deadline = Instant::now() + Duration::from_secs(1800);
-                    let mut x = 0u64;
-                    while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
-                        x = x.wrapping_mul(6364136223846793005).wrapping_add(1);
-                        std::hint::black_box(x);
-                    }
-                })
-            })
-            .collect();
-        Self(stop, threads)
-    }
-}
-
-impl Drop for Burners {
-    fn drop(&mut self) {
-        self.0.store(true, Ordering::Relaxed);
-        for t in self.1.drain(..) {
-            let _ = t.join();
-        }
-    }
-}
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {

@@ -4,10 +4,15 @@
 //! address. Default settings on both sides (muster: Akka's failure detector and
 //! `stable-after: 20s`; Serf: its `lan` profile).
 //!
-//! Per cluster size (`BENCH_SIZES`, default `5,25`):
-//! - join → all up: the last node is started once the others are one cluster; the time
-//!   until every node (the new one too) lists every node as up.
-//! - idle CPU (% of one core) and RSS per node, over `BENCH_IDLE_SECS` (default 20).
+//! Per cluster size (`BENCH_SIZES`, default `25,50,100`):
+//! - formation: all N started together (Serf: the first, then the others joining it);
+//!   the time from the last start until every node lists every node as up (muster:
+//!   Up, nobody unreachable), over `BENCH_RUNS` runs (default 3; p50 and max). Each
+//!   muster run is then watched for `BENCH_WATCH_SECS` (default 30): an agent that
+//!   exits (downed) or a view that is no longer all Up fails the run. Per node during
+//!   formation: CPU (% of one core) and bytes sent per second.
+//! - idle CPU, bytes sent per second and RSS per node, over `BENCH_IDLE_SECS` (default
+//!   20).
 //! - SIGKILL of one node → every other node reports it unreachable (muster's
 //!   `UnreachableMember`, Serf's `EventMemberFailed`); the first and the last observer.
 //! - SIGKILL → removed on all (muster: the split brain resolver downs it after
@@ -15,7 +20,13 @@
 //! - graceful stop → removed on all (muster: SIGTERM, leave; Serf: SIGINT, leave).
 //!
 //! Observed through event streams, timestamped when they arrive: each muster agent's
-//! `GET /cluster/events` (SSE) and each Serf agent's log on stdout.
+//! `GET /cluster/events` (SSE) and each Serf agent's log on stdout. Bytes sent are what
+//! an iptables chain of this benchmark counts for each node's address (IP headers
+//! included, this benchmark's own requests to 127.0.0.1 left out); without iptables or
+//! root they are `n/a`.
+//!
+//! `BENCH_BUSY=1` keeps both cores busy with burner threads for the whole run, as on a
+//! loaded Kubernetes node.
 //!
 //! `BENCH_SOAK_SECS` (default 0: off; the issue asks for 600): both clusters of the
 //! largest size run that long while this process keeps both cores busy; every
@@ -25,7 +36,6 @@ use std::io::{BufRead, BufReader, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -33,7 +43,7 @@ use node_agent::api::{ClusterMembers, ManagementClient};
 use node_agent::base::member::MemberStatus;
 
 mod common;
-use common::{KEY_HEX, MANAGEMENT_PORT, env_or};
+use common::{Burners, KEY_HEX, MANAGEMENT_PORT, env_or};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Kind {
@@ -91,6 +101,50 @@ impl Log {
         }
     }
 
+    /// When every observer in `observers` had reported `kind` about every subject (first
+    /// reports only, after `since`), or `None` on timeout.
+    fn all_saw(
+        &self,
+        observers: &[usize],
+        kind: Kind,
+        subjects: &[IpAddr],
+        since: Instant,
+        limit: Duration,
+    ) -> Option<Instant> {
+        let deadline = since + limit;
+        loop {
+            let log = self.snapshot();
+            let mut firsts: std::collections::HashMap<(usize, IpAddr), Instant> =
+                std::collections::HashMap::new();
+            for (t, o, k, s) in log {
+                if t >= since && k == kind {
+                    let e = firsts.entry((o, s)).or_insert(t);
+                    *e = (*e).min(t);
+                }
+            }
+            let mut last = since;
+            let mut all = true;
+            'pairs: for o in observers {
+                for s in subjects {
+                    match firsts.get(&(*o, *s)) {
+                        Some(t) => last = last.max(*t),
+                        None => {
+                            all = false;
+                            break 'pairs;
+                        }
+                    }
+                }
+            }
+            if all {
+                return Some(last);
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     fn count_since(&self, kind: Kind, since: Instant) -> usize {
         self.snapshot()
             .iter()
@@ -137,10 +191,75 @@ fn rss_kib(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
-/// Mean CPU (% of one core) and RSS (MiB) per process over `secs`.
-fn idle(pids: &[u32], secs: u64) -> (f64, f64, f64) {
+/// Bytes sent by a set of addresses to anyone but 127.0.0.1, counted by an iptables
+/// chain that this benchmark adds to OUTPUT (and removes when dropped).
+struct Traffic {
+    chain: String,
+}
+
+fn iptables(args: &[&str]) -> Option<String> {
+    let out = Command::new("iptables")
+        .arg("-w")
+        .args(args)
+        .output()
+        .ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+impl Traffic {
+    /// `None` without iptables or the right to use it.
+    fn start(name: &str, ips: &[IpAddr]) -> Option<Self> {
+        let chain = format!("MB{}{name}", std::process::id());
+        iptables(&["-N", &chain])?;
+        let t = Self { chain };
+        iptables(&["-I", "OUTPUT", "1", "-j", &t.chain])?;
+        for ip in ips {
+            let ip = ip.to_string();
+            iptables(&[
+                "-A",
+                &t.chain,
+                "-s",
+                &ip,
+                "!",
+                "-d",
+                "127.0.0.1",
+                "-j",
+                "RETURN",
+            ])?;
+        }
+        Some(t)
+    }
+
+    /// Bytes counted so far, over all addresses.
+    fn bytes(&self) -> u64 {
+        iptables(&["-L", &self.chain, "-n", "-v", "-x"])
+            .unwrap_or_default()
+            .lines()
+            .skip(2)
+            .filter_map(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+            .sum()
+    }
+}
+
+impl Drop for Traffic {
+    fn drop(&mut self) {
+        let _ = iptables(&["-D", "OUTPUT", "-j", &self.chain]);
+        let _ = iptables(&["-F", &self.chain]);
+        let _ = iptables(&["-X", &self.chain]);
+    }
+}
+
+/// Mean CPU (% of one core) and RSS (MiB) per process over `secs`, and bytes sent per
+/// second per process when `traffic` counts them.
+fn idle(pids: &[u32], secs: u64, traffic: Option<&Traffic>) -> (f64, f64, f64, Option<f64>) {
     let before: Vec<u64> = pids.iter().map(|p| cpu_ticks(*p)).collect();
+    let bytes_before = traffic.map(Traffic::bytes);
     std::thread::sleep(Duration::from_secs(secs));
+    let bytes = traffic
+        .zip(bytes_before)
+        .map(|(t, b)| (t.bytes() - b) as f64 / secs as f64 / pids.len() as f64);
     let after: Vec<u64> = pids.iter().map(|p| cpu_ticks(*p)).collect();
     let pct: Vec<f64> = before
         .iter()
@@ -150,15 +269,22 @@ fn idle(pids: &[u32], secs: u64) -> (f64, f64, f64) {
     let mean = pct.iter().sum::<f64>() / pct.len() as f64;
     let max = pct.iter().cloned().fold(0.0, f64::max);
     let rss = pids.iter().map(|p| rss_kib(*p) as f64).sum::<f64>() / pids.len() as f64 / 1024.0;
-    (mean, max, rss)
+    (mean, max, rss, bytes)
 }
 
 #[derive(Debug, Default)]
 struct Numbers {
-    join_all_up: Option<Duration>,
+    /// Per run: from the last start until all up.
+    formed: Vec<Duration>,
+    /// Runs that failed, and why.
+    failed: Vec<String>,
+    /// During formation, per node: CPU (% of one core) and bytes sent per second.
+    forming_cpu: f64,
+    forming_bytes: Option<f64>,
     cpu_mean: f64,
     cpu_max: f64,
     rss_mib: f64,
+    idle_bytes: Option<f64>,
     detect: Option<(Duration, Duration)>,
     kill_removed: Option<(Duration, Duration)>,
     leave_removed: Option<(Duration, Duration)>,
@@ -178,13 +304,14 @@ fn measure_failures(
     nodes: &[Node],
     log: &Log,
     idle_secs: u64,
+    traffic: Option<&Traffic>,
     leave_signal: &str,
     removes_failed: bool,
 ) {
     let n = nodes.len();
     std::thread::sleep(Duration::from_secs(3));
     let pids: Vec<u32> = nodes.iter().map(|x| x.child.id()).collect();
-    (out.cpu_mean, out.cpu_max, out.rss_mib) = idle(&pids, idle_secs);
+    (out.cpu_mean, out.cpu_max, out.rss_mib, out.idle_bytes) = idle(&pids, idle_secs, traffic);
 
     // SIGKILL one (not the first, which leads, nor the newest).
     let victim = n - 2;
@@ -309,53 +436,109 @@ fn follow_muster(ip: IpAddr, observer: usize, log: Log) {
     });
 }
 
-fn run_muster(dir: &Path, subnet: (u8, u8), n: usize, idle_secs: u64) -> (Numbers, Vec<Node>, Log) {
-    let all = ips(subnet, n);
-    // The first n - 1 form among themselves; the last one knows all n and joins.
-    let first = muster_config(dir, &all[..n - 1]);
-    let config = muster_config(dir, &all);
-    let mut nodes: Vec<Node> = all[..n - 1]
-        .iter()
-        .map(|ip| start_muster(&first, *ip))
-        .collect();
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while !nodes.iter().all(|x| all_up(x.ip, n - 1)) {
-        assert!(
-            Instant::now() < deadline,
-            "muster: {} nodes did not form",
-            n - 1
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let log = Log::default();
-    for (i, x) in nodes.iter().enumerate() {
-        follow_muster(x.ip, i, log.clone());
-    }
-    std::thread::sleep(Duration::from_millis(300)); // the streams' snapshots
-    let mut out = Numbers::default();
+/// CPU ticks of `pids` since they started, as % of one core per process over `secs`.
+fn cpu_pct(pids: &[u32], secs: f64) -> f64 {
+    let ticks: u64 = pids.iter().map(|p| cpu_ticks(*p)).sum();
+    ticks as f64 / 100.0 / secs.max(0.001) / pids.len() as f64 * 100.0
+}
 
-    // The last node joins.
+/// A formation: time from the last start, CPU (% of a core) and bytes sent per second
+/// per node while forming, the running nodes, and their traffic counter.
+type Formed = (Duration, f64, Option<f64>, Vec<Node>, Option<Traffic>);
+
+/// One muster formation: N agents started together until all list N Up members and
+/// nobody unreachable, then watched for `watch`. Returns the time from the last start,
+/// CPU and bytes per node while forming, and the running agents.
+fn form_muster(dir: &Path, subnet: (u8, u8), n: usize, watch: Duration) -> Result<Formed, String> {
+    let all = ips(subnet, n);
+    let config = muster_config(dir, &all);
+    let traffic = Traffic::start(&format!("m{}x{}", subnet.0, subnet.1), &all);
+    let mut nodes: Vec<Node> = all.iter().map(|ip| start_muster(&config, *ip)).collect();
     let started = Instant::now();
-    nodes.push(start_muster(&config, all[n - 1]));
-    let joiner = all[n - 1];
-    let old: Vec<usize> = (0..n - 1).collect();
-    let others_saw = log.wait_all(&old, Kind::Up, joiner, started, Duration::from_secs(60));
-    let mut joiner_sees = None;
-    while joiner_sees.is_none() && started.elapsed() < Duration::from_secs(60) {
-        if all_up(joiner, n) {
-            joiner_sees = Some(started.elapsed());
-        } else {
-            std::thread::sleep(Duration::from_millis(5));
+    let exited = |nodes: &mut [Node]| -> Result<(), String> {
+        for (i, x) in nodes.iter_mut().enumerate() {
+            if let Ok(Some(status)) = x.child.try_wait() {
+                return Err(format!("agent {} ({}) exited: {status}", i + 1, x.ip));
+            }
+        }
+        Ok(())
+    };
+    let mut done = vec![false; n];
+    while done.iter().any(|d| !d) {
+        exited(&mut nodes)?;
+        if started.elapsed() > Duration::from_secs(120) {
+            return Err(format!(
+                "{} of {n} agents not all Up after 120 s",
+                done.iter().filter(|d| !**d).count()
+            ));
+        }
+        for (i, x) in nodes.iter().enumerate() {
+            if !done[i] && all_up(x.ip, n) {
+                done[i] = true;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let took = started.elapsed();
+    let pids: Vec<u32> = nodes.iter().map(|x| x.child.id()).collect();
+    let cpu = cpu_pct(&pids, took.as_secs_f64());
+    let bytes = traffic
+        .as_ref()
+        .map(|t| t.bytes() as f64 / took.as_secs_f64() / n as f64);
+    // Still one cluster of N Up members, nobody downed, after `watch`.
+    let until = Instant::now() + watch;
+    while Instant::now() < until {
+        exited(&mut nodes)?;
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    for (i, x) in nodes.iter().enumerate() {
+        if !all_up(x.ip, n) {
+            return Err(format!("agent {} ({}) no longer sees {n} Up", i + 1, x.ip));
         }
     }
-    out.join_all_up = match (others_saw, joiner_sees) {
-        (Some((_, a)), Some(b)) => Some(a.max(b)),
-        _ => None,
-    };
-    follow_muster(joiner, n - 1, log.clone());
+    Ok((took, cpu, bytes, nodes, traffic))
+}
 
-    measure_failures(&mut out, &nodes, &log, idle_secs, "-TERM", true);
-    (out, nodes, log)
+fn run_muster(
+    dir: &Path,
+    size_index: u8,
+    n: usize,
+    runs: u8,
+    watch: Duration,
+    idle_secs: u64,
+) -> Numbers {
+    let mut out = Numbers::default();
+    let mut last = None;
+    for run in 0..runs {
+        let subnet = (33 + run, 10 + size_index);
+        match form_muster(dir, subnet, n, watch) {
+            Ok((took, cpu, bytes, nodes, traffic)) => {
+                out.formed.push(took);
+                out.forming_cpu = out.forming_cpu.max(cpu);
+                out.forming_bytes = bytes.map(|b| out.forming_bytes.unwrap_or(0.0).max(b));
+                last = Some((nodes, traffic));
+            }
+            Err(e) => out.failed.push(format!("run {}: {e}", run + 1)),
+        }
+    }
+    // The last cluster that formed: idle costs, a crash and a graceful leave.
+    if let Some((nodes, traffic)) = last {
+        let log = Log::default();
+        for (i, x) in nodes.iter().enumerate() {
+            follow_muster(x.ip, i, log.clone());
+        }
+        std::thread::sleep(Duration::from_millis(500)); // the streams' snapshots
+        measure_failures(
+            &mut out,
+            &nodes,
+            &log,
+            idle_secs,
+            traffic.as_ref(),
+            "-TERM",
+            true,
+        );
+    }
+    out
 }
 
 // ---------------------------------------------------------------- serf
@@ -422,52 +605,48 @@ fn start_serf_cluster(ips: &[IpAddr], log: &Log, all: &Arc<Vec<IpAddr>>) -> Vec<
     nodes
 }
 
-fn run_serf(subnet: (u8, u8), n: usize, idle_secs: u64) -> (Numbers, Vec<Node>, Log) {
+fn run_serf(subnet: (u8, u8), n: usize, idle_secs: u64) -> Numbers {
     let all = Arc::new(ips(subnet, n));
     let log = Log::default();
+    let traffic = Traffic::start(&format!("s{}x{}", subnet.0, subnet.1), &all);
     let t0 = Instant::now();
-    let mut nodes = start_serf_cluster(&all[..n - 1], &log, &all);
-    // Formed: every node knows every other.
-    let old: Vec<usize> = (0..n - 1).collect();
-    for ip in all[..n - 1].iter() {
-        log.wait_all(&old, Kind::Up, *ip, t0, Duration::from_secs(120))
-            .expect("serf: the first nodes did not form");
+    let first = start_serf(all[0], None, 0, log.clone(), all.clone());
+    log.wait_all(&[0], Kind::Up, all[0], t0, Duration::from_secs(30))
+        .expect("serf: the first agent did not start");
+    let mut nodes = vec![first];
+    for (i, ip) in all.iter().enumerate().skip(1) {
+        nodes.push(start_serf(*ip, Some(all[0]), i, log.clone(), all.clone()));
     }
-    let mut out = Numbers::default();
     let started = Instant::now();
-    nodes.push(start_serf(
-        all[n - 1],
-        Some(all[0]),
-        n - 1,
-        log.clone(),
-        all.clone(),
-    ));
-    let others = log.wait_all(&old, Kind::Up, all[n - 1], started, Duration::from_secs(60));
-    let mut joiner_saw = Some(Duration::ZERO);
-    for ip in all[..n - 1].iter() {
-        joiner_saw = match (
-            joiner_saw,
-            log.wait_all(&[n - 1], Kind::Up, *ip, started, Duration::from_secs(60)),
-        ) {
-            (Some(a), Some((_, b))) => Some(a.max(b)),
-            _ => None,
-        };
+    let everyone: Vec<usize> = (0..n).collect();
+    let mut out = Numbers::default();
+    match log.all_saw(&everyone, Kind::Up, &all, t0, Duration::from_secs(120)) {
+        Some(at) => {
+            let took = at.saturating_duration_since(started);
+            let secs = started.elapsed().as_secs_f64();
+            let pids: Vec<u32> = nodes.iter().map(|x| x.child.id()).collect();
+            out.forming_cpu = cpu_pct(&pids, secs);
+            out.forming_bytes = traffic.as_ref().map(|t| t.bytes() as f64 / secs / n as f64);
+            out.formed.push(took);
+        }
+        None => out
+            .failed
+            .push("not every agent saw all alive within 120 s".into()),
     }
-    out.join_all_up = match (others, joiner_saw) {
-        (Some((_, a)), Some(b)) => Some(a.max(b)),
-        _ => None,
-    };
-
     // Serf keeps failed members until its reconnect timeout (24 h): no removal to time.
-    measure_failures(&mut out, &nodes, &log, idle_secs, "-INT", false);
-    (out, nodes, log)
+    measure_failures(
+        &mut out,
+        &nodes,
+        &log,
+        idle_secs,
+        traffic.as_ref(),
+        "-INT",
+        false,
+    );
+    out
 }
 
 // ---------------------------------------------------------------- report
-
-fn ms(d: Option<Duration>) -> String {
-    d.map_or("n/a".into(), |d| format!("{} ms", d.as_millis()))
-}
 
 fn span(d: Option<(Duration, Duration)>) -> String {
     d.map_or("n/a".into(), |(a, b)| {
@@ -475,15 +654,33 @@ fn span(d: Option<(Duration, Duration)>) -> String {
     })
 }
 
+fn kib(b: Option<f64>) -> String {
+    b.map_or("n/a".into(), |b| format!("{:.1} KiB/s", b / 1024.0))
+}
+
 fn row(name: &str, n: usize, x: &Numbers) {
+    let mut formed = x.formed.clone();
+    formed.sort();
+    let formation = match (formed.get(formed.len() / 2), formed.last()) {
+        (Some(p50), Some(max)) => format!(
+            "{:.2} s / {:.2} s ({} of {})",
+            p50.as_secs_f64(),
+            max.as_secs_f64(),
+            formed.len(),
+            formed.len() + x.failed.len()
+        ),
+        _ => format!("failed ({} of {})", x.failed.len(), x.failed.len()),
+    };
     println!(
-        "| {name} | {n} | {} | {} | {} | {} | {:.2} % (max {:.2} %) | {:.1} MiB |",
-        ms(x.join_all_up),
+        "| {name} | {n} | {formation} | {:.1} % | {} | {} | {} | {} | {:.2} % (max {:.2} %) | {} | {:.1} MiB |",
+        x.forming_cpu,
+        kib(x.forming_bytes),
         span(x.detect),
         span(x.kill_removed),
         span(x.leave_removed),
         x.cpu_mean,
         x.cpu_max,
+        kib(x.idle_bytes),
         x.rss_mib,
     );
 }
@@ -498,34 +695,50 @@ fn main() {
         std::process::exit(2);
     }
     let sizes: Vec<usize> = std::env::var("BENCH_SIZES")
-        .unwrap_or_else(|_| "5,25".into())
+        .unwrap_or_else(|_| "25,50,100".into())
         .split(',')
         .filter_map(|s| s.trim().parse().ok())
         .filter(|n| (4..=250).contains(n))
         .collect();
+    let runs = env_or("BENCH_RUNS", 3u8).clamp(1, 20);
+    let watch = Duration::from_secs(env_or("BENCH_WATCH_SECS", 30u64));
     let idle_secs = env_or("BENCH_IDLE_SECS", 20u64);
     let soak_secs = env_or("BENCH_SOAK_SECS", 0u64);
+    let busy = env_or("BENCH_BUSY", 0u8) == 1;
+    let _burners = busy.then(|| Burners::start(2));
     let dir = std::env::temp_dir().join(format!("muster-serf-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("bench folder");
     std::fs::write(dir.join("cluster.key"), KEY_HEX).expect("key");
 
     println!(
-        "muster vs Serf {} — default settings, one process per node on loopback",
-        serf_version()
+        "muster vs Serf {} — default settings, one process per node on loopback{}",
+        serf_version(),
+        if busy {
+            ", both cores kept busy by burner threads"
+        } else {
+            ""
+        }
     );
     println!(
-        "(join → all up: last node started until every node lists all as up; detection: SIGKILL → first – last observer reports it unreachable/failed; removed: first – last observer)"
+        "(formation: all started together, last start → every node lists all as up, p50 / max over runs; muster runs also watched {} s for downings; detection: SIGKILL → first – last observer reports it unreachable/failed; removed: first – last observer; CPU in % of one core and bytes sent, per node)",
+        watch.as_secs()
     );
     println!();
     println!(
-        "| system | nodes | join → all up | SIGKILL → unreachable on all | SIGKILL → removed on all | graceful stop → removed on all | idle CPU per node | RSS per node |"
+        "| system | nodes | formation | CPU forming | sent forming | SIGKILL → unreachable on all | SIGKILL → removed on all | graceful stop → removed on all | idle CPU | sent idle | RSS |"
     );
-    println!("|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|");
+    let mut failures = Vec::new();
     for (i, n) in sizes.iter().copied().enumerate() {
-        let (m, _, _) = run_muster(&dir, (33, 10 + i as u8), n, idle_secs);
+        let m = run_muster(&dir, i as u8, n, runs, watch, idle_secs);
         row("muster", n, &m);
-        let (s, _, _) = run_serf((34, 10 + i as u8), n, idle_secs);
+        failures.extend(m.failed.iter().map(|f| format!("muster N = {n}: {f}")));
+        let s = run_serf((40, 10 + i as u8), n, idle_secs);
         row("serf", n, &s);
+        failures.extend(s.failed.iter().map(|f| format!("serf N = {n}: {f}")));
+    }
+    for f in &failures {
+        println!("FAILED {f}");
     }
 
     if soak_secs > 0 {
@@ -536,25 +749,10 @@ fn main() {
         );
         let (muster_nodes, muster_log) = soak_cluster_muster(&dir, n);
         let (serf_nodes, serf_log) = soak_cluster_serf(n);
-        let stop = Arc::new(AtomicBool::new(false));
-        let burners: Vec<_> = (0..2)
-            .map(|_| {
-                let stop = stop.clone();
-                std::thread::spawn(move || {
-                    let mut x = 0u64;
-                    while !stop.load(Ordering::Relaxed) {
-                        x = x.wrapping_mul(6364136223846793005).wrapping_add(1);
-                        std::hint::black_box(x);
-                    }
-                })
-            })
-            .collect();
+        let burners = (!busy).then(|| Burners::start(2));
         let since = Instant::now();
         std::thread::sleep(Duration::from_secs(soak_secs));
-        stop.store(true, Ordering::Relaxed);
-        for b in burners {
-            let _ = b.join();
-        }
+        drop(burners);
         println!(
             "false positives (unreachable/failed reports while nobody failed): muster {}, serf {}",
             muster_log.count_since(Kind::Unreachable, since),
@@ -565,6 +763,9 @@ fn main() {
         drop(serf_nodes);
     }
     let _ = std::fs::remove_dir_all(&dir);
+    if !failures.is_empty() {
+        std::process::exit(1);
+    }
 }
 
 fn serf_version() -> String {

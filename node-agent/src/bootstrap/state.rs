@@ -19,6 +19,15 @@ use crate::base::time::Time;
 use crate::config::AgentConfig;
 use crate::discovery::Skipped;
 
+/// A node probes every contact point only while it may be the one to form: while it is
+/// among this many lowest contact points that are not failing. Any other node cannot
+/// form (rule (e): only the lowest answering point does), so it probes just those lowest
+/// few — enough to hear of the cluster as soon as one of them forms it — and the
+/// contact points below them that fail (to notice they are gone). Probing everyone from
+/// everyone every second made bootstrap cost grow with N² (issue 16); this way the
+/// lowest few probe N each and the rest a handful.
+pub const PROBED_LOWEST: usize = 3;
+
 /// Timing of lookups and probes (Akka's `contact-point-discovery` and `contact-point`).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Schedule {
@@ -231,8 +240,14 @@ impl Bootstrap {
     /// The node has joined: no more lookups or probes. Returns the other contact points,
     /// to be probed once more as a nudge: peers still waiting then probe back at once and
     /// find the seed nodes now rather than at their next round.
+    ///
+    /// Only the node that formed nudges (everyone, once); a node that joined nudges
+    /// nobody, so that N joins do not make N² requests.
     pub fn finish(&mut self) -> Vec<ContactPoint> {
         self.finished = true;
+        if !self.formed {
+            return Vec::new();
+        }
         let me = &self.me.management;
         self.obs
             .discovered
@@ -240,6 +255,27 @@ impl Bootstrap {
             .filter(|cp| *cp != me)
             .cloned()
             .collect()
+    }
+
+    /// The contact points this node probes now; `None`: all of them (it may be the one
+    /// to form). See [`PROBED_LOWEST`].
+    pub fn probed(&self) -> Option<BTreeSet<ContactPoint>> {
+        let mut picked = BTreeSet::new();
+        let mut answering = 0;
+        for cp in &self.obs.discovered {
+            if self.me.is_self(cp, self.obs.answers.get(cp)) {
+                return None;
+            }
+            picked.insert(cp.clone());
+            let failing = self.probes.get(cp).is_some_and(|p| p.last_error.is_some());
+            if !failing {
+                answering += 1;
+                if answering == PROBED_LOWEST {
+                    return Some(picked);
+                }
+            }
+        }
+        None
     }
 
     /// What is due now; marks it in flight.
@@ -252,7 +288,11 @@ impl Bootstrap {
             self.lookup.in_flight = true;
             actions.push(Action::Lookup);
         }
+        let probed = self.probed();
         for (cp, p) in &mut self.probes {
+            if probed.as_ref().is_some_and(|set| !set.contains(cp)) {
+                continue;
+            }
             if !p.in_flight && p.next_at <= now {
                 p.in_flight = true;
                 p.last_started = Some(now);
@@ -323,11 +363,12 @@ impl Bootstrap {
             return None;
         }
         let lookup = (!self.lookup.in_flight).then_some(self.lookup.next_at);
+        let probed = self.probed();
         let probes = self
             .probes
-            .values()
-            .filter(|p| !p.in_flight)
-            .map(|p| p.next_at);
+            .iter()
+            .filter(|(cp, p)| !p.in_flight && probed.as_ref().is_none_or(|set| set.contains(*cp)))
+            .map(|(_, p)| p.next_at);
         let stable_at = (self.obs.lookups > 0)
             .then(|| self.obs.discovered_changed_at + self.settings.stable_margin)
             .filter(|t| *t > now);
@@ -504,9 +545,25 @@ impl Bootstrap {
         }
     }
 
-    /// The decision of the rules alone, without the formation record.
+    /// The decision of the rules alone, without the formation record. A node that is
+    /// not among the lowest few contact points waits for the lowest to form, whatever
+    /// else it lacks (it does not probe everyone, see [`PROBED_LOWEST`]).
     fn decide_unrecorded(&self, now: Time) -> Decision {
-        decider::decide(&self.obs, &self.settings, &self.me, now)
+        let d = decider::decide(&self.obs, &self.settings, &self.me, now);
+        match d {
+            Decision::Wait(
+                Waiting::NotEnoughContactPoints { .. }
+                | Waiting::NotStable { .. }
+                | Waiting::Unanswered { .. },
+            ) if self.probed().is_some() => match self.obs.discovered.first() {
+                Some(lowest) => Decision::Wait(Waiting::NotLowest {
+                    lowest: lowest.clone(),
+                    new_cluster_enabled: self.settings.new_cluster_enabled,
+                }),
+                None => d,
+            },
+            d => d,
+        }
     }
 
     /// The decision turned into an instruction for membership, given only when it is

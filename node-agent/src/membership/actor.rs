@@ -202,6 +202,14 @@ pub async fn run(actor: MembershipActor) {
         if core.take_lease_request() {
             start_lease_attempt(lease.clone(), lease_tx.clone());
         }
+        if let Some((reason, downed)) = core.take_downing() {
+            warn!(
+                reason,
+                members = ?downed.iter().map(ToString::to_string).collect::<Vec<_>>(),
+                "split brain resolver: downing {} member(s)",
+                downed.len()
+            );
+        }
         let now_view = ClusterView::of(&core);
         // A removed incarnation's connection may be stale (it vanished behind a
         // partition, or its address now belongs to a new process): forget it before
@@ -293,6 +301,22 @@ fn report(before: &ClusterView, after: &ClusterView, metrics: &Metrics, clock: C
         .is_leader
         .set(i64::from(after.gossip.leader() == Some(&after.self_node)));
     let unreachable = after.gossip.reachability().unreachable_members();
+    let was_unreachable = before.gossip.reachability().unreachable_members();
+    for m in unreachable.difference(&was_unreachable) {
+        let observers: Vec<String> = after
+            .gossip
+            .reachability()
+            .observers_of(m)
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        info!(member = %m, ?observers, "member unreachable");
+    }
+    for m in was_unreachable.difference(&unreachable) {
+        if after.gossip.has_member(m) {
+            info!(member = %m, "member reachable again");
+        }
+    }
     metrics.unreachable.set(
         after
             .gossip

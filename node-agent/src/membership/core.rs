@@ -5,9 +5,18 @@
 //!   until a `Welcome` arrives. Forming = joining oneself.
 //! - A member that receives `Join` adds the node as Joining (a new incarnation on a known
 //!   address first has its old one marked Down) and answers `Welcome`.
-//! - Gossip: on every change the state is pushed to up to three members that have not
-//!   seen it, and to the leader; every `gossip-interval` to one random member. A
-//!   received gossip is merged; if the sender lacked something, it gets ours back.
+//! - Gossip: a new version is pushed to up to three members that have not seen it (and
+//!   to the leader, when the change is this node's own), at most once per
+//!   [`PUSH_SPACING`] of `gossip-interval` (changes in between go together); every
+//!   `gossip-interval` one random member gets the state if it has not seen it, and
+//!   otherwise just the digest of its version (`Status`), answered with the state only
+//!   when that differs. A received gossip is merged; the sender gets ours back only if it
+//!   lacked a change (never for seen marks alone). A member that sees a version for the
+//!   first time tells the leader with a few bytes (`Seen`), so that convergence does not
+//!   need everyone's whole state at the leader. Per member and second, that is a bounded
+//!   number of messages whose size grows linearly with the cluster (issue 16: pushing
+//!   every seen mark to the leader made the leader's load grow with N³ during
+//!   formation).
 //! - Leader actions, on convergence: Joining/WeaklyUp → Up (assigning up numbers in
 //!   address order), Down → removed. Without convergence for `allow-weakly-up-members`,
 //!   Joining → WeaklyUp.
@@ -31,6 +40,8 @@ use crate::membership::messages::{Envelope, Message};
 
 /// Members that are pushed a changed state at once (besides the leader).
 const PUSH_FANOUT: usize = 3;
+/// Pushes are at least `gossip-interval` / this apart.
+pub const PUSH_SPACING: u32 = 5;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct MembershipSettings {
@@ -145,8 +156,21 @@ pub struct MembershipCore {
     lease: downing::LeaseStep,
     /// A Lease acquisition the actor must start (taken by `take_lease_request`).
     lease_requested: bool,
+    /// The resolver's last decision, for the actor to log (taken by `take_downing`).
+    downing_done: Option<(&'static str, BTreeSet<UniqueAddress>)>,
     /// When this node started to join (cleared on success).
     joining_since: Option<Time>,
+    /// A new version waits for the next push slot.
+    push_pending: bool,
+    /// ... and it holds a change of our own, which the leader must get too.
+    push_leader: bool,
+    /// The next push slot.
+    next_push: Time,
+    /// The leader's repair: the version it last saw, since when, and whether members
+    /// still have to see it (then it pushes to them at every free slot).
+    repair_version: super::vclock::VectorClock,
+    version_at: Time,
+    repairing: bool,
 }
 
 impl MembershipCore {
@@ -167,7 +191,14 @@ impl MembershipCore {
             sbr_wakeup: None,
             lease: downing::LeaseStep::None,
             lease_requested: false,
+            downing_done: None,
             joining_since: None,
+            push_pending: false,
+            push_leader: false,
+            next_push: now,
+            repair_version: Default::default(),
+            version_at: now,
+            repairing: false,
             next_gossip: now + settings.gossip_interval,
             next_leader_actions: now + settings.leader_actions_interval,
             settings,
@@ -314,7 +345,7 @@ impl MembershipCore {
         self.gossip.put(m);
         self.gossip.bump(&self.me);
         self.leader_actions(now);
-        let out = self.push(rng, None);
+        let out = self.push(now, rng, true);
         self.check_done();
         out
     }
@@ -356,7 +387,7 @@ impl MembershipCore {
         self.gossip.put(m);
         self.gossip.bump(&self.me);
         self.leader_actions(now);
-        let out = self.push(rng, None);
+        let out = self.push(now, rng, true);
         self.check_done();
         Ok(out)
     }
@@ -417,7 +448,50 @@ impl MembershipCore {
                 self.heartbeats.on_response(&env.from, now);
                 Ok(Vec::new())
             }
+            Message::Status { digest } => {
+                if !self.is_member() || !self.gossip.has_member(&env.from) {
+                    return Err(Dropped::NotNow);
+                }
+                if digest != self.gossip.digest() {
+                    // Different states: ours goes back (and if the sender had something
+                    // we lack, its answer brings that).
+                    return Ok(vec![self.envelope(
+                        &env.from.address,
+                        Some(env.from.uid),
+                        Message::Gossip {
+                            gossip: self.gossip.clone(),
+                        },
+                    )]);
+                }
+                // The same state: the sender has seen it.
+                Ok(self.on_seen(now, rng, &env.from))
+            }
+            Message::Seen { digest } => {
+                if !self.is_member() || !self.gossip.has_member(&env.from) {
+                    return Err(Dropped::NotNow);
+                }
+                // Only a mark for our current version counts; an older one is stale.
+                if digest != self.gossip.digest() {
+                    return Ok(Vec::new());
+                }
+                Ok(self.on_seen(now, rng, &env.from))
+            }
         }
+    }
+
+    /// `from` has seen our current version. The last mark the leader waited for makes it
+    /// act now, not on its next tick.
+    fn on_seen(&mut self, now: Time, rng: &mut Rng, from: &UniqueAddress) -> Vec<Outgoing> {
+        if self.gossip.mark_seen(from)
+            && self.gossip.leader() == Some(&self.me)
+            && self.gossip.convergence()
+            && self.leader_actions(now)
+        {
+            let out = self.push(now, rng, true);
+            self.check_done();
+            return out;
+        }
+        Vec::new()
     }
 
     fn on_join(
@@ -451,7 +525,7 @@ impl MembershipCore {
                 if changed {
                     self.gossip.bump(&self.me);
                     self.leader_actions(now);
-                    return Ok(self.push(rng, None));
+                    return Ok(self.push(now, rng, true));
                 }
                 return Ok(Vec::new());
             }
@@ -466,7 +540,7 @@ impl MembershipCore {
                 gossip: self.gossip.clone(),
             },
         )];
-        out.extend(self.push(rng, Some(&from)));
+        out.extend(self.push(now, rng, true));
         Ok(out)
     }
 
@@ -489,17 +563,23 @@ impl MembershipCore {
         if !remote.has_member(&self.me) || !remote.has_member(&from) {
             return Err(Dropped::ForeignGossip);
         }
-        let before = self.gossip.clone();
+        let before = self.gossip.version().clone();
+        let seen_before = self.gossip.seen().len();
         let mut merged = self.gossip.merge(&remote);
-        merged.mark_seen(&self.me);
+        let first_seen = merged.mark_seen(&self.me);
         self.gossip = merged;
-        let changed = self.gossip != before;
-        if changed {
-            self.leader_actions(now);
-        }
+        // A new version (not just new seen marks): it spreads on.
+        let changed = *self.gossip.version() != before;
+        let seen_grew = changed || self.gossip.seen().len() != seen_before;
         let mut out = Vec::new();
-        let reply = self.gossip != remote;
-        if reply {
+        if seen_grew && self.leader_actions(now) {
+            // The leader's own change (members moved Up, removed): a new version of ours.
+            out.extend(self.push(now, rng, true));
+        } else if changed {
+            out.extend(self.push(now, rng, false));
+        }
+        // The sender lacked a change: it gets ours back.
+        if self.gossip.version() != remote.version() {
             out.push(self.envelope(
                 &from.address,
                 Some(from.uid),
@@ -508,8 +588,21 @@ impl MembershipCore {
                 },
             ));
         }
-        if changed {
-            out.extend(self.push(rng, reply.then_some(&from)));
+        // Our mark for this version, to the leader (first time) and to a sender that
+        // does not know we have it.
+        if self.gossip.version() == remote.version() || first_seen {
+            let digest = self.gossip.digest();
+            let mut tell: BTreeSet<UniqueAddress> = BTreeSet::new();
+            if first_seen && let Some(leader) = self.gossip.leader() {
+                tell.insert(leader.clone());
+            }
+            if self.gossip.version() == remote.version() && !remote.has_seen(&self.me) {
+                tell.insert(from.clone());
+            }
+            tell.remove(&self.me);
+            for to in tell {
+                out.push(self.envelope(&to.address, Some(to.uid), Message::Seen { digest }));
+            }
         }
         self.check_done();
         Ok(out)
@@ -556,10 +649,14 @@ impl MembershipCore {
         if now >= self.next_leader_actions {
             self.next_leader_actions = now + self.settings.leader_actions_interval;
             if self.leader_actions(now) {
-                out.extend(self.push(rng, None));
+                out.extend(self.push(now, rng, true));
             }
             self.check_done();
         }
+        if self.push_pending && now >= self.next_push {
+            out.extend(self.push_now(now, rng));
+        }
+        out.extend(self.repair(now, rng));
         if now >= self.next_gossip {
             self.next_gossip = now + self.settings.gossip_interval;
             let peers: Vec<&Member> = self.peers().collect();
@@ -568,16 +665,26 @@ impl MembershipCore {
                 .copied()
                 .filter(|m| !self.gossip.has_seen(&m.node))
                 .collect();
-            let pool = if unseen.is_empty() { &peers } else { &unseen };
+            // One that has not seen our version gets it; when all have (the steady
+            // state), a random member gets the version's digest only, and answers with
+            // its state if that differs. Idle gossip costs a few bytes, not the state.
+            let (pool, whole) = if unseen.is_empty() {
+                (&peers, false)
+            } else {
+                (&unseen, true)
+            };
             if !pool.is_empty() {
                 let target = pool[rng.below(pool.len() as u64) as usize].node.clone();
-                out.push(self.envelope(
-                    &target.address,
-                    Some(target.uid),
+                let message = if whole {
                     Message::Gossip {
                         gossip: self.gossip.clone(),
-                    },
-                ));
+                    }
+                } else {
+                    Message::Status {
+                        digest: self.gossip.digest(),
+                    }
+                };
+                out.push(self.envelope(&target.address, Some(target.uid), message));
             }
         }
         out
@@ -602,10 +709,17 @@ impl MembershipCore {
             }
             Phase::Member => {
                 let sbr = self.sbr_wakeup;
-                let next = self
+                let mut next = self
                     .next_gossip
                     .min(self.next_leader_actions)
                     .min(self.heartbeats.next_wakeup());
+                if self.push_pending {
+                    next = next.min(self.next_push);
+                }
+                if self.repairing {
+                    let spacing = self.settings.gossip_interval / PUSH_SPACING;
+                    next = next.min(self.next_push.max(self.version_at + spacing));
+                }
                 Some(sbr.map_or(next, |t| t.min(next)))
             }
             Phase::Downed | Phase::Left | Phase::JoinFailed => None,
@@ -619,18 +733,67 @@ impl MembershipCore {
         })
     }
 
-    /// Pushes the current state to members that have not seen it, and to the leader.
-    fn push(&self, rng: &mut Rng, except: Option<&UniqueAddress>) -> Vec<Outgoing> {
+    /// The leader's repair of a push that missed members. A push reaches each member
+    /// with high probability, not certainty (about 5 % are missed with a fanout of 3),
+    /// and convergence waits for every one; the leader knows from the `Seen` marks who
+    /// has not seen its version, so a push-spacing after the version appeared it pushes
+    /// to those at every free slot, instead of leaving them to the periodic gossip.
+    fn repair(&mut self, now: Time, rng: &mut Rng) -> Vec<Outgoing> {
+        if self.gossip.leader() != Some(&self.me) {
+            self.repairing = false;
+            return Vec::new();
+        }
+        if *self.gossip.version() != self.repair_version {
+            self.repair_version = self.gossip.version().clone();
+            self.version_at = now;
+        }
+        let unreachable = self.gossip.reachability().unreachable_members();
+        let repairing = self.peers().any(|m| {
+            m.status.counts_for_convergence()
+                && !unreachable.contains(&m.node)
+                && !self.gossip.has_seen(&m.node)
+        });
+        self.repairing = repairing;
+        let spacing = self.settings.gossip_interval / PUSH_SPACING;
+        if self.repairing && now >= self.next_push && now >= self.version_at + spacing {
+            return self.push_now(now, rng);
+        }
+        Vec::new()
+    }
+
+    /// A new version to push: now if the push slot is free, else at the next slot
+    /// (with whatever else changed by then). `own`: the change is this node's, so the
+    /// leader gets it too.
+    fn push(&mut self, now: Time, rng: &mut Rng, own: bool) -> Vec<Outgoing> {
+        self.push_pending = true;
+        self.push_leader |= own;
+        // Last words (this member is Exiting or Down, so it stops now) never wait.
+        let last_words = self
+            .self_member()
+            .is_some_and(|m| matches!(m.status, MemberStatus::Exiting | MemberStatus::Down));
+        if now < self.next_push && !last_words {
+            return Vec::new();
+        }
+        self.push_now(now, rng)
+    }
+
+    /// Pushes the current state to up to [`PUSH_FANOUT`] members that have not seen it
+    /// (and the leader, for a change of our own), and takes the push slot.
+    fn push_now(&mut self, now: Time, rng: &mut Rng) -> Vec<Outgoing> {
+        self.next_push = now + self.settings.gossip_interval / PUSH_SPACING;
+        self.push_pending = false;
+        let to_leader = std::mem::take(&mut self.push_leader);
         let unseen: Vec<UniqueAddress> = self
             .peers()
-            .filter(|m| !self.gossip.has_seen(&m.node) && Some(&m.node) != except)
+            .filter(|m| !self.gossip.has_seen(&m.node))
             .map(|m| m.node.clone())
             .collect();
         let mut targets: BTreeSet<UniqueAddress> =
             rng.sample(&unseen, PUSH_FANOUT).into_iter().collect();
-        if let Some(leader) = self.gossip.leader()
+        if to_leader
+            && let Some(leader) = self.gossip.leader()
             && *leader != self.me
-            && Some(leader) != except
+            && !self.gossip.has_seen(leader)
         {
             targets.insert(leader.clone());
         }

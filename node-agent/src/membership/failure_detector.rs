@@ -131,6 +131,15 @@ impl PhiAccrual {
         self.last = Some(self.last.map_or(now, |l| l.max(now)));
     }
 
+    /// This node itself could not listen for `pause` (it was stalled): that silence is
+    /// not the peer's. Moves the last arrival forward by it, never past `now`; the
+    /// history is left as it was.
+    pub fn forgive(&mut self, pause: Duration, now: Time) {
+        if let Some(last) = self.last {
+            self.last = Some((last + pause).min(now).max(last));
+        }
+    }
+
     /// Has any heartbeat arrived yet?
     pub fn is_monitoring(&self) -> bool {
         self.last.is_some()

@@ -143,6 +143,17 @@ impl Gossip {
         self.members.is_empty()
     }
 
+    /// A short fingerprint of `version` (the first 8 bytes of the SHA-256 of its JSON):
+    /// what a [`super::messages::Message::Seen`] names.
+    pub fn digest(&self) -> u64 {
+        use sha2::Digest;
+        let json = serde_json::to_vec(&self.version).unwrap_or_default();
+        let hash = sha2::Sha256::digest(&json);
+        let mut first = [0u8; 8];
+        first.copy_from_slice(&hash[..8]);
+        u64::from_be_bytes(first)
+    }
+
     pub fn has_seen(&self, node: &UniqueAddress) -> bool {
         self.seen.contains(node)
     }

@@ -5,6 +5,15 @@
 //! A member that never answers is not left unjudged: `expected-response-after` its
 //! monitoring began, it is judged as if a first answer had arrived then, so it becomes
 //! unreachable about `expected-response-after` + 5.3 s later with the defaults.
+//!
+//! A stalled observer does not blame others for its own stall. `tick` is called at
+//! least once per heartbeat interval (the core's next wake-up includes the next beat);
+//! when it comes later than that — the process was paused, throttled or starved of
+//! CPU — the lateness is this node's own deafness, not its peers' silence, and every
+//! detector forgives it. Without this, a member that stalled for a few seconds flagged
+//! all its monitored members unreachable when it woke up, and they flagged it: under
+//! CPU starvation that was a storm of false unreachability (issue 16). A real crash of a
+//! peer during the stall is detected that much later.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
@@ -35,6 +44,8 @@ pub struct Heartbeats {
     monitored: BTreeMap<UniqueAddress, Monitored>,
     next_beat: Time,
     seq: u64,
+    /// When `tick` last ran.
+    last_tick: Option<Time>,
 }
 
 impl Heartbeats {
@@ -46,6 +57,7 @@ impl Heartbeats {
             monitored: BTreeMap::new(),
             next_beat: now,
             seq: 0,
+            last_tick: None,
         }
     }
 
@@ -65,6 +77,16 @@ impl Heartbeats {
 
     /// Heartbeats due at `now`, if any.
     pub fn tick(&mut self, now: Time) -> Option<Beat> {
+        // Later than the interval since the last tick: our own stall, forgiven.
+        if let Some(last) = self.last_tick.replace(now) {
+            let stall = now.saturating_sub(last + self.interval);
+            if !stall.is_zero() {
+                for m in self.monitored.values_mut() {
+                    m.detector.forgive(stall, now);
+                    m.since = (m.since + stall).min(now);
+                }
+            }
+        }
         for m in self.monitored.values_mut() {
             let expected = m.since + self.expected_response_after;
             if !m.detector.is_monitoring() && now >= expected {
@@ -201,6 +223,34 @@ mod tests {
         let at = flagged.get(&node(2)).expect("detected");
         // Judged from 1 s (expected-response-after), estimate 1 s ± 250 ms + 3 s pause.
         assert!(*at >= ms(6000) && *at <= ms(6600), "{at:?}");
+    }
+
+    #[test]
+    fn a_stall_of_our_own_is_not_blamed_on_the_monitored() {
+        let mut hb = Heartbeats::new(&FailureDetectorConfig::default(), Duration::ZERO);
+        hb.set_targets(&[node(2)].into(), Duration::ZERO);
+        // Steady answers for 20 s.
+        let flagged = run(&mut hb, Duration::from_secs(20), |_, _| true);
+        assert!(flagged.is_empty());
+        // Then this node stalls 8 s (no tick, no answer read); it wakes up at 28 s and
+        // ticks before it reads the answers that queued meanwhile.
+        let woke = Duration::from_secs(28);
+        hb.tick(woke);
+        assert!(
+            hb.unreachable(woke).is_empty(),
+            "blamed for our stall: phi {:?}",
+            hb.phis(woke)
+        );
+        // A peer that really stays silent after the stall is still found.
+        let mut t = woke;
+        while hb.unreachable(t).is_empty() {
+            assert!(t < woke + Duration::from_secs(10), "never detected");
+            t += ms(100);
+            hb.tick(t);
+        }
+        // Its silence counts from the end of our stall: about 4.5 s after its last answer
+        // (19 s), moved on by the 7 s we were deaf.
+        assert!(t >= woke + ms(2000), "detected {:?} after waking", t - woke);
     }
 
     #[test]

@@ -28,6 +28,14 @@ pub enum Message {
     Welcome { gossip: Gossip },
     /// Cluster state, pushed on change and periodically.
     Gossip { gossip: Gossip },
+    /// "I have seen the state whose version has this digest" ([`Gossip::digest`]): a
+    /// few bytes instead of the whole state, sent to the leader (which needs everyone's
+    /// mark for convergence) when a member first sees a version.
+    Seen { digest: u64 },
+    /// "My state's version has this digest": the periodic gossip to a member that has
+    /// seen our version already, a few bytes instead of the whole state. A member whose
+    /// version differs answers with its whole state.
+    Status { digest: u64 },
     /// Failure detection: a monitoring member asks "are you there?".
     Heartbeat { seq: u64 },
     /// The monitored member's answer.
@@ -41,6 +49,8 @@ impl Message {
             Self::Join { .. } => "join",
             Self::Welcome { .. } => "welcome",
             Self::Gossip { .. } => "gossip",
+            Self::Seen { .. } => "seen",
+            Self::Status { .. } => "status",
             Self::Heartbeat { .. } => "heartbeat",
             Self::HeartbeatRsp { .. } => "heartbeat_rsp",
         }

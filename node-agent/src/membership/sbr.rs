@@ -4,8 +4,23 @@
 //!
 //! - [`decide`]: the strategy's verdict for one view of the cluster.
 //! - [`Stability`]: when to decide — only once the view has not changed for
-//!   `stable-after`, and when it keeps changing for too long (`down-all-when-unstable`),
-//!   down everyone rather than risk two sides deciding on different views.
+//!   `stable-after`, and when it keeps changing for too long (`down-all-when-unstable`)
+//!   while some member stays unreachable, down everyone rather than risk two sides
+//!   deciding on different views.
+//!
+//! Where muster differs from Akka, and why (issue 16: under CPU starvation a forming
+//! cluster of 50 downed 47 healthy members). A member that flaps — unreachable for a few
+//! seconds, then answering again, as a starved or paused process does — is not a
+//! partition: nobody is gone, and downing everyone gains nothing. So:
+//! - `down-all-when-unstable` acts only when, besides the view never settling, some Up
+//!   or Leaving member has stayed unreachable for at least `stable-after` without a
+//!   break. Akka downs all after the limit whatever the cause; with muster, members
+//!   that keep flapping are left in (they block convergence while unreachable, and the
+//!   `muster_cluster_unreachable_members` metric shows them).
+//! - Joining and WeaklyUp members do not count for either side, so their reachability
+//!   does not make the view unstable, and a winning side downs such a member only once
+//!   it has been unreachable for `stable-after` without a break ([`Stability::settled`]);
+//!   a losing side still downs all of its own.
 //!
 //! Counting follows Akka: only Up and Leaving members count (Joining and WeaklyUp ones
 //! may be seen by one side only), restricted to a role when the strategy names one;
@@ -314,8 +329,8 @@ pub enum Due {
     DownAll,
 }
 
-/// What a decision depends on: the unreachable members, and the members with their
-/// status (Joining and WeaklyUp ones left out).
+/// What a decision depends on: the unreachable members and the members with their
+/// status, Joining and WeaklyUp ones left out of both.
 type Signature = (
     BTreeSet<UniqueAddress>,
     BTreeSet<(UniqueAddress, &'static str)>,
@@ -330,6 +345,10 @@ pub struct Stability {
     last: Option<Signature>,
     changed_at: Time,
     unreachable_since: Option<Time>,
+    /// Every member unreachable now, and since when without a break.
+    since: std::collections::BTreeMap<UniqueAddress, Time>,
+    /// Up and Leaving members among them.
+    counted: BTreeSet<UniqueAddress>,
 }
 
 impl Stability {
@@ -340,6 +359,8 @@ impl Stability {
             last: None,
             changed_at: Duration::ZERO,
             unreachable_since: None,
+            since: Default::default(),
+            counted: BTreeSet::new(),
         }
     }
 
@@ -348,6 +369,23 @@ impl Stability {
         let s = sides(view);
         let mut unreachable = nodes(&s.unreachable);
         unreachable.extend(s.indirectly_connected);
+        self.since.retain(|n, _| unreachable.contains(n));
+        for n in &unreachable {
+            self.since.entry(n.clone()).or_insert(now);
+        }
+        if unreachable.is_empty() {
+            self.unreachable_since = None;
+        } else {
+            self.unreachable_since.get_or_insert(now);
+        }
+        let not_counted: BTreeSet<&UniqueAddress> = view
+            .members
+            .iter()
+            .filter(|m| matches!(m.status, MemberStatus::Joining | MemberStatus::WeaklyUp))
+            .map(|m| &m.node)
+            .collect();
+        unreachable.retain(|n| !not_counted.contains(n));
+        self.counted = unreachable.clone();
         let members = view
             .members
             .iter()
@@ -357,22 +395,37 @@ impl Stability {
         let current = (unreachable, members);
         if self.last.as_ref() != Some(&current) {
             self.changed_at = now;
-            if current.0.is_empty() {
-                self.unreachable_since = None;
-            } else {
-                self.unreachable_since.get_or_insert(now);
-            }
             self.last = Some(current);
         }
+    }
+
+    /// Feeds a view in which nobody is unreachable: nothing to track (the next
+    /// unreachable member starts the stable-after clock afresh).
+    pub fn healthy(&mut self) {
+        self.last = None;
+        self.unreachable_since = None;
+        self.since.clear();
+        self.counted.clear();
+    }
+
+    /// Whether `node`, unreachable now, has been so without a break for `stable-after`
+    /// (a Joining or WeaklyUp member is downed by a winning side only then).
+    pub fn settled(&self, node: &UniqueAddress, now: Time) -> bool {
+        self.since
+            .get(node)
+            .is_some_and(|t| now >= *t + self.stable_after)
     }
 
     pub fn due(&self, now: Time) -> Due {
         let Some(since) = self.unreachable_since else {
             return Due::Idle;
         };
+        // Instability alone is flapping; it takes a member that stays away as well.
+        let someone_stays_away = self.counted.iter().any(|n| self.settled(n, now));
         if let Some(limit) = self.unstable_limit
             && now >= since + self.stable_after + limit
             && now < self.changed_at + self.stable_after
+            && someone_stays_away
         {
             return Due::DownAll;
         }
@@ -380,10 +433,25 @@ impl Stability {
         if now >= at {
             return Due::Decide;
         }
-        let give_up = self
-            .unstable_limit
-            .map(|limit| since + self.stable_after + limit);
-        Due::WaitUntil(give_up.map_or(at, |g| g.min(at)))
+        let mut wake = at;
+        if let Some(limit) = self.unstable_limit {
+            let give_up = since + self.stable_after + limit;
+            if give_up > now {
+                wake = wake.min(give_up);
+            } else if let Some(t) = self
+                .counted
+                .iter()
+                .filter_map(|n| self.since.get(n))
+                .map(|t| *t + self.stable_after)
+                .filter(|t| *t > now)
+                .min()
+            {
+                // Past the limit, but only flapping so far: look again when a member
+                // could have stayed away long enough.
+                wake = wake.min(t);
+            }
+        }
+        Due::WaitUntil(wake)
     }
 }
 

@@ -54,7 +54,7 @@ impl MembershipCore {
         if self.gossip.set_reachability(&self.me, &unreachable) {
             self.gossip.bump(&self.me);
             self.leader_actions(now);
-            out.extend(self.push(rng, None));
+            out.extend(self.push(now, rng, true));
         }
         out
     }

@@ -3,7 +3,10 @@
 //! stable (or everyone, when it never settles), asking for the Lease first with
 //! lease-majority (the actor does that I/O).
 
+use std::collections::BTreeSet;
+
 use super::{MembershipCore, Outgoing};
+use crate::base::address::UniqueAddress;
 use crate::base::member::MemberStatus;
 use crate::base::rng::Rng;
 use crate::base::time::Time;
@@ -30,6 +33,14 @@ impl MembershipCore {
         let (Some(downing), Some(stability)) = (&self.settings.downing, &mut self.stability) else {
             return Vec::new();
         };
+        if self.gossip.reachability().unreachable_members().is_empty() {
+            // Nobody unreachable (the usual case): nothing to decide, and no copy of
+            // every member on every tick.
+            stability.healthy();
+            self.sbr_wakeup = None;
+            self.lease = LeaseStep::None;
+            return Vec::new();
+        }
         let members: Vec<Member> = self.gossip.members().cloned().collect();
         let view = View {
             members: &members,
@@ -52,9 +63,28 @@ impl MembershipCore {
             LeaseStep::Got(held) => Some(held),
             _ => None,
         };
-        let to_down = match due {
+        let (reason, to_down) = match due {
             Due::Decide => match decide(&downing.strategy, view, outcome) {
-                Some(Verdict::Down { members, .. }) => members,
+                Some(Verdict::Down {
+                    mut members,
+                    reason,
+                }) => {
+                    if !members.contains(&self.me) {
+                        // This side stays: a Joining/WeaklyUp member that is only
+                        // briefly away (a starved process) is not downed with the
+                        // other side until it has stayed away for stable-after.
+                        members.retain(|n| {
+                            stability.settled(n, now)
+                                || self.gossip.member(n).is_none_or(|m| {
+                                    !matches!(
+                                        m.status,
+                                        MemberStatus::Joining | MemberStatus::WeaklyUp
+                                    )
+                                })
+                        });
+                    }
+                    (reason, members)
+                }
                 Some(Verdict::AcquireLease { delay }) => {
                     if self.lease == LeaseStep::None {
                         self.lease = LeaseStep::Due(now + delay);
@@ -71,11 +101,14 @@ impl MembershipCore {
                 }
                 None => return Vec::new(),
             },
-            Due::DownAll => members
-                .iter()
-                .filter(|m| !matches!(m.status, MemberStatus::Down | MemberStatus::Removed))
-                .map(|m| m.node.clone())
-                .collect(),
+            Due::DownAll => (
+                "down-all-when-unstable: the view kept changing past stable-after and its limit while a member stayed unreachable",
+                members
+                    .iter()
+                    .filter(|m| !matches!(m.status, MemberStatus::Down | MemberStatus::Removed))
+                    .map(|m| m.node.clone())
+                    .collect(),
+            ),
             Due::Idle | Due::WaitUntil(_) => return Vec::new(),
         };
         let mut changed = false;
@@ -94,6 +127,7 @@ impl MembershipCore {
         if !changed {
             return Vec::new();
         }
+        self.downing_done = Some((reason, to_down.clone()));
         self.gossip.bump(&self.me);
         self.leader_actions(now);
         let out = if to_down.contains(&self.me) {
@@ -114,10 +148,16 @@ impl MembershipCore {
                 })
                 .collect()
         } else {
-            self.push(rng, None)
+            self.push(now, rng, true)
         };
         self.check_done();
         out
+    }
+
+    /// The resolver's latest decision since the last call, if it downed anyone: why,
+    /// and whom (for the log).
+    pub fn take_downing(&mut self) -> Option<(&'static str, BTreeSet<UniqueAddress>)> {
+        self.downing_done.take()
     }
 
     /// lease-majority: whether the actor must now try to acquire the Lease (once per

@@ -146,6 +146,11 @@ fn nodes_join_and_all_see_the_same_up_members() {
         net.send(out);
     }
     net.run(|_| false);
+    // Seen marks reach the leader at once and the others with the periodic gossip.
+    for _ in 0..100 {
+        net.advance(Duration::from_millis(100));
+        net.run(|_| false);
+    }
     let expected: Vec<(u8, MemberStatus)> = (1..=4).map(|i| (i, MemberStatus::Up)).collect();
     for i in 1..=4 {
         let seen: Vec<(u8, MemberStatus)> = net

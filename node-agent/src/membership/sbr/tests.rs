@@ -329,6 +329,89 @@ fn stability_waits_for_a_quiet_view_and_gives_up_when_it_never_comes() {
 }
 
 #[test]
+fn members_that_flap_never_make_it_down_all() {
+    // Issue 16: starved members flagged unreachable for a few seconds at a time, a
+    // different one every few seconds, for a minute. Nobody stays away: nobody is downed.
+    let m = five();
+    let secs = Duration::from_secs;
+    let mut st = Stability::new(secs(20), unstable_limit(DownAllWhenUnstable::On, secs(20)));
+    let healthy = Reachability::default();
+    let mut t = secs(0);
+    for k in 0..40u8 {
+        let flapping = partition(
+            &m,
+            &[1, 2, 3, 4, 5].map(|i| if i == 2 + k % 4 { 1 } else { i }),
+        );
+        for (r, len) in [(&flapping, 1), (&healthy, 1)] {
+            st.observe(
+                t,
+                View {
+                    members: &m,
+                    reachability: r,
+                },
+            );
+            let due = st.due(t);
+            assert!(
+                !matches!(due, Due::DownAll | Due::Decide),
+                "{due:?} at {t:?} for members that only flap"
+            );
+            if let Due::WaitUntil(w) = due {
+                assert!(w > t, "a wake-up in the past: {w:?} at {t:?}");
+            }
+            t += secs(len);
+        }
+    }
+    // Once one of them stays away past stable-after while the rest keep flapping, the
+    // limit applies as before.
+    let mut st = Stability::new(secs(20), Some(secs(15)));
+    let mut t = secs(0);
+    let mut seen = vec![];
+    while t <= secs(60) {
+        let mut r = partition(&m, &[1, 2, 3, 4]);
+        if t.as_secs().is_multiple_of(2) {
+            r.unreachable(&node(1), &node(4));
+        }
+        st.observe(
+            t,
+            View {
+                members: &m,
+                reachability: &r,
+            },
+        );
+        seen.push((t, st.due(t)));
+        t += secs(1);
+    }
+    let first_down_all = seen
+        .iter()
+        .find(|(_, d)| *d == Due::DownAll)
+        .map(|(t, _)| *t);
+    assert_eq!(first_down_all, Some(secs(35)), "{seen:?}");
+}
+
+#[test]
+fn a_joining_member_away_for_a_moment_is_not_settled() {
+    let mut m = five();
+    m.push(with(up(9, &[]), MemberStatus::Joining));
+    let secs = Duration::from_secs;
+    let mut st = Stability::new(secs(20), None);
+    let mut r = Reachability::default();
+    r.unreachable(&node(1), &node(9));
+    st.observe(
+        secs(0),
+        View {
+            members: &m,
+            reachability: &r,
+        },
+    );
+    // Only a Joining member is away: the decision comes after stable-after, and the
+    // member counts as settled only once it has been away that long.
+    assert_eq!(st.due(secs(1)), Due::WaitUntil(secs(20)));
+    assert!(!st.settled(&node(9), secs(19)));
+    assert_eq!(st.due(secs(20)), Due::Decide);
+    assert!(st.settled(&node(9), secs(20)));
+}
+
+#[test]
 fn settings_give_the_strategy_and_its_limits() {
     let secs = Duration::from_secs;
     let mut c = crate::config::SplitBrainResolverConfig {
