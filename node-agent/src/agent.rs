@@ -28,7 +28,9 @@ use crate::membership::actor::{self, ClusterView, Command, ViewPhase};
 use crate::membership::core::{MembershipCore, MembershipSettings};
 use crate::membership::events::{EventHub, Subscription};
 use crate::membership::member::MemberInfo;
+use crate::membership::responder;
 use crate::metrics::Metrics;
+use crate::transport::Inbound;
 use crate::transport::tcp::{self, InFlight, Outbound};
 
 /// Why the agent could not start.
@@ -68,6 +70,12 @@ pub struct Agent {
 
 /// Cluster events kept for subscribers that reconnect (`Last-Event-ID`).
 pub const EVENT_LOG_CAPACITY: usize = 4096;
+/// Received cluster messages waiting for the membership actor; more are dropped (gossip
+/// repairs what is lost).
+const INBOUND_QUEUE: usize = 1024;
+/// Received heartbeats and their answers waiting for it: a node monitors and is
+/// monitored by about 9 members each second, so this is many seconds' worth.
+const URGENT_QUEUE: usize = 256;
 
 async fn bind(
     addr: SocketAddr,
@@ -163,7 +171,9 @@ impl Agent {
         }
 
         let mut tasks = Tasks::default();
-        let (inbound_tx, inbound_rx) = mpsc::channel(1024);
+        let (inbound_tx, inbound_rx) = mpsc::channel(INBOUND_QUEUE);
+        let (urgent_tx, urgent_rx) = mpsc::channel(URGENT_QUEUE);
+        let (responses_tx, responses_rx) = mpsc::channel(URGENT_QUEUE);
         let (commands_tx, commands_rx) = mpsc::channel(16);
         let (cluster_tx, cluster_rx) = watch::channel(Arc::new(ClusterView {
             self_node: node.clone(),
@@ -180,7 +190,10 @@ impl Agent {
                 cluster_listener,
                 config.cluster_key.clone(),
                 metrics.clone(),
-                inbound_tx,
+                Inbound {
+                    urgent: urgent_tx,
+                    normal: inbound_tx,
+                },
             ),
         );
 
@@ -208,6 +221,7 @@ impl Agent {
                 core,
                 clock,
                 rng: Rng::seeded(rng.next_u64()),
+                urgent: responses_rx,
                 inbound: inbound_rx,
                 commands: commands_rx,
                 outbound,
@@ -215,6 +229,22 @@ impl Agent {
                 metrics: metrics.clone(),
                 events: events.clone(),
                 lease,
+            }),
+        );
+
+        tasks.spawn(
+            "heartbeat responder",
+            responder::run(responder::Responder {
+                clock,
+                urgent: urgent_rx,
+                responses: responses_tx,
+                view: cluster_rx.clone(),
+                outbound: Outbound::new(
+                    config.self_address.ip,
+                    config.cluster_key.clone(),
+                    metrics.clone(),
+                ),
+                metrics: metrics.clone(),
             }),
         );
 

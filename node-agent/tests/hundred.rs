@@ -1,10 +1,15 @@
 //! 100 real agents on this machine, started together (issue 16): they form one cluster
 //! of 100 Up members that every agent sees alike, and nobody is downed while they form
-//! or in the half minute after. The agents are the debug build the tests use, on
-//! whatever cores the machine has (2 on CI), each on its own loopback address with
-//! config discovery listing all of them, every one required — as `local-cluster
-//! --nodes 100` starts them. Release-build timings are the `serf_comparison`
-//! benchmark's.
+//! or in the half minute after. The agents are the release build users run (`./test`
+//! builds it first; see [`support::release_agent`]), on whatever cores the machine has
+//! (2 on CI), each on its own loopback address with config discovery listing all of
+//! them, every one required — as `local-cluster --nodes 100` starts them. How long they
+//! take is the `serf_comparison` benchmark's to report; here it is only printed.
+//!
+//! Why not the debug build the other tests use: it costs about ten times the CPU per
+//! message, and 100 of them on 2 cores are a machine overloaded many times over for
+//! minutes, which is not the load this test is about (the starvation simulation and the
+//! benchmark's busy-core runs are).
 
 mod support;
 
@@ -13,8 +18,8 @@ use std::time::{Duration, Instant};
 use node_agent::api::check;
 use support::*;
 
-/// How long the agents may take to form (debug build, 2 cores, other tests done).
-const FORM_WITHIN: Duration = Duration::from_secs(240);
+/// How long the agents may take to form: a deadline, far above the seconds they take.
+const FORM_WITHIN: Duration = Duration::from_secs(120);
 /// How long the formed cluster is then watched for downings.
 const WATCH: Duration = Duration::from_secs(30);
 
@@ -48,7 +53,12 @@ async fn a_hundred_agents_started_together_form_one_cluster_and_nobody_is_downed
     let subnet = (23, 100);
     let work = Workdir::new("hundred");
     let config = config_discovery(&work, subnet, n);
-    let mut agents = start_agents(&work, &config, subnet, n);
+    let exe = release_agent();
+    let mut agents: Vec<AgentProcess> = (1..=n)
+        .map(|i| {
+            AgentProcess::start_exe(&exe, &work, &config, ip(subnet, i), &format!("agent-{i}"))
+        })
+        .collect();
     let started = Instant::now();
     // Half a second between rounds: watching must not load the agents it watches.
     let mut rounds = tokio::time::interval(Duration::from_millis(500));
@@ -73,7 +83,7 @@ async fn a_hundred_agents_started_together_form_one_cluster_and_nobody_is_downed
         );
     }
     eprintln!(
-        "{n} agents: one cluster of {n} Up members {:.1} s after they started (debug build)",
+        "{n} agents: one cluster of {n} Up members {:.1} s after they started (release build)",
         started.elapsed().as_secs_f64()
     );
     // Nobody is downed afterwards either (the mass downing of issue 16 came ~50 s in).

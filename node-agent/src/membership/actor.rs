@@ -14,7 +14,7 @@ use super::gossip::Gossip;
 use crate::base::address::{NodeAddress, UniqueAddress};
 use crate::base::member::MemberStatus;
 use crate::base::rng::Rng;
-use crate::base::time::Clock;
+use crate::base::time::{Clock, Time};
 use crate::lease::KubernetesLease;
 use crate::membership::messages::Envelope;
 use crate::metrics::{Metrics, StatusLabel};
@@ -62,6 +62,17 @@ pub enum ViewPhase {
 }
 
 impl ViewPhase {
+    fn of(phase: &Phase) -> Self {
+        match phase {
+            Phase::Idle => Self::Idle,
+            Phase::Joining { .. } => Self::Joining,
+            Phase::Member => Self::Member,
+            Phase::Downed => Self::Downed,
+            Phase::Left => Self::Left,
+            Phase::JoinFailed => Self::JoinFailed,
+        }
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Idle => "idle",
@@ -83,17 +94,19 @@ impl ClusterView {
         self.phase == ViewPhase::Member
     }
 
+    /// Whether this view still shows `core`'s state. Every change of the cluster state
+    /// but a new seen mark makes a new version (that is how gossip knows what to
+    /// send), so phase, version and seen set decide it without comparing members.
+    fn same_as(&self, core: &MembershipCore) -> bool {
+        self.phase == ViewPhase::of(core.phase())
+            && self.gossip.version() == core.gossip().version()
+            && self.gossip.seen() == core.gossip().seen()
+    }
+
     fn of(core: &MembershipCore) -> Self {
         Self {
             self_node: core.me().clone(),
-            phase: match core.phase() {
-                Phase::Idle => ViewPhase::Idle,
-                Phase::Joining { .. } => ViewPhase::Joining,
-                Phase::Member => ViewPhase::Member,
-                Phase::Downed => ViewPhase::Downed,
-                Phase::Left => ViewPhase::Left,
-                Phase::JoinFailed => ViewPhase::JoinFailed,
-            },
+            phase: ViewPhase::of(core.phase()),
             gossip: core.gossip().clone(),
         }
     }
@@ -105,6 +118,9 @@ pub struct MembershipActor {
     pub core: MembershipCore,
     pub clock: Clock,
     pub rng: Rng,
+    /// Heartbeat answers with their arrival time ([`super::responder`]), served
+    /// before anything else.
+    pub urgent: mpsc::Receiver<(Envelope, Time)>,
     pub inbound: mpsc::Receiver<Envelope>,
     pub commands: mpsc::Receiver<Command>,
     pub outbound: Outbound<Envelope>,
@@ -125,6 +141,7 @@ pub async fn run(actor: MembershipActor) {
         mut core,
         clock,
         mut rng,
+        mut urgent,
         mut inbound,
         mut commands,
         mut outbound,
@@ -134,28 +151,30 @@ pub async fn run(actor: MembershipActor) {
         lease,
     } = actor;
     let (lease_tx, mut lease_rx) = mpsc::channel::<bool>(4);
-    let mut published = ClusterView::of(&core);
-    view.send_replace(Arc::new(published.clone()));
+    let mut published = Arc::new(ClusterView::of(&core));
+    view.send_replace(published.clone());
     let mut phi_peers = Vec::new();
     loop {
         let wake = core.next_wakeup().map(|t| clock.instant(t));
         let out: Vec<Outgoing> = tokio::select! {
-            env = inbound.recv() => {
-                let Some(env) = env else { break };
-                // The sender is kept for the log only when debug logging is on: this
-                // runs for every message.
-                let origin = tracing::enabled!(tracing::Level::DEBUG)
-                    .then(|| (env.from.clone(), env.message.kind()));
-                match core.receive(clock.now(), &mut rng, env) {
-                    Ok(out) => out,
-                    Err(d) => {
-                        if let Some((from, kind)) = origin {
-                            debug!(%from, kind, reason = d.as_str(), "dropped a cluster message");
-                        }
-                        metrics.dropped(d.as_str());
-                        Vec::new()
-                    }
-                }
+            // In this order: heartbeat answers (timed on arrival) before the backlog of
+            // state messages an overloaded node may have, and timers and commands (a
+            // leave) however many of those wait.
+            biased;
+            // (The responder ends only when the agent stops, or with the process.)
+            Some((env, arrived)) = urgent.recv() => {
+                receive(&mut core, arrived.min(clock.now()), &mut rng, &metrics, env)
+            }
+            _ = crate::base::time::sleep_until(wake) => {
+                let now = clock.now();
+                let out = core.tick(now, &mut rng);
+                let phis: Vec<(String, f64)> = core
+                    .phis(now)
+                    .into_iter()
+                    .map(|(peer, phi)| (peer.address.to_string(), phi))
+                    .collect();
+                metrics.set_phi(&phis, &mut phi_peers);
+                out
             }
             cmd = commands.recv() => {
                 let Some(cmd) = cmd else { break };
@@ -187,16 +206,9 @@ pub async fn run(actor: MembershipActor) {
                 }
             }
             Some(held) = lease_rx.recv() => core.lease_outcome(clock.now(), &mut rng, held),
-            _ = crate::base::time::sleep_until(wake) => {
-                let now = clock.now();
-                let out = core.tick(now, &mut rng);
-                let phis: Vec<(String, f64)> = core
-                    .phis(now)
-                    .into_iter()
-                    .map(|(peer, phi)| (peer.address.to_string(), phi))
-                    .collect();
-                metrics.set_phi(&phis, &mut phi_peers);
-                out
+            env = inbound.recv() => {
+                let Some(env) = env else { break };
+                receive(&mut core, clock.now(), &mut rng, &metrics, env)
             }
         };
         if core.take_lease_request() {
@@ -210,28 +222,57 @@ pub async fn run(actor: MembershipActor) {
                 downed.len()
             );
         }
-        let now_view = ClusterView::of(&core);
-        // A removed incarnation's connection may be stale (it vanished behind a
-        // partition, or its address now belongs to a new process): forget it before
-        // sending, so that messages to the address go out on a new connection.
-        for gone in published
-            .gossip
-            .members()
-            .filter(|m| !now_view.gossip.has_member(&m.node))
-        {
-            outbound.forget(gone.node.address.socket_addr());
+        // Most messages change nothing this node publishes (a heartbeat, a stale
+        // mark): the view is rebuilt, compared and published only when it changed.
+        if !published.same_as(&core) {
+            let now_view = ClusterView::of(&core);
+            // A removed incarnation's connection may be stale (it vanished behind a
+            // partition, or its address now belongs to a new process): forget it
+            // before sending, so that messages to the address go out on a new
+            // connection.
+            for gone in published
+                .gossip
+                .members()
+                .filter(|m| !now_view.gossip.has_member(&m.node))
+            {
+                outbound.forget(gone.node.address.socket_addr());
+            }
+            if now_view != *published {
+                events.publish(&now_view.gossip);
+                report(&published, &now_view, &metrics, clock);
+                published = Arc::new(now_view);
+                view.send_replace(published.clone());
+            }
         }
         for o in out {
             outbound.send(o.to.socket_addr(), o.envelope);
         }
-        if now_view != published {
-            events.publish(&now_view.gossip);
-            report(&published, &now_view, &metrics, clock);
-            published = now_view;
-            view.send_replace(Arc::new(published.clone()));
-        }
     }
     warn!("membership actor stopped");
+}
+
+/// Hands one received message to the core.
+fn receive(
+    core: &mut MembershipCore,
+    now: Time,
+    rng: &mut Rng,
+    metrics: &Metrics,
+    env: Envelope,
+) -> Vec<Outgoing> {
+    // The sender is kept for the log only when debug logging is on: this runs for
+    // every message.
+    let origin =
+        tracing::enabled!(tracing::Level::DEBUG).then(|| (env.from.clone(), env.message.kind()));
+    match core.receive(now, rng, env) {
+        Ok(out) => out,
+        Err(d) => {
+            if let Some((from, kind)) = origin {
+                debug!(%from, kind, reason = d.as_str(), "dropped a cluster message");
+            }
+            metrics.dropped(d.as_str());
+            Vec::new()
+        }
+    }
 }
 
 /// Tries once for the Lease in the background and reports whether this side holds it

@@ -13,5 +13,6 @@ pub mod member;
 pub mod messages;
 pub mod reachability;
 pub mod report;
+pub mod responder;
 pub mod sbr;
 pub mod vclock;

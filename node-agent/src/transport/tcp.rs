@@ -19,8 +19,8 @@ use tokio::sync::{Notify, Semaphore, mpsc};
 use tokio::time::timeout;
 use tracing::debug;
 
-use super::Wire;
 use super::frame::{self, FrameError, HEADER_LEN, Opener, Sealer};
+use super::{Inbound, Wire};
 use crate::base::rng::os_random_bytes;
 use crate::base::secret::ClusterKey;
 use crate::listener::CappedListener;
@@ -142,7 +142,7 @@ pub async fn serve<M: Wire>(
     listener: TcpListener,
     key: Option<ClusterKey>,
     metrics: Metrics,
-    inbound: mpsc::Sender<M>,
+    inbound: Inbound<M>,
 ) {
     let listener = CappedListener::new(
         listener,
@@ -179,7 +179,7 @@ async fn serve_connection<M: Wire>(
     source: IpAddr,
     key: Option<ClusterKey>,
     metrics: &Metrics,
-    inbound: &mpsc::Sender<M>,
+    inbound: &Inbound<M>,
     budget: &Budget,
 ) -> Result<(), FrameError> {
     let keyed = key.is_some();
@@ -245,7 +245,12 @@ async fn serve_connection<M: Wire>(
                         kind: message.kind(),
                     })
                     .inc();
-                if inbound.try_send(message).is_err() {
+                let queue = if message.urgent() {
+                    &inbound.urgent
+                } else {
+                    &inbound.normal
+                };
+                if queue.try_send(message).is_err() {
                     metrics.dropped("queue_full");
                 }
             }

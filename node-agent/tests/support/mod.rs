@@ -76,10 +76,21 @@ pub struct AgentProcess {
 
 impl AgentProcess {
     pub fn start(work: &Workdir, config: &Path, ip: IpAddr, name: &str) -> Self {
+        Self::start_exe(
+            Path::new(env!("CARGO_BIN_EXE_muster-agent")),
+            work,
+            config,
+            ip,
+            name,
+        )
+    }
+
+    /// As [`Self::start`], with this `muster-agent` executable.
+    pub fn start_exe(exe: &Path, work: &Workdir, config: &Path, ip: IpAddr, name: &str) -> Self {
         let log = work.path.join(format!("{name}.log"));
         let out = std::fs::File::create(&log).expect("create the log file");
         let err = out.try_clone().expect("clone the log file");
-        let child = Command::new(env!("CARGO_BIN_EXE_muster-agent"))
+        let child = Command::new(exe)
             .arg("--config")
             .arg(config)
             .env("POD_IP", ip.to_string())
@@ -172,6 +183,25 @@ pub fn start_agents(work: &Workdir, config: &Path, subnet: (u8, u8), n: u8) -> V
     (1..=n)
         .map(|i| AgentProcess::start(work, config, ip(subnet, i), &format!("agent-{i}")))
         .collect()
+}
+
+/// The release-built `muster-agent` that `./test` builds before the tests and names in
+/// `RELEASE_MUSTER_AGENT`, for tests whose load must be that of the build users run.
+pub fn release_agent() -> PathBuf {
+    let Some(exe) = std::env::var_os("RELEASE_MUSTER_AGENT") else {
+        panic!(
+            "this test runs release-built agents: run it through ./test (which builds them), \
+             or `cargo build --release -p node-agent --bin muster-agent` and set \
+             RELEASE_MUSTER_AGENT=target/release/muster-agent"
+        )
+    };
+    let exe = PathBuf::from(exe);
+    assert!(
+        exe.is_file(),
+        "RELEASE_MUSTER_AGENT={} is not a file: build it with `cargo build --release -p node-agent --bin muster-agent`",
+        exe.display()
+    );
+    exe
 }
 
 /// Polls `probe` every 25 ms until it returns `Ok`; fails with its last error once
