@@ -4,6 +4,7 @@
 use std::collections::{BTreeSet, HashMap};
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -213,6 +214,7 @@ impl Agent {
             metrics.clone(),
         );
         let in_flight = outbound.in_flight();
+        let progress = Arc::new(AtomicU64::new(0));
         let lease = lease_majority(&config, &node).await?;
         let events = EventHub::new(EVENT_LOG_CAPACITY);
         tasks.spawn(
@@ -225,7 +227,13 @@ impl Agent {
                 inbound: inbound_rx,
                 commands: commands_rx,
                 outbound,
+                urgent_outbound: Outbound::new(
+                    config.self_address.ip,
+                    config.cluster_key.clone(),
+                    metrics.clone(),
+                ),
                 view: cluster_tx,
+                progress: progress.clone(),
                 metrics: metrics.clone(),
                 events: events.clone(),
                 lease,
@@ -244,6 +252,7 @@ impl Agent {
                     config.cluster_key.clone(),
                     metrics.clone(),
                 ),
+                progress,
                 metrics: metrics.clone(),
             }),
         );

@@ -3,6 +3,7 @@
 //! publishes a [`ClusterView`] after every change for the management API.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use tokio::sync::{mpsc, watch};
@@ -18,6 +19,7 @@ use crate::base::time::{Clock, Time};
 use crate::lease::KubernetesLease;
 use crate::membership::messages::Envelope;
 use crate::metrics::{Metrics, StatusLabel};
+use crate::transport::Wire;
 use crate::transport::tcp::Outbound;
 
 /// Requests to the membership actor.
@@ -124,13 +126,23 @@ pub struct MembershipActor {
     pub inbound: mpsc::Receiver<Envelope>,
     pub commands: mpsc::Receiver<Command>,
     pub outbound: Outbound<Envelope>,
+    /// Heartbeats go out on connections of their own, not behind state messages.
+    pub urgent_outbound: Outbound<Envelope>,
     pub view: watch::Sender<Arc<ClusterView>>,
+    /// When the actor last started to handle something (milliseconds of its clock):
+    /// the heartbeat responder stops answering for an actor stuck far longer than any
+    /// message takes.
+    pub progress: Arc<AtomicU64>,
     pub metrics: Metrics,
     /// Every change becomes cluster events here (this task sees every state).
     pub events: Arc<EventHub>,
     /// lease-majority's Lease; `None` with other strategies.
     pub lease: Option<KubernetesLease>,
 }
+
+/// Heartbeat answers handled one after another at most, before the actor looks at its
+/// other inputs.
+const URGENT_IN_A_ROW: u32 = 32;
 
 /// How long one attempt to acquire the Lease may take; a timeout counts as not held.
 const LEASE_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -145,7 +157,9 @@ pub async fn run(actor: MembershipActor) {
         mut inbound,
         mut commands,
         mut outbound,
+        mut urgent_outbound,
         view,
+        progress,
         metrics,
         events,
         lease,
@@ -154,15 +168,21 @@ pub async fn run(actor: MembershipActor) {
     let mut published = Arc::new(ClusterView::of(&core));
     view.send_replace(published.clone());
     let mut phi_peers = Vec::new();
+    let mut urgent_in_a_row = 0;
     loop {
+        progress.store(clock.now().as_millis() as u64, Ordering::Relaxed);
         let wake = core.next_wakeup().map(|t| clock.instant(t));
+        let served_urgent = urgent_in_a_row;
         let out: Vec<Outgoing> = tokio::select! {
             // In this order: heartbeat answers (timed on arrival) before the backlog of
             // state messages an overloaded node may have, and timers and commands (a
             // leave) however many of those wait.
             biased;
-            // (The responder ends only when the agent stops, or with the process.)
-            Some((env, arrived)) = urgent.recv() => {
+            // (The responder ends only when the agent stops, or with the process.) At
+            // most URGENT_IN_A_ROW at a time: a flood of answers must not hold off
+            // everything else.
+            Some((env, arrived)) = urgent.recv(), if urgent_in_a_row < URGENT_IN_A_ROW => {
+                urgent_in_a_row += 1;
                 receive(&mut core, arrived.min(clock.now()), &mut rng, &metrics, env)
             }
             _ = crate::base::time::sleep_until(wake) => {
@@ -211,6 +231,9 @@ pub async fn run(actor: MembershipActor) {
                 receive(&mut core, clock.now(), &mut rng, &metrics, env)
             }
         };
+        if urgent_in_a_row == served_urgent {
+            urgent_in_a_row = 0;
+        }
         if core.take_lease_request() {
             start_lease_attempt(lease.clone(), lease_tx.clone());
         }
@@ -224,8 +247,8 @@ pub async fn run(actor: MembershipActor) {
         }
         // Most messages change nothing this node publishes (a heartbeat, a stale
         // mark): the view is rebuilt, compared and published only when it changed.
-        if !published.same_as(&core) {
-            let now_view = ClusterView::of(&core);
+        let changed = (!published.same_as(&core)).then(|| ClusterView::of(&core));
+        if let Some(now_view) = &changed {
             // A removed incarnation's connection may be stale (it vanished behind a
             // partition, or its address now belongs to a new process): forget it
             // before sending, so that messages to the address go out on a new
@@ -236,16 +259,25 @@ pub async fn run(actor: MembershipActor) {
                 .filter(|m| !now_view.gossip.has_member(&m.node))
             {
                 outbound.forget(gone.node.address.socket_addr());
-            }
-            if now_view != *published {
-                events.publish(&now_view.gossip);
-                report(&published, &now_view, &metrics, clock);
-                published = Arc::new(now_view);
-                view.send_replace(published.clone());
+                urgent_outbound.forget(gone.node.address.socket_addr());
             }
         }
+        // Queued before the view is published: an agent that sees itself Downed or
+        // Left in the view waits for what is in flight (its last words) and exits.
         for o in out {
-            outbound.send(o.to.socket_addr(), o.envelope);
+            if o.envelope.urgent() {
+                urgent_outbound.send(o.to.socket_addr(), o.envelope);
+            } else {
+                outbound.send(o.to.socket_addr(), o.envelope);
+            }
+        }
+        if let Some(now_view) = changed
+            && now_view != *published
+        {
+            events.publish(&now_view.gossip);
+            report(&published, &now_view, &metrics, clock);
+            published = Arc::new(now_view);
+            view.send_replace(published.clone());
         }
     }
     warn!("membership actor stopped");

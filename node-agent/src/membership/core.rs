@@ -13,10 +13,11 @@
 //!   when that differs. A received gossip is merged; the sender gets ours back only if it
 //!   lacked a change (never for seen marks alone). A member that sees a version for the
 //!   first time tells the leader with a few bytes (`Seen`), so that convergence does not
-//!   need everyone's whole state at the leader; at most once per [`SEEN_SPACING`] of
-//!   `gossip-interval`, for the newest version then (while joins and verdicts change
-//!   the state many times a second, most marks would be stale on arrival: unspaced,
-//!   they were nine in ten messages the leader of 100 forming members received). Per member and second, that is a bounded
+//!   need everyone's whole state at the leader; spaced so that the leader gets about
+//!   [`SEEN_MARKS_PER_INTERVAL`] per `gossip-interval`, each for the member's newest
+//!   version then (while joins and verdicts change the state many times a second, most
+//!   marks would be stale on arrival: unspaced, they were nine in ten messages the
+//!   leader of 100 forming members received). Per member and second, that is a bounded
 //!   number of messages whose size grows linearly with the cluster (issue 16: pushing
 //!   every seen mark to the leader made the leader's load grow with N³ during
 //!   formation).
@@ -45,8 +46,11 @@ use crate::membership::messages::{Envelope, Message};
 const PUSH_FANOUT: usize = 3;
 /// Pushes are at least `gossip-interval` / this apart.
 pub const PUSH_SPACING: u32 = 5;
-/// A member's `Seen` marks to the leader are at least `gossip-interval` / this apart.
-pub const SEEN_SPACING: u32 = 4;
+/// `Seen` marks the leader gets per `gossip-interval` from all members together, about:
+/// each member spaces its marks by N / this of the interval (at most the interval), so
+/// 250 ms apart in a cluster of 100 and 12.5 ms in a cluster of 5, where it costs
+/// convergence nothing.
+pub const SEEN_MARKS_PER_INTERVAL: u32 = 400;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct MembershipSettings {
@@ -621,6 +625,13 @@ impl MembershipCore {
         Ok(out)
     }
 
+    /// How far apart this member's `Seen` marks to the leader are.
+    fn seen_spacing(&self) -> Duration {
+        let n = self.gossip.members().count() as u32;
+        (self.settings.gossip_interval * n / SEEN_MARKS_PER_INTERVAL)
+            .min(self.settings.gossip_interval)
+    }
+
     /// The pending `Seen` mark to the leader, if its slot has come: for the version we
     /// hold now, which may be newer than the one that made it pending.
     fn seen_to_leader(&mut self, now: Time) -> Vec<Outgoing> {
@@ -634,7 +645,7 @@ impl MembershipCore {
         if leader == self.me || !self.gossip.has_seen(&self.me) {
             return Vec::new();
         }
-        self.next_seen = now + self.settings.gossip_interval / SEEN_SPACING;
+        self.next_seen = now + self.seen_spacing();
         let digest = self.digest();
         vec![self.envelope(&leader.address, Some(leader.uid), Message::Seen { digest })]
     }

@@ -15,6 +15,8 @@
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use tokio::sync::{mpsc, watch};
 
@@ -24,6 +26,11 @@ use crate::base::address::UniqueAddress;
 use crate::base::time::{Clock, Time};
 use crate::metrics::Metrics;
 use crate::transport::tcp::Outbound;
+
+/// An actor that has not started on anything for this long is stuck, not slow (on a
+/// starved machine one message can take seconds): its node stops answering heartbeats,
+/// so that the cluster can tell, as it could before heartbeats were answered here.
+pub const STUCK_AFTER: Duration = Duration::from_secs(15);
 
 /// The responder's parts.
 #[derive(Debug)]
@@ -37,6 +44,8 @@ pub struct Responder {
     pub view: watch::Receiver<Arc<ClusterView>>,
     /// Connections of its own, so that an answer does not queue behind state messages.
     pub outbound: Outbound<Envelope>,
+    /// The actor's progress stamp ([`super::actor::MembershipActor::progress`]).
+    pub progress: Arc<AtomicU64>,
     pub metrics: Metrics,
 }
 
@@ -51,16 +60,18 @@ pub enum Action {
     Drop(&'static str),
 }
 
-/// Decides about one urgent message. Answered only when it is addressed to this
-/// incarnation of a member (the core's rule for a heartbeat).
-pub fn decide(view: &ClusterView, env: Envelope) -> Action {
+/// Decides about one urgent message. A heartbeat is answered only when it is addressed
+/// to this incarnation of a member (the core's rule) whose actor is not `stuck`; an
+/// answer goes to the actor only from a member it knows (no one else's answer counts,
+/// and a flood of them must not reach it).
+pub fn decide(view: &ClusterView, stuck: bool, env: Envelope) -> Action {
     let me = &view.self_node;
     if env.to != me.address || env.to_uid.is_some_and(|u| u != me.uid) {
         return Action::Drop("wrong_recipient");
     }
     match env.message {
         Message::Heartbeat { seq } => {
-            if view.phase != ViewPhase::Member {
+            if view.phase != ViewPhase::Member || stuck {
                 return Action::Drop("not_now");
             }
             Action::Answer(Envelope {
@@ -70,7 +81,8 @@ pub fn decide(view: &ClusterView, env: Envelope) -> Action {
                 message: Message::HeartbeatRsp { seq },
             })
         }
-        Message::HeartbeatRsp { .. } => Action::Forward(env),
+        Message::HeartbeatRsp { .. } if view.gossip.has_member(&env.from) => Action::Forward(env),
+        Message::HeartbeatRsp { .. } => Action::Drop("not_now"),
         _ => Action::Drop("not_urgent"),
     }
 }
@@ -81,18 +93,20 @@ pub async fn run(r: Responder) {
         clock,
         mut urgent,
         responses,
-        mut view,
+        view,
         mut outbound,
+        progress,
         metrics,
     } = r;
     let mut known: BTreeSet<UniqueAddress> = BTreeSet::new();
+    let mut last: Option<Arc<ClusterView>> = None;
     while let Some(env) = urgent.recv().await {
         let arrived = clock.now();
-        let changed = view.has_changed().unwrap_or(false);
-        let current = view.borrow_and_update().clone();
+        let current = view.borrow().clone();
         // A removed incarnation's connection may be stale (its address may now belong
         // to a new process): forget it, as the actor does for its own.
-        if changed {
+        if last.as_ref().is_none_or(|l| !Arc::ptr_eq(l, &current)) {
+            last = Some(current.clone());
             let now_known: BTreeSet<UniqueAddress> =
                 current.gossip.members().map(|m| m.node.clone()).collect();
             for gone in known.difference(&now_known) {
@@ -100,7 +114,9 @@ pub async fn run(r: Responder) {
             }
             known = now_known;
         }
-        match decide(&current, env) {
+        let stamp = Time::from_millis(progress.load(Ordering::Relaxed));
+        let stuck = arrived.saturating_sub(stamp) > STUCK_AFTER;
+        match decide(&current, stuck, env) {
             Action::Answer(answer) => outbound.send(answer.to.socket_addr(), answer),
             Action::Forward(env) => {
                 if responses.is_closed() {
@@ -120,6 +136,7 @@ mod tests {
     use super::*;
     use crate::base::address::NodeAddress;
     use crate::membership::gossip::Gossip;
+    use crate::membership::member::{Member, MemberInfo};
 
     fn node(i: u8) -> UniqueAddress {
         UniqueAddress::new(
@@ -128,11 +145,20 @@ mod tests {
         )
     }
 
+    /// Node 1's view, node 2 a fellow member.
     fn view(phase: ViewPhase) -> ClusterView {
+        let info = MemberInfo {
+            roles: Default::default(),
+            app_version: "1".to_owned(),
+        };
+        let mut gossip = Gossip::default();
+        for n in [node(1), node(2)] {
+            gossip.put(Member::joining(n, info.clone()));
+        }
         ClusterView {
             self_node: node(1),
             phase,
-            gossip: Gossip::default(),
+            gossip,
         }
     }
 
@@ -145,9 +171,13 @@ mod tests {
         }
     }
 
+    fn decide_now(view: &ClusterView, env: Envelope) -> Action {
+        decide(view, false, env)
+    }
+
     #[test]
     fn a_member_answers_a_heartbeat_to_its_sender() {
-        let action = decide(
+        let action = decide_now(
             &view(ViewPhase::Member),
             to_me(Message::Heartbeat { seq: 9 }, Some(1)),
         );
@@ -171,19 +201,39 @@ mod tests {
             ViewPhase::Left,
             ViewPhase::JoinFailed,
         ] {
-            let action = decide(&view(phase), to_me(Message::Heartbeat { seq: 1 }, None));
+            let action = decide_now(&view(phase), to_me(Message::Heartbeat { seq: 1 }, None));
             assert_eq!(action, Action::Drop("not_now"), "{phase:?}");
         }
         let earlier_life = to_me(Message::Heartbeat { seq: 1 }, Some(7));
         assert_eq!(
-            decide(&view(ViewPhase::Member), earlier_life),
+            decide_now(&view(ViewPhase::Member), earlier_life),
             Action::Drop("wrong_recipient")
         );
         let mut elsewhere = to_me(Message::Heartbeat { seq: 1 }, None);
         elsewhere.to = node(3).address;
         assert_eq!(
-            decide(&view(ViewPhase::Member), elsewhere),
+            decide_now(&view(ViewPhase::Member), elsewhere),
             Action::Drop("wrong_recipient")
+        );
+    }
+
+    #[test]
+    fn a_stuck_actor_answers_nothing() {
+        let action = decide(
+            &view(ViewPhase::Member),
+            true,
+            to_me(Message::Heartbeat { seq: 9 }, Some(1)),
+        );
+        assert_eq!(action, Action::Drop("not_now"));
+    }
+
+    #[test]
+    fn only_answers_from_members_reach_the_actor() {
+        let mut stranger = to_me(Message::HeartbeatRsp { seq: 3 }, Some(1));
+        stranger.from = node(9);
+        assert_eq!(
+            decide_now(&view(ViewPhase::Member), stranger),
+            Action::Drop("not_now")
         );
     }
 
@@ -191,12 +241,12 @@ mod tests {
     fn answers_go_to_the_actor_and_nothing_else_is_urgent() {
         let rsp = to_me(Message::HeartbeatRsp { seq: 3 }, Some(1));
         assert_eq!(
-            decide(&view(ViewPhase::Member), rsp.clone()),
+            decide_now(&view(ViewPhase::Member), rsp.clone()),
             Action::Forward(rsp)
         );
         let seen = to_me(Message::Seen { digest: 1 }, Some(1));
         assert_eq!(
-            decide(&view(ViewPhase::Member), seen),
+            decide_now(&view(ViewPhase::Member), seen),
             Action::Drop("not_urgent")
         );
     }

@@ -309,7 +309,9 @@ impl Drop for Ticket {
 
 type Queued<M> = (M, Ticket);
 
-/// Outbound connections, owned by the membership actor (no sharing, no locks).
+/// Outbound connections, owned by one task (no sharing, no locks). The membership actor
+/// has two sets, one for heartbeats so that they do not queue behind state messages;
+/// the heartbeat responder has its own.
 #[derive(Debug)]
 pub struct Outbound<M> {
     local_ip: IpAddr,

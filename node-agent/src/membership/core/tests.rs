@@ -146,7 +146,7 @@ fn nodes_join_and_all_see_the_same_up_members() {
         net.send(out);
     }
     net.run(|_| false);
-    // Seen marks reach the leader at once and the others with the periodic gossip.
+    // Seen marks reach the leader within a slot and the others with the periodic gossip.
     for _ in 0..100 {
         net.advance(Duration::from_millis(100));
         net.run(|_| false);
@@ -670,4 +670,60 @@ fn gossip_with_implausible_counters_is_dropped_and_nothing_overflows() {
         net.run(|_| false);
         assert_eq!(net.node(1).gossip().leader(), Some(&uniq(1, 1)), "{what}");
     }
+}
+
+/// The `Seen` marks member 2 sends to the leader (member 1) among `out`, by digest.
+fn marks_to_leader(out: &[Outgoing]) -> Vec<u64> {
+    out.iter()
+        .filter(|o| o.to == addr(1))
+        .filter_map(|o| match o.envelope.message {
+            Message::Seen { digest } => Some(digest),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn seen_marks_to_the_leader_are_spaced_and_carry_the_newest_version() {
+    let mut net = Net::formed(&[1, 2, 3]);
+    for _ in 0..30 {
+        net.advance(Duration::from_millis(100));
+        net.run(|_| false);
+    }
+    assert!(net.nodes[&addr(1)].gossip().convergence());
+    let mut rng = Rng::seeded(1);
+    let t = net.now + Duration::from_millis(10);
+    // Marks are 3/400 of the gossip interval apart in a cluster of three: versions that
+    // arrive together still give one mark.
+    // Three new versions from member 3 reach member 2 within one slot.
+    let mut g = net.nodes[&addr(3)].gossip().clone();
+    let mut marks = Vec::new();
+    for _ in 0..3 {
+        g.bump(&uniq(3, 3));
+        let env = Envelope {
+            from: uniq(3, 3),
+            to: addr(2),
+            to_uid: Some(2),
+            message: Message::Gossip { gossip: g.clone() },
+        };
+        let out = net.node(2).receive(t, &mut rng, env).expect("accepted");
+        marks.extend(marks_to_leader(&out));
+    }
+    assert_eq!(marks.len(), 1, "one mark in the slot, not one per version");
+    // At the next slot: one mark, for the version member 2 holds then (the newest).
+    let slot = t + settings().gossip_interval * 3 / SEEN_MARKS_PER_INTERVAL;
+    let wake = net.nodes[&addr(2)]
+        .next_wakeup()
+        .expect("a member wakes up");
+    assert!(
+        wake <= slot,
+        "wakes at {wake:?}, after the slot at {slot:?}"
+    );
+    let newest = net.nodes[&addr(2)].gossip().digest();
+    assert_eq!(newest, g.digest());
+    let out = net.node(2).tick(slot, &mut rng);
+    assert_eq!(marks_to_leader(&out), vec![newest]);
+    // Nothing more is pending.
+    let out = net.node(2).tick(slot + Duration::from_secs(1), &mut rng);
+    assert_eq!(marks_to_leader(&out), Vec::<u64>::new());
 }
