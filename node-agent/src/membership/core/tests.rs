@@ -105,6 +105,21 @@ impl Net {
         n
     }
 
+    /// Delivers the next message (none lost); false if none was queued.
+    fn deliver_one(&mut self) -> bool {
+        let Some(o) = self.queue.pop_front() else {
+            return false;
+        };
+        let now = self.now;
+        if let Some(core) = self.nodes.get_mut(&o.to) {
+            match core.receive(now, &mut self.rng, o.envelope) {
+                Ok(out) => self.queue.extend(out),
+                Err(d) => self.dropped.push(d),
+            }
+        }
+        true
+    }
+
     fn advance(&mut self, by: Duration) {
         self.now += by;
         let now = self.now;
@@ -726,4 +741,64 @@ fn seen_marks_to_the_leader_are_spaced_and_carry_the_newest_version() {
     // Nothing more is pending.
     let out = net.node(2).tick(slot + Duration::from_secs(1), &mut rng);
     assert_eq!(marks_to_leader(&out), Vec::<u64>::new());
+}
+
+#[test]
+fn a_member_restarted_right_after_leaving_is_removed_not_downed() {
+    // A rolling restart: the leader leaves, its process stops at Exiting, and the new
+    // process joins before the others have removed the old incarnation. The old one
+    // left gracefully; it must go Exiting → removed, never Down (applications would
+    // hear MemberDowned for a member that left).
+    let mut net = Net::formed(&[1, 2, 3]);
+    let mut rng = Rng::seeded(3);
+    let out = net.node(1).leave(Duration::ZERO, &mut rng);
+    net.send(out);
+    let old = uniq(1, 1);
+    let never_down = |net: &Net| {
+        for (a, core) in &net.nodes {
+            let status = core.gossip().member(&old).map(|m| m.status);
+            assert_ne!(
+                status,
+                Some(MemberStatus::Down),
+                "{a} downed a member that left"
+            );
+        }
+    };
+    // Deliver one message at a time until the old process has left.
+    let mut steps = 0;
+    while net.node(1).phase() != &Phase::Left {
+        if !net.deliver_one() {
+            net.advance(Duration::from_millis(100));
+        }
+        never_down(&net);
+        steps += 1;
+        assert!(steps < 1000);
+    }
+    assert!(
+        net.nodes.values().any(|c| c.gossip().has_member(&old)),
+        "the test restarts before the removal"
+    );
+    // The new incarnation starts at once and joins.
+    net.nodes.insert(
+        addr(1),
+        MembershipCore::new(uniq(1, 111), info(), settings(), net.now),
+    );
+    let now = net.now;
+    let out = net.node(1).join(now, vec![addr(2), addr(3)]);
+    net.send(out);
+    for _ in 0..50 {
+        while net.deliver_one() {
+            never_down(&net);
+        }
+        net.advance(Duration::from_millis(100));
+    }
+    for i in [1, 2, 3] {
+        let g = net.node(i).gossip();
+        assert!(!g.has_member(&old), "node {i}: old incarnation removed");
+        assert_eq!(
+            g.member(&uniq(1, 111)).map(|m| m.status),
+            Some(MemberStatus::Up),
+            "node {i}: the new incarnation is Up"
+        );
+    }
 }
