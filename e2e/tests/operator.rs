@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::ConfigMap;
+use k8s_openapi::api::core::v1::{ConfigMap, Pod};
 use kube::api::Api;
 use serde_json::json;
 
@@ -286,7 +286,19 @@ async fn the_operator_restarts_scales_and_refuses_bad_specs() {
     );
     assert_eq!(s.new_cluster_enabled, Some(false));
 
-    // 3 → 5: the new pods join the existing cluster.
+    // 3 → 5: the new pods join the existing cluster; the running ones stay (a scale
+    // changes no pod template, so nothing rolls).
+    let uids = |pods: Vec<Pod>| -> BTreeMap<String, String> {
+        pods.into_iter()
+            .map(|p| {
+                (
+                    p.metadata.name.unwrap_or_default(),
+                    p.metadata.uid.unwrap_or_default(),
+                )
+            })
+            .collect()
+    };
+    let before_scale = uids(c.pods().await);
     c.patch_spec(json!({"replicas": 5})).await;
     c.wait_for(
         &op,
@@ -327,6 +339,14 @@ async fn the_operator_restarts_scales_and_refuses_bad_specs() {
         },
     )
     .await;
+    let after_scale = uids(c.pods().await);
+    for pod in ["shop-0", "shop-1"] {
+        assert_eq!(
+            after_scale.get(pod),
+            before_scale.get(pod),
+            "{pod} kept running through 3 → 5 → 2 (no rollout)"
+        );
+    }
     let left = steps(&op.metrics().await.expect("metrics")) - left_before;
     assert!(
         left >= 3.0,

@@ -339,6 +339,11 @@ pub struct ClusterSpecStatus {
     /// The contact points required to form, fixed at creation.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub required_contact_points: Option<i32>,
+    /// The contact points that must all report the same set for the agents to form
+    /// without the stable margin: the replicas (at least the required) while the
+    /// cluster may form, then fixed, so that scaling a formed cluster rolls no pod.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expected_contact_points: Option<i32>,
     /// Whether the agents may currently form a new cluster.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub new_cluster_enabled: Option<bool>,

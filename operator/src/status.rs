@@ -58,6 +58,30 @@ pub fn required_contact_points(
         .unwrap_or(spec.replicas)
 }
 
+/// The contact points that must all agree to form without the stable margin (the
+/// agents' `expected-contact-point-nr`), given the `required` ones. While the agents may
+/// form, the replicas: forming is safe only if fewer than half of the agents starting
+/// together can each agree on a set of their own, so a scale-up before forming must
+/// reach them (it rolls the pods, which are not members yet). Once formed and locked,
+/// fixed at the last value: the agents never form again, and a scale must not change
+/// agent.yaml, whose digest is in the pod template (every scale would roll every pod).
+pub fn expected_contact_points(
+    spec: &ClusterSpecSpec,
+    previous: Option<&ClusterSpecStatus>,
+    required: i32,
+) -> i32 {
+    let follow = required.max(spec.replicas);
+    match previous {
+        Some(p)
+            if p.formed_at.is_some()
+                && spec.bootstrap.new_cluster_enabled != NewClusterEnabled::True =>
+        {
+            p.expected_contact_points.unwrap_or(follow)
+        }
+        _ => follow,
+    }
+}
+
 /// Members that count as Up (Up and WeaklyUp serve).
 fn up(members: &ClusterMembers) -> i32 {
     let n = members.members.iter().filter(|m| m.status.is_up()).count();
@@ -251,6 +275,7 @@ pub fn compute(seen: &Seen<'_>) -> ClusterSpecStatus {
         new_cluster_enabled: Some(new_cluster_enabled(spec, formed_at.is_some())),
         formed_at,
         required_contact_points: Some(required),
+        expected_contact_points: Some(expected_contact_points(spec, seen.previous, required)),
         rollout: seen.rollout.clone(),
         conditions,
     }

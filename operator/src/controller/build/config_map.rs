@@ -88,13 +88,13 @@ pub fn agent_settings(cs: &ClusterSpec) -> Result<Settings, BuildError> {
         message: format!("{required} is not a number of contact points"),
     })?;
     // Agreement may skip the stable margin only on a set of every replica (see the
-    // agent's bootstrap.expected-contact-point-nr).
-    bs.expected_contact_point_nr = Some(bs.required_contact_point_nr.max(
-        usize::try_from(s.replicas).map_err(|_| BuildError {
-            field: "spec.replicas",
-            message: format!("{} is not a number of replicas", s.replicas),
-        })?,
-    ));
+    // agent's bootstrap.expected-contact-point-nr): the replicas until formed, then
+    // fixed (`status::expected_contact_points`).
+    let expected = crate::status::expected_contact_points(s, cs.status.as_ref(), required);
+    bs.expected_contact_point_nr = Some(usize::try_from(expected).map_err(|_| BuildError {
+        field: "spec.replicas",
+        message: format!("{expected} is not a number of contact points"),
+    })?);
     bs.stable_margin = spec_duration("spec.bootstrap.stableMargin", &b.stable_margin)?;
     bs.contact_with_all_contact_points = b.contact_with_all_contact_points;
     bs.new_cluster_enabled_file = Some(PathBuf::from(format!(

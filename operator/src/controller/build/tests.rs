@@ -100,6 +100,42 @@ fn a_change_of_the_agent_settings_changes_the_pod_template_but_the_lock_does_not
 }
 
 #[test]
+fn scaling_a_formed_cluster_rolls_no_pod() {
+    // The expected contact points follow the replicas until the cluster formed, then
+    // stay: agent.yaml, and with it the pod template, does not change with a scale (a
+    // rollout of every pod on every scale would restart members for nothing).
+    let built = |replicas: i32, formed: bool, new_cluster: &str| {
+        let mut cs = cluster(&format!(
+            "replicas: {replicas}\nbootstrap: {{newClusterEnabled: \"{new_cluster}\"}}"
+        ));
+        cs.status = Some(crate::crd::ClusterSpecStatus {
+            required_contact_points: Some(3),
+            expected_contact_points: Some(3),
+            formed_at: formed.then(|| "2026-11-30T12:00:00Z".to_owned()),
+            ..Default::default()
+        });
+        owned(&cs, false).expect("built")
+    };
+    let template = |o: &Owned| o.stateful_set.spec.clone().template;
+    let agent_yaml = |o: &Owned| o.config_map.data.clone().expect("data")["agent.yaml"].clone();
+    let (three, five) = (built(3, true, "auto"), built(5, true, "auto"));
+    assert_eq!(
+        template(&three),
+        template(&five),
+        "formed: the template stays"
+    );
+    assert_eq!(agent_yaml(&three), agent_yaml(&five));
+    assert!(agent_yaml(&five).contains("expected-contact-point-nr: 3"));
+    // Still forming, or forming explicitly allowed again: the agents must know every
+    // replica, so a scale-up reaches them.
+    for (formed, new_cluster) in [(false, "auto"), (true, "true")] {
+        let five = built(5, formed, new_cluster);
+        assert!(agent_yaml(&five).contains("expected-contact-point-nr: 5"));
+        assert_ne!(template(&built(3, formed, new_cluster)), template(&five));
+    }
+}
+
+#[test]
 fn every_object_is_owned_and_labelled() {
     let o = owned(&cluster("{}"), true).expect("built");
     let owner = cluster("{}")
