@@ -43,18 +43,21 @@ pub struct Seen<'a> {
     pub stalled: Option<String>,
     /// False when the server has no `policy/v1` PodDisruptionBudget.
     pub pdb_supported: bool,
+    /// Forming is allowed by the spec, but held off because some pod still runs an
+    /// older template (its agent started with other settings; see `forming_held`).
+    pub forming_held: bool,
     pub now: Timestamp,
 }
 
-/// The contact points required to form: fixed when first reported, from the spec or
-/// the replica count at that time.
+/// The contact points required to form, as the agents get them: the spec's, else the
+/// replica count when first reported (then fixed).
 pub fn required_contact_points(
     spec: &ClusterSpecSpec,
     previous: Option<&ClusterSpecStatus>,
 ) -> i32 {
-    previous
-        .and_then(|s| s.required_contact_points)
-        .or(spec.bootstrap.required_contact_points)
+    spec.bootstrap
+        .required_contact_points
+        .or(previous.and_then(|s| s.required_contact_points))
         .unwrap_or(spec.replicas)
 }
 
@@ -76,7 +79,9 @@ pub fn expected_contact_points(
             if p.formed_at.is_some()
                 && spec.bootstrap.new_cluster_enabled != NewClusterEnabled::True =>
         {
-            p.expected_contact_points.unwrap_or(follow)
+            // Never below the required: the agent refuses expected < required.
+            p.expected_contact_points
+                .map_or(follow, |e| e.max(required))
         }
         _ => follow,
     }
@@ -178,7 +183,14 @@ pub fn compute(seen: &Seen<'_>) -> ClusterSpecStatus {
     } else if formed_at.is_none() {
         Some((
             "Forming",
-            format!("{up_count} of {required} required members Up"),
+            format!(
+                "{up_count} of {required} required members Up{}",
+                if seen.forming_held {
+                    "; forming waits until every pod runs the current template"
+                } else {
+                    ""
+                }
+            ),
         ))
     } else if up_count != spec.replicas && degraded.is_none() {
         Some((
@@ -272,7 +284,9 @@ pub fn compute(seen: &Seen<'_>) -> ClusterSpecStatus {
         members: counts,
         leader: members.and_then(|m| m.leader.as_ref().map(ToString::to_string)),
         oldest: members.and_then(|m| m.oldest.as_ref().map(ToString::to_string)),
-        new_cluster_enabled: Some(new_cluster_enabled(spec, formed_at.is_some())),
+        new_cluster_enabled: Some(
+            new_cluster_enabled(spec, formed_at.is_some()) && !seen.forming_held,
+        ),
         formed_at,
         required_contact_points: Some(required),
         expected_contact_points: Some(expected_contact_points(spec, seen.previous, required)),

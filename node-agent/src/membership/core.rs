@@ -4,8 +4,8 @@
 //! - Joining: `Join` to the seed nodes, retried every `retry-unsuccessful-join-after`
 //!   until a `Welcome` arrives. Forming = joining oneself.
 //! - A member that receives `Join` adds the node as Joining (a new incarnation on a known
-//!   address first has its old one marked Down, unless it is Exiting, and removed) and
-//!   answers `Welcome`.
+//!   address first has its old one removed: marked Down, or Exiting if it was leaving)
+//!   and answers `Welcome`.
 //! - Gossip: a new version is pushed to up to three members that have not seen it (and
 //!   to the leader, when the change is this node's own), at most once per
 //!   [`PUSH_SPACING`] of `gossip-interval` (changes in between go together); every
@@ -533,17 +533,21 @@ impl MembershipCore {
             let old: Vec<Member> = self.gossip.other_incarnations(&from).cloned().collect();
             if !old.is_empty() {
                 // A restarted node: its previous incarnation cannot come back (it held
-                // this address), so mark it Down; the leader removes it and the retried
-                // join is then accepted. One that is Exiting left gracefully and is
-                // removed anyway: marking it Down would tell applications it failed (a
-                // rolling restart starts the new process right after the old one
-                // stopped at Exiting, before the others removed it).
+                // this address), so it is marked for removal; the leader removes it and
+                // the retried join is then accepted. One that was leaving has left: it
+                // goes (or stays) Exiting, which an unreachable member may be without
+                // blocking convergence. Marking it Down would tell applications it
+                // failed; a rolling restart starts the new process right after the old
+                // one stopped, often before every member saw it Exiting. Any other
+                // status: Down.
                 let mut changed = false;
-                for mut m in old
-                    .into_iter()
-                    .filter(|m| !matches!(m.status, MemberStatus::Down | MemberStatus::Exiting))
-                {
-                    m.status = MemberStatus::Down;
+                for mut m in old {
+                    let status = match m.status {
+                        MemberStatus::Down | MemberStatus::Exiting => continue,
+                        MemberStatus::Leaving => MemberStatus::Exiting,
+                        _ => MemberStatus::Down,
+                    };
+                    m.status = status;
                     self.gossip.put(m);
                     changed = true;
                 }

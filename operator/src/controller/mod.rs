@@ -245,6 +245,7 @@ async fn reconcile_once(cs: &ClusterSpec, ctx: &Context, now: Timestamp) -> Resu
 
     let mut rollout_status = None;
     let mut scaling = None;
+    let mut forming_held = false;
     if problems.is_empty() {
         let formed = status::formed_at(&cs.spec, previous, members, now).is_some();
         let lock = status::new_cluster_enabled(&cs.spec, formed);
@@ -252,6 +253,20 @@ async fn reconcile_once(cs: &ClusterSpec, ctx: &Context, now: Timestamp) -> Resu
         let shrink = scale::scale_down(cs.spec.replicas, current, &pod_views, &member_views);
         let token = apply::secret(ctx, cs, &ns).await?;
         let mut owned = build::owned(cs, lock).map_err(Error::Build)?;
+        // Agents read agent.yaml (expected-contact-point-nr among it) only at start, the
+        // new-cluster-enabled key at run time. Forming waits until every pod runs this
+        // template: an agent started before a scale-up would count on fewer contact
+        // points than now start together, and two groups could each agree on their own.
+        // The oldest-last rollout replaces pods that are not members first, so this
+        // ends; the StatefulSet's own RollingUpdate waits for Ready pods, which a
+        // cluster that may not form never has, so `Ordinal` is not held.
+        if lock
+            && cs.spec.rollout.strategy == RolloutStrategy::OldestLast
+            && build::pods_on_other_template(&owned, &world.pods)
+        {
+            forming_held = true;
+            owned = build::owned(cs, false).map_err(Error::Build)?;
+        }
         owned.stateful_set.spec.replicas = Some(shrink.replicas);
         // The record before the pods: an agent must find it when it may form.
         formation::keep(ctx, cs, &ns, formed, &world.pods).await?;
@@ -277,6 +292,7 @@ async fn reconcile_once(cs: &ClusterSpec, ctx: &Context, now: Timestamp) -> Resu
         scaling,
         stalled: observe::stalled(cs, &world, now),
         pdb_supported: ctx.pdb_supported,
+        forming_held,
         now,
     };
     let next = status::compute(&seen);

@@ -74,6 +74,7 @@ fn seen<'a>(
         scaling: None,
         stalled: None,
         pdb_supported: true,
+        forming_held: false,
         now,
     }
 }
@@ -94,6 +95,21 @@ fn forming_until_the_required_contact_points_are_up_then_formed_and_locked() {
     assert_eq!(s0.required_contact_points, Some(3));
     assert_eq!(s0.new_cluster_enabled, Some(true));
 
+    assert_eq!(s0.expected_contact_points, Some(3));
+    // A pod of an older template: forming is held, and the status says why.
+    let held = compute(&Seen {
+        forming_held: true,
+        ..seen(&sp, Some(&s0), Err("no member yet".into()), at(1))
+    });
+    assert_eq!(held.new_cluster_enabled, Some(false));
+    assert!(
+        condition(&held, "Progressing")
+            .message
+            .contains("forming waits until every pod runs the current template"),
+        "{:?}",
+        held.conditions
+    );
+
     let two = members(&[UP, UP, JOINING], &[]);
     let s1 = compute(&seen(&sp, Some(&s0), Ok(&two), at(5)));
     assert_eq!(s1.phase.as_deref(), Some(FORMING));
@@ -111,6 +127,17 @@ fn forming_until_the_required_contact_points_are_up_then_formed_and_locked() {
     assert_eq!(s2.phase.as_deref(), Some(RUNNING));
     assert_eq!(s2.formed_at, Some(at(9).to_string()));
     assert_eq!(s2.new_cluster_enabled, Some(false), "auto: off once formed");
+    // Formed: a scale no longer moves the expected contact points.
+    let five = spec("replicas: 5");
+    let scaled = compute(&seen(&five, Some(&s2), Ok(&three), at(20)));
+    assert_eq!(scaled.expected_contact_points, Some(3));
+    let reform = spec("replicas: 5, bootstrap: {newClusterEnabled: \"true\"}");
+    let reformed = compute(&seen(&reform, Some(&s2), Ok(&three), at(20)));
+    assert_eq!(
+        reformed.expected_contact_points,
+        Some(5),
+        "forming again: every replica"
+    );
     assert_eq!(
         s2.members,
         Some(MemberCounts {

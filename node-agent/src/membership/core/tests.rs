@@ -743,12 +743,12 @@ fn seen_marks_to_the_leader_are_spaced_and_carry_the_newest_version() {
     assert_eq!(marks_to_leader(&out), Vec::<u64>::new());
 }
 
-#[test]
-fn a_member_restarted_right_after_leaving_is_removed_not_downed() {
-    // A rolling restart: the leader leaves, its process stops at Exiting, and the new
-    // process joins before the others have removed the old incarnation. The old one
-    // left gracefully; it must go Exiting → removed, never Down (applications would
-    // hear MemberDowned for a member that left).
+/// A rolling restart of the leader: it leaves, and its new process (uid 111) joins
+/// through `seed` as soon as `restart_when` holds, before the others removed the old
+/// incarnation. The old one left gracefully: no member may ever hold it Down
+/// (applications would hear MemberDowned for a member that left); it is removed, and
+/// the new one comes Up.
+fn restart_after_leaving(seed: u8, restart_when: impl Fn(&mut Net) -> bool) {
     let mut net = Net::formed(&[1, 2, 3]);
     let mut rng = Rng::seeded(3);
     let out = net.node(1).leave(Duration::ZERO, &mut rng);
@@ -764,28 +764,32 @@ fn a_member_restarted_right_after_leaving_is_removed_not_downed() {
             );
         }
     };
-    // Deliver one message at a time until the old process has left.
+    // Deliver one message at a time until it is time to restart.
     let mut steps = 0;
-    while net.node(1).phase() != &Phase::Left {
+    while !restart_when(&mut net) {
         if !net.deliver_one() {
             net.advance(Duration::from_millis(100));
         }
         never_down(&net);
         steps += 1;
-        assert!(steps < 1000);
+        assert!(steps < 1000, "never time to restart");
     }
     assert!(
-        net.nodes.values().any(|c| c.gossip().has_member(&old)),
-        "the test restarts before the removal"
+        [2, 3]
+            .iter()
+            .all(|i| net.node(*i).gossip().has_member(&old)),
+        "the test restarts before the others removed the old incarnation"
     );
-    // The new incarnation starts at once and joins.
+    // The new incarnation starts at once; its join is the next message the seed reads.
     net.nodes.insert(
         addr(1),
         MembershipCore::new(uniq(1, 111), info(), settings(), net.now),
     );
     let now = net.now;
-    let out = net.node(1).join(now, vec![addr(2), addr(3)]);
-    net.send(out);
+    let out = net.node(1).join(now, vec![addr(seed)]);
+    for o in out.into_iter().rev() {
+        net.queue.push_front(o);
+    }
     for _ in 0..50 {
         while net.deliver_one() {
             never_down(&net);
@@ -801,4 +805,15 @@ fn a_member_restarted_right_after_leaving_is_removed_not_downed() {
             "node {i}: the new incarnation is Up"
         );
     }
+}
+
+#[test]
+fn a_member_restarted_right_after_leaving_is_removed_not_downed() {
+    // The old process stopped at Exiting; the seed has seen that.
+    restart_after_leaving(2, |net| net.node(1).phase() == &Phase::Left);
+    // The seed still holds it Leaving: the Exiting version has not reached it.
+    let old = uniq(1, 1);
+    restart_after_leaving(3, |net| {
+        net.node(3).gossip().member(&old).map(|m| m.status) == Some(MemberStatus::Leaving)
+    });
 }

@@ -79,10 +79,7 @@ pub fn agent_settings(cs: &ClusterSpec) -> Result<Settings, BuildError> {
         Discovery::Dns => DiscoveryMethod::Dns,
     };
     bs.port_name = "management".into();
-    let required = b
-        .required_contact_points
-        .or(cs.status.as_ref().and_then(|st| st.required_contact_points))
-        .unwrap_or(s.replicas);
+    let required = crate::status::required_contact_points(s, cs.status.as_ref());
     bs.required_contact_point_nr = usize::try_from(required).map_err(|_| BuildError {
         field: "spec.bootstrap.requiredContactPoints",
         message: format!("{required} is not a number of contact points"),

@@ -16,7 +16,7 @@ mod stateful_set;
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::core::v1::{ConfigMap, Service, ServiceAccount};
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Service, ServiceAccount};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::api::rbac::v1::{PolicyRule, Role, RoleBinding};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -77,6 +77,20 @@ pub fn owned(cs: &ClusterSpec, new_cluster_enabled: bool) -> Result<Owned, Build
         stateful_set: stateful_set::build(cs, &agent_yaml, uses_api),
         pod_disruption_budget: pod_disruption_budget::build(cs),
     })
+}
+
+/// Whether a live pod runs another template than `owned`'s: its agent started with
+/// other settings (e.g. fewer expected contact points before a scale).
+pub fn pods_on_other_template(owned: &Owned, pods: &[Pod]) -> bool {
+    let hash = |meta: Option<&ObjectMeta>| {
+        meta.and_then(|m| m.annotations.as_ref())
+            .and_then(|a| a.get(CONFIG_HASH))
+            .cloned()
+    };
+    let wanted = hash(owned.stateful_set.spec.template.metadata.as_ref());
+    pods.iter()
+        .filter(|p| p.metadata.deletion_timestamp.is_none())
+        .any(|p| hash(Some(&p.metadata)) != wanted)
 }
 
 /// Labels of every owned object; the pods' selector is the `instance` one.

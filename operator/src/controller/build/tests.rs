@@ -126,6 +126,18 @@ fn scaling_a_formed_cluster_rolls_no_pod() {
     );
     assert_eq!(agent_yaml(&three), agent_yaml(&five));
     assert!(agent_yaml(&five).contains("expected-contact-point-nr: 3"));
+    // A required number set later above the kept one lifts it (the agent refuses an
+    // expected number below the required).
+    let mut cs = cluster("replicas: 7\nbootstrap: {requiredContactPoints: 5}");
+    cs.status = Some(crate::crd::ClusterSpecStatus {
+        required_contact_points: Some(3),
+        expected_contact_points: Some(3),
+        formed_at: Some("2026-11-30T12:00:00Z".to_owned()),
+        ..Default::default()
+    });
+    let yaml = agent_yaml(&owned(&cs, false).expect("built"));
+    assert!(yaml.contains("required-contact-point-nr: 5"), "{yaml}");
+    assert!(yaml.contains("expected-contact-point-nr: 5"), "{yaml}");
     // Still forming, or forming explicitly allowed again: the agents must know every
     // replica, so a scale-up reaches them.
     for (formed, new_cluster) in [(false, "auto"), (true, "true")] {
@@ -293,5 +305,47 @@ fn the_agent_settings_name_only_what_differs_from_the_agents_defaults() {
     assert_eq!(
         owned(&bad, true).expect_err("refused").field,
         "spec.membership.stableAfter"
+    );
+}
+
+#[test]
+fn pods_of_an_older_template_are_found() {
+    let o = owned(&cluster("replicas: 3"), true).expect("built");
+    let hash = o
+        .stateful_set
+        .spec
+        .template
+        .metadata
+        .clone()
+        .expect("meta")
+        .annotations
+        .expect("annotations")[CONFIG_HASH]
+        .clone();
+    let pod = |hash: &str, terminating: bool| {
+        let mut p = k8s_openapi::api::core::v1::Pod::default();
+        p.metadata.annotations = Some(BTreeMap::from([(CONFIG_HASH.to_owned(), hash.to_owned())]));
+        if terminating {
+            p.metadata.deletion_timestamp =
+                Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+                    k8s_openapi::jiff::Timestamp::UNIX_EPOCH,
+                ));
+        }
+        p
+    };
+    assert!(!pods_on_other_template(
+        &o,
+        &[pod(&hash, false), pod(&hash, false)]
+    ));
+    assert!(pods_on_other_template(
+        &o,
+        &[pod(&hash, false), pod("0123", false)]
+    ));
+    assert!(
+        !pods_on_other_template(&o, &[pod(&hash, false), pod("0123", true)]),
+        "a terminating pod is going"
+    );
+    assert!(
+        pods_on_other_template(&o, &[k8s_openapi::api::core::v1::Pod::default()]),
+        "no hash: some other template"
     );
 }
