@@ -336,8 +336,8 @@ pub struct ClusterSpecStatus {
     /// When the cluster was first seen formed (RFC 3339).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub formed_at: Option<String>,
-    /// The contact points required to form: spec.bootstrap.requiredContactPoints, else
-    /// the replica count when first reported (then fixed).
+    /// The contact points required to form, fixed when first reported (the agents get
+    /// spec.bootstrap.requiredContactPoints when set, else this).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub required_contact_points: Option<i32>,
     /// The contact points that must all report the same set for the agents to form

@@ -49,16 +49,27 @@ pub struct Seen<'a> {
     pub now: Timestamp,
 }
 
-/// The contact points required to form, as the agents get them: the spec's, else the
-/// replica count when first reported (then fixed).
+/// The contact points required to form as status records them: fixed when first
+/// reported, from the spec or the replica count at that time.
 pub fn required_contact_points(
+    spec: &ClusterSpecSpec,
+    previous: Option<&ClusterSpecStatus>,
+) -> i32 {
+    previous
+        .and_then(|s| s.required_contact_points)
+        .or(spec.bootstrap.required_contact_points)
+        .unwrap_or(spec.replicas)
+}
+
+/// The contact points required to form as the agents get them: the spec's, else the
+/// recorded default ([`required_contact_points`]).
+pub fn agents_required_contact_points(
     spec: &ClusterSpecSpec,
     previous: Option<&ClusterSpecStatus>,
 ) -> i32 {
     spec.bootstrap
         .required_contact_points
-        .or(previous.and_then(|s| s.required_contact_points))
-        .unwrap_or(spec.replicas)
+        .unwrap_or_else(|| required_contact_points(spec, previous))
 }
 
 /// The contact points that must all agree to form without the stable margin (the
@@ -168,29 +179,30 @@ pub fn compute(seen: &Seen<'_>) -> ClusterSpecStatus {
     } else {
         None
     };
-    let progressing: Option<(&str, String)> = if let Some(r) = &seen.rollout {
+    let rollout_words = seen.rollout.as_ref().map(|r| {
+        format!(
+            "{} of {} pods updated; {}",
+            r.updated,
+            r.total,
+            r.step.as_deref().unwrap_or("in progress")
+        )
+    });
+    let progressing: Option<(&str, String)> = if seen.forming_held {
         Some((
-            "RollingUpdate",
+            "FormingHeld",
             format!(
-                "{} of {} pods updated; {}",
-                r.updated,
-                r.total,
-                r.step.as_deref().unwrap_or("in progress")
+                "forming a new cluster waits until every pod runs the current template (pods that started before the last change count on other contact points){}",
+                rollout_words.map(|w| format!("; {w}")).unwrap_or_default()
             ),
         ))
+    } else if let Some(w) = rollout_words {
+        Some(("RollingUpdate", w))
     } else if let Some(s) = &seen.scaling {
         Some(("ScalingDown", s.clone()))
     } else if formed_at.is_none() {
         Some((
             "Forming",
-            format!(
-                "{up_count} of {required} required members Up{}",
-                if seen.forming_held {
-                    "; forming waits until every pod runs the current template"
-                } else {
-                    ""
-                }
-            ),
+            format!("{up_count} of {required} required members Up"),
         ))
     } else if up_count != spec.replicas && degraded.is_none() {
         Some((
@@ -289,7 +301,17 @@ pub fn compute(seen: &Seen<'_>) -> ClusterSpecStatus {
         ),
         formed_at,
         required_contact_points: Some(required),
-        expected_contact_points: Some(expected_contact_points(spec, seen.previous, required)),
+        // What the agents got: from a spec that was applied (an invalid one changed
+        // nothing, so it may not move the kept number either).
+        expected_contact_points: if seen.problems.is_empty() {
+            Some(expected_contact_points(
+                spec,
+                seen.previous,
+                agents_required_contact_points(spec, seen.previous),
+            ))
+        } else {
+            seen.previous.and_then(|p| p.expected_contact_points)
+        },
         rollout: seen.rollout.clone(),
         conditions,
     }

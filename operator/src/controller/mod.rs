@@ -27,7 +27,7 @@ use node_agent::base::secret::ManagementToken;
 use serde_json::json;
 
 use crate::agents::Agents;
-use crate::crd::{ClusterSpec, RolloutStatus, RolloutStrategy};
+use crate::crd::{ClusterSpec, NewClusterEnabled, RolloutStatus, RolloutStrategy};
 use crate::metrics::Metrics;
 use crate::rollout::{self, Step};
 use crate::scale;
@@ -254,13 +254,17 @@ async fn reconcile_once(cs: &ClusterSpec, ctx: &Context, now: Timestamp) -> Resu
         let token = apply::secret(ctx, cs, &ns).await?;
         let mut owned = build::owned(cs, lock).map_err(Error::Build)?;
         // Agents read agent.yaml (expected-contact-point-nr among it) only at start, the
-        // new-cluster-enabled key at run time. Forming waits until every pod runs this
-        // template: an agent started before a scale-up would count on fewer contact
-        // points than now start together, and two groups could each agree on their own.
-        // The oldest-last rollout replaces pods that are not members first, so this
-        // ends; the StatefulSet's own RollingUpdate waits for Ready pods, which a
-        // cluster that may not form never has, so `Ordinal` is not held.
+        // new-cluster-enabled key at run time. Forming again under an explicit `true`
+        // (the formed cluster is gone; the operator clears the formation record) waits
+        // until every pod runs this template: an agent started before a scale-up would
+        // count on fewer contact points than now start together, and two groups could
+        // each agree on their own. The key was off before (formed), so holding it takes
+        // effect at once. The oldest-last rollout replaces pods that are not members
+        // first, so this ends (unless paused; status says why). The StatefulSet's own
+        // RollingUpdate waits for Ready pods, which never come, so `Ordinal` is not
+        // held. Before the first formation the formation record guards instead.
         if lock
+            && cs.spec.bootstrap.new_cluster_enabled == NewClusterEnabled::True
             && cs.spec.rollout.strategy == RolloutStrategy::OldestLast
             && build::pods_on_other_template(&owned, &world.pods)
         {

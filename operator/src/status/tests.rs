@@ -96,18 +96,28 @@ fn forming_until_the_required_contact_points_are_up_then_formed_and_locked() {
     assert_eq!(s0.new_cluster_enabled, Some(true));
 
     assert_eq!(s0.expected_contact_points, Some(3));
-    // A pod of an older template: forming is held, and the status says why.
+    // A pod of an older template: forming is held, and the status says why, with the
+    // rollout that ends it.
     let held = compute(&Seen {
         forming_held: true,
+        rollout: Some(RolloutStatus {
+            updated: 1,
+            total: 3,
+            current_pod: Some("shop-1".into()),
+            step: Some("pod shop-1 deleted; waiting for its replacement".into()),
+        }),
         ..seen(&sp, Some(&s0), Err("no member yet".into()), at(1))
     });
     assert_eq!(held.new_cluster_enabled, Some(false));
+    let progressing = condition(&held, "Progressing");
+    assert_eq!(progressing.reason, "FormingHeld");
     assert!(
-        condition(&held, "Progressing")
+        progressing
             .message
-            .contains("forming waits until every pod runs the current template"),
-        "{:?}",
-        held.conditions
+            .contains("waits until every pod runs the current template")
+            && progressing.message.contains("1 of 3 pods updated"),
+        "{}",
+        progressing.message
     );
 
     let two = members(&[UP, UP, JOINING], &[]);
@@ -291,6 +301,34 @@ fn rollouts_scaling_and_invalid_specs_are_reported() {
         r.phase.as_deref(),
         Some(RUNNING),
         "the cluster itself runs on"
+    );
+
+    // An invalid spec moves neither the recorded required contact points nor the kept
+    // expected ones (e2e: requiredContactPoints 7 of 2 replicas, refused, then removed,
+    // had left 7 behind and rolled every pod).
+    let two = spec("replicas: 2");
+    let kept = compute(&seen(&two, Some(&formed), Ok(&three), at(2)));
+    assert_eq!(
+        (kept.required_contact_points, kept.expected_contact_points),
+        (Some(3), Some(3))
+    );
+    let bad = spec("replicas: 2, bootstrap: {requiredContactPoints: 7}");
+    let problems = crate::validate::validate(&bad);
+    assert!(!problems.is_empty());
+    let mut s = seen(&bad, Some(&kept), Ok(&three), at(3));
+    s.problems = &problems;
+    let refused = compute(&s);
+    assert_eq!(
+        (
+            refused.required_contact_points,
+            refused.expected_contact_points
+        ),
+        (Some(3), Some(3))
+    );
+    let fixed = compute(&seen(&two, Some(&refused), Ok(&three), at(4)));
+    assert_eq!(
+        (fixed.required_contact_points, fixed.expected_contact_points),
+        (Some(3), Some(3))
     );
 
     let mut s = seen(&sp, None, Ok(&three), at(0));

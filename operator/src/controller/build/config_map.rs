@@ -79,7 +79,7 @@ pub fn agent_settings(cs: &ClusterSpec) -> Result<Settings, BuildError> {
         Discovery::Dns => DiscoveryMethod::Dns,
     };
     bs.port_name = "management".into();
-    let required = crate::status::required_contact_points(s, cs.status.as_ref());
+    let required = crate::status::agents_required_contact_points(s, cs.status.as_ref());
     bs.required_contact_point_nr = usize::try_from(required).map_err(|_| BuildError {
         field: "spec.bootstrap.requiredContactPoints",
         message: format!("{required} is not a number of contact points"),
