@@ -44,7 +44,8 @@ pub struct Seen<'a> {
     /// False when the server has no `policy/v1` PodDisruptionBudget.
     pub pdb_supported: bool,
     /// Forming is allowed by the spec, but held off because some pod still runs an
-    /// older template (its agent started with other settings; see `forming_held`).
+    /// older template (its agent started with other settings; the controller's
+    /// `build::pods_on_other_template`).
     pub forming_held: bool,
     pub now: Timestamp,
 }
