@@ -25,6 +25,12 @@
 //! included, this benchmark's own requests to 127.0.0.1 left out); without iptables or
 //! root they are `n/a`.
 //!
+//! `BENCH_LOGS=<folder>` keeps each muster agent's log (`RUST_LOG=info`) there, one
+//! file per address (a later run on the same address overwrites it).
+//!
+//! `BENCH_SERF=0` leaves Serf out (muster only, for quicker runs while profiling).
+//! Each run's outcome is also printed to stderr as it ends.
+//!
 //! `BENCH_BUSY=1` keeps both cores busy with burner threads for the whole run, as on a
 //! loaded Kubernetes node.
 //!
@@ -363,14 +369,21 @@ fn muster_config(dir: &Path, all: &[IpAddr]) -> PathBuf {
 }
 
 fn start_muster(config: &Path, ip: IpAddr) -> Node {
+    // `BENCH_LOGS=<folder>`: each agent's log (RUST_LOG=info) goes to <folder>/<ip>.log.
+    let log = std::env::var_os("BENCH_LOGS").map(|d| {
+        let d = PathBuf::from(d);
+        std::fs::create_dir_all(&d).expect("BENCH_LOGS folder");
+        std::fs::File::create(d.join(format!("{ip}.log"))).expect("agent log file")
+    });
+    let level = if log.is_some() { "info" } else { "warn" };
     let child = Command::new(env!("CARGO_BIN_EXE_muster-agent"))
         .arg("--config")
         .arg(config)
         .env("POD_IP", ip.to_string())
-        .env("RUST_LOG", "warn")
+        .env("RUST_LOG", level)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(log.map_or(Stdio::null(), Stdio::from))
         .spawn()
         .expect("start muster-agent");
     Node { ip, child }
@@ -511,7 +524,19 @@ fn run_muster(
     let mut last = None;
     for run in 0..runs {
         let subnet = (33 + run, 10 + size_index);
-        match form_muster(dir, subnet, n, watch) {
+        // The previous run's agents stop first: idle, they would still take CPU from
+        // this formation.
+        last = None;
+        let result = form_muster(dir, subnet, n, watch);
+        eprintln!(
+            "muster N = {n}, run {}: {}",
+            run + 1,
+            match &result {
+                Ok((took, ..)) => format!("all Up after {:.2} s", took.as_secs_f64()),
+                Err(e) => e.clone(),
+            }
+        );
+        match result {
             Ok((took, cpu, bytes, nodes, traffic)) => {
                 out.formed.push(took);
                 out.forming_cpu = out.forming_cpu.max(cpu);
@@ -705,6 +730,7 @@ fn main() {
     let idle_secs = env_or("BENCH_IDLE_SECS", 20u64);
     let soak_secs = env_or("BENCH_SOAK_SECS", 0u64);
     let busy = env_or("BENCH_BUSY", 0u8) == 1;
+    let serf = env_or("BENCH_SERF", 1u8) == 1;
     let _burners = busy.then(|| Burners::start(2));
     let dir = std::env::temp_dir().join(format!("muster-serf-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("bench folder");
@@ -733,9 +759,11 @@ fn main() {
         let m = run_muster(&dir, i as u8, n, runs, watch, idle_secs);
         row("muster", n, &m);
         failures.extend(m.failed.iter().map(|f| format!("muster N = {n}: {f}")));
-        let s = run_serf((40, 10 + i as u8), n, idle_secs);
-        row("serf", n, &s);
-        failures.extend(s.failed.iter().map(|f| format!("serf N = {n}: {f}")));
+        if serf {
+            let s = run_serf((40, 10 + i as u8), n, idle_secs);
+            row("serf", n, &s);
+            failures.extend(s.failed.iter().map(|f| format!("serf N = {n}: {f}")));
+        }
     }
     for f in &failures {
         println!("FAILED {f}");
