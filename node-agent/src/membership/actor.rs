@@ -41,7 +41,8 @@ pub enum Command {
     },
 }
 
-/// What the rest of the agent may know about membership, published after each change.
+/// What the rest of the agent may know about membership, published after each new version
+/// of the state or phase (new seen marks alone are not published, see `same_as`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClusterView {
     pub self_node: UniqueAddress,
@@ -98,11 +99,14 @@ impl ClusterView {
 
     /// Whether this view still shows `core`'s state. Every change of the cluster state
     /// but a new seen mark makes a new version (that is how gossip knows what to
-    /// send), so phase, version and seen set decide it without comparing members.
+    /// send), so phase and version decide it without comparing members. New seen marks
+    /// alone are not published: nothing outside the actor reads them (the convergence
+    /// gauge is kept by the actor), and the leader of a forming cluster gets one per
+    /// member per version — rebuilding the view for each (a copy of the whole state
+    /// and an event diff) was most of what kept it busy at 100 members (issue 16).
     fn same_as(&self, core: &MembershipCore) -> bool {
         self.phase == ViewPhase::of(core.phase())
             && self.gossip.version() == core.gossip().version()
-            && self.gossip.seen() == core.gossip().seen()
     }
 
     fn of(core: &MembershipCore) -> Self {
@@ -169,6 +173,8 @@ pub async fn run(actor: MembershipActor) {
     view.send_replace(published.clone());
     let mut phi_peers = Vec::new();
     let mut urgent_in_a_row = 0;
+    // The seen marks the convergence gauge was last computed from.
+    let mut gauged_seen = core.gossip().seen().len();
     loop {
         progress.store(clock.now().as_millis() as u64, Ordering::Relaxed);
         let wake = core.next_wakeup().map(|t| clock.instant(t));
@@ -278,7 +284,13 @@ pub async fn run(actor: MembershipActor) {
             report(&published, &now_view, &metrics, clock);
             published = Arc::new(now_view);
             view.send_replace(published.clone());
+        } else if core.gossip().seen().len() != gauged_seen {
+            // Within one version seen marks only grow, so their number tells a new one.
+            metrics
+                .convergence
+                .set(i64::from(core.gossip().convergence()));
         }
+        gauged_seen = core.gossip().seen().len();
     }
     warn!("membership actor stopped");
 }
