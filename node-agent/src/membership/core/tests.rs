@@ -817,3 +817,57 @@ fn a_member_restarted_right_after_leaving_is_removed_not_downed() {
         net.node(3).gossip().member(&old).map(|m| m.status) == Some(MemberStatus::Leaving)
     });
 }
+
+#[test]
+fn gossip_that_lacks_our_version_is_answered_within_the_push_budget() {
+    // Issue 16: while 100 members formed, each answered every gossip that was a version
+    // behind with its whole state, 3 to 6 answers per push it made. Here eleven
+    // members, all a version behind the leader, gossip to it in one push slot.
+    let ids: Vec<u8> = (1..=12).collect();
+    let mut net = Net::formed(&ids);
+    for _ in 0..50 {
+        net.advance(Duration::from_millis(100));
+        net.run(|_| false);
+    }
+    assert!(net.node(1).gossip().convergence());
+    let behind: Vec<(u8, Gossip)> = (2..=12)
+        .map(|i| (i, net.node(i).gossip().clone()))
+        .collect();
+    let mut rng = Rng::seeded(3);
+    let now = net.now + Duration::from_secs(1);
+    let mut out = net
+        .node(1)
+        .mark(now, &mut rng, &addr(12), MemberStatus::Leaving)
+        .expect("the leader marks a member Leaving");
+    let pushed = out.len();
+    for (i, g) in behind {
+        let env = Envelope {
+            from: uniq(i, u64::from(i)),
+            to: addr(1),
+            to_uid: Some(1),
+            message: Message::Gossip { gossip: g },
+        };
+        out.extend(net.node(1).receive(now, &mut rng, env).expect("accepted"));
+    }
+    let states = out
+        .iter()
+        .filter(|o| matches!(o.envelope.message, Message::Gossip { .. }))
+        .count();
+    assert!(
+        states <= PUSH_FANOUT,
+        "{states} whole states sent in one push slot ({pushed} by the change itself)"
+    );
+    // Every member still gets the new version, from the pushes, the periodic gossip
+    // and the repair.
+    net.now = now;
+    net.send(out);
+    for _ in 0..30 {
+        net.run(|_| false);
+        net.advance(Duration::from_millis(100));
+    }
+    net.run(|_| false);
+    for i in 2..=11 {
+        let status = net.node(i).gossip().member(&uniq(12, 12)).map(|m| m.status);
+        assert_ne!(status, Some(MemberStatus::Up), "node {i} saw the change");
+    }
+}
