@@ -11,8 +11,9 @@
 //!   [`PUSH_SPACING`] of `gossip-interval` (changes in between go together); every
 //!   `gossip-interval` one random member gets the state if it has not seen it, and
 //!   otherwise just the digest of its version (`Status`), answered with the state only
-//!   when that differs. A received gossip is merged; the sender gets ours back only if it
-//!   lacked a change (never for seen marks alone). A member that sees a version for the
+//!   when that differs. A received gossip is merged; a sender that lacked a change
+//!   (never for seen marks alone) gets ours in the next push slot, ahead of members
+//!   picked at random, up to the fanout per slot. A member that sees a version for the
 //!   first time tells the leader with a few bytes (`Seen`), so that convergence does not
 //!   need everyone's whole state at the leader; spaced so that the leader gets about
 //!   [`SEEN_MARKS_PER_INTERVAL`] per `gossip-interval`, each for the member's newest
@@ -176,8 +177,8 @@ pub struct MembershipCore {
     push_leader: bool,
     /// The next push slot.
     next_push: Time,
-    /// Senders whose gossip lacked something of ours: they get our state in the next
-    /// push slot, before members picked at random (see `on_gossip`).
+    /// Senders whose gossip lacked something of ours: the next push slot picks its
+    /// targets among them first, and forgets the rest (see `on_gossip`).
     lacking: BTreeSet<UniqueAddress>,
     /// The leader's repair: the version it last saw, since when, and whether members
     /// still have to see it (then it pushes to them at every free slot).
@@ -604,19 +605,21 @@ impl MembershipCore {
         // A new version (not just new seen marks): it spreads on.
         let changed = *self.gossip.version() != before;
         let seen_grew = changed || self.gossip.seen().len() != seen_before;
-        // The sender lacked a change: it gets ours, in this node's next push slot (now,
-        // if the slot is free) and ahead of members picked at random. Not at once to
-        // every such sender: while a big cluster forms, most gossip a member receives
-        // is a version or two behind its own, and answering each with the whole state
-        // was most of the traffic (3 to 6 answers per push at 100 members, issue 16).
-        // A sender that is not picked still gets the version from the pushes of the
-        // members that have it, the periodic gossip to members that have not seen it,
-        // and the leader's repair.
+        let acted = seen_grew && self.leader_actions(now);
+        // The sender lacked a change (perhaps the leader's, just made): it gets ours in
+        // this node's next push slot (now, if the slot is free), ahead of members picked
+        // at random. Not at once to every such sender: while a big cluster forms, most
+        // gossip a member receives is a version or two behind its own, and answering
+        // each with the whole state was most of the traffic (3 to 6 answers per push at
+        // 100 members, issue 16). A member that is not picked still gets the version
+        // from the pushes of the members that have it, the periodic gossip to members
+        // that have not seen it, and the leader's repair; one that is not a peer any
+        // more (Down, removed) when it gossips again.
         if self.gossip.version() != remote.version() {
             self.lacking.insert(from.clone());
         }
         let mut out = Vec::new();
-        if seen_grew && self.leader_actions(now) {
+        if acted {
             // The leader's own change (members moved Up, removed): a new version of ours.
             out.extend(self.push(now, rng, true));
         } else if changed {
@@ -832,7 +835,6 @@ impl MembershipCore {
         self.repairing = repairing;
         let spacing = self.settings.gossip_interval / PUSH_SPACING;
         if self.repairing && now >= self.next_push && now >= self.version_at + spacing {
-            self.push_pending = true;
             return self.push_now(now, rng);
         }
         Vec::new()
@@ -854,13 +856,17 @@ impl MembershipCore {
         self.push_now(now, rng)
     }
 
-    /// Sends the current state to up to [`PUSH_FANOUT`] members that have not seen it
+    /// Sends the current state to up to [`PUSH_FANOUT`] nodes that have not seen it
     /// (and the leader, for a change of our own), and takes the push slot. Senders that
-    /// lacked our state come first; members picked at random fill the rest when the
-    /// version is new (a pending push), not when only such senders wait.
+    /// lacked our state come first (any incarnation, even one no longer a member);
+    /// peers picked at random fill the rest when the version is new (a pending push) or
+    /// the leader's repair is due, and then at least one is picked at random, so that
+    /// senders cannot take a new version's whole fanout.
     fn push_now(&mut self, now: Time, rng: &mut Rng) -> Vec<Outgoing> {
-        self.next_push = now + self.settings.gossip_interval / PUSH_SPACING;
-        let spread = std::mem::take(&mut self.push_pending);
+        let spacing = self.settings.gossip_interval / PUSH_SPACING;
+        self.next_push = now + spacing;
+        let repair_due = self.repairing && now >= self.version_at + spacing;
+        let spread = std::mem::take(&mut self.push_pending) || repair_due;
         let to_leader = std::mem::take(&mut self.push_leader);
         let lacking = std::mem::take(&mut self.lacking);
         let unseen: Vec<UniqueAddress> = self
@@ -874,8 +880,9 @@ impl MembershipCore {
             .into_iter()
             .filter(|m| *m != self.me && !self.gossip.has_seen(m))
             .collect();
+        let answered = if spread { PUSH_FANOUT - 1 } else { PUSH_FANOUT };
         let mut targets: BTreeSet<UniqueAddress> =
-            rng.sample(&wanting, PUSH_FANOUT).into_iter().collect();
+            rng.sample(&wanting, answered).into_iter().collect();
         if spread && targets.len() < PUSH_FANOUT {
             let others: Vec<UniqueAddress> = unseen
                 .into_iter()

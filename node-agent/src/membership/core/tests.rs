@@ -835,6 +835,9 @@ fn gossip_that_lacks_our_version_is_answered_within_the_push_budget() {
         .collect();
     let mut rng = Rng::seeded(3);
     let now = net.now + Duration::from_secs(1);
+    // Its periodic gossip, due now, goes first (and is lost): the slots below hold only
+    // what answers the change and the senders.
+    let _ = net.node(1).tick(now, &mut rng);
     let mut out = net
         .node(1)
         .mark(now, &mut rng, &addr(12), MemberStatus::Leaving)
@@ -857,9 +860,27 @@ fn gossip_that_lacks_our_version_is_answered_within_the_push_budget() {
         states <= PUSH_FANOUT,
         "{states} whole states sent in one push slot ({pushed} by the change itself)"
     );
+    // The next slot answers senders (all of them lack the version), again within the
+    // fanout.
+    let next = now + Duration::from_millis(200);
+    let answers: Vec<u8> = net
+        .node(1)
+        .tick(next, &mut rng)
+        .iter()
+        .filter(|o| matches!(o.envelope.message, Message::Gossip { .. }))
+        .map(|o| match o.to.ip {
+            std::net::IpAddr::V4(v) => v.octets()[3],
+            _ => unreachable!(),
+        })
+        .collect();
+    assert!(
+        !answers.is_empty() && answers.len() <= PUSH_FANOUT,
+        "the next slot sent the state to {answers:?}"
+    );
+    assert!(answers.iter().all(|i| (2..=12).contains(i)), "{answers:?}");
     // Every member still gets the new version, from the pushes, the periodic gossip
     // and the repair.
-    net.now = now;
+    net.now = next;
     net.send(out);
     for _ in 0..30 {
         net.run(|_| false);
