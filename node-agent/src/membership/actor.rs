@@ -1,6 +1,6 @@
 //! The task that owns the membership core. Everything else talks to it by message:
 //! the transport hands it envelopes, bootstrap tells it to join or form, and it
-//! publishes a [`ClusterView`] after every new version for the management API.
+//! publishes a [`ClusterView`] after every new version or phase for the management API.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};

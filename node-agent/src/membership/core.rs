@@ -12,7 +12,7 @@
 //!   `gossip-interval` one random member gets the state if it has not seen it, and
 //!   otherwise just the digest of its version (`Status`), answered with the state only
 //!   when that differs. A received gossip is merged; a sender that lacked a change
-//!   (never for seen marks alone) gets ours in the next push slot, ahead of members
+//!   (never for seen marks alone) may get ours in the next push slot, ahead of members
 //!   picked at random, up to the fanout per slot. A member that sees a version for the
 //!   first time tells the leader with a few bytes (`Seen`), so that convergence does not
 //!   need everyone's whole state at the leader; spaced so that the leader gets about
@@ -860,8 +860,9 @@ impl MembershipCore {
     /// (and the leader, for a change of our own), and takes the push slot. Senders that
     /// lacked our state come first (any incarnation, even one no longer a member);
     /// peers picked at random fill the rest when the version is new (a pending push) or
-    /// the leader's repair is due, and then at least one is picked at random, so that
-    /// senders cannot take a new version's whole fanout.
+    /// the leader's repair is due, and then at least one is picked at random if any is
+    /// left, so that senders cannot take a new version's whole fanout. Senders beyond
+    /// the fanout are forgotten.
     fn push_now(&mut self, now: Time, rng: &mut Rng) -> Vec<Outgoing> {
         let spacing = self.settings.gossip_interval / PUSH_SPACING;
         self.next_push = now + spacing;
@@ -880,9 +881,9 @@ impl MembershipCore {
             .into_iter()
             .filter(|m| *m != self.me && !self.gossip.has_seen(m))
             .collect();
+        let mut wanting = rng.sample(&wanting, wanting.len()).into_iter();
         let answered = if spread { PUSH_FANOUT - 1 } else { PUSH_FANOUT };
-        let mut targets: BTreeSet<UniqueAddress> =
-            rng.sample(&wanting, answered).into_iter().collect();
+        let mut targets: BTreeSet<UniqueAddress> = wanting.by_ref().take(answered).collect();
         if spread && targets.len() < PUSH_FANOUT {
             let others: Vec<UniqueAddress> = unseen
                 .into_iter()
@@ -890,6 +891,9 @@ impl MembershipCore {
                 .collect();
             targets.extend(rng.sample(&others, PUSH_FANOUT - targets.len()));
         }
+        // No peer left to pick at random: the room goes to senders after all.
+        let room = PUSH_FANOUT.saturating_sub(targets.len());
+        targets.extend(wanting.take(room));
         if to_leader
             && let Some(leader) = self.gossip.leader()
             && *leader != self.me
