@@ -877,11 +877,12 @@ impl MembershipCore {
             .collect();
         // Any sender that has not seen this version, whatever its status: a member
         // marked Down, or removed while it was paused, learns so this way.
-        let wanting: Vec<UniqueAddress> = lacking
+        let mut wanting: Vec<UniqueAddress> = lacking
             .into_iter()
             .filter(|m| *m != self.me && !self.gossip.has_seen(m))
             .collect();
-        let mut wanting = rng.sample(&wanting, wanting.len()).into_iter();
+        rng.shuffle(&mut wanting);
+        let mut wanting = wanting.into_iter();
         let answered = if spread { PUSH_FANOUT - 1 } else { PUSH_FANOUT };
         let mut targets: BTreeSet<UniqueAddress> = wanting.by_ref().take(answered).collect();
         if spread && targets.len() < PUSH_FANOUT {
