@@ -56,6 +56,24 @@ pub struct ClusterSpecSpec {
     /// How pod template changes roll out.
     #[serde(default)]
     pub rollout: RolloutSpec,
+    /// A Kubernetes pod template merged into the one the operator builds: ports,
+    /// probes, volumes and mounts of the application, init containers, labels and
+    /// annotations, image pull secrets, topology spread, security context, grace
+    /// period, … Default: none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "pod_template_schema")]
+    pub pod_template: Option<serde_json::Value>,
+}
+
+/// `spec.podTemplate` is checked by the operator (it names the field of any problem),
+/// not by the API server: a full PodTemplateSpec schema would make the CRD larger than
+/// `kubectl apply` can store.
+fn pod_template_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "description": "A Kubernetes pod template (metadata and spec) merged into the one the operator builds. Containers, init containers, volumes, env and image pull secrets merge by name, ports by containerPort, volume mounts by mountPath; other lists are replaced; null removes. The container named `agent` takes only env, volumeMounts and securityContext; a container named as spec.application merges into it. Default: none.",
+        "type": "object",
+        "x-kubernetes-preserve-unknown-fields": true
+    })
 }
 
 fn default_replicas() -> i32 {

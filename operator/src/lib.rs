@@ -17,6 +17,7 @@ pub mod generated;
 pub mod install;
 pub mod leader;
 pub mod metrics;
+pub mod pod_template;
 pub mod reference;
 pub mod rollout;
 pub mod scale;

@@ -11,7 +11,7 @@ use crate::crd::ClusterSpecSpec;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Problem {
     /// JSON path of the field, e.g. `spec.bootstrap.stableMargin`.
-    pub field: &'static str,
+    pub field: String,
     pub message: String,
 }
 
@@ -26,7 +26,12 @@ const PULL_POLICIES: [&str; 3] = ["Always", "IfNotPresent", "Never"];
 /// Every problem of `spec`; empty when it is valid.
 pub fn validate(spec: &ClusterSpecSpec) -> Vec<Problem> {
     let mut out = Vec::new();
-    let mut bad = |field: &'static str, message: String| out.push(Problem { field, message });
+    let mut bad = |field: &str, message: String| {
+        out.push(Problem {
+            field: field.to_owned(),
+            message,
+        });
+    };
     if spec.replicas < 1 {
         bad(
             "spec.replicas",
@@ -125,7 +130,40 @@ pub fn validate(spec: &ClusterSpecSpec) -> Vec<Problem> {
             format!("{t} is not a positive number (default 8)"),
         );
     }
+    if let Some(raw) = &spec.pod_template {
+        out.extend(crate::pod_template::check(raw, &pod_template_context(spec)));
+    }
     out
+}
+
+/// What the pod template checks need to know of the rest of `spec`.
+fn pod_template_context(spec: &ClusterSpecSpec) -> crate::pod_template::Context<'static> {
+    use crate::controller::build::{
+        CLUSTER_PORT, CONFIG_DIR, CONFIG_HASH, KEY_DIR, MANAGEMENT_PORT, OPERATOR_LABEL_KEYS,
+        VOLUMES,
+    };
+    let sched = &spec.scheduling;
+    let scheduling_set = [
+        ("nodeSelector", !sched.node_selector.is_empty()),
+        ("tolerations", !sched.tolerations.is_empty()),
+        ("affinity", sched.affinity.is_some()),
+        ("priorityClassName", sched.priority_class_name.is_some()),
+    ]
+    .into_iter()
+    .filter_map(|(name, set)| set.then_some(name))
+    .collect();
+    crate::pod_template::Context {
+        application: spec.application.as_ref().map(|a| a.name.clone()),
+        leave_timeout: node_agent::config::Settings::default()
+            .cluster
+            .leave_timeout,
+        scheduling_set,
+        volumes: &VOLUMES,
+        mount_paths: &[CONFIG_DIR, KEY_DIR],
+        ports: &[MANAGEMENT_PORT, CLUSTER_PORT],
+        label_keys: &OPERATOR_LABEL_KEYS,
+        annotation_keys: &[CONFIG_HASH],
+    }
 }
 
 /// A DNS label (RFC 1123): what a container name must be.

@@ -33,5 +33,5 @@ fn every_example_is_a_valid_cluster_spec() {
         operator::controller::build::owned(&cs, true).expect("builds");
         seen += 1;
     }
-    assert_eq!(seen, 3, "minimal, DNS discovery, sidecar");
+    assert_eq!(seen, 4, "minimal, DNS discovery, sidecar, keyowner");
 }

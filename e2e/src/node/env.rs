@@ -1,6 +1,6 @@
 //! A container's environment as the kubelet builds it: `env` values, `fieldRef`s of the
 //! downward API, `configMapKeyRef` / `secretKeyRef` and `envFrom` read at container
-//! start, and `$(NAME)` expansion in commands and arguments.
+//! start, and `$(NAME)` expansion in `env` values, commands and arguments.
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -132,8 +132,8 @@ pub(super) async fn referenced_env(
     Ok(out)
 }
 
-/// `$(NAME)` in a command or argument becomes the container's variable NAME, as the
-/// kubelet does; `$$` is a literal `$`; an undefined name is left as written.
+/// `$(NAME)` in a command, an argument or an `env` value becomes the container's
+/// variable NAME (for an `env` value: one defined before it), as the kubelet does; `$$` is a literal `$`; an undefined name is left as written.
 pub(super) fn expand(arg: &str, env: &[(String, String)]) -> String {
     let mut out = String::new();
     let mut rest = arg;
@@ -178,7 +178,8 @@ pub(super) fn environment(
     env.extend(referenced.from.iter().cloned());
     for e in c.env.iter().flatten() {
         let value = match (&e.value, &e.value_from) {
-            (Some(v), _) => Some(v.clone()),
+            // `$(NAME)` names a variable defined before this one, as in the kubelet.
+            (Some(v), _) => Some(expand(v, &env)),
             (None, Some(from)) => match &from.field_ref {
                 Some(f) => field(pod, ip, &f.field_path),
                 None => referenced.keys.get(&e.name).cloned(),
@@ -209,6 +210,34 @@ mod tests {
             expand("$(NOPE) $ $(", &env),
             "$(NOPE) $ $(",
             "left as written"
+        );
+    }
+
+    #[test]
+    fn env_values_expand_variables_defined_before_them() {
+        let c: Container = serde_json::from_value(serde_json::json!({
+            "name": "app",
+            "env": [
+                {"name": "LATER_USE", "value": "$(IP)"},
+                {"name": "IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
+                {"name": "URL", "value": "http://$(IP):8558/$$(IP)"},
+            ],
+        }))
+        .expect("a container");
+        let pod = Pod::default();
+        let ip: IpAddr = "127.0.1.9".parse().expect("an IP");
+        let env = environment(&pod, &c, ip, 6443, &Referenced::default());
+        let get = |name: &str| {
+            env.iter()
+                .rev()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.as_str())
+        };
+        assert_eq!(get("URL"), Some("http://127.0.1.9:8558/$(IP)"));
+        assert_eq!(
+            get("LATER_USE"),
+            Some("$(IP)"),
+            "not yet defined: as written"
         );
     }
 }

@@ -284,7 +284,7 @@ fn rollouts_scaling_and_invalid_specs_are_reported() {
     assert_eq!(condition(&r, "Progressing").reason, "Scaling");
 
     let problems = [Problem {
-        field: "spec.bootstrap.stableMargin",
+        field: "spec.bootstrap.stableMargin".into(),
         message: "`soon` is not a duration".into(),
     }];
     let mut s = seen(&sp, None, Ok(&three), at(0));

@@ -104,3 +104,20 @@ fn a_stable_margin_not_longer_than_the_agents_probing_failure_timeout_is_refused
     }
     assert!(problems("bootstrap: {stableMargin: 3001ms}").is_empty());
 }
+
+#[test]
+fn a_bad_pod_template_is_refused_with_the_field() {
+    let spec: ClusterSpecSpec = serde_yaml::from_str(
+        "application: {image: 'shop:1'}\nscheduling: {nodeSelector: {a: b}}\npodTemplate: {spec: {nodeSelector: {c: d}, terminationGracePeriodSeconds: 5, containers: [{name: agent, image: x}]}}",
+    )
+    .expect("a spec");
+    let fields: Vec<String> = validate(&spec).into_iter().map(|p| p.field).collect();
+    assert_eq!(
+        fields,
+        [
+            "spec.podTemplate.spec.terminationGracePeriodSeconds",
+            "spec.podTemplate.spec.nodeSelector",
+            "spec.podTemplate.spec.containers[agent].image",
+        ]
+    );
+}

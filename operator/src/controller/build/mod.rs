@@ -27,6 +27,15 @@ pub use secret::{secret, secret_name};
 
 use crate::crd::{ClusterSpec, Discovery, Downing};
 
+/// The pod volumes the operator adds (the agents' settings and cluster key).
+pub const VOLUMES: [&str; 2] = ["config", "cluster-key"];
+/// The keys of [`labels`].
+pub const OPERATOR_LABEL_KEYS: [&str; 3] = [
+    "app.kubernetes.io/name",
+    "app.kubernetes.io/instance",
+    "app.kubernetes.io/managed-by",
+];
+
 /// Ports of the agent (its defaults, `management.port` and `cluster.port`).
 pub const MANAGEMENT_PORT: u16 = 8558;
 pub const CLUSTER_PORT: u16 = 2552;
@@ -74,7 +83,7 @@ pub fn owned(cs: &ClusterSpec, new_cluster_enabled: bool) -> Result<Owned, Build
         role_binding: uses_api.then(|| role_binding::build(cs)),
         service: service::build(cs),
         config_map: config_map::build(cs, &agent_yaml, new_cluster_enabled),
-        stateful_set: stateful_set::build(cs, &agent_yaml, uses_api),
+        stateful_set: stateful_set::build(cs, &agent_yaml, uses_api)?,
         pod_disruption_budget: pod_disruption_budget::build(cs),
     })
 }
@@ -95,13 +104,11 @@ pub fn pods_on_other_template(owned: &Owned, pods: &[Pod]) -> bool {
 
 /// Labels of every owned object; the pods' selector is the `instance` one.
 pub fn labels(cs: &ClusterSpec) -> BTreeMap<String, String> {
+    let [name, instance, managed_by] = OPERATOR_LABEL_KEYS.map(str::to_owned);
     BTreeMap::from([
-        ("app.kubernetes.io/name".to_owned(), "muster".to_owned()),
-        ("app.kubernetes.io/instance".to_owned(), cs.name_any()),
-        (
-            "app.kubernetes.io/managed-by".to_owned(),
-            "muster-operator".to_owned(),
-        ),
+        (name, "muster".to_owned()),
+        (instance, cs.name_any()),
+        (managed_by, "muster-operator".to_owned()),
     ])
 }
 

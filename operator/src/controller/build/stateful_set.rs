@@ -17,16 +17,22 @@ use kube::ResourceExt;
 
 use super::config_map::{CONFIG_HASH, config_hash};
 use super::{
-    CLUSTER_PORT, CONFIG_DIR, KEY_DIR, MANAGEMENT_PORT, labels, meta, secret_name, selector,
+    BuildError, CLUSTER_PORT, CONFIG_DIR, KEY_DIR, MANAGEMENT_PORT, VOLUMES, labels, meta,
+    secret_name, selector,
 };
 use crate::crd::{ClusterSpec, RolloutStrategy};
+use crate::pod_template;
 
 /// The user and group the pods run as (distroless's `nonroot`).
 const NON_ROOT: i64 = 65532;
 
 /// `agent_yaml`: the agents' settings file (its digest goes into the template);
 /// `uses_api`: the agents talk to the Kubernetes API, so the pods get a token.
-pub fn build(cs: &ClusterSpec, agent_yaml: &str, uses_api: bool) -> StatefulSet {
+pub fn build(
+    cs: &ClusterSpec,
+    agent_yaml: &str,
+    uses_api: bool,
+) -> Result<StatefulSet, BuildError> {
     let name = cs.name_any();
     let s = &cs.spec;
     let mut containers = vec![agent(cs)];
@@ -34,7 +40,7 @@ pub fn build(cs: &ClusterSpec, agent_yaml: &str, uses_api: bool) -> StatefulSet 
         containers.push(Container {
             name: app.name.clone(),
             image: Some(app.image.clone()),
-            env: Some(app.env.clone()),
+            env: Some(application_env(&app.env)),
             resources: app.resources.clone(),
             command: (!app.command.is_empty()).then(|| app.command.clone()),
             args: (!app.args.is_empty()).then(|| app.args.clone()),
@@ -59,7 +65,7 @@ pub fn build(cs: &ClusterSpec, agent_yaml: &str, uses_api: bool) -> StatefulSet 
         containers,
         volumes: Some(vec![
             Volume {
-                name: "config".into(),
+                name: VOLUMES[0].into(),
                 config_map: Some(ConfigMapVolumeSource {
                     name: name.clone(),
                     ..ConfigMapVolumeSource::default()
@@ -67,7 +73,7 @@ pub fn build(cs: &ClusterSpec, agent_yaml: &str, uses_api: bool) -> StatefulSet 
                 ..Volume::default()
             },
             Volume {
-                name: "cluster-key".into(),
+                name: VOLUMES[1].into(),
                 secret: Some(SecretVolumeSource {
                     secret_name: Some(secret_name(cs)),
                     ..SecretVolumeSource::default()
@@ -85,7 +91,24 @@ pub fn build(cs: &ClusterSpec, agent_yaml: &str, uses_api: bool) -> StatefulSet 
         RolloutStrategy::OldestLast => "OnDelete",
         RolloutStrategy::Ordinal => "RollingUpdate",
     };
-    StatefulSet {
+    let mut template = PodTemplateSpec {
+        metadata: Some(ObjectMeta {
+            labels: Some(labels(cs)),
+            // Agents read agent.yaml at start: a change of it changes the template, so
+            // it rolls out (the new-cluster-enabled key, which they follow at run time,
+            // is not part of it).
+            annotations: Some(BTreeMap::from([(
+                CONFIG_HASH.to_owned(),
+                config_hash(agent_yaml),
+            )])),
+            ..ObjectMeta::default()
+        }),
+        spec: Some(pod),
+    };
+    if let Some(user) = &s.pod_template {
+        template = with_override(template, user)?;
+    }
+    Ok(StatefulSet {
         metadata: meta(cs, &name),
         spec: StatefulSetSpec {
             replicas: Some(s.replicas),
@@ -99,30 +122,58 @@ pub fn build(cs: &ClusterSpec, agent_yaml: &str, uses_api: bool) -> StatefulSet 
                 match_labels: Some(selector(cs)),
                 ..LabelSelector::default()
             },
-            template: PodTemplateSpec {
-                metadata: Some(ObjectMeta {
-                    labels: Some(labels(cs)),
-                    // Agents read agent.yaml at start: a change of it changes the
-                    // template, so it rolls out (the new-cluster-enabled key, which
-                    // they follow at run time, is not part of it).
-                    annotations: Some(BTreeMap::from([(
-                        CONFIG_HASH.to_owned(),
-                        config_hash(agent_yaml),
-                    )])),
-                    ..ObjectMeta::default()
-                }),
-                spec: Some(pod),
-            },
+            template,
             ..StatefulSetSpec::default()
         },
         ..StatefulSet::default()
-    }
+    })
 }
 
-/// The agent container.
-fn agent(cs: &ClusterSpec) -> Container {
-    let a = &cs.spec.agent;
-    let field = |name: &str, path: &str| EnvVar {
+/// `template` with the user's `spec.podTemplate` merged in (checked before by
+/// [`crate::pod_template::check`]).
+fn with_override(
+    template: PodTemplateSpec,
+    user: &serde_json::Value,
+) -> Result<PodTemplateSpec, BuildError> {
+    let failed = |e: serde_json::Error| BuildError {
+        field: pod_template::FIELD,
+        message: format!("cannot be merged into the pod template: {e}"),
+    };
+    let mut merged = serde_json::to_value(template).map_err(failed)?;
+    pod_template::merge(&mut merged, user);
+    serde_json::from_value(merged).map_err(failed)
+}
+
+/// Variables the operator gives the application container, before the user's own, so
+/// that the application finds its agent: on Kubernetes the agent listens on the pod IP
+/// (the address its peers probe and that it advertises), which the application
+/// reaches from inside the pod as well. A name the user sets is left to the user.
+pub const AGENT_URL_ENV: &str = "MUSTER_AGENT_URL";
+pub const POD_IP_ENV: &str = "MUSTER_POD_IP";
+
+/// The application container's environment: [`POD_IP_ENV`] (downward API) and
+/// [`AGENT_URL_ENV`] (`http://$(MUSTER_POD_IP):8558`, expanded by the kubelet), then
+/// `user`'s variables.
+fn application_env(user: &[EnvVar]) -> Vec<EnvVar> {
+    let user_sets = |name: &str| user.iter().any(|e| e.name == name);
+    let mut env = Vec::with_capacity(user.len() + 2);
+    if !user_sets(POD_IP_ENV) {
+        env.push(field_env(POD_IP_ENV, "status.podIP"));
+    }
+    if !user_sets(AGENT_URL_ENV) {
+        env.push(EnvVar {
+            name: AGENT_URL_ENV.into(),
+            value: Some(format!("http://$({POD_IP_ENV}):{MANAGEMENT_PORT}")),
+            ..EnvVar::default()
+        });
+    }
+    env.extend(user.iter().cloned());
+    env
+}
+
+/// A variable from the downward API.
+fn field_env(name: &str, path: &str) -> EnvVar {
+    EnvVar {
         name: name.into(),
         value_from: Some(EnvVarSource {
             field_ref: Some(ObjectFieldSelector {
@@ -132,7 +183,13 @@ fn agent(cs: &ClusterSpec) -> Container {
             ..EnvVarSource::default()
         }),
         ..EnvVar::default()
-    };
+    }
+}
+
+/// The agent container.
+fn agent(cs: &ClusterSpec) -> Container {
+    let a = &cs.spec.agent;
+    let field = field_env;
     let port = |name: &str, port: u16| ContainerPort {
         name: Some(name.into()),
         container_port: i32::from(port),

@@ -349,3 +349,104 @@ fn pods_of_an_older_template_are_found() {
         "no hash: some other template"
     );
 }
+
+#[test]
+fn the_application_is_told_where_its_agent_listens() {
+    let env_of = |spec: &str| {
+        let o = owned(&cluster(spec), true).expect("built");
+        let pod = o.stateful_set.spec.template.spec.expect("pod spec");
+        let app = pod
+            .containers
+            .iter()
+            .find(|c| c.name == "app")
+            .expect("app");
+        app.env.clone().unwrap_or_default()
+    };
+    let env = env_of("application: {image: 'shop:1.2', env: [{name: A, value: b}]}");
+    let names: Vec<&str> = env.iter().map(|e| e.name.as_str()).collect();
+    assert_eq!(names, ["MUSTER_POD_IP", "MUSTER_AGENT_URL", "A"]);
+    let ip = env[0]
+        .value_from
+        .as_ref()
+        .and_then(|f| f.field_ref.as_ref());
+    assert_eq!(ip.map(|f| f.field_path.as_str()), Some("status.podIP"));
+    // Declared before the URL, so the kubelet expands it there.
+    assert_eq!(
+        env[1].value.as_deref(),
+        Some("http://$(MUSTER_POD_IP):8558")
+    );
+    // A variable the user sets is the user's.
+    let env = env_of(
+        "application: {image: 'shop:1.2', env: [{name: MUSTER_AGENT_URL, value: 'http://x:1'}]}",
+    );
+    let names: Vec<&str> = env.iter().map(|e| e.name.as_str()).collect();
+    assert_eq!(names, ["MUSTER_POD_IP", "MUSTER_AGENT_URL"]);
+    assert_eq!(env[1].value.as_deref(), Some("http://x:1"));
+}
+
+#[test]
+fn the_pod_template_override_is_merged_into_the_pods() {
+    let o = owned(
+        &cluster(
+            "application: {image: 'shop:1.2'}
+podTemplate:
+  metadata: {labels: {team: shop}}
+  spec:
+    terminationGracePeriodSeconds: 45
+    containers:
+    - name: app
+      ports: [{name: http, containerPort: 8080}]
+      volumeMounts: [{name: data, mountPath: /data}]
+    - name: agent
+      env: [{name: RUST_LOG, value: debug}]
+    volumes: [{name: data, emptyDir: {}}]",
+        ),
+        true,
+    )
+    .expect("built");
+    let t = o.stateful_set.spec.template;
+    let labels = t.metadata.and_then(|m| m.labels).unwrap_or_default();
+    assert_eq!(labels.get("team").map(String::as_str), Some("shop"));
+    assert_eq!(
+        labels.get("app.kubernetes.io/instance").map(String::as_str),
+        Some("shop"),
+        "the selector label stays"
+    );
+    let pod = t.spec.expect("pod spec");
+    assert_eq!(pod.termination_grace_period_seconds, Some(45));
+    let app = pod
+        .containers
+        .iter()
+        .find(|c| c.name == "app")
+        .expect("app");
+    assert_eq!(
+        app.image.as_deref(),
+        Some("shop:1.2"),
+        "the spec's image stays"
+    );
+    assert_eq!(app.ports.as_ref().map(Vec::len), Some(1));
+    let agent = pod
+        .containers
+        .iter()
+        .find(|c| c.name == "agent")
+        .expect("agent");
+    let env: Vec<&str> = agent
+        .env
+        .iter()
+        .flatten()
+        .map(|e| e.name.as_str())
+        .collect();
+    assert_eq!(env, ["POD_IP", "POD_NAME", "POD_NAMESPACE", "RUST_LOG"]);
+    assert_eq!(
+        agent.ports.as_ref().map(Vec::len),
+        Some(2),
+        "the agent's ports stay"
+    );
+    let volumes: Vec<&str> = pod
+        .volumes
+        .iter()
+        .flatten()
+        .map(|v| v.name.as_str())
+        .collect();
+    assert_eq!(volumes, ["config", "cluster-key", "data"]);
+}

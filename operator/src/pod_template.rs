@@ -1,0 +1,310 @@
+//! `spec.podTemplate`: a pod template the user writes, merged into the one the operator
+//! builds — the way ECK's `podTemplate` and RabbitMQ's `override` work.
+//!
+//! The merge, on the JSON the user wrote (a field left out changes nothing):
+//! - objects merge field by field, the user's value winning;
+//! - lists of named things merge by their key: `containers`, `initContainers`,
+//!   `ephemeralContainers`, `volumes`, `env`, `imagePullSecrets` by `name`, `ports` by
+//!   `containerPort`, `volumeMounts` by `mountPath`; an entry with a new key is added;
+//! - every other list (tolerations, topology spread constraints, args, …) is replaced;
+//! - `null` removes the operator's value.
+//!
+//! The checks ([`check`]) refuse what would break the cluster, naming the field: the
+//! agent container keeps its essentials (only `env`, `volumeMounts` and
+//! `securityContext` may be added to it), the operator's volumes, labels, service
+//! account and restart policy stay, the grace period covers the agent's leave, no other
+//! container takes the agent's ports, and a field is set in one place only.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::{Container, PodTemplateSpec};
+use serde_json::{Map, Value};
+
+use crate::validate::Problem;
+
+/// Where the field lives in the ClusterSpec.
+pub const FIELD: &str = "spec.podTemplate";
+
+/// The agent container's name.
+pub const AGENT: &str = "agent";
+
+/// Lists merged by a key, by the field that holds them.
+fn merge_key(list: &str) -> Option<&'static str> {
+    match list {
+        "containers"
+        | "initContainers"
+        | "ephemeralContainers"
+        | "volumes"
+        | "env"
+        | "imagePullSecrets" => Some("name"),
+        "ports" => Some("containerPort"),
+        "volumeMounts" => Some("mountPath"),
+        _ => None,
+    }
+}
+
+/// `user` merged into `base` (both a pod template as JSON).
+pub fn merge(base: &mut Value, user: &Value) {
+    merge_value(base, user, "");
+}
+
+fn merge_value(base: &mut Value, user: &Value, field: &str) {
+    match (base, user) {
+        (Value::Object(b), Value::Object(u)) => merge_object(b, u),
+        (Value::Array(b), Value::Array(u)) => match merge_key(field) {
+            Some(key) => merge_list(b, u, key),
+            None => b.clone_from(u),
+        },
+        (b, u) => *b = u.clone(),
+    }
+}
+
+fn merge_object(base: &mut Map<String, Value>, user: &Map<String, Value>) {
+    for (k, u) in user {
+        if u.is_null() {
+            base.remove(k);
+        } else if let Some(b) = base.get_mut(k) {
+            merge_value(b, u, k);
+        } else {
+            base.insert(k.clone(), u.clone());
+        }
+    }
+}
+
+fn merge_list(base: &mut Vec<Value>, user: &[Value], key: &str) {
+    for u in user {
+        let found = u
+            .get(key)
+            .and_then(|k| base.iter_mut().find(|b| b.get(key) == Some(k)));
+        match found {
+            Some(b) => merge_value(b, u, ""),
+            None => base.push(u.clone()),
+        }
+    }
+}
+
+/// What the checks need to know of the rest of the spec.
+#[derive(Debug, Clone)]
+pub struct Context<'a> {
+    /// The application container's name, when there is one.
+    pub application: Option<String>,
+    /// The agents' `cluster.leave-timeout`.
+    pub leave_timeout: Duration,
+    /// `spec.scheduling` fields that are set, by their pod spec name
+    /// (`nodeSelector`, …).
+    pub scheduling_set: Vec<&'static str>,
+    /// The operator's volume names, mount paths, ports and pod labels.
+    pub volumes: &'a [&'a str],
+    pub mount_paths: &'a [&'a str],
+    pub ports: &'a [u16],
+    pub label_keys: &'a [&'a str],
+    pub annotation_keys: &'a [&'a str],
+}
+
+/// The problems of `raw` (the user's `spec.podTemplate`); empty when it may be merged.
+pub fn check(raw: &Value, cx: &Context<'_>) -> Vec<Problem> {
+    let mut out = Vec::new();
+    let mut bad = |field: String, message: String| out.push(Problem { field, message });
+    let template: PodTemplateSpec = match serde_path_to_error::deserialize(raw) {
+        Ok(t) => t,
+        Err(e) => {
+            let path = e.path().to_string();
+            let field = if path == "." {
+                FIELD.to_owned()
+            } else {
+                format!("{FIELD}.{path}")
+            };
+            bad(
+                field,
+                format!("{} (it must be a Kubernetes PodTemplateSpec)", e.inner()),
+            );
+            return out;
+        }
+    };
+    let meta = template.metadata.unwrap_or_default();
+    for (what, keys, set) in [
+        ("labels", cx.label_keys, meta.labels.unwrap_or_default()),
+        (
+            "annotations",
+            cx.annotation_keys,
+            meta.annotations.unwrap_or_default(),
+        ),
+    ] {
+        for key in set.keys().filter(|k| keys.contains(&k.as_str())) {
+            bad(
+                format!("{FIELD}.metadata.{what}.{key}"),
+                "is the operator's (it selects the pods or tracks their settings); use another key"
+                    .into(),
+            );
+        }
+    }
+    let spec_raw = raw.get("spec").and_then(Value::as_object);
+    let Some(spec) = template.spec else {
+        return out;
+    };
+    let written = |name: &str| spec_raw.is_some_and(|s| s.contains_key(name));
+    for (name, why) in [
+        (
+            "serviceAccountName",
+            "the agents need the service account the operator grants their permissions to",
+        ),
+        (
+            "serviceAccount",
+            "the agents need the service account the operator grants their permissions to",
+        ),
+        (
+            "automountServiceAccountToken",
+            "the operator mounts a token only when the agents use the Kubernetes API (least privilege)",
+        ),
+        (
+            "hostNetwork",
+            "every pod would share its node's address and ports: two pods on one node could not both run an agent",
+        ),
+    ] {
+        if written(name) {
+            bad(
+                format!("{FIELD}.spec.{name}"),
+                format!("cannot be set: {why}"),
+            );
+        }
+    }
+    if let Some(policy) = spec.restart_policy.as_deref().filter(|p| *p != "Always") {
+        bad(
+            format!("{FIELD}.spec.restartPolicy"),
+            format!("`{policy}` is not allowed: StatefulSet pods restart `Always`"),
+        );
+    }
+    if let Some(grace) = spec.termination_grace_period_seconds {
+        let leave = cx.leave_timeout.as_secs();
+        if u64::try_from(grace).map_or(true, |g| g <= leave) {
+            bad(
+                format!("{FIELD}.spec.terminationGracePeriodSeconds"),
+                format!(
+                    "{grace} is not longer than the agent's leave timeout ({leave}s): a stopped pod would be killed before it has left the cluster, and the others would see a crash; use at least {}",
+                    leave + 5
+                ),
+            );
+        }
+    }
+    for name in &cx.scheduling_set {
+        if written(name) {
+            bad(
+                format!("{FIELD}.spec.{name}"),
+                format!("is set in spec.scheduling.{name} already: set it in one place"),
+            );
+        }
+    }
+    for v in spec.volumes.iter().flatten() {
+        if cx.volumes.contains(&v.name.as_str()) {
+            bad(
+                format!("{FIELD}.spec.volumes[{}]", v.name),
+                "is the operator's (the agents' settings and cluster key); name your volume otherwise".into(),
+            );
+        }
+    }
+    let containers_raw = spec_raw
+        .and_then(|s| s.get("containers"))
+        .and_then(Value::as_array);
+    let mut names = BTreeSet::new();
+    for (i, c) in spec.containers.iter().enumerate() {
+        let at = format!("{FIELD}.spec.containers[{}]", label(c, i));
+        if !names.insert(c.name.clone()) {
+            bad(at.clone(), "is listed twice".into());
+        }
+        let raw_c = containers_raw
+            .and_then(|l| l.get(i))
+            .and_then(Value::as_object);
+        if c.name == AGENT {
+            check_agent(c, raw_c, &at, cx, &mut bad);
+            continue;
+        }
+        let merged_into_app = cx.application.as_deref() == Some(c.name.as_str());
+        if !merged_into_app && c.image.as_deref().is_none_or(|i| i.trim().is_empty()) {
+            bad(
+                format!("{at}.image"),
+                "is required for a container that is neither `agent` nor the application".into(),
+            );
+        }
+        if c.name.is_empty() {
+            bad(at.clone(), "has no name".into());
+        }
+        for p in c.ports.iter().flatten() {
+            if u16::try_from(p.container_port).is_ok_and(|port| cx.ports.contains(&port)) {
+                bad(
+                    format!("{at}.ports[{}]", p.container_port),
+                    "is the agent's port: containers of a pod share its network, so only one can listen there".into(),
+                );
+            }
+        }
+    }
+    for (i, c) in spec.init_containers.iter().flatten().enumerate() {
+        if c.image.as_deref().is_none_or(|i| i.trim().is_empty()) {
+            bad(
+                format!("{FIELD}.spec.initContainers[{}].image", label(c, i)),
+                "is required".into(),
+            );
+        }
+    }
+    out
+}
+
+/// A container by name in a field path, by index when it has none.
+fn label(c: &Container, i: usize) -> String {
+    if c.name.is_empty() {
+        i.to_string()
+    } else {
+        c.name.clone()
+    }
+}
+
+/// The agent container: its essentials stay the operator's.
+fn check_agent(
+    c: &Container,
+    raw: Option<&Map<String, Value>>,
+    at: &str,
+    cx: &Context<'_>,
+    bad: &mut impl FnMut(String, String),
+) {
+    const MAY_ADD: [&str; 4] = ["name", "env", "volumeMounts", "securityContext"];
+    for key in raw.into_iter().flat_map(Map::keys) {
+        if !MAY_ADD.contains(&key.as_str()) {
+            let instead = match key.as_str() {
+                "image" | "imagePullPolicy" | "resources" => {
+                    format!("; use spec.agent.{key}")
+                }
+                "args" | "command" => {
+                    "; the agent's settings come from spec.bootstrap and spec.membership".to_owned()
+                }
+                _ => String::new(),
+            };
+            bad(
+                format!("{at}.{key}"),
+                format!(
+                    "is the operator's: only env, volumeMounts and securityContext may be added to the agent container{instead}"
+                ),
+            );
+        }
+    }
+    for e in c.env.iter().flatten() {
+        if e.name.starts_with("MUSTER_")
+            || ["POD_IP", "POD_NAME", "POD_NAMESPACE"].contains(&e.name.as_str())
+        {
+            bad(
+                format!("{at}.env[{}]", e.name),
+                "is how the operator configures the agent; the agent's settings come from spec.bootstrap and spec.membership".into(),
+            );
+        }
+    }
+    for m in c.volume_mounts.iter().flatten() {
+        if cx.mount_paths.contains(&m.mount_path.as_str()) {
+            bad(
+                format!("{at}.volumeMounts[{}]", m.mount_path),
+                "is where the operator mounts the agent's settings or key".into(),
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

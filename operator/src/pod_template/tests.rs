@@ -1,0 +1,175 @@
+use serde_json::json;
+
+use super::*;
+
+fn cx() -> Context<'static> {
+    Context {
+        application: Some("app".into()),
+        leave_timeout: Duration::from_secs(15),
+        scheduling_set: vec!["nodeSelector"],
+        volumes: &["config", "cluster-key"],
+        mount_paths: &["/etc/muster/config", "/etc/muster/key"],
+        ports: &[8558, 2552],
+        label_keys: &["app.kubernetes.io/instance"],
+        annotation_keys: &["muster.dev/config-hash"],
+    }
+}
+
+/// The fields of the problems of `raw`.
+fn fields(raw: serde_json::Value) -> Vec<String> {
+    check(&raw, &cx()).into_iter().map(|p| p.field).collect()
+}
+
+#[test]
+fn named_lists_merge_by_their_key_and_other_lists_are_replaced() {
+    let mut base = json!({
+        "metadata": {"labels": {"a": "1"}},
+        "spec": {
+            "terminationGracePeriodSeconds": 30,
+            "tolerations": [{"key": "x"}],
+            "containers": [
+                {"name": "agent", "env": [{"name": "POD_IP"}], "volumeMounts": [{"name": "config", "mountPath": "/etc/muster/config"}]},
+                {"name": "app", "image": "shop:1", "env": [{"name": "A", "value": "1"}], "args": ["--x"]},
+            ],
+            "volumes": [{"name": "config"}],
+        },
+    });
+    let user = json!({
+        "metadata": {"labels": {"b": "2"}, "annotations": {"c": "3"}},
+        "spec": {
+            "terminationGracePeriodSeconds": 60,
+            "tolerations": [{"key": "y"}],
+            "containers": [
+                {"name": "app", "env": [{"name": "A", "value": "2"}, {"name": "B", "value": "3"}],
+                 "ports": [{"containerPort": 8080}], "args": ["--y"]},
+                {"name": "agent", "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}]},
+                {"name": "proxy", "image": "envoy:1"},
+            ],
+            "volumes": [{"name": "data", "emptyDir": {}}],
+            "priorityClassName": null,
+        },
+    });
+    merge(&mut base, &user);
+    assert_eq!(
+        base,
+        json!({
+            "metadata": {"labels": {"a": "1", "b": "2"}, "annotations": {"c": "3"}},
+            "spec": {
+                "terminationGracePeriodSeconds": 60,
+                "tolerations": [{"key": "y"}],
+                "containers": [
+                    {"name": "agent", "env": [{"name": "POD_IP"}], "volumeMounts": [
+                        {"name": "config", "mountPath": "/etc/muster/config"},
+                        {"name": "tmp", "mountPath": "/tmp"},
+                    ]},
+                    {"name": "app", "image": "shop:1",
+                     "env": [{"name": "A", "value": "2"}, {"name": "B", "value": "3"}],
+                     "args": ["--y"], "ports": [{"containerPort": 8080}]},
+                    {"name": "proxy", "image": "envoy:1"},
+                ],
+                "volumes": [{"name": "config"}, {"name": "data", "emptyDir": {}}],
+            },
+        })
+    );
+}
+
+#[test]
+fn a_good_override_has_no_problems() {
+    let raw = json!({
+        "metadata": {"labels": {"team": "shop"}},
+        "spec": {
+            "terminationGracePeriodSeconds": 45,
+            "imagePullSecrets": [{"name": "registry"}],
+            "initContainers": [{"name": "migrate", "image": "shop:1"}],
+            "containers": [
+                {"name": "app", "ports": [{"containerPort": 8080, "name": "http"}],
+                 "readinessProbe": {"httpGet": {"path": "/ready", "port": "http"}}},
+                {"name": "agent", "env": [{"name": "RUST_LOG", "value": "debug"}],
+                 "securityContext": {"readOnlyRootFilesystem": true}},
+            ],
+            "topologySpreadConstraints": [{"maxSkew": 1, "topologyKey": "zone", "whenUnsatisfiable": "ScheduleAnyway"}],
+        },
+    });
+    assert_eq!(check(&raw, &cx()), vec![]);
+}
+
+#[test]
+fn what_would_break_the_cluster_is_refused_by_field() {
+    assert_eq!(
+        fields(
+            json!({"spec": {"containers": [{"name": "agent", "image": "evil:1", "ports": []}]}})
+        ),
+        [
+            "spec.podTemplate.spec.containers[agent].image",
+            "spec.podTemplate.spec.containers[agent].ports"
+        ]
+    );
+    assert_eq!(
+        fields(json!({"spec": {"terminationGracePeriodSeconds": 10}})),
+        ["spec.podTemplate.spec.terminationGracePeriodSeconds"]
+    );
+    assert_eq!(
+        fields(json!({"spec": {"terminationGracePeriodSeconds": 16}})),
+        Vec::<String>::new(),
+        "longer than the leave timeout"
+    );
+    assert_eq!(
+        fields(json!({"spec": {"volumes": [{"name": "config", "emptyDir": {}}]}})),
+        ["spec.podTemplate.spec.volumes[config]"]
+    );
+    assert_eq!(
+        fields(json!({"metadata": {"labels": {"app.kubernetes.io/instance": "other"}}})),
+        ["spec.podTemplate.metadata.labels.app.kubernetes.io/instance"]
+    );
+    assert_eq!(
+        fields(json!({"metadata": {"annotations": {"muster.dev/config-hash": "x"}}})),
+        ["spec.podTemplate.metadata.annotations.muster.dev/config-hash"]
+    );
+    assert_eq!(
+        fields(
+            json!({"spec": {"serviceAccountName": "x", "automountServiceAccountToken": true, "hostNetwork": true, "restartPolicy": "Never"}})
+        ),
+        [
+            "spec.podTemplate.spec.serviceAccountName",
+            "spec.podTemplate.spec.automountServiceAccountToken",
+            "spec.podTemplate.spec.hostNetwork",
+            "spec.podTemplate.spec.restartPolicy"
+        ]
+    );
+    assert_eq!(
+        fields(json!({"spec": {"nodeSelector": {"disk": "ssd"}}})),
+        ["spec.podTemplate.spec.nodeSelector"],
+        "set in spec.scheduling already"
+    );
+    assert_eq!(
+        fields(json!({"spec": {"containers": [
+            {"name": "proxy"},
+            {"name": "app", "ports": [{"containerPort": 2552}]},
+            {"name": "agent", "env": [{"name": "MUSTER_CLUSTER_PORT", "value": "1"}],
+             "volumeMounts": [{"name": "x", "mountPath": "/etc/muster/key"}]},
+        ]}})),
+        [
+            "spec.podTemplate.spec.containers[proxy].image",
+            "spec.podTemplate.spec.containers[app].ports[2552]",
+            "spec.podTemplate.spec.containers[agent].env[MUSTER_CLUSTER_PORT]",
+            "spec.podTemplate.spec.containers[agent].volumeMounts[/etc/muster/key]"
+        ]
+    );
+}
+
+#[test]
+fn a_template_of_the_wrong_shape_is_refused_at_the_field() {
+    let problems = check(
+        &json!({"spec": {"containers": [{"name": "app", "ports": [{"containerPort": "eighty"}]}]}}),
+        &cx(),
+    );
+    assert_eq!(problems.len(), 1, "{problems:?}");
+    assert_eq!(
+        problems[0].field,
+        "spec.podTemplate.spec.containers[0].ports[0].containerPort"
+    );
+    assert!(
+        problems[0].message.contains("PodTemplateSpec"),
+        "{problems:?}"
+    );
+}
