@@ -26,6 +26,15 @@ pub use dns::ClusterDns;
 pub use node::{ImageTable, LocalNode, NodeConfig, VolumeRefresh};
 pub use platform::{LocalSettings, MANAGEMENT_PORT, Platform, Target};
 
+/// The image name of the example application (`examples/keyowner`).
+pub const EXAMPLE_IMAGE_NAME: &str = "muster-example-keyowner";
+
+/// The example application's program, which the process kubelet runs for
+/// [`EXAMPLE_IMAGE_NAME`] images (a Python script: python3 must be installed).
+pub fn example_application() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/keyowner/keyowner.py")
+}
+
 use std::time::Duration;
 
 /// Why the platform could not be provided; each says what to do.

@@ -114,7 +114,7 @@ async fn the_crd_installs_and_the_server_applies_its_schema() {
     assert!(ok, "{out}");
     let (ok, out) = kubectl(&cp, &["get", "mcs", "-n", "default", "-o", "name"], None);
     assert!(ok, "{out}");
-    for name in ["demo", "demo-dns", "shop"] {
+    for name in ["demo", "demo-dns", "shop", "keyowner"] {
         assert!(
             out.contains(&format!("clusterspec.muster.dev/{name}\n")),
             "{name}: {out}"

@@ -39,12 +39,15 @@ pub fn agent_binary() -> PathBuf {
 }
 
 /// The local platform's settings: DNS on `127.0.<dns_net>.53`, pods on
-/// `127.0.<pod_net>.N`, `muster-agent` images run the built agent.
+/// `127.0.<pod_net>.N`, `muster-agent` images run the built agent and the example
+/// application's images its script.
 pub fn local(dns_net: u8, pod_net: u8) -> LocalSettings {
     LocalSettings {
         dns_net,
         pod_net,
-        images: ImageTable::default().with("muster-agent", agent_binary()),
+        images: ImageTable::default()
+            .with("muster-agent", agent_binary())
+            .with(e2e::EXAMPLE_IMAGE_NAME, e2e::example_application()),
         volume_refresh: e2e::VolumeRefresh::default(),
     }
 }

@@ -1,0 +1,196 @@
+//! A real application under muster, on the local platform with the operator as a
+//! process: `manifests/examples/keyowner.yaml` (the Python example in
+//! `examples/keyowner`, which uses nothing but its agent's HTTP API) applied with
+//! kubectl forms one cluster; every pod's application sees the same Up members as the
+//! agents and names the same owner for every key; scaling to 5 makes them agree again on
+//! the new members. Also: the operator tells the application where its agent is
+//! (`MUSTER_AGENT_URL`, expanded by the kubelet), and a bad pod template override is
+//! refused by field while the running pods stay as they are.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use e2e::Platform;
+use k8s_openapi::api::apps::v1::StatefulSet;
+use kube::api::Api;
+use node_agent::base::member::MemberStatus;
+use serde_json::{Value, json};
+
+mod support;
+use support::operator::{Cluster, Operator, condition, running, setup, status_of};
+use support::poll;
+
+/// The application's port (the example's `PORT`).
+const APP_PORT: u16 = 8080;
+/// Keys whose owners every pod must agree on.
+const KEYS: usize = 40;
+
+async fn app_get(p: &Platform, pod: &str, path: &str) -> Result<Value, String> {
+    let (code, body) = p.pod_get(pod, APP_PORT, path).await?;
+    if code != 200 {
+        return Err(format!("{pod} {path}: {code} {body}"));
+    }
+    serde_json::from_str(&body).map_err(|e| format!("{pod} {path}: {e}: {body}"))
+}
+
+/// The owner of every key, once `n` pods' applications agree on them and each one's
+/// Up members are the agents' (one cluster of `n`).
+async fn owners_agree(p: &Platform, c: &Cluster, n: usize) -> Result<Vec<String>, String> {
+    c.one_cluster_of(n).await?;
+    let views = c.views().await;
+    let agents_up: BTreeSet<String> = views
+        .values()
+        .next()
+        .ok_or("no agent answers")?
+        .members
+        .iter()
+        .filter(|m| m.status == MemberStatus::Up)
+        .map(|m| m.node.to_string())
+        .collect();
+    let mut agreed: Option<Vec<String>> = None;
+    for pod in views.keys() {
+        let view = app_get(p, pod, "/members").await?;
+        let up: BTreeSet<String> = view["up"]
+            .as_array()
+            .ok_or_else(|| format!("{pod}: no `up` in {view}"))?
+            .iter()
+            .filter_map(|a| a.as_str().map(str::to_owned))
+            .collect();
+        if up != agents_up {
+            return Err(format!(
+                "{pod}'s application sees Up {up:?}, its agents {agents_up:?}"
+            ));
+        }
+        let mut owners = Vec::with_capacity(KEYS);
+        for k in 0..KEYS {
+            let answer = app_get(p, pod, &format!("/owner/key-{k}")).await?;
+            let owner = answer["owner"].as_str().unwrap_or_default().to_owned();
+            if !agents_up.contains(&owner) {
+                return Err(format!(
+                    "{pod}: key-{k} owned by {owner:?}, not an Up member"
+                ));
+            }
+            owners.push(owner);
+        }
+        match &agreed {
+            None => agreed = Some(owners),
+            Some(first) if *first != owners => {
+                return Err(format!("{pod} names other owners than the first pod"));
+            }
+            Some(_) => {}
+        }
+    }
+    agreed.ok_or_else(|| "no pod".into())
+}
+
+/// How many keys each member owns.
+fn spread(owners: &[String]) -> BTreeMap<&str, usize> {
+    let mut out = BTreeMap::new();
+    for o in owners {
+        *out.entry(o.as_str()).or_default() += 1;
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_example_application_agrees_on_owners_and_follows_scaling() {
+    let (p, op) = setup("application", (81, 82)).await;
+    let example = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../manifests/examples/keyowner.yaml"
+    );
+    let applied = p
+        .kubectl()
+        .args(["apply", "-f", example])
+        .output()
+        .expect("kubectl apply");
+    assert!(applied.status.success(), "{applied:?}");
+    let c = Cluster::of(&p, "keyowner");
+    c.wait_for(
+        &op,
+        "Running with 3 Up",
+        Duration::from_secs(120),
+        running(3),
+    )
+    .await;
+
+    // The application found its agent where the operator said.
+    let pods = c.pods().await;
+    let pod = pods[0].metadata.name.clone().expect("a name");
+    let view = app_get(&p, &pod, "/members")
+        .await
+        .expect("the application");
+    assert!(view["events"].as_u64() > Some(0), "{view}");
+
+    let owners = poll(
+        "3 applications agree on owners",
+        Duration::from_secs(30),
+        || owners_agree(&p, &c, 3),
+    )
+    .await;
+    let by_member = spread(&owners);
+    println!("owners of {KEYS} keys over 3 members: {by_member:?}");
+    assert_eq!(by_member.len(), 3, "rendezvous hashing spreads {KEYS} keys");
+
+    // Scale to 5: the new members join, every application learns of them from its
+    // agent's events, and the owners move to the new members only.
+    c.patch_spec(json!({"replicas": 5})).await;
+    c.wait_for(
+        &op,
+        "Running with 5 Up",
+        Duration::from_secs(120),
+        running(5),
+    )
+    .await;
+    let after = poll(
+        "5 applications agree on owners",
+        Duration::from_secs(30),
+        || owners_agree(&p, &c, 5),
+    )
+    .await;
+    let old: BTreeSet<&String> = owners.iter().collect();
+    for (before, now) in owners.iter().zip(&after) {
+        assert!(
+            before == now || !old.contains(now),
+            "a key moved between two old members ({before} → {now}): rendezvous hashing moves keys only to new members"
+        );
+    }
+    println!("owners of {KEYS} keys over 5 members: {:?}", spread(&after));
+
+    bad_override_is_refused(&c, &op).await;
+}
+
+/// A pod template that would take the agent's port is refused with the field named,
+/// and the StatefulSet is not touched.
+async fn bad_override_is_refused(c: &Cluster, op: &Operator) {
+    let sets: Api<StatefulSet> = Api::namespaced(c.client.clone(), &c.namespace);
+    let before = sets.get("keyowner").await.expect("the StatefulSet");
+    c.patch_spec(json!({"podTemplate": {"spec": {
+        "terminationGracePeriodSeconds": 5,
+    }}}))
+    .await;
+    let cs = c
+        .wait_for(
+            op,
+            "InvalidSpec",
+            Duration::from_secs(60),
+            |cs| match condition(cs, "Degraded") {
+                Some((_, reason, message)) if reason == "InvalidSpec" => {
+                    if message.contains("spec.podTemplate.spec.terminationGracePeriodSeconds") {
+                        Ok(())
+                    } else {
+                        Err(format!("another field: {message}"))
+                    }
+                }
+                other => Err(format!("Degraded is {other:?}")),
+            },
+        )
+        .await;
+    println!("refused: {:?}", condition(&cs, "Degraded"));
+    assert_eq!(status_of(&cs).members.map(|m| m.up), Some(5));
+    let after = sets.get("keyowner").await.expect("the StatefulSet");
+    assert_eq!(
+        before.metadata.resource_version, after.metadata.resource_version,
+        "nothing applied"
+    );
+}
