@@ -466,8 +466,15 @@ async fn cluster_events(State(s): State<AppState>, headers: HeaderMap) -> Respon
         let (mut sub, slot) = sub?;
         match sub.next().await? {
             Ok((id, e)) => {
-                let event = Event::default()
-                    .id(event_id(uid, id))
+                // Within the first snapshot an id is no resume point (see
+                // `Subscription::inside_snapshot`): a client that reconnects before
+                // the snapshot ended sends its earlier id and gets the snapshot again.
+                let event = if sub.inside_snapshot() {
+                    Event::default()
+                } else {
+                    Event::default().id(event_id(uid, id))
+                };
+                let event = event
                     .event(e.name())
                     .json_data(&e)
                     .unwrap_or_else(|_| Event::default().comment("unserialisable event"));

@@ -252,10 +252,12 @@ impl EventHub {
             Some((id, _)) => *id,
             None => last_seen.unwrap_or(*changes.borrow()),
         };
+        let snapshot = start.resynced || last_seen.is_none();
         Subscription {
             hub: self.clone(),
             changes,
             position,
+            snapshot_left: if snapshot { start.events.len() } else { 0 },
             pending: start.events.into(),
             resynced: start.resynced,
         }
@@ -269,17 +271,29 @@ pub struct Subscription {
     changes: watch::Receiver<u64>,
     position: u64,
     pending: VecDeque<(u64, ClusterEvent)>,
+    /// Events of the starting snapshot not yet returned.
+    snapshot_left: usize,
     /// The resume point asked for was too old: the first events are a snapshot.
     pub resynced: bool,
 }
 
 impl Subscription {
+    /// Whether the event [`next`](Self::next) returned last is part of the starting
+    /// snapshot and not its last one. Every snapshot event carries the id the snapshot
+    /// is current at, so a subscriber that resumes from it before the snapshot's end
+    /// would miss the rest of it: such an id is not a resume point (the SSE stream
+    /// sends the id only with the snapshot's last event).
+    pub fn inside_snapshot(&self) -> bool {
+        self.snapshot_left > 0
+    }
+
     /// The next event with its id; `Err` when this subscriber fell so far behind that
     /// events were dropped (subscribe again for a snapshot); `None` when the agent
     /// stopped.
     pub async fn next(&mut self) -> Option<Result<(u64, ClusterEvent), TooOld>> {
         loop {
             if let Some(e) = self.pending.pop_front() {
+                self.snapshot_left = self.snapshot_left.saturating_sub(1);
                 return Some(Ok(e));
             }
             if self.changes.changed().await.is_err() {

@@ -191,16 +191,25 @@ async fn a_subscription_follows_the_log_and_reports_falling_behind() {
     hub.publish(&gossip(&[member(1, MemberStatus::Up)]));
     let mut sub = hub.subscribe(None);
     let mut first = Vec::new();
+    let mut inside = Vec::new();
     for _ in 0..3 {
         first.push(sub.next().await.unwrap().unwrap().1);
+        inside.push(sub.inside_snapshot());
     }
     assert_eq!(names(&first), ["MemberJoined", "MemberUp", "LeaderChanged"]);
+    // Only the snapshot's last event is a place to resume from.
+    assert_eq!(inside, [true, true, false]);
     hub.publish(&gossip(&[
         member(1, MemberStatus::Up),
         member(2, MemberStatus::Joining),
     ]));
     let (id, e) = sub.next().await.unwrap().unwrap();
     assert_eq!((id, e.name()), (4, "MemberJoined"));
+    assert!(!sub.inside_snapshot());
+    // A subscriber that resumes gets no snapshot.
+    let mut resumed = hub.subscribe(Some(3));
+    assert_eq!(resumed.next().await.unwrap().unwrap().0, 4);
+    assert!(!resumed.inside_snapshot());
     // Far behind: more events than the log keeps arrive before it reads again.
     for i in 3..9 {
         hub.publish(&gossip(&[
