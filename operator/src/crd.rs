@@ -95,6 +95,19 @@ pub struct AgentSpec {
     /// memory, a 64Mi memory limit.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resources: Option<ResourceRequirements>,
+    /// Roles of every member (the agent's `cluster.roles`), shown in
+    /// `/cluster/members`; `membership.downingRole` can count only one of them.
+    /// Default: none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub roles: Vec<String>,
+    /// Any other agent setting, in the agent's own keys (`node-agent/reference.yaml`),
+    /// e.g. `{cluster: {gossip-interval: 500ms}}`. Merged over what the operator
+    /// writes and checked by the agent's own loader: a bad key or value is an
+    /// `InvalidSpec` condition naming it. Keys the operator sets, or that have a field
+    /// here, are refused with the field to use. Default: none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "agent_config_schema")]
+    pub config: Option<serde_json::Value>,
 }
 
 impl Default for AgentSpec {
@@ -103,8 +116,19 @@ impl Default for AgentSpec {
             image: default_agent_image(),
             image_pull_policy: default_pull_policy(),
             resources: None,
+            roles: Vec::new(),
+            config: None,
         }
     }
+}
+
+/// `spec.agent.config` is checked by the agent's loader inside the operator.
+fn agent_config_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "description": "Any other agent setting, in the agent's own keys (node-agent/reference.yaml), e.g. {cluster: {gossip-interval: 500ms}}. Merged over what the operator writes and checked by the agent's own loader: a bad key or value is an InvalidSpec condition naming it. Keys the operator sets, or that have a field in this spec, are refused with the field to use. Default: none.",
+        "type": "object",
+        "x-kubernetes-preserve-unknown-fields": true
+    })
 }
 
 fn default_agent_image() -> String {
@@ -247,6 +271,36 @@ pub struct MembershipSpec {
     /// acts, e.g. `20s`. Default `20s`.
     #[serde(default = "default_stable_after")]
     pub stable_after: String,
+    /// `on` (3/4 of stableAfter, at least 4s), `off`, or a duration: when the set of
+    /// unreachable members keeps changing this long past stableAfter, down every member
+    /// rather than risk two sides deciding on different views. Quote on and off in
+    /// YAML (`'off'`): kubectl reads them bare as booleans. Default `on`.
+    #[serde(default = "default_on")]
+    pub down_all_when_unstable: String,
+    /// `static-quorum`: the members a side needs to survive (required with it; more
+    /// than half of the replicas, so that two sides cannot both have it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub quorum_size: Option<i32>,
+    /// The resolver counts only members with this role (keep-majority, static-quorum,
+    /// lease-majority), or picks the oldest among them (keep-oldest). Default: every
+    /// member.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub downing_role: Option<String>,
+    /// `keep-oldest`: an oldest member alone on its side is downed and the other side
+    /// kept. Default true.
+    #[serde(default = "default_true")]
+    pub down_if_alone: bool,
+    /// `lease-majority`: how the side that takes the Lease is chosen.
+    #[serde(default)]
+    pub lease: LeaseSpec,
+    /// On SIGTERM a member leaves the cluster and waits at most this long for it, e.g.
+    /// `15s`; the pods' terminationGracePeriodSeconds must be longer. Default `15s`.
+    #[serde(default = "default_leave_timeout")]
+    pub leave_timeout: String,
+    /// The failure detector's other settings (Akka's names). Default: the agent's.
+    #[serde(default)]
+    pub failure_detector: FailureDetectorSpec,
 }
 
 impl Default for MembershipSpec {
@@ -255,8 +309,84 @@ impl Default for MembershipSpec {
             failure_detector_threshold: default_threshold(),
             downing: Downing::default(),
             stable_after: default_stable_after(),
+            down_all_when_unstable: default_on(),
+            quorum_size: None,
+            downing_role: None,
+            down_if_alone: true,
+            lease: LeaseSpec::default(),
+            leave_timeout: default_leave_timeout(),
+            failure_detector: FailureDetectorSpec::default(),
         }
     }
+}
+
+fn default_on() -> String {
+    "on".to_owned()
+}
+
+fn default_leave_timeout() -> String {
+    "15s".to_owned()
+}
+
+/// The `lease-majority` resolver's Lease (`<cluster name>-muster-sbr` in the namespace).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct LeaseSpec {
+    /// The side without a majority waits this long before trying for the Lease, e.g.
+    /// `2s`. Default `2s`.
+    #[serde(default = "default_acquire_delay")]
+    pub acquire_lease_delay_for_minority: String,
+    /// The winner holds the Lease this long (never renewed), then a new partition is
+    /// decided afresh, e.g. `40s`. Default `40s`.
+    #[serde(default = "default_release_after")]
+    pub release_after: String,
+}
+
+impl Default for LeaseSpec {
+    fn default() -> Self {
+        Self {
+            acquire_lease_delay_for_minority: default_acquire_delay(),
+            release_after: default_release_after(),
+        }
+    }
+}
+
+fn default_acquire_delay() -> String {
+    "2s".to_owned()
+}
+
+fn default_release_after() -> String {
+    "40s".to_owned()
+}
+
+/// Phi accrual failure detector settings besides the threshold; each left out is the
+/// agent's default.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct FailureDetectorSpec {
+    /// Silence beyond the usual heartbeat interval that is still normal (GC, CPU
+    /// starvation), e.g. `3s`. Default `3s`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub acceptable_heartbeat_pause: Option<String>,
+    /// How often heartbeats are sent, e.g. `1s`. Default `1s`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub heartbeat_interval: Option<String>,
+    /// Lower bound of the heartbeat intervals' standard deviation, e.g. `100ms`.
+    /// Default `100ms`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_std_deviation: Option<String>,
+    /// A member that has not answered its first heartbeat within this long is judged
+    /// as if one had arrived then, e.g. `1s`. Default `1s`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expected_response_after: Option<String>,
+    /// How many members watch each member. Default 9.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub monitored_by_nr_of_members: Option<i32>,
+    /// Heartbeat intervals kept per watched member. Default 1000.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub max_sample_size: Option<i32>,
 }
 
 fn default_threshold() -> f64 {
@@ -274,13 +404,16 @@ pub enum Downing {
     /// Keep the side with more members (a tie: the side with the lowest address).
     #[default]
     KeepMajority,
+    /// Keep a side with at least `quorumSize` members.
+    StaticQuorum,
     /// Keep the side with the oldest member.
     KeepOldest,
     /// Down every member.
     DownAll,
     /// Keep the side that acquires a Kubernetes Lease (the operator grants leases).
     LeaseMajority,
-    /// Never down automatically.
+    /// Never down automatically. (In YAML write it quoted, `'off'`: kubectl reads a
+    /// bare off as the boolean false.)
     Off,
 }
 

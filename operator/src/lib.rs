@@ -31,5 +31,9 @@ pub use crd::{ClusterSpec, ClusterSpecSpec, ClusterSpecStatus};
 pub fn crd_yaml() -> Result<String, serde_yaml::Error> {
     use kube::CustomResourceExt;
     let body = serde_yaml::to_string(&ClusterSpec::crd())?;
-    Ok(format!("{}{body}", generated::yaml_header()))
+    Ok(format!(
+        "{}{}",
+        generated::yaml_header(),
+        generated::quote_yaml11_booleans(&body)
+    ))
 }

@@ -169,6 +169,19 @@ pub fn check(raw: &Value, cx: &Context<'_>) -> Vec<Problem> {
             );
         }
     }
+    if written("ephemeralContainers") {
+        bad(
+            format!("{FIELD}.spec.ephemeralContainers"),
+            "cannot be part of a pod template (add them to a running pod with kubectl debug)"
+                .into(),
+        );
+    }
+    if spec.security_context.as_ref().and_then(|c| c.run_as_user) == Some(0) {
+        bad(
+            format!("{FIELD}.spec.securityContext.runAsUser"),
+            "0 (root) is not allowed: the agent runs as a non-root user".into(),
+        );
+    }
     if let Some(policy) = spec.restart_policy.as_deref().filter(|p| *p != "Always") {
         bad(
             format!("{FIELD}.spec.restartPolicy"),
@@ -177,12 +190,12 @@ pub fn check(raw: &Value, cx: &Context<'_>) -> Vec<Problem> {
     }
     if let Some(grace) = spec.termination_grace_period_seconds {
         let leave = cx.leave_timeout.as_secs();
-        if u64::try_from(grace).map_or(true, |g| g <= leave) {
+        let least = leave + LEAVE_MARGIN_SECONDS;
+        if u64::try_from(grace).map_or(true, |g| g < least) {
             bad(
                 format!("{FIELD}.spec.terminationGracePeriodSeconds"),
                 format!(
-                    "{grace} is not longer than the agent's leave timeout ({leave}s): a stopped pod would be killed before it has left the cluster, and the others would see a crash; use at least {}",
-                    leave + 5
+                    "{grace} leaves the agent too little time to leave the cluster (its leave timeout is {leave}s, then it says goodbye and exits): a stopped pod would be killed first, and the others would see a crash; use at least {least}"
                 ),
             );
         }
@@ -220,6 +233,23 @@ pub fn check(raw: &Value, cx: &Context<'_>) -> Vec<Problem> {
             continue;
         }
         let merged_into_app = cx.application.as_deref() == Some(c.name.as_str());
+        if merged_into_app {
+            if raw_c.is_some_and(|r| r.contains_key("image")) {
+                bad(
+                    format!("{at}.image"),
+                    "is set in spec.application.image: set it in one place".into(),
+                );
+            }
+            for e in c.env.iter().flatten() {
+                if OPERATOR_APP_ENV.contains(&e.name.as_str()) {
+                    bad(
+                        format!("{at}.env[{}]", e.name),
+                        "is set by the operator: it tells the application where its agent is"
+                            .into(),
+                    );
+                }
+            }
+        }
         if !merged_into_app && c.image.as_deref().is_none_or(|i| i.trim().is_empty()) {
             bad(
                 format!("{at}.image"),
@@ -238,12 +268,155 @@ pub fn check(raw: &Value, cx: &Context<'_>) -> Vec<Problem> {
             }
         }
     }
+    // Container names in the pod: the operator's and the template's.
+    names.insert(AGENT.to_owned());
+    names.extend(cx.application.clone());
     for (i, c) in spec.init_containers.iter().flatten().enumerate() {
+        let at = format!("{FIELD}.spec.initContainers[{}]", label(c, i));
         if c.image.as_deref().is_none_or(|i| i.trim().is_empty()) {
+            bad(format!("{at}.image"), "is required".into());
+        }
+        if names.contains(&c.name) {
             bad(
-                format!("{FIELD}.spec.initContainers[{}].image", label(c, i)),
-                "is required".into(),
+                at.clone(),
+                "has the name of a container: every container of a pod needs its own name".into(),
             );
+        }
+        // A restartable init container (a native sidecar) listens beside the agent.
+        for p in c.ports.iter().flatten() {
+            if u16::try_from(p.container_port).is_ok_and(|port| cx.ports.contains(&port)) {
+                bad(
+                    format!("{at}.ports[{}]", p.container_port),
+                    "is the agent's port: containers of a pod share its network, so only one can listen there".into(),
+                );
+            }
+        }
+    }
+    out
+}
+
+/// Variables the operator gives the application container.
+const OPERATOR_APP_ENV: [&str; 2] = ["MUSTER_AGENT_URL", "MUSTER_POD_IP"];
+
+/// Seconds a pod's grace period must give beyond the agent's leave timeout: the agent
+/// tells the others it is gone, then the process exits.
+pub const LEAVE_MARGIN_SECONDS: u64 = 5;
+
+/// Whether `path` is `dir`, under it, or above it (a mount there would hide it).
+fn overlaps(path: &str, dir: &str) -> bool {
+    let norm = |p: &str| {
+        let t = p.trim_end_matches('/');
+        if t.is_empty() {
+            "/".to_owned()
+        } else {
+            t.to_owned()
+        }
+    };
+    let (p, d) = (norm(path), norm(dir));
+    let within = |inner: &str, outer: &str| {
+        inner == outer
+            || outer == "/"
+            || inner
+                .strip_prefix(outer)
+                .is_some_and(|rest| rest.starts_with('/'))
+    };
+    within(&p, &d) || within(&d, &p)
+}
+
+/// What the merge must leave as the operator built it (`base`), checked on the merged
+/// template: a `null` or a replaced list in the override could otherwise remove the
+/// agent's variables, mounts, ports or security settings, the operator's volumes, the
+/// selector labels or the settings digest. Each problem names the field.
+pub fn protected(base: &Value, merged: &Value) -> Vec<Problem> {
+    let mut out = Vec::new();
+    let mut changed = |field: String| {
+        out.push(Problem {
+            field,
+            message: "is the operator's and must stay as it builds it: the override removes or changes it".into(),
+        });
+    };
+    let get = |v: &Value, path: &[&str]| {
+        path.iter()
+            .try_fold(v, |v, k| v.get(*k))
+            .cloned()
+            .unwrap_or(Value::Null)
+    };
+    for map in ["labels", "annotations"] {
+        if let Some(Value::Object(entries)) = base.get("metadata").and_then(|m| m.get(map)) {
+            for (k, v) in entries {
+                if get(merged, &["metadata", map, k]) != *v {
+                    changed(format!("{FIELD}.metadata.{map}.{k}"));
+                }
+            }
+        }
+    }
+    for path in [
+        &["spec", "serviceAccountName"][..],
+        &["spec", "automountServiceAccountToken"],
+        &["spec", "securityContext", "runAsNonRoot"],
+        &["spec", "securityContext", "seccompProfile"],
+    ] {
+        if get(base, path) != get(merged, path) {
+            changed(format!("{FIELD}.{}", path.join(".")));
+        }
+    }
+    let named = |v: &Value, list: &str, key: &str, name: &Value| {
+        v.get("spec")
+            .and_then(|s| s.get(list))
+            .and_then(Value::as_array)
+            .and_then(|l| l.iter().find(|x| x.get(key) == Some(name)))
+            .cloned()
+    };
+    for v in base
+        .pointer("/spec/volumes")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        let name = v.get("name").cloned().unwrap_or_default();
+        if named(merged, "volumes", "name", &name).as_ref() != Some(v) {
+            changed(format!(
+                "{FIELD}.spec.volumes[{}]",
+                name.as_str().unwrap_or_default()
+            ));
+        }
+    }
+    let agent = Value::String(AGENT.to_owned());
+    let at = format!("{FIELD}.spec.containers[{AGENT}]");
+    let (Some(Value::Object(before)), after) = (
+        named(base, "containers", "name", &agent),
+        named(merged, "containers", "name", &agent),
+    ) else {
+        return out;
+    };
+    let Some(Value::Object(after)) = after else {
+        changed(at);
+        return out;
+    };
+    for (k, v) in &before {
+        let now = after.get(k).cloned().unwrap_or(Value::Null);
+        match (k.as_str(), v) {
+            // Lists the user may add to: each of the operator's entries stays.
+            ("env" | "volumeMounts", Value::Array(entries)) => {
+                let key = if k == "env" { "name" } else { "mountPath" };
+                for e in entries {
+                    let id = e.get(key).cloned().unwrap_or_default();
+                    let kept = now.as_array().is_some_and(|l| l.iter().any(|x| x == e));
+                    if !kept {
+                        changed(format!("{at}.{k}[{}]", id.as_str().unwrap_or_default()));
+                    }
+                }
+            }
+            // Fields the user may add: each of the operator's stays.
+            ("securityContext", Value::Object(fields)) => {
+                for (f, fv) in fields {
+                    if now.get(f) != Some(fv) {
+                        changed(format!("{at}.securityContext.{f}"));
+                    }
+                }
+            }
+            _ if now != *v => changed(format!("{at}.{k}")),
+            _ => {}
         }
     }
     out
@@ -297,12 +470,20 @@ fn check_agent(
         }
     }
     for m in c.volume_mounts.iter().flatten() {
-        if cx.mount_paths.contains(&m.mount_path.as_str()) {
+        if cx.mount_paths.iter().any(|d| overlaps(&m.mount_path, d)) {
             bad(
                 format!("{at}.volumeMounts[{}]", m.mount_path),
-                "is where the operator mounts the agent's settings or key".into(),
+                "would hide or replace the agent's settings or key (mounted under /etc/muster); mount elsewhere".into(),
             );
         }
+    }
+    if let Some(sc) = &c.security_context
+        && (sc.run_as_user == Some(0) || sc.privileged == Some(true))
+    {
+        bad(
+            format!("{at}.securityContext"),
+            "may not make the agent root or privileged".into(),
+        );
     }
 }
 

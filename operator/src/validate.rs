@@ -64,6 +64,17 @@ pub fn validate(spec: &ClusterSpecSpec) -> Vec<Problem> {
                 "is empty: name the application's image, or remove `application` to run the agent alone".into(),
             );
         }
+        for e in &app.env {
+            if ["MUSTER_AGENT_URL", "MUSTER_POD_IP"].contains(&e.name.as_str()) {
+                bad(
+                    "spec.application.env",
+                    format!(
+                        "{} is set by the operator: it tells the application where its agent is",
+                        e.name
+                    ),
+                );
+            }
+        }
         if app.name == "agent" || !is_dns_label(&app.name) {
             bad(
                 "spec.application.name",
@@ -133,7 +144,38 @@ pub fn validate(spec: &ClusterSpecSpec) -> Vec<Problem> {
     if let Some(raw) = &spec.pod_template {
         out.extend(crate::pod_template::check(raw, &pod_template_context(spec)));
     }
+    let grace_written = spec
+        .pod_template
+        .as_ref()
+        .and_then(|t| t.pointer("/spec/terminationGracePeriodSeconds"))
+        .is_some();
+    let leave = leave_timeout(spec);
+    if !grace_written
+        && leave.as_secs() + crate::pod_template::LEAVE_MARGIN_SECONDS > DEFAULT_GRACE_SECONDS
+    {
+        out.push(Problem {
+            field: "spec.membership.leaveTimeout".into(),
+            message: format!(
+                "`{}` does not fit in the pods' grace period ({DEFAULT_GRACE_SECONDS}s) with {}s to spare for the agent to exit: a stopped pod would be killed before it has left the cluster; shorten it or set a longer spec.podTemplate.spec.terminationGracePeriodSeconds",
+                spec.membership.leave_timeout,
+                crate::pod_template::LEAVE_MARGIN_SECONDS
+            ),
+        });
+    }
     out
+}
+
+/// The pods' terminationGracePeriodSeconds unless the pod template sets it.
+pub const DEFAULT_GRACE_SECONDS: u64 = 30;
+
+/// The agents' leave timeout (the agent's default when the field does not parse: the
+/// agent settings' check reports that).
+fn leave_timeout(spec: &ClusterSpecSpec) -> std::time::Duration {
+    node_agent::config::duration::parse(&spec.membership.leave_timeout).unwrap_or_else(|_| {
+        node_agent::config::Settings::default()
+            .cluster
+            .leave_timeout
+    })
 }
 
 /// What the pod template checks need to know of the rest of `spec`.

@@ -123,6 +123,18 @@ impl AgentConfig {
         validate::validate(settings, env, &origins, files)
     }
 
+    /// As an agent would load `text`, with `files` standing in for what the files it
+    /// names hold: for a program that writes an agent's settings but cannot read the
+    /// files its pods will have (the operator checks what it gives its agents).
+    pub fn from_yaml_with_files(
+        text: &str,
+        env: &Environment,
+        files: Files,
+    ) -> Result<Self, ConfigError> {
+        let (settings, origins) = settings_from(parse_document(text, "the configuration")?, env)?;
+        validate::validate(settings, env, &origins, files)
+    }
+
     /// As [`load`](Self::load), from YAML text (used by tests and the local cluster).
     pub fn from_yaml(text: &str, env: &Environment) -> Result<Self, ConfigError> {
         let (settings, origins) = settings_from(parse_document(text, "the configuration")?, env)?;

@@ -237,7 +237,14 @@ async fn reconcile_once(cs: &ClusterSpec, ctx: &Context, now: Timestamp) -> Resu
         return Ok(Action::await_change());
     }
     let world = observe::world(ctx, cs, &ns).await?;
-    let problems = validate(&cs.spec);
+    let mut problems = validate(&cs.spec);
+    // What only building finds: the agent settings as the agent's own loader sees them
+    // (`spec.agent.config`), the merged pod template. Pure and cheap.
+    if problems.is_empty()
+        && let Err(e) = build::owned(cs, true)
+    {
+        problems = e.0;
+    }
     let previous = cs.status.as_ref();
     let members = world.members.as_ref().ok();
     let member_views = members.map(crate::agents::member_views).unwrap_or_default();

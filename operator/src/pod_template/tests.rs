@@ -109,9 +109,14 @@ fn what_would_break_the_cluster_is_refused_by_field() {
         ["spec.podTemplate.spec.terminationGracePeriodSeconds"]
     );
     assert_eq!(
-        fields(json!({"spec": {"terminationGracePeriodSeconds": 16}})),
+        fields(json!({"spec": {"terminationGracePeriodSeconds": 19}})),
+        ["spec.podTemplate.spec.terminationGracePeriodSeconds"],
+        "the leave timeout and no time to exit"
+    );
+    assert_eq!(
+        fields(json!({"spec": {"terminationGracePeriodSeconds": 20}})),
         Vec::<String>::new(),
-        "longer than the leave timeout"
+        "the leave timeout and 5 s to exit"
     );
     assert_eq!(
         fields(json!({"spec": {"volumes": [{"name": "config", "emptyDir": {}}]}})),
@@ -171,5 +176,49 @@ fn a_template_of_the_wrong_shape_is_refused_at_the_field() {
     assert!(
         problems[0].message.contains("PodTemplateSpec"),
         "{problems:?}"
+    );
+}
+
+#[test]
+fn mounts_near_the_agents_files_init_containers_and_app_fields_are_refused() {
+    assert_eq!(
+        fields(
+            json!({"spec": {"containers": [{"name": "agent", "volumeMounts": [
+                {"name": "a", "mountPath": "/etc/muster/config/agent.yaml", "subPath": "x"},
+                {"name": "b", "mountPath": "/etc/muster/key/"},
+                {"name": "c", "mountPath": "/etc"},
+                {"name": "d", "mountPath": "/etc/muster-extra"},
+            ]}]}})
+        ),
+        [
+            "spec.podTemplate.spec.containers[agent].volumeMounts[/etc/muster/config/agent.yaml]",
+            "spec.podTemplate.spec.containers[agent].volumeMounts[/etc/muster/key/]",
+            "spec.podTemplate.spec.containers[agent].volumeMounts[/etc]",
+        ]
+    );
+    assert_eq!(
+        fields(json!({"spec": {
+            "ephemeralContainers": [],
+            "securityContext": {"runAsUser": 0},
+            "initContainers": [
+                {"name": "agent", "image": "x:1"},
+                {"name": "app", "image": "x:1"},
+                {"name": "proxy", "image": "x:1", "restartPolicy": "Always", "ports": [{"containerPort": 8558}]},
+            ],
+            "containers": [
+                {"name": "app", "image": "other:2", "env": [{"name": "MUSTER_AGENT_URL", "value": "x"}]},
+                {"name": "agent", "securityContext": {"privileged": true}},
+            ],
+        }})),
+        [
+            "spec.podTemplate.spec.ephemeralContainers",
+            "spec.podTemplate.spec.securityContext.runAsUser",
+            "spec.podTemplate.spec.containers[app].image",
+            "spec.podTemplate.spec.containers[app].env[MUSTER_AGENT_URL]",
+            "spec.podTemplate.spec.containers[agent].securityContext",
+            "spec.podTemplate.spec.initContainers[agent]",
+            "spec.podTemplate.spec.initContainers[app]",
+            "spec.podTemplate.spec.initContainers[proxy].ports[8558]",
+        ]
     );
 }

@@ -3,6 +3,7 @@
 //! applies them in the order of [`Owned`]'s fields; each carries the owner reference and
 //! the labels.
 
+mod agent_config;
 mod config_map;
 pub mod formation_lease;
 mod pod_disruption_budget;
@@ -49,12 +50,17 @@ pub const NEW_CLUSTER_ENABLED_KEY: &str = "new-cluster-enabled";
 pub const CLUSTER_KEY: &str = "cluster.key";
 pub const MANAGEMENT_TOKEN: &str = "management.token";
 
-/// Why the objects cannot be built: a spec value the checks should have refused.
+/// Why the objects cannot be built: problems of the spec that only building finds (the
+/// agent's own loader on the agent settings, the merged pod template), each naming its
+/// field.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{field}: {message}")]
-pub struct BuildError {
-    pub field: &'static str,
-    pub message: String,
+#[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
+pub struct BuildError(pub Vec<crate::validate::Problem>);
+
+impl From<Vec<crate::validate::Problem>> for BuildError {
+    fn from(problems: Vec<crate::validate::Problem>) -> Self {
+        Self(problems)
+    }
 }
 
 /// Every owned object but the Secret (created once by the controller, never rebuilt),

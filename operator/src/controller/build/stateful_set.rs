@@ -22,6 +22,7 @@ use super::{
 };
 use crate::crd::{ClusterSpec, RolloutStrategy};
 use crate::pod_template;
+use crate::validate::Problem;
 
 /// The user and group the pods run as (distroless's `nonroot`).
 const NON_ROOT: i64 = 65532;
@@ -53,7 +54,9 @@ pub fn build(
         service_account_name: Some(name.clone()),
         // A token only for agents that use the API (least privilege).
         automount_service_account_token: Some(uses_api),
-        termination_grace_period_seconds: Some(30),
+        termination_grace_period_seconds: Some(
+            i64::try_from(crate::validate::DEFAULT_GRACE_SECONDS).unwrap_or(30),
+        ),
         security_context: Some(PodSecurityContext {
             run_as_non_root: Some(true),
             run_as_user: Some(NON_ROOT),
@@ -135,19 +138,27 @@ fn with_override(
     template: PodTemplateSpec,
     user: &serde_json::Value,
 ) -> Result<PodTemplateSpec, BuildError> {
-    let failed = |e: serde_json::Error| BuildError {
-        field: pod_template::FIELD,
-        message: format!("cannot be merged into the pod template: {e}"),
+    let failed = |e: serde_json::Error| {
+        BuildError(vec![Problem {
+            field: pod_template::FIELD.to_owned(),
+            message: format!("cannot be merged into the pod template: {e}"),
+        }])
     };
-    let mut merged = serde_json::to_value(template).map_err(failed)?;
+    let base = serde_json::to_value(template).map_err(failed)?;
+    let mut merged = base.clone();
     pod_template::merge(&mut merged, user);
+    let problems = pod_template::protected(&base, &merged);
+    if !problems.is_empty() {
+        return Err(BuildError(problems));
+    }
     serde_json::from_value(merged).map_err(failed)
 }
 
 /// Variables the operator gives the application container, before the user's own, so
 /// that the application finds its agent: on Kubernetes the agent listens on the pod IP
 /// (the address its peers probe and that it advertises), which the application
-/// reaches from inside the pod as well. A name the user sets is left to the user.
+/// reaches from inside the pod as well. The checks refuse these names in the user's
+/// variables.
 pub const AGENT_URL_ENV: &str = "MUSTER_AGENT_URL";
 pub const POD_IP_ENV: &str = "MUSTER_POD_IP";
 
@@ -155,18 +166,14 @@ pub const POD_IP_ENV: &str = "MUSTER_POD_IP";
 /// [`AGENT_URL_ENV`] (`http://$(MUSTER_POD_IP):8558`, expanded by the kubelet), then
 /// `user`'s variables.
 fn application_env(user: &[EnvVar]) -> Vec<EnvVar> {
-    let user_sets = |name: &str| user.iter().any(|e| e.name == name);
-    let mut env = Vec::with_capacity(user.len() + 2);
-    if !user_sets(POD_IP_ENV) {
-        env.push(field_env(POD_IP_ENV, "status.podIP"));
-    }
-    if !user_sets(AGENT_URL_ENV) {
-        env.push(EnvVar {
+    let mut env = vec![
+        field_env(POD_IP_ENV, "status.podIP"),
+        EnvVar {
             name: AGENT_URL_ENV.into(),
             value: Some(format!("http://$({POD_IP_ENV}):{MANAGEMENT_PORT}")),
             ..EnvVar::default()
-        });
-    }
+        },
+    ];
     env.extend(user.iter().cloned());
     env
 }

@@ -303,7 +303,7 @@ fn the_agent_settings_name_only_what_differs_from_the_agents_defaults() {
     }
     let bad = cluster("membership: {stableAfter: soon}");
     assert_eq!(
-        owned(&bad, true).expect_err("refused").field,
+        owned(&bad, true).expect_err("refused").0[0].field,
         "spec.membership.stableAfter"
     );
 }
@@ -375,13 +375,14 @@ fn the_application_is_told_where_its_agent_listens() {
         env[1].value.as_deref(),
         Some("http://$(MUSTER_POD_IP):8558")
     );
-    // A variable the user sets is the user's.
-    let env = env_of(
-        "application: {image: 'shop:1.2', env: [{name: MUSTER_AGENT_URL, value: 'http://x:1'}]}",
-    );
-    let names: Vec<&str> = env.iter().map(|e| e.name.as_str()).collect();
-    assert_eq!(names, ["MUSTER_POD_IP", "MUSTER_AGENT_URL"]);
-    assert_eq!(env[1].value.as_deref(), Some("http://x:1"));
+    // Setting them in the spec is refused by the checks (it would break the URL).
+    let spec: crate::crd::ClusterSpecSpec = serde_yaml::from_str(
+        "application: {image: 'shop:1.2', env: [{name: MUSTER_POD_IP, value: '::1'}]}",
+    )
+    .expect("a spec");
+    let problems = crate::validate::validate(&spec);
+    assert_eq!(problems.len(), 1, "{problems:?}");
+    assert_eq!(problems[0].field, "spec.application.env");
 }
 
 #[test]
@@ -449,4 +450,54 @@ podTemplate:
         .map(|v| v.name.as_str())
         .collect();
     assert_eq!(volumes, ["config", "cluster-key", "data"]);
+}
+
+#[test]
+fn an_override_that_removes_the_operators_essentials_is_refused_by_field() {
+    let fields = |override_yaml: &str| -> Vec<String> {
+        let cs = cluster(&format!(
+            "application: {{image: 'shop:1.2'}}\npodTemplate: {override_yaml}"
+        ));
+        match owned(&cs, true) {
+            Ok(_) => Vec::new(),
+            Err(e) => e.0.into_iter().map(|p| p.field).collect(),
+        }
+    };
+    assert_eq!(
+        fields("{spec: {containers: [{name: agent, env: null, volumeMounts: null}]}}"),
+        [
+            "spec.podTemplate.spec.containers[agent].env[POD_IP]",
+            "spec.podTemplate.spec.containers[agent].env[POD_NAME]",
+            "spec.podTemplate.spec.containers[agent].env[POD_NAMESPACE]",
+            "spec.podTemplate.spec.containers[agent].volumeMounts[/etc/muster/config]",
+            "spec.podTemplate.spec.containers[agent].volumeMounts[/etc/muster/key]",
+        ]
+    );
+    assert_eq!(
+        fields("{metadata: {annotations: null}, spec: {securityContext: null}}"),
+        [
+            "spec.podTemplate.metadata.annotations.muster.dev/config-hash",
+            "spec.podTemplate.spec.securityContext.runAsNonRoot",
+            "spec.podTemplate.spec.securityContext.seccompProfile",
+        ]
+    );
+    assert_eq!(
+        fields(
+            "{spec: {containers: [{name: agent, securityContext: {allowPrivilegeEscalation: true, readOnlyRootFilesystem: true}}]}}"
+        ),
+        ["spec.podTemplate.spec.containers[agent].securityContext.allowPrivilegeEscalation"],
+        "adding a field is fine, changing the operator's is not"
+    );
+    assert_eq!(
+        fields("{spec: {volumes: null, containers: null}}"),
+        [
+            "spec.podTemplate.spec.volumes[config]",
+            "spec.podTemplate.spec.volumes[cluster-key]",
+            "spec.podTemplate.spec.containers[agent]",
+        ]
+    );
+    assert_eq!(
+        fields("{spec: {containers: [{name: agent, env: [{name: X, value: y}]}]}}"),
+        Vec::<String>::new()
+    );
 }
