@@ -4,8 +4,9 @@
 //! kubectl forms one cluster; every pod's application sees the same Up members as the
 //! agents and names the same owner for every key; scaling to 5 makes them agree again on
 //! the new members. Also: the operator tells the application where its agent is
-//! (`MUSTER_AGENT_URL`, expanded by the kubelet), and a bad pod template override is
-//! refused by field while the running pods stay as they are.
+//! (`MUSTER_AGENT_URL`, expanded by the kubelet), the pod template override reaches
+//! the pods, and a bad override or agent setting is refused by field while the running
+//! pods stay as they are.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
@@ -114,10 +115,32 @@ async fn the_example_application_agrees_on_owners_and_follows_scaling() {
     )
     .await;
 
-    // The application found its agent where the operator said.
+    // The pod template override is in the pods, and the application found its agent
+    // where the operator said.
     let pods = c.pods().await;
-    let pod = pods[0].metadata.name.clone().expect("a name");
-    let view = app_get(&p, &pod, "/members")
+    let pod = &pods[0];
+    let labels = pod.metadata.labels.clone().unwrap_or_default();
+    assert_eq!(
+        labels.get("app.kubernetes.io/part-of").map(String::as_str),
+        Some("keyowner-example"),
+        "{labels:?}"
+    );
+    let spec = pod.spec.clone().expect("a pod spec");
+    let app = spec
+        .containers
+        .iter()
+        .find(|c| c.name == "keyowner")
+        .expect("the application container");
+    assert!(app.readiness_probe.is_some(), "the template's probe");
+    let url = app
+        .env
+        .iter()
+        .flatten()
+        .find(|e| e.name == "MUSTER_AGENT_URL")
+        .and_then(|e| e.value.clone());
+    assert_eq!(url.as_deref(), Some("http://$(MUSTER_POD_IP):8558"));
+    let name = pod.metadata.name.clone().expect("a name");
+    let view = app_get(&p, &name, "/members")
         .await
         .expect("the application");
     assert!(view["events"].as_u64() > Some(0), "{view}");
@@ -157,40 +180,60 @@ async fn the_example_application_agrees_on_owners_and_follows_scaling() {
     }
     println!("owners of {KEYS} keys over 5 members: {:?}", spread(&after));
 
-    bad_override_is_refused(&c, &op).await;
+    bad_specs_are_refused(&c, &op).await;
 }
 
-/// A pod template that would take the agent's port is refused with the field named,
-/// and the StatefulSet is not touched.
-async fn bad_override_is_refused(c: &Cluster, op: &Operator) {
+/// Bad specs are refused with the field named, and the StatefulSet is not touched: a
+/// pod template that leaves the agent no time to leave, and an agent setting the agent
+/// does not know (checked by the agent's own loader inside the operator).
+async fn bad_specs_are_refused(c: &Cluster, op: &Operator) {
     let sets: Api<StatefulSet> = Api::namespaced(c.client.clone(), &c.namespace);
     let before = sets.get("keyowner").await.expect("the StatefulSet");
-    c.patch_spec(json!({"podTemplate": {"spec": {
-        "terminationGracePeriodSeconds": 5,
-    }}}))
-    .await;
-    let cs = c
-        .wait_for(
-            op,
-            "InvalidSpec",
-            Duration::from_secs(60),
-            |cs| match condition(cs, "Degraded") {
-                Some((_, reason, message)) if reason == "InvalidSpec" => {
-                    if message.contains("spec.podTemplate.spec.terminationGracePeriodSeconds") {
-                        Ok(())
-                    } else {
-                        Err(format!("another field: {message}"))
+    for (patch, field, undo) in [
+        (
+            json!({"podTemplate": {"spec": {"terminationGracePeriodSeconds": 5}}}),
+            "spec.podTemplate.spec.terminationGracePeriodSeconds",
+            json!({"podTemplate": {"spec": {"terminationGracePeriodSeconds": 30}}}),
+        ),
+        (
+            json!({"agent": {"config": {"cluster": {"gossip-intervall": "1s"}}}}),
+            "spec.agent.config.cluster",
+            json!({"agent": {"config": null}}),
+        ),
+    ] {
+        c.patch_spec(patch).await;
+        let cs = c
+            .wait_for(op, field, Duration::from_secs(60), |cs| {
+                match condition(cs, "Degraded") {
+                    Some((_, reason, message)) if reason == "InvalidSpec" => {
+                        if message.contains(field) {
+                            Ok(())
+                        } else {
+                            Err(format!("another field: {message}"))
+                        }
                     }
+                    other => Err(format!("Degraded is {other:?}")),
                 }
-                other => Err(format!("Degraded is {other:?}")),
-            },
-        )
-        .await;
-    println!("refused: {:?}", condition(&cs, "Degraded"));
-    assert_eq!(status_of(&cs).members.map(|m| m.up), Some(5));
+            })
+            .await;
+        println!("refused: {:?}", condition(&cs, "Degraded").map(|d| d.2));
+        assert_eq!(status_of(&cs).members.map(|m| m.up), Some(5));
+        c.patch_spec(undo).await;
+    }
+    c.wait_for(
+        op,
+        "valid again",
+        Duration::from_secs(60),
+        |cs| match condition(cs, "Degraded") {
+            Some((_, reason, _)) if reason == "InvalidSpec" => Err("still InvalidSpec".into()),
+            _ => running(5)(cs),
+        },
+    )
+    .await;
     let after = sets.get("keyowner").await.expect("the StatefulSet");
     assert_eq!(
-        before.metadata.resource_version, after.metadata.resource_version,
+        (before.metadata.generation, before.spec.template),
+        (after.metadata.generation, after.spec.template),
         "nothing applied"
     );
 }

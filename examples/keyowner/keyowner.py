@@ -31,6 +31,7 @@ import http.server
 import json
 import os
 import signal
+import socket
 import socketserver
 import sys
 import threading
@@ -138,14 +139,16 @@ def owner(key, members):
     return best[1] if best else None
 
 
-def follow_events(agent_url, membership, stop):
+def follow_events(host, port, membership, stop):
     """Follows the agent's event stream for ever, reconnecting with Last-Event-ID
     (after an agent restart the id belongs to an earlier run, and the agent answers
-    with Resync and its current state)."""
-    url = urllib.parse.urlsplit(agent_url)
+    with Resync and its current state). The agent sends an id only where a stream may
+    be resumed: not inside the snapshot it starts with, so a stream cut off there
+    resumes from the earlier id and gets the whole snapshot again."""
+    agent_url = f"http://{host}:{port}"
     backoff = 0.2
     while not stop.is_set():
-        conn = http.client.HTTPConnection(url.hostname, url.port or 80, timeout=STREAM_TIMEOUT)
+        conn = http.client.HTTPConnection(host, port, timeout=STREAM_TIMEOUT)
         try:
             headers = {"Accept": "text/event-stream"}
             if membership.last_event_id:
@@ -169,7 +172,8 @@ def follow_events(agent_url, membership, stop):
 def read_stream(resp, membership):
     name, event_id, data, size = None, None, [], 0
     while True:
-        line = resp.fp.readline(MAX_LINE + 1)
+        # HTTPResponse.readline decodes the chunked transfer encoding.
+        line = resp.readline(MAX_LINE + 1)
         if not line:
             return
         if len(line) > MAX_LINE:
@@ -206,8 +210,7 @@ def dispatch(membership, name, event_id, text):
         return
     if isinstance(data, dict):
         membership.apply(name, event_id, data)
-    # The current state is sent first as events; once a member reports itself
-    # (every agent's state includes itself) the state is the agent's.
+    # An event after a (re)sync: the view is being rebuilt from the agent's state.
     membership.mark_synced()
 
 
@@ -282,7 +285,13 @@ def handler_for(membership, counter):
                 self.reply(404, {"error": f"no route {path}"})
 
         def do_POST(self):
-            length = int(self.headers.get("Content-Length") or 0)
+            try:
+                length = int(self.headers.get("Content-Length") or 0)
+            except ValueError:
+                length = -1
+            if length < 0:
+                self.reply(400, {"error": "bad Content-Length"})
+                return
             if length > MAX_BODY:
                 self.reply(413, {"error": "body too large"})
                 return
@@ -318,8 +327,14 @@ def main():
     agent_url = os.environ.get("MUSTER_AGENT_URL")
     if not agent_url:
         sys.exit("keyowner: MUSTER_AGENT_URL is not set (the muster operator sets it beside its agent)")
-    url = urllib.parse.urlsplit(agent_url)
-    if url.scheme != "http" or not url.hostname:
+    agent_host, agent_port = None, 80
+    try:
+        url = urllib.parse.urlsplit(agent_url)
+        if url.scheme == "http":
+            agent_host, agent_port = url.hostname, url.port or 80
+    except ValueError:
+        pass
+    if not agent_host:
         sys.exit(f"keyowner: MUSTER_AGENT_URL must be http://host:port, not {agent_url!r}")
     host = os.environ.get("MUSTER_POD_IP") or "0.0.0.0"
     port = int(os.environ.get("PORT", "8080"))
@@ -328,6 +343,8 @@ def main():
     stop = threading.Event()
 
     socketserver.TCPServer.allow_reuse_address = True
+    if ":" in host:
+        BoundedServer.address_family = socket.AF_INET6
     server = BoundedServer((host, port), handler_for(membership, counter))
     server.own_host = host
 
@@ -340,7 +357,7 @@ def main():
     signal.signal(signal.SIGINT, on_term)
     def follow():
         try:
-            follow_events(agent_url, membership, stop)
+            follow_events(agent_host, agent_port, membership, stop)
         except BaseException as e:  # a dead follower would serve a stale view for ever
             log("the event follower died; exiting", error=repr(e))
             os._exit(1)

@@ -178,8 +178,17 @@ pub(super) fn environment(
     env.extend(referenced.from.iter().cloned());
     for e in c.env.iter().flatten() {
         let value = match (&e.value, &e.value_from) {
-            // `$(NAME)` names a variable defined before this one, as in the kubelet.
-            (Some(v), _) => Some(expand(v, &env)),
+            // `$(NAME)` names a variable defined before this one (or a service
+            // variable), as in the kubelet; PATH and HOSTNAME come from the image
+            // and runtime, which the kubelet does not know.
+            (Some(v), _) => {
+                let defined: Vec<(String, String)> = env
+                    .iter()
+                    .filter(|(k, _)| k != "PATH" && k != "HOSTNAME")
+                    .cloned()
+                    .collect();
+                Some(expand(v, &defined))
+            }
             (None, Some(from)) => match &from.field_ref {
                 Some(f) => field(pod, ip, &f.field_path),
                 None => referenced.keys.get(&e.name).cloned(),
@@ -221,6 +230,7 @@ mod tests {
                 {"name": "LATER_USE", "value": "$(IP)"},
                 {"name": "IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
                 {"name": "URL", "value": "http://$(IP):8558/$$(IP)"},
+                {"name": "P", "value": "$(PATH)"},
             ],
         }))
         .expect("a container");
