@@ -1,6 +1,6 @@
 //! What a pod spec asks of the node, seen through the agent: a config file from a Secret
 //! volume, variables from `envFrom` with a prefix, ConfigMap volumes kept in step with
-//! their object, liveness probes that restart a container, and a missing volume source
+//! their object, liveness and startup probes that restart a container, and a missing volume source
 //! reported as a kubelet reports it.
 
 use std::time::{Duration, Instant};
@@ -214,6 +214,61 @@ async fn volumes_env_from_and_probes_work_as_on_a_kubelet() {
         events(&p, "unhealthy", "Killing")
     })
     .await;
+
+    // A startup probe that never succeeds: the container is never ready, its liveness
+    // probe (which would fail too) is never run, and it is restarted once the startup
+    // probe has failed failureThreshold times.
+    create::<Pod>(
+        &p.client,
+        &ns,
+        json!({"metadata": {"name": "slow-start"},
+               "spec": {"terminationGracePeriodSeconds": 2,
+                        "containers": [{"name": "agent", "image": p.agent_image(),
+                                        "env": [{"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
+                                                {"name": "MUSTER_BOOTSTRAP_SERVICE_NAME", "value": "slow-start"},
+                                                {"name": "MUSTER_CLUSTER_ALLOW_UNAUTHENTICATED", "value": "true"}],
+                                        "ports": [{"name": "management", "containerPort": 8558}],
+                                        "startupProbe": {"tcpSocket": {"port": 9},
+                                                         "periodSeconds": 1, "failureThreshold": 3},
+                                        "readinessProbe": {"httpGet": {"path": "/alive", "port": "management"},
+                                                           "periodSeconds": 1},
+                                        "livenessProbe": {"tcpSocket": {"port": 10},
+                                                          "periodSeconds": 1, "failureThreshold": 1}}]}}),
+    )
+    .await;
+    poll(
+        "a restart after failed startup probes",
+        Duration::from_secs(60),
+        || {
+            let pods_api = pods_api.clone();
+            async move {
+                let pod = pods_api
+                    .get("slow-start")
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let c = first_container(pod).ok_or("no container status yet")?;
+                assert!(!c.ready, "ready before its startup probe succeeded");
+                (c.restart_count >= 1)
+                    .then_some(())
+                    .ok_or_else(|| format!("restartCount {}", c.restart_count))
+            }
+        },
+    )
+    .await;
+    let unhealthy = poll("Unhealthy events", Duration::from_secs(10), || {
+        events(&p, "slow-start", "Unhealthy")
+    })
+    .await;
+    for e in &unhealthy {
+        let message = e.message.clone().unwrap_or_default();
+        assert!(message.starts_with("Startup probe failed"), "{message}");
+    }
+    let killing = poll("a Killing event", Duration::from_secs(10), || {
+        events(&p, "slow-start", "Killing")
+    })
+    .await;
+    let message = killing[0].message.clone().unwrap_or_default();
+    assert!(message.contains("failed startup probe"), "{message}");
 
     // A volume whose ConfigMap does not exist: the pod waits in ContainerCreating and
     // an event names what is missing.

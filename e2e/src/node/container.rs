@@ -88,9 +88,14 @@ pub(super) async fn keep_running(
             .as_ref()
             .map(|p| probes::spec(&c, p))
             .transpose()?;
-        Ok::<_, String>((mounts, readiness, liveness))
+        let startup = c
+            .startup_probe
+            .as_ref()
+            .map(|p| probes::spec(&c, p))
+            .transpose()?;
+        Ok::<_, String>((mounts, readiness, liveness, startup))
     })();
-    let (mounts, readiness, liveness) = match setup {
+    let (mounts, readiness, liveness, startup) = match setup {
         Ok(s) => s,
         Err(e) => return ctx.waiting(&c.name, "CreateContainerConfigError", e).await,
     };
@@ -102,6 +107,7 @@ pub(super) async fn keep_running(
         mounts: &mounts,
         readiness: readiness.as_ref(),
         liveness: liveness.as_ref(),
+        startup: startup.as_ref(),
         grace,
     };
     let mut quick_exits = 0;
@@ -171,6 +177,9 @@ struct ContainerPlan<'a> {
     mounts: &'a [(PathBuf, PathBuf, bool)],
     readiness: Option<&'a probes::ProbeSpec>,
     liveness: Option<&'a probes::ProbeSpec>,
+    /// Until it succeeds, neither readiness nor liveness is probed (and the container
+    /// is not ready); failing it `failureThreshold` times restarts the container.
+    startup: Option<&'a probes::ProbeSpec>,
     grace: Duration,
 }
 
@@ -290,11 +299,46 @@ async fn run_container(
             }
         }
     };
+    let startup = async {
+        let Some(p) = k.startup else { return Ok(()) };
+        tokio::time::sleep(p.initial_delay).await;
+        let mut failures = 0;
+        let mut every = tokio::time::interval(p.period);
+        loop {
+            every.tick().await;
+            match probes::run(ctx.ip, p).await {
+                // The kubelet requires successThreshold 1 for startup probes.
+                Ok(()) => return Ok(()),
+                Err(e) => {
+                    ctx.event(
+                        &c.name,
+                        "Warning",
+                        "Unhealthy",
+                        &format!("Startup probe failed: {e}"),
+                    )
+                    .await;
+                    failures += 1;
+                    if failures >= p.failure_threshold {
+                        return Err(e);
+                    }
+                }
+            }
+        }
+    };
+    // Readiness and liveness only once the container has started.
+    let probes = async {
+        if let Err(e) = startup.await {
+            return ("startup", e);
+        }
+        tokio::select! {
+            () = readiness => unreachable!("readiness probing never ends"),
+            why = liveness => ("liveness", why),
+        }
+    };
     let status = tokio::select! {
         status = child.wait() => status.ok(),
-        () = readiness => None,
-        why = liveness => {
-            let message = format!("Container {} failed liveness probe, will be restarted", c.name);
+        (kind, why) = probes => {
+            let message = format!("Container {} failed {kind} probe, will be restarted", c.name);
             tracing::warn!(pod = %ctx.name, %message, probe = %why);
             record_event(&ctx.client, &ctx.pod, &c.name, "Normal", "Killing", &message).await;
             if let Some(pid) = pid {

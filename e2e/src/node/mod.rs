@@ -18,9 +18,10 @@
 //!
 //! ConfigMap, Secret and emptyDir volumes are bind-mounted at their `mountPath` (the
 //! host gets an empty folder there as the mount point) and kept in step with their
-//! objects as late as a kubelet keeps them ([`VolumeRefresh`]: at pod syncs 60–90 s apart by default); `envFrom` is applied before `env`; readiness and liveness probes (`httpGet`,
-//! `tcpSocket`) follow the kubelet's timing and thresholds, and a container that fails
-//! its liveness probe is stopped and restarted, with events saying why. Pod IPs are
+//! objects as late as a kubelet keeps them ([`VolumeRefresh`]: at pod syncs 60–90 s apart by default); `envFrom` is applied before `env`; startup, readiness and liveness probes (`httpGet`,
+//! `tcpSocket`) follow the kubelet's timing and thresholds (readiness and liveness only
+//! once a startup probe succeeded), and a container that fails its liveness or startup
+//! probe is stopped and restarted, with events saying why. Pod IPs are
 //! handed out round-robin over the node's /24 and reused once their pod is gone.
 //!
 //! Not supported (refused with a message naming it): other volume types, `subPath`,
