@@ -6,19 +6,21 @@
 //! the new members. Also: the operator tells the application where its agent is
 //! (`MUSTER_AGENT_URL`, expanded by the kubelet), the pod template override reaches
 //! the pods, and a bad override or agent setting is refused by field while the running
-//! pods stay as they are.
+//! pods stay as they are; while the pause annotation is set the operator writes nothing,
+//! and the scale-down made meanwhile (5 → 3) is applied once it is removed.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use e2e::Platform;
 use k8s_openapi::api::apps::v1::StatefulSet;
-use kube::api::Api;
+use k8s_openapi::api::core::v1::{ConfigMap, Event};
+use kube::api::{Api, ListParams};
 use node_agent::base::member::MemberStatus;
 use serde_json::{Value, json};
 
 mod support;
-use support::operator::{Cluster, Operator, condition, running, setup, status_of};
+use support::operator::{Cluster, Operator, condition, running, setup, status_of, writes};
 use support::poll;
 
 /// The application's port (the example's `PORT`).
@@ -139,11 +141,46 @@ async fn the_example_application_agrees_on_owners_and_follows_scaling() {
         .find(|e| e.name == "MUSTER_AGENT_URL")
         .and_then(|e| e.value.clone());
     assert_eq!(url.as_deref(), Some("http://$(MUSTER_POD_IP):8558"));
+    // Each member's app version is its pod's template revision.
+    let revision = labels
+        .get("controller-revision-hash")
+        .cloned()
+        .expect("the StatefulSet's revision label");
+    c.wait_for(
+        &op,
+        "app versions in status",
+        Duration::from_secs(30),
+        |cs| {
+            let versions = status_of(cs).app_versions;
+            (versions == BTreeMap::from([(revision.clone(), 3)]))
+                .then_some(())
+                .ok_or_else(|| format!("app versions {versions:?}, pods run {revision}"))
+        },
+    )
+    .await;
     let name = pod.metadata.name.clone().expect("a name");
     let view = app_get(&p, &name, "/members")
         .await
         .expect("the application");
     assert!(view["events"].as_u64() > Some(0), "{view}");
+
+    // The agents' liveness probe runs only once their startup probe succeeded: no pod
+    // start is reported as a liveness failure.
+    let events: Vec<String> = Api::<Event>::namespaced(p.client.clone(), &p.namespace)
+        .list(&ListParams::default())
+        .await
+        .expect("events")
+        .items
+        .into_iter()
+        .filter(|e| e.reason.as_deref() == Some("Unhealthy"))
+        .filter_map(|e| e.message)
+        .collect();
+    let startup = events.iter().filter(|m| m.starts_with("Startup")).count();
+    println!("Unhealthy events while forming: {startup} startup probe failures");
+    assert!(
+        !events.iter().any(|m| m.starts_with("Liveness")),
+        "{events:?}"
+    );
 
     let owners = poll(
         "3 applications agree on owners",
@@ -181,6 +218,7 @@ async fn the_example_application_agrees_on_owners_and_follows_scaling() {
     println!("owners of {KEYS} keys over 5 members: {:?}", spread(&after));
 
     bad_specs_are_refused(&c, &op).await;
+    pause_writes_nothing_until_removed(&p, &c, &op).await;
 }
 
 /// Bad specs are refused with the field named, and the StatefulSet is not touched: a
@@ -235,5 +273,89 @@ async fn bad_specs_are_refused(c: &Cluster, op: &Operator) {
         (before.metadata.generation, before.spec.template),
         (after.metadata.generation, after.spec.template),
         "nothing applied"
+    );
+}
+
+/// The pause annotation stops every write: a spec change made while it is set (a
+/// scale-down) is applied only once it is removed. Then the 3 remaining applications
+/// agree on the owners again.
+async fn pause_writes_nothing_until_removed(p: &Platform, c: &Cluster, op: &Operator) {
+    let annotate = |value: &str| {
+        let out = p
+            .kubectl()
+            .args(["annotate", "--overwrite", "mcs", "keyowner", value])
+            .output()
+            .expect("kubectl annotate");
+        assert!(out.status.success(), "{out:?}");
+    };
+    annotate("muster.dev/reconcile-paused=true");
+    c.wait_for(
+        op,
+        "Paused",
+        Duration::from_secs(30),
+        |cs| match status_of(cs).phase.as_deref() {
+            Some("Paused") => Ok(()),
+            other => Err(format!("phase {other:?}")),
+        },
+    )
+    .await;
+    let metrics = || async { op.metrics().await.expect("the operator's metrics") };
+    let reconciles = |m: &BTreeMap<String, f64>| m.get("muster_operator_reconciles_total").copied();
+    let sets: Api<StatefulSet> = Api::namespaced(c.client.clone(), &c.namespace);
+    let maps: Api<ConfigMap> = Api::namespaced(c.client.clone(), &c.namespace);
+    let set_before = sets.get("keyowner").await.expect("the StatefulSet");
+    let map_before = maps.get("keyowner").await.expect("the ConfigMap");
+    let before = metrics().await;
+    c.patch_spec(json!({"replicas": 3})).await;
+    // The change was seen (a reconcile ran after it) and nothing was written: not the
+    // objects, not the status (which would name the new generation).
+    poll(
+        "a reconcile after the change",
+        Duration::from_secs(30),
+        || async {
+            let now = metrics().await;
+            (reconciles(&now) > reconciles(&before))
+                .then_some(())
+                .ok_or_else(|| "no reconcile yet".to_owned())
+        },
+    )
+    .await;
+    let during = metrics().await;
+    let cs = c.api().get("keyowner").await.expect("the ClusterSpec");
+    assert!(
+        status_of(&cs).observed_generation < cs.metadata.generation,
+        "no status write while paused: {:?}",
+        cs.status
+    );
+    let set = sets.get("keyowner").await.expect("the StatefulSet");
+    assert_eq!(set.spec.replicas, Some(5), "not scaled");
+    assert_eq!(set.metadata.generation, set_before.metadata.generation);
+    let map = maps.get("keyowner").await.expect("the ConfigMap");
+    assert_eq!(
+        map.metadata.resource_version, map_before.metadata.resource_version,
+        "the agents' settings untouched"
+    );
+
+    annotate("muster.dev/reconcile-paused-");
+    c.wait_for(
+        op,
+        "Running with 3 Up",
+        Duration::from_secs(120),
+        running(3),
+    )
+    .await;
+    let owners = poll(
+        "3 applications agree on owners after scaling down",
+        Duration::from_secs(30),
+        || owners_agree(p, c, 3),
+    )
+    .await;
+    println!(
+        "owners of {KEYS} keys over 3 members again: {:?}",
+        spread(&owners)
+    );
+    println!(
+        "operator API writes while paused, none to the cluster's objects or status (leader Lease renewals, Events): {}",
+        writes(&during) - writes(&before)
     );
 }

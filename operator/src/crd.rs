@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{Affinity, EnvVar, ResourceRequirements, Toleration};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -56,6 +57,9 @@ pub struct ClusterSpecSpec {
     /// How pod template changes roll out.
     #[serde(default)]
     pub rollout: RolloutSpec,
+    /// The PodDisruptionBudget the operator keeps for the pods (Kubernetes ≥ 1.21).
+    #[serde(default)]
+    pub disruption_budget: DisruptionBudgetSpec,
     /// A Kubernetes pod template merged into the one the operator builds: ports,
     /// probes, volumes and mounts of the application, init containers, labels and
     /// annotations, image pull secrets, topology spread, security context, grace
@@ -78,6 +82,42 @@ fn pod_template_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
 
 fn default_replicas() -> i32 {
     3
+}
+
+/// The pods' PodDisruptionBudget: how many a voluntary disruption (a node drain, an
+/// eviction) may take at once.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DisruptionBudgetSpec {
+    /// Keep a PodDisruptionBudget. false: none (one the operator made is removed), for
+    /// clusters whose own tooling limits evictions. Default true.
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    /// Pods that may be down at once: a number (at least 1) or a percentage of the
+    /// replicas, e.g. `25%`. Default 1.
+    #[serde(default = "default_max_unavailable")]
+    pub max_unavailable: IntOrString,
+}
+
+impl Default for DisruptionBudgetSpec {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            max_unavailable: default_max_unavailable(),
+        }
+    }
+}
+
+fn default_max_unavailable() -> IntOrString {
+    IntOrString::Int(1)
+}
+
+/// An int-or-string as written.
+pub fn int_or_string(v: &IntOrString) -> String {
+    match v {
+        IntOrString::Int(n) => n.to_string(),
+        IntOrString::String(s) => s.clone(),
+    }
 }
 
 /// The agent container.
@@ -466,7 +506,8 @@ pub struct ClusterSpecStatus {
     /// The generation of the spec this status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
-    /// `Pending`, `Forming`, `Running`, `Updating` or `Degraded`.
+    /// `Pending`, `Forming`, `Running`, `Updating`, `Degraded`, or `Paused` while the
+    /// annotation `muster.dev/reconcile-paused: "true"` stops all reconciliation.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub phase: Option<String>,
     /// Pods that exist (for the scale subresource).
@@ -478,6 +519,11 @@ pub struct ClusterSpecStatus {
     /// Members by state, as the agents report them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub members: Option<MemberCounts>,
+    /// Members by app version, as the agents report them: the pod template revision
+    /// (`controller-revision-hash`) each member's pod runs, so a rollout shows how
+    /// many run the old and the new template.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub app_versions: BTreeMap<String, i32>,
     /// Address of the cluster leader.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub leader: Option<String>,

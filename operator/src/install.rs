@@ -77,10 +77,10 @@ const RULES: &[Rule] = &[
         verbs: &["get", "list", "watch", "delete"],
     },
     Rule {
-        why: "the PodDisruptionBudget of each cluster (Kubernetes >= 1.21)",
+        why: "the PodDisruptionBudget of each cluster (Kubernetes >= 1.21); removed when spec.disruptionBudget turns it off",
         groups: &["policy"],
         resources: &["poddisruptionbudgets"],
-        verbs: &["get", "create", "patch"],
+        verbs: &["get", "create", "patch", "delete"],
     },
     Rule {
         why: "leader election; each cluster's formation record (created here, claimed by the agent that forms); also granted to agents, which needs the operator to hold it",

@@ -19,6 +19,11 @@ pub const FORMING: &str = "Forming";
 pub const RUNNING: &str = "Running";
 pub const UPDATING: &str = "Updating";
 pub const DEGRADED: &str = "Degraded";
+pub const PAUSED: &str = "Paused";
+
+/// The annotation that pauses all reconciliation of a ClusterSpec (maintenance
+/// windows): with the value `"true"` the operator writes nothing for it.
+pub const PAUSE_ANNOTATION: &str = "muster.dev/reconcile-paused";
 
 /// Everything the status is computed from.
 #[derive(Debug, Clone)]
@@ -99,6 +104,16 @@ pub fn expected_contact_points(
     }
 }
 
+/// Members by app version (the pod template revision their pod runs): during a
+/// rollout, how many run the old and the new one.
+fn app_versions(members: &ClusterMembers) -> std::collections::BTreeMap<String, i32> {
+    let mut out = std::collections::BTreeMap::new();
+    for m in &members.members {
+        *out.entry(m.app_version.clone()).or_insert(0) += 1;
+    }
+    out
+}
+
 /// Members that count as Up (Up and WeaklyUp serve).
 fn up(members: &ClusterMembers) -> i32 {
     let n = members.members.iter().filter(|m| m.status.is_up()).count();
@@ -143,6 +158,17 @@ pub fn compute(seen: &Seen<'_>) -> ClusterSpecStatus {
         total: i32::try_from(m.members.len()).unwrap_or(i32::MAX),
         unreachable: i32::try_from(m.unreachable.len()).unwrap_or(i32::MAX),
     });
+    // While forming, the agents that answer are no members yet: the pods are what is
+    // coming (else `total` would read 0 until the cluster exists).
+    let counts = if formed_at.is_none() {
+        let c = counts.unwrap_or_default();
+        Some(MemberCounts {
+            total: c.total.max(seen.pods),
+            ..c
+        })
+    } else {
+        counts
+    };
     let up_count = counts.as_ref().map_or(0, |c| c.up);
     let unreachable = counts.as_ref().map_or(0, |c| c.unreachable);
 
@@ -271,8 +297,19 @@ pub fn compute(seen: &Seen<'_>) -> ClusterSpecStatus {
             ),
         },
     ];
-    conditions.push(if seen.pdb_supported {
-        cond("DisruptionBudget", true, "Applied", "a PodDisruptionBudget allows one pod down at a time".into())
+    let budget = &spec.disruption_budget;
+    conditions.push(if !budget.enabled {
+        cond("DisruptionBudget", false, "Disabled", "spec.disruptionBudget.enabled is false: no PodDisruptionBudget limits voluntary evictions".into())
+    } else if seen.pdb_supported {
+        cond(
+            "DisruptionBudget",
+            true,
+            "Applied",
+            format!(
+                "a PodDisruptionBudget allows {} pod(s) down at a time",
+                crate::crd::int_or_string(&budget.max_unavailable)
+            ),
+        )
     } else {
         cond("DisruptionBudget", false, "PolicyV1Unavailable", "the API server has no policy/v1 PodDisruptionBudget (Kubernetes < 1.21): voluntary evictions are not limited".into())
     });
@@ -295,6 +332,7 @@ pub fn compute(seen: &Seen<'_>) -> ClusterSpecStatus {
         selector: Some(seen.selector.clone()),
         // Unknown while no agent answers (the Degraded condition says why), never stale.
         members: counts,
+        app_versions: members.map(app_versions).unwrap_or_default(),
         leader: members.and_then(|m| m.leader.as_ref().map(ToString::to_string)),
         oldest: members.and_then(|m| m.oldest.as_ref().map(ToString::to_string)),
         new_cluster_enabled: Some(
@@ -320,6 +358,34 @@ pub fn compute(seen: &Seen<'_>) -> ClusterSpecStatus {
 
 /// The last status with `Degraded` saying why the last reconcile failed (e.g. a
 /// permission the operator lacks); everything else as it was.
+/// The status while reconciliation is paused: the last one, with phase `Paused` and a
+/// `ReconciliationPaused` condition (the next normal status drops it).
+pub fn paused(
+    previous: Option<&ClusterSpecStatus>,
+    generation: Option<i64>,
+    now: Timestamp,
+) -> ClusterSpecStatus {
+    let mut status = previous.cloned().unwrap_or_default();
+    status.phase = Some(PAUSED.to_owned());
+    let mut c = cond(
+        "ReconciliationPaused",
+        true,
+        "Annotation",
+        format!(
+            "{PAUSE_ANNOTATION} is \"true\": the operator applies no change, takes no rollout or scaling step and updates no status until the annotation is removed"
+        ),
+    );
+    c.observed_generation = generation;
+    c.last_transition_time = status
+        .conditions
+        .iter()
+        .find(|x| x.type_ == c.type_)
+        .map_or(Time(now), |x| x.last_transition_time.clone());
+    status.conditions.retain(|x| x.type_ != c.type_);
+    status.conditions.push(c);
+    status
+}
+
 pub fn with_error(
     previous: Option<&ClusterSpecStatus>,
     generation: Option<i64>,

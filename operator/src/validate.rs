@@ -134,6 +134,25 @@ pub fn validate(spec: &ClusterSpecSpec) -> Vec<Problem> {
             Ok(_) => {}
         }
     }
+    if spec.disruption_budget.enabled {
+        let max = &spec.disruption_budget.max_unavailable;
+        let ok = match max {
+            k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(n) => *n >= 1,
+            k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::String(s) => s
+                .strip_suffix('%')
+                .and_then(|n| n.parse::<u8>().ok())
+                .is_some_and(|n| (1..=100).contains(&n)),
+        };
+        if !ok {
+            bad(
+                "spec.disruptionBudget.maxUnavailable",
+                format!(
+                    "`{}` is not allowed: use a number of pods (at least 1) or a percentage such as `25%`; 0 would block every node drain (turn the budget off with enabled: false instead)",
+                    crate::crd::int_or_string(max)
+                ),
+            );
+        }
+    }
     let t = spec.membership.failure_detector_threshold;
     if !(t.is_finite() && t > 0.0) {
         bad(

@@ -37,10 +37,10 @@
 - apiGroups: [""]
   resources: ["pods"]
   verbs: ["get","list","watch","delete"]
-# the PodDisruptionBudget of each cluster (Kubernetes >= 1.21)
+# the PodDisruptionBudget of each cluster (Kubernetes >= 1.21); removed when spec.disruptionBudget turns it off
 - apiGroups: ["policy"]
   resources: ["poddisruptionbudgets"]
-  verbs: ["get","create","patch"]
+  verbs: ["get","create","patch","delete"]
 # leader election; each cluster's formation record (created here, claimed by the agent that forms); also granted to agents, which needs the operator to hold it
 - apiGroups: ["coordination.k8s.io"]
   resources: ["leases"]

@@ -65,7 +65,7 @@ pub async fn owned(ctx: &Context, ns: &str, o: Owned) -> Result<usize, Error> {
     written += usize::from(one(ctx, ns, config_map).await?);
     written += usize::from(one(ctx, ns, stateful_set).await?);
     if ctx.pdb_supported {
-        written += usize::from(one(ctx, ns, pod_disruption_budget).await?);
+        written += usize::from(optional(ctx, ns, pod_disruption_budget, &name).await?);
     }
     Ok(written)
 }

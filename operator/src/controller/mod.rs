@@ -236,6 +236,33 @@ async fn reconcile_once(cs: &ClusterSpec, ctx: &Context, now: Timestamp) -> Resu
         // applying now would only recreate it.
         return Ok(Action::await_change());
     }
+    if cs
+        .annotations()
+        .get(status::PAUSE_ANNOTATION)
+        .is_some_and(|v| v == "true")
+    {
+        // A maintenance window: no reads of the world, no writes but this one status
+        // (so `kubectl get` shows it), until the annotation goes (a watch event).
+        let previous = cs.status.as_ref();
+        let next = status::paused(previous, cs.meta().generation, now);
+        if previous != Some(&next) {
+            write_status(ctx, cs, &ns, &next).await?;
+            event(
+                ctx,
+                cs,
+                None,
+                EventType::Normal,
+                "ReconciliationPaused",
+                "Pause",
+                format!(
+                    "{} is \"true\": nothing is changed until it is removed",
+                    status::PAUSE_ANNOTATION
+                ),
+            )
+            .await;
+        }
+        return Ok(Action::await_change());
+    }
     let world = observe::world(ctx, cs, &ns).await?;
     let mut problems = validate(&cs.spec);
     // What only building finds: the agent settings as the agent's own loader sees them

@@ -358,3 +358,40 @@ async fn failed_reconciles_back_off_per_cluster_and_a_success_resets() {
     ctx.succeeded(&shop);
     assert_eq!(error_policy(shop, &err, ctx), secs(1));
 }
+
+#[tokio::test]
+async fn a_paused_cluster_spec_gets_one_status_write_and_nothing_else() {
+    let (ctx, handle) = context();
+    let mut cs = cluster(json!({"replicas": 3}));
+    cs.metadata.annotations = Some(std::collections::BTreeMap::from([(
+        crate::status::PAUSE_ANNOTATION.to_owned(),
+        "true".to_owned(),
+    )]));
+    let task = tokio::spawn({
+        let (cs, ctx) = (cs.clone(), ctx.clone());
+        async move { reconcile_once(&cs, &ctx, now()).await }
+    });
+    let (calls, result) = serve(handle, task, empty_namespace).await;
+    assert_eq!(result.expect("reconciled"), Action::await_change());
+    assert_eq!(
+        summary(&calls),
+        [
+            "PATCH muster.dev/v1alpha1/namespaces/prod/clusterspecs/shop/status",
+            "POST events.k8s.io/v1/namespaces/prod/events",
+        ],
+        "no reads of the world, no objects applied"
+    );
+    assert_eq!(calls[0].body["status"]["phase"], "Paused");
+    assert_eq!(calls[1].body["reason"], "ReconciliationPaused");
+
+    // Once the status says so, a paused reconcile makes no call at all.
+    let (ctx, handle) = context();
+    cs.status = Some(serde_json::from_value(calls[0].body["status"].clone()).expect("a status"));
+    let task = tokio::spawn({
+        let ctx = ctx.clone();
+        async move { reconcile_once(&cs, &ctx, now()).await }
+    });
+    let (calls, result) = serve(handle, task, empty_namespace).await;
+    assert_eq!(result.expect("reconciled"), Action::await_change());
+    assert!(calls.is_empty(), "{:?}", summary(&calls));
+}

@@ -372,3 +372,37 @@ fn a_failed_reconcile_is_reported_in_degraded_and_nothing_else_changes() {
     );
     assert_eq!(again, failed, "a repeated failure writes nothing new");
 }
+
+#[test]
+fn while_forming_the_total_counts_the_pods_and_versions_are_counted() {
+    let sp = spec("replicas: 3");
+    let none = members(&[], &[]);
+    let r = compute(&seen(&sp, None, Ok(&none), at(0)));
+    assert_eq!(r.phase.as_deref(), Some(FORMING));
+    let c = r.members.expect("counts while forming");
+    assert_eq!((c.up, c.total), (0, 3), "the pods that will be members");
+    // No agent answers yet: still the pods.
+    let r = compute(&seen(&sp, None, Err("connection refused".into()), at(0)));
+    assert_eq!(r.members.map(|c| c.total), Some(3));
+    // Formed: the members, by app version.
+    let mut three = members(&[UP, UP, UP], &[]);
+    three.members[2].app_version = "shop-abc".into();
+    let r = compute(&seen(&sp, None, Ok(&three), at(1)));
+    assert_eq!(r.members.map(|c| c.total), Some(3));
+    assert_eq!(
+        r.app_versions,
+        std::collections::BTreeMap::from([("1".to_owned(), 2), ("shop-abc".to_owned(), 1)])
+    );
+}
+
+#[test]
+fn a_disabled_budget_says_so() {
+    let sp = spec("disruptionBudget: {enabled: false}");
+    let three = members(&[UP, UP, UP], &[]);
+    let r = compute(&seen(&sp, None, Ok(&three), at(0)));
+    let d = condition(&r, "DisruptionBudget");
+    assert_eq!(
+        (d.status.as_str(), d.reason.as_str()),
+        ("False", "Disabled")
+    );
+}

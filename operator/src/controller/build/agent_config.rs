@@ -15,7 +15,11 @@ use crate::validate::Problem;
 pub const FIELD: &str = "spec.agent.config";
 
 /// Agent keys (and the keys under them) the operator sets, and why.
-const OPERATOR_OWNED: [(&str, &str); 23] = [
+const OPERATOR_OWNED: [(&str, &str); 24] = [
+    (
+        "cluster.app-version",
+        "each pod's template revision (controller-revision-hash)",
+    ),
     ("cluster.name", "the ClusterSpec's name"),
     ("cluster.hostname", "the pod IP"),
     ("cluster.port", "the pods' and the Service's ports"),

@@ -75,7 +75,8 @@ pub struct Owned {
     pub service: Service,
     pub config_map: ConfigMap,
     pub stateful_set: StatefulSet,
-    pub pod_disruption_budget: PodDisruptionBudget,
+    /// `None` when spec.disruptionBudget turns it off.
+    pub pod_disruption_budget: Option<PodDisruptionBudget>,
 }
 
 /// Every owned object for `cs`; `new_cluster_enabled` goes to the ConfigMap.

@@ -1,18 +1,20 @@
-//! The PodDisruptionBudget: voluntary disruptions (drains) take one pod at a time.
+//! The PodDisruptionBudget: voluntary disruptions (drains) take at most
+//! `spec.disruptionBudget.maxUnavailable` pods at a time (one by default); none when
+//! the spec turns it off.
 
 use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
-use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::ResourceExt;
 
 use super::{meta, selector};
 use crate::crd::ClusterSpec;
 
-pub fn build(cs: &ClusterSpec) -> PodDisruptionBudget {
-    PodDisruptionBudget {
+pub fn build(cs: &ClusterSpec) -> Option<PodDisruptionBudget> {
+    let budget = &cs.spec.disruption_budget;
+    budget.enabled.then(|| PodDisruptionBudget {
         metadata: meta(cs, &cs.name_any()),
         spec: Some(PodDisruptionBudgetSpec {
-            max_unavailable: Some(IntOrString::Int(1)),
+            max_unavailable: Some(budget.max_unavailable.clone()),
             selector: Some(LabelSelector {
                 match_labels: Some(selector(cs)),
                 ..LabelSelector::default()
@@ -20,5 +22,5 @@ pub fn build(cs: &ClusterSpec) -> PodDisruptionBudget {
             ..PodDisruptionBudgetSpec::default()
         }),
         ..PodDisruptionBudget::default()
-    }
+    })
 }

@@ -160,6 +160,8 @@ fn with_override(
 /// reaches from inside the pod as well. The checks refuse these names in the user's
 /// variables.
 pub const AGENT_URL_ENV: &str = "MUSTER_AGENT_URL";
+/// The agent's `cluster.app-version`, from the pod's template revision.
+pub const APP_VERSION_ENV: &str = "MUSTER_CLUSTER_APP_VERSION";
 pub const POD_IP_ENV: &str = "MUSTER_POD_IP";
 
 /// The application container's environment: [`POD_IP_ENV`] (downward API) and
@@ -228,6 +230,12 @@ fn agent(cs: &ClusterSpec) -> Container {
             field("POD_IP", "status.podIP"),
             field("POD_NAME", "metadata.name"),
             field("POD_NAMESPACE", "metadata.namespace"),
+            // The member's app-version is its pod's template revision (as Akka's
+            // AppVersionRevision): members and status show who runs which template.
+            field(
+                APP_VERSION_ENV,
+                "metadata.labels['controller-revision-hash']",
+            ),
         ]),
         ports: Some(vec![
             port("management", MANAGEMENT_PORT),
@@ -235,6 +243,13 @@ fn agent(cs: &ClusterSpec) -> Container {
         ]),
         readiness_probe: Some(http_probe("/ready", 2, None)),
         liveness_probe: Some(http_probe("/alive", 5, Some(3))),
+        // Liveness (and readiness) are probed only once the agent answers: its first
+        // probe no longer meets a process that has not bound its port yet (a Warning
+        // event at every start). Up to 60 s to start, as on a starved node.
+        startup_probe: Some(Probe {
+            initial_delay_seconds: Some(1),
+            ..http_probe("/alive", 1, Some(60))
+        }),
         resources: Some(a.resources.clone().unwrap_or_else(|| {
             let q = |v: &str| Quantity(v.into());
             ResourceRequirements {

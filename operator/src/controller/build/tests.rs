@@ -1,5 +1,6 @@
 use super::*;
 use crate::crd::ClusterSpecSpec;
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 fn cluster(spec_yaml: &str) -> ClusterSpec {
     let spec: ClusterSpecSpec = serde_yaml::from_str(spec_yaml).expect("a spec");
@@ -160,7 +161,10 @@ fn every_object_is_owned_and_labelled() {
         &o.service.metadata,
         &o.config_map.metadata,
         &o.stateful_set.metadata,
-        &o.pod_disruption_budget.metadata,
+        &o.pod_disruption_budget
+            .as_ref()
+            .expect("a PodDisruptionBudget")
+            .metadata,
     ];
     for m in metas {
         assert_eq!(m.owner_references, Some(vec![owner.clone()]), "{m:?}");
@@ -437,7 +441,16 @@ podTemplate:
         .flatten()
         .map(|e| e.name.as_str())
         .collect();
-    assert_eq!(env, ["POD_IP", "POD_NAME", "POD_NAMESPACE", "RUST_LOG"]);
+    assert_eq!(
+        env,
+        [
+            "POD_IP",
+            "POD_NAME",
+            "POD_NAMESPACE",
+            "MUSTER_CLUSTER_APP_VERSION",
+            "RUST_LOG"
+        ]
+    );
     assert_eq!(
         agent.ports.as_ref().map(Vec::len),
         Some(2),
@@ -469,6 +482,7 @@ fn an_override_that_removes_the_operators_essentials_is_refused_by_field() {
             "spec.podTemplate.spec.containers[agent].env[POD_IP]",
             "spec.podTemplate.spec.containers[agent].env[POD_NAME]",
             "spec.podTemplate.spec.containers[agent].env[POD_NAMESPACE]",
+            "spec.podTemplate.spec.containers[agent].env[MUSTER_CLUSTER_APP_VERSION]",
             "spec.podTemplate.spec.containers[agent].volumeMounts[/etc/muster/config]",
             "spec.podTemplate.spec.containers[agent].volumeMounts[/etc/muster/key]",
         ]
@@ -499,5 +513,56 @@ fn an_override_that_removes_the_operators_essentials_is_refused_by_field() {
     assert_eq!(
         fields("{spec: {containers: [{name: agent, env: [{name: X, value: y}]}]}}"),
         Vec::<String>::new()
+    );
+}
+
+#[test]
+fn the_disruption_budget_is_configurable_or_off() {
+    let max = |spec: &str| {
+        owned(&cluster(spec), true)
+            .expect("built")
+            .pod_disruption_budget
+            .and_then(|p| p.spec)
+            .and_then(|s| s.max_unavailable)
+    };
+    assert_eq!(max("{}"), Some(IntOrString::Int(1)));
+    assert_eq!(
+        max("disruptionBudget: {maxUnavailable: 25%}"),
+        Some(IntOrString::String("25%".into()))
+    );
+    let o = owned(&cluster("disruptionBudget: {enabled: false}"), true).expect("built");
+    assert!(o.pod_disruption_budget.is_none());
+    for bad in ["0", "'0%'", "'x'", "'150%'"] {
+        let spec: crate::crd::ClusterSpecSpec =
+            serde_yaml::from_str(&format!("disruptionBudget: {{maxUnavailable: {bad}}}"))
+                .expect("a spec");
+        let fields: Vec<String> = crate::validate::validate(&spec)
+            .into_iter()
+            .map(|p| p.field)
+            .collect();
+        assert_eq!(fields, ["spec.disruptionBudget.maxUnavailable"], "{bad}");
+    }
+}
+
+#[test]
+fn the_agents_app_version_is_their_pods_template_revision() {
+    let o = owned(&cluster("{}"), true).expect("built");
+    let pod = o.stateful_set.spec.template.spec.expect("pod spec");
+    let agent = pod
+        .containers
+        .iter()
+        .find(|c| c.name == "agent")
+        .expect("agent");
+    let version = agent
+        .env
+        .iter()
+        .flatten()
+        .find(|e| e.name == "MUSTER_CLUSTER_APP_VERSION")
+        .and_then(|e| e.value_from.as_ref())
+        .and_then(|f| f.field_ref.as_ref())
+        .map(|f| f.field_path.clone());
+    assert_eq!(
+        version.as_deref(),
+        Some("metadata.labels['controller-revision-hash']")
     );
 }
