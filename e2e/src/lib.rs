@@ -20,6 +20,7 @@ pub mod node;
 pub mod partition;
 pub mod platform;
 mod process;
+pub mod provisioner;
 
 pub use control_plane::ControlPlane;
 pub use dns::ClusterDns;

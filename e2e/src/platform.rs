@@ -70,6 +70,7 @@ struct LocalParts {
     control_plane: ControlPlane,
     _dns: ClusterDns,
     node: LocalNode,
+    _volumes: crate::provisioner::FolderProvisioner,
 }
 
 /// A Kubernetes and a namespace for one test. On kind the namespace is deleted when
@@ -118,10 +119,16 @@ impl Platform {
                     },
                 )
                 .await?;
+                let volumes = crate::provisioner::FolderProvisioner::start(
+                    client.clone(),
+                    control_plane.dir.join("volumes"),
+                )
+                .await?;
                 let parts = LocalParts {
                     control_plane,
                     _dns: dns,
                     node,
+                    _volumes: volumes,
                 };
                 (
                     client,

@@ -248,6 +248,11 @@ async fn volumes_env_from_and_probes_work_as_on_a_kubelet() {
                     .map_err(|e| e.to_string())?;
                 let c = first_container(pod).ok_or("no container status yet")?;
                 assert!(!c.ready, "ready before its startup probe succeeded");
+                assert_ne!(
+                    c.started,
+                    Some(true),
+                    "started before its startup probe succeeded"
+                );
                 (c.restart_count >= 1)
                     .then_some(())
                     .ok_or_else(|| format!("restartCount {}", c.restart_count))

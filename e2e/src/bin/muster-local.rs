@@ -248,13 +248,15 @@ async fn serve(addresses: &Addresses) -> ExitCode {
         .ok()
         .and_then(|exe| Some(exe.parent()?.join("muster-agent")))
         .filter(|p| p.exists());
-    let mut images = e2e::ImageTable::default();
+    let mut images =
+        e2e::ImageTable::default().with(e2e::EXAMPLE_IMAGE_NAME, e2e::example_application());
     match agent {
         Some(bin) => images = images.with("muster-agent", bin),
         None => eprintln!(
             "note: no muster-agent beside this binary (cargo build -p node-agent): muster-agent pods will show ErrImagePull"
         ),
     }
+    let client_for_volumes = client.clone();
     let node = match e2e::LocalNode::start(
         client,
         e2e::NodeConfig {
@@ -273,6 +275,19 @@ async fn serve(addresses: &Addresses) -> ExitCode {
         Ok(n) => n,
         Err(e) => {
             eprintln!("cannot start the node: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    // Persistent volume claims get a folder each (StorageClass local-folder).
+    let volumes = match e2e::provisioner::FolderProvisioner::start(
+        client_for_volumes,
+        cp.dir.join("volumes"),
+    )
+    .await
+    {
+        Ok(v) => v,
+        Err(e) => {
+            eprintln!("cannot start the volume provisioner: {e}");
             return ExitCode::FAILURE;
         }
     };
@@ -303,6 +318,7 @@ async fn serve(addresses: &Addresses) -> ExitCode {
         _ = tokio::signal::ctrl_c() => {}
     }
     eprintln!("stopping");
+    drop(volumes);
     drop(node);
     drop(dns);
     drop(cp);

@@ -130,6 +130,7 @@ pub(super) async fn keep_running(
             let mut s = ctx.state.lock().await;
             s.running.remove(&c.name);
             s.ready.remove(&c.name);
+            s.started_ok.remove(&c.name);
             s.last.insert(c.name.clone(), exit.clone());
         }
         ctx.patch_status().await;
@@ -243,6 +244,7 @@ async fn run_container(
     if let Some(pid) = pid {
         ctx.pids.lock().await.insert(c.name.clone(), pid);
     }
+    let began = tokio::time::Instant::now();
     ctx.state.lock().await.running.insert(c.name.clone(), now());
     ctx.patch_status().await;
 
@@ -252,7 +254,7 @@ async fn run_container(
             ctx.patch_status().await;
             return std::future::pending().await;
         };
-        tokio::time::sleep(p.initial_delay).await;
+        tokio::time::sleep_until(began + p.initial_delay).await;
         let mut verdict = probes::Verdict::new(p, false);
         let mut every = tokio::time::interval(p.period);
         loop {
@@ -275,7 +277,7 @@ async fn run_container(
         let Some(p) = k.liveness else {
             return std::future::pending().await;
         };
-        tokio::time::sleep(p.initial_delay).await;
+        tokio::time::sleep_until(began + p.initial_delay).await;
         let mut verdict = probes::Verdict::new(p, true);
         let mut every = tokio::time::interval(p.period);
         loop {
@@ -301,7 +303,7 @@ async fn run_container(
     };
     let startup = async {
         let Some(p) = k.startup else { return Ok(()) };
-        tokio::time::sleep(p.initial_delay).await;
+        tokio::time::sleep_until(began + p.initial_delay).await;
         let mut failures = 0;
         let mut every = tokio::time::interval(p.period);
         loop {
@@ -325,11 +327,14 @@ async fn run_container(
             }
         }
     };
-    // Readiness and liveness only once the container has started.
+    // Readiness and liveness only once the container has started (their initial
+    // delays still count from the container's start, as the kubelet's do).
     let probes = async {
         if let Err(e) = startup.await {
             return ("startup", e);
         }
+        ctx.state.lock().await.started_ok.insert(c.name.clone());
+        ctx.patch_status().await;
         tokio::select! {
             () = readiness => unreachable!("readiness probing never ends"),
             why = liveness => ("liveness", why),

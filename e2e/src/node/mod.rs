@@ -16,8 +16,10 @@
 //! pod-bound TokenRequest token (renewed at 80 % of its hour), so programs run
 //! unmodified, with RBAC applied to them as to a real pod.
 //!
-//! ConfigMap, Secret and emptyDir volumes are bind-mounted at their `mountPath` (the
-//! host gets an empty folder there as the mount point) and kept in step with their
+//! ConfigMap, Secret, emptyDir and persistentVolumeClaim volumes (the folder of the
+//! claim's bound `hostPath` volume, once bound; see [`crate::provisioner`]) are
+//! bind-mounted at their `mountPath` (the host gets an empty folder there as the mount
+//! point) and kept in step with their
 //! objects as late as a kubelet keeps them ([`VolumeRefresh`]: at pod syncs 60–90 s apart by default); `envFrom` is applied before `env`; startup, readiness and liveness probes (`httpGet`,
 //! `tcpSocket`) follow the kubelet's timing and thresholds (readiness and liveness only
 //! once a startup probe succeeded), and a container that fails its liveness or startup

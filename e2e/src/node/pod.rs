@@ -150,7 +150,8 @@ pub(super) fn run(
         tasks.spawn(async move {
             let (planned, written) = loop {
                 let attempt = async {
-                    let planned = volumes::plan(&ctx.pod, &root.join("volumes"))?;
+                    let mut planned = volumes::plan(&ctx.pod, &root.join("volumes"))?;
+                    volumes::resolve_claims(&ctx.client, &ctx.ns, &mut planned).await?;
                     let mut written = Vec::new();
                     for v in &planned {
                         written.push(volumes::set_up(&ctx.client, &cache, &ctx.ns, v).await?);

@@ -22,6 +22,8 @@ pub(super) struct PodState {
     pub waiting: BTreeMap<String, (String, String)>,
     /// Containers whose readiness probe passes (or that have none and run).
     pub ready: BTreeSet<String>,
+    /// Running containers whose startup probe passed (or that have none).
+    pub started_ok: BTreeSet<String>,
     /// How a container's previous run ended: (exit code, reason, message).
     pub last: BTreeMap<String, (i32, String, String)>,
 }
@@ -34,6 +36,7 @@ impl PodState {
             running: BTreeMap::new(),
             waiting: BTreeMap::new(),
             ready: BTreeSet::new(),
+            started_ok: BTreeSet::new(),
             last: BTreeMap::new(),
         }
     }
@@ -66,7 +69,7 @@ pub(super) async fn patch_status(
                 "image": c.image,
                 "imageID": "",
                 "ready": running.is_some() && s.ready.contains(&c.name),
-                "started": running.is_some(),
+                "started": running.is_some() && s.started_ok.contains(&c.name),
                 "restartCount": s.restarts.get(&c.name).copied().unwrap_or(0),
                 "state": match (running, s.waiting.get(&c.name)) {
                     (Some(at), _) => json!({"running": {"startedAt": at}}),

@@ -1,4 +1,5 @@
-//! ConfigMap, Secret and emptyDir volumes for pod processes, laid out as the kubelet lays
+//! ConfigMap, Secret, emptyDir and persistentVolumeClaim volumes (a bound `hostPath`
+//! volume's folder, see [`crate::provisioner`]) for pod processes, laid out as the kubelet lays
 //! them out: a ConfigMap/Secret volume is a folder whose visible entries are symlinks
 //! into `..data`, itself a symlink to a hidden, timestamped folder. An update writes a
 //! new hidden folder and swaps `..data` with one rename, so a reader sees all the old
@@ -21,7 +22,9 @@ use std::path::{Component, Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::core::v1::{ConfigMap, Container, KeyToPath, Pod, Secret};
+use k8s_openapi::api::core::v1::{
+    ConfigMap, Container, KeyToPath, PersistentVolume, PersistentVolumeClaim, Pod, Secret,
+};
 use kube::Client;
 use kube::api::Api;
 use node_agent::base::rng::Rng;
@@ -95,7 +98,7 @@ impl ObjectCache {
         let key = match source {
             Source::ConfigMap(k) => ("configmap", &k.object),
             Source::Secret(k) => ("secret", &k.object),
-            Source::EmptyDir => return Ok(None),
+            Source::EmptyDir | Source::Claim(_) => return Ok(None),
         };
         let key = (key.0.to_owned(), ns.to_owned(), key.1.clone());
         if !self.ttl.is_zero() && !fresh {
@@ -126,6 +129,16 @@ pub(crate) enum Source {
     ConfigMap(Keyed),
     Secret(Keyed),
     EmptyDir,
+    /// A PersistentVolumeClaim (by name): its bound volume's `hostPath` folder.
+    Claim(String),
+}
+
+impl Source {
+    /// A plain folder the containers write (emptyDir, a claim's volume), not files the
+    /// node keeps in step with an object.
+    pub fn is_folder(&self) -> bool {
+        matches!(self, Self::EmptyDir | Self::Claim(_))
+    }
 }
 
 /// A ConfigMap or Secret volume's settings.
@@ -182,9 +195,11 @@ pub(crate) fn plan(pod: &Pod, root: &Path) -> Result<Vec<PodVolume>, String> {
             })
         } else if v.empty_dir.is_some() {
             Source::EmptyDir
+        } else if let Some(c) = &v.persistent_volume_claim {
+            Source::Claim(c.claim_name.clone())
         } else {
             return Err(format!(
-                "volume {:?}: this node supports configMap, secret and emptyDir volumes only",
+                "volume {:?}: this node supports configMap, secret, emptyDir and persistentVolumeClaim volumes only",
                 v.name
             ));
         };
@@ -221,7 +236,7 @@ pub(crate) fn mounts(
                 c.name, m.name
             )
         })?;
-        let read_only = m.read_only == Some(true) || v.source != Source::EmptyDir;
+        let read_only = m.read_only == Some(true) || !v.source.is_folder();
         out.push((v.dir.clone(), PathBuf::from(&m.mount_path), read_only));
     }
     Ok(out)
@@ -370,7 +385,7 @@ async fn fetch(
             .await
             .map(|s| s.map(data_of_secret))
             .map_err(|e| format!("secret {ns}/{}: {e}", k.object)),
-        Source::EmptyDir => Ok(None),
+        Source::EmptyDir | Source::Claim(_) => Ok(None),
     }
 }
 
@@ -382,8 +397,51 @@ fn files_of(
     match source {
         Source::ConfigMap(k) => files("configmap", ns, k, data),
         Source::Secret(k) => files("secret", ns, k, data),
-        Source::EmptyDir => Ok(Vec::new()),
+        Source::EmptyDir | Source::Claim(_) => Ok(Vec::new()),
     }
+}
+
+/// Points each claim's volume at the folder of the PersistentVolume bound to it, as the
+/// kubelet waits for a bound claim before it mounts: an error (the pod stays in
+/// ContainerCreating, `FailedMount`) while the claim is missing or unbound, or when its
+/// volume is not a `hostPath` one (the only kind this node mounts).
+pub(crate) async fn resolve_claims(
+    client: &Client,
+    ns: &str,
+    planned: &mut [PodVolume],
+) -> Result<(), String> {
+    for v in planned.iter_mut() {
+        let Source::Claim(claim) = &v.source else {
+            continue;
+        };
+        let pvc = Api::<PersistentVolumeClaim>::namespaced(client.clone(), ns)
+            .get_opt(claim)
+            .await
+            .map_err(|e| format!("persistentvolumeclaim {ns}/{claim}: {e}"))?
+            .ok_or_else(|| format!("persistentvolumeclaim {ns}/{claim} not found"))?;
+        let bound = pvc.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Bound");
+        let volume = pvc.spec.as_ref().and_then(|s| s.volume_name.clone());
+        let Some(volume) = volume.filter(|_| bound) else {
+            return Err(format!(
+                "persistentvolumeclaim {ns}/{claim} is not bound to a volume yet"
+            ));
+        };
+        let pv = Api::<PersistentVolume>::all(client.clone())
+            .get(&volume)
+            .await
+            .map_err(|e| format!("persistentvolume {volume} of claim {ns}/{claim}: {e}"))?;
+        let path = pv
+            .spec
+            .and_then(|s| s.host_path)
+            .map(|h| h.path)
+            .ok_or_else(|| {
+                format!(
+                    "persistentvolume {volume} of claim {ns}/{claim} is no hostPath volume; this node mounts hostPath volumes only"
+                )
+            })?;
+        v.dir = PathBuf::from(path);
+    }
+    Ok(())
 }
 
 /// Sets the volume up before the containers start, as the kubelet's MountVolume.SetUp
@@ -396,7 +454,7 @@ pub(crate) async fn set_up(
     v: &PodVolume,
 ) -> Result<Vec<VolumeFile>, String> {
     let failed = |e: String| format!("MountVolume.SetUp failed for volume {:?}: {e}", v.name);
-    if v.source == Source::EmptyDir {
+    if v.source.is_folder() {
         std::fs::create_dir_all(&v.dir).map_err(|e| failed(format!("{}: {e}", v.dir.display())))?;
         return Ok(Vec::new());
     }
@@ -421,7 +479,7 @@ pub(crate) async fn keep_in_step(
     ns: String,
     mut volumes: Vec<(PodVolume, Vec<VolumeFile>)>,
 ) {
-    volumes.retain(|(v, _)| v.source != Source::EmptyDir);
+    volumes.retain(|(v, _)| !v.source.is_folder());
     if volumes.is_empty() {
         return;
     }

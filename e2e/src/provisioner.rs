@@ -1,0 +1,204 @@
+//! Persistent volumes for the local platform: a StorageClass `local-folder` (the
+//! default, so claims that name no class get it) and a provisioner that gives each
+//! pending claim of that class a folder of its own, as a `hostPath` PersistentVolume
+//! pre-bound to the claim; kube-controller-manager's binder then binds them, as with any
+//! external provisioner. A released volume (its claim deleted) loses its folder and is
+//! deleted (reclaim policy `Delete`). The process kubelet mounts a claim's folder into
+//! the pod ([`crate::node`]), so data survives the pod's replacement exactly as long as
+//! the claim lives.
+//!
+//! Like a real provisioner it is asynchronous: a claim is Pending until its volume
+//! exists and the binder has bound it, and a pod that uses it is not scheduled before.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim};
+use k8s_openapi::api::storage::v1::StorageClass;
+use kube::Client;
+use kube::api::{Api, DeleteParams, PostParams};
+use kube::runtime::{WatchStreamExt, watcher};
+use serde_json::json;
+use tokio::task::JoinSet;
+
+use crate::Error;
+
+/// The StorageClass, and the provisioner name it names.
+pub const STORAGE_CLASS: &str = "local-folder";
+pub const PROVISIONER: &str = "muster.dev/local-folder";
+
+/// The running provisioner; stops when dropped.
+#[derive(Debug)]
+pub struct FolderProvisioner {
+    tasks: JoinSet<()>,
+}
+
+impl FolderProvisioner {
+    /// Creates the StorageClass and starts provisioning under `root`.
+    pub async fn start(client: Client, root: PathBuf) -> Result<Self, Error> {
+        let class: StorageClass = serde_json::from_value(json!({
+            "metadata": {
+                "name": STORAGE_CLASS,
+                "annotations": {"storageclass.kubernetes.io/is-default-class": "true"},
+            },
+            "provisioner": PROVISIONER,
+            "reclaimPolicy": "Delete",
+            "volumeBindingMode": "Immediate",
+        }))
+        .map_err(|e| Error::Setup(format!("the StorageClass: {e}")))?;
+        match Api::<StorageClass>::all(client.clone())
+            .create(&PostParams::default(), &class)
+            .await
+        {
+            Ok(_) => {}
+            Err(kube::Error::Api(s)) if s.code == 409 => {}
+            Err(e) => {
+                return Err(Error::Setup(format!(
+                    "create StorageClass {STORAGE_CLASS}: {e}"
+                )));
+            }
+        }
+        std::fs::create_dir_all(&root)
+            .map_err(|e| Error::Setup(format!("{}: {e}", root.display())))?;
+        let mut tasks = JoinSet::new();
+        tasks.spawn(provision(client.clone(), root.clone()));
+        tasks.spawn(reclaim(client, root));
+        Ok(Self { tasks })
+    }
+}
+
+impl Drop for FolderProvisioner {
+    fn drop(&mut self) {
+        self.tasks.abort_all();
+    }
+}
+
+/// The volume's name for a claim (as external provisioners name them).
+fn volume_name(claim: &PersistentVolumeClaim) -> Option<String> {
+    claim.metadata.uid.as_ref().map(|uid| format!("pvc-{uid}"))
+}
+
+/// Whether this provisioner serves the claim: its class is ours, it waits for a
+/// volume, and it names none yet.
+fn wanted(claim: &PersistentVolumeClaim) -> bool {
+    let spec = claim.spec.as_ref();
+    let class = spec.and_then(|s| s.storage_class_name.as_deref());
+    let pending = claim.status.as_ref().and_then(|s| s.phase.as_deref()) != Some("Bound");
+    class == Some(STORAGE_CLASS)
+        && pending
+        && spec.and_then(|s| s.volume_name.as_deref()).is_none()
+        && claim.metadata.deletion_timestamp.is_none()
+}
+
+/// The PersistentVolume for `claim`, in `folder`, pre-bound to it.
+fn volume(claim: &PersistentVolumeClaim, name: &str, folder: &Path) -> PersistentVolume {
+    let spec = claim.spec.clone().unwrap_or_default();
+    let storage = spec
+        .resources
+        .as_ref()
+        .and_then(|r| r.requests.as_ref())
+        .and_then(|r| r.get("storage").cloned())
+        .map_or_else(|| "1Gi".to_owned(), |q| q.0);
+    let modes = spec
+        .access_modes
+        .filter(|m| !m.is_empty())
+        .unwrap_or_else(|| vec!["ReadWriteOnce".into()]);
+    serde_json::from_value(json!({
+        "metadata": {
+            "name": name,
+            "annotations": {"pv.kubernetes.io/provisioned-by": PROVISIONER},
+        },
+        "spec": {
+            "capacity": {"storage": storage},
+            "accessModes": modes,
+            "persistentVolumeReclaimPolicy": "Delete",
+            "storageClassName": STORAGE_CLASS,
+            "volumeMode": "Filesystem",
+            "hostPath": {"path": folder.display().to_string(), "type": "DirectoryOrCreate"},
+            "claimRef": {
+                "apiVersion": "v1",
+                "kind": "PersistentVolumeClaim",
+                "namespace": claim.metadata.namespace,
+                "name": claim.metadata.name,
+                "uid": claim.metadata.uid,
+            },
+        },
+    }))
+    .unwrap_or_default()
+}
+
+/// Gives every wanted claim a folder and a volume.
+async fn provision(client: Client, root: PathBuf) {
+    let claims: Api<PersistentVolumeClaim> = Api::all(client.clone());
+    let volumes: Api<PersistentVolume> = Api::all(client);
+    let mut done: BTreeSet<String> = BTreeSet::new();
+    let mut stream = watcher(claims, watcher::Config::default())
+        .default_backoff()
+        .applied_objects()
+        .boxed();
+    while let Some(next) = stream.next().await {
+        let Ok(claim) = next else { continue };
+        if !wanted(&claim) {
+            continue;
+        }
+        let Some(name) = volume_name(&claim) else {
+            continue;
+        };
+        if done.contains(&name) {
+            continue;
+        }
+        let folder = root.join(&name);
+        if let Err(e) = std::fs::create_dir_all(&folder) {
+            tracing::warn!(folder = %folder.display(), error = %e, "cannot make a volume's folder");
+            continue;
+        }
+        match volumes
+            .create(&PostParams::default(), &volume(&claim, &name, &folder))
+            .await
+        {
+            Ok(_) => {
+                tracing::info!(volume = %name, claim = ?claim.metadata.name, "provisioned");
+                done.insert(name);
+            }
+            Err(kube::Error::Api(s)) if s.code == 409 => {
+                done.insert(name);
+            }
+            Err(e) => tracing::warn!(volume = %name, error = %e, "cannot create the volume"),
+        }
+    }
+}
+
+/// Deletes released volumes of this provisioner and their folders.
+async fn reclaim(client: Client, root: PathBuf) {
+    let volumes: Api<PersistentVolume> = Api::all(client);
+    let mut stream = watcher(volumes.clone(), watcher::Config::default())
+        .default_backoff()
+        .applied_objects()
+        .boxed();
+    while let Some(next) = stream.next().await {
+        let Ok(pv) = next else { continue };
+        let ours = pv
+            .spec
+            .as_ref()
+            .and_then(|s| s.storage_class_name.as_deref())
+            == Some(STORAGE_CLASS);
+        let released = pv.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Released");
+        let Some(name) = pv.metadata.name.clone() else {
+            continue;
+        };
+        if !(ours && released) {
+            continue;
+        }
+        let _ = std::fs::remove_dir_all(root.join(&name));
+        match volumes.delete(&name, &DeleteParams::default()).await {
+            Ok(_) => tracing::info!(volume = %name, "released volume deleted"),
+            Err(kube::Error::Api(s)) if s.code == 404 => {}
+            Err(e) => {
+                tracing::warn!(volume = %name, error = %e, "cannot delete a released volume");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    }
+}
