@@ -2,8 +2,9 @@
 //! process: `manifests/examples/keyowner.yaml` (the Python example in
 //! `examples/keyowner`, which uses nothing but its agent's HTTP API) applied with
 //! kubectl forms one cluster; every pod's application sees the same Up members as the
-//! agents and names the same owner for every key; scaling to 5 makes them agree again on
-//! the new members. Also: the operator tells the application where its agent is
+//! agents and names the same owner for every key; the counters each application keeps
+//! on its pod's persistent volume claim survive an oldest-last rollout; scaling to 5
+//! makes them agree again on the new members. Also: the operator tells the application where its agent is
 //! (`MUSTER_AGENT_URL`, expanded by the kubelet), the pod template override reaches
 //! the pods, and a bad override or agent setting is refused by field while the running
 //! pods stay as they are; while the pause annotation is set the operator writes nothing,
@@ -20,7 +21,7 @@ use node_agent::base::member::MemberStatus;
 use serde_json::{Value, json};
 
 mod support;
-use support::operator::{Cluster, Operator, condition, running, setup, status_of, writes};
+use support::operator::{Cluster, Operator, condition, pod_ip, running, setup, status_of, writes};
 use support::poll;
 
 /// The application's port (the example's `PORT`).
@@ -192,6 +193,8 @@ async fn the_example_application_agrees_on_owners_and_follows_scaling() {
     println!("owners of {KEYS} keys over 3 members: {by_member:?}");
     assert_eq!(by_member.len(), 3, "rendezvous hashing spreads {KEYS} keys");
 
+    counters_survive_a_rollout(&p, &c).await;
+
     // Scale to 5: the new members join, every application learns of them from its
     // agent's events, and the owners move to the new members only.
     c.patch_spec(json!({"replicas": 5})).await;
@@ -358,4 +361,104 @@ async fn pause_writes_nothing_until_removed(p: &Platform, c: &Cluster, op: &Oper
         "operator API writes while paused, none to the cluster's objects or status (leader Lease renewals, Events): {}",
         writes(&during) - writes(&before)
     );
+}
+
+/// `POST /counter` on the application at `ip` (the local platform reaches pod IPs):
+/// the new value.
+async fn add_one(ip: std::net::IpAddr) -> Result<u64, String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let exchange = async {
+        let mut s = tokio::net::TcpStream::connect((ip, APP_PORT))
+            .await
+            .map_err(|e| e.to_string())?;
+        s.write_all(b"POST /counter HTTP/1.1\r\nHost: app\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut answer = String::new();
+        s.read_to_string(&mut answer)
+            .await
+            .map_err(|e| e.to_string())?;
+        let body = answer
+            .split_once("\r\n\r\n")
+            .map(|(_, b)| b)
+            .ok_or_else(|| format!("no body: {answer}"))?;
+        let v: Value = serde_json::from_str(body).map_err(|e| format!("{e}: {body}"))?;
+        v["value"]
+            .as_u64()
+            .ok_or_else(|| format!("no value: {body}"))
+    };
+    tokio::time::timeout(Duration::from_secs(5), exchange)
+        .await
+        .map_err(|_| "no answer within 5 s".to_owned())?
+}
+
+/// Counts on every pod's claim (pod `keyowner-i` counts i + 1), then an oldest-last
+/// rollout replaces every pod: each new pod finds its predecessor's count, and the
+/// applications agree on the owners again.
+async fn counters_survive_a_rollout(p: &Platform, c: &Cluster) {
+    let pods = c.pods().await;
+    let mut counted = BTreeMap::new();
+    let mut uids = BTreeMap::new();
+    for pod in &pods {
+        let name = pod.metadata.name.clone().expect("a name");
+        let ordinal: u64 = name
+            .rsplit('-')
+            .next()
+            .and_then(|n| n.parse().ok())
+            .expect("an ordinal");
+        let ip = pod_ip(pod).expect("a pod IP");
+        let mut value = 0;
+        for _ in 0..=ordinal {
+            value = add_one(ip).await.unwrap_or_else(|e| panic!("{name}: {e}"));
+        }
+        assert_eq!(value, ordinal + 1, "{name} starts from zero");
+        counted.insert(name.clone(), value);
+        uids.insert(name, pod.metadata.uid.clone());
+    }
+    let started = std::time::Instant::now();
+    c.patch_spec(
+        json!({"podTemplate": {"metadata": {"annotations": {"example.muster.dev/rolled": "1"}}}}),
+    )
+    .await;
+    poll(
+        "every pod replaced, 3 Up",
+        Duration::from_secs(300),
+        || async {
+            let now = c.pods().await;
+            let replaced = now
+                .iter()
+                .filter(|p| {
+                    let name = p.metadata.name.clone().unwrap_or_default();
+                    uids.get(&name) != Some(&p.metadata.uid)
+                        && p.metadata.deletion_timestamp.is_none()
+                })
+                .count();
+            if replaced < 3 {
+                return Err(format!("{replaced} of 3 pods replaced"));
+            }
+            let cs = c.api().get("keyowner").await.map_err(|e| e.to_string())?;
+            running(3)(&cs)
+        },
+    )
+    .await;
+    println!(
+        "oldest-last rollout of 3 keyowner pods: {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    for (name, value) in &counted {
+        let now = app_get(p, name, "/counter")
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            now["value"].as_u64(),
+            Some(*value),
+            "{name}'s counter after its pod was replaced"
+        );
+    }
+    poll(
+        "3 applications agree on owners after the rollout",
+        Duration::from_secs(30),
+        || owners_agree(p, c, 3),
+    )
+    .await;
 }

@@ -60,6 +60,21 @@ pub struct ClusterSpecSpec {
     /// The PodDisruptionBudget the operator keeps for the pods (Kubernetes ≥ 1.21).
     #[serde(default)]
     pub disruption_budget: DisruptionBudgetSpec,
+    /// Persistent volume claims of every pod (the StatefulSet's volumeClaimTemplates,
+    /// PersistentVolumeClaims): each pod gets its own claim per template, named
+    /// `<template>-<cluster>-<ordinal>`, which outlives the pod, so its data survives
+    /// rollouts and restarts. Mount one with spec.podTemplate (a volumeMount named as
+    /// the template). Set them when creating the ClusterSpec: Kubernetes does not let
+    /// a StatefulSet's claim templates change. Default: none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "claim_templates_schema")]
+    pub volume_claim_templates: Option<serde_json::Value>,
+    /// What happens to the pods' claims when the ClusterSpec is deleted or scaled down
+    /// (the StatefulSet's persistentVolumeClaimRetentionPolicy, Kubernetes ≥ 1.27;
+    /// on older servers the claims are kept and the VolumeClaimRetention condition
+    /// says so).
+    #[serde(default)]
+    pub volume_claim_retention: VolumeClaimRetention,
     /// A Kubernetes pod template merged into the one the operator builds: ports,
     /// probes, volumes and mounts of the application, init containers, labels and
     /// annotations, image pull secrets, topology spread, security context, grace
@@ -67,6 +82,39 @@ pub struct ClusterSpecSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(schema_with = "pod_template_schema")]
     pub pod_template: Option<serde_json::Value>,
+}
+
+/// `spec.volumeClaimTemplates` is checked by the operator, like the pod template.
+fn claim_templates_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "description": "PersistentVolumeClaims, one per pod and template (the StatefulSet's volumeClaimTemplates), named <template>-<cluster>-<ordinal> and kept when the pod is replaced. Mount one with spec.podTemplate. Cannot change once the cluster exists. Default: none.",
+        "type": "array",
+        "items": {"type": "object", "x-kubernetes-preserve-unknown-fields": true}
+    })
+}
+
+/// What happens to the claims of `spec.volumeClaimTemplates`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct VolumeClaimRetention {
+    /// When the ClusterSpec (and so its StatefulSet) is deleted: `Retain` keeps the
+    /// claims and their data, `Delete` removes them. Default `Retain`.
+    #[serde(default)]
+    pub when_deleted: Retention,
+    /// When a scale-down removes pods: `Retain` keeps their claims (a later scale-up
+    /// gets the data back), `Delete` removes them. Default `Retain`.
+    #[serde(default)]
+    pub when_scaled: Retention,
+}
+
+/// Keep or delete claims.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum Retention {
+    /// Keep the claims and their data.
+    #[default]
+    Retain,
+    /// Delete the claims.
+    Delete,
 }
 
 /// `spec.podTemplate` is checked by the operator (it names the field of any problem),
@@ -96,7 +144,45 @@ pub struct DisruptionBudgetSpec {
     /// Pods that may be down at once: a number (at least 1) or a percentage of the
     /// replicas, e.g. `25%`. Default 1.
     #[serde(default = "default_max_unavailable")]
-    pub max_unavailable: IntOrString,
+    #[schemars(schema_with = "int_or_string_schema")]
+    pub max_unavailable: serde_json::Value,
+}
+
+impl DisruptionBudgetSpec {
+    /// `maxUnavailable` as Kubernetes takes it; `Err` says what is wrong (the value is
+    /// kept as written, so that no value the API server accepts makes the ClusterSpec
+    /// unreadable).
+    pub fn max_unavailable(&self) -> Result<IntOrString, String> {
+        match &self.max_unavailable {
+            serde_json::Value::Number(n) => n
+                .as_i64()
+                .and_then(|n| i32::try_from(n).ok())
+                .filter(|n| *n >= 1)
+                .map(IntOrString::Int)
+                .ok_or_else(|| format!("`{n}` is not a number of pods (at least 1)")),
+            serde_json::Value::String(s) => {
+                let percent = s
+                    .strip_suffix('%')
+                    .filter(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+                    .and_then(|n| n.parse::<u8>().ok())
+                    .filter(|n| (1..=100).contains(n));
+                percent
+                    .map(|_| IntOrString::String(s.clone()))
+                    .ok_or_else(|| format!("`{s}` is not a percentage from 1% to 100%"))
+            }
+            other => Err(format!("`{other}` is neither a number nor a percentage")),
+        }
+    }
+}
+
+/// An int-or-string field, kept as written.
+fn int_or_string_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "description": "Pods that may be down at once: a number (at least 1) or a percentage of the replicas, e.g. `25%`. Default 1.",
+        "x-kubernetes-int-or-string": true,
+        "anyOf": [{"type": "integer"}, {"type": "string"}],
+        "default": 1
+    })
 }
 
 impl Default for DisruptionBudgetSpec {
@@ -108,8 +194,8 @@ impl Default for DisruptionBudgetSpec {
     }
 }
 
-fn default_max_unavailable() -> IntOrString {
-    IntOrString::Int(1)
+fn default_max_unavailable() -> serde_json::Value {
+    serde_json::Value::from(1)
 }
 
 /// An int-or-string as written.

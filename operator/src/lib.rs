@@ -11,6 +11,7 @@
 //! all, and a test fails when a committed one differs.
 
 pub mod agents;
+pub mod claims;
 pub mod controller;
 pub mod crd;
 pub mod generated;

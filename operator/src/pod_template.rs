@@ -189,7 +189,7 @@ pub fn check(raw: &Value, cx: &Context<'_>) -> Vec<Problem> {
         );
     }
     if let Some(grace) = spec.termination_grace_period_seconds {
-        let leave = cx.leave_timeout.as_secs();
+        let leave = whole_seconds(cx.leave_timeout);
         let least = leave + LEAVE_MARGIN_SECONDS;
         if u64::try_from(grace).map_or(true, |g| g < least) {
             bad(
@@ -298,6 +298,11 @@ pub fn check(raw: &Value, cx: &Context<'_>) -> Vec<Problem> {
 /// Variables the operator gives the application container.
 const OPERATOR_APP_ENV: [&str; 2] = ["MUSTER_AGENT_URL", "MUSTER_POD_IP"];
 
+/// `d` in whole seconds, rounded up (a grace period is whole seconds).
+pub fn whole_seconds(d: Duration) -> u64 {
+    d.as_secs() + u64::from(d.subsec_nanos() > 0)
+}
+
 /// Seconds a pod's grace period must give beyond the agent's leave timeout: the agent
 /// tells the others it is gone, then the process exits.
 pub const LEAVE_MARGIN_SECONDS: u64 = 5;
@@ -353,6 +358,7 @@ pub fn protected(base: &Value, merged: &Value) -> Vec<Problem> {
     for path in [
         &["spec", "serviceAccountName"][..],
         &["spec", "automountServiceAccountToken"],
+        &["spec", "enableServiceLinks"],
         &["spec", "securityContext", "runAsNonRoot"],
         &["spec", "securityContext", "seccompProfile"],
     ] {

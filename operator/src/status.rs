@@ -48,6 +48,8 @@ pub struct Seen<'a> {
     pub stalled: Option<String>,
     /// False when the server has no `policy/v1` PodDisruptionBudget.
     pub pdb_supported: bool,
+    /// False when the server has no StatefulSet persistentVolumeClaimRetentionPolicy.
+    pub retention_supported: bool,
     /// Forming is allowed by the spec, but held off because some pod still runs an
     /// older template (its agent started with other settings; the controller's
     /// `build::pods_on_other_template`).
@@ -307,12 +309,21 @@ pub fn compute(seen: &Seen<'_>) -> ClusterSpecStatus {
             "Applied",
             format!(
                 "a PodDisruptionBudget allows {} pod(s) down at a time",
-                crate::crd::int_or_string(&budget.max_unavailable)
+                budget
+                    .max_unavailable()
+                    .map_or_else(|e| e, |m| crate::crd::int_or_string(&m))
             ),
         )
     } else {
         cond("DisruptionBudget", false, "PolicyV1Unavailable", "the API server has no policy/v1 PodDisruptionBudget (Kubernetes < 1.21): voluntary evictions are not limited".into())
     });
+    if spec.volume_claim_retention != crate::crd::VolumeClaimRetention::default() {
+        conditions.push(if seen.retention_supported {
+            cond("VolumeClaimRetention", true, "Applied", "the StatefulSet's persistentVolumeClaimRetentionPolicy follows spec.volumeClaimRetention".into())
+        } else {
+            cond("VolumeClaimRetention", false, "Unsupported", "the API server has no StatefulSet persistentVolumeClaimRetentionPolicy (Kubernetes < 1.27): the pods' claims are kept whatever spec.volumeClaimRetention says; delete them by hand".into())
+        });
+    }
     let previous_conditions = seen
         .previous
         .map(|s| s.conditions.as_slice())
@@ -330,7 +341,8 @@ pub fn compute(seen: &Seen<'_>) -> ClusterSpecStatus {
         phase: Some(phase.to_owned()),
         replicas: seen.pods,
         selector: Some(seen.selector.clone()),
-        // Unknown while no agent answers (the Degraded condition says why), never stale.
+        // After forming: unknown while no agent answers (the Degraded condition says
+        // why), never stale. While forming: the pods.
         members: counts,
         app_versions: members.map(app_versions).unwrap_or_default(),
         leader: members.and_then(|m| m.leader.as_ref().map(ToString::to_string)),
@@ -356,8 +368,6 @@ pub fn compute(seen: &Seen<'_>) -> ClusterSpecStatus {
     }
 }
 
-/// The last status with `Degraded` saying why the last reconcile failed (e.g. a
-/// permission the operator lacks); everything else as it was.
 /// The status while reconciliation is paused: the last one, with phase `Paused` and a
 /// `ReconciliationPaused` condition (the next normal status drops it).
 pub fn paused(
@@ -375,17 +385,17 @@ pub fn paused(
             "{PAUSE_ANNOTATION} is \"true\": the operator applies no change, takes no rollout or scaling step and updates no status until the annotation is removed"
         ),
     );
-    c.observed_generation = generation;
-    c.last_transition_time = status
-        .conditions
-        .iter()
-        .find(|x| x.type_ == c.type_)
-        .map_or(Time(now), |x| x.last_transition_time.clone());
+    // As it was when the pause began: a spec edited while paused writes nothing.
+    let before = status.conditions.iter().find(|x| x.type_ == c.type_);
+    c.observed_generation = before.map_or(generation, |x| x.observed_generation);
+    c.last_transition_time = before.map_or(Time(now), |x| x.last_transition_time.clone());
     status.conditions.retain(|x| x.type_ != c.type_);
     status.conditions.push(c);
     status
 }
 
+/// The last status with `Degraded` saying why the last reconcile failed (e.g. a
+/// permission the operator lacks); everything else as it was.
 pub fn with_error(
     previous: Option<&ClusterSpecStatus>,
     generation: Option<i64>,

@@ -134,21 +134,46 @@ pub fn validate(spec: &ClusterSpecSpec) -> Vec<Problem> {
             Ok(_) => {}
         }
     }
-    if spec.disruption_budget.enabled {
-        let max = &spec.disruption_budget.max_unavailable;
-        let ok = match max {
-            k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(n) => *n >= 1,
-            k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::String(s) => s
-                .strip_suffix('%')
-                .and_then(|n| n.parse::<u8>().ok())
-                .is_some_and(|n| (1..=100).contains(&n)),
-        };
-        if !ok {
+    if spec.disruption_budget.enabled
+        && let Err(e) = spec.disruption_budget.max_unavailable()
+    {
+        bad(
+            "spec.disruptionBudget.maxUnavailable",
+            format!(
+                "{e}: use a number of pods (at least 1) or a percentage such as `25%`; 0 would block every node drain (turn the budget off with enabled: false instead)"
+            ),
+        );
+    }
+    let m = &spec.membership;
+    if m.downing == crate::crd::Downing::StaticQuorum
+        && let Some(q) = m.quorum_size
+        && (q <= spec.replicas / 2 || q > spec.replicas)
+    {
+        bad(
+            "spec.membership.quorumSize",
+            format!(
+                "{q} does not fit {} replicas: with at most half of them both sides of a partition could keep running (two clusters), with more than all of them no side could; use {} to {} (or scale accordingly)",
+                spec.replicas,
+                spec.replicas / 2 + 1,
+                spec.replicas
+            ),
+        );
+    }
+    if let Some(role) = &m.downing_role {
+        if matches!(
+            m.downing,
+            crate::crd::Downing::DownAll | crate::crd::Downing::Off
+        ) {
             bad(
-                "spec.disruptionBudget.maxUnavailable",
+                "spec.membership.downingRole",
+                "has no effect with downing down-all or off; remove it".into(),
+            );
+        } else if !spec.agent.roles.contains(role) {
+            bad(
+                "spec.membership.downingRole",
                 format!(
-                    "`{}` is not allowed: use a number of pods (at least 1) or a percentage such as `25%`; 0 would block every node drain (turn the budget off with enabled: false instead)",
-                    crate::crd::int_or_string(max)
+                    "`{role}` is not one of spec.agent.roles ({:?}): no member would count, and every partition would down everyone",
+                    spec.agent.roles
                 ),
             );
         }
@@ -163,15 +188,37 @@ pub fn validate(spec: &ClusterSpecSpec) -> Vec<Problem> {
     if let Some(raw) = &spec.pod_template {
         out.extend(crate::pod_template::check(raw, &pod_template_context(spec)));
     }
+    if let Some(raw) = &spec.volume_claim_templates {
+        match crate::claims::parse(raw) {
+            Ok(claims) => {
+                let mut taken: std::collections::BTreeSet<String> =
+                    crate::controller::build::VOLUMES
+                        .iter()
+                        .map(|v| (*v).to_owned())
+                        .collect();
+                let template_volumes = spec
+                    .pod_template
+                    .as_ref()
+                    .and_then(|t| t.pointer("/spec/volumes"))
+                    .and_then(serde_json::Value::as_array);
+                taken.extend(
+                    template_volumes
+                        .into_iter()
+                        .flatten()
+                        .filter_map(|v| v.get("name").and_then(|n| n.as_str()).map(str::to_owned)),
+                );
+                out.extend(crate::claims::check(&claims, &taken));
+            }
+            Err(problems) => out.extend(problems),
+        }
+    }
     let grace_written = spec
         .pod_template
         .as_ref()
         .and_then(|t| t.pointer("/spec/terminationGracePeriodSeconds"))
         .is_some();
-    let leave = leave_timeout(spec);
-    if !grace_written
-        && leave.as_secs() + crate::pod_template::LEAVE_MARGIN_SECONDS > DEFAULT_GRACE_SECONDS
-    {
+    let leave = crate::pod_template::whole_seconds(leave_timeout(spec));
+    if !grace_written && leave + crate::pod_template::LEAVE_MARGIN_SECONDS > DEFAULT_GRACE_SECONDS {
         out.push(Problem {
             field: "spec.membership.leaveTimeout".into(),
             message: format!(
@@ -215,9 +262,7 @@ fn pod_template_context(spec: &ClusterSpecSpec) -> crate::pod_template::Context<
     .collect();
     crate::pod_template::Context {
         application: spec.application.as_ref().map(|a| a.name.clone()),
-        leave_timeout: node_agent::config::Settings::default()
-            .cluster
-            .leave_timeout,
+        leave_timeout: leave_timeout(spec),
         scheduling_set,
         volumes: &VOLUMES,
         mount_paths: &[CONFIG_DIR, KEY_DIR],
@@ -228,7 +273,7 @@ fn pod_template_context(spec: &ClusterSpecSpec) -> crate::pod_template::Context<
 }
 
 /// A DNS label (RFC 1123): what a container name must be.
-fn is_dns_label(s: &str) -> bool {
+pub(crate) fn is_dns_label(s: &str) -> bool {
     let edge = |c: Option<char>| c.is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
     !s.is_empty()
         && s.len() <= 63

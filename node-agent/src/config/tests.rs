@@ -545,3 +545,36 @@ fn a_node_without_a_cluster_key_is_refused_unless_that_is_asked_for() {
     let allowed = format!("cluster:\n  allow-unauthenticated: true\n{yaml}");
     assert!(AgentConfig::from_yaml(&allowed, &bare).is_ok());
 }
+
+#[test]
+fn limits_that_would_wedge_an_agent_are_refused() {
+    let yaml = format!(
+        "{CONFIG_DISCOVERY}
+cluster:
+  allow-weakly-up-members: 0s
+  shutdown-after-unsuccessful-join-seed-nodes: 0s
+management:
+  max-connections: 1
+  header-read-timeout: 1ms
+"
+    );
+    let e = AgentConfig::from_yaml(&yaml, &pod_env()).unwrap_err();
+    let keys: Vec<_> = e.problems.iter().filter_map(|p| p.key.clone()).collect();
+    assert_eq!(
+        keys,
+        [
+            "cluster.allow-weakly-up-members",
+            "cluster.shutdown-after-unsuccessful-join-seed-nodes",
+            "management.max-connections",
+            "management.header-read-timeout",
+        ],
+        "{e}"
+    );
+    // `off` is how to turn the first two off.
+    let off = format!(
+        "{CONFIG_DISCOVERY}\ncluster: {{allow-weakly-up-members: 'off', shutdown-after-unsuccessful-join-seed-nodes: 'off'}}"
+    );
+    if let Err(e) = AgentConfig::from_yaml(&off, &pod_env()) {
+        panic!("{e}");
+    }
+}

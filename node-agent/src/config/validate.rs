@@ -302,6 +302,18 @@ fn cluster(c: &ClusterSettings, p: &mut Problems) {
         ("cluster.seed-node-timeout", c.seed_node_timeout),
         ("cluster.leave-timeout", c.leave_timeout),
     ]);
+    // `off` is how to turn these off; a zero would act at once.
+    let on: Vec<(&str, Duration)> = [
+        ("cluster.allow-weakly-up-members", c.allow_weakly_up_members),
+        (
+            "cluster.shutdown-after-unsuccessful-join-seed-nodes",
+            c.shutdown_after_unsuccessful_join_seed_nodes,
+        ),
+    ]
+    .into_iter()
+    .filter_map(|(k, v)| v.map(|v| (k, v)))
+    .collect();
+    p.positive(&on);
 }
 
 /// `cluster.failure-detector`.
@@ -383,10 +395,21 @@ fn split_brain_resolver(sbr: &SplitBrainResolverConfig, p: &mut Problems) {
     }
 }
 
+/// The fewest connections the management API may be limited to.
+const MIN_MANAGEMENT_CONNECTIONS: usize = 16;
+
 /// `management.*` apart from the token.
 fn management(m: &ManagementSettings, p: &mut Problems) {
-    if m.max_connections == 0 {
-        p.bad("management.max-connections", "must be at least 1");
+    // Peers probe, the kubelet probes, the operator and applications read: a handful
+    // of connections at once is normal.
+    if m.max_connections < MIN_MANAGEMENT_CONNECTIONS {
+        p.bad(
+            "management.max-connections",
+            format!(
+                "{} is too few; use at least {MIN_MANAGEMENT_CONNECTIONS} (peers' probes, the kubelet's probes and the operator share them)",
+                m.max_connections
+            ),
+        );
     }
     if m.max_body_bytes < 1024 {
         p.bad(
@@ -394,7 +417,12 @@ fn management(m: &ManagementSettings, p: &mut Problems) {
             format!("{} is too small; use at least 1024", m.max_body_bytes),
         );
     }
-    p.positive(&[("management.header-read-timeout", m.header_read_timeout)]);
+    if m.header_read_timeout < Duration::from_millis(100) {
+        p.bad(
+            "management.header-read-timeout",
+            "must be at least 100ms: clients on a busy network need that long to send a request's headers",
+        );
+    }
 }
 
 /// `bootstrap.*`.

@@ -63,6 +63,11 @@ pub async fn owned(ctx: &Context, ns: &str, o: Owned) -> Result<usize, Error> {
     written += usize::from(optional(ctx, ns, role_binding, &name).await?);
     written += usize::from(one(ctx, ns, service).await?);
     written += usize::from(one(ctx, ns, config_map).await?);
+    let mut stateful_set = stateful_set;
+    if !ctx.retention_supported {
+        // Kubernetes < 1.27: the field is unknown (the status says so).
+        stateful_set.spec.persistent_volume_claim_retention_policy = None;
+    }
     written += usize::from(one(ctx, ns, stateful_set).await?);
     if ctx.pdb_supported {
         written += usize::from(optional(ctx, ns, pod_disruption_budget, &name).await?);

@@ -104,6 +104,9 @@ pub struct Context {
     pub metrics: Metrics,
     /// The API server serves `policy/v1` PodDisruptionBudgets (Kubernetes ≥ 1.21).
     pub pdb_supported: bool,
+    /// The API server knows a StatefulSet's persistentVolumeClaimRetentionPolicy
+    /// (Kubernetes ≥ 1.27, where it is on by default).
+    pub retention_supported: bool,
     /// Failed reconciles in a row, per ClusterSpec (for the retry back-off).
     pub failures: Mutex<HashMap<ObjectRef<ClusterSpec>, u32>>,
 }
@@ -128,11 +131,20 @@ impl Context {
                 "the API server has no policy/v1 PodDisruptionBudget (Kubernetes < 1.21): clusters get none, and say so in their DisruptionBudget condition"
             );
         }
+        let retention_supported = client.apiserver_version().await.is_ok_and(|v| {
+            let minor: u32 = v
+                .minor
+                .trim_end_matches(|c: char| !c.is_ascii_digit())
+                .parse()
+                .unwrap_or(0);
+            v.major == "1" && minor >= 27
+        });
         let reporter = Reporter {
             controller: FIELD_MANAGER.into(),
             instance: Some(instance.into()),
         };
         Self {
+            retention_supported,
             recorder: Recorder::new(client.clone(), reporter),
             client,
             agents: Agents::default(),
@@ -272,6 +284,17 @@ async fn reconcile_once(cs: &ClusterSpec, ctx: &Context, now: Timestamp) -> Resu
     {
         problems = e.0;
     }
+    // Claim templates the API server would refuse to change.
+    if problems.is_empty()
+        && let Some(live) = &world.stateful_set
+    {
+        let wanted = match &cs.spec.volume_claim_templates {
+            Some(raw) => crate::claims::parse(raw).unwrap_or_default(),
+            None => Vec::new(),
+        };
+        let live = live.spec.volume_claim_templates.clone().unwrap_or_default();
+        problems.extend(crate::claims::changed(&wanted, &live));
+    }
     let previous = cs.status.as_ref();
     let members = world.members.as_ref().ok();
     let member_views = members.map(crate::agents::member_views).unwrap_or_default();
@@ -330,6 +353,7 @@ async fn reconcile_once(cs: &ClusterSpec, ctx: &Context, now: Timestamp) -> Resu
         scaling,
         stalled: observe::stalled(cs, &world, now),
         pdb_supported: ctx.pdb_supported,
+        retention_supported: ctx.retention_supported,
         forming_held,
         now,
     };

@@ -38,6 +38,7 @@ fn context() -> (Arc<Context>, ApiHandle) {
         agents: crate::agents::Agents::new(Duration::from_millis(200)),
         metrics: Metrics::new(),
         pdb_supported: false,
+        retention_supported: false,
         failures: Default::default(),
     };
     (Arc::new(ctx), handle)
@@ -384,9 +385,11 @@ async fn a_paused_cluster_spec_gets_one_status_write_and_nothing_else() {
     assert_eq!(calls[0].body["status"]["phase"], "Paused");
     assert_eq!(calls[1].body["reason"], "ReconciliationPaused");
 
-    // Once the status says so, a paused reconcile makes no call at all.
+    // Once the status says so, a paused reconcile makes no call at all, also after the
+    // spec was edited (a new generation).
     let (ctx, handle) = context();
     cs.status = Some(serde_json::from_value(calls[0].body["status"].clone()).expect("a status"));
+    cs.metadata.generation = Some(cs.metadata.generation.unwrap_or(1) + 1);
     let task = tokio::spawn({
         let ctx = ctx.clone();
         async move { reconcile_once(&cs, &ctx, now()).await }

@@ -74,6 +74,7 @@ fn seen<'a>(
         scaling: None,
         stalled: None,
         pdb_supported: true,
+        retention_supported: false,
         forming_held: false,
         now,
     }

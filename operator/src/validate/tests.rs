@@ -121,3 +121,62 @@ fn a_bad_pod_template_is_refused_with_the_field() {
         ]
     );
 }
+
+#[test]
+fn a_quorum_must_be_a_majority_and_a_downing_role_a_members_role() {
+    let fields = |yaml: &str| -> Vec<String> {
+        let spec: ClusterSpecSpec = serde_yaml::from_str(yaml).expect("a spec");
+        validate(&spec).into_iter().map(|p| p.field).collect()
+    };
+    let ok: Vec<String> = Vec::new();
+    assert_eq!(
+        fields("replicas: 5\nmembership: {downing: static-quorum, quorumSize: 3}"),
+        ok
+    );
+    assert_eq!(
+        fields("replicas: 5\nmembership: {downing: static-quorum, quorumSize: 2}"),
+        ["spec.membership.quorumSize"],
+        "two sides of 2 and 3 could both keep running"
+    );
+    assert_eq!(
+        fields("replicas: 3\nmembership: {downing: static-quorum, quorumSize: 4}"),
+        ["spec.membership.quorumSize"]
+    );
+    assert_eq!(
+        fields("agent: {roles: [backend]}\nmembership: {downingRole: backend}"),
+        ok
+    );
+    assert_eq!(
+        fields("membership: {downingRole: backend}"),
+        ["spec.membership.downingRole"]
+    );
+    assert_eq!(
+        fields("agent: {roles: [backend]}\nmembership: {downing: down-all, downingRole: backend}"),
+        ["spec.membership.downingRole"]
+    );
+}
+
+#[test]
+fn the_grace_period_must_cover_the_leave_timeout_written_in_the_spec() {
+    let fields = |yaml: &str| -> Vec<String> {
+        let spec: ClusterSpecSpec = serde_yaml::from_str(yaml).expect("a spec");
+        validate(&spec).into_iter().map(|p| p.field).collect()
+    };
+    assert_eq!(
+        fields(
+            "membership: {leaveTimeout: 60s}\npodTemplate: {spec: {terminationGracePeriodSeconds: 25}}"
+        ),
+        ["spec.podTemplate.spec.terminationGracePeriodSeconds"]
+    );
+    assert_eq!(
+        fields("membership: {leaveTimeout: 25.5s}"),
+        ["spec.membership.leaveTimeout"],
+        "25.5 s and 5 s to exit do not fit 30 s"
+    );
+    assert_eq!(
+        fields(
+            "membership: {leaveTimeout: 60s}\npodTemplate: {spec: {terminationGracePeriodSeconds: 65}}"
+        ),
+        Vec::<String>::new()
+    );
+}

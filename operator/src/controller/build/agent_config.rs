@@ -15,7 +15,7 @@ use crate::validate::Problem;
 pub const FIELD: &str = "spec.agent.config";
 
 /// Agent keys (and the keys under them) the operator sets, and why.
-const OPERATOR_OWNED: [(&str, &str); 24] = [
+const OPERATOR_OWNED: [(&str, &str); 25] = [
     (
         "cluster.app-version",
         "each pod's template revision (controller-revision-hash)",
@@ -61,6 +61,10 @@ const OPERATOR_OWNED: [(&str, &str); 24] = [
     (
         "discovery.aggregate",
         "discovery follows spec.bootstrap.discovery",
+    ),
+    (
+        "discovery.dns.nameserver",
+        "the pods use the cluster DNS, which serves the headless Service",
     ),
     (
         "cluster.split-brain-resolver.lease-majority.lease-name",
@@ -314,10 +318,14 @@ pub fn checked(
     serde_yaml::from_value(doc).map_err(|e| vec![problem(FIELD.into(), e.to_string())])
 }
 
-/// The spec field behind agent key `key`: in `spec.agent.config` when the user wrote it
-/// (or a key above or below it), else the field the operator set it from.
+/// The spec field behind agent key `key`: in `spec.agent.config` when the user wrote
+/// it (a value, not a section: a key under a section the user wrote can still be the
+/// operator's), or a key below it; else the field the operator set it from.
 fn field_of(key: &str, written: &[(String, Value)]) -> String {
-    if written.iter().any(|(w, _)| under(key, w) || under(w, key)) {
+    if written
+        .iter()
+        .any(|(w, v)| (!v.is_mapping() && under(key, w)) || under(w, key))
+    {
         return format!("{FIELD}.{key}");
     }
     IN_THE_SPEC.iter().find(|(k, _)| under(key, k)).map_or_else(

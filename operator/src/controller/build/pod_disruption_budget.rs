@@ -14,7 +14,12 @@ pub fn build(cs: &ClusterSpec) -> Option<PodDisruptionBudget> {
     budget.enabled.then(|| PodDisruptionBudget {
         metadata: meta(cs, &cs.name_any()),
         spec: Some(PodDisruptionBudgetSpec {
-            max_unavailable: Some(budget.max_unavailable.clone()),
+            // Checked before building; the default if it is somehow not valid.
+            max_unavailable: Some(
+                budget
+                    .max_unavailable()
+                    .unwrap_or(k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(1)),
+            ),
             selector: Some(LabelSelector {
                 match_labels: Some(selector(cs)),
                 ..LabelSelector::default()

@@ -4,7 +4,10 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::apps::v1::{StatefulSet, StatefulSetSpec, StatefulSetUpdateStrategy};
+use k8s_openapi::api::apps::v1::{
+    StatefulSet, StatefulSetPersistentVolumeClaimRetentionPolicy, StatefulSetSpec,
+    StatefulSetUpdateStrategy,
+};
 use k8s_openapi::api::core::v1::{
     Capabilities, ConfigMapVolumeSource, Container, ContainerPort, EnvVar, EnvVarSource,
     HTTPGetAction, ObjectFieldSelector, PodSecurityContext, PodSpec, PodTemplateSpec, Probe,
@@ -20,7 +23,7 @@ use super::{
     BuildError, CLUSTER_PORT, CONFIG_DIR, KEY_DIR, MANAGEMENT_PORT, VOLUMES, labels, meta,
     secret_name, selector,
 };
-use crate::crd::{ClusterSpec, RolloutStrategy};
+use crate::crd::{ClusterSpec, Retention, RolloutStrategy, VolumeClaimRetention};
 use crate::pod_template;
 use crate::validate::Problem;
 
@@ -54,6 +57,10 @@ pub fn build(
         service_account_name: Some(name.clone()),
         // A token only for agents that use the API (least privilege).
         automount_service_account_token: Some(uses_api),
+        // No `<SERVICE>_SERVICE_HOST` variables: a Service named `muster-…` in the
+        // namespace would give the agent MUSTER_… variables it does not know, and it
+        // would refuse to start.
+        enable_service_links: Some(false),
         termination_grace_period_seconds: Some(
             i64::try_from(crate::validate::DEFAULT_GRACE_SECONDS).unwrap_or(30),
         ),
@@ -111,6 +118,31 @@ pub fn build(
     if let Some(user) = &s.pod_template {
         template = with_override(template, user)?;
     }
+    let claims = match &s.volume_claim_templates {
+        Some(raw) => crate::claims::parse(raw)?
+            .into_iter()
+            .map(|mut c| {
+                // The operator's labels on every claim, beside the user's.
+                let mut l = c.metadata.labels.take().unwrap_or_default();
+                l.extend(labels(cs));
+                c.metadata.labels = Some(l);
+                c
+            })
+            .collect(),
+        None => Vec::new(),
+    };
+    let r = &s.volume_claim_retention;
+    // Only when asked for: servers before 1.27 do not know the field.
+    let retention = (*r != VolumeClaimRetention::default()).then(|| {
+        let words = |x: Retention| match x {
+            Retention::Retain => "Retain".to_owned(),
+            Retention::Delete => "Delete".to_owned(),
+        };
+        StatefulSetPersistentVolumeClaimRetentionPolicy {
+            when_deleted: Some(words(r.when_deleted)),
+            when_scaled: Some(words(r.when_scaled)),
+        }
+    });
     Ok(StatefulSet {
         metadata: meta(cs, &name),
         spec: StatefulSetSpec {
@@ -126,6 +158,8 @@ pub fn build(
                 ..LabelSelector::default()
             },
             template,
+            volume_claim_templates: (!claims.is_empty()).then_some(claims),
+            persistent_volume_claim_retention_policy: retention,
             ..StatefulSetSpec::default()
         },
         ..StatefulSet::default()

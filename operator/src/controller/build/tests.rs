@@ -532,7 +532,7 @@ fn the_disruption_budget_is_configurable_or_off() {
     );
     let o = owned(&cluster("disruptionBudget: {enabled: false}"), true).expect("built");
     assert!(o.pod_disruption_budget.is_none());
-    for bad in ["0", "'0%'", "'x'", "'150%'"] {
+    for bad in ["0", "'0%'", "'x'", "'150%'", "'+5%'", "null", "4294967296"] {
         let spec: crate::crd::ClusterSpecSpec =
             serde_yaml::from_str(&format!("disruptionBudget: {{maxUnavailable: {bad}}}"))
                 .expect("a spec");

@@ -120,6 +120,17 @@ membership:
         ["spec.membership.quorumSize"]
     );
     assert_eq!(
+        fields(
+            "membership: {downing: static-quorum}\nagent: {config: {cluster: {gossip-interval: 2s}}}"
+        ),
+        ["spec.membership.quorumSize"],
+        "a section the user wrote does not make the operator's keys in it the user's"
+    );
+    assert_eq!(
+        fields("agent: {config: {discovery: {dns: {nameserver: '10.0.0.1:53'}}}}"),
+        ["spec.agent.config.discovery.dns.nameserver"]
+    );
+    assert_eq!(
         fields("membership: {downAllWhenUnstable: sometimes}"),
         ["spec.membership.downAllWhenUnstable"]
     );
