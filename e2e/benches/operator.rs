@@ -3,7 +3,10 @@
 //! Running for 3 and 5 replicas; the API requests and writes of a reconcile at steady
 //! state; a 5-pod rolling update with `OldestLast` and with `Ordinal` side by side
 //! (wall time, how often the oldest member changed, the fewest Up members seen); the
-//! operator's RSS.
+//! example application (`manifests/examples/keyowner.yaml`: the agent beside a Python
+//! application, a persistent volume claim per pod) from `kubectl apply` to Formed and
+//! Running, and its oldest-last rollout of 3 pods, in the same run as the agent-only
+//! figures; the operator's RSS.
 //!
 //! `cargo bench -p e2e --bench operator` (needs root, like the e2e tests).
 //! `BENCH_RUNS=n` rolls each cluster n times (default 2: the second rollout shows how
@@ -56,8 +59,35 @@ async fn form(
     replicas: i32,
     extra: serde_json::Value,
 ) -> (u128, u128) {
-    let c = Cluster::of(p, name);
     let started = create_cluster(p, name, replicas, extra).await;
+    formed_then_running(&Cluster::of(p, name), op, started, replicas).await
+}
+
+/// `kubectl apply -f manifests/examples/keyowner.yaml`; returns (ms to Formed, ms to
+/// Running).
+async fn form_example(p: &e2e::Platform, op: &Operator) -> (u128, u128) {
+    let file = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../manifests/examples/keyowner.yaml"
+    );
+    let started = Instant::now();
+    let out = p
+        .kubectl()
+        .args(["apply", "-f", file])
+        .output()
+        .expect("kubectl apply");
+    assert!(out.status.success(), "{out:?}");
+    formed_then_running(&Cluster::of(p, "keyowner"), op, started, 3).await
+}
+
+/// Waits until `c` is Formed, then Running with `replicas` Up: ms from `started` to
+/// each.
+async fn formed_then_running(
+    c: &Cluster,
+    op: &Operator,
+    started: Instant,
+    replicas: i32,
+) -> (u128, u128) {
     c.wait_for(op, "formed", Duration::from_secs(180), |cs| {
         status_of(cs)
             .formed_at
@@ -140,6 +170,17 @@ fn main() {
             if strategy == "OldestLast" {
                 let (formed, running) = form(&p, &op, "three", 3, json!({})).await;
                 println!("form 3 replicas: apply → Formed {formed} ms, → Running {running} ms");
+                let (formed, running) = form_example(&p, &op).await;
+                println!(
+                    "form the keyowner example (3 replicas, application + claims): apply → Formed {formed} ms, → Running {running} ms"
+                );
+                let c = Cluster::of(&p, "keyowner");
+                let image = retagged("ghcr.io/muster-dev/muster-agent:0.1.0", "v2");
+                let r = roll(&c, &op, &image, 3).await;
+                println!(
+                    "rollout of the keyowner example (3, OldestLast): {} ms, oldest changed {}×, fewest Up {}, order {:?}",
+                    r.millis, r.oldest_changes, r.min_up, r.order
+                );
             }
             let extra = json!({"rollout": {"strategy": strategy}});
             let (formed, running) = form(&p, &op, "five", 5, extra).await;

@@ -1,10 +1,13 @@
 //! `muster-demo`: muster's job in one command (README's first command runs it through
 //! `./demo`, which builds it). On the local Kubernetes platform it installs muster from
 //! `manifests/` (the CRD, then the operator as a Deployment pod), applies a ClusterSpec of
-//! three agents, shows the cluster forming live (pods, member statuses, leader, age, each
-//! agent's bootstrap decision), changes the agent image tag and shows the oldest-last
-//! rolling update step by step, then prints a summary: formation time, rollout order,
-//! final members. It exits 1 when the cluster does not form, or the rollout does not
+//! three pods — each the agent beside the example application (`examples/keyowner`,
+//! which takes its membership from its agent and names the owner of a key), with a
+//! persistent volume claim — shows the cluster forming live (pods, member statuses,
+//! leader, age, each agent's bootstrap decision, and what each pod's application sees),
+//! changes the agent image tag and shows the oldest-last rolling update step by step,
+//! then prints a summary: formation time, rollout order, final members and whether the
+//! applications agree. It exits 1 when the cluster does not form, or the rollout does not
 //! finish, within `--timeout`. With `--keep` everything stays up until Ctrl-C, and it
 //! prints the KUBECONFIG and commands to look around.
 
@@ -43,6 +46,9 @@ struct Args {
 
 /// The demo's ClusterSpec.
 const NAME: &str = "demo";
+/// The example application's port, and the key whose owner the demo shows.
+const APP_PORT: u16 = 8080;
+const KEY: &str = "cart-42";
 fn main() -> ExitCode {
     let args = Args::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -100,7 +106,8 @@ async fn run(args: Args) -> Result<(), String> {
     );
     let images = ImageTable::default()
         .with("muster-agent", beside("muster-agent")?)
-        .with("muster-operator", beside("muster-operator")?);
+        .with("muster-operator", beside("muster-operator")?)
+        .with(e2e::EXAMPLE_IMAGE_NAME, e2e::example_application());
     let p = Platform::start(
         NAME,
         LocalSettings {
@@ -142,17 +149,41 @@ async fn run(args: Args) -> Result<(), String> {
         &format!("applying ClusterSpec {NAME} ({} agents)", args.replicas),
     );
     let image = p.agent_image().to_owned();
+    // The agent beside the example application, as manifests/examples/keyowner.yaml.
     let spec = json!({
         "apiVersion": "muster.dev/v1alpha1", "kind": "ClusterSpec",
         "metadata": {"name": NAME, "namespace": p.namespace},
-        "spec": {"replicas": args.replicas, "agent": {"image": image}},
+        "spec": {
+            "replicas": args.replicas,
+            "agent": {"image": image},
+            "application": {
+                "name": "keyowner",
+                "image": "ghcr.io/muster-dev/muster-example-keyowner:0.1.0",
+                "env": [{"name": "DATA_DIR", "value": "/data"}],
+            },
+            "podTemplate": {"spec": {"containers": [{
+                "name": "keyowner",
+                "ports": [{"name": "http", "containerPort": APP_PORT}],
+                "readinessProbe": {"httpGet": {"path": "/ready", "port": "http"}, "periodSeconds": 2},
+                "volumeMounts": [{"name": "data", "mountPath": "/data"}],
+            }]}},
+            "volumeClaimTemplates": [{
+                "metadata": {"name": "data"},
+                "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "16Mi"}}},
+            }],
+        },
     });
     kubectl(&["apply", "-f", "-"], Some(&spec.to_string()))?;
     let applied = Instant::now();
     let mut view = LiveView::new(&p, applied);
     let formed = view
         .until(limit, "the cluster to form", |s| {
-            s.condition("Formed") && s.phase() == "Running" && s.up() == i64::from(args.replicas)
+            // Every agent sees every member Up, so the up-numbers (ages) taken from
+            // one of them below are final (a member not yet Up has number 0).
+            s.condition("Formed")
+                && s.phase() == "Running"
+                && s.up() == i64::from(args.replicas)
+                && s.one_cluster(usize::from(args.replicas)).is_ok()
         })
         .await?;
     let formation = applied.elapsed();
@@ -225,6 +256,24 @@ async fn run(args: Args) -> Result<(), String> {
     for line in done.member_lines() {
         println!("  {line}");
     }
+    // The applications learn of the last change from their agents' events: give them
+    // a moment to agree.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let mut apps = done.apps_agree(usize::from(args.replicas));
+    while apps.is_err() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        apps = view
+            .snapshot()
+            .await?
+            .apps_agree(usize::from(args.replicas));
+    }
+    println!(
+        "the applications see the same Up members and the same owner of {KEY}: {}",
+        match &apps {
+            Ok(owner) => format!("yes ({owner})"),
+            Err(e) => format!("NO — {e}"),
+        }
+    );
     let agreed = done.one_cluster(usize::from(args.replicas));
     println!(
         "one cluster, seen alike by every agent: {}",
@@ -238,6 +287,9 @@ async fn run(args: Args) -> Result<(), String> {
     }
     if !oldest_last {
         return Err("the oldest member was not replaced last".into());
+    }
+    if let Err(e) = apps {
+        return Err(format!("the applications do not agree: {e}"));
     }
 
     if args.keep {
@@ -295,6 +347,9 @@ struct PodRow {
     age: Duration,
     /// This agent's view of the cluster, when it answers.
     members: Option<ClusterMembers>,
+    /// What the pod's application sees, when it answers: its Up members and the owner
+    /// of [`KEY`].
+    app: Option<(Vec<String>, String)>,
     /// Its `/bootstrap/status` reason, in words.
     decision: String,
 }
@@ -367,6 +422,49 @@ impl Snapshot {
         )
     }
 
+    /// The owner of [`KEY`] when every pod's application answers, sees `n` Up members,
+    /// the same ones, and names the same owner; else why not.
+    fn apps_agree(&self, n: usize) -> Result<String, String> {
+        let mut seen: Option<&(Vec<String>, String)> = None;
+        for pod in &self.pods {
+            let app = pod
+                .app
+                .as_ref()
+                .ok_or_else(|| format!("{}'s application does not answer", pod.name))?;
+            if app.0.len() != n {
+                return Err(format!(
+                    "{}'s application sees {} Up",
+                    pod.name,
+                    app.0.len()
+                ));
+            }
+            match seen {
+                Some(first) if first != app => {
+                    return Err(format!(
+                        "{} sees otherwise than {}",
+                        pod.name, self.pods[0].name
+                    ));
+                }
+                _ => seen = Some(app),
+            }
+        }
+        seen.map(|(_, owner)| owner.clone())
+            .ok_or_else(|| "no pods".into())
+    }
+
+    /// The app version `pod`'s member runs (its pod's template revision), shortened to
+    /// the hash after the StatefulSet's name.
+    fn revision(pod: &PodRow) -> String {
+        pod.members
+            .as_ref()
+            .and_then(|v| Self::member(v, pod))
+            .map_or("-".into(), |m| {
+                m.app_version
+                    .rsplit_once('-')
+                    .map_or(m.app_version.clone(), |(_, h)| h.to_owned())
+            })
+    }
+
     /// One line per pod for the summary: name, IP, status, up-number, tag, leader.
     fn member_lines(&self) -> Vec<String> {
         self.pods
@@ -380,12 +478,14 @@ impl Snapshot {
                     ""
                 };
                 format!(
-                    "{:<8} {:<14} {:<9} up {:<4} {}{lead}",
+                    "{:<8} {:<14} {:<9} up {:<4} {} rev {}{lead}; application: {}",
                     pod.name,
                     pod.ip,
                     status,
                     up.map_or("-".into(), |n| format!("#{n}")),
-                    pod.image.rsplit(':').next().unwrap_or("")
+                    pod.image.rsplit(':').next().unwrap_or(""),
+                    Self::revision(pod),
+                    app_words(pod)
                 )
             })
             .collect()
@@ -428,8 +528,17 @@ impl Snapshot {
         }
         println!("{head}");
         println!(
-            "  {:<8} {:<12} {:<5} {:<4} {:<4} {:<8} {:<4} {:<5} bootstrap decision",
-            "POD", "IP", "READY", "AGE", "TAG", "MEMBER", "UP#", "SEES"
+            "  {:<8} {:<12} {:<5} {:<4} {:<4} {:<10} {:<8} {:<4} {:<5} {:<22} bootstrap decision",
+            "POD",
+            "IP",
+            "READY",
+            "AGE",
+            "TAG",
+            "REVISION",
+            "MEMBER",
+            "UP#",
+            "SEES",
+            "APPLICATION SEES"
         );
         for pod in &self.pods {
             // Each agent's own view: its status, and how many members it sees.
@@ -444,17 +553,49 @@ impl Snapshot {
                 decision = decision.chars().take(89).collect::<String>() + "…";
             }
             println!(
-                "  {:<8} {:<12} {:<5} {:<4} {:<4} {:<8} {:<4} {:<5} {decision}",
+                "  {:<8} {:<12} {:<5} {:<4} {:<4} {:<10} {:<8} {:<4} {:<5} {:<22} {decision}",
                 pod.name,
                 pod.ip,
                 if pod.ready { "yes" } else { "no" },
                 format!("{}s", pod.age.as_secs()),
                 pod.image.rsplit(':').next().unwrap_or(""),
+                Self::revision(pod),
                 status,
                 up,
                 sees,
+                app_words(pod),
             );
         }
+    }
+}
+
+/// What `pod`'s application sees: its Up members and the owner of [`KEY`].
+async fn app_view(p: &Platform, pod: &str) -> Option<(Vec<String>, String)> {
+    let members: Value = p.pod_json(pod, APP_PORT, "/members").await.ok()?;
+    let up = members["up"]
+        .as_array()?
+        .iter()
+        .filter_map(|a| a.as_str().map(str::to_owned))
+        .collect();
+    let owner: Value = p
+        .pod_json(pod, APP_PORT, &format!("/owner/{KEY}"))
+        .await
+        .ok()?;
+    Some((up, owner["owner"].as_str()?.to_owned()))
+}
+
+/// The application's view in a few words: `3 Up, cart-42 → 127.0.68.2`.
+fn app_words(pod: &PodRow) -> String {
+    match &pod.app {
+        Some((up, owner)) => {
+            let ip = owner
+                .rsplit_once('@')
+                .map_or(owner.as_str(), |(_, a)| a)
+                .rsplit_once(':')
+                .map_or(owner.as_str(), |(ip, _)| ip);
+            format!("{} Up, {KEY} → {ip}", up.len())
+        }
+        None => "-".into(),
     }
 }
 
@@ -523,6 +664,11 @@ impl<'a> LiveView<'a> {
                 .and_then(|c| c.image.clone())
                 .unwrap_or_default();
             let ip = status.pod_ip.clone().unwrap_or_default();
+            let app = if ip.is_empty() {
+                None
+            } else {
+                app_view(self.p, &name).await
+            };
             let (members, decision) = if ip.is_empty() {
                 (None, "(no IP yet)".to_owned())
             } else {
@@ -550,6 +696,7 @@ impl<'a> LiveView<'a> {
                 ready,
                 age,
                 members,
+                app,
                 decision,
             });
         }
