@@ -150,6 +150,25 @@ fn median(mut v: Vec<u128>) -> u128 {
     v[v.len() / 2]
 }
 
+/// Deletes the ClusterSpec and waits until its pods are gone.
+async fn gone(c: &Cluster) {
+    c.api()
+        .delete(&c.name, &kube::api::DeleteParams::default())
+        .await
+        .unwrap_or_else(|e| panic!("delete ClusterSpec {}: {e}", c.name));
+    support::poll(
+        &format!("the pods of {} gone", c.name),
+        Duration::from_secs(180),
+        || async {
+            match c.pods().await.len() {
+                0 => Ok(()),
+                n => Err(format!("{n} pods left")),
+            }
+        },
+    )
+    .await;
+}
+
 fn main() {
     build_release_binaries();
     let runs: usize = std::env::var("BENCH_RUNS")
@@ -181,6 +200,11 @@ fn main() {
                     "rollout of the keyowner example (3, OldestLast): {} ms, oldest changed {}×, fewest Up {}, order {:?}",
                     r.millis, r.oldest_changes, r.min_up, r.order
                 );
+                // The 5-pod runs compare the two strategies: neither shares the cores
+                // with clusters the other did not have.
+                for name in ["three", "keyowner"] {
+                    gone(&Cluster::of(&p, name)).await;
+                }
             }
             let extra = json!({"rollout": {"strategy": strategy}});
             let (formed, running) = form(&p, &op, "five", 5, extra).await;

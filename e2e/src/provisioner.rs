@@ -154,21 +154,31 @@ async fn provision(client: Client, root: PathBuf) {
             tracing::warn!(folder = %folder.display(), error = %e, "cannot make a volume's folder");
             continue;
         }
-        match volumes
-            .create(&PostParams::default(), &volume(&claim, &name, &folder))
-            .await
-        {
-            Ok(_) => {
-                tracing::info!(volume = %name, claim = ?claim.metadata.name, "provisioned");
-                done.insert(name);
+        // A claim is seen again only when it changes: a failed create is retried here,
+        // a few times, as a real provisioner retries with backoff.
+        let pv = volume(&claim, &name, &folder);
+        for attempt in 1..=CREATE_ATTEMPTS {
+            match volumes.create(&PostParams::default(), &pv).await {
+                Ok(_) => {
+                    tracing::info!(volume = %name, claim = ?claim.metadata.name, "provisioned");
+                    done.insert(name);
+                    break;
+                }
+                Err(kube::Error::Api(s)) if s.code == 409 => {
+                    done.insert(name);
+                    break;
+                }
+                Err(e) => {
+                    tracing::warn!(volume = %name, attempt, error = %e, "cannot create the volume");
+                    tokio::time::sleep(Duration::from_millis(200) * attempt).await;
+                }
             }
-            Err(kube::Error::Api(s)) if s.code == 409 => {
-                done.insert(name);
-            }
-            Err(e) => tracing::warn!(volume = %name, error = %e, "cannot create the volume"),
         }
     }
 }
+
+/// Tries at creating one volume.
+const CREATE_ATTEMPTS: u32 = 5;
 
 /// Deletes released volumes of this provisioner and their folders.
 async fn reclaim(client: Client, root: PathBuf) {
@@ -179,11 +189,15 @@ async fn reclaim(client: Client, root: PathBuf) {
         .boxed();
     while let Some(next) = stream.next().await {
         let Ok(pv) = next else { continue };
+        // Made by this provisioner: a volume someone made by hand in the class is not
+        // this provisioner's to delete.
         let ours = pv
-            .spec
+            .metadata
+            .annotations
             .as_ref()
-            .and_then(|s| s.storage_class_name.as_deref())
-            == Some(STORAGE_CLASS);
+            .and_then(|a| a.get("pv.kubernetes.io/provisioned-by"))
+            .map(String::as_str)
+            == Some(PROVISIONER);
         let released = pv.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Released");
         let Some(name) = pv.metadata.name.clone() else {
             continue;

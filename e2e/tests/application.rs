@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use e2e::Platform;
 use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::core::v1::{ConfigMap, Event};
+use k8s_openapi::api::core::v1::{ConfigMap, Event, PersistentVolume, PersistentVolumeClaim};
 use kube::api::{Api, ListParams};
 use node_agent::base::member::MemberStatus;
 use serde_json::{Value, json};
@@ -192,6 +192,35 @@ async fn the_example_application_agrees_on_owners_and_follows_scaling() {
     let by_member = spread(&owners);
     println!("owners of {KEYS} keys over 3 members: {by_member:?}");
     assert_eq!(by_member.len(), 3, "rendezvous hashing spreads {KEYS} keys");
+
+    // The size written another way (64Mi = 65536Ki) is no change of the claim
+    // templates, and at steady state, with claim templates and a retention policy in
+    // the StatefulSet, the operator writes nothing.
+    c.patch_spec(json!({"volumeClaimTemplates": [{
+        "metadata": {"name": "data"},
+        "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "65536Ki"}}},
+    }]}))
+    .await;
+    c.wait_for(
+        &op,
+        "the edited spec observed",
+        Duration::from_secs(30),
+        |cs| {
+            let seen = status_of(cs).observed_generation;
+            (seen == cs.metadata.generation && seen.is_some())
+                .then_some(())
+                .ok_or_else(|| format!("observed generation {seen:?}"))
+        },
+    )
+    .await;
+    let (reconciled, requests, written) = c.steady_state(&op, 2).await;
+    println!(
+        "steady state with claims: {reconciled} reconciles, {:.1} API requests per reconcile, {written} writes",
+        requests / reconciled
+    );
+    assert_eq!(written, 0.0, "no writes at steady state");
+    let cs = c.api().get("keyowner").await.expect("the ClusterSpec");
+    running(3)(&cs).expect("still Running, the claim templates unchanged");
 
     counters_survive_a_rollout(&p, &c).await;
 
@@ -454,6 +483,12 @@ async fn counters_survive_a_rollout(p: &Platform, c: &Cluster) {
             Some(*value),
             "{name}'s counter after its pod was replaced"
         );
+        // And it is the claim's volume that holds it, not a folder of the pod's.
+        assert_eq!(
+            counter_on_claim(c, name).await,
+            *value,
+            "{name}'s counter in its claim's volume"
+        );
     }
     poll(
         "3 applications agree on owners after the rollout",
@@ -461,4 +496,34 @@ async fn counters_survive_a_rollout(p: &Platform, c: &Cluster) {
         || owners_agree(p, c, 3),
     )
     .await;
+}
+
+/// The counter in the folder of pod `pod`'s claim `data-<pod>`, which must be Bound to a
+/// volume of the local platform's provisioner.
+async fn counter_on_claim(c: &Cluster, pod: &str) -> u64 {
+    let claim = format!("data-{pod}");
+    let pvc = Api::<PersistentVolumeClaim>::namespaced(c.client.clone(), &c.namespace)
+        .get(&claim)
+        .await
+        .unwrap_or_else(|e| panic!("claim {claim}: {e}"));
+    let status = pvc.status.unwrap_or_default();
+    assert_eq!(status.phase.as_deref(), Some("Bound"), "claim {claim}");
+    let volume = pvc
+        .spec
+        .and_then(|s| s.volume_name)
+        .unwrap_or_else(|| panic!("claim {claim} names no volume"));
+    let pv = Api::<PersistentVolume>::all(c.client.clone())
+        .get(&volume)
+        .await
+        .unwrap_or_else(|e| panic!("volume {volume}: {e}"));
+    let folder = pv
+        .spec
+        .and_then(|s| s.host_path)
+        .map(|h| h.path)
+        .unwrap_or_else(|| panic!("volume {volume} has no folder"));
+    let file = std::path::Path::new(&folder).join("counter");
+    let text = std::fs::read_to_string(&file).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+    text.trim()
+        .parse()
+        .unwrap_or_else(|e| panic!("{}: {text:?}: {e}", file.display()))
 }

@@ -67,71 +67,259 @@ pub fn check(claims: &[PersistentVolumeClaim], taken: &BTreeSet<String>) -> Vec<
                 format!("`{name}` is listed twice"),
             );
         }
-        let storage = c
-            .spec
-            .as_ref()
+        let spec = c.spec.as_ref();
+        let storage = spec
             .and_then(|s| s.resources.as_ref())
             .and_then(|r| r.requests.as_ref())
             .and_then(|r| r.get("storage"));
-        if storage.is_none() {
-            bad(
+        match storage {
+            None => bad(
                 format!("{at}.spec.resources.requests.storage"),
                 "is required: how much storage each pod's claim asks for, e.g. 1Gi".into(),
+            ),
+            Some(q) if quantity(&q.0).is_none_or(|v| v <= 0) => bad(
+                format!("{at}.spec.resources.requests.storage"),
+                format!(
+                    "`{}` is not a size: use a positive Kubernetes quantity, e.g. 1Gi or 500Mi",
+                    q.0
+                ),
+            ),
+            Some(_) => {}
+        }
+        // The StatefulSet takes a template without them, but every claim made from it
+        // would be refused ("at least 1 access mode is required"), and the pods would
+        // wait for it for ever.
+        if spec
+            .and_then(|s| s.access_modes.as_ref())
+            .is_none_or(Vec::is_empty)
+        {
+            bad(
+                format!("{at}.spec.accessModes"),
+                "is required: e.g. [ReadWriteOnce] (one pod mounts each claim)".into(),
             );
         }
     }
     out
 }
 
-/// What of a claim template the API server keeps as written (it adds defaults to the
-/// rest): name, storage class, access modes, storage request.
-fn summary(
-    c: &PersistentVolumeClaim,
-) -> (Option<String>, Option<String>, Vec<String>, Option<String>) {
-    let spec = c.spec.clone().unwrap_or_default();
-    let storage = spec
-        .resources
-        .and_then(|r| r.requests)
-        .and_then(|r| r.get("storage").map(|q| q.0.clone()));
-    (
-        c.metadata.name.clone(),
-        spec.storage_class_name,
-        spec.access_modes.unwrap_or_default(),
-        storage,
-    )
+/// The value of a Kubernetes quantity (`1Gi`, `500M`, `1.5Ki`, `2e3`, `100m`) in
+/// billionths, so that two spellings of one amount compare equal (the API server keeps
+/// its own canonical form: `1024Mi` comes back as `1Gi`). `None` when it is not a
+/// quantity or too large to count.
+pub fn quantity(s: &str) -> Option<i128> {
+    let s = s.trim();
+    let (negative, s) = match s.strip_prefix('-') {
+        Some(rest) => (true, rest),
+        None => (false, s.strip_prefix('+').unwrap_or(s)),
+    };
+    let number_end = s
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(s.len());
+    let (number, suffix) = s.split_at(number_end);
+    let (whole, fraction) = number.split_once('.').unwrap_or((number, ""));
+    if whole.is_empty() && fraction.is_empty() || fraction.contains('.') {
+        return None;
+    }
+    let (binary, mut exponent): (u32, i32) = match suffix {
+        "" => (0, 0),
+        "Ki" => (1, 0),
+        "Mi" => (2, 0),
+        "Gi" => (3, 0),
+        "Ti" => (4, 0),
+        "Pi" => (5, 0),
+        "Ei" => (6, 0),
+        "n" => (0, -9),
+        "u" => (0, -6),
+        "m" => (0, -3),
+        "k" => (0, 3),
+        "M" => (0, 6),
+        "G" => (0, 9),
+        "T" => (0, 12),
+        "P" => (0, 15),
+        "E" => (0, 18),
+        e => {
+            let digits = e.strip_prefix(['e', 'E'])?;
+            let parsed: i32 = digits.parse().ok()?;
+            if !(-30..=30).contains(&parsed) {
+                return None;
+            }
+            (0, parsed)
+        }
+    };
+    // digits × 10^(exponent − fraction digits + 9) × 1024^binary, exactly.
+    let mut value: i128 = 0;
+    for d in whole.chars().chain(fraction.chars()) {
+        value = value
+            .checked_mul(10)?
+            .checked_add(i128::from(d.to_digit(10)?))?;
+    }
+    exponent = exponent - i32::try_from(fraction.len()).ok()? + 9;
+    value = value.checked_mul(1024i128.checked_pow(binary)?)?;
+    if exponent >= 0 {
+        value = value.checked_mul(10i128.checked_pow(exponent.unsigned_abs())?)?;
+    } else {
+        // Finer than a billionth: Kubernetes rounds up.
+        let divisor = 10i128.checked_pow(exponent.unsigned_abs())?;
+        value = value / divisor + i128::from(value % divisor != 0);
+    }
+    Some(if negative { -value } else { value })
 }
 
-/// The problem when `wanted` differs from the live StatefulSet's `live` templates (the
-/// API server refuses such an update). A storage class or access modes the server
-/// filled in where the template left them out do not count.
+/// A claim template as the API server compares it, built from the fields it keeps:
+/// what the server fills in (volume mode, dataSourceRef from dataSource) is filled in,
+/// sizes are compared by value, and what it adds on its own (status, timestamps) is
+/// left out.
+fn stored(c: &PersistentVolumeClaim) -> Value {
+    let spec = c.spec.clone().unwrap_or_default();
+    let sizes = |m: Option<
+        std::collections::BTreeMap<String, k8s_openapi::apimachinery::pkg::api::resource::Quantity>,
+    >| {
+        m.filter(|m| !m.is_empty()).map(|m| {
+            m.into_iter()
+                .map(|(k, q)| {
+                    let v = quantity(&q.0).map_or(q.0, |n| format!("{n}n"));
+                    (k, Value::String(v))
+                })
+                .collect::<serde_json::Map<_, _>>()
+        })
+    };
+    let resources = spec.resources.unwrap_or_default();
+    // Each of dataSource and dataSourceRef is filled in from the other (the reference
+    // only when it names no other namespace).
+    let json = |v: Option<Value>| v.filter(|v| !v.is_null());
+    let source = json(
+        spec.data_source
+            .as_ref()
+            .and_then(|d| serde_json::to_value(d).ok()),
+    );
+    let reference = json(
+        spec.data_source_ref
+            .as_ref()
+            .and_then(|r| serde_json::to_value(r).ok()),
+    );
+    let data_source = source.clone().or_else(|| {
+        reference
+            .clone()
+            .filter(|r| r.get("namespace").is_none_or(Value::is_null))
+    });
+    let data_source_ref = reference.or(source);
+    let nonempty =
+        |m: Option<std::collections::BTreeMap<String, String>>| m.filter(|m| !m.is_empty());
+    serde_json::json!({
+        "metadata": {
+            "name": c.metadata.name,
+            "labels": nonempty(c.metadata.labels.clone()),
+            "annotations": nonempty(c.metadata.annotations.clone()),
+        },
+        "spec": {
+            "accessModes": spec.access_modes.unwrap_or_default(),
+            "storageClassName": spec.storage_class_name,
+            "volumeMode": spec.volume_mode.unwrap_or_else(|| "Filesystem".to_owned()),
+            "resources": {
+                "requests": sizes(resources.requests),
+                "limits": sizes(resources.limits),
+            },
+            "selector": spec.selector,
+            "volumeName": spec.volume_name,
+            "dataSource": data_source,
+            "dataSourceRef": data_source_ref,
+            "volumeAttributesClassName": spec.volume_attributes_class_name,
+        },
+    })
+}
+
+/// The paths at which `a` and `b` differ (objects key by key, anything else whole).
+fn differences(a: &Value, b: &Value, at: &str, out: &mut Vec<String>) {
+    match (a, b) {
+        (Value::Object(x), Value::Object(y)) => {
+            let keys: BTreeSet<&String> = x.keys().chain(y.keys()).collect();
+            for k in keys {
+                let null = Value::Null;
+                let path = if at.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{at}.{k}")
+                };
+                differences(
+                    x.get(k).unwrap_or(&null),
+                    y.get(k).unwrap_or(&null),
+                    &path,
+                    out,
+                );
+            }
+        }
+        _ if a != b => out.push(at.to_owned()),
+        _ => {}
+    }
+}
+
+/// The storage request of a template, as written.
+fn size(c: &PersistentVolumeClaim) -> String {
+    c.spec
+        .as_ref()
+        .and_then(|s| s.resources.as_ref())
+        .and_then(|r| r.requests.as_ref())
+        .and_then(|r| r.get("storage"))
+        .map(|q| q.0.clone())
+        .unwrap_or_default()
+}
+
+/// The problem when the templates the operator builds (`wanted`, with its labels)
+/// differ from the live StatefulSet's (`live`, as the API server keeps them): the API
+/// server refuses any such update. What the server fills in or spells its own way
+/// does not count.
 pub fn changed(
     wanted: &[PersistentVolumeClaim],
     live: &[PersistentVolumeClaim],
 ) -> Option<Problem> {
-    let differs = wanted.len() != live.len()
-        || wanted.iter().zip(live).any(|(w, l)| {
-            let (wn, wc, wm, ws) = summary(w);
-            let (ln, lc, lm, ls) = summary(l);
-            wn != ln || ws != ls || (wc.is_some() && wc != lc) || (!wm.is_empty() && wm != lm)
-        });
-    differs.then(|| {
-        let names = |l: &[PersistentVolumeClaim]| {
-            l.iter()
-                .map(|c| {
-                    let (n, _, _, s) = summary(c);
-                    format!("{} ({})", n.unwrap_or_default(), s.unwrap_or_default())
-                })
-                .collect::<Vec<_>>()
-                .join(", ")
-        };
-        Problem {
-            field: FIELD.to_owned(),
-            message: format!(
-                "cannot change once the cluster's StatefulSet exists (Kubernetes forbids it): it has [{}], the spec asks for [{}]; change it back, or recreate the cluster (claims are kept unless their retention says Delete)",
-                names(live),
-                names(wanted)
-            ),
+    let mut what = Vec::new();
+    if wanted.len() == live.len() {
+        for (w, l) in wanted.iter().zip(live) {
+            let name = w.metadata.name.clone().unwrap_or_default();
+            let (w, mut l) = (stored(w), stored(l));
+            // A class the template leaves out may be filled in by the server.
+            if w.pointer("/spec/storageClassName")
+                .is_some_and(Value::is_null)
+                && let Some(class) = l.pointer_mut("/spec/storageClassName")
+            {
+                *class = Value::Null;
+            }
+            let mut paths = Vec::new();
+            differences(&w, &l, "", &mut paths);
+            if !paths.is_empty() {
+                what.push(format!("`{name}` differs in {}", paths.join(", ")));
+            }
         }
+    } else {
+        what.push(format!(
+            "{} template(s) instead of {}",
+            wanted.len(),
+            live.len()
+        ));
+    }
+    if what.is_empty() {
+        return None;
+    }
+    let names = |l: &[PersistentVolumeClaim]| {
+        l.iter()
+            .map(|c| {
+                format!(
+                    "{} ({})",
+                    c.metadata.name.clone().unwrap_or_default(),
+                    size(c)
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    Some(Problem {
+        field: FIELD.to_owned(),
+        message: format!(
+            "cannot change once the cluster's StatefulSet exists (Kubernetes forbids it): {}; it has [{}], the spec asks for [{}]; change it back, or recreate the cluster (claims are kept unless their retention says Delete)",
+            what.join("; "),
+            names(live),
+            names(wanted)
+        ),
     })
 }
 

@@ -63,8 +63,9 @@ pub struct ClusterSpecSpec {
     /// Persistent volume claims of every pod (the StatefulSet's volumeClaimTemplates,
     /// PersistentVolumeClaims): each pod gets its own claim per template, named
     /// `<template>-<cluster>-<ordinal>`, which outlives the pod, so its data survives
-    /// rollouts and restarts. Mount one with spec.podTemplate (a volumeMount named as
-    /// the template). Set them when creating the ClusterSpec: Kubernetes does not let
+    /// rollouts and restarts. Each needs metadata.name, spec.accessModes and
+    /// spec.resources.requests.storage. Mount one with spec.podTemplate (a volumeMount
+    /// named as the template). Set them when creating the ClusterSpec: Kubernetes does not let
     /// a StatefulSet's claim templates change. Default: none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(schema_with = "claim_templates_schema")]

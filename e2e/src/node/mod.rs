@@ -193,10 +193,20 @@ impl LocalNode {
                         let pids = run.pids.clone();
                         let client = client.clone();
                         let p2 = p.clone();
+                        let volumes = pod::volumes_dir(&config, &pod);
                         tokio::spawn(async move {
                             stop_pod(&pids, Duration::from_secs(grace.max(0) as u64)).await;
                             if let Some(mut run) = p2.lock().await.remove(&uid) {
                                 run.tasks.abort_all();
+                            }
+                            // The pod's own folders (emptyDir, ConfigMap and Secret copies;
+                            // a claim's folder is the volume's, elsewhere) go with it, before
+                            // the object: the StatefulSet makes a pod of the same name only
+                            // once this one is gone, and that one starts empty.
+                            if let Err(e) = std::fs::remove_dir_all(&volumes)
+                                && e.kind() != std::io::ErrorKind::NotFound
+                            {
+                                tracing::warn!(folder = %volumes.display(), error = %e, "cannot remove a deleted pod's volumes");
                             }
                             remove_pod(&client, &pod, &uid).await;
                         });

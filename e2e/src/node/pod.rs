@@ -110,6 +110,20 @@ pub(super) async fn record_event(
     }
 }
 
+/// Where a pod's folders live: its logs, and its volumes under [`VOLUMES`].
+fn pod_dir(config: &NodeConfig, ns: &str, name: &str) -> std::path::PathBuf {
+    config.log_dir.join("pods").join(format!("{ns}_{name}"))
+}
+
+const VOLUMES: &str = "volumes";
+
+/// The folder of a pod's emptyDir, ConfigMap and Secret volumes.
+pub(super) fn volumes_dir(config: &NodeConfig, pod: &Pod) -> std::path::PathBuf {
+    let ns = pod.metadata.namespace.as_deref().unwrap_or_default();
+    let name = pod.metadata.name.as_deref().unwrap_or_default();
+    pod_dir(config, ns, name).join(VOLUMES)
+}
+
 /// Starts the pod's tasks: volumes, one per container, token renewal.
 pub(super) fn run(
     client: Client,
@@ -126,7 +140,7 @@ pub(super) fn run(
         .unwrap_or_else(|| "Always".into());
     let ns = pod.metadata.namespace.clone().unwrap_or_default();
     let name = pod.metadata.name.clone().unwrap_or_default();
-    let root = config.log_dir.join("pods").join(format!("{ns}_{name}"));
+    let root = pod_dir(&config, &ns, &name);
     let pids: Arc<Mutex<BTreeMap<String, u32>>> = Arc::default();
     let ctx = Arc::new(PodCtx {
         api: Api::namespaced(client.clone(), &ns),
@@ -150,7 +164,7 @@ pub(super) fn run(
         tasks.spawn(async move {
             let (planned, written) = loop {
                 let attempt = async {
-                    let mut planned = volumes::plan(&ctx.pod, &root.join("volumes"))?;
+                    let mut planned = volumes::plan(&ctx.pod, &root.join(VOLUMES))?;
                     volumes::resolve_claims(&ctx.client, &ctx.ns, &mut planned).await?;
                     let mut written = Vec::new();
                     for v in &planned {

@@ -119,6 +119,25 @@ impl std::fmt::Debug for Context {
     }
 }
 
+/// Whether the API server's version is at least `want` (major, minor). Some
+/// distributions report `minor` as "27+" or leave it empty; `gitVersion` ("v1.27.3-gke.100")
+/// is read then.
+fn at_least(major: &str, minor: &str, git_version: &str, want: (u32, u32)) -> bool {
+    let number = |s: &str| -> Option<u32> {
+        s.trim_end_matches(|c: char| !c.is_ascii_digit())
+            .parse()
+            .ok()
+    };
+    let from_fields = number(major).zip(number(minor));
+    let from_git = || {
+        let mut parts = git_version.trim_start_matches('v').split('.');
+        let major = parts.next().and_then(|p| p.parse().ok())?;
+        let minor = parts.next().and_then(number)?;
+        Some((major, minor))
+    };
+    from_fields.or_else(from_git).is_some_and(|v| v >= want)
+}
+
 impl Context {
     /// Looks up what the API server supports; `instance` names this replica in Events.
     pub async fn new(client: Client, metrics: Metrics, instance: &str) -> Self {
@@ -131,14 +150,10 @@ impl Context {
                 "the API server has no policy/v1 PodDisruptionBudget (Kubernetes < 1.21): clusters get none, and say so in their DisruptionBudget condition"
             );
         }
-        let retention_supported = client.apiserver_version().await.is_ok_and(|v| {
-            let minor: u32 = v
-                .minor
-                .trim_end_matches(|c: char| !c.is_ascii_digit())
-                .parse()
-                .unwrap_or(0);
-            v.major == "1" && minor >= 27
-        });
+        let retention_supported = client
+            .apiserver_version()
+            .await
+            .is_ok_and(|v| at_least(&v.major, &v.minor, &v.git_version, (1, 27)));
         let reporter = Reporter {
             controller: FIELD_MANAGER.into(),
             instance: Some(instance.into()),
@@ -279,21 +294,26 @@ async fn reconcile_once(cs: &ClusterSpec, ctx: &Context, now: Timestamp) -> Resu
     let mut problems = validate(&cs.spec);
     // What only building finds: the agent settings as the agent's own loader sees them
     // (`spec.agent.config`), the merged pod template. Pure and cheap.
-    if problems.is_empty()
-        && let Err(e) = build::owned(cs, true)
-    {
-        problems = e.0;
-    }
-    // Claim templates the API server would refuse to change.
-    if problems.is_empty()
-        && let Some(live) = &world.stateful_set
-    {
-        let wanted = match &cs.spec.volume_claim_templates {
-            Some(raw) => crate::claims::parse(raw).unwrap_or_default(),
-            None => Vec::new(),
-        };
-        let live = live.spec.volume_claim_templates.clone().unwrap_or_default();
-        problems.extend(crate::claims::changed(&wanted, &live));
+    if problems.is_empty() {
+        match build::owned(cs, true) {
+            Err(e) => problems = e.0,
+            // Claim templates (as built, with the operator's labels) that the API server
+            // would refuse to change.
+            Ok(built) => {
+                if let Some(live) = &world.stateful_set {
+                    let wanted = built.stateful_set.spec.volume_claim_templates;
+                    let live = live
+                        .spec
+                        .volume_claim_templates
+                        .as_deref()
+                        .unwrap_or_default();
+                    problems.extend(crate::claims::changed(
+                        wanted.as_deref().unwrap_or_default(),
+                        live,
+                    ));
+                }
+            }
+        }
     }
     let previous = cs.status.as_ref();
     let members = world.members.as_ref().ok();
@@ -329,6 +349,13 @@ async fn reconcile_once(cs: &ClusterSpec, ctx: &Context, now: Timestamp) -> Resu
             owned = build::owned(cs, false).map_err(Error::Build)?;
         }
         owned.stateful_set.spec.replicas = Some(shrink.replicas);
+        // The same claim templates as the live ones (checked above), sent back as the
+        // server keeps them: its own spelling of a size would otherwise look like a
+        // difference, and the StatefulSet would be written at every reconcile.
+        if let Some(live) = &world.stateful_set {
+            owned.stateful_set.spec.volume_claim_templates =
+                live.spec.volume_claim_templates.clone();
+        }
         // The record before the pods: an agent must find it when it may form.
         formation::keep(ctx, cs, &ns, formed, &world.pods).await?;
         apply::owned(ctx, &ns, owned).await?;

@@ -398,3 +398,14 @@ async fn a_paused_cluster_spec_gets_one_status_write_and_nothing_else() {
     assert_eq!(result.expect("reconciled"), Action::await_change());
     assert!(calls.is_empty(), "{:?}", summary(&calls));
 }
+
+#[test]
+fn the_server_version_is_read_from_git_version_when_minor_is_not_a_number() {
+    assert!(super::at_least("1", "27", "v1.27.0", (1, 27)));
+    assert!(super::at_least("1", "30+", "v1.30.2-eks-1", (1, 27)));
+    assert!(!super::at_least("1", "26", "v1.26.9", (1, 27)));
+    assert!(super::at_least("", "", "v1.28.3-gke.100", (1, 27)));
+    assert!(!super::at_least("1", "", "v1.25.1", (1, 27)));
+    assert!(super::at_least("2", "0", "", (1, 27)));
+    assert!(!super::at_least("", "", "unknown", (1, 27)));
+}

@@ -23,7 +23,7 @@ use super::{
     BuildError, CLUSTER_PORT, CONFIG_DIR, KEY_DIR, MANAGEMENT_PORT, VOLUMES, labels, meta,
     secret_name, selector,
 };
-use crate::crd::{ClusterSpec, Retention, RolloutStrategy, VolumeClaimRetention};
+use crate::crd::{ClusterSpec, Retention, RolloutStrategy};
 use crate::pod_template;
 use crate::validate::Problem;
 
@@ -132,8 +132,10 @@ pub fn build(
         None => Vec::new(),
     };
     let r = &s.volume_claim_retention;
-    // Only when asked for: servers before 1.27 do not know the field.
-    let retention = (*r != VolumeClaimRetention::default()).then(|| {
+    // Always, so that going back to the default is written too (an absent field would
+    // leave the live policy as it is); [`crate::controller::apply`] leaves it out for
+    // servers before 1.27, which do not know the field.
+    let retention = Some({
         let words = |x: Retention| match x {
             Retention::Retain => "Retain".to_owned(),
             Retention::Delete => "Delete".to_owned(),
