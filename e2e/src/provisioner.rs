@@ -12,6 +12,7 @@
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures_util::StreamExt;
@@ -129,16 +130,21 @@ fn volume(claim: &PersistentVolumeClaim, name: &str, folder: &Path) -> Persisten
     .unwrap_or_default()
 }
 
-/// Gives every wanted claim a folder and a volume.
+/// Gives every wanted claim a folder and a volume: each in a task of its own that
+/// retries with backoff, so one failing claim delays no other.
 async fn provision(client: Client, root: PathBuf) {
     let claims: Api<PersistentVolumeClaim> = Api::all(client.clone());
     let volumes: Api<PersistentVolume> = Api::all(client);
-    let mut done: BTreeSet<String> = BTreeSet::new();
+    // Volumes made or being made; a claim whose tries all failed leaves it, so that
+    // its next change is tried again.
+    let busy: Arc<Mutex<BTreeSet<String>>> = Arc::default();
+    let mut tries = JoinSet::new();
     let mut stream = watcher(claims, watcher::Config::default())
         .default_backoff()
         .applied_objects()
         .boxed();
     while let Some(next) = stream.next().await {
+        while tries.try_join_next().is_some() {}
         let Ok(claim) = next else { continue };
         if !wanted(&claim) {
             continue;
@@ -146,39 +152,70 @@ async fn provision(client: Client, root: PathBuf) {
         let Some(name) = volume_name(&claim) else {
             continue;
         };
-        if done.contains(&name) {
+        if !busy
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(name.clone())
+        {
             continue;
         }
-        let folder = root.join(&name);
-        if let Err(e) = std::fs::create_dir_all(&folder) {
-            tracing::warn!(folder = %folder.display(), error = %e, "cannot make a volume's folder");
-            continue;
-        }
-        // A claim is seen again only when it changes: a failed create is retried here,
-        // a few times, as a real provisioner retries with backoff.
-        let pv = volume(&claim, &name, &folder);
-        for attempt in 1..=CREATE_ATTEMPTS {
-            match volumes.create(&PostParams::default(), &pv).await {
-                Ok(_) => {
-                    tracing::info!(volume = %name, claim = ?claim.metadata.name, "provisioned");
-                    done.insert(name);
-                    break;
-                }
-                Err(kube::Error::Api(s)) if s.code == 409 => {
-                    done.insert(name);
-                    break;
-                }
-                Err(e) => {
-                    tracing::warn!(volume = %name, attempt, error = %e, "cannot create the volume");
-                    tokio::time::sleep(Duration::from_millis(200) * attempt).await;
-                }
+        let (volumes, root, busy) = (volumes.clone(), root.clone(), busy.clone());
+        tries.spawn(async move {
+            if !create_volume(&volumes, &root, &claim, &name).await {
+                busy.lock().unwrap_or_else(|e| e.into_inner()).remove(&name);
             }
-        }
+        });
     }
 }
 
-/// Tries at creating one volume.
-const CREATE_ATTEMPTS: u32 = 5;
+/// Tries at creating one volume, and the longest wait between two.
+const CREATE_ATTEMPTS: u32 = 20;
+const MAX_BACKOFF: Duration = Duration::from_secs(2);
+
+/// Makes the folder and the volume of `claim`; false when it gave up.
+async fn create_volume(
+    volumes: &Api<PersistentVolume>,
+    root: &Path,
+    claim: &PersistentVolumeClaim,
+    name: &str,
+) -> bool {
+    let folder = root.join(name);
+    let pv = volume(claim, name, &folder);
+    let mut wait = Duration::from_millis(100);
+    for attempt in 1..=CREATE_ATTEMPTS {
+        let made = std::fs::create_dir_all(&folder)
+            .map_err(|e| format!("folder {}: {e}", folder.display()));
+        let result = match made {
+            Err(e) => Err((None, e)),
+            Ok(()) => volumes
+                .create(&PostParams::default(), &pv)
+                .await
+                .map(|_| ())
+                .map_err(|e| match e {
+                    kube::Error::Api(s) => (Some(s.code), s.message),
+                    e => (None, e.to_string()),
+                }),
+        };
+        match result {
+            Ok(()) => {
+                tracing::info!(volume = %name, claim = ?claim.metadata.name, "provisioned");
+                return true;
+            }
+            Err((Some(409), _)) => return true,
+            // Refused for what it is (forbidden, invalid): trying again changes nothing.
+            Err((Some(code), e)) if (400..500).contains(&code) && code != 429 => {
+                tracing::warn!(volume = %name, code, error = %e, "the volume was refused");
+                return false;
+            }
+            Err((_, e)) => {
+                tracing::warn!(volume = %name, attempt, error = %e, "cannot create the volume; retrying");
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(MAX_BACKOFF);
+            }
+        }
+    }
+    false
+}
 
 /// Deletes released volumes of this provisioner and their folders.
 async fn reclaim(client: Client, root: PathBuf) {

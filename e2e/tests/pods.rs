@@ -163,7 +163,10 @@ async fn volumes_env_from_and_probes_work_as_on_a_kubelet() {
             changed.elapsed().as_millis()
         );
         let cp = p.control_plane().expect("local");
-        let scratch = cp.dir.join(format!("pods/{ns}_{pod}/volumes/scratch/x"));
+        let uid = pods[0].metadata.uid.clone().expect("uid");
+        let scratch = cp
+            .dir
+            .join(format!("pods/{ns}_{pod}/{uid}/volumes/scratch/x"));
         assert_eq!(
             std::fs::read_to_string(&scratch).expect("the pod's emptyDir folder"),
             "1",

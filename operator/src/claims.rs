@@ -86,6 +86,23 @@ pub fn check(claims: &[PersistentVolumeClaim], taken: &BTreeSet<String>) -> Vec<
             ),
             Some(_) => {}
         }
+        // What the API server compares but would not let change, or sets itself.
+        let mut meta = serde_json::to_value(&c.metadata).unwrap_or_default();
+        prune(&mut meta);
+        for key in meta.as_object().into_iter().flat_map(|m| m.keys()) {
+            if !["name", "labels", "annotations"].contains(&key.as_str()) {
+                bad(
+                    format!("{at}.metadata.{key}"),
+                    "a claim template takes only a name, labels and annotations in its metadata; leave it out".into(),
+                );
+            }
+        }
+        if c.status.is_some() {
+            bad(
+                format!("{at}.status"),
+                "is the API server's; leave it out".into(),
+            );
+        }
         // The StatefulSet takes a template without them, but every claim made from it
         // would be refused ("at least 1 access mode is required"), and the pods would
         // wait for it for ever.
@@ -165,67 +182,83 @@ pub fn quantity(s: &str) -> Option<i128> {
     Some(if negative { -value } else { value })
 }
 
-/// A claim template as the API server compares it, built from the fields it keeps:
-/// what the server fills in (volume mode, dataSourceRef from dataSource) is filled in,
-/// sizes are compared by value, and what it adds on its own (status, timestamps) is
-/// left out.
+/// A claim template as the API server compares it: the whole spec, with what the
+/// server fills in filled in (volume mode; dataSourceRef from dataSource and back),
+/// sizes by value rounded up to thousandths as the server rounds them (`1.3333Gi` is
+/// kept as `1431619973940m`), empty values left out; of the metadata the name, labels
+/// and annotations ([`check`] refuses the rest, and a status).
 fn stored(c: &PersistentVolumeClaim) -> Value {
-    let spec = c.spec.clone().unwrap_or_default();
-    let sizes = |m: Option<
-        std::collections::BTreeMap<String, k8s_openapi::apimachinery::pkg::api::resource::Quantity>,
-    >| {
-        m.filter(|m| !m.is_empty()).map(|m| {
-            m.into_iter()
-                .map(|(k, q)| {
-                    let v = quantity(&q.0).map_or(q.0, |n| format!("{n}n"));
-                    (k, Value::String(v))
-                })
-                .collect::<serde_json::Map<_, _>>()
-        })
-    };
-    let resources = spec.resources.unwrap_or_default();
-    // Each of dataSource and dataSourceRef is filled in from the other (the reference
-    // only when it names no other namespace).
-    let json = |v: Option<Value>| v.filter(|v| !v.is_null());
-    let source = json(
-        spec.data_source
-            .as_ref()
-            .and_then(|d| serde_json::to_value(d).ok()),
-    );
-    let reference = json(
-        spec.data_source_ref
-            .as_ref()
-            .and_then(|r| serde_json::to_value(r).ok()),
-    );
-    let data_source = source.clone().or_else(|| {
-        reference
-            .clone()
-            .filter(|r| r.get("namespace").is_none_or(Value::is_null))
-    });
-    let data_source_ref = reference.or(source);
-    let nonempty =
-        |m: Option<std::collections::BTreeMap<String, String>>| m.filter(|m| !m.is_empty());
-    serde_json::json!({
+    let mut spec = serde_json::to_value(c.spec.clone().unwrap_or_default()).unwrap_or_default();
+    if let Some(s) = spec.as_object_mut() {
+        s.entry("volumeMode")
+            .or_insert_with(|| Value::String("Filesystem".into()));
+        // Each of dataSource and dataSourceRef is filled in from the other (the
+        // reference only when it names no other namespace).
+        let source = s.get("dataSource").filter(|v| !v.is_null()).cloned();
+        let reference = s.get("dataSourceRef").filter(|v| !v.is_null()).cloned();
+        if let (Some(r), None) = (&reference, &source)
+            && r.get("namespace").is_none_or(Value::is_null)
+        {
+            s.insert("dataSource".into(), r.clone());
+        }
+        if let (None, Some(d)) = (reference, source) {
+            s.insert("dataSourceRef".into(), d);
+        }
+    }
+    for part in ["/resources/requests", "/resources/limits"] {
+        let Some(sizes) = spec.pointer_mut(part).and_then(Value::as_object_mut) else {
+            continue;
+        };
+        for v in sizes.values_mut() {
+            if let Some(n) = v.as_str().and_then(quantity) {
+                *v = Value::String(format!("{}n", up_to_thousandths(n)));
+            }
+        }
+    }
+    let mut out = serde_json::json!({
         "metadata": {
             "name": c.metadata.name,
-            "labels": nonempty(c.metadata.labels.clone()),
-            "annotations": nonempty(c.metadata.annotations.clone()),
+            "labels": c.metadata.labels,
+            "annotations": c.metadata.annotations,
         },
-        "spec": {
-            "accessModes": spec.access_modes.unwrap_or_default(),
-            "storageClassName": spec.storage_class_name,
-            "volumeMode": spec.volume_mode.unwrap_or_else(|| "Filesystem".to_owned()),
-            "resources": {
-                "requests": sizes(resources.requests),
-                "limits": sizes(resources.limits),
-            },
-            "selector": spec.selector,
-            "volumeName": spec.volume_name,
-            "dataSource": data_source,
-            "dataSourceRef": data_source_ref,
-            "volumeAttributesClassName": spec.volume_attributes_class_name,
-        },
-    })
+        "spec": spec,
+    });
+    prune(&mut out);
+    out
+}
+
+/// `n` billionths rounded up (away from zero) to a whole thousandth.
+fn up_to_thousandths(n: i128) -> i128 {
+    const MILLI: i128 = 1_000_000;
+    let rest = n % MILLI;
+    if rest == 0 {
+        n
+    } else {
+        n - rest + MILLI * n.signum()
+    }
+}
+
+/// Removes nulls, empty maps and empty lists, which the server does not keep.
+fn prune(v: &mut Value) {
+    match v {
+        Value::Object(m) => {
+            for x in m.values_mut() {
+                prune(x);
+            }
+            m.retain(|_, x| !is_empty(x));
+        }
+        Value::Array(a) => a.iter_mut().for_each(prune),
+        _ => {}
+    }
+}
+
+fn is_empty(v: &Value) -> bool {
+    match v {
+        Value::Null => true,
+        Value::Object(m) => m.is_empty(),
+        Value::Array(a) => a.is_empty(),
+        _ => false,
+    }
 }
 
 /// The paths at which `a` and `b` differ (objects key by key, anything else whole).
@@ -276,14 +309,7 @@ pub fn changed(
     if wanted.len() == live.len() {
         for (w, l) in wanted.iter().zip(live) {
             let name = w.metadata.name.clone().unwrap_or_default();
-            let (w, mut l) = (stored(w), stored(l));
-            // A class the template leaves out may be filled in by the server.
-            if w.pointer("/spec/storageClassName")
-                .is_some_and(Value::is_null)
-                && let Some(class) = l.pointer_mut("/spec/storageClassName")
-            {
-                *class = Value::Null;
-            }
+            let (w, l) = (stored(w), stored(l));
             let mut paths = Vec::new();
             differences(&w, &l, "", &mut paths);
             if !paths.is_empty() {

@@ -39,6 +39,8 @@ pub struct Seen<'a> {
     pub members: Result<&'a ClusterMembers, String>,
     /// Problems of the spec; the controller changed nothing when there are any.
     pub problems: &'a [Problem],
+    /// Objects of someone else's under the names of the cluster's objects.
+    pub conflicts: &'a [Problem],
     /// A rolling update in progress: pods updated, of all, the pod being replaced and
     /// the step in words. `None` when every pod runs the current template.
     pub rollout: Option<RolloutStatus>,
@@ -181,7 +183,16 @@ pub fn compute(seen: &Seen<'_>) -> ClusterSpecStatus {
             .collect::<Vec<_>>()
             .join("; ")
     });
-    let degraded: Option<(&str, String)> = if let Some(p) = &invalid {
+    let conflicting = (!seen.conflicts.is_empty()).then(|| {
+        seen.conflicts
+            .iter()
+            .map(|p| p.message.clone())
+            .collect::<Vec<_>>()
+            .join("; ")
+    });
+    let degraded: Option<(&str, String)> = if let Some(c) = &conflicting {
+        Some(("ObjectConflict", format!("the spec was not applied: {c}")))
+    } else if let Some(p) = &invalid {
         Some(("InvalidSpec", format!("the spec was not applied: {p}")))
     } else if let Some(s) = &seen.stalled {
         Some(("MemberUpTimeout", s.clone()))
@@ -354,7 +365,7 @@ pub fn compute(seen: &Seen<'_>) -> ClusterSpecStatus {
         required_contact_points: Some(required),
         // What the agents got: from a spec that was applied (an invalid one changed
         // nothing, so it may not move the kept number either).
-        expected_contact_points: if seen.problems.is_empty() {
+        expected_contact_points: if seen.problems.is_empty() && seen.conflicts.is_empty() {
             Some(expected_contact_points(
                 spec,
                 seen.previous,

@@ -196,13 +196,13 @@ impl LocalNode {
                         let volumes = pod::volumes_dir(&config, &pod);
                         tokio::spawn(async move {
                             stop_pod(&pids, Duration::from_secs(grace.max(0) as u64)).await;
-                            if let Some(mut run) = p2.lock().await.remove(&uid) {
-                                run.tasks.abort_all();
+                            let run = p2.lock().await.remove(&uid);
+                            if let Some(mut run) = run {
+                                // Every task ended, so none writes a volume file again.
+                                run.tasks.shutdown().await;
                             }
                             // The pod's own folders (emptyDir, ConfigMap and Secret copies;
-                            // a claim's folder is the volume's, elsewhere) go with it, before
-                            // the object: the StatefulSet makes a pod of the same name only
-                            // once this one is gone, and that one starts empty.
+                            // a claim's folder is the volume's, elsewhere) go with it.
                             if let Err(e) = std::fs::remove_dir_all(&volumes)
                                 && e.kind() != std::io::ErrorKind::NotFound
                             {

@@ -110,18 +110,19 @@ pub(super) async fn record_event(
     }
 }
 
-/// Where a pod's folders live: its logs, and its volumes under [`VOLUMES`].
-fn pod_dir(config: &NodeConfig, ns: &str, name: &str) -> std::path::PathBuf {
-    config.log_dir.join("pods").join(format!("{ns}_{name}"))
-}
-
-const VOLUMES: &str = "volumes";
-
-/// The folder of a pod's emptyDir, ConfigMap and Secret volumes.
+/// The folder of a pod's emptyDir, ConfigMap and Secret volumes: one per pod object
+/// (by uid, as the kubelet's `pods/<uid>/volumes`), so that a pod of the same name
+/// never shares or loses the folder of its predecessor.
 pub(super) fn volumes_dir(config: &NodeConfig, pod: &Pod) -> std::path::PathBuf {
     let ns = pod.metadata.namespace.as_deref().unwrap_or_default();
     let name = pod.metadata.name.as_deref().unwrap_or_default();
-    pod_dir(config, ns, name).join(VOLUMES)
+    let uid = pod.metadata.uid.as_deref().unwrap_or_default();
+    config
+        .log_dir
+        .join("pods")
+        .join(format!("{ns}_{name}"))
+        .join(uid)
+        .join("volumes")
 }
 
 /// Starts the pod's tasks: volumes, one per container, token renewal.
@@ -140,7 +141,7 @@ pub(super) fn run(
         .unwrap_or_else(|| "Always".into());
     let ns = pod.metadata.namespace.clone().unwrap_or_default();
     let name = pod.metadata.name.clone().unwrap_or_default();
-    let root = pod_dir(&config, &ns, &name);
+    let volumes_root = volumes_dir(&config, &pod);
     let pids: Arc<Mutex<BTreeMap<String, u32>>> = Arc::default();
     let ctx = Arc::new(PodCtx {
         api: Api::namespaced(client.clone(), &ns),
@@ -164,7 +165,7 @@ pub(super) fn run(
         tasks.spawn(async move {
             let (planned, written) = loop {
                 let attempt = async {
-                    let mut planned = volumes::plan(&ctx.pod, &root.join(VOLUMES))?;
+                    let mut planned = volumes::plan(&ctx.pod, &volumes_root)?;
                     volumes::resolve_claims(&ctx.client, &ctx.ns, &mut planned).await?;
                     let mut written = Vec::new();
                     for v in &planned {

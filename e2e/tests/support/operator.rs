@@ -29,16 +29,28 @@ pub struct Operator {
 impl Operator {
     /// Watches the platform's namespace, with the leader Lease there.
     pub fn start(p: &Platform, identity: &str, listen: SocketAddr) -> Self {
+        Self::start_with(p, identity, listen, &[], "info")
+    }
+
+    /// As [`Operator::start`], with more arguments and `RUST_LOG`.
+    pub fn start_with(
+        p: &Platform,
+        identity: &str,
+        listen: SocketAddr,
+        more: &[&str],
+        log_filter: &str,
+    ) -> Self {
         let cp = p.control_plane().expect("the local platform");
         let log = cp.dir.join(format!("operator-{identity}.log"));
         let file = std::fs::File::create(&log).expect("operator log");
         let child = Command::new(built_binary("muster-operator"))
             .env("KUBECONFIG", &cp.kubeconfig)
-            .env("RUST_LOG", "info")
+            .env("RUST_LOG", log_filter)
             .args(["--listen", &listen.to_string()])
             .args(["--namespace", &p.namespace])
             .args(["--lease-namespace", &p.namespace])
             .args(["--identity", identity])
+            .args(more)
             .stdin(Stdio::null())
             .stdout(file.try_clone().expect("log"))
             .stderr(file)
@@ -71,8 +83,23 @@ impl Operator {
 
     /// SIGTERM, then its exit status within `limit` (`None`: still running).
     pub async fn terminate(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        self.signal(nix::sys::signal::Signal::SIGTERM)?;
+        self.exited(limit).await
+    }
+
+    /// Sends `signal` to the process; `None` when that failed.
+    pub fn signal(&self, signal: nix::sys::signal::Signal) -> Option<()> {
         let pid = nix::unistd::Pid::from_raw(i32::try_from(self.child.id()).ok()?);
-        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).ok()?;
+        nix::sys::signal::kill(pid, signal).ok()
+    }
+
+    /// Its log file.
+    pub fn log_path(&self) -> &std::path::Path {
+        &self.log
+    }
+
+    /// Its exit status once it has exited, within `limit` (`None`: still running).
+    pub async fn exited(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
         let child = &mut self.child;
         tokio::time::timeout(limit, async {
             let mut every = tokio::time::interval(Duration::from_millis(50));
@@ -241,6 +268,13 @@ pub async fn setup_with(
     nets: (u8, u8),
     refresh: e2e::VolumeRefresh,
 ) -> (Platform, Operator) {
+    let p = platform(test, nets, refresh).await;
+    let op = Operator::start(&p, "op-a", SocketAddr::from(([127, 0, nets.0, 10], 8080)));
+    (p, op)
+}
+
+/// The local platform with the CRD installed, no operator yet.
+pub async fn platform(test: &str, nets: (u8, u8), refresh: e2e::VolumeRefresh) -> Platform {
     let settings = e2e::LocalSettings {
         volume_refresh: refresh,
         ..local(nets.0, nets.1)
@@ -253,8 +287,7 @@ pub async fn setup_with(
     );
     apply_manifest(&p, "crd.yaml");
     wait_for_crd(&p.client).await;
-    let op = Operator::start(&p, "op-a", SocketAddr::from(([127, 0, nets.0, 10], 8080)));
-    (p, op)
+    p
 }
 
 /// Creates ClusterSpec `name` with `replicas` pods of the agent image and `extra`

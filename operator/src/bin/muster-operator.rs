@@ -44,6 +44,10 @@ struct Args {
     /// Log format: `text` or `json`. The level comes from RUST_LOG (default `info`).
     #[arg(long, env = "MUSTER_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
+    /// For tests of leadership fencing only: wait this many milliseconds between
+    /// deciding to delete a pod in a rollout and deleting it.
+    #[arg(long, hide = true, default_value_t = 0)]
+    test_delay_before_delete_ms: u64,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -96,9 +100,26 @@ async fn run(args: Args) -> ExitCode {
         counted.api_request(req.method());
         req
     });
-    let client = match ClientBuilder::try_from(config) {
-        Ok(b) => b.with_layer(&count).build(),
-        Err(e) => return fail(format!("cannot build a Kubernetes client: {e}")),
+    // Two clients: the leader Lease's own, and the one for everything else, whose
+    // writes go out only while the fence holds (leadership, see `leader`).
+    let fence = leader::Fence::default();
+    // The fenced client does not retry by itself: a retry could go out after the fence
+    // ended (the reconcile is retried instead).
+    let mut fenced_config = config.clone();
+    fenced_config.default_retry = false;
+    let (lease_client, client) = match (
+        ClientBuilder::try_from(config),
+        ClientBuilder::try_from(fenced_config),
+    ) {
+        (Ok(a), Ok(b)) => (
+            a.with_layer(&count).build(),
+            b.with_layer(&count)
+                .with_layer(&leader::FenceLayer(fence.clone()))
+                .build(),
+        ),
+        (Err(e), _) | (_, Err(e)) => {
+            return fail(format!("cannot build a Kubernetes client: {e}"));
+        }
     };
 
     let health = Health {
@@ -155,40 +176,37 @@ async fn run(args: Args) -> ExitCode {
     };
 
     let lease = KubernetesLease::new(
-        client.clone(),
+        lease_client,
         &args.lease_namespace,
         &args.lease_name,
         &identity,
         leader::LEASE_DURATION,
     );
-    tokio::select! {
-        () = leader::acquire(&lease) => {}
+    let since = tokio::select! {
+        since = leader::acquire(&lease, &fence) => since,
         () = stopped(stop_rx.clone()) => return ExitCode::SUCCESS,
-    }
+    };
+    // Renewals start at once, before anything else can take time.
+    let mut keeper = {
+        let (lease, fence) = (lease.clone(), fence.clone());
+        tokio::spawn(async move { leader::keep(&lease, &fence, since).await })
+    };
     metrics.leader.set(1);
-    let ctx = Arc::new(Context::new(client, metrics.clone(), &identity).await);
-    let (lost_tx, lost_rx) = watch::channel(false);
-    let keeper = {
-        let lease = lease.clone();
-        tokio::spawn(async move {
-            leader::keep(&lease).await;
-            let _ = lost_tx.send(true);
-        })
+    let mut ctx = Context::new(client, metrics.clone(), &identity, fence.clone()).await;
+    ctx.delay_before_delete = Duration::from_millis(args.test_delay_before_delete_ms);
+    let ctx = Arc::new(ctx);
+    // A graceful stop lets the current reconciles finish; a lost Lease (or a keeper
+    // that died) does not: the process ends at once (the fence already refuses their
+    // writes).
+    let lost = tokio::select! {
+        () = controller::run(ctx, args.namespace.clone(), stopped(stop_rx.clone())) => false,
+        _ = &mut keeper => true,
     };
-    let shutdown = {
-        let (stop, lost) = (stop_rx.clone(), lost_rx.clone());
-        async move {
-            tokio::select! {
-                () = stopped(stop) => {}
-                () = stopped(lost) => {}
-            }
-        }
-    };
-    controller::run(ctx, args.namespace.clone(), shutdown).await;
     keeper.abort();
     metrics.leader.set(0);
-    if *lost_rx.borrow() {
-        let message = "lost the leader Lease (could not renew it): stopping so that two replicas never write at once; the Deployment restarts this one";
+    if lost {
+        fence.revoke();
+        let message = "lost the leader Lease (no renewal in time, or another replica holds it): stopping at once so that two replicas never write together; the Deployment restarts this one";
         tracing::error!("{message}");
         eprintln!("muster-operator: {message}");
         return ExitCode::from(1);

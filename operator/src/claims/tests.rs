@@ -55,9 +55,9 @@ fn a_change_of_the_templates_is_refused_but_server_defaults_are_not_one() {
     let wanted = claims(json!([
         {"metadata": {"name": "data"}, "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}}},
     ]));
-    // As the API server keeps it: a class filled in, a volume mode, a status added.
+    // As the API server keeps it: a volume mode filled in, a status added.
     let live = claims(json!([
-        {"metadata": {"name": "data"}, "spec": {"storageClassName": "standard", "accessModes": ["ReadWriteOnce"], "volumeMode": "Filesystem", "resources": {"requests": {"storage": "1Gi"}}}, "status": {"phase": "Pending"}},
+        {"metadata": {"name": "data"}, "spec": {"accessModes": ["ReadWriteOnce"], "volumeMode": "Filesystem", "resources": {"requests": {"storage": "1Gi"}}}, "status": {"phase": "Pending"}},
     ]));
     assert_eq!(changed(&wanted, &live), None);
     let bigger = claims(json!([
@@ -88,6 +88,13 @@ fn quantities_compare_by_value() {
         Some(1),
         "finer than a billionth rounds up"
     );
+    // The server keeps sizes rounded up to thousandths.
+    assert_eq!(
+        up_to_thousandths(quantity("1.3333Gi").expect("a size")),
+        quantity("1431619973940m").expect("a size")
+    );
+    assert_eq!(up_to_thousandths(1), 1_000_000);
+    assert_eq!(up_to_thousandths(2_000_000), 2_000_000);
     assert_eq!(quantity("-1Ki"), Some(-1_024_000_000_000));
     assert_ne!(quantity("1G"), quantity("1Gi"));
     for bad in [
@@ -181,9 +188,48 @@ fn labels_modes_class_and_limits_are_changes_and_are_named() {
             json!({"requests": {"storage": "1Gi"}, "limits": {"storage": "2Gi"}}),
             "spec.resources.limits",
         ),
+        (
+            "/spec/selector",
+            json!({"matchLabels": {"disk": "ssd"}}),
+            "spec.selector",
+        ),
     ] {
         let p = changed(&with(pointer, value), &live)
             .unwrap_or_else(|| panic!("{pointer} is a change"));
         assert!(p.message.contains(named), "{pointer}: {p:?}");
     }
+    // Removing a class that was set is a change too (the server fills none in a
+    // StatefulSet's templates).
+    let with_class = with("/spec/storageClassName", json!("fast"));
+    let p = changed(&live, &with_class).expect("the class removed");
+    assert!(p.message.contains("spec.storageClassName"), "{p:?}");
+}
+
+#[test]
+fn a_claim_template_takes_no_other_metadata_and_no_status() {
+    let bad = claims(json!([
+        {"metadata": {"name": "data", "namespace": "other", "finalizers": ["x"]},
+         "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}},
+         "status": {"phase": "Pending"}},
+    ]));
+    let fields: Vec<String> = check(&bad, &taken()).into_iter().map(|p| p.field).collect();
+    assert_eq!(
+        fields,
+        [
+            "spec.volumeClaimTemplates[0].metadata.finalizers",
+            "spec.volumeClaimTemplates[0].metadata.namespace",
+            "spec.volumeClaimTemplates[0].status",
+        ]
+    );
+}
+
+#[test]
+fn a_size_finer_than_a_thousandth_is_compared_as_the_server_rounds_it() {
+    let fine = claims(json!([
+        {"metadata": {"name": "data"}, "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1.3333Gi"}}}},
+    ]));
+    let kept = claims(json!([
+        {"metadata": {"name": "data"}, "spec": {"accessModes": ["ReadWriteOnce"], "volumeMode": "Filesystem", "resources": {"requests": {"storage": "1431619973940m"}}}},
+    ]));
+    assert_eq!(changed(&fine, &kept), None);
 }

@@ -2,13 +2,21 @@
 //! operator owns these fields), in the order of [`Owned`]'s fields. An object whose live
 //! state already has every field we would set is not written at all, so a reconcile of
 //! an unchanged cluster makes no writes; a field someone changed by hand differs and is
-//! put back. The Secret is the exception: created once, never rewritten.
+//! put back. The Secret is the exception: created once, never rewritten. Nothing is
+//! written over an object that is not this ClusterSpec's (its controller owner
+//! reference): what exists is read first ([`read`]) and any such object stops the
+//! reconcile before a write ([`conflicts`]).
 
 use std::fmt::Debug;
 
 use k8s_openapi::NamespaceResourceScope;
-use k8s_openapi::api::core::v1::Secret;
-use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service, ServiceAccount};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams, Preconditions};
 use kube::{Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -16,9 +24,10 @@ use serde_json::Value;
 
 use node_agent::base::secret::ManagementToken;
 
-use super::build::{self, MANAGEMENT_TOKEN, Owned};
+use super::build::{self, MANAGEMENT_TOKEN, Owned, formation_lease};
 use super::{Context, Error};
 use crate::ClusterSpec;
+use crate::validate::Problem;
 
 /// The one field manager of every write.
 pub const FIELD_MANAGER: &str = "muster-operator";
@@ -42,8 +51,158 @@ impl<K> Child for K where
 {
 }
 
-/// Applies every owned object; the number written (0 when all were up to date).
-pub async fn owned(ctx: &Context, ns: &str, o: Owned) -> Result<usize, Error> {
+/// What exists under the names of a ClusterSpec's objects, read once per reconcile
+/// before anything is written, so that a name taken by someone else's object is found
+/// before any of the cluster's objects is changed ([`conflicts`]).
+#[derive(Debug, Default)]
+pub struct Lives {
+    service_account: Option<Value>,
+    role: Option<Value>,
+    role_binding: Option<Value>,
+    service: Option<Value>,
+    config_map: Option<Value>,
+    stateful_set: Option<Value>,
+    pod_disruption_budget: Option<Value>,
+    /// The Secret with the cluster key and the management token.
+    pub secret: Option<Secret>,
+    /// The formation record.
+    pub formation: Option<Lease>,
+}
+
+/// Reads what exists under every name the ClusterSpec's objects take (the StatefulSet
+/// was read already, with the pods).
+pub async fn read(
+    ctx: &Context,
+    cs: &ClusterSpec,
+    ns: &str,
+    stateful_set: Option<&StatefulSet>,
+) -> Result<Lives, Error> {
+    let name = cs.name_any();
+    let as_json = |o: Option<&StatefulSet>| o.map(serde_json::to_value).transpose();
+    Ok(Lives {
+        service_account: live::<ServiceAccount>(ctx, ns, &name).await?,
+        role: live::<Role>(ctx, ns, &name).await?,
+        role_binding: live::<RoleBinding>(ctx, ns, &name).await?,
+        service: live::<Service>(ctx, ns, &name).await?,
+        config_map: live::<ConfigMap>(ctx, ns, &name).await?,
+        stateful_set: as_json(stateful_set).map_err(Error::Json)?,
+        pod_disruption_budget: if ctx.pdb_supported {
+            live::<PodDisruptionBudget>(ctx, ns, &name).await?
+        } else {
+            None
+        },
+        secret: typed::<Secret>(ctx, ns, &build::secret_name(cs)).await?,
+        formation: typed::<Lease>(ctx, ns, &formation_lease::name(cs)).await?,
+    })
+}
+
+async fn typed<K: Child>(ctx: &Context, ns: &str, name: &str) -> Result<Option<K>, Error> {
+    Api::<K>::namespaced(ctx.client.clone(), ns)
+        .get_opt(name)
+        .await
+        .map_err(|e| Error::kube(format!("read {} {name}", K::kind(&())), e))
+}
+
+async fn live<K: Child>(ctx: &Context, ns: &str, name: &str) -> Result<Option<Value>, Error> {
+    typed::<K>(ctx, ns, name)
+        .await?
+        .map(|o| serde_json::to_value(o).map_err(Error::Json))
+        .transpose()
+}
+
+/// Whether `meta` names the ClusterSpec of `uid` as its controller.
+fn controlled_by(meta: &ObjectMeta, uid: &str) -> bool {
+    meta.owner_references
+        .iter()
+        .flatten()
+        .any(|r| r.controller == Some(true) && r.uid == uid)
+}
+
+fn meta_of(live: &Value) -> ObjectMeta {
+    live.get("metadata")
+        .and_then(|m| serde_json::from_value(m.clone()).ok())
+        .unwrap_or_default()
+}
+
+/// The objects the operator would write (or read its key from) that exist but are not
+/// this ClusterSpec's: it never changes, adopts or uses an object it did not create. A
+/// ClusterSpec named like an application's ServiceAccount, StatefulSet or ConfigMap
+/// would otherwise take it over, and deleting the ClusterSpec would delete it.
+pub fn conflicts(cs: &ClusterSpec, owned: &Owned, lives: &Lives, pdb: bool) -> Vec<Problem> {
+    let uid = cs.uid().unwrap_or_default();
+    let wanted: [(&str, bool, Option<&Value>); 7] = [
+        ("ServiceAccount", true, lives.service_account.as_ref()),
+        ("Role", owned.role.is_some(), lives.role.as_ref()),
+        (
+            "RoleBinding",
+            owned.role_binding.is_some(),
+            lives.role_binding.as_ref(),
+        ),
+        ("Service", true, lives.service.as_ref()),
+        ("ConfigMap", true, lives.config_map.as_ref()),
+        ("StatefulSet", true, lives.stateful_set.as_ref()),
+        (
+            "PodDisruptionBudget",
+            pdb && owned.pod_disruption_budget.is_some(),
+            lives.pod_disruption_budget.as_ref(),
+        ),
+    ];
+    let mut found: Vec<(&str, ObjectMeta)> = wanted
+        .into_iter()
+        .filter(|(_, wanted, _)| *wanted)
+        .filter_map(|(kind, _, live)| live.map(|l| (kind, meta_of(l))))
+        .collect();
+    found.extend(
+        lives
+            .secret
+            .as_ref()
+            .map(|s| ("Secret", s.metadata.clone())),
+    );
+    found.extend(
+        lives
+            .formation
+            .as_ref()
+            .map(|l| ("Lease", l.metadata.clone())),
+    );
+    found
+        .into_iter()
+        .filter(|(_, meta)| !controlled_by(meta, &uid))
+        .map(|(kind, meta)| conflict(cs, kind, &meta))
+        .collect()
+}
+
+fn conflict(cs: &ClusterSpec, kind: &str, meta: &ObjectMeta) -> Problem {
+    let name = meta.name.clone().unwrap_or_default();
+    let controller = meta
+        .owner_references
+        .iter()
+        .flatten()
+        .find(|r| r.controller == Some(true));
+    let whose = match controller {
+        Some(r) if r.kind == "ClusterSpec" && r.name == cs.name_any() => format!(
+            "it belongs to an earlier ClusterSpec of this name (uid {}), whose objects Kubernetes has not deleted yet or that was deleted with --cascade=orphan",
+            r.uid
+        ),
+        Some(r) => format!("it belongs to {} {}", r.kind, r.name),
+        None => "it was not made by this operator for this ClusterSpec".to_owned(),
+    };
+    Problem {
+        field: "metadata.name".to_owned(),
+        message: format!(
+            "{kind} {name} exists and is not this ClusterSpec's ({whose}); the operator changes nothing until it is gone: delete or rename that {kind}, or create the ClusterSpec under another name"
+        ),
+    }
+}
+
+/// Applies every owned object, given what exists ([`read`], with no [`conflicts`]);
+/// the number written (0 when all were up to date).
+pub async fn owned(
+    ctx: &Context,
+    cs: &ClusterSpec,
+    ns: &str,
+    o: Owned,
+    lives: Lives,
+) -> Result<usize, Error> {
     // Destructured without `..`: a new kind that is never applied fails to compile.
     let Owned {
         service_account,
@@ -54,77 +213,94 @@ pub async fn owned(ctx: &Context, ns: &str, o: Owned) -> Result<usize, Error> {
         stateful_set,
         pod_disruption_budget,
     } = o;
-    let name = service_account.name_any();
+    let uid = cs.uid().unwrap_or_default();
     let mut written = 0;
     // Identity and permissions first, so pods never start without them; the agents'
     // Service and settings next; the StatefulSet (the pods) last but for the budget.
-    written += usize::from(one(ctx, ns, service_account).await?);
-    written += usize::from(optional(ctx, ns, role, &name).await?);
-    written += usize::from(optional(ctx, ns, role_binding, &name).await?);
-    written += usize::from(one(ctx, ns, service).await?);
-    written += usize::from(one(ctx, ns, config_map).await?);
+    written += usize::from(one(ctx, ns, service_account, lives.service_account).await?);
+    written += usize::from(optional(ctx, ns, role, lives.role, &uid).await?);
+    written += usize::from(optional(ctx, ns, role_binding, lives.role_binding, &uid).await?);
+    written += usize::from(one(ctx, ns, service, lives.service).await?);
+    written += usize::from(one(ctx, ns, config_map, lives.config_map).await?);
     let mut stateful_set = stateful_set;
     if !ctx.retention_supported {
         // Kubernetes < 1.27: the field is unknown (the status says so).
         stateful_set.spec.persistent_volume_claim_retention_policy = None;
     }
-    written += usize::from(one(ctx, ns, stateful_set).await?);
+    written += usize::from(one(ctx, ns, stateful_set, lives.stateful_set).await?);
     if ctx.pdb_supported {
-        written += usize::from(optional(ctx, ns, pod_disruption_budget, &name).await?);
+        written += usize::from(
+            optional(
+                ctx,
+                ns,
+                pod_disruption_budget,
+                lives.pod_disruption_budget,
+                &uid,
+            )
+            .await?,
+        );
     }
     Ok(written)
 }
 
-/// Applies `obj` when wanted; when not, removes the one of that `name` this operator
-/// made before (an orphan, e.g. the Role after a switch to DNS discovery).
+/// Applies `obj` when wanted; when not, removes the `live` one if this ClusterSpec
+/// made it (an orphan, e.g. the Role after a switch to DNS discovery).
 async fn optional<K: Child>(
     ctx: &Context,
     ns: &str,
     obj: Option<K>,
-    name: &str,
+    live: Option<Value>,
+    uid: &str,
 ) -> Result<bool, Error> {
     if let Some(obj) = obj {
-        return one(ctx, ns, obj).await;
+        return one(ctx, ns, obj, live).await;
+    }
+    let Some(live) = live else {
+        return Ok(false);
+    };
+    let meta = meta_of(&live);
+    if !controlled_by(&meta, uid) {
+        return Ok(false);
     }
     let api: Api<K> = Api::namespaced(ctx.client.clone(), ns);
     let kind = K::kind(&());
-    let live = api
-        .get_opt(name)
-        .await
-        .map_err(|e| Error::kube(format!("read {kind} {name}"), e))?;
-    let ours = live.is_some_and(|o| {
-        o.labels()
-            .get("app.kubernetes.io/managed-by")
-            .map(String::as_str)
-            == Some(FIELD_MANAGER)
-    });
-    if !ours {
-        return Ok(false);
+    let name = meta.name.unwrap_or_default();
+    let dp = DeleteParams {
+        // Only that object, not one made under its name since it was read.
+        preconditions: meta.uid.map(|uid| Preconditions {
+            uid: Some(uid),
+            resource_version: None,
+        }),
+        ..DeleteParams::default()
+    };
+    match api.delete(&name, &dp).await {
+        Ok(_) => {
+            tracing::info!(%kind, %name, "removed: no longer needed");
+            Ok(true)
+        }
+        // Gone already, or another object under that name now (the next reconcile
+        // looks at it).
+        Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => Ok(false),
+        Err(e) => Err(Error::kube(format!("delete {kind} {name}"), e)),
     }
-    match api.delete(name, &DeleteParams::default()).await {
-        Ok(_) => {}
-        Err(kube::Error::Api(s)) if s.code == 404 => {}
-        Err(e) => return Err(Error::kube(format!("delete {kind} {name}"), e)),
-    }
-    tracing::info!(%kind, %name, "removed: no longer needed");
-    Ok(true)
 }
 
-/// Server-side applies `obj` unless the live object already matches; true when written.
-async fn one<K: Child>(ctx: &Context, ns: &str, obj: K) -> Result<bool, Error> {
+/// Server-side applies `obj` unless `live` already matches; true when written. (An
+/// object someone makes under that name between the read and this apply is still
+/// taken over: a create would close that window, but would leave every field owned by
+/// an Update entry that later applies could never remove.)
+async fn one<K: Child>(
+    ctx: &Context,
+    ns: &str,
+    obj: K,
+    live: Option<Value>,
+) -> Result<bool, Error> {
     let api: Api<K> = Api::namespaced(ctx.client.clone(), ns);
     let name = obj.name_any();
     let kind = K::kind(&());
-    let live = api
-        .get_opt(&name)
-        .await
-        .map_err(|e| Error::kube(format!("read {kind} {name}"), e))?;
     let desired = serde_json::to_value(&obj).map_err(Error::Json)?;
-    if let Some(live) = live {
-        let live = serde_json::to_value(&live).map_err(Error::Json)?;
-        if contains(&live, &desired) {
-            return Ok(false);
-        }
+    if live.is_some_and(|live| contains(&live, &desired)) {
+        return Ok(false);
     }
     api.patch(
         &name,
@@ -161,15 +337,17 @@ fn is_empty(v: &Value) -> bool {
     }
 }
 
-/// The management token from the cluster's Secret, creating the Secret (with a fresh
-/// random key and token) when it does not exist. An existing Secret is never changed.
-pub async fn secret(ctx: &Context, cs: &ClusterSpec, ns: &str) -> Result<ManagementToken, Error> {
+/// The management token from the cluster's Secret (`existing`, as read), creating the
+/// Secret (with a fresh random key and token) when it does not exist. An existing
+/// Secret is never changed.
+pub async fn secret(
+    ctx: &Context,
+    cs: &ClusterSpec,
+    ns: &str,
+    existing: Option<Secret>,
+) -> Result<ManagementToken, Error> {
     let api: Api<Secret> = Api::namespaced(ctx.client.clone(), ns);
     let name = build::secret_name(cs);
-    let existing = api
-        .get_opt(&name)
-        .await
-        .map_err(|e| Error::kube(format!("read Secret {name}"), e))?;
     let secret = match existing {
         Some(s) => s,
         None => {
@@ -182,11 +360,20 @@ pub async fn secret(ctx: &Context, cs: &ClusterSpec, ns: &str) -> Result<Managem
                     tracing::info!(secret = %name, "created the cluster key and management token");
                     s
                 }
-                // Created since we looked (another reconcile): use that one.
-                Err(kube::Error::Api(e)) if e.code == 409 => api
-                    .get(&name)
-                    .await
-                    .map_err(|e| Error::kube(format!("read Secret {name}"), e))?,
+                // Created since we looked: that one, if it is this ClusterSpec's (another
+                // reconcile's); anyone else's key is never used.
+                Err(kube::Error::Api(e)) if e.code == 409 => {
+                    let found = api
+                        .get(&name)
+                        .await
+                        .map_err(|e| Error::kube(format!("read Secret {name}"), e))?;
+                    if !controlled_by(&found.metadata, &cs.uid().unwrap_or_default()) {
+                        return Err(Error::Secret(
+                            conflict(cs, "Secret", &found.metadata).message,
+                        ));
+                    }
+                    found
+                }
                 Err(e) => return Err(Error::kube(format!("create Secret {name}"), e)),
             }
         }

@@ -101,15 +101,12 @@ pub async fn keep(
     ns: &str,
     formed: bool,
     pods: &[Pod],
+    existing: Option<Lease>,
 ) -> Result<Option<String>, Error> {
     let api: Api<Lease> = Api::namespaced(ctx.client.clone(), ns);
     let name = formation_lease::name(cs);
     let mode = cs.spec.bootstrap.new_cluster_enabled;
-    let Some(mut lease) = api
-        .get_opt(&name)
-        .await
-        .map_err(|e| Error::kube(format!("read Lease {name}"), e))?
-    else {
+    let Some(mut lease) = existing else {
         let mut fresh = formation_lease::build(cs);
         let holder = change(mode, None, formed, false).flatten();
         if let Some(spec) = &mut fresh.spec {

@@ -16,7 +16,7 @@ use futures_util::StreamExt;
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod};
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{Api, DeleteParams, Patch, PatchParams};
+use kube::api::{Api, DeleteParams, Patch, PatchParams, Preconditions};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::ObjectRef;
@@ -107,6 +107,10 @@ pub struct Context {
     /// The API server knows a StatefulSet's persistentVolumeClaimRetentionPolicy
     /// (Kubernetes ≥ 1.27, where it is on by default).
     pub retention_supported: bool,
+    /// Leadership: no Leave is sent to an agent once it no longer holds.
+    pub fence: crate::leader::Fence,
+    /// Tests of fencing only: a wait between deciding on a pod's deletion and doing it.
+    pub delay_before_delete: Duration,
     /// Failed reconciles in a row, per ClusterSpec (for the retry back-off).
     pub failures: Mutex<HashMap<ObjectRef<ClusterSpec>, u32>>,
 }
@@ -139,8 +143,14 @@ fn at_least(major: &str, minor: &str, git_version: &str, want: (u32, u32)) -> bo
 }
 
 impl Context {
-    /// Looks up what the API server supports; `instance` names this replica in Events.
-    pub async fn new(client: Client, metrics: Metrics, instance: &str) -> Self {
+    /// Looks up what the API server supports; `instance` names this replica in Events;
+    /// `fence` says whether it still leads (checked before every Leave it sends).
+    pub async fn new(
+        client: Client,
+        metrics: Metrics,
+        instance: &str,
+        fence: crate::leader::Fence,
+    ) -> Self {
         let pdb_supported = client
             .list_api_group_resources("policy/v1")
             .await
@@ -150,10 +160,23 @@ impl Context {
                 "the API server has no policy/v1 PodDisruptionBudget (Kubernetes < 1.21): clusters get none, and say so in their DisruptionBudget condition"
             );
         }
-        let retention_supported = client
-            .apiserver_version()
-            .await
-            .is_ok_and(|v| at_least(&v.major, &v.minor, &v.git_version, (1, 27)));
+        let mut retention_supported = false;
+        for attempt in 1..=3 {
+            match client.apiserver_version().await {
+                Ok(v) => {
+                    retention_supported = at_least(&v.major, &v.minor, &v.git_version, (1, 27));
+                    break;
+                }
+                Err(e) if attempt < 3 => {
+                    tracing::warn!(attempt, error = %e, "cannot read the API server's version; retrying");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+                Err(e) => tracing::warn!(
+                    error = %e,
+                    "cannot read the API server's version: taken as older than 1.27 (no StatefulSet retention policy)"
+                ),
+            }
+        }
         let reporter = Reporter {
             controller: FIELD_MANAGER.into(),
             instance: Some(instance.into()),
@@ -166,6 +189,8 @@ impl Context {
             metrics,
             pdb_supported,
             failures: Mutex::default(),
+            fence,
+            delay_before_delete: Duration::ZERO,
         }
     }
 
@@ -292,15 +317,23 @@ async fn reconcile_once(cs: &ClusterSpec, ctx: &Context, now: Timestamp) -> Resu
     }
     let world = observe::world(ctx, cs, &ns).await?;
     let mut problems = validate(&cs.spec);
+    // Objects of someone else's under the names this ClusterSpec's take.
+    let mut conflicts = Vec::new();
+    let mut lives = None;
     // What only building finds: the agent settings as the agent's own loader sees them
     // (`spec.agent.config`), the merged pod template. Pure and cheap.
     if problems.is_empty() {
         match build::owned(cs, true) {
             Err(e) => problems = e.0,
-            // Claim templates (as built, with the operator's labels) that the API server
-            // would refuse to change.
             Ok(built) => {
-                if let Some(live) = &world.stateful_set {
+                let read = apply::read(ctx, cs, &ns, world.stateful_set.as_ref()).await?;
+                conflicts = apply::conflicts(cs, &built, &read, ctx.pdb_supported);
+                lives = Some(read);
+                // Claim templates (as built, with the operator's labels) that the API
+                // server would refuse to change.
+                if conflicts.is_empty()
+                    && let Some(live) = &world.stateful_set
+                {
                     let wanted = built.stateful_set.spec.volume_claim_templates;
                     let live = live
                         .spec
@@ -323,12 +356,12 @@ async fn reconcile_once(cs: &ClusterSpec, ctx: &Context, now: Timestamp) -> Resu
     let mut rollout_status = None;
     let mut scaling = None;
     let mut forming_held = false;
-    if problems.is_empty() {
+    if let Some(mut lives) = lives.filter(|_| problems.is_empty() && conflicts.is_empty()) {
         let formed = status::formed_at(&cs.spec, previous, members, now).is_some();
         let lock = status::new_cluster_enabled(&cs.spec, formed);
         let current = world.stateful_set.as_ref().and_then(|s| s.spec.replicas);
         let shrink = scale::scale_down(cs.spec.replicas, current, &pod_views, &member_views);
-        let token = apply::secret(ctx, cs, &ns).await?;
+        let token = apply::secret(ctx, cs, &ns, lives.secret.take()).await?;
         let mut owned = build::owned(cs, lock).map_err(Error::Build)?;
         // Agents read agent.yaml (expected-contact-point-nr among it) only at start, the
         // new-cluster-enabled key at run time. Forming again under an explicit `true`
@@ -356,9 +389,25 @@ async fn reconcile_once(cs: &ClusterSpec, ctx: &Context, now: Timestamp) -> Resu
             owned.stateful_set.spec.volume_claim_templates =
                 live.spec.volume_claim_templates.clone();
         }
+        // The default retention policy is sent only to undo another one: where the live
+        // StatefulSet has no policy (a new one, or a server whose
+        // StatefulSetAutoDeletePVC gate is off and drops the field) it would differ at
+        // every reconcile.
+        let live_policy = world
+            .stateful_set
+            .as_ref()
+            .and_then(|l| l.spec.persistent_volume_claim_retention_policy.as_ref());
+        if cs.spec.volume_claim_retention == crate::crd::VolumeClaimRetention::default()
+            && live_policy.is_none()
+        {
+            owned
+                .stateful_set
+                .spec
+                .persistent_volume_claim_retention_policy = None;
+        }
         // The record before the pods: an agent must find it when it may form.
-        formation::keep(ctx, cs, &ns, formed, &world.pods).await?;
-        apply::owned(ctx, &ns, owned).await?;
+        formation::keep(ctx, cs, &ns, formed, &world.pods, lives.formation.take()).await?;
+        apply::owned(ctx, cs, &ns, owned, lives).await?;
         for (pod, member) in &shrink.leave {
             leave(ctx, cs, &world, pod, member, &token).await;
         }
@@ -376,6 +425,7 @@ async fn reconcile_once(cs: &ClusterSpec, ctx: &Context, now: Timestamp) -> Resu
         selector: format!("app.kubernetes.io/instance={}", cs.name_any()),
         members: world.members.as_ref().map_err(Clone::clone),
         problems: &problems,
+        conflicts: &conflicts,
         rollout: rollout_status,
         scaling,
         stalled: observe::stalled(cs, &world, now),
@@ -389,7 +439,9 @@ async fn reconcile_once(cs: &ClusterSpec, ctx: &Context, now: Timestamp) -> Resu
         write_status(ctx, cs, &ns, &next).await?;
         announce(ctx, cs, previous, &next).await;
     }
-    let quiet = next.phase.as_deref() == Some(status::RUNNING) || !problems.is_empty();
+    let quiet = next.phase.as_deref() == Some(status::RUNNING)
+        || !problems.is_empty()
+        || !conflicts.is_empty();
     Ok(Action::requeue(if quiet {
         QUIET_REQUEUE
     } else {
@@ -442,7 +494,22 @@ async fn roll(
         }
         Step::Delete { pod } => {
             let api: Api<Pod> = Api::namespaced(ctx.client.clone(), &world.namespace);
-            api.delete(pod, &DeleteParams::default())
+            if !ctx.delay_before_delete.is_zero() {
+                tracing::info!(%pod, "rollout: about to delete the pod (test delay)");
+                tokio::time::sleep(ctx.delay_before_delete).await;
+            }
+            // That pod only: not one made under its name since it was looked at.
+            let dp = DeleteParams {
+                preconditions: world
+                    .pod(pod)
+                    .and_then(|p| p.metadata.uid.clone())
+                    .map(|uid| Preconditions {
+                        uid: Some(uid),
+                        resource_version: None,
+                    }),
+                ..DeleteParams::default()
+            };
+            api.delete(pod, &dp)
                 .await
                 .map_err(|e| Error::kube(format!("delete pod {pod}"), e))?;
             ctx.metrics.step("delete");
@@ -484,6 +551,11 @@ async fn leave(
         tracing::warn!(%pod, "cannot ask the member to leave: the pod has no IP");
         return;
     };
+    // A Leave changes the cluster like a write: only while this replica leads.
+    if !ctx.fence.holds() {
+        tracing::error!(%pod, %member, "Leave not sent: no longer the leader");
+        return;
+    }
     match ctx.agents.leave(ip, member, token).await {
         Ok(()) => {
             ctx.metrics.step("leave");

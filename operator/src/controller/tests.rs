@@ -40,8 +40,17 @@ fn context() -> (Arc<Context>, ApiHandle) {
         pdb_supported: false,
         retention_supported: false,
         failures: Default::default(),
+        fence: held(),
+        delay_before_delete: Duration::ZERO,
     };
     (Arc::new(ctx), handle)
+}
+
+/// A fence that holds (for the length of a test).
+fn held() -> crate::leader::Fence {
+    let fence = crate::leader::Fence::default();
+    fence.renewed(std::time::Instant::now());
+    fence
 }
 
 fn now() -> Timestamp {
@@ -148,21 +157,21 @@ async fn a_new_cluster_spec_creates_everything_in_order_then_reports() {
         [
             "GET apps/v1/namespaces/prod/statefulsets/shop",
             "GET pods",
-            "GET secrets/shop-cluster-key",
-            "POST secrets",
-            "GET coordination.k8s.io/v1/namespaces/prod/leases/shop-formation",
-            "POST coordination.k8s.io/v1/namespaces/prod/leases",
+            // Everything under the cluster's names is read before anything is written.
             "GET serviceaccounts/shop",
-            "PATCH serviceaccounts/shop",
             "GET rbac.authorization.k8s.io/v1/namespaces/prod/roles/shop",
-            "PATCH rbac.authorization.k8s.io/v1/namespaces/prod/roles/shop",
             "GET rbac.authorization.k8s.io/v1/namespaces/prod/rolebindings/shop",
-            "PATCH rbac.authorization.k8s.io/v1/namespaces/prod/rolebindings/shop",
             "GET services/shop",
-            "PATCH services/shop",
             "GET configmaps/shop",
+            "GET secrets/shop-cluster-key",
+            "GET coordination.k8s.io/v1/namespaces/prod/leases/shop-formation",
+            "POST secrets",
+            "POST coordination.k8s.io/v1/namespaces/prod/leases",
+            "PATCH serviceaccounts/shop",
+            "PATCH rbac.authorization.k8s.io/v1/namespaces/prod/roles/shop",
+            "PATCH rbac.authorization.k8s.io/v1/namespaces/prod/rolebindings/shop",
+            "PATCH services/shop",
             "PATCH configmaps/shop",
-            "GET apps/v1/namespaces/prod/statefulsets/shop",
             "PATCH apps/v1/namespaces/prod/statefulsets/shop",
             "PATCH muster.dev/v1alpha1/namespaces/prod/clusterspecs/shop/status",
         ]
@@ -211,11 +220,12 @@ async fn a_new_cluster_spec_creates_everything_in_order_then_reports() {
     assert_eq!(status["observedGeneration"], 1);
 }
 
-#[tokio::test]
-async fn an_unchanged_cluster_is_read_but_not_written() {
-    // First reconcile: capture what was applied and reported.
+/// Reconciles `cs` in an empty namespace; what it left behind, by path (as GETs find
+/// it), and `cs` with the status it wrote.
+async fn first_reconcile(
+    cs: &ClusterSpec,
+) -> (std::collections::BTreeMap<String, Value>, ClusterSpec) {
     let (ctx, handle) = context();
-    let cs = cluster(json!({"replicas": 3}));
     let task = tokio::spawn({
         let (cs, ctx) = (cs.clone(), ctx.clone());
         async move { reconcile_once(&cs, &ctx, now()).await }
@@ -251,8 +261,14 @@ async fn an_unchanged_cluster_is_read_but_not_written() {
         .clone();
     let mut again = cs.clone();
     again.status = Some(serde_json::from_value(status).expect("a status"));
+    (stored, again)
+}
 
-    // Second reconcile, an hour later, against what the first left behind.
+/// Reconciles `cs` an hour later against `stored`; the calls it made.
+async fn reconcile_again(
+    cs: ClusterSpec,
+    stored: std::collections::BTreeMap<String, Value>,
+) -> Vec<Call> {
     let (ctx, handle) = context();
     let task = tokio::spawn({
         let ctx = ctx.clone();
@@ -260,7 +276,7 @@ async fn an_unchanged_cluster_is_read_but_not_written() {
             let later = now()
                 .checked_add(k8s_openapi::jiff::SignedDuration::from_secs(3600))
                 .expect("a time");
-            reconcile_once(&again, &ctx, later).await
+            reconcile_once(&cs, &ctx, later).await
         }
     });
     let (calls, result) = serve(handle, task, |call| {
@@ -272,9 +288,40 @@ async fn an_unchanged_cluster_is_read_but_not_written() {
     })
     .await;
     result.expect("reconciled");
+    calls
+}
+
+#[tokio::test]
+async fn an_unchanged_cluster_is_read_but_not_written() {
+    let (stored, again) = first_reconcile(&cluster(json!({"replicas": 3}))).await;
+    let calls = reconcile_again(again, stored).await;
     let writes: Vec<&Call> = calls.iter().filter(|c| c.method != "GET").collect();
     assert!(writes.is_empty(), "no writes: {writes:?}");
-    assert_eq!(calls.len(), 10, "reads: {:?}", summary(&calls));
+    assert_eq!(calls.len(), 9, "reads: {:?}", summary(&calls));
+}
+
+#[tokio::test]
+async fn claim_templates_as_the_server_spells_them_are_not_written_again() {
+    let spec = json!({"replicas": 3, "volumeClaimTemplates": [{
+        "metadata": {"name": "data"},
+        "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1024Mi"}}},
+    }]});
+    let (mut stored, again) = first_reconcile(&cluster(spec)).await;
+    // The API server keeps its own spelling of the size, a volume mode and a status.
+    let set = stored
+        .get_mut("/apis/apps/v1/namespaces/prod/statefulsets/shop")
+        .expect("the StatefulSet");
+    let template = &mut set["spec"]["volumeClaimTemplates"][0];
+    assert_eq!(
+        template["spec"]["resources"]["requests"]["storage"],
+        "1024Mi"
+    );
+    template["spec"]["resources"]["requests"]["storage"] = json!("1Gi");
+    template["spec"]["volumeMode"] = json!("Filesystem");
+    template["status"] = json!({"phase": "Pending"});
+    let calls = reconcile_again(again, stored).await;
+    let writes: Vec<&Call> = calls.iter().filter(|c| c.method != "GET").collect();
+    assert!(writes.is_empty(), "no writes: {writes:?}");
 }
 
 #[tokio::test]
@@ -300,13 +347,7 @@ async fn an_invalid_spec_changes_nothing_but_the_status() {
             "POST events.k8s.io/v1/namespaces/prod/events",
         ]
     );
-    let degraded = calls[2].body["status"]["conditions"]
-        .as_array()
-        .expect("conditions")
-        .iter()
-        .find(|c| c["type"] == "Degraded")
-        .expect("Degraded")
-        .clone();
+    let degraded = degraded(&calls[2].body["status"]);
     assert_eq!(degraded["reason"], "InvalidSpec");
     assert!(
         degraded["message"]
@@ -316,6 +357,88 @@ async fn an_invalid_spec_changes_nothing_but_the_status() {
     );
     assert_eq!(calls[3].body["type"], "Warning");
     assert_eq!(calls[3].body["reason"], "InvalidSpec");
+}
+
+/// The Degraded condition of a written status.
+fn degraded(status: &Value) -> Value {
+    status["conditions"]
+        .as_array()
+        .expect("conditions")
+        .iter()
+        .find(|c| c["type"] == "Degraded")
+        .expect("Degraded")
+        .clone()
+}
+
+/// The API server of a namespace where a ServiceAccount named like the ClusterSpec
+/// exists already, with `owners` as its owner references.
+fn namespace_with_service_account(owners: Value) -> impl Fn(&Call) -> (u16, Value) {
+    move |call: &Call| {
+        if call.method == "GET"
+            && call
+                .uri
+                .starts_with("/api/v1/namespaces/prod/serviceaccounts/shop")
+        {
+            return (
+                200,
+                json!({"apiVersion": "v1", "kind": "ServiceAccount",
+                       "metadata": {"name": "shop", "namespace": "prod", "uid": "sa-1",
+                                    "ownerReferences": owners}}),
+            );
+        }
+        empty_namespace(call)
+    }
+}
+
+#[tokio::test]
+async fn an_object_of_someone_else_under_the_clusters_name_is_never_touched() {
+    for (owners, says) in [
+        (json!(null), "not made by this operator"),
+        (
+            json!([{"apiVersion": "apps/v1", "kind": "Deployment", "name": "shop", "uid": "d-1", "controller": true}]),
+            "belongs to Deployment shop",
+        ),
+        (
+            json!([{"apiVersion": "muster.dev/v1alpha1", "kind": "ClusterSpec", "name": "shop", "uid": "u-0", "controller": true}]),
+            "earlier ClusterSpec of this name (uid u-0)",
+        ),
+        (
+            // Owned, but not controlled, by this ClusterSpec: still not its own.
+            json!([{"apiVersion": "muster.dev/v1alpha1", "kind": "ClusterSpec", "name": "shop", "uid": "u-1"}]),
+            "not made by this operator",
+        ),
+    ] {
+        let (ctx, handle) = context();
+        let cs = cluster(json!({"replicas": 3}));
+        let task = tokio::spawn({
+            let (cs, ctx) = (cs.clone(), ctx.clone());
+            async move { reconcile_once(&cs, &ctx, now()).await }
+        });
+        let (calls, result) = serve(handle, task, namespace_with_service_account(owners)).await;
+        assert_eq!(result.expect("reconciled"), Action::requeue(QUIET_REQUEUE));
+        let writes: Vec<String> = summary(&calls)
+            .into_iter()
+            .filter(|c| !c.starts_with("GET"))
+            .collect();
+        assert_eq!(
+            writes,
+            [
+                "PATCH muster.dev/v1alpha1/namespaces/prod/clusterspecs/shop/status",
+                "POST events.k8s.io/v1/namespaces/prod/events",
+            ],
+            "nothing created or changed, not even the Secret: {says}"
+        );
+        let degraded = degraded(&calls[calls.len() - 2].body["status"]);
+        assert_eq!(degraded["reason"], "ObjectConflict");
+        let message = degraded["message"].as_str().expect("text");
+        assert!(
+            message.contains("ServiceAccount shop exists") && message.contains(says),
+            "{message}"
+        );
+        let event = &calls[calls.len() - 1].body;
+        assert_eq!(event["type"], "Warning");
+        assert_eq!(event["reason"], "ObjectConflict");
+    }
 }
 
 #[tokio::test]

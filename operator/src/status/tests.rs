@@ -70,6 +70,7 @@ fn seen<'a>(
         selector: "app.kubernetes.io/instance=shop".into(),
         members,
         problems: &[],
+        conflicts: &[],
         rollout: None,
         scaling: None,
         stalled: None,

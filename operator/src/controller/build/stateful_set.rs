@@ -132,9 +132,10 @@ pub fn build(
         None => Vec::new(),
     };
     let r = &s.volume_claim_retention;
-    // Always, so that going back to the default is written too (an absent field would
-    // leave the live policy as it is); [`crate::controller::apply`] leaves it out for
-    // servers before 1.27, which do not know the field.
+    // Always built, so that going back to the default can be written (an absent field
+    // would leave the live policy as it is); the reconcile leaves the default out where
+    // the live StatefulSet has no policy, and `apply` leaves it out for servers before
+    // 1.27, which do not know the field.
     let retention = Some({
         let words = |x: Retention| match x {
             Retention::Retain => "Retain".to_owned(),

@@ -1,0 +1,354 @@
+//! muster in a Kubernetes cluster shared with other teams' objects, on the local
+//! platform with the operator as a process: a ClusterSpec named like an application's
+//! ServiceAccount and ConfigMap neither changes nor adopts them (before, the operator
+//! force-applied its own over them and deleting the ClusterSpec deleted them); it
+//! reports the conflict by object, and forms once the names are free. And a leader that
+//! was paused mid-rollout writes nothing once it runs again (fenced leadership).
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::{ConfigMap, Event, Secret, ServiceAccount};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::api::{Api, DeleteParams, ListParams, PostParams};
+use serde_json::json;
+
+mod support;
+use support::operator::{
+    Cluster, Operator, RolloutWatch, condition, create_cluster, platform, retagged, running, setup,
+    status_of,
+};
+use support::poll;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_spec_never_takes_over_objects_of_others() {
+    let (p, op) = setup("shared-cluster", (83, 84)).await;
+    let ns = p.namespace.clone();
+    let accounts: Api<ServiceAccount> = Api::namespaced(p.client.clone(), &ns);
+    let maps: Api<ConfigMap> = Api::namespaced(p.client.clone(), &ns);
+
+    // Another team's application, "cache": its ServiceAccount and its settings.
+    let theirs = json!({"app": "cache", "team": "storage"});
+    let account: ServiceAccount = serde_json::from_value(json!({
+        "metadata": {"name": "cache", "labels": theirs},
+    }))
+    .expect("a ServiceAccount");
+    let account = accounts
+        .create(&PostParams::default(), &account)
+        .await
+        .expect("create their ServiceAccount");
+    let map: ConfigMap = serde_json::from_value(json!({
+        "metadata": {"name": "cache", "labels": theirs},
+        "data": {"size": "4Gi"},
+    }))
+    .expect("a ConfigMap");
+    let map = maps
+        .create(&PostParams::default(), &map)
+        .await
+        .expect("create their ConfigMap");
+
+    // A ClusterSpec of the same name.
+    create_cluster(&p, "cache", 3, json!({})).await;
+    let c = Cluster::of(&p, "cache");
+    let cs = c
+        .wait_for(
+            &op,
+            "the conflict reported",
+            Duration::from_secs(60),
+            |cs| match condition(cs, "Degraded") {
+                Some((s, reason, _)) if s == "True" && reason == "ObjectConflict" => Ok(()),
+                other => Err(format!("Degraded {other:?}")),
+            },
+        )
+        .await;
+    let (_, _, message) = condition(&cs, "Degraded").expect("Degraded");
+    println!("reported: {message}");
+    assert!(
+        message.contains("ServiceAccount cache exists")
+            && message.contains("ConfigMap cache exists"),
+        "both objects named: {message}"
+    );
+
+    // Theirs, untouched (kube-controller-manager may write the ServiceAccount, so its
+    // resourceVersion is no witness: no field of it is the operator's, and its labels
+    // and owners are as made); nothing of the cluster's made meanwhile, not even the key.
+    let untouched = |meta: &ObjectMeta, before: &ObjectMeta, what: &str| {
+        let managers: Vec<String> = meta
+            .managed_fields
+            .iter()
+            .flatten()
+            .filter_map(|m| m.manager.clone())
+            .collect();
+        assert!(
+            !managers.iter().any(|m| m == "muster-operator"),
+            "{what} was written by the operator: {managers:?}"
+        );
+        assert!(
+            meta.owner_references.is_none(),
+            "{what} got an owner: {meta:?}"
+        );
+        assert_eq!(meta.labels, before.labels, "{what}'s labels");
+    };
+    let account_now = accounts.get("cache").await.expect("their ServiceAccount");
+    untouched(
+        &account_now.metadata,
+        &account.metadata,
+        "their ServiceAccount",
+    );
+    let map_now = maps.get("cache").await.expect("their ConfigMap");
+    untouched(&map_now.metadata, &map.metadata, "their ConfigMap");
+    assert_eq!(
+        map.metadata.resource_version, map_now.metadata.resource_version,
+        "their ConfigMap was written"
+    );
+    let none_of = |what: &str, found: bool| assert!(!found, "{what} was created");
+    none_of(
+        "the StatefulSet",
+        Api::<StatefulSet>::namespaced(p.client.clone(), &ns)
+            .get_opt("cache")
+            .await
+            .expect("read")
+            .is_some(),
+    );
+    none_of(
+        "the Secret",
+        Api::<Secret>::namespaced(p.client.clone(), &ns)
+            .get_opt("cache-cluster-key")
+            .await
+            .expect("read")
+            .is_some(),
+    );
+    none_of(
+        "the formation record",
+        Api::<Lease>::namespaced(p.client.clone(), &ns)
+            .get_opt("cache-formation")
+            .await
+            .expect("read")
+            .is_some(),
+    );
+    // The Event follows the status write.
+    let events: Api<Event> = Api::namespaced(p.client.clone(), &ns);
+    poll(
+        "a Warning event naming the object",
+        Duration::from_secs(30),
+        || async {
+            let found = events
+                .list(&ListParams::default())
+                .await
+                .map_err(|e| e.to_string())?
+                .items
+                .into_iter()
+                .any(|e| {
+                    e.reason.as_deref() == Some("ObjectConflict")
+                        && e.message
+                            .as_deref()
+                            .is_some_and(|m| m.contains("ServiceAccount cache"))
+                });
+            if found {
+                Ok(())
+            } else {
+                Err("none yet".to_owned())
+            }
+        },
+    )
+    .await;
+
+    // Deleting the ClusterSpec leaves theirs alone.
+    c.api()
+        .delete("cache", &DeleteParams::default())
+        .await
+        .expect("delete the ClusterSpec");
+    poll("the ClusterSpec gone", Duration::from_secs(30), || async {
+        match c.api().get_opt("cache").await {
+            Ok(None) => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+    let account_after = accounts
+        .get("cache")
+        .await
+        .expect("their ServiceAccount is kept");
+    assert_eq!(account_after.metadata.uid, account.metadata.uid);
+    let map_after = maps.get("cache").await.expect("their ConfigMap is kept");
+    assert_eq!(map_after.data, map.data);
+
+    // Once the names are free, the same ClusterSpec forms.
+    accounts
+        .delete("cache", &DeleteParams::default())
+        .await
+        .expect("delete their ServiceAccount");
+    maps.delete("cache", &DeleteParams::default())
+        .await
+        .expect("delete their ConfigMap");
+    create_cluster(&p, "cache", 3, json!({})).await;
+    c.wait_for(
+        &op,
+        "Running with 3 Up",
+        Duration::from_secs(120),
+        running(3),
+    )
+    .await;
+    let cs = c.api().get("cache").await.expect("the ClusterSpec");
+    assert!(
+        condition(&cs, "Degraded").is_none_or(|(s, _, _)| s == "False"),
+        "{:?}",
+        condition(&cs, "Degraded")
+    );
+}
+
+/// Leadership is fenced: the leader is stopped (SIGSTOP) in the middle of a rollout,
+/// between deciding to delete a pod and deleting it; the standby takes the Lease once
+/// it runs out and finishes the rollout; when the old leader runs again (SIGCONT) its
+/// time is up: it sends nothing (no pod deleted, no object applied, no Leave) and
+/// exits with code 1.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_that_was_paused_writes_nothing_when_it_runs_again() {
+    use nix::sys::signal::Signal;
+    let p = platform("fenced-leader", (85, 86), e2e::VolumeRefresh::default()).await;
+    // The leader waits 3 s between deciding on a pod's deletion and doing it: the
+    // test stops it in that window.
+    let mut a = Operator::start_with(
+        &p,
+        "op-a",
+        SocketAddr::from(([127, 0, 85, 10], 8080)),
+        &["--test-delay-before-delete-ms", "3000"],
+        // Every write its fence lets through is logged.
+        "info,operator::leader=debug",
+    );
+    leads(&a, "op-a").await;
+    let b = Operator::start(&p, "op-b", SocketAddr::from(([127, 0, 85, 11], 8080)));
+    create_cluster(&p, "fenced", 3, json!({})).await;
+    let c = Cluster::of(&p, "fenced");
+    c.wait_for(
+        &a,
+        "Running with 3 Up",
+        Duration::from_secs(120),
+        running(3),
+    )
+    .await;
+
+    let watch = RolloutWatch::start(&c).await;
+    let started = Instant::now();
+    let image = retagged(p.agent_image(), "v2");
+    c.patch_spec(json!({"agent": {"image": image}})).await;
+    let log = a.log_path().to_owned();
+    poll(
+        "op-a about to delete a pod",
+        Duration::from_secs(120),
+        || async {
+            let text = std::fs::read_to_string(&log).map_err(|e| e.to_string())?;
+            if text.contains("about to delete the pod") {
+                Ok(())
+            } else {
+                Err("not yet".into())
+            }
+        },
+    )
+    .await;
+    a.signal(Signal::SIGSTOP).expect("SIGSTOP op-a");
+    let stopped = Instant::now();
+    println!(
+        "op-a stopped {} ms into the rollout, before its first deletion",
+        started.elapsed().as_millis()
+    );
+    leads(&b, "op-b").await;
+    println!(
+        "op-b took the Lease {} ms after op-a stopped",
+        stopped.elapsed().as_millis()
+    );
+    c.wait_for(
+        &b,
+        "the rollout finished by op-b",
+        Duration::from_secs(240),
+        |cs| {
+            running(3)(cs)?;
+            if status_of(cs).rollout.is_some() {
+                return Err("rollout in progress".into());
+            }
+            Ok(())
+        },
+    )
+    .await;
+    let seen = watch.stop().await;
+    println!(
+        "rollout of 3 with the leader stopped mid-way: {} ms; {seen:?}",
+        started.elapsed().as_millis()
+    );
+    assert!(seen.split.is_none(), "two clusters: {:?}", seen.split);
+    let uids = |pods: Vec<k8s_openapi::api::core::v1::Pod>| -> Vec<(String, String)> {
+        pods.into_iter()
+            .map(|p| {
+                (
+                    p.metadata.name.unwrap_or_default(),
+                    p.metadata.uid.unwrap_or_default(),
+                )
+            })
+            .collect()
+    };
+    let before = uids(c.pods().await);
+    for pod in c.pods().await {
+        let image_now = &pod.spec.as_ref().expect("spec").containers[0].image;
+        assert_eq!(
+            image_now.as_deref(),
+            Some(image.as_str()),
+            "every pod rolled"
+        );
+    }
+
+    // op-a runs again: its time is up.
+    let mark = std::fs::metadata(&log).expect("op-a's log").len();
+    a.signal(Signal::SIGCONT).expect("SIGCONT op-a");
+    let resumed = Instant::now();
+    let status = a
+        .exited(Duration::from_secs(30))
+        .await
+        .expect("op-a exits once it runs again");
+    println!(
+        "op-a exited {} ms after SIGCONT with {status:?}",
+        resumed.elapsed().as_millis()
+    );
+    assert_eq!(status.code(), Some(1), "lost leadership");
+    let text = std::fs::read(&log).expect("op-a's log");
+    let after = String::from_utf8_lossy(&text[usize::try_from(mark).unwrap_or(0)..]).into_owned();
+    println!("op-a after SIGCONT:\n{after}");
+    // Nothing went out: no write passed its fence, and none reached the API server (a
+    // stale delete would come back 409, the pod it meant being op-b's new one).
+    for wrote in [
+        "write sent",
+        "rollout: deleted the pod",
+        "applied",
+        "asked the member to leave",
+        "Conflict",
+    ] {
+        assert!(
+            !after.contains(wrote),
+            "op-a wrote after it ran again ({wrote}):\n{after}"
+        );
+    }
+    println!(
+        "writes op-a tried and its fence refused: {}",
+        after.matches("write refused").count()
+    );
+    // Nothing of op-b's rollout undone: the same pods, and op-b still leads.
+    c.wait_for(&b, "still Running", Duration::from_secs(30), running(3))
+        .await;
+    assert_eq!(
+        uids(c.pods().await),
+        before,
+        "no pod deleted after the rollout"
+    );
+}
+
+/// Waits until `op` says it holds the leader Lease.
+async fn leads(op: &Operator, who: &str) {
+    poll(&format!("{who} leads"), Duration::from_secs(60), || async {
+        match op.metrics().await?.get("muster_operator_leader") {
+            Some(v) if *v == 1.0 => Ok(()),
+            other => Err(format!("leader gauge {other:?}")),
+        }
+    })
+    .await;
+}
