@@ -245,19 +245,10 @@ fn prune(v: &mut Value) {
             for x in m.values_mut() {
                 prune(x);
             }
-            m.retain(|_, x| !is_empty(x));
+            m.retain(|_, x| !crate::controller::apply::is_empty(x));
         }
         Value::Array(a) => a.iter_mut().for_each(prune),
         _ => {}
-    }
-}
-
-fn is_empty(v: &Value) -> bool {
-    match v {
-        Value::Null => true,
-        Value::Object(m) => m.is_empty(),
-        Value::Array(a) => a.is_empty(),
-        _ => false,
     }
 }
 

@@ -328,7 +328,7 @@ pub fn contains(live: &Value, desired: &Value) -> bool {
 }
 
 /// Values the server drops instead of storing (an empty list or map, null).
-fn is_empty(v: &Value) -> bool {
+pub(crate) fn is_empty(v: &Value) -> bool {
     match v {
         Value::Null => true,
         Value::Array(a) => a.is_empty(),
