@@ -15,6 +15,8 @@
 //! 6. [`management`]: the HTTP server of the API.
 //! 7. [`agent`] wires it all; [`local_cluster`] and [`fuzzing`] use it.
 //!
+//! [`testing`] stands in for an HTTP server in tests; it uses nothing of the crate.
+//!
 //! Protocol cores ([`bootstrap::decider`], [`bootstrap::state`], [`membership::core`])
 //! are pure state machines that take time and randomness as inputs; the rest are thin
 //! I/O shells around them.
@@ -32,6 +34,7 @@ pub mod local_cluster;
 pub mod management;
 pub mod membership;
 pub mod metrics;
+pub mod testing;
 pub mod transport;
 
 pub use agent::{Agent, AgentError};

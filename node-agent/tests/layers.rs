@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 /// The layers, lowest first: a module may use modules of lower layers only.
 const LAYERS: &[&[&str]] = &[
-    &["base"],
+    &["base", "testing"],
     &["api", "config", "metrics", "listener"],
     &["transport", "discovery", "lease"],
     &["membership"],

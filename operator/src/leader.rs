@@ -249,7 +249,7 @@ mod tests {
     async fn writes_go_out_only_while_the_fence_holds_and_reads_always() {
         use tower::{Layer, Service, ServiceExt};
         let fence = Fence::default();
-        let (inner, mut handle) = tower_test::mock::pair::<http::Request<()>, &'static str>();
+        let (inner, mut handle) = node_agent::testing::pair::<http::Request<()>, &'static str>();
         let mut client = FenceLayer(fence.clone()).layer(inner);
         let request = |method: http::Method| {
             http::Request::builder()

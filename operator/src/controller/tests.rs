@@ -8,8 +8,8 @@ use std::time::Duration;
 use http::{Request, Response};
 use kube::client::Body;
 use kube::runtime::events::{Recorder, Reporter};
+use node_agent::testing::{self as mock, Handle};
 use serde_json::{Value, json};
-use tower_test::mock::{self, Handle};
 
 use super::*;
 

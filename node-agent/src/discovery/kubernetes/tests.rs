@@ -93,10 +93,10 @@ mod api {
     use http_body_util::BodyExt;
     use kube::client::Body;
 
-    type Handle = tower_test::mock::Handle<http::Request<Body>, http::Response<Body>>;
+    type Handle = crate::testing::Handle<http::Request<Body>, http::Response<Body>>;
 
     fn mocked() -> (KubernetesDiscovery, Handle) {
-        let (svc, handle) = tower_test::mock::pair::<http::Request<Body>, http::Response<Body>>();
+        let (svc, handle) = crate::testing::pair::<http::Request<Body>, http::Response<Body>>();
         let client = Client::new(svc, "shop");
         (
             KubernetesDiscovery::with_client(client, "shop", "app=shop", Some("management"), None),
