@@ -142,6 +142,65 @@ async fn the_example_application_agrees_on_owners_and_follows_scaling() {
         .find(|e| e.name == "MUSTER_AGENT_URL")
         .and_then(|e| e.value.clone());
     assert_eq!(url.as_deref(), Some("http://$(MUSTER_POD_IP):8558"));
+    // The agents' Kubernetes token is in the agent container and nowhere else: what
+    // each container sees at the token path, read through its /proc/PID/root.
+    if let Some(node) = p.node() {
+        let name = pod.metadata.name.clone().expect("a name");
+        // Through /proc/PID/root, an absolute symlink (/var/run → /run) would resolve
+        // against the test's root: resolve them inside the container's.
+        let token = |pid: u32| {
+            let root = std::path::PathBuf::from(format!("/proc/{pid}/root"));
+            let mut at = std::path::PathBuf::from("/");
+            for part in [
+                "var",
+                "run",
+                "secrets",
+                "kubernetes.io",
+                "serviceaccount",
+                "token",
+            ] {
+                let next = at.join(part);
+                at = match std::fs::read_link(root.join(next.strip_prefix("/").unwrap_or(&next))) {
+                    Ok(target) => at.join(target),
+                    Err(_) => next,
+                };
+            }
+            root.join(at.strip_prefix("/").unwrap_or(&at))
+        };
+        let pid = |container: &'static str| {
+            let (node, ns, name) = (node, p.namespace.clone(), name.clone());
+            async move {
+                node.container_pid(&ns, &name, container)
+                    .await
+                    .unwrap_or_else(|| panic!("the {container} container's process"))
+            }
+        };
+        let mounts = |pid: u32| {
+            std::fs::read_to_string(format!("/proc/{pid}/mountinfo"))
+                .unwrap_or_default()
+                .lines()
+                .filter(|l| l.contains("secrets"))
+                .collect::<Vec<_>>()
+                .join("\n")
+        };
+        let agent_pid = pid("agent").await;
+        let agent = token(agent_pid);
+        assert!(
+            std::fs::read_to_string(&agent).is_ok_and(|t| t.len() > 100),
+            "the agent reads no token at {}; its mounts:\n{}",
+            agent.display(),
+            mounts(agent_pid)
+        );
+        let application_pid = pid("keyowner").await;
+        let application = token(application_pid);
+        assert!(
+            !application.exists(),
+            "the application container sees a token at {}; its mounts:\n{}",
+            application.display(),
+            mounts(application_pid)
+        );
+        assert_eq!(spec.automount_service_account_token, Some(false));
+    }
     // Each member's app version is its pod's template revision.
     let revision = labels
         .get("controller-revision-hash")

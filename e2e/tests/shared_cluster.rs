@@ -2,8 +2,11 @@
 //! platform with the operator as a process: a ClusterSpec named like an application's
 //! ServiceAccount and ConfigMap neither changes nor adopts them (before, the operator
 //! force-applied its own over them and deleting the ClusterSpec deleted them); it
-//! reports the conflict by object, and forms once the names are free. And a leader that
-//! was paused mid-rollout writes nothing once it runs again (fenced leadership).
+//! reports the conflict by object, and forms once the names are free. Pods that carry
+//! the cluster's labels but are not its StatefulSet's are never contact points (Helm's
+//! instance label), never asked for members and never sent the management token. And
+//! a leader that was paused mid-rollout writes nothing once it runs again (fenced
+//! leadership).
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -351,4 +354,186 @@ async fn leads(op: &Operator, who: &str) {
         }
     })
     .await;
+}
+
+/// A pod in the namespace that is not the cluster's: a Python server on the agent's
+/// port that answers everything as an agent would be asked (`/cluster/members` with
+/// itself as the one Up member, so that an operator that asked it would believe it) and
+/// prints each request's method, path and whether it carried a bearer token.
+fn impostor(name: &str, labels: serde_json::Value) -> k8s_openapi::api::core::v1::Pod {
+    const SERVER: &str = r#"
+import http.server, json, os, sys
+ip = os.environ["POD_IP"]
+node = {"protocol": "muster", "system": "cache", "host": ip, "port": 2552}
+members = json.dumps({"selfNode": node, "leader": node, "oldest": node,
+    "members": [{"node": node, "nodeUid": "1", "status": "Up", "roles": [], "appVersion": "1"}],
+    "unreachable": []}).encode()
+class Handler(http.server.BaseHTTPRequestHandler):
+    def answer(self):
+        token = "token" if self.headers.get("Authorization") else "-"
+        print(self.command, self.path, token, flush=True)
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(members)))
+        self.end_headers()
+        self.wfile.write(members)
+    do_GET = do_PUT = do_POST = do_DELETE = answer
+    def log_message(self, *args):
+        pass
+http.server.ThreadingHTTPServer((ip, 8558), Handler).serve_forever()
+"#;
+    serde_json::from_value(json!({
+        "metadata": {"name": name, "labels": labels},
+        "spec": {
+            "containers": [{
+                "name": "server",
+                "image": "python3",
+                "command": ["python3", "-c", SERVER],
+                "env": [{"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}}],
+                "ports": [{"name": "management", "containerPort": 8558}],
+                "readinessProbe": {"tcpSocket": {"port": 8558}, "periodSeconds": 1},
+            }],
+        },
+    }))
+    .expect("a pod")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pods_that_only_look_like_the_clusters_are_never_its_members() {
+    let (p, op) = setup("look-alike-pods", (87, 88)).await;
+    let ns = p.namespace.clone();
+    let pods: Api<k8s_openapi::api::core::v1::Pod> = Api::namespaced(p.client.clone(), &ns);
+    // Another team's Helm release named "cache" labels its pods with Helm's common
+    // instance label. It exists before the cluster, so it holds the lowest address and
+    // is Ready first: the pod an operator would ask first, and a contact point agents
+    // selecting by that label would wait for.
+    let helm = impostor("cache-helm", json!({"app.kubernetes.io/instance": "cache"}));
+    // Later someone makes a pod that carries muster's labels too (not named
+    // `cache-<n>`: the StatefulSet controller would adopt that one). Agents may probe
+    // it (contact points are found by those labels; one there before forming would
+    // stall it, as the README says), but the operator must never take it for one of
+    // the cluster's.
+    let lookalike = impostor(
+        "cache-x",
+        json!({"app.kubernetes.io/instance": "cache", "muster.dev/cluster": "cache",
+               "app.kubernetes.io/name": "muster", "app.kubernetes.io/managed-by": "muster-operator"}),
+    );
+    let cp = p.control_plane().expect("the local platform");
+    let log = |pod: &str| cp.dir.join(format!("{ns}_{pod}_server.log"));
+    let started = |pod: k8s_openapi::api::core::v1::Pod| {
+        let pods = pods.clone();
+        async move {
+            let name = pod.metadata.name.clone().unwrap_or_default();
+            pods.create(&PostParams::default(), &pod)
+                .await
+                .expect("create the pod");
+            poll("the pod Ready", Duration::from_secs(60), || async {
+                let status = pods.get(&name).await.map_err(|e| e.to_string())?.status;
+                let status = status.unwrap_or_default();
+                let ready = status
+                    .conditions
+                    .iter()
+                    .flatten()
+                    .any(|c| c.type_ == "Ready" && c.status == "True");
+                (ready && status.pod_ip.is_some())
+                    .then_some(())
+                    .ok_or_else(|| format!("{name} not Ready yet"))
+            })
+            .await;
+        }
+    };
+    started(helm.clone()).await;
+
+    // Agents discover by the Kubernetes API (the pods' labels); then, with the
+    // look-alike running, scale 3 → 2: the operator reads member lists and sends a
+    // Leave with the management token.
+    create_cluster(
+        &p,
+        "cache",
+        3,
+        json!({"bootstrap": {"discovery": "kubernetes-api"}}),
+    )
+    .await;
+    let c = Cluster::of(&p, "cache");
+    c.wait_for(
+        &op,
+        "Running with 3 Up",
+        Duration::from_secs(120),
+        running(3),
+    )
+    .await;
+    started(lookalike.clone()).await;
+    c.patch_spec(json!({"replicas": 2})).await;
+    c.wait_for(
+        &op,
+        "Running with 2 Up",
+        Duration::from_secs(120),
+        running(2),
+    )
+    .await;
+    poll("one cluster of 2", Duration::from_secs(60), || async {
+        c.one_cluster_of(2).await
+    })
+    .await;
+
+    // The Service (what `dns` discovery finds through the cluster DNS, and what the
+    // agents' peers are) selects the cluster's pods and the look-alike, never the Helm
+    // release's pod. (The local platform cannot show this through Endpoints: they may
+    // not hold loopback addresses.)
+    let service: k8s_openapi::api::core::v1::Service = Api::namespaced(p.client.clone(), &ns)
+        .get("cache")
+        .await
+        .expect("the Service");
+    let selector = service.spec.and_then(|s| s.selector).unwrap_or_default();
+    let selects = |pod: &k8s_openapi::api::core::v1::Pod| {
+        let labels = pod.metadata.labels.clone().unwrap_or_default();
+        !selector.is_empty() && selector.iter().all(|(k, v)| labels.get(k) == Some(v))
+    };
+    assert!(
+        !selects(&helm),
+        "the Service selects the Helm release's pod: {selector:?}"
+    );
+    assert!(selects(&lookalike), "{selector:?}");
+    for pod in c.pods().await {
+        assert!(selects(&pod), "{selector:?}");
+    }
+    let set: StatefulSet = Api::namespaced(p.client.clone(), &ns)
+        .get("cache")
+        .await
+        .expect("the StatefulSet");
+    let selector = set.spec.selector.match_labels;
+    assert_eq!(
+        selector,
+        Some([("muster.dev/cluster".to_owned(), "cache".to_owned())].into()),
+        "selected by muster's own label"
+    );
+    // Nobody — agent or operator — asked the Helm release's pod anything; the operator
+    // never asked the look-alike for members nor sent it the token (agents may probe
+    // it: it carries muster's label, which is what contact points are found by).
+    let helm_log = std::fs::read_to_string(log("cache-helm")).unwrap_or_default();
+    assert!(
+        helm_log.trim().is_empty(),
+        "the Helm release's pod was asked: {helm_log}"
+    );
+    let lookalike_log = std::fs::read_to_string(log("cache-x")).unwrap_or_default();
+    for line in lookalike_log.lines() {
+        assert!(
+            !line.contains("/cluster/members") && !line.ends_with(" token"),
+            "the operator asked the look-alike pod: {line}"
+        );
+    }
+    // Both still run: no rollout or scale-down deleted them.
+    for name in ["cache-helm", "cache-x"] {
+        let pod = pods.get(name).await.expect("still there");
+        assert!(
+            pod.metadata.deletion_timestamp.is_none(),
+            "{name} is being deleted"
+        );
+    }
+    let pods_of_cluster = c.pods().await.len();
+    assert_eq!(pods_of_cluster, 2, "the cluster's own pods");
+    eprintln!(
+        "look-alike pods: Helm's asked nothing; the look-alike was asked {} time(s), by agents only",
+        lookalike_log.lines().count()
+    );
 }

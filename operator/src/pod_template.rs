@@ -96,6 +96,9 @@ pub struct Context<'a> {
     pub scheduling_set: Vec<&'static str>,
     /// The operator's volume names, mount paths, ports and pod labels.
     pub volumes: &'a [&'a str],
+    /// The operator's volumes that hold the agent's secrets (cluster key, token): no
+    /// other container may mount them.
+    pub agent_only_volumes: &'a [&'a str],
     pub mount_paths: &'a [&'a str],
     pub ports: &'a [u16],
     pub label_keys: &'a [&'a str],
@@ -212,9 +215,41 @@ pub fn check(raw: &Value, cx: &Context<'_>) -> Vec<Problem> {
         if cx.volumes.contains(&v.name.as_str()) {
             bad(
                 format!("{FIELD}.spec.volumes[{}]", v.name),
-                "is the operator's (the agents' settings and cluster key); name your volume otherwise".into(),
+                "is the operator's (the agents' settings, cluster key and token); name your volume otherwise".into(),
             );
         }
+        let sources = v.projected.as_ref().and_then(|p| p.sources.as_ref());
+        if sources
+            .into_iter()
+            .flatten()
+            .any(|s| s.service_account_token.is_some())
+        {
+            bad(
+                format!("{FIELD}.spec.volumes[{}].projected", v.name),
+                "may not project a service-account token: the pods run as the agents' service account, whose token is the agent container's alone (least privilege); an application that needs the Kubernetes API needs a service account of its own, in a pod of its own".into(),
+            );
+        }
+    }
+    let mut agent_only = |c: &Container, at: &str| {
+        for m in c.volume_mounts.iter().flatten() {
+            if cx.agent_only_volumes.contains(&m.name.as_str()) {
+                bad(
+                    format!("{at}.volumeMounts[{}]", m.mount_path),
+                    format!(
+                        "mounts the operator's volume {:?}, which holds the agent's secrets (cluster key, service-account token) and is the agent container's alone",
+                        m.name
+                    ),
+                );
+            }
+        }
+    };
+    for (i, c) in spec.containers.iter().enumerate() {
+        if c.name != AGENT {
+            agent_only(c, &format!("{FIELD}.spec.containers[{}]", label(c, i)));
+        }
+    }
+    for (i, c) in spec.init_containers.iter().flatten().enumerate() {
+        agent_only(c, &format!("{FIELD}.spec.initContainers[{}]", label(c, i)));
     }
     let containers_raw = spec_raw
         .and_then(|s| s.get("containers"))
@@ -479,7 +514,7 @@ fn check_agent(
         if cx.mount_paths.iter().any(|d| overlaps(&m.mount_path, d)) {
             bad(
                 format!("{at}.volumeMounts[{}]", m.mount_path),
-                "would hide or replace the agent's settings or key (mounted under /etc/muster); mount elsewhere".into(),
+                "would hide or replace the agent's settings, key or token (mounted at /etc/muster/config, /etc/muster/key and /var/run/secrets/kubernetes.io/serviceaccount); mount elsewhere".into(),
             );
         }
     }

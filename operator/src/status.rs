@@ -35,6 +35,9 @@ pub struct Seen<'a> {
     pub pods: i32,
     /// The pods' label selector (for the scale subresource).
     pub selector: String,
+    /// The StatefulSet selects by the label pods were selected by before muster had its
+    /// own: what to do about it, in words.
+    pub legacy_selector: Option<String>,
     /// The member list of the agent that answered; `Err`: why none did.
     pub members: Result<&'a ClusterMembers, String>,
     /// Problems of the spec; the controller changed nothing when there are any.
@@ -334,6 +337,9 @@ pub fn compute(seen: &Seen<'_>) -> ClusterSpecStatus {
         } else {
             cond("VolumeClaimRetention", false, "Unsupported", "the API server has no StatefulSet persistentVolumeClaimRetentionPolicy (Kubernetes < 1.27): the pods' claims are kept whatever spec.volumeClaimRetention says; delete them by hand".into())
         });
+    }
+    if let Some(m) = &seen.legacy_selector {
+        conditions.push(cond("PodSelector", false, "LegacyLabel", m.clone()));
     }
     let previous_conditions = seen
         .previous

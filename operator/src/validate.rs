@@ -247,8 +247,8 @@ fn leave_timeout(spec: &ClusterSpecSpec) -> std::time::Duration {
 /// What the pod template checks need to know of the rest of `spec`.
 fn pod_template_context(spec: &ClusterSpecSpec) -> crate::pod_template::Context<'static> {
     use crate::controller::build::{
-        CLUSTER_PORT, CONFIG_DIR, CONFIG_HASH, KEY_DIR, MANAGEMENT_PORT, OPERATOR_LABEL_KEYS,
-        VOLUMES,
+        AGENT_ONLY_VOLUMES, CLUSTER_PORT, CONFIG_DIR, CONFIG_HASH, KEY_DIR, MANAGEMENT_PORT,
+        OPERATOR_LABEL_KEYS, TOKEN_DIR, VOLUMES,
     };
     let sched = &spec.scheduling;
     let scheduling_set = [
@@ -265,7 +265,8 @@ fn pod_template_context(spec: &ClusterSpecSpec) -> crate::pod_template::Context<
         leave_timeout: leave_timeout(spec),
         scheduling_set,
         volumes: &VOLUMES,
-        mount_paths: &[CONFIG_DIR, KEY_DIR],
+        agent_only_volumes: &AGENT_ONLY_VOLUMES,
+        mount_paths: &[CONFIG_DIR, KEY_DIR, TOKEN_DIR],
         ports: &[MANAGEMENT_PORT, CLUSTER_PORT],
         label_keys: &OPERATOR_LABEL_KEYS,
         annotation_keys: &[CONFIG_HASH],

@@ -30,7 +30,12 @@ fn every_example_is_a_valid_cluster_spec() {
         cs.metadata.namespace = Some("default".into());
         let problems = operator::validate::validate(&cs.spec);
         assert!(problems.is_empty(), "{}: {problems:?}", path.display());
-        operator::controller::build::owned(&cs, true).expect("builds");
+        operator::controller::build::owned(
+            &cs,
+            true,
+            operator::controller::build::Selection::Muster,
+        )
+        .expect("builds");
         seen += 1;
     }
     assert_eq!(seen, 4, "minimal, DNS discovery, sidecar, keyowner");

@@ -638,7 +638,7 @@ impl<'a> LiveView<'a> {
             .unwrap_or(Value::Null);
         let list = self
             .pods
-            .list(&ListParams::default().labels(&format!("app.kubernetes.io/instance={NAME}")))
+            .list(&ListParams::default().labels(&format!("muster.dev/cluster={NAME}")))
             .await
             .map_err(|e| e.to_string())?;
         let now = k8s_openapi::jiff::Timestamp::now();

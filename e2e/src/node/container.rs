@@ -12,7 +12,7 @@ use nix::unistd::Pid;
 
 use super::env::{Referenced, environment, expand, referenced_env};
 use super::pod::{PodCtx, record_event, restart_delay};
-use super::service_account::{PodFiles, SERVICE_ACCOUNT_DIR, prepare_pod_files};
+use super::service_account::{PodFiles, prepare_pod_files};
 use super::volumes::{self, PodVolume};
 use super::{now, probes};
 
@@ -73,7 +73,7 @@ pub(super) async fn keep_running(
     // Errors in the container's own spec cannot change (a pod is immutable):
     // reported once, and the container never starts.
     let setup = (|| {
-        let mounts = volumes::mounts(&c, &planned)?;
+        let mounts = volumes::mounts(&c, &planned, &files.service_account)?;
         for (_, target, _) in &mounts {
             std::fs::create_dir_all(target)
                 .map_err(|e| format!("cannot create the mount point {}: {e}", target.display()))?;
@@ -204,10 +204,11 @@ async fn run_container(
     let Ok(err) = out.try_clone() else {
         return failed("cannot duplicate the log file".into());
     };
-    // A mount namespace of its own, where the pod's resolv.conf, service-account folder
-    // and volumes are bind-mounted over the host's paths; then the container's program.
+    // A mount namespace of its own, where the pod's resolv.conf and volumes (the
+    // service-account folder among them where the container mounts it) are
+    // bind-mounted over the host's paths; then the container's program.
     let mut script = String::from(
-        "set -e; mount --bind \"$1\" /etc/resolv.conf; mount --bind \"$2\" \"$3\"; shift 3; \
+        "set -e; mount --bind \"$1\" /etc/resolv.conf; shift 1; \
          while [ \"$1\" != -- ]; do mount --bind \"$1\" \"$2\"; \
          if [ \"$3\" = ro ]; then mount -o remount,bind,ro \"$2\"; fi; shift 3; done; shift; ",
     );
@@ -216,9 +217,7 @@ async fn run_container(
     cmd.args(["--mount", "--propagation", "private", "--", "/bin/sh", "-c"])
         .arg(script)
         .arg("sh")
-        .arg(&k.files.resolv_conf)
-        .arg(&k.files.service_account)
-        .arg(SERVICE_ACCOUNT_DIR);
+        .arg(&k.files.resolv_conf);
     for (host, target, read_only) in k.mounts {
         cmd.arg(host)
             .arg(target)

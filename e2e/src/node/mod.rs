@@ -11,10 +11,13 @@
 //! processes get SIGTERM, SIGKILL after the grace period, then the pod is removed.
 //!
 //! Each container runs in a mount namespace of its own (`unshare`, needs root) where the
-//! pod's `/etc/resolv.conf` names the cluster DNS and
-//! `/var/run/secrets/kubernetes.io/serviceaccount/` holds `ca.crt`, `namespace` and a
-//! pod-bound TokenRequest token (renewed at 80 % of its hour), so programs run
-//! unmodified, with RBAC applied to them as to a real pod.
+//! pod's `/etc/resolv.conf` names the cluster DNS and, in the containers that mount a
+//! token volume there (what the ServiceAccount admission plugin adds to every container
+//! unless `automountServiceAccountToken` is false, or a projected token volume the pod
+//! mounts itself), `/var/run/secrets/kubernetes.io/serviceaccount/` holds `ca.crt`,
+//! `namespace` and a pod-bound TokenRequest token (renewed at 80 % of its hour), so
+//! programs run unmodified, with RBAC applied to them as to a real pod; a container
+//! without such a mount has no token, as on a real node.
 //!
 //! ConfigMap, Secret, emptyDir and persistentVolumeClaim volumes (the folder of the
 //! claim's bound `hostPath` volume, once bound; see [`crate::provisioner`]) are

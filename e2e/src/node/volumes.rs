@@ -23,7 +23,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::{
-    ConfigMap, Container, KeyToPath, PersistentVolume, PersistentVolumeClaim, Pod, Secret,
+    ConfigMap, Container, KeyToPath, PersistentVolume, PersistentVolumeClaim, Pod, Secret, Volume,
 };
 use kube::Client;
 use kube::api::Api;
@@ -161,10 +161,64 @@ pub(crate) struct PodVolume {
 /// A file of a volume: path relative to the volume, contents, mode.
 pub(crate) type VolumeFile = (PathBuf, Vec<u8>, u32);
 
-/// The pod's volumes, each with a folder under `root`. The volume that the
-/// ServiceAccount admission plugin adds for the token is left out: the node serves
-/// [`SERVICE_ACCOUNT_DIR`] itself, with a TokenRequest token. A volume of another type
-/// is an error naming it and the types this node supports.
+/// Whether `v`, a volume mounted at [`SERVICE_ACCOUNT_DIR`], asks for what the node
+/// serves there (a TokenRequest token, the cluster CA, the namespace): the token Secret
+/// that the ServiceAccount admission plugin adds before Kubernetes 1.21, or a projected
+/// volume of exactly those three sources, as the plugin adds from 1.21 on (and as the
+/// operator builds for the agent container alone). Anything else mounted there is an
+/// error: this node cannot serve it, and serving the token instead would hide it.
+fn service_account_volume(v: &Volume) -> Result<(), String> {
+    if v.secret.is_some() {
+        return Ok(());
+    }
+    let refused = || {
+        format!(
+            "volume {:?} at {SERVICE_ACCOUNT_DIR}: this node serves only the service-account \
+             token there, from a secret volume or a projected volume of serviceAccountToken \
+             (path token), configMap kube-root-ca.crt (ca.crt) and downwardAPI \
+             (namespace from metadata.namespace)",
+            v.name
+        )
+    };
+    let sources = v.projected.as_ref().and_then(|p| p.sources.as_ref());
+    let Some(sources) = sources else {
+        return Err(refused());
+    };
+    let (mut token, mut ca, mut namespace) = (false, false, false);
+    for s in sources {
+        if let Some(t) = &s.service_account_token {
+            token = t.path == "token";
+        } else if let Some(cm) = &s.config_map {
+            ca = cm.name == "kube-root-ca.crt"
+                && cm
+                    .items
+                    .as_ref()
+                    .is_some_and(|i| i.len() == 1 && i[0].key == "ca.crt" && i[0].path == "ca.crt");
+        } else if let Some(d) = &s.downward_api {
+            namespace = d.items.as_ref().is_some_and(|i| {
+                i.len() == 1
+                    && i[0].path == "namespace"
+                    && i[0]
+                        .field_ref
+                        .as_ref()
+                        .is_some_and(|f| f.field_path == "metadata.namespace")
+            });
+        } else {
+            return Err(refused());
+        }
+    }
+    if token && ca && namespace && sources.len() == 3 {
+        Ok(())
+    } else {
+        Err(refused())
+    }
+}
+
+/// The pod's volumes, each with a folder under `root`. A volume mounted at
+/// [`SERVICE_ACCOUNT_DIR`] is left out once checked ([`service_account_volume`]): the
+/// node serves that folder itself, with a TokenRequest token, to the containers that
+/// mount it ([`mounts`]). A volume of another type is an error naming it and the types
+/// this node supports.
 pub(crate) fn plan(pod: &Pod, root: &Path) -> Result<Vec<PodVolume>, String> {
     let spec = pod.spec.as_ref();
     let token_volumes: BTreeSet<&str> = spec
@@ -177,6 +231,7 @@ pub(crate) fn plan(pod: &Pod, root: &Path) -> Result<Vec<PodVolume>, String> {
     let mut out = Vec::new();
     for v in spec.into_iter().flat_map(|s| s.volumes.iter().flatten()) {
         if token_volumes.contains(v.name.as_str()) {
+            service_account_volume(v)?;
             continue;
         }
         let source = if let Some(cm) = &v.config_map {
@@ -212,14 +267,23 @@ pub(crate) fn plan(pod: &Pod, root: &Path) -> Result<Vec<PodVolume>, String> {
     Ok(out)
 }
 
-/// A container's bind mounts: (host folder, mount path, read-only).
+/// A container's bind mounts: (host folder, mount path, read-only). A mount at
+/// [`SERVICE_ACCOUNT_DIR`] gets the pod's `service_account` folder, read-only; a
+/// container without one sees no token (as with `automountServiceAccountToken: false`,
+/// or a token volume mounted into another container only).
 pub(crate) fn mounts(
     c: &Container,
     volumes: &[PodVolume],
+    service_account: &Path,
 ) -> Result<Vec<(PathBuf, PathBuf, bool)>, String> {
     let mut out = Vec::new();
     for m in c.volume_mounts.iter().flatten() {
         if m.mount_path.trim_end_matches('/') == SERVICE_ACCOUNT_DIR {
+            out.push((
+                service_account.to_owned(),
+                PathBuf::from(SERVICE_ACCOUNT_DIR),
+                true,
+            ));
             continue;
         }
         if m.sub_path.as_deref().is_some_and(|s| !s.is_empty())

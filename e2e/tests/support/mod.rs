@@ -47,7 +47,9 @@ pub fn local(dns_net: u8, pod_net: u8) -> LocalSettings {
         pod_net,
         images: ImageTable::default()
             .with("muster-agent", agent_binary())
-            .with(e2e::EXAMPLE_IMAGE_NAME, e2e::example_application()),
+            .with(e2e::EXAMPLE_IMAGE_NAME, e2e::example_application())
+            // Pods of other teams' in shared-namespace tests: a Python server.
+            .with("python3", std::path::PathBuf::from("/usr/bin/python3")),
         volume_refresh: e2e::VolumeRefresh::default(),
     }
 }

@@ -417,7 +417,7 @@ impl Cluster {
 
     /// Deletes every pod of the cluster at once (`kubectl delete pods -l …`).
     pub fn delete_every_pod(&self, p: &Platform) {
-        let selector = format!("app.kubernetes.io/instance={}", self.name);
+        let selector = format!("muster.dev/cluster={}", self.name);
         let deleted = p
             .kubectl()
             .args(["delete", "pods", "-l", &selector, "--wait=false"])
@@ -426,13 +426,22 @@ impl Cluster {
         assert!(deleted.status.success(), "{deleted:?}");
     }
 
+    /// The pods of the cluster's StatefulSet (a pod that only carries its labels is
+    /// left out).
     pub async fn pods(&self) -> Vec<Pod> {
         let api: Api<Pod> = Api::namespaced(self.client.clone(), &self.namespace);
-        let selector = format!("app.kubernetes.io/instance={}", self.name);
-        api.list(&ListParams::default().labels(&selector))
+        let selector = format!("muster.dev/cluster={}", self.name);
+        let mut pods = api
+            .list(&ListParams::default().labels(&selector))
             .await
             .map(|l| l.items)
-            .unwrap_or_default()
+            .unwrap_or_default();
+        pods.retain(|p| {
+            p.metadata.owner_references.iter().flatten().any(|o| {
+                o.kind == "StatefulSet" && o.name == self.name && o.controller == Some(true)
+            })
+        });
+        pods
     }
 
     /// Every agent's `/cluster/members`, by pod name (agents that do not answer are

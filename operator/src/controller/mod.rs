@@ -241,10 +241,15 @@ pub async fn run(
     Controller::new(specs, watcher::Config::default())
         .owns(sets, owned.clone())
         .owns(configs, owned.clone())
-        // Pods are the StatefulSet's, not ours: map them by their instance label, so a
-        // pod turning Ready or going away moves a rollout on at once.
+        // Pods are the StatefulSet's, not ours: map them by their cluster label (the
+        // legacy one for pods made before it), so a pod turning Ready or going away
+        // moves a rollout on at once.
         .watches(pods, owned, |pod: Pod| {
-            let name = pod.labels().get("app.kubernetes.io/instance")?.clone();
+            let labels = pod.labels();
+            let name = labels
+                .get(build::CLUSTER_LABEL)
+                .or_else(|| labels.get(build::LEGACY_SELECTOR_LABEL))?
+                .clone();
             let ns = pod.namespace()?;
             Some(ObjectRef::<ClusterSpec>::new(&name).within(&ns))
         })
@@ -316,6 +321,7 @@ async fn reconcile_once(cs: &ClusterSpec, ctx: &Context, now: Timestamp) -> Resu
         return Ok(Action::await_change());
     }
     let world = observe::world(ctx, cs, &ns).await?;
+    let selection = build::Selection::of(cs, world.stateful_set.as_ref());
     let mut problems = validate(&cs.spec);
     // Objects of someone else's under the names this ClusterSpec's take.
     let mut conflicts = Vec::new();
@@ -323,7 +329,7 @@ async fn reconcile_once(cs: &ClusterSpec, ctx: &Context, now: Timestamp) -> Resu
     // What only building finds: the agent settings as the agent's own loader sees them
     // (`spec.agent.config`), the merged pod template. Pure and cheap.
     if problems.is_empty() {
-        match build::owned(cs, true) {
+        match build::owned(cs, true, selection) {
             Err(e) => problems = e.0,
             Ok(built) => {
                 let read = apply::read(ctx, cs, &ns, world.stateful_set.as_ref()).await?;
@@ -362,7 +368,7 @@ async fn reconcile_once(cs: &ClusterSpec, ctx: &Context, now: Timestamp) -> Resu
         let current = world.stateful_set.as_ref().and_then(|s| s.spec.replicas);
         let shrink = scale::scale_down(cs.spec.replicas, current, &pod_views, &member_views);
         let token = apply::secret(ctx, cs, &ns, lives.secret.take()).await?;
-        let mut owned = build::owned(cs, lock).map_err(Error::Build)?;
+        let mut owned = build::owned(cs, lock, selection).map_err(Error::Build)?;
         // Agents read agent.yaml (expected-contact-point-nr among it) only at start, the
         // new-cluster-enabled key at run time. Forming again under an explicit `true`
         // (the formed cluster is gone; the operator clears the formation record) waits
@@ -379,7 +385,7 @@ async fn reconcile_once(cs: &ClusterSpec, ctx: &Context, now: Timestamp) -> Resu
             && build::pods_on_other_template(&owned, &world.pods)
         {
             forming_held = true;
-            owned = build::owned(cs, false).map_err(Error::Build)?;
+            owned = build::owned(cs, false, selection).map_err(Error::Build)?;
         }
         owned.stateful_set.spec.replicas = Some(shrink.replicas);
         // The same claim templates as the live ones (checked above), sent back as the
@@ -422,7 +428,17 @@ async fn reconcile_once(cs: &ClusterSpec, ctx: &Context, now: Timestamp) -> Resu
         generation: cs.meta().generation,
         previous,
         pods: world.live_pods(),
-        selector: format!("app.kubernetes.io/instance={}", cs.name_any()),
+        selector: selection.query(cs),
+        legacy_selector: (selection == build::Selection::Legacy).then(|| {
+            format!(
+                "the StatefulSet, made by an earlier operator, selects its pods by {} alone, a label other pods can carry (they would count as contact points and fall under the PodDisruptionBudget); a StatefulSet's selector cannot change. Once every pod runs the current template (its pods then carry {}={}), run `kubectl delete statefulset {} -n {ns} --cascade=orphan`: the operator makes it again, selecting by {}, it adopts the running pods, and the operator rolls them oldest-last",
+                selection.query(cs),
+                build::CLUSTER_LABEL,
+                cs.name_any(),
+                cs.name_any(),
+                build::CLUSTER_LABEL
+            )
+        }),
         members: world.members.as_ref().map_err(Clone::clone),
         problems: &problems,
         conflicts: &conflicts,

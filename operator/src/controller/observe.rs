@@ -10,6 +10,7 @@ use kube::api::{Api, ListParams};
 use node_agent::api::ClusterMembers;
 use node_agent::base::member::MemberStatus;
 
+use super::build::Selection;
 use super::{Context, Error};
 use crate::ClusterSpec;
 use crate::rollout::PodView;
@@ -60,12 +61,13 @@ pub async fn world(ctx: &Context, cs: &ClusterSpec, ns: &str) -> Result<World, E
         .get_opt(&name)
         .await
         .map_err(|e| Error::kube(format!("read StatefulSet {name}"), e))?;
-    let selector = format!("app.kubernetes.io/instance={name}");
-    let mut pods = Api::<Pod>::namespaced(ctx.client.clone(), ns)
+    let selector = Selection::of(cs, stateful_set.as_ref()).query(cs);
+    let listed = Api::<Pod>::namespaced(ctx.client.clone(), ns)
         .list(&ListParams::default().labels(&selector))
         .await
         .map_err(|e| Error::kube(format!("list the pods of {name}"), e))?
         .items;
+    let mut pods = of_stateful_set(listed, stateful_set.as_ref());
     pods.sort_by_key(ResourceExt::name_any);
     // Ready pods first: their agents are members and answer soonest.
     let mut ips: Vec<(bool, IpAddr)> = pods
@@ -85,6 +87,25 @@ pub async fn world(ctx: &Context, cs: &ClusterSpec, ns: &str) -> Result<World, E
         pods,
         members,
     })
+}
+
+/// The pods the StatefulSet controls (its uid in their controller reference): a pod
+/// that merely carries the labels — another team's, or one made to look like ours — is
+/// never a rollout's to delete, never asked for its member list and never sent a Leave
+/// with the management token. No StatefulSet, no pods.
+fn of_stateful_set(pods: Vec<Pod>, stateful_set: Option<&StatefulSet>) -> Vec<Pod> {
+    let Some(uid) = stateful_set.and_then(|s| s.metadata.uid.as_deref()) else {
+        return Vec::new();
+    };
+    pods.into_iter()
+        .filter(|p| {
+            p.metadata
+                .owner_references
+                .iter()
+                .flatten()
+                .any(|o| o.controller == Some(true) && o.uid == uid)
+        })
+        .collect()
 }
 
 pub fn is_ready(p: &Pod) -> bool {

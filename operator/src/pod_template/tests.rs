@@ -7,8 +7,13 @@ fn cx() -> Context<'static> {
         application: Some("app".into()),
         leave_timeout: Duration::from_secs(15),
         scheduling_set: vec!["nodeSelector"],
-        volumes: &["config", "cluster-key"],
-        mount_paths: &["/etc/muster/config", "/etc/muster/key"],
+        volumes: &["config", "cluster-key", "kube-api-access"],
+        agent_only_volumes: &["cluster-key", "kube-api-access"],
+        mount_paths: &[
+            "/etc/muster/config",
+            "/etc/muster/key",
+            "/var/run/secrets/kubernetes.io/serviceaccount",
+        ],
         ports: &[8558, 2552],
         label_keys: &["app.kubernetes.io/instance"],
         annotation_keys: &["muster.dev/config-hash"],
@@ -219,6 +224,37 @@ fn mounts_near_the_agents_files_init_containers_and_app_fields_are_refused() {
             "spec.podTemplate.spec.initContainers[agent]",
             "spec.podTemplate.spec.initContainers[app]",
             "spec.podTemplate.spec.initContainers[proxy].ports[8558]",
+        ]
+    );
+}
+
+#[test]
+fn the_agents_token_and_key_stay_in_the_agent_container() {
+    let problems = fields(json!({"spec": {
+        "volumes": [
+            {"name": "mine", "projected": {"sources": [{"serviceAccountToken": {"path": "t"}}]}},
+            {"name": "certs", "projected": {"sources": [{"configMap": {"name": "ca"}}]}},
+        ],
+        "containers": [
+            {"name": "app", "volumeMounts": [
+                {"name": "kube-api-access", "mountPath": "/token"},
+                {"name": "config", "mountPath": "/settings"},
+            ]},
+            {"name": "agent", "volumeMounts": [
+                {"name": "x", "mountPath": "/var/run/secrets/kubernetes.io"},
+            ]},
+        ],
+        "initContainers": [
+            {"name": "init", "image": "busybox", "volumeMounts": [{"name": "cluster-key", "mountPath": "/k"}]},
+        ],
+    }}));
+    assert_eq!(
+        problems,
+        [
+            "spec.podTemplate.spec.volumes[mine].projected",
+            "spec.podTemplate.spec.containers[app].volumeMounts[/token]",
+            "spec.podTemplate.spec.initContainers[init].volumeMounts[/k]",
+            "spec.podTemplate.spec.containers[agent].volumeMounts[/var/run/secrets/kubernetes.io]",
         ]
     );
 }

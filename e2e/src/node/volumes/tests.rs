@@ -126,3 +126,76 @@ fn a_volume_is_refreshed_as_late_as_by_a_kubelet() {
     );
     assert_eq!(r.cache_ttl, Duration::ZERO, "the Watch strategy by default");
 }
+
+fn token_volume(sources: serde_json::Value) -> Volume {
+    serde_json::from_value(
+        serde_json::json!({"name": "kube-api-access", "projected": {"sources": sources}}),
+    )
+    .expect("a volume")
+}
+
+fn token_sources() -> serde_json::Value {
+    serde_json::json!([
+        {"serviceAccountToken": {"path": "token", "expirationSeconds": 3607}},
+        {"configMap": {"name": "kube-root-ca.crt", "items": [{"key": "ca.crt", "path": "ca.crt"}]}},
+        {"downwardAPI": {"items": [{"path": "namespace", "fieldRef": {"fieldPath": "metadata.namespace"}}]}},
+    ])
+}
+
+#[test]
+fn the_service_account_folder_is_served_for_a_token_volume_only() {
+    assert_eq!(
+        service_account_volume(&token_volume(token_sources())),
+        Ok(())
+    );
+    let secret: Volume = serde_json::from_value(
+        serde_json::json!({"name": "shop-token-x", "secret": {"secretName": "shop-token-x"}}),
+    )
+    .expect("a volume");
+    assert_eq!(
+        service_account_volume(&secret),
+        Ok(()),
+        "the admission plugin's Secret"
+    );
+    let mut without_ca = token_sources();
+    without_ca.as_array_mut().expect("sources").remove(1);
+    let mut other_path = token_sources();
+    other_path[0]["serviceAccountToken"]["path"] = "jwt".into();
+    let mut more = token_sources();
+    more.as_array_mut()
+        .expect("sources")
+        .push(serde_json::json!({"secret": {"name": "other"}}));
+    let empty: Volume =
+        serde_json::from_value(serde_json::json!({"name": "scratch", "emptyDir": {}}))
+            .expect("a volume");
+    for refused in [
+        token_volume(without_ca),
+        token_volume(other_path),
+        token_volume(more),
+        empty,
+    ] {
+        let e = service_account_volume(&refused).expect_err("not what the node serves");
+        assert!(e.contains("serves only the service-account token"), "{e}");
+    }
+}
+
+#[test]
+fn only_containers_that_mount_the_token_get_it() {
+    let container = |mounts: serde_json::Value| -> Container {
+        serde_json::from_value(serde_json::json!({"name": "c", "volumeMounts": mounts}))
+            .expect("a container")
+    };
+    let sa = Path::new("/node/pods/ns_p/serviceaccount");
+    let with = container(serde_json::json!([
+        {"name": "kube-api-access", "mountPath": format!("{SERVICE_ACCOUNT_DIR}/"), "readOnly": false}
+    ]));
+    assert_eq!(
+        mounts(&with, &[], sa).expect("mounts"),
+        vec![(sa.to_owned(), PathBuf::from(SERVICE_ACCOUNT_DIR), true)],
+        "read-only whatever the mount says"
+    );
+    assert_eq!(
+        mounts(&container(serde_json::json!([])), &[], sa).expect("mounts"),
+        vec![]
+    );
+}

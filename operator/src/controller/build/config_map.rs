@@ -9,7 +9,9 @@ use k8s_openapi::api::core::v1::ConfigMap;
 use kube::ResourceExt;
 use node_agent::config::{ActiveStrategy, DiscoveryMethod, Settings, duration};
 
-use super::{CLUSTER_KEY, CONFIG_DIR, KEY_DIR, MANAGEMENT_TOKEN, NEW_CLUSTER_ENABLED_KEY, meta};
+use super::{
+    CLUSTER_KEY, CONFIG_DIR, KEY_DIR, MANAGEMENT_TOKEN, NEW_CLUSTER_ENABLED_KEY, Selection, meta,
+};
 use crate::crd::{ClusterSpec, Discovery, Downing};
 use crate::validate::Problem;
 
@@ -71,7 +73,7 @@ fn spec_count(field: &str, value: i32, problems: &mut Vec<Problem>) -> Option<us
 /// The agents' settings for `cs`: the agent's defaults, with what the spec and the pod
 /// layout decide, then `spec.agent.config` merged in — all checked by the agent's own
 /// loader, as an agent in a pod would load them. Every problem names its spec field.
-pub fn agent_settings(cs: &ClusterSpec) -> Result<Settings, Vec<Problem>> {
+pub fn agent_settings(cs: &ClusterSpec, selection: Selection) -> Result<Settings, Vec<Problem>> {
     let mut problems = Vec::new();
     let p = &mut problems;
     let s = &cs.spec;
@@ -216,7 +218,7 @@ pub fn agent_settings(cs: &ClusterSpec) -> Result<Settings, Vec<Problem>> {
     )));
     bs.formation_lease = Some(super::formation_lease::name(cs));
 
-    settings.discovery.kubernetes_api.pod_label_selector = "app.kubernetes.io/instance=%s".into();
+    settings.discovery.kubernetes_api.pod_label_selector = selection.discovery();
     settings.management.token_file = Some(PathBuf::from(format!("{KEY_DIR}/{MANAGEMENT_TOKEN}")));
     if !problems.is_empty() {
         return Err(problems);

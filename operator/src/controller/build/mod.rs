@@ -28,14 +28,82 @@ pub use secret::{secret, secret_name};
 
 use crate::crd::{ClusterSpec, Discovery, Downing};
 
-/// The pod volumes the operator adds (the agents' settings and cluster key).
-pub const VOLUMES: [&str; 2] = ["config", "cluster-key"];
-/// The keys of [`labels`].
-pub const OPERATOR_LABEL_KEYS: [&str; 3] = [
+/// The pod volumes the operator adds: the agents' settings, the cluster key and (when
+/// the agents use the Kubernetes API) their service-account token.
+pub const VOLUMES: [&str; 3] = ["config", "cluster-key", TOKEN_VOLUME];
+/// The operator's volumes only the agent container may mount: they hold its secrets.
+pub const AGENT_ONLY_VOLUMES: [&str; 2] = ["cluster-key", TOKEN_VOLUME];
+/// The projected volume of the agents' service-account token, mounted into the agent
+/// container alone (the pod does not automount a token into every container).
+pub const TOKEN_VOLUME: &str = "kube-api-access";
+/// Where a Kubernetes client looks for its in-cluster token, CA and namespace.
+pub const TOKEN_DIR: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
+/// The keys of [`labels`], and [`CLUSTER_LABEL`] on the pods.
+pub const OPERATOR_LABEL_KEYS: [&str; 4] = [
     "app.kubernetes.io/name",
     "app.kubernetes.io/instance",
     "app.kubernetes.io/managed-by",
+    CLUSTER_LABEL,
 ];
+/// The label only muster puts on a cluster's pods (value: the ClusterSpec's name):
+/// what the StatefulSet, the Service, the PDB, `kubernetes-api` discovery and the
+/// operator select the pods by ([`Selection::Muster`]). Helm's common
+/// `app.kubernetes.io/instance`, which pods were selected by before, is on many other
+/// pods of a namespace (every release of a chart by that name).
+pub const CLUSTER_LABEL: &str = "muster.dev/cluster";
+/// The label a StatefulSet made by an earlier operator selects its pods by.
+pub const LEGACY_SELECTOR_LABEL: &str = "app.kubernetes.io/instance";
+
+/// What a cluster's pods are selected by. A StatefulSet's selector cannot change, so a
+/// StatefulSet made by an earlier operator keeps selecting by [`LEGACY_SELECTOR_LABEL`]
+/// and so do the Service, the PDB and discovery (they must find the same pods, or
+/// a pod started during a rollout would find no contact point); its pods carry
+/// [`CLUSTER_LABEL`] too, so that once the StatefulSet is deleted with
+/// `--cascade=orphan` the operator makes it again selecting by [`CLUSTER_LABEL`] and
+/// adopts them (a condition says so).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Selection {
+    Muster,
+    Legacy,
+}
+
+impl Selection {
+    /// How `live`, the cluster's StatefulSet, selects its pods: [`Selection::Muster`]
+    /// unless it selects by the legacy label alone (and for a StatefulSet to be made).
+    pub fn of(cs: &ClusterSpec, live: Option<&StatefulSet>) -> Self {
+        let legacy = Some(Self::Legacy.labels(cs));
+        match live {
+            Some(s) if s.spec.selector.match_labels == legacy => Self::Legacy,
+            _ => Self::Muster,
+        }
+    }
+
+    /// The selector's labels.
+    pub fn labels(self, cs: &ClusterSpec) -> BTreeMap<String, String> {
+        let key = match self {
+            Self::Muster => CLUSTER_LABEL,
+            Self::Legacy => LEGACY_SELECTOR_LABEL,
+        };
+        BTreeMap::from([(key.to_owned(), cs.name_any())])
+    }
+
+    /// The selector as a label query (`key=name`).
+    pub fn query(self, cs: &ClusterSpec) -> String {
+        self.labels(cs)
+            .into_iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// The selector for the agents' `kubernetes-api` discovery (`%s`: the name).
+    fn discovery(self) -> String {
+        match self {
+            Self::Muster => format!("{CLUSTER_LABEL}=%s"),
+            Self::Legacy => format!("{LEGACY_SELECTOR_LABEL}=%s"),
+        }
+    }
+}
 
 /// Ports of the agent (its defaults, `management.port` and `cluster.port`).
 pub const MANAGEMENT_PORT: u16 = 8558;
@@ -79,19 +147,24 @@ pub struct Owned {
     pub pod_disruption_budget: Option<PodDisruptionBudget>,
 }
 
-/// Every owned object for `cs`; `new_cluster_enabled` goes to the ConfigMap.
-pub fn owned(cs: &ClusterSpec, new_cluster_enabled: bool) -> Result<Owned, BuildError> {
-    let agent_yaml = agent_yaml(&agent_settings(cs)?);
+/// Every owned object for `cs`; `new_cluster_enabled` goes to the ConfigMap; the pods
+/// are selected as `selection` says.
+pub fn owned(
+    cs: &ClusterSpec,
+    new_cluster_enabled: bool,
+    selection: Selection,
+) -> Result<Owned, BuildError> {
+    let agent_yaml = agent_yaml(&agent_settings(cs, selection)?);
     let rules = rbac_rules(cs);
     let uses_api = !rules.is_empty();
     Ok(Owned {
         service_account: service_account::build(cs),
         role: uses_api.then(|| role::build(cs, rules)),
         role_binding: uses_api.then(|| role_binding::build(cs)),
-        service: service::build(cs),
+        service: service::build(cs, selection),
         config_map: config_map::build(cs, &agent_yaml, new_cluster_enabled),
-        stateful_set: stateful_set::build(cs, &agent_yaml, uses_api)?,
-        pod_disruption_budget: pod_disruption_budget::build(cs),
+        stateful_set: stateful_set::build(cs, &agent_yaml, uses_api, selection)?,
+        pod_disruption_budget: pod_disruption_budget::build(cs, selection),
     })
 }
 
@@ -109,19 +182,15 @@ pub fn pods_on_other_template(owned: &Owned, pods: &[Pod]) -> bool {
         .any(|p| hash(Some(&p.metadata)) != wanted)
 }
 
-/// Labels of every owned object; the pods' selector is the `instance` one.
+/// Labels of every owned object (the claim templates among them, which cannot change:
+/// so these stay as they are); the pods carry [`CLUSTER_LABEL`] too.
 pub fn labels(cs: &ClusterSpec) -> BTreeMap<String, String> {
-    let [name, instance, managed_by] = OPERATOR_LABEL_KEYS.map(str::to_owned);
+    let [name, instance, managed_by, _] = OPERATOR_LABEL_KEYS.map(str::to_owned);
     BTreeMap::from([
         (name, "muster".to_owned()),
         (instance, cs.name_any()),
         (managed_by, "muster-operator".to_owned()),
     ])
-}
-
-/// The pods' selector.
-fn selector(cs: &ClusterSpec) -> BTreeMap<String, String> {
-    BTreeMap::from([("app.kubernetes.io/instance".to_owned(), cs.name_any())])
 }
 
 /// Name, namespace, labels and owner reference.

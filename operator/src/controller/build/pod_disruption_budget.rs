@@ -6,10 +6,10 @@ use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec}
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use kube::ResourceExt;
 
-use super::{meta, selector};
+use super::{Selection, meta};
 use crate::crd::ClusterSpec;
 
-pub fn build(cs: &ClusterSpec) -> Option<PodDisruptionBudget> {
+pub fn build(cs: &ClusterSpec, selection: Selection) -> Option<PodDisruptionBudget> {
     let budget = &cs.spec.disruption_budget;
     budget.enabled.then(|| PodDisruptionBudget {
         metadata: meta(cs, &cs.name_any()),
@@ -21,7 +21,7 @@ pub fn build(cs: &ClusterSpec) -> Option<PodDisruptionBudget> {
                     .unwrap_or(k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(1)),
             ),
             selector: Some(LabelSelector {
-                match_labels: Some(selector(cs)),
+                match_labels: Some(selection.labels(cs)),
                 ..LabelSelector::default()
             }),
             ..PodDisruptionBudgetSpec::default()

@@ -6,10 +6,10 @@ use k8s_openapi::api::core::v1::{Service, ServicePort, ServiceSpec};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::ResourceExt;
 
-use super::{CLUSTER_PORT, MANAGEMENT_PORT, meta, selector};
+use super::{CLUSTER_PORT, MANAGEMENT_PORT, Selection, meta};
 use crate::crd::ClusterSpec;
 
-pub fn build(cs: &ClusterSpec) -> Service {
+pub fn build(cs: &ClusterSpec, selection: Selection) -> Service {
     // The protocol is the list's key for server-side apply (older servers refuse a
     // port without it).
     let port = |name: &str, port: u16| ServicePort {
@@ -24,7 +24,7 @@ pub fn build(cs: &ClusterSpec) -> Service {
         spec: Some(ServiceSpec {
             cluster_ip: Some("None".into()),
             publish_not_ready_addresses: Some(true),
-            selector: Some(selector(cs)),
+            selector: Some(selection.labels(cs)),
             ports: Some(vec![
                 port("management", MANAGEMENT_PORT),
                 port("cluster", CLUSTER_PORT),

@@ -9,9 +9,11 @@ use k8s_openapi::api::apps::v1::{
     StatefulSetUpdateStrategy,
 };
 use k8s_openapi::api::core::v1::{
-    Capabilities, ConfigMapVolumeSource, Container, ContainerPort, EnvVar, EnvVarSource,
-    HTTPGetAction, ObjectFieldSelector, PodSecurityContext, PodSpec, PodTemplateSpec, Probe,
-    ResourceRequirements, SeccompProfile, SecretVolumeSource, SecurityContext, Volume, VolumeMount,
+    Capabilities, ConfigMapProjection, ConfigMapVolumeSource, Container, ContainerPort,
+    DownwardAPIProjection, DownwardAPIVolumeFile, EnvVar, EnvVarSource, HTTPGetAction, KeyToPath,
+    ObjectFieldSelector, PodSecurityContext, PodSpec, PodTemplateSpec, Probe,
+    ProjectedVolumeSource, ResourceRequirements, SeccompProfile, SecretVolumeSource,
+    SecurityContext, ServiceAccountTokenProjection, Volume, VolumeMount, VolumeProjection,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
@@ -20,8 +22,8 @@ use kube::ResourceExt;
 
 use super::config_map::{CONFIG_HASH, config_hash};
 use super::{
-    BuildError, CLUSTER_PORT, CONFIG_DIR, KEY_DIR, MANAGEMENT_PORT, VOLUMES, labels, meta,
-    secret_name, selector,
+    BuildError, CLUSTER_LABEL, CLUSTER_PORT, CONFIG_DIR, KEY_DIR, MANAGEMENT_PORT, Selection,
+    TOKEN_DIR, TOKEN_VOLUME, VOLUMES, labels, meta, secret_name,
 };
 use crate::crd::{ClusterSpec, Retention, RolloutStrategy};
 use crate::pod_template;
@@ -31,11 +33,13 @@ use crate::validate::Problem;
 const NON_ROOT: i64 = 65532;
 
 /// `agent_yaml`: the agents' settings file (its digest goes into the template);
-/// `uses_api`: the agents talk to the Kubernetes API, so the pods get a token.
+/// `uses_api`: the agents talk to the Kubernetes API, so the agent container gets a
+/// token.
 pub fn build(
     cs: &ClusterSpec,
     agent_yaml: &str,
     uses_api: bool,
+    selection: Selection,
 ) -> Result<StatefulSet, BuildError> {
     let name = cs.name_any();
     let s = &cs.spec;
@@ -53,10 +57,43 @@ pub fn build(
         });
     }
     let sched = &s.scheduling;
+    let mut volumes = vec![
+        Volume {
+            name: VOLUMES[0].into(),
+            config_map: Some(ConfigMapVolumeSource {
+                name: name.clone(),
+                ..ConfigMapVolumeSource::default()
+            }),
+            ..Volume::default()
+        },
+        Volume {
+            name: VOLUMES[1].into(),
+            secret: Some(SecretVolumeSource {
+                secret_name: Some(secret_name(cs)),
+                ..SecretVolumeSource::default()
+            }),
+            ..Volume::default()
+        },
+    ];
+    if uses_api {
+        volumes.push(token_volume());
+        if let Some(agent) = containers.first_mut() {
+            agent
+                .volume_mounts
+                .get_or_insert_with(Vec::new)
+                .push(VolumeMount {
+                    name: TOKEN_VOLUME.into(),
+                    mount_path: TOKEN_DIR.into(),
+                    read_only: Some(true),
+                    ..VolumeMount::default()
+                });
+        }
+    }
     let pod = PodSpec {
         service_account_name: Some(name.clone()),
-        // A token only for agents that use the API (least privilege).
-        automount_service_account_token: Some(uses_api),
+        // Never a token in every container: the agent container mounts its own
+        // (`TOKEN_VOLUME`), and only when the agents use the API (least privilege).
+        automount_service_account_token: Some(false),
         // No `<SERVICE>_SERVICE_HOST` variables: a Service named `muster-…` in the
         // namespace would give the agent MUSTER_… variables it does not know, and it
         // would refuse to start.
@@ -73,24 +110,7 @@ pub fn build(
             ..PodSecurityContext::default()
         }),
         containers,
-        volumes: Some(vec![
-            Volume {
-                name: VOLUMES[0].into(),
-                config_map: Some(ConfigMapVolumeSource {
-                    name: name.clone(),
-                    ..ConfigMapVolumeSource::default()
-                }),
-                ..Volume::default()
-            },
-            Volume {
-                name: VOLUMES[1].into(),
-                secret: Some(SecretVolumeSource {
-                    secret_name: Some(secret_name(cs)),
-                    ..SecretVolumeSource::default()
-                }),
-                ..Volume::default()
-            },
-        ]),
+        volumes: Some(volumes),
         node_selector: (!sched.node_selector.is_empty()).then(|| sched.node_selector.clone()),
         tolerations: (!sched.tolerations.is_empty()).then(|| sched.tolerations.clone()),
         affinity: sched.affinity.clone(),
@@ -103,7 +123,11 @@ pub fn build(
     };
     let mut template = PodTemplateSpec {
         metadata: Some(ObjectMeta {
-            labels: Some(labels(cs)),
+            labels: Some({
+                let mut l = labels(cs);
+                l.insert(CLUSTER_LABEL.to_owned(), name.clone());
+                l
+            }),
             // Agents read agent.yaml at start: a change of it changes the template, so
             // it rolls out (the new-cluster-enabled key, which they follow at run time,
             // is not part of it).
@@ -157,7 +181,7 @@ pub fn build(
                 ..StatefulSetUpdateStrategy::default()
             }),
             selector: LabelSelector {
-                match_labels: Some(selector(cs)),
+                match_labels: Some(selection.labels(cs)),
                 ..LabelSelector::default()
             },
             template,
@@ -215,6 +239,60 @@ fn application_env(user: &[EnvVar]) -> Vec<EnvVar> {
     ];
     env.extend(user.iter().cloned());
     env
+}
+
+/// How long a projected service-account token is asked for; the kubelet renews it at
+/// 80 % of its life (3607 s, as the admission plugin asks, so that clusters that issue
+/// long-lived tokens for compatibility recognise it).
+const TOKEN_SECONDS: i64 = 3607;
+
+/// The agent's service-account token, the cluster's CA and the namespace, in the files
+/// a Kubernetes client reads in a pod (`TOKEN_DIR`): what the ServiceAccount admission
+/// plugin would mount into every container, built here for the agent container alone.
+fn token_volume() -> Volume {
+    Volume {
+        name: TOKEN_VOLUME.into(),
+        projected: Some(ProjectedVolumeSource {
+            default_mode: Some(0o444),
+            sources: Some(vec![
+                VolumeProjection {
+                    service_account_token: Some(ServiceAccountTokenProjection {
+                        path: "token".into(),
+                        expiration_seconds: Some(TOKEN_SECONDS),
+                        ..ServiceAccountTokenProjection::default()
+                    }),
+                    ..VolumeProjection::default()
+                },
+                VolumeProjection {
+                    config_map: Some(ConfigMapProjection {
+                        name: "kube-root-ca.crt".into(),
+                        items: Some(vec![KeyToPath {
+                            key: "ca.crt".into(),
+                            path: "ca.crt".into(),
+                            ..KeyToPath::default()
+                        }]),
+                        ..ConfigMapProjection::default()
+                    }),
+                    ..VolumeProjection::default()
+                },
+                VolumeProjection {
+                    downward_api: Some(DownwardAPIProjection {
+                        items: Some(vec![DownwardAPIVolumeFile {
+                            path: "namespace".into(),
+                            field_ref: Some(ObjectFieldSelector {
+                                api_version: Some("v1".into()),
+                                field_path: "metadata.namespace".into(),
+                            }),
+                            ..DownwardAPIVolumeFile::default()
+                        }]),
+                    }),
+                    ..VolumeProjection::default()
+                },
+            ]),
+            ..ProjectedVolumeSource::default()
+        }),
+        ..Volume::default()
+    }
 }
 
 /// A variable from the downward API.

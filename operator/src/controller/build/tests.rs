@@ -24,7 +24,7 @@ const OWNER: &str = "  ownerReferences:
 
 #[test]
 fn the_headless_service_publishes_not_ready_pods_on_both_ports() {
-    let o = owned(&cluster("{}"), true).expect("built");
+    let o = owned(&cluster("{}"), true, Selection::Muster).expect("built");
     let expected = format!(
         "apiVersion: v1
 kind: Service
@@ -48,16 +48,77 @@ metadata:
     targetPort: cluster
   publishNotReadyAddresses: true
   selector:
-    app.kubernetes.io/instance: shop
+    muster.dev/cluster: shop
 "
     );
     assert_eq!(yaml(&o.service), expected);
+    // A StatefulSet made by an earlier operator selects by the instance label: the
+    // Service, the PDB and discovery go on finding the same pods.
+    let legacy = owned(&cluster("{}"), true, Selection::Legacy).expect("built");
+    assert_eq!(
+        yaml(&legacy.service),
+        expected.replace(
+            "muster.dev/cluster: shop",
+            "app.kubernetes.io/instance: shop"
+        )
+    );
+    let pdb = legacy.pod_disruption_budget.clone().expect("a PDB");
+    assert_eq!(
+        pdb.spec
+            .and_then(|s| s.selector)
+            .and_then(|s| s.match_labels),
+        Some(Selection::Legacy.labels(&cluster("{}")))
+    );
+    assert_eq!(
+        legacy.stateful_set.spec.selector.match_labels,
+        Some(Selection::Legacy.labels(&cluster("{}")))
+    );
+    let text = |o: &Owned| o.config_map.data.clone().expect("data")["agent.yaml"].clone();
+    assert!(text(&legacy).contains("pod-label-selector: app.kubernetes.io/instance=%s"));
+    assert!(
+        text(&o).contains("pod-label-selector: muster.dev/cluster=%s"),
+        "{}",
+        text(&o)
+    );
+    // Either way the pods carry both labels, so the StatefulSet can be made again
+    // selecting by muster's own.
+    for built in [&o, &legacy] {
+        let labels = built
+            .stateful_set
+            .spec
+            .template
+            .metadata
+            .clone()
+            .and_then(|m| m.labels);
+        let labels = labels.unwrap_or_default();
+        assert_eq!(
+            labels.get("muster.dev/cluster").map(String::as_str),
+            Some("shop")
+        );
+        assert_eq!(
+            labels.get("app.kubernetes.io/instance").map(String::as_str),
+            Some("shop")
+        );
+    }
+}
+
+#[test]
+fn the_selection_follows_the_live_stateful_set() {
+    let cs = cluster("{}");
+    assert_eq!(Selection::of(&cs, None), Selection::Muster, "a new cluster");
+    let mut live = owned(&cs, true, Selection::Legacy)
+        .expect("built")
+        .stateful_set;
+    assert_eq!(Selection::of(&cs, Some(&live)), Selection::Legacy);
+    live.spec.selector.match_labels = Some(Selection::Muster.labels(&cs));
+    assert_eq!(Selection::of(&cs, Some(&live)), Selection::Muster);
+    assert_eq!(Selection::Muster.query(&cs), "muster.dev/cluster=shop");
 }
 
 #[test]
 fn the_role_grants_only_what_the_agents_use() {
     const RECORD: &str = "- apiGroups:\n  - coordination.k8s.io\n  resourceNames:\n  - shop-formation\n  resources:\n  - leases\n  verbs:\n  - get\n  - update\n";
-    let o = owned(&cluster("{}"), true).expect("built");
+    let o = owned(&cluster("{}"), true, Selection::Muster).expect("built");
     let rules = yaml(&o.role.expect("a Role").rules);
     assert_eq!(
         rules,
@@ -65,21 +126,53 @@ fn the_role_grants_only_what_the_agents_use() {
             "{RECORD}- apiGroups:\n  - ''\n  resources:\n  - pods\n  verbs:\n  - get\n  - list\n  - watch\n"
         )
     );
-    let o = owned(&cluster("membership: {downing: lease-majority}"), true).expect("built");
+    let o = owned(
+        &cluster("membership: {downing: lease-majority}"),
+        true,
+        Selection::Muster,
+    )
+    .expect("built");
     let rules = yaml(&o.role.expect("a Role").rules);
     assert!(rules.ends_with("- apiGroups:\n  - coordination.k8s.io\n  resources:\n  - leases\n  verbs:\n  - get\n  - create\n  - update\n"), "{rules}");
     // DNS discovery without lease-majority: the formation record only, that one Lease.
-    let o = owned(&cluster("bootstrap: {discovery: dns}"), true).expect("built");
+    let o = owned(
+        &cluster("bootstrap: {discovery: dns}"),
+        true,
+        Selection::Muster,
+    )
+    .expect("built");
     assert_eq!(yaml(&o.role.expect("a Role").rules), RECORD);
     assert!(o.role_binding.is_some());
     let pod = o.stateful_set.spec.template.spec.expect("pod spec");
-    assert_eq!(pod.automount_service_account_token, Some(true));
+    // The token goes to the agent container alone, never to every container.
+    assert_eq!(pod.automount_service_account_token, Some(false));
+    let token = pod
+        .volumes
+        .iter()
+        .flatten()
+        .find(|v| v.name == TOKEN_VOLUME)
+        .expect("the token volume");
+    assert_eq!(
+        yaml(&token.projected),
+        "defaultMode: 292\nsources:\n- serviceAccountToken:\n    expirationSeconds: 3607\n    path: token\n- configMap:\n    items:\n    - key: ca.crt\n      path: ca.crt\n    name: kube-root-ca.crt\n- downwardAPI:\n    items:\n    - fieldRef:\n        apiVersion: v1\n        fieldPath: metadata.namespace\n      path: namespace\n"
+    );
+    let mounting: Vec<&str> = pod
+        .containers
+        .iter()
+        .filter(|c| {
+            c.volume_mounts.iter().flatten().any(|m| {
+                m.name == TOKEN_VOLUME && m.mount_path == TOKEN_DIR && m.read_only == Some(true)
+            })
+        })
+        .map(|c| c.name.as_str())
+        .collect();
+    assert_eq!(mounting, ["agent"]);
 }
 
 #[test]
 fn a_change_of_the_agent_settings_changes_the_pod_template_but_the_lock_does_not() {
     let hash = |spec: &str, lock: bool| {
-        let o = owned(&cluster(spec), lock).expect("built");
+        let o = owned(&cluster(spec), lock, Selection::Muster).expect("built");
         o.stateful_set
             .spec
             .template
@@ -115,7 +208,7 @@ fn scaling_a_formed_cluster_rolls_no_pod() {
             formed_at: formed.then(|| "2026-11-30T12:00:00Z".to_owned()),
             ..Default::default()
         });
-        owned(&cs, false).expect("built")
+        owned(&cs, false, Selection::Muster).expect("built")
     };
     let template = |o: &Owned| o.stateful_set.spec.clone().template;
     let agent_yaml = |o: &Owned| o.config_map.data.clone().expect("data")["agent.yaml"].clone();
@@ -136,7 +229,7 @@ fn scaling_a_formed_cluster_rolls_no_pod() {
         formed_at: Some("2026-11-30T12:00:00Z".to_owned()),
         ..Default::default()
     });
-    let yaml = agent_yaml(&owned(&cs, false).expect("built"));
+    let yaml = agent_yaml(&owned(&cs, false, Selection::Muster).expect("built"));
     assert!(yaml.contains("required-contact-point-nr: 5"), "{yaml}");
     assert!(yaml.contains("expected-contact-point-nr: 5"), "{yaml}");
     // Still forming, or forming explicitly allowed again: the agents must know every
@@ -150,7 +243,7 @@ fn scaling_a_formed_cluster_rolls_no_pod() {
 
 #[test]
 fn every_object_is_owned_and_labelled() {
-    let o = owned(&cluster("{}"), true).expect("built");
+    let o = owned(&cluster("{}"), true, Selection::Muster).expect("built");
     let owner = cluster("{}")
         .controller_owner_ref(&())
         .expect("an owner reference");
@@ -175,7 +268,12 @@ fn every_object_is_owned_and_labelled() {
 
 #[test]
 fn pods_meet_pod_security_restricted() {
-    let o = owned(&cluster("application: {image: 'shop:1.2'}"), true).expect("built");
+    let o = owned(
+        &cluster("application: {image: 'shop:1.2'}"),
+        true,
+        Selection::Muster,
+    )
+    .expect("built");
     let pod = o.stateful_set.spec.template.spec.expect("pod spec");
     let p = pod.security_context.expect("pod security context");
     assert_eq!(p.run_as_non_root, Some(true));
@@ -199,7 +297,7 @@ fn pods_meet_pod_security_restricted() {
 #[test]
 fn the_rollout_strategy_picks_the_update_strategy() {
     let s = |spec: &str| {
-        let o = owned(&cluster(spec), true).expect("built");
+        let o = owned(&cluster(spec), true, Selection::Muster).expect("built");
         let st = o.stateful_set.spec;
         assert_eq!(st.pod_management_policy.as_deref(), Some("Parallel"));
         st.update_strategy.and_then(|u| u.type_).unwrap_or_default()
@@ -217,7 +315,7 @@ fn the_agent_settings_are_accepted_by_the_agent_itself() {
     let cs = cluster(
         "replicas: 5\nbootstrap: {discovery: dns}\nmembership: {downing: keep-oldest, stableAfter: 30s}",
     );
-    let o = owned(&cs, false).expect("built");
+    let o = owned(&cs, false, Selection::Muster).expect("built");
     let data = o.config_map.data.expect("data");
     assert_eq!(data[NEW_CLUSTER_ENABLED_KEY], "false");
     let dir = std::env::temp_dir().join(format!("muster-operator-build-{}", std::process::id()));
@@ -284,7 +382,7 @@ fn the_ports_are_the_agents_defaults() {
 
 #[test]
 fn the_agent_settings_name_only_what_differs_from_the_agents_defaults() {
-    let o = owned(&cluster("replicas: 5"), true).expect("built");
+    let o = owned(&cluster("replicas: 5"), true, Selection::Muster).expect("built");
     let yaml = &o.config_map.data.expect("data")["agent.yaml"];
     for key in [
         "name: shop",
@@ -307,14 +405,14 @@ fn the_agent_settings_name_only_what_differs_from_the_agents_defaults() {
     }
     let bad = cluster("membership: {stableAfter: soon}");
     assert_eq!(
-        owned(&bad, true).expect_err("refused").0[0].field,
+        owned(&bad, true, Selection::Muster).expect_err("refused").0[0].field,
         "spec.membership.stableAfter"
     );
 }
 
 #[test]
 fn pods_of_an_older_template_are_found() {
-    let o = owned(&cluster("replicas: 3"), true).expect("built");
+    let o = owned(&cluster("replicas: 3"), true, Selection::Muster).expect("built");
     let hash = o
         .stateful_set
         .spec
@@ -357,7 +455,7 @@ fn pods_of_an_older_template_are_found() {
 #[test]
 fn the_application_is_told_where_its_agent_listens() {
     let env_of = |spec: &str| {
-        let o = owned(&cluster(spec), true).expect("built");
+        let o = owned(&cluster(spec), true, Selection::Muster).expect("built");
         let pod = o.stateful_set.spec.template.spec.expect("pod spec");
         let app = pod
             .containers
@@ -407,6 +505,7 @@ podTemplate:
     volumes: [{name: data, emptyDir: {}}]",
         ),
         true,
+        Selection::Muster,
     )
     .expect("built");
     let t = o.stateful_set.spec.template;
@@ -462,7 +561,10 @@ podTemplate:
         .flatten()
         .map(|v| v.name.as_str())
         .collect();
-    assert_eq!(volumes, ["config", "cluster-key", "data"]);
+    assert_eq!(
+        volumes,
+        ["config", "cluster-key", "kube-api-access", "data"]
+    );
 }
 
 #[test]
@@ -471,7 +573,7 @@ fn an_override_that_removes_the_operators_essentials_is_refused_by_field() {
         let cs = cluster(&format!(
             "application: {{image: 'shop:1.2'}}\npodTemplate: {override_yaml}"
         ));
-        match owned(&cs, true) {
+        match owned(&cs, true, Selection::Muster) {
             Ok(_) => Vec::new(),
             Err(e) => e.0.into_iter().map(|p| p.field).collect(),
         }
@@ -485,6 +587,7 @@ fn an_override_that_removes_the_operators_essentials_is_refused_by_field() {
             "spec.podTemplate.spec.containers[agent].env[MUSTER_CLUSTER_APP_VERSION]",
             "spec.podTemplate.spec.containers[agent].volumeMounts[/etc/muster/config]",
             "spec.podTemplate.spec.containers[agent].volumeMounts[/etc/muster/key]",
+            "spec.podTemplate.spec.containers[agent].volumeMounts[/var/run/secrets/kubernetes.io/serviceaccount]",
         ]
     );
     assert_eq!(
@@ -507,6 +610,7 @@ fn an_override_that_removes_the_operators_essentials_is_refused_by_field() {
         [
             "spec.podTemplate.spec.volumes[config]",
             "spec.podTemplate.spec.volumes[cluster-key]",
+            "spec.podTemplate.spec.volumes[kube-api-access]",
             "spec.podTemplate.spec.containers[agent]",
         ]
     );
@@ -519,7 +623,7 @@ fn an_override_that_removes_the_operators_essentials_is_refused_by_field() {
 #[test]
 fn the_disruption_budget_is_configurable_or_off() {
     let max = |spec: &str| {
-        owned(&cluster(spec), true)
+        owned(&cluster(spec), true, Selection::Muster)
             .expect("built")
             .pod_disruption_budget
             .and_then(|p| p.spec)
@@ -530,7 +634,12 @@ fn the_disruption_budget_is_configurable_or_off() {
         max("disruptionBudget: {maxUnavailable: 25%}"),
         Some(IntOrString::String("25%".into()))
     );
-    let o = owned(&cluster("disruptionBudget: {enabled: false}"), true).expect("built");
+    let o = owned(
+        &cluster("disruptionBudget: {enabled: false}"),
+        true,
+        Selection::Muster,
+    )
+    .expect("built");
     assert!(o.pod_disruption_budget.is_none());
     for bad in ["0", "'0%'", "'x'", "'150%'", "'+5%'", "null", "4294967296"] {
         let spec: crate::crd::ClusterSpecSpec =
@@ -546,7 +655,7 @@ fn the_disruption_budget_is_configurable_or_off() {
 
 #[test]
 fn the_agents_app_version_is_their_pods_template_revision() {
-    let o = owned(&cluster("{}"), true).expect("built");
+    let o = owned(&cluster("{}"), true, Selection::Muster).expect("built");
     let pod = o.stateful_set.spec.template.spec.expect("pod spec");
     let agent = pod
         .containers

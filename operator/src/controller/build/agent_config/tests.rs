@@ -12,7 +12,7 @@ fn cluster(spec_yaml: &str) -> ClusterSpec {
 
 /// The problems of the agent settings of `spec_yaml`, as (field, message).
 fn problems(spec_yaml: &str) -> Vec<(String, String)> {
-    match super::super::agent_settings(&cluster(spec_yaml)) {
+    match super::super::agent_settings(&cluster(spec_yaml), super::super::Selection::Muster) {
         Ok(_) => Vec::new(),
         Err(p) => p.into_iter().map(|p| (p.field, p.message)).collect(),
     }
@@ -26,7 +26,7 @@ fn fields(spec_yaml: &str) -> Vec<String> {
 fn agent_config_is_merged_over_the_operators_settings() {
     let s = super::super::agent_settings(&cluster(
         "agent: {config: {cluster: {gossip-interval: 500ms, allow-weakly-up-members: 'off'}, management: {max-connections: 100}}}",
-    ))
+    ), super::super::Selection::Muster)
     .expect("valid");
     assert_eq!(s.cluster.gossip_interval, Duration::from_millis(500));
     assert_eq!(s.cluster.allow_weakly_up_members, None);
@@ -84,8 +84,9 @@ fn keys_the_operator_sets_are_refused_with_the_field_to_use() {
 
 #[test]
 fn the_resolver_and_failure_detector_fields_reach_the_agent() {
-    let s = super::super::agent_settings(&cluster(
-        "agent: {roles: [backend]}
+    let s = super::super::agent_settings(
+        &cluster(
+            "agent: {roles: [backend]}
 membership:
   downing: static-quorum
   quorumSize: 2
@@ -93,7 +94,9 @@ membership:
   downAllWhenUnstable: 'off'
   leaveTimeout: 20s
   failureDetector: {acceptableHeartbeatPause: 5s, monitoredByNrOfMembers: 5}",
-    ))
+        ),
+        super::super::Selection::Muster,
+    )
     .expect("valid");
     let c = &s.cluster;
     assert_eq!(c.roles, ["backend"]);
