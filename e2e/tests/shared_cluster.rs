@@ -510,12 +510,12 @@ async fn pods_that_only_look_like_the_clusters_are_never_its_members() {
     // Nobody — agent or operator — asked the Helm release's pod anything; the operator
     // never asked the look-alike for members nor sent it the token (agents may probe
     // it: it carries muster's label, which is what contact points are found by).
-    let helm_log = std::fs::read_to_string(log("cache-helm")).unwrap_or_default();
+    let helm_log = std::fs::read_to_string(log("cache-helm")).expect("the Helm pod's log");
     assert!(
         helm_log.trim().is_empty(),
         "the Helm release's pod was asked: {helm_log}"
     );
-    let lookalike_log = std::fs::read_to_string(log("cache-x")).unwrap_or_default();
+    let lookalike_log = std::fs::read_to_string(log("cache-x")).expect("the look-alike's log");
     for line in lookalike_log.lines() {
         assert!(
             !line.contains("/cluster/members") && !line.ends_with(" token"),

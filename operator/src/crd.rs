@@ -60,6 +60,10 @@ pub struct ClusterSpecSpec {
     /// The PodDisruptionBudget the operator keeps for the pods (Kubernetes ≥ 1.21).
     #[serde(default)]
     pub disruption_budget: DisruptionBudgetSpec,
+    /// The NetworkPolicy the operator keeps for the pods (Kubernetes ≥ 1.25): the
+    /// agent ports open to the cluster's own pods and the operator only.
+    #[serde(default)]
+    pub network_policy: NetworkPolicySpec,
     /// Persistent volume claims of every pod (the StatefulSet's volumeClaimTemplates,
     /// PersistentVolumeClaims): each pod gets its own claim per template, named
     /// `<template>-<cluster>-<ordinal>`, which outlives the pod, so its data survives
@@ -131,6 +135,33 @@ fn pod_template_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
 
 fn default_replicas() -> i32 {
     3
+}
+
+/// The pods' NetworkPolicy. The agents' ports (management 8558, cluster 2552) are open
+/// to the cluster's own pods and the operator's, and to `managementFrom` on 8558; the
+/// pods' other ports stay as they were: open to all where no other NetworkPolicy of the
+/// namespace applies to the pods, else as those policies say. Only enforced where the
+/// cluster's network plugin enforces NetworkPolicy.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct NetworkPolicySpec {
+    /// Keep a NetworkPolicy. false: none (one the operator made is removed), and every
+    /// pod that can reach the pods reaches the agents' ports. Default true.
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    /// Who else may reach the management port (8558): NetworkPolicy peers, e.g. the
+    /// monitoring namespace that scrapes /metrics. Default: nobody else.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub management_from: Vec<k8s_openapi::api::networking::v1::NetworkPolicyPeer>,
+}
+
+impl Default for NetworkPolicySpec {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            management_from: Vec::new(),
+        }
+    }
 }
 
 /// The pods' PodDisruptionBudget: how many a voluntary disruption (a node drain, an

@@ -83,6 +83,12 @@ const RULES: &[Rule] = &[
         verbs: &["get", "create", "patch", "delete"],
     },
     Rule {
+        why: "the NetworkPolicy of each cluster (Kubernetes >= 1.25): listed to see whether other policies of the namespace isolate the pods; removed when spec.networkPolicy turns it off",
+        groups: &["networking.k8s.io"],
+        resources: &["networkpolicies"],
+        verbs: &["get", "list", "create", "patch", "delete"],
+    },
+    Rule {
         why: "leader election; each cluster's formation record (created here, claimed by the agent that forms); also granted to agents, which needs the operator to hold it",
         groups: &["coordination.k8s.io"],
         resources: &["leases"],

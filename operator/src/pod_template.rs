@@ -18,7 +18,7 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::{Container, PodTemplateSpec};
+use k8s_openapi::api::core::v1::{Container, EnvVar, PodTemplateSpec};
 use serde_json::{Map, Value};
 
 use crate::validate::Problem;
@@ -172,6 +172,30 @@ pub fn check(raw: &Value, cx: &Context<'_>) -> Vec<Problem> {
             );
         }
     }
+    for (name, on, why) in [
+        (
+            "shareProcessNamespace",
+            spec.share_process_namespace,
+            "every container could read the agent's files through /proc (its cluster key and Kubernetes token), which are the agent container's alone",
+        ),
+        (
+            "hostPID",
+            spec.host_pid,
+            "the containers would see the node's processes, and through /proc their files",
+        ),
+        (
+            "hostIPC",
+            spec.host_ipc,
+            "the containers would share the node's IPC namespace",
+        ),
+    ] {
+        if on == Some(true) {
+            bad(
+                format!("{FIELD}.spec.{name}"),
+                format!("cannot be true: {why}"),
+            );
+        }
+    }
     if written("ephemeralContainers") {
         bad(
             format!("{FIELD}.spec.ephemeralContainers"),
@@ -216,6 +240,12 @@ pub fn check(raw: &Value, cx: &Context<'_>) -> Vec<Problem> {
             bad(
                 format!("{FIELD}.spec.volumes[{}]", v.name),
                 "is the operator's (the agents' settings, cluster key and token); name your volume otherwise".into(),
+            );
+        }
+        if v.host_path.is_some() {
+            bad(
+                format!("{FIELD}.spec.volumes[{}].hostPath", v.name),
+                "is not allowed: a folder of the node can hold other pods' secrets (Pod Security \"restricted\" forbids it too)".into(),
             );
         }
         let sources = v.projected.as_ref().and_then(|p| p.sources.as_ref());
@@ -324,6 +354,75 @@ pub fn check(raw: &Value, cx: &Context<'_>) -> Vec<Problem> {
                     format!("{at}.ports[{}]", p.container_port),
                     "is the agent's port: containers of a pod share its network, so only one can listen there".into(),
                 );
+            }
+        }
+    }
+    out
+}
+
+/// References in `spec` to the cluster's Secret (`key_secret`: the cluster key and the
+/// management token) or to a legacy token Secret of the agents' service account
+/// (`<account>-token-…`, which Kubernetes before 1.24 makes): from the application's
+/// env, or from the pod template's volumes, projected sources, env and envFrom. Each is
+/// refused: the key, the token and the agents' Kubernetes token are the agent
+/// container's alone (it reads them from its own mounts).
+pub fn secret_references(
+    application_env: &[EnvVar],
+    template: Option<&Value>,
+    key_secret: &str,
+    account: &str,
+) -> Vec<Problem> {
+    let refused = |name: &str| name == key_secret || name.starts_with(&format!("{account}-token-"));
+    let problem = |field: String, name: &str| Problem {
+        field,
+        message: format!(
+            "refers to Secret {name}, which holds the agents' secrets (the cluster key and management token, or their Kubernetes token): they are the agent container's alone"
+        ),
+    };
+    let mut out = Vec::new();
+    let env_refs = |at: &str, env: &[EnvVar], out: &mut Vec<Problem>| {
+        for e in env {
+            let name = e
+                .value_from
+                .as_ref()
+                .and_then(|v| v.secret_key_ref.as_ref())
+                .map(|r| r.name.as_str());
+            if let Some(name) = name.filter(|n| refused(n)) {
+                out.push(problem(format!("{at}.env[{}]", e.name), name));
+            }
+        }
+    };
+    env_refs("spec.application", application_env, &mut out);
+    let Some(spec) = template
+        .and_then(|t| serde_json::from_value::<PodTemplateSpec>(t.clone()).ok())
+        .and_then(|t| t.spec)
+    else {
+        return out;
+    };
+    for v in spec.volumes.iter().flatten() {
+        let direct = v.secret.as_ref().and_then(|s| s.secret_name.as_deref());
+        let projected = v
+            .projected
+            .iter()
+            .flat_map(|p| p.sources.iter().flatten())
+            .filter_map(|s| s.secret.as_ref().map(|x| x.name.as_str()));
+        for name in direct.into_iter().chain(projected).filter(|n| refused(n)) {
+            out.push(problem(format!("{FIELD}.spec.volumes[{}]", v.name), name));
+        }
+    }
+    let containers = spec.containers.iter().map(|c| ("containers", c)).chain(
+        spec.init_containers
+            .iter()
+            .flatten()
+            .map(|c| ("initContainers", c)),
+    );
+    for (list, c) in containers {
+        let at = format!("{FIELD}.spec.{list}[{}]", c.name);
+        env_refs(&at, c.env.as_deref().unwrap_or_default(), &mut out);
+        for (i, from) in c.env_from.iter().flatten().enumerate() {
+            let name = from.secret_ref.as_ref().map(|r| r.name.as_str());
+            if let Some(name) = name.filter(|n| refused(n)) {
+                out.push(problem(format!("{at}.envFrom[{i}]"), name));
             }
         }
     }

@@ -38,6 +38,8 @@ pub struct Seen<'a> {
     /// The StatefulSet selects by the label pods were selected by before muster had its
     /// own: what to do about it, in words.
     pub legacy_selector: Option<String>,
+    /// The cluster's NetworkPolicy.
+    pub network_policy: NetworkPolicyState,
     /// The member list of the agent that answered; `Err`: why none did.
     pub members: Result<&'a ClusterMembers, String>,
     /// Problems of the spec; the controller changed nothing when there are any.
@@ -60,6 +62,18 @@ pub struct Seen<'a> {
     /// `build::pods_on_other_template`).
     pub forming_held: bool,
     pub now: Timestamp,
+}
+
+/// What became of the cluster's NetworkPolicy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NetworkPolicyState {
+    /// spec.networkPolicy.enabled is false.
+    Disabled,
+    /// The server cannot keep it (Kubernetes < 1.25).
+    Unsupported,
+    /// Kept; `other_ports_open`: it opens the pods' other ports to all (no other policy
+    /// of the namespace applies to them).
+    Applied { other_ports_open: bool },
 }
 
 /// The contact points required to form as status records them: fixed when first
@@ -338,6 +352,20 @@ pub fn compute(seen: &Seen<'_>) -> ClusterSpecStatus {
             cond("VolumeClaimRetention", false, "Unsupported", "the API server has no StatefulSet persistentVolumeClaimRetentionPolicy (Kubernetes < 1.27): the pods' claims are kept whatever spec.volumeClaimRetention says; delete them by hand".into())
         });
     }
+    conditions.push(match seen.network_policy {
+        NetworkPolicyState::Disabled => cond("NetworkPolicy", false, "Disabled", "spec.networkPolicy.enabled is false: every pod that reaches the cluster's pods reaches the agents' ports".into()),
+        NetworkPolicyState::Unsupported => cond("NetworkPolicy", false, "Unsupported", "the API server is older than Kubernetes 1.25 and drops NetworkPolicy port ranges, which the policy needs to leave the pods' other ports as they are: none is kept, and every pod that reaches the cluster's pods reaches the agents' ports".into()),
+        NetworkPolicyState::Applied { other_ports_open } => cond(
+            "NetworkPolicy",
+            true,
+            "Applied",
+            format!(
+                "the agents' ports (8558, 2552) take connections from the cluster's pods and the operator only{}; {} (enforced where the network plugin enforces NetworkPolicy)",
+                if spec.network_policy.management_from.is_empty() { "" } else { ", and 8558 from spec.networkPolicy.managementFrom" },
+                if other_ports_open { "the pods' other ports are open to all, as without a policy" } else { "the pods' other ports are as the namespace's other NetworkPolicies say" }
+            ),
+        ),
+    });
     if let Some(m) = &seen.legacy_selector {
         conditions.push(cond("PodSelector", false, "LegacyLabel", m.clone()));
     }

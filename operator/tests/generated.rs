@@ -33,7 +33,7 @@ fn every_example_is_a_valid_cluster_spec() {
         operator::controller::build::owned(
             &cs,
             true,
-            operator::controller::build::Selection::Muster,
+            &operator::controller::build::Site::new(operator::controller::build::Selection::Muster),
         )
         .expect("builds");
         seen += 1;

@@ -41,6 +41,10 @@
 - apiGroups: ["policy"]
   resources: ["poddisruptionbudgets"]
   verbs: ["get","create","patch","delete"]
+# the NetworkPolicy of each cluster (Kubernetes >= 1.25): listed to see whether other policies of the namespace isolate the pods; removed when spec.networkPolicy turns it off
+- apiGroups: ["networking.k8s.io"]
+  resources: ["networkpolicies"]
+  verbs: ["get","list","create","patch","delete"]
 # leader election; each cluster's formation record (created here, claimed by the agent that forms); also granted to agents, which needs the operator to hold it
 - apiGroups: ["coordination.k8s.io"]
   resources: ["leases"]

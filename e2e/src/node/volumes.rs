@@ -167,9 +167,19 @@ pub(crate) type VolumeFile = (PathBuf, Vec<u8>, u32);
 /// volume of exactly those three sources, as the plugin adds from 1.21 on (and as the
 /// operator builds for the agent container alone). Anything else mounted there is an
 /// error: this node cannot serve it, and serving the token instead would hide it.
-fn service_account_volume(v: &Volume) -> Result<(), String> {
-    if v.secret.is_some() {
-        return Ok(());
+fn service_account_volume(v: &Volume, account: &str) -> Result<(), String> {
+    // The plugin's Secret is the account's token Secret, `<account>-token-<random>`;
+    // another Secret there would be mounted with its own contents by a real kubelet.
+    if let Some(secret) = &v.secret {
+        let name = secret.secret_name.as_deref().unwrap_or_default();
+        return if name.starts_with(&format!("{account}-token-")) {
+            Ok(())
+        } else {
+            Err(format!(
+                "volume {:?} at {SERVICE_ACCOUNT_DIR}: Secret {name:?} is not a token Secret of the pod's service account {account:?}; this node serves only that token there",
+                v.name
+            ))
+        };
     }
     let refused = || {
         format!(
@@ -187,7 +197,9 @@ fn service_account_volume(v: &Volume) -> Result<(), String> {
     let (mut token, mut ca, mut namespace) = (false, false, false);
     for s in sources {
         if let Some(t) = &s.service_account_token {
-            token = t.path == "token";
+            // A token for another audience would not be valid for the API server,
+            // which this node's token is.
+            token = t.path == "token" && t.audience.as_deref().is_none_or(str::is_empty);
         } else if let Some(cm) = &s.config_map {
             ca = cm.name == "kube-root-ca.crt"
                 && cm
@@ -231,7 +243,10 @@ pub(crate) fn plan(pod: &Pod, root: &Path) -> Result<Vec<PodVolume>, String> {
     let mut out = Vec::new();
     for v in spec.into_iter().flat_map(|s| s.volumes.iter().flatten()) {
         if token_volumes.contains(v.name.as_str()) {
-            service_account_volume(v)?;
+            let account = spec
+                .and_then(|s| s.service_account_name.as_deref())
+                .unwrap_or("default");
+            service_account_volume(v, account)?;
             continue;
         }
         let source = if let Some(cm) = &v.config_map {

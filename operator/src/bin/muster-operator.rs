@@ -193,6 +193,8 @@ async fn run(args: Args) -> ExitCode {
     };
     metrics.leader.set(1);
     let mut ctx = Context::new(client, metrics.clone(), &identity, fence.clone()).await;
+    // Its pods may reach the agents' management port (each cluster's NetworkPolicy).
+    ctx.operator_namespace = args.lease_namespace.clone();
     ctx.delay_before_delete = Duration::from_millis(args.test_delay_before_delete_ms);
     let ctx = Arc::new(ctx);
     // A graceful stop lets the current reconciles finish; a lost Lease (or a keeper

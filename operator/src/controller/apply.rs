@@ -13,10 +13,11 @@ use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service, ServiceAccount};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams, Preconditions};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams, Preconditions};
 use kube::{Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -63,6 +64,10 @@ pub struct Lives {
     config_map: Option<Value>,
     stateful_set: Option<Value>,
     pod_disruption_budget: Option<Value>,
+    network_policy: Option<Value>,
+    /// The namespace's other NetworkPolicies (they decide whether the cluster's opens
+    /// the pods' other ports).
+    pub other_network_policies: Vec<NetworkPolicy>,
     /// The Secret with the cluster key and the management token.
     pub secret: Option<Secret>,
     /// The formation record.
@@ -79,6 +84,7 @@ pub async fn read(
 ) -> Result<Lives, Error> {
     let name = cs.name_any();
     let as_json = |o: Option<&StatefulSet>| o.map(serde_json::to_value).transpose();
+    let (network_policy, other_network_policies) = network_policies(ctx, ns, &name).await?;
     Ok(Lives {
         service_account: live::<ServiceAccount>(ctx, ns, &name).await?,
         role: live::<Role>(ctx, ns, &name).await?,
@@ -91,9 +97,38 @@ pub async fn read(
         } else {
             None
         },
+        network_policy,
+        other_network_policies,
         secret: typed::<Secret>(ctx, ns, &build::secret_name(cs)).await?,
         formation: typed::<Lease>(ctx, ns, &formation_lease::name(cs)).await?,
     })
+}
+
+/// The namespace's NetworkPolicies (one list, where the server can keep the cluster's):
+/// the one under the cluster's name, and the others.
+async fn network_policies(
+    ctx: &Context,
+    ns: &str,
+    name: &str,
+) -> Result<(Option<Value>, Vec<NetworkPolicy>), Error> {
+    if !ctx.network_policy_supported {
+        return Ok((None, Vec::new()));
+    }
+    let all = Api::<NetworkPolicy>::namespaced(ctx.client.clone(), ns)
+        .list(&ListParams::default())
+        .await
+        .map_err(|e| Error::kube(format!("list the NetworkPolicies of namespace {ns}"), e))?
+        .items;
+    let (ours, others): (Vec<_>, Vec<_>) = all
+        .into_iter()
+        .partition(|p| p.metadata.name.as_deref() == Some(name));
+    let ours = ours
+        .into_iter()
+        .next()
+        .map(serde_json::to_value)
+        .transpose()
+        .map_err(Error::Json)?;
+    Ok((ours, others))
 }
 
 async fn typed<K: Child>(ctx: &Context, ns: &str, name: &str) -> Result<Option<K>, Error> {
@@ -130,7 +165,7 @@ fn meta_of(live: &Value) -> ObjectMeta {
 /// would otherwise take it over, and deleting the ClusterSpec would delete it.
 pub fn conflicts(cs: &ClusterSpec, owned: &Owned, lives: &Lives, pdb: bool) -> Vec<Problem> {
     let uid = cs.uid().unwrap_or_default();
-    let wanted: [(&str, bool, Option<&Value>); 7] = [
+    let wanted: [(&str, bool, Option<&Value>); 8] = [
         ("ServiceAccount", true, lives.service_account.as_ref()),
         ("Role", owned.role.is_some(), lives.role.as_ref()),
         (
@@ -145,6 +180,11 @@ pub fn conflicts(cs: &ClusterSpec, owned: &Owned, lives: &Lives, pdb: bool) -> V
             "PodDisruptionBudget",
             pdb && owned.pod_disruption_budget.is_some(),
             lives.pod_disruption_budget.as_ref(),
+        ),
+        (
+            "NetworkPolicy",
+            owned.network_policy.is_some(),
+            lives.network_policy.as_ref(),
         ),
     ];
     let mut found: Vec<(&str, ObjectMeta)> = wanted
@@ -212,22 +252,39 @@ pub async fn owned(
         config_map,
         stateful_set,
         pod_disruption_budget,
+        network_policy,
     } = o;
     let uid = cs.uid().unwrap_or_default();
     let mut written = 0;
     // Identity and permissions first, so pods never start without them; the agents'
-    // Service and settings next; the StatefulSet (the pods) last but for the budget.
+    // Service, settings and the agent ports' NetworkPolicy next; the StatefulSet (the
+    // pods) last but for the budget.
     written += usize::from(one(ctx, ns, service_account, lives.service_account).await?);
     written += usize::from(optional(ctx, ns, role, lives.role, &uid).await?);
     written += usize::from(optional(ctx, ns, role_binding, lives.role_binding, &uid).await?);
     written += usize::from(one(ctx, ns, service, lives.service).await?);
     written += usize::from(one(ctx, ns, config_map, lives.config_map).await?);
+    if ctx.network_policy_supported {
+        written +=
+            usize::from(optional(ctx, ns, network_policy, lives.network_policy, &uid).await?);
+    }
     let mut stateful_set = stateful_set;
     if !ctx.retention_supported {
         // Kubernetes < 1.27: the field is unknown (the status says so).
         stateful_set.spec.persistent_volume_claim_retention_policy = None;
     }
-    written += usize::from(one(ctx, ns, stateful_set, lives.stateful_set).await?);
+    // A StatefulSet being deleted (e.g. with --cascade=orphan, to move its selector) is
+    // not written: an apply that reached the server just after it is gone would make
+    // it again as it was. The next reconcile, once it is gone, makes the new one.
+    let deleting = lives
+        .stateful_set
+        .as_ref()
+        .is_some_and(|l| meta_of(l).deletion_timestamp.is_some());
+    if deleting {
+        tracing::info!(name = %stateful_set.name_any(), "StatefulSet being deleted: not written until it is gone");
+    } else {
+        written += usize::from(one(ctx, ns, stateful_set, lives.stateful_set).await?);
+    }
     if ctx.pdb_supported {
         written += usize::from(
             optional(

@@ -107,6 +107,11 @@ pub struct Context {
     /// The API server knows a StatefulSet's persistentVolumeClaimRetentionPolicy
     /// (Kubernetes ≥ 1.27, where it is on by default).
     pub retention_supported: bool,
+    /// The API server keeps a NetworkPolicy port range (`endPort`, Kubernetes ≥ 1.25;
+    /// an older one drops it, which would turn "every other port" into one port).
+    pub network_policy_supported: bool,
+    /// The operator's own namespace: its pods may reach the agents' management port.
+    pub operator_namespace: String,
     /// Leadership: no Leave is sent to an agent once it no longer holds.
     pub fence: crate::leader::Fence,
     /// Tests of fencing only: a wait between deciding on a pod's deletion and doing it.
@@ -161,10 +166,13 @@ impl Context {
             );
         }
         let mut retention_supported = false;
+        let mut network_policy_supported = false;
         for attempt in 1..=3 {
             match client.apiserver_version().await {
                 Ok(v) => {
                     retention_supported = at_least(&v.major, &v.minor, &v.git_version, (1, 27));
+                    network_policy_supported =
+                        at_least(&v.major, &v.minor, &v.git_version, (1, 25));
                     break;
                 }
                 Err(e) if attempt < 3 => {
@@ -173,7 +181,7 @@ impl Context {
                 }
                 Err(e) => tracing::warn!(
                     error = %e,
-                    "cannot read the API server's version: taken as older than 1.27 (no StatefulSet retention policy)"
+                    "cannot read the API server's version: taken as older than 1.25 (no StatefulSet retention policy, no NetworkPolicy)"
                 ),
             }
         }
@@ -183,6 +191,8 @@ impl Context {
         };
         Self {
             retention_supported,
+            network_policy_supported,
+            operator_namespace: crate::install::NAMESPACE.to_owned(),
             recorder: Recorder::new(client.clone(), reporter),
             client,
             agents: Agents::default(),
@@ -322,17 +332,47 @@ async fn reconcile_once(cs: &ClusterSpec, ctx: &Context, now: Timestamp) -> Resu
     }
     let world = observe::world(ctx, cs, &ns).await?;
     let selection = build::Selection::of(cs, world.stateful_set.as_ref());
+    let mut site = build::Site {
+        selection,
+        operator_namespace: &ctx.operator_namespace,
+        open_other_ports: true,
+        network_policy_supported: ctx.network_policy_supported,
+    };
     let mut problems = validate(&cs.spec);
+    problems.extend(crate::pod_template::secret_references(
+        cs.spec
+            .application
+            .as_ref()
+            .map(|a| a.env.as_slice())
+            .unwrap_or_default(),
+        cs.spec.pod_template.as_ref(),
+        &build::secret_name(cs),
+        &cs.name_any(),
+    ));
     // Objects of someone else's under the names this ClusterSpec's take.
     let mut conflicts = Vec::new();
     let mut lives = None;
     // What only building finds: the agent settings as the agent's own loader sees them
     // (`spec.agent.config`), the merged pod template. Pure and cheap.
     if problems.is_empty() {
-        match build::owned(cs, true, selection) {
+        match build::owned(cs, true, &site) {
             Err(e) => problems = e.0,
             Ok(built) => {
                 let read = apply::read(ctx, cs, &ns, world.stateful_set.as_ref()).await?;
+                // Pods another NetworkPolicy isolates keep getting their other ports
+                // from it; else the cluster's policy opens them, as they were.
+                let pod_labels = built
+                    .stateful_set
+                    .spec
+                    .template
+                    .metadata
+                    .as_ref()
+                    .and_then(|m| m.labels.clone())
+                    .unwrap_or_default();
+                site.open_other_ports = !read
+                    .other_network_policies
+                    .iter()
+                    .any(|p| build::network_policy::isolates(p, &pod_labels));
                 conflicts = apply::conflicts(cs, &built, &read, ctx.pdb_supported);
                 lives = Some(read);
                 // Claim templates (as built, with the operator's labels) that the API
@@ -368,7 +408,7 @@ async fn reconcile_once(cs: &ClusterSpec, ctx: &Context, now: Timestamp) -> Resu
         let current = world.stateful_set.as_ref().and_then(|s| s.spec.replicas);
         let shrink = scale::scale_down(cs.spec.replicas, current, &pod_views, &member_views);
         let token = apply::secret(ctx, cs, &ns, lives.secret.take()).await?;
-        let mut owned = build::owned(cs, lock, selection).map_err(Error::Build)?;
+        let mut owned = build::owned(cs, lock, &site).map_err(Error::Build)?;
         // Agents read agent.yaml (expected-contact-point-nr among it) only at start, the
         // new-cluster-enabled key at run time. Forming again under an explicit `true`
         // (the formed cluster is gone; the operator clears the formation record) waits
@@ -385,7 +425,7 @@ async fn reconcile_once(cs: &ClusterSpec, ctx: &Context, now: Timestamp) -> Resu
             && build::pods_on_other_template(&owned, &world.pods)
         {
             forming_held = true;
-            owned = build::owned(cs, false, selection).map_err(Error::Build)?;
+            owned = build::owned(cs, false, &site).map_err(Error::Build)?;
         }
         owned.stateful_set.spec.replicas = Some(shrink.replicas);
         // The same claim templates as the live ones (checked above), sent back as the
@@ -429,13 +469,40 @@ async fn reconcile_once(cs: &ClusterSpec, ctx: &Context, now: Timestamp) -> Resu
         previous,
         pods: world.live_pods(),
         selector: selection.query(cs),
+        network_policy: if !cs.spec.network_policy.enabled {
+            status::NetworkPolicyState::Disabled
+        } else if !ctx.network_policy_supported {
+            status::NetworkPolicyState::Unsupported
+        } else {
+            status::NetworkPolicyState::Applied {
+                other_ports_open: site.open_other_ports,
+            }
+        },
         legacy_selector: (selection == build::Selection::Legacy).then(|| {
+            let unlabelled = world
+                .pods
+                .iter()
+                .filter(|p| !p.labels().contains_key(build::CLUSTER_LABEL))
+                .count();
+            let when = if unlabelled == 0 && world.pods.len() == usize::try_from(cs.spec.replicas).unwrap_or(0) {
+                format!(
+                    "Every pod carries {}={} now, so it is safe to run `kubectl delete statefulset {} -n {ns} --cascade=orphan`",
+                    build::CLUSTER_LABEL,
+                    cs.name_any(),
+                    cs.name_any()
+                )
+            } else {
+                format!(
+                    "Not yet: {unlabelled} of {} pods do not carry {}={} (they get it from the current template, as the rollout replaces them); once all do, run `kubectl delete statefulset {} -n {ns} --cascade=orphan` (before, the pods without it would not be adopted and their names stay taken)",
+                    world.pods.len(),
+                    build::CLUSTER_LABEL,
+                    cs.name_any(),
+                    cs.name_any()
+                )
+            };
             format!(
-                "the StatefulSet, made by an earlier operator, selects its pods by {} alone, a label other pods can carry (they would count as contact points and fall under the PodDisruptionBudget); a StatefulSet's selector cannot change. Once every pod runs the current template (its pods then carry {}={}), run `kubectl delete statefulset {} -n {ns} --cascade=orphan`: the operator makes it again, selecting by {}, it adopts the running pods, and the operator rolls them oldest-last",
+                "the StatefulSet, made by an earlier operator, selects its pods by {} alone, a label other pods can carry (they count as contact points and fall under the PodDisruptionBudget); a StatefulSet's selector cannot change. {when}: the operator makes it again selecting by {}, it adopts the running pods, and the operator rolls them oldest-last",
                 selection.query(cs),
-                build::CLUSTER_LABEL,
-                cs.name_any(),
-                cs.name_any(),
                 build::CLUSTER_LABEL
             )
         }),

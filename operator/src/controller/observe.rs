@@ -4,6 +4,7 @@ use std::net::IpAddr;
 
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
 use kube::api::{Api, ListParams};
@@ -67,7 +68,11 @@ pub async fn world(ctx: &Context, cs: &ClusterSpec, ns: &str) -> Result<World, E
         .await
         .map_err(|e| Error::kube(format!("list the pods of {name}"), e))?
         .items;
-    let mut pods = of_stateful_set(listed, stateful_set.as_ref());
+    // Another's StatefulSet under the cluster's name (a conflict) has no pods of ours.
+    let ours = stateful_set
+        .as_ref()
+        .filter(|s| controlled_by(&s.metadata, cs.uid().as_deref().unwrap_or_default()));
+    let mut pods = of_stateful_set(listed, ours);
     pods.sort_by_key(ResourceExt::name_any);
     // Ready pods first: their agents are members and answer soonest.
     let mut ips: Vec<(bool, IpAddr)> = pods
@@ -98,14 +103,18 @@ fn of_stateful_set(pods: Vec<Pod>, stateful_set: Option<&StatefulSet>) -> Vec<Po
         return Vec::new();
     };
     pods.into_iter()
-        .filter(|p| {
-            p.metadata
-                .owner_references
-                .iter()
-                .flatten()
-                .any(|o| o.controller == Some(true) && o.uid == uid)
-        })
+        .filter(|p| controlled_by(&p.metadata, uid))
         .collect()
+}
+
+/// Whether `meta`'s controller reference names `uid`.
+fn controlled_by(meta: &ObjectMeta, uid: &str) -> bool {
+    !uid.is_empty()
+        && meta
+            .owner_references
+            .iter()
+            .flatten()
+            .any(|o| o.controller == Some(true) && o.uid == uid)
 }
 
 pub fn is_ready(p: &Pod) -> bool {
@@ -235,5 +244,39 @@ mod tests {
         let mut silent = stuck;
         silent.members = Err("refused".into());
         assert_eq!(stalled(&cs, &silent, now), None);
+    }
+
+    fn owned_by(name: &str, uid: Option<&str>, controller: bool) -> Pod {
+        let refs = uid.map(|uid| {
+            serde_json::json!([{"apiVersion": "apps/v1", "kind": "StatefulSet", "name": "shop",
+                                "uid": uid, "controller": controller}])
+        });
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": name, "ownerReferences": refs.unwrap_or_default()},
+        }))
+        .expect("a pod")
+    }
+
+    #[test]
+    fn only_the_stateful_sets_own_pods_are_the_clusters() {
+        let set: StatefulSet = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "shop", "uid": "s-1"}, "spec": {"selector": {}, "template": {}},
+        }))
+        .expect("a StatefulSet");
+        let pods = vec![
+            owned_by("shop-0", Some("s-1"), true),
+            owned_by("shop-9", None, false),
+            owned_by("shop-x", Some("s-1"), false),
+            owned_by("shop-old", Some("s-0"), true),
+        ];
+        let names: Vec<String> = of_stateful_set(pods.clone(), Some(&set))
+            .iter()
+            .map(ResourceExt::name_any)
+            .collect();
+        assert_eq!(names, ["shop-0"]);
+        assert!(
+            of_stateful_set(pods, None).is_empty(),
+            "no StatefulSet, no pods"
+        );
     }
 }

@@ -26,6 +26,11 @@ fn cluster(spec: Value) -> ClusterSpec {
 }
 
 fn context() -> (Arc<Context>, ApiHandle) {
+    context_with(false)
+}
+
+/// `network_policy`: the server keeps NetworkPolicy port ranges (Kubernetes ≥ 1.25).
+fn context_with(network_policy: bool) -> (Arc<Context>, ApiHandle) {
     let (service, handle) = mock::pair::<Request<Body>, Response<Body>>();
     let client = Client::new(service, "default");
     let reporter = Reporter {
@@ -39,6 +44,8 @@ fn context() -> (Arc<Context>, ApiHandle) {
         metrics: Metrics::new(),
         pdb_supported: false,
         retention_supported: false,
+        network_policy_supported: network_policy,
+        operator_namespace: "muster-system".into(),
         failures: Default::default(),
         fence: held(),
         delay_before_delete: Duration::ZERO,
@@ -531,4 +538,69 @@ fn the_server_version_is_read_from_git_version_when_minor_is_not_a_number() {
     assert!(!super::at_least("1", "", "v1.25.1", (1, 27)));
     assert!(super::at_least("2", "0", "", (1, 27)));
     assert!(!super::at_least("", "", "unknown", (1, 27)));
+}
+
+/// With NetworkPolicy on the server, the namespace's policies are listed once: where none
+/// applies to the pods, the cluster's opens their other ports to all (as they were);
+/// where one does (a default deny), it adds the agents' ports only.
+#[tokio::test]
+async fn the_network_policy_leaves_the_other_ports_as_they_were() {
+    let policy_of = |others: Value| async move {
+        let (ctx, handle) = context_with(true);
+        let cs = cluster(json!({"replicas": 3}));
+        // The context outlives the task: its client is the mock's other end.
+        let task = tokio::spawn({
+            let ctx = ctx.clone();
+            async move { reconcile_once(&cs, &ctx, now()).await }
+        });
+        let (calls, result) = serve(handle, task, move |call| {
+            if call.method == "GET" && call.uri.contains("/networkpolicies?") {
+                (200, json!({"kind": "NetworkPolicyList", "apiVersion": "networking.k8s.io/v1", "metadata": {}, "items": others.clone()}))
+            } else {
+                empty_namespace(call)
+            }
+        })
+        .await;
+        result.expect("reconciled");
+        let order = summary(&calls);
+        let at = |what: &str| order.iter().position(|c| c == what);
+        let policy = at("PATCH networking.k8s.io/v1/namespaces/prod/networkpolicies/shop")
+            .expect("the NetworkPolicy applied");
+        assert!(
+            policy < at("PATCH apps/v1/namespaces/prod/statefulsets/shop").expect("the pods"),
+            "before the pods: {order:?}"
+        );
+        assert_eq!(
+            order
+                .iter()
+                .filter(|c| c.contains("networkpolicies"))
+                .count(),
+            2,
+            "one list, one apply: {order:?}"
+        );
+        calls[policy].body["spec"]["ingress"].clone()
+    };
+    let open = policy_of(json!([])).await;
+    let rules = open.as_array().expect("rules");
+    assert_eq!(rules.len(), 3, "{open}");
+    assert_eq!(
+        rules[0]["from"][0]["podSelector"]["matchLabels"]["muster.dev/cluster"],
+        "shop"
+    );
+    assert_eq!(
+        rules[1]["from"][0]["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"],
+        "muster-system"
+    );
+    assert_eq!(rules[2].get("from"), None, "every other port from anywhere");
+    assert_eq!(
+        rules[2]["ports"][2],
+        json!({"protocol": "TCP", "port": 8559, "endPort": 65535})
+    );
+    let deny_all = json!([{"metadata": {"name": "default-deny", "namespace": "prod"}, "spec": {"podSelector": {}}}]);
+    let closed = policy_of(deny_all).await;
+    assert_eq!(
+        closed.as_array().map(Vec::len),
+        Some(2),
+        "the agents' ports only: {closed}"
+    );
 }

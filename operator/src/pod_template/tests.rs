@@ -258,3 +258,53 @@ fn the_agents_token_and_key_stay_in_the_agent_container() {
         ]
     );
 }
+
+#[test]
+fn nothing_in_the_template_reaches_the_agents_secrets() {
+    let problems = fields(json!({"spec": {
+        "shareProcessNamespace": true,
+        "hostPID": false,
+        "hostIPC": true,
+        "volumes": [{"name": "node", "hostPath": {"path": "/var/lib/kubelet"}}],
+    }}));
+    assert_eq!(
+        problems,
+        [
+            "spec.podTemplate.spec.shareProcessNamespace",
+            "spec.podTemplate.spec.hostIPC",
+            "spec.podTemplate.spec.volumes[node].hostPath",
+        ]
+    );
+    let template = json!({"spec": {
+        "volumes": [
+            {"name": "k", "secret": {"secretName": "shop-cluster-key"}},
+            {"name": "t", "secret": {"secretName": "shop-token-x7k2p"}},
+            {"name": "p", "projected": {"sources": [{"secret": {"name": "shop-cluster-key"}}]}},
+            {"name": "fine", "secret": {"secretName": "shop-tls"}},
+        ],
+        "containers": [{"name": "app", "envFrom": [{"secretRef": {"name": "shop-cluster-key"}}],
+                        "env": [{"name": "K", "valueFrom": {"secretKeyRef": {"name": "shop-cluster-key", "key": "cluster.key"}}}]}],
+        "initContainers": [{"name": "init", "image": "x", "envFrom": [{"secretRef": {"name": "other"}}]}],
+    }});
+    let app_env: Vec<EnvVar> = serde_json::from_value(json!([
+        {"name": "T", "valueFrom": {"secretKeyRef": {"name": "shop-cluster-key", "key": "management.token"}}},
+        {"name": "OK", "valueFrom": {"secretKeyRef": {"name": "shop-db", "key": "password"}}},
+    ]))
+    .expect("env");
+    let found: Vec<String> =
+        secret_references(&app_env, Some(&template), "shop-cluster-key", "shop")
+            .into_iter()
+            .map(|p| p.field)
+            .collect();
+    assert_eq!(
+        found,
+        [
+            "spec.application.env[T]",
+            "spec.podTemplate.spec.volumes[k]",
+            "spec.podTemplate.spec.volumes[t]",
+            "spec.podTemplate.spec.volumes[p]",
+            "spec.podTemplate.spec.containers[app].env[K]",
+            "spec.podTemplate.spec.containers[app].envFrom[0]",
+        ]
+    );
+}

@@ -69,6 +69,9 @@ fn seen<'a>(
         pods: spec.replicas,
         selector: "muster.dev/cluster=shop".into(),
         legacy_selector: None,
+        network_policy: NetworkPolicyState::Applied {
+            other_ports_open: true,
+        },
         members,
         problems: &[],
         conflicts: &[],

@@ -145,17 +145,25 @@ fn token_sources() -> serde_json::Value {
 #[test]
 fn the_service_account_folder_is_served_for_a_token_volume_only() {
     assert_eq!(
-        service_account_volume(&token_volume(token_sources())),
+        service_account_volume(&token_volume(token_sources()), "shop"),
         Ok(())
     );
-    let secret: Volume = serde_json::from_value(
-        serde_json::json!({"name": "shop-token-x", "secret": {"secretName": "shop-token-x"}}),
-    )
-    .expect("a volume");
+    let secret = |name: &str| -> Volume {
+        serde_json::from_value(serde_json::json!({"name": "t", "secret": {"secretName": name}}))
+            .expect("a volume")
+    };
     assert_eq!(
-        service_account_volume(&secret),
+        service_account_volume(&secret("shop-token-x7k2p"), "shop"),
         Ok(()),
         "the admission plugin's Secret"
+    );
+    let other = service_account_volume(&secret("shop-tls"), "shop").expect_err("not a token");
+    assert!(other.contains("is not a token Secret"), "{other}");
+    let mut audience = token_sources();
+    audience[0]["serviceAccountToken"]["audience"] = "vault".into();
+    assert!(
+        service_account_volume(&token_volume(audience), "shop").is_err(),
+        "another audience"
     );
     let mut without_ca = token_sources();
     without_ca.as_array_mut().expect("sources").remove(1);
@@ -174,7 +182,7 @@ fn the_service_account_folder_is_served_for_a_token_volume_only() {
         token_volume(more),
         empty,
     ] {
-        let e = service_account_volume(&refused).expect_err("not what the node serves");
+        let e = service_account_volume(&refused, "shop").expect_err("not what the node serves");
         assert!(e.contains("serves only the service-account token"), "{e}");
     }
 }

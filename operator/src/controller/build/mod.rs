@@ -6,6 +6,7 @@
 mod agent_config;
 mod config_map;
 pub mod formation_lease;
+pub mod network_policy;
 mod pod_disruption_budget;
 mod role;
 mod role_binding;
@@ -18,6 +19,7 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Service, ServiceAccount};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::api::rbac::v1::{PolicyRule, Role, RoleBinding};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -145,15 +147,46 @@ pub struct Owned {
     pub stateful_set: StatefulSet,
     /// `None` when spec.disruptionBudget turns it off.
     pub pod_disruption_budget: Option<PodDisruptionBudget>,
+    /// `None` when spec.networkPolicy turns it off or the server cannot keep it.
+    pub network_policy: Option<NetworkPolicy>,
+}
+
+/// What the objects depend on besides the ClusterSpec: the live StatefulSet's selector,
+/// where the operator runs, the namespace's other NetworkPolicies, the server.
+#[derive(Debug, Clone)]
+pub struct Site<'a> {
+    /// How the pods are selected.
+    pub selection: Selection,
+    /// The operator's namespace (its pods may reach the management port).
+    pub operator_namespace: &'a str,
+    /// No other NetworkPolicy of the namespace applies to the pods: the cluster's
+    /// policy opens their ports other than the agents' to all, as they were.
+    pub open_other_ports: bool,
+    /// The server keeps a NetworkPolicy port range (`endPort`, Kubernetes ≥ 1.25).
+    pub network_policy_supported: bool,
+}
+
+impl Site<'static> {
+    /// A new cluster (muster's selector) on a current server, the operator in
+    /// `muster-system`, no other NetworkPolicy.
+    pub fn new(selection: Selection) -> Self {
+        Self {
+            selection,
+            operator_namespace: crate::install::NAMESPACE,
+            open_other_ports: true,
+            network_policy_supported: true,
+        }
+    }
 }
 
 /// Every owned object for `cs`; `new_cluster_enabled` goes to the ConfigMap; the pods
-/// are selected as `selection` says.
+/// are selected as `site` says.
 pub fn owned(
     cs: &ClusterSpec,
     new_cluster_enabled: bool,
-    selection: Selection,
+    site: &Site<'_>,
 ) -> Result<Owned, BuildError> {
+    let selection = site.selection;
     let agent_yaml = agent_yaml(&agent_settings(cs, selection)?);
     let rules = rbac_rules(cs);
     let uses_api = !rules.is_empty();
@@ -165,6 +198,7 @@ pub fn owned(
         config_map: config_map::build(cs, &agent_yaml, new_cluster_enabled),
         stateful_set: stateful_set::build(cs, &agent_yaml, uses_api, selection)?,
         pod_disruption_budget: pod_disruption_budget::build(cs, selection),
+        network_policy: network_policy::build(cs, site),
     })
 }
 

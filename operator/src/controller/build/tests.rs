@@ -24,7 +24,7 @@ const OWNER: &str = "  ownerReferences:
 
 #[test]
 fn the_headless_service_publishes_not_ready_pods_on_both_ports() {
-    let o = owned(&cluster("{}"), true, Selection::Muster).expect("built");
+    let o = owned(&cluster("{}"), true, &Site::new(Selection::Muster)).expect("built");
     let expected = format!(
         "apiVersion: v1
 kind: Service
@@ -54,7 +54,7 @@ metadata:
     assert_eq!(yaml(&o.service), expected);
     // A StatefulSet made by an earlier operator selects by the instance label: the
     // Service, the PDB and discovery go on finding the same pods.
-    let legacy = owned(&cluster("{}"), true, Selection::Legacy).expect("built");
+    let legacy = owned(&cluster("{}"), true, &Site::new(Selection::Legacy)).expect("built");
     assert_eq!(
         yaml(&legacy.service),
         expected.replace(
@@ -106,7 +106,7 @@ metadata:
 fn the_selection_follows_the_live_stateful_set() {
     let cs = cluster("{}");
     assert_eq!(Selection::of(&cs, None), Selection::Muster, "a new cluster");
-    let mut live = owned(&cs, true, Selection::Legacy)
+    let mut live = owned(&cs, true, &Site::new(Selection::Legacy))
         .expect("built")
         .stateful_set;
     assert_eq!(Selection::of(&cs, Some(&live)), Selection::Legacy);
@@ -118,7 +118,7 @@ fn the_selection_follows_the_live_stateful_set() {
 #[test]
 fn the_role_grants_only_what_the_agents_use() {
     const RECORD: &str = "- apiGroups:\n  - coordination.k8s.io\n  resourceNames:\n  - shop-formation\n  resources:\n  - leases\n  verbs:\n  - get\n  - update\n";
-    let o = owned(&cluster("{}"), true, Selection::Muster).expect("built");
+    let o = owned(&cluster("{}"), true, &Site::new(Selection::Muster)).expect("built");
     let rules = yaml(&o.role.expect("a Role").rules);
     assert_eq!(
         rules,
@@ -129,7 +129,7 @@ fn the_role_grants_only_what_the_agents_use() {
     let o = owned(
         &cluster("membership: {downing: lease-majority}"),
         true,
-        Selection::Muster,
+        &Site::new(Selection::Muster),
     )
     .expect("built");
     let rules = yaml(&o.role.expect("a Role").rules);
@@ -138,7 +138,7 @@ fn the_role_grants_only_what_the_agents_use() {
     let o = owned(
         &cluster("bootstrap: {discovery: dns}"),
         true,
-        Selection::Muster,
+        &Site::new(Selection::Muster),
     )
     .expect("built");
     assert_eq!(yaml(&o.role.expect("a Role").rules), RECORD);
@@ -172,7 +172,7 @@ fn the_role_grants_only_what_the_agents_use() {
 #[test]
 fn a_change_of_the_agent_settings_changes_the_pod_template_but_the_lock_does_not() {
     let hash = |spec: &str, lock: bool| {
-        let o = owned(&cluster(spec), lock, Selection::Muster).expect("built");
+        let o = owned(&cluster(spec), lock, &Site::new(Selection::Muster)).expect("built");
         o.stateful_set
             .spec
             .template
@@ -208,7 +208,7 @@ fn scaling_a_formed_cluster_rolls_no_pod() {
             formed_at: formed.then(|| "2026-11-30T12:00:00Z".to_owned()),
             ..Default::default()
         });
-        owned(&cs, false, Selection::Muster).expect("built")
+        owned(&cs, false, &Site::new(Selection::Muster)).expect("built")
     };
     let template = |o: &Owned| o.stateful_set.spec.clone().template;
     let agent_yaml = |o: &Owned| o.config_map.data.clone().expect("data")["agent.yaml"].clone();
@@ -229,7 +229,7 @@ fn scaling_a_formed_cluster_rolls_no_pod() {
         formed_at: Some("2026-11-30T12:00:00Z".to_owned()),
         ..Default::default()
     });
-    let yaml = agent_yaml(&owned(&cs, false, Selection::Muster).expect("built"));
+    let yaml = agent_yaml(&owned(&cs, false, &Site::new(Selection::Muster)).expect("built"));
     assert!(yaml.contains("required-contact-point-nr: 5"), "{yaml}");
     assert!(yaml.contains("expected-contact-point-nr: 5"), "{yaml}");
     // Still forming, or forming explicitly allowed again: the agents must know every
@@ -243,7 +243,7 @@ fn scaling_a_formed_cluster_rolls_no_pod() {
 
 #[test]
 fn every_object_is_owned_and_labelled() {
-    let o = owned(&cluster("{}"), true, Selection::Muster).expect("built");
+    let o = owned(&cluster("{}"), true, &Site::new(Selection::Muster)).expect("built");
     let owner = cluster("{}")
         .controller_owner_ref(&())
         .expect("an owner reference");
@@ -271,7 +271,7 @@ fn pods_meet_pod_security_restricted() {
     let o = owned(
         &cluster("application: {image: 'shop:1.2'}"),
         true,
-        Selection::Muster,
+        &Site::new(Selection::Muster),
     )
     .expect("built");
     let pod = o.stateful_set.spec.template.spec.expect("pod spec");
@@ -297,7 +297,7 @@ fn pods_meet_pod_security_restricted() {
 #[test]
 fn the_rollout_strategy_picks_the_update_strategy() {
     let s = |spec: &str| {
-        let o = owned(&cluster(spec), true, Selection::Muster).expect("built");
+        let o = owned(&cluster(spec), true, &Site::new(Selection::Muster)).expect("built");
         let st = o.stateful_set.spec;
         assert_eq!(st.pod_management_policy.as_deref(), Some("Parallel"));
         st.update_strategy.and_then(|u| u.type_).unwrap_or_default()
@@ -315,7 +315,7 @@ fn the_agent_settings_are_accepted_by_the_agent_itself() {
     let cs = cluster(
         "replicas: 5\nbootstrap: {discovery: dns}\nmembership: {downing: keep-oldest, stableAfter: 30s}",
     );
-    let o = owned(&cs, false, Selection::Muster).expect("built");
+    let o = owned(&cs, false, &Site::new(Selection::Muster)).expect("built");
     let data = o.config_map.data.expect("data");
     assert_eq!(data[NEW_CLUSTER_ENABLED_KEY], "false");
     let dir = std::env::temp_dir().join(format!("muster-operator-build-{}", std::process::id()));
@@ -382,7 +382,7 @@ fn the_ports_are_the_agents_defaults() {
 
 #[test]
 fn the_agent_settings_name_only_what_differs_from_the_agents_defaults() {
-    let o = owned(&cluster("replicas: 5"), true, Selection::Muster).expect("built");
+    let o = owned(&cluster("replicas: 5"), true, &Site::new(Selection::Muster)).expect("built");
     let yaml = &o.config_map.data.expect("data")["agent.yaml"];
     for key in [
         "name: shop",
@@ -405,14 +405,17 @@ fn the_agent_settings_name_only_what_differs_from_the_agents_defaults() {
     }
     let bad = cluster("membership: {stableAfter: soon}");
     assert_eq!(
-        owned(&bad, true, Selection::Muster).expect_err("refused").0[0].field,
+        owned(&bad, true, &Site::new(Selection::Muster))
+            .expect_err("refused")
+            .0[0]
+            .field,
         "spec.membership.stableAfter"
     );
 }
 
 #[test]
 fn pods_of_an_older_template_are_found() {
-    let o = owned(&cluster("replicas: 3"), true, Selection::Muster).expect("built");
+    let o = owned(&cluster("replicas: 3"), true, &Site::new(Selection::Muster)).expect("built");
     let hash = o
         .stateful_set
         .spec
@@ -455,7 +458,7 @@ fn pods_of_an_older_template_are_found() {
 #[test]
 fn the_application_is_told_where_its_agent_listens() {
     let env_of = |spec: &str| {
-        let o = owned(&cluster(spec), true, Selection::Muster).expect("built");
+        let o = owned(&cluster(spec), true, &Site::new(Selection::Muster)).expect("built");
         let pod = o.stateful_set.spec.template.spec.expect("pod spec");
         let app = pod
             .containers
@@ -505,7 +508,7 @@ podTemplate:
     volumes: [{name: data, emptyDir: {}}]",
         ),
         true,
-        Selection::Muster,
+        &Site::new(Selection::Muster),
     )
     .expect("built");
     let t = o.stateful_set.spec.template;
@@ -573,7 +576,7 @@ fn an_override_that_removes_the_operators_essentials_is_refused_by_field() {
         let cs = cluster(&format!(
             "application: {{image: 'shop:1.2'}}\npodTemplate: {override_yaml}"
         ));
-        match owned(&cs, true, Selection::Muster) {
+        match owned(&cs, true, &Site::new(Selection::Muster)) {
             Ok(_) => Vec::new(),
             Err(e) => e.0.into_iter().map(|p| p.field).collect(),
         }
@@ -623,7 +626,7 @@ fn an_override_that_removes_the_operators_essentials_is_refused_by_field() {
 #[test]
 fn the_disruption_budget_is_configurable_or_off() {
     let max = |spec: &str| {
-        owned(&cluster(spec), true, Selection::Muster)
+        owned(&cluster(spec), true, &Site::new(Selection::Muster))
             .expect("built")
             .pod_disruption_budget
             .and_then(|p| p.spec)
@@ -637,7 +640,7 @@ fn the_disruption_budget_is_configurable_or_off() {
     let o = owned(
         &cluster("disruptionBudget: {enabled: false}"),
         true,
-        Selection::Muster,
+        &Site::new(Selection::Muster),
     )
     .expect("built");
     assert!(o.pod_disruption_budget.is_none());
@@ -655,7 +658,7 @@ fn the_disruption_budget_is_configurable_or_off() {
 
 #[test]
 fn the_agents_app_version_is_their_pods_template_revision() {
-    let o = owned(&cluster("{}"), true, Selection::Muster).expect("built");
+    let o = owned(&cluster("{}"), true, &Site::new(Selection::Muster)).expect("built");
     let pod = o.stateful_set.spec.template.spec.expect("pod spec");
     let agent = pod
         .containers
@@ -673,5 +676,86 @@ fn the_agents_app_version_is_their_pods_template_revision() {
     assert_eq!(
         version.as_deref(),
         Some("metadata.labels['controller-revision-hash']")
+    );
+}
+
+#[test]
+fn the_network_policy_follows_its_spec_and_the_server() {
+    let site = Site::new(Selection::Muster);
+    let policy = |spec: &str, site: &Site<'_>| {
+        owned(&cluster(spec), true, site)
+            .expect("built")
+            .network_policy
+    };
+    let kept = policy("{}", &site).expect("by default");
+    let spec = kept.spec.expect("a spec");
+    assert_eq!(spec.policy_types, Some(vec!["Ingress".to_owned()]));
+    assert_eq!(
+        spec.pod_selector.and_then(|s| s.match_labels),
+        Some(Selection::Muster.labels(&cluster("{}")))
+    );
+    assert_eq!(spec.ingress.map(|i| i.len()), Some(3));
+    assert!(policy("networkPolicy: {enabled: false}", &site).is_none());
+    let old = Site {
+        network_policy_supported: false,
+        ..site.clone()
+    };
+    assert!(policy("{}", &old).is_none(), "no port ranges before 1.25");
+    let monitored = policy(
+        "networkPolicy: {managementFrom: [{namespaceSelector: {matchLabels: {team: monitoring}}}]}",
+        &Site {
+            open_other_ports: false,
+            ..site.clone()
+        },
+    )
+    .expect("kept");
+    let rules = monitored.spec.and_then(|s| s.ingress).expect("rules");
+    assert_eq!(
+        rules.len(),
+        3,
+        "the agents' pods, the operator, managementFrom"
+    );
+    assert_eq!(
+        yaml(&rules[2]),
+        "from:\n- namespaceSelector:\n    matchLabels:\n      team: monitoring\nports:\n- port: 8558\n  protocol: TCP\n"
+    );
+}
+
+#[test]
+fn other_policies_isolate_the_pods_when_they_select_them_for_ingress() {
+    use k8s_openapi::api::networking::v1::NetworkPolicy;
+    let labels: BTreeMap<String, String> = [("muster.dev/cluster", "shop"), ("team", "a")]
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .into();
+    let isolates = |spec: &str| {
+        let p: NetworkPolicy =
+            serde_yaml::from_str(&format!("metadata: {{name: p}}\nspec: {spec}"))
+                .expect("a policy");
+        network_policy::isolates(&p, &labels)
+    };
+    assert!(isolates("{podSelector: {}}"), "a default deny");
+    assert!(isolates(
+        "{podSelector: {matchLabels: {team: a}}, policyTypes: [Ingress, Egress]}"
+    ));
+    assert!(!isolates("{podSelector: {matchLabels: {team: b}}}"));
+    assert!(
+        !isolates("{podSelector: {}, policyTypes: [Egress]}"),
+        "egress only"
+    );
+    assert!(isolates(
+        "{podSelector: {matchExpressions: [{key: team, operator: In, values: [a, b]}]}}"
+    ));
+    assert!(!isolates(
+        "{podSelector: {matchExpressions: [{key: team, operator: NotIn, values: [a]}]}}"
+    ));
+    assert!(isolates(
+        "{podSelector: {matchExpressions: [{key: gone, operator: DoesNotExist}]}}"
+    ));
+    assert!(!isolates(
+        "{podSelector: {matchExpressions: [{key: gone, operator: Exists}]}}"
+    ));
+    assert!(
+        isolates("{podSelector: {matchExpressions: [{key: team, operator: Someday}]}}"),
+        "unknown: assumed to isolate"
     );
 }
