@@ -297,6 +297,7 @@ pub fn check(raw: &Value, cx: &Context<'_>) -> Vec<Problem> {
             check_agent(c, raw_c, &at, cx, &mut bad);
             continue;
         }
+        unprivileged(c, &at, &mut bad);
         let merged_into_app = cx.application.as_deref() == Some(c.name.as_str());
         if merged_into_app {
             if raw_c.is_some_and(|r| r.contains_key("image")) {
@@ -338,6 +339,7 @@ pub fn check(raw: &Value, cx: &Context<'_>) -> Vec<Problem> {
     names.extend(cx.application.clone());
     for (i, c) in spec.init_containers.iter().flatten().enumerate() {
         let at = format!("{FIELD}.spec.initContainers[{}]", label(c, i));
+        unprivileged(c, &at, &mut bad);
         if c.image.as_deref().is_none_or(|i| i.trim().is_empty()) {
             bad(format!("{at}.image"), "is required".into());
         }
@@ -372,7 +374,13 @@ pub fn secret_references(
     key_secret: &str,
     account: &str,
 ) -> Vec<Problem> {
-    let refused = |name: &str| name == key_secret || name.starts_with(&format!("{account}-token-"));
+    // Any `…-cluster-key`: the operator names every cluster's key Secret so, and
+    // another ClusterSpec of the namespace must not mount this one's either.
+    let refused = |name: &str| {
+        name == key_secret
+            || name.ends_with("-cluster-key")
+            || name.starts_with(&format!("{account}-token-"))
+    };
     let problem = |field: String, name: &str| Problem {
         field,
         message: format!(
@@ -568,6 +576,29 @@ fn label(c: &Container, i: usize) -> String {
         i.to_string()
     } else {
         c.name.clone()
+    }
+}
+
+/// Any container: not privileged and no capability beyond NET_BIND_SERVICE (as Pod
+/// Security "restricted"): a privileged container reaches the node, and through it the
+/// agent's key and token.
+fn unprivileged(c: &Container, at: &str, bad: &mut impl FnMut(String, String)) {
+    let Some(sc) = &c.security_context else {
+        return;
+    };
+    if sc.privileged == Some(true) {
+        bad(
+            format!("{at}.securityContext.privileged"),
+            "cannot be true: a privileged container reaches the node, and through it the agent's cluster key and token".into(),
+        );
+    }
+    for cap in sc.capabilities.iter().flat_map(|c| c.add.iter().flatten()) {
+        if cap != "NET_BIND_SERVICE" {
+            bad(
+                format!("{at}.securityContext.capabilities.add[{cap}]"),
+                "only NET_BIND_SERVICE may be added (as under Pod Security \"restricted\")".into(),
+            );
+        }
     }
 }
 

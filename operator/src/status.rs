@@ -360,9 +360,10 @@ pub fn compute(seen: &Seen<'_>) -> ClusterSpecStatus {
             true,
             "Applied",
             format!(
-                "the agents' ports (8558, 2552) take connections from the cluster's pods and the operator only{}; {} (enforced where the network plugin enforces NetworkPolicy)",
+                "the agents' ports (8558, 2552) take connections from the cluster's pods and the operator{}{}; {} (enforced where the network plugin enforces NetworkPolicy, with port ranges)",
                 if spec.network_policy.management_from.is_empty() { "" } else { ", and 8558 from spec.networkPolicy.managementFrom" },
-                if other_ports_open { "the pods' other ports are open to all, as without a policy" } else { "the pods' other ports are as the namespace's other NetworkPolicies say" }
+                if other_ports_open { " only" } else { ", and from whatever the namespace's other NetworkPolicies allow" },
+                if other_ports_open { "the pods' other ports are open to all, as without a policy" } else { "the pods' other ports are as those policies say" }
             ),
         ),
     });

@@ -369,10 +369,15 @@ async fn reconcile_once(cs: &ClusterSpec, ctx: &Context, now: Timestamp) -> Resu
                     .as_ref()
                     .and_then(|m| m.labels.clone())
                     .unwrap_or_default();
-                site.open_other_ports = !read
-                    .other_network_policies
-                    .iter()
-                    .any(|p| build::network_policy::isolates(p, &pod_labels));
+                // (The pods' own labels count too: the StatefulSet adds some, e.g.
+                // statefulset.kubernetes.io/pod-name, that a policy may select by.)
+                site.open_other_ports = !read.other_network_policies.iter().any(|p| {
+                    build::network_policy::isolates(p, &pod_labels)
+                        || world
+                            .pods
+                            .iter()
+                            .any(|pod| build::network_policy::isolates(p, pod.labels()))
+                });
                 conflicts = apply::conflicts(cs, &built, &read, ctx.pdb_supported);
                 lives = Some(read);
                 // Claim templates (as built, with the operator's labels) that the API

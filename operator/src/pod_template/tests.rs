@@ -281,6 +281,7 @@ fn nothing_in_the_template_reaches_the_agents_secrets() {
             {"name": "t", "secret": {"secretName": "shop-token-x7k2p"}},
             {"name": "p", "projected": {"sources": [{"secret": {"name": "shop-cluster-key"}}]}},
             {"name": "fine", "secret": {"secretName": "shop-tls"}},
+            {"name": "theirs", "secret": {"secretName": "cache-cluster-key"}},
         ],
         "containers": [{"name": "app", "envFrom": [{"secretRef": {"name": "shop-cluster-key"}}],
                         "env": [{"name": "K", "valueFrom": {"secretKeyRef": {"name": "shop-cluster-key", "key": "cluster.key"}}}]}],
@@ -303,8 +304,27 @@ fn nothing_in_the_template_reaches_the_agents_secrets() {
             "spec.podTemplate.spec.volumes[k]",
             "spec.podTemplate.spec.volumes[t]",
             "spec.podTemplate.spec.volumes[p]",
+            "spec.podTemplate.spec.volumes[theirs]",
             "spec.podTemplate.spec.containers[app].env[K]",
             "spec.podTemplate.spec.containers[app].envFrom[0]",
+        ]
+    );
+}
+
+#[test]
+fn no_container_is_privileged_or_gains_capabilities() {
+    let problems = fields(json!({"spec": {
+        "containers": [
+            {"name": "app", "securityContext": {"privileged": true, "capabilities": {"add": ["NET_BIND_SERVICE", "SYS_ADMIN"]}}},
+        ],
+        "initContainers": [{"name": "init", "image": "x", "securityContext": {"privileged": true}}],
+    }}));
+    assert_eq!(
+        problems,
+        [
+            "spec.podTemplate.spec.containers[app].securityContext.privileged",
+            "spec.podTemplate.spec.containers[app].securityContext.capabilities.add[SYS_ADMIN]",
+            "spec.podTemplate.spec.initContainers[init].securityContext.privileged",
         ]
     );
 }

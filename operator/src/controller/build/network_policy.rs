@@ -15,7 +15,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::ResourceExt;
 
-use super::{CLUSTER_PORT, MANAGEMENT_PORT, Site, meta};
+use super::{CLUSTER_PORT, MANAGEMENT_PORT, Selection, Site, meta};
 use crate::crd::ClusterSpec;
 
 /// The operator's pods carry this label (the chart and `manifests/`).
@@ -30,7 +30,15 @@ pub fn build(cs: &ClusterSpec, site: &Site<'_>) -> Option<NetworkPolicy> {
     if !spec.enabled || !site.network_policy_supported {
         return None;
     }
+    // The policy applies to pods with muster's own label only (never to another
+    // team's pod that carries the legacy instance label); the cluster's pods may
+    // reach each other by the selection, so that during the rollout that gives a
+    // legacy cluster's pods the new label the old ones still reach the new.
     let pods = LabelSelector {
+        match_labels: Some(Selection::Muster.labels(cs)),
+        ..LabelSelector::default()
+    };
+    let peers = LabelSelector {
         match_labels: Some(site.selection.labels(cs)),
         ..LabelSelector::default()
     };
@@ -46,7 +54,7 @@ pub fn build(cs: &ClusterSpec, site: &Site<'_>) -> Option<NetworkPolicy> {
     let mut ingress = vec![
         NetworkPolicyIngressRule {
             from: Some(vec![NetworkPolicyPeer {
-                pod_selector: Some(pods.clone()),
+                pod_selector: Some(peers),
                 ..NetworkPolicyPeer::default()
             }]),
             ports: Some(vec![tcp(MANAGEMENT_PORT, None), tcp(CLUSTER_PORT, None)]),

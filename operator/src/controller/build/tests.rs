@@ -696,6 +696,24 @@ fn the_network_policy_follows_its_spec_and_the_server() {
     );
     assert_eq!(spec.ingress.map(|i| i.len()), Some(3));
     assert!(policy("networkPolicy: {enabled: false}", &site).is_none());
+    // A legacy cluster: the policy covers pods with muster's label only (never another
+    // release's pod with the instance label), while every pod of the cluster, labelled
+    // yet or not, may reach them (the rollout that labels them).
+    let legacy = policy("{}", &Site::new(Selection::Legacy))
+        .and_then(|p| p.spec)
+        .expect("kept");
+    assert_eq!(
+        legacy.pod_selector.and_then(|s| s.match_labels),
+        Some(Selection::Muster.labels(&cluster("{}")))
+    );
+    let peers = legacy.ingress.expect("rules")[0]
+        .from
+        .clone()
+        .expect("peers");
+    assert_eq!(
+        peers[0].pod_selector.clone().and_then(|s| s.match_labels),
+        Some(Selection::Legacy.labels(&cluster("{}")))
+    );
     let old = Site {
         network_policy_supported: false,
         ..site.clone()
