@@ -146,11 +146,13 @@ async fn live<K: Child>(ctx: &Context, ns: &str, name: &str) -> Result<Option<Va
 }
 
 /// Whether `meta` names the ClusterSpec of `uid` as its controller.
-fn controlled_by(meta: &ObjectMeta, uid: &str) -> bool {
-    meta.owner_references
-        .iter()
-        .flatten()
-        .any(|r| r.controller == Some(true) && r.uid == uid)
+pub(super) fn controlled_by(meta: &ObjectMeta, uid: &str) -> bool {
+    !uid.is_empty()
+        && meta
+            .owner_references
+            .iter()
+            .flatten()
+            .any(|r| r.controller == Some(true) && r.uid == uid)
 }
 
 fn meta_of(live: &Value) -> ObjectMeta {

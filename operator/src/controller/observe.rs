@@ -4,13 +4,13 @@ use std::net::IpAddr;
 
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::Pod;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
 use kube::api::{Api, ListParams};
 use node_agent::api::ClusterMembers;
 use node_agent::base::member::MemberStatus;
 
+use super::apply::controlled_by;
 use super::build::Selection;
 use super::{Context, Error};
 use crate::ClusterSpec;
@@ -105,16 +105,6 @@ fn of_stateful_set(pods: Vec<Pod>, stateful_set: Option<&StatefulSet>) -> Vec<Po
     pods.into_iter()
         .filter(|p| controlled_by(&p.metadata, uid))
         .collect()
-}
-
-/// Whether `meta`'s controller reference names `uid`.
-fn controlled_by(meta: &ObjectMeta, uid: &str) -> bool {
-    !uid.is_empty()
-        && meta
-            .owner_references
-            .iter()
-            .flatten()
-            .any(|o| o.controller == Some(true) && o.uid == uid)
 }
 
 pub fn is_ready(p: &Pod) -> bool {
