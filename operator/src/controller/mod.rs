@@ -118,6 +118,15 @@ pub struct Context {
     pub delay_before_delete: Duration,
     /// Failed reconciles in a row, per ClusterSpec (for the retry back-off).
     pub failures: Mutex<HashMap<ObjectRef<ClusterSpec>, u32>>,
+    /// The last status written, per ClusterSpec, until the watch delivers it.
+    pub written: Mutex<HashMap<String, Written>>,
+}
+
+/// A status the operator wrote, and the resource version the server gave it.
+#[derive(Debug, Clone)]
+pub struct Written {
+    resource_version: u64,
+    status: crate::ClusterSpecStatus,
 }
 
 impl std::fmt::Debug for Context {
@@ -199,6 +208,7 @@ impl Context {
             metrics,
             pdb_supported,
             failures: Mutex::default(),
+            written: Mutex::default(),
             fence,
             delay_before_delete: Duration::ZERO,
         }
@@ -215,6 +225,57 @@ impl Context {
         let n = f.entry(ObjectRef::from_obj(cs)).or_insert(0);
         *n = n.saturating_add(1);
         *n
+    }
+
+    /// The newest status of `cs` the operator knows: its own last write when the
+    /// view of `cs` (from the watch) is older than that write, else the view's.
+    ///
+    /// A reconcile that a pod's change starts right after a status write often sees
+    /// the ClusterSpec before the write; taken as it is, the same status would be
+    /// written, and its milestones announced, a second time. Resource versions are
+    /// compared as numbers (etcd's revisions); one that is not a number is taken as
+    /// newer, which costs at most that second write.
+    fn known_status(&self, cs: &ClusterSpec) -> Option<crate::ClusterSpecStatus> {
+        let (Some(uid), Some(seen)) = (cs.uid(), cs.resource_version()) else {
+            return cs.status.clone();
+        };
+        let mut written = self.written.lock().unwrap_or_else(|e| e.into_inner());
+        match (written.get(&uid), seen.parse::<u64>()) {
+            (Some(w), Ok(seen)) if seen < w.resource_version => Some(w.status.clone()),
+            _ => {
+                written.remove(&uid);
+                cs.status.clone()
+            }
+        }
+    }
+
+    /// `status` was written to `cs`, and the server answered with `written`.
+    fn wrote_status(
+        &self,
+        cs: &ClusterSpec,
+        status: &crate::ClusterSpecStatus,
+        written: &ClusterSpec,
+    ) {
+        let Some(uid) = cs.uid() else { return };
+        let mut memo = self.written.lock().unwrap_or_else(|e| e.into_inner());
+        match written.resource_version().and_then(|v| v.parse().ok()) {
+            Some(resource_version) => {
+                // Bounded like the failure counts.
+                if memo.len() >= MAX_TRACKED_FAILURES {
+                    memo.clear();
+                }
+                memo.insert(
+                    uid,
+                    Written {
+                        resource_version,
+                        status: status.clone(),
+                    },
+                );
+            }
+            None => {
+                memo.remove(&uid);
+            }
+        }
     }
 
     /// A reconcile of `cs` succeeded: its next failure starts the back-off afresh.
@@ -310,7 +371,8 @@ async fn reconcile_once(cs: &ClusterSpec, ctx: &Context, now: Timestamp) -> Resu
     {
         // A maintenance window: no reads of the world, no writes but this one status
         // (so `kubectl get` shows it), until the annotation goes (a watch event).
-        let previous = cs.status.as_ref();
+        let known = ctx.known_status(cs);
+        let previous = known.as_ref();
         let next = status::paused(previous, cs.meta().generation, now);
         if previous != Some(&next) {
             write_status(ctx, cs, &ns, &next).await?;
@@ -399,7 +461,8 @@ async fn reconcile_once(cs: &ClusterSpec, ctx: &Context, now: Timestamp) -> Resu
             }
         }
     }
-    let previous = cs.status.as_ref();
+    let known = ctx.known_status(cs);
+    let previous = known.as_ref();
     let members = world.members.as_ref().ok();
     let member_views = members.map(crate::agents::member_views).unwrap_or_default();
     let pod_views: Vec<rollout::PodView> = world.pods.iter().map(observe::pod_view).collect();
@@ -670,7 +733,8 @@ async fn leave(
 /// write may fail for the same reason.
 async fn report_error(ctx: &Context, cs: &ClusterSpec, error: &Error) {
     let Some(ns) = cs.namespace() else { return };
-    let previous = cs.status.as_ref();
+    let known = ctx.known_status(cs);
+    let previous = known.as_ref();
     let next = status::with_error(
         previous,
         cs.meta().generation,
@@ -698,13 +762,15 @@ async fn write_status(
         "kind": "ClusterSpec",
         "status": status,
     });
-    api.patch_status(
-        &cs.name_any(),
-        &PatchParams::apply(FIELD_MANAGER).force(),
-        &Patch::Apply(&patch),
-    )
-    .await
-    .map_err(|e| Error::kube("write the status", e))?;
+    let written = api
+        .patch_status(
+            &cs.name_any(),
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&patch),
+        )
+        .await
+        .map_err(|e| Error::kube("write the status", e))?;
+    ctx.wrote_status(cs, status, &written);
     Ok(())
 }
 

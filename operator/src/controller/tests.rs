@@ -47,6 +47,7 @@ fn context_with(network_policy: bool) -> (Arc<Context>, ApiHandle) {
         network_policy_supported: network_policy,
         operator_namespace: "muster-system".into(),
         failures: Default::default(),
+        written: Default::default(),
         fence: held(),
         delay_before_delete: Duration::ZERO,
     };
@@ -77,6 +78,15 @@ const NOT_FOUND: &str = r#"{"kind":"Status","apiVersion":"v1","status":"Failure"
 /// Answers every request with `answer` until the reconcile ends; returns the calls.
 async fn serve(
     mut handle: ApiHandle,
+    reconcile: tokio::task::JoinHandle<Result<Action, Error>>,
+    answer: impl Fn(&Call) -> (u16, Value),
+) -> (Vec<Call>, Result<Action, Error>) {
+    serve_with(&mut handle, reconcile, answer).await
+}
+
+/// [`serve`], the mock API server kept for another reconcile.
+async fn serve_with(
+    handle: &mut ApiHandle,
     reconcile: tokio::task::JoinHandle<Result<Action, Error>>,
     answer: impl Fn(&Call) -> (u16, Value),
 ) -> (Vec<Call>, Result<Action, Error>) {
@@ -602,5 +612,67 @@ async fn the_network_policy_leaves_the_other_ports_as_they_were() {
         closed.as_array().map(Vec::len),
         Some(2),
         "the agents' ports only: {closed}"
+    );
+}
+
+/// A reconcile that starts before the watch delivered the operator's own status write
+/// sees the ClusterSpec as it was: the status it would write is the one it wrote, so
+/// nothing is written (nor announced) again.
+#[tokio::test]
+async fn a_view_older_than_the_operators_own_status_write_writes_nothing_again() {
+    let mut cs = cluster(json!({"replicas": 3}));
+    cs.metadata.resource_version = Some("5".into());
+    let (stored, _) = first_reconcile(&cs).await;
+    let (ctx, mut handle) = context();
+    // The first reconcile, with the context kept: the server stores its status as
+    // resource version 6.
+    let task = tokio::spawn({
+        let (cs, ctx) = (cs.clone(), ctx.clone());
+        async move { reconcile_once(&cs, &ctx, now()).await }
+    });
+    let answer = |call: &Call| {
+        let path = call.uri.split('?').next().unwrap_or_default();
+        match (call.method.as_str(), stored.get(path)) {
+            ("GET", Some(obj)) => (200, obj.clone()),
+            ("PATCH", _) if call.uri.contains("/status?") => {
+                let (code, mut obj) = empty_namespace(call);
+                obj["metadata"]["resourceVersion"] = json!("6");
+                obj["metadata"]["uid"] = json!("u-1");
+                (code, obj)
+            }
+            _ => empty_namespace(call),
+        }
+    };
+    let (first, _) = serve_with(&mut handle, task, answer).await;
+    assert!(
+        first.iter().any(|c| c.uri.contains("/status?")),
+        "the first reconcile writes the status: {:?}",
+        summary(&first)
+    );
+    // The same, still unchanged view (resource version 5) again.
+    let task = tokio::spawn({
+        let (cs, ctx) = (cs.clone(), ctx.clone());
+        async move { reconcile_once(&cs, &ctx, now()).await }
+    });
+    let (again, _) = serve_with(&mut handle, task, answer).await;
+    let writes: Vec<String> = summary(&again)
+        .into_iter()
+        .filter(|c| !c.starts_with("GET"))
+        .collect();
+    assert!(writes.is_empty(), "nothing written again: {writes:?}");
+
+    // A view at or past the write is taken as it is: a status someone else changed
+    // since is written back.
+    let task = tokio::spawn({
+        let mut cs = cs.clone();
+        cs.metadata.resource_version = Some("7".into());
+        let ctx = ctx.clone();
+        async move { reconcile_once(&cs, &ctx, now()).await }
+    });
+    let (later, _) = serve_with(&mut handle, task, answer).await;
+    assert!(
+        later.iter().any(|c| c.uri.contains("/status?")),
+        "a newer view without the status gets it again: {:?}",
+        summary(&later)
     );
 }
