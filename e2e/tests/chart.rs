@@ -70,6 +70,13 @@ fn cases() -> Vec<Case> {
             ],
         },
         Case {
+            values: json!({"maxConcurrentReconciles": 8, "reconcileTimeoutSeconds": 120}),
+            shows: &[
+                "- --max-concurrent-reconciles\n            - \"8\"",
+                "- --reconcile-timeout-seconds\n            - \"120\"",
+            ],
+        },
+        Case {
             values: json!({"leaseName": "other-lease"}),
             shows: &["- --lease-name\n            - other-lease"],
         },

@@ -20,8 +20,8 @@ use serde_json::json;
 
 mod support;
 use support::operator::{
-    Cluster, Operator, RolloutWatch, condition, create_cluster, platform, retagged, running, setup,
-    status_of,
+    Cluster, Operator, OperatorLog, RolloutWatch, condition, create_cluster, platform, retagged,
+    running, setup, status_of,
 };
 use support::poll;
 
@@ -535,5 +535,109 @@ async fn pods_that_only_look_like_the_clusters_are_never_its_members() {
     eprintln!(
         "look-alike pods: Helm's asked nothing; the look-alike was asked {} time(s), by agents only",
         lookalike_log.lines().count()
+    );
+}
+
+/// A ClusterSpec's author chooses the agent image. Two tenants run one that answers
+/// the operator's `/cluster/members` as badly as it can (`tests/fixtures/hostile-agent`:
+/// an endless member list, one byte a second, no answer at all), with the operator
+/// allowed fewer reconciles at once than there are such tenants plus one. Meanwhile
+/// another team's cluster forms and scales: the operator stays up, keeps reconciling
+/// it, reads no more of an answer than its bound, and says in each hostile tenant's
+/// status what its agents did.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agents_that_answer_garbage_cannot_stop_the_operator_serving_other_tenants() {
+    let p = platform("hostile-agents", (89, 90), Default::default()).await;
+    let mut op = Operator::start_with(
+        &p,
+        "op-a",
+        SocketAddr::from(([127, 0, 89, 10], 8080)),
+        &["--max-concurrent-reconciles", "2"],
+        "info",
+    );
+    let hostile = ["evil-a", "evil-b"];
+    for name in hostile {
+        create_cluster(&p, name, 3, json!({"agent": {"image": "hostile-agent"}})).await;
+    }
+    for name in hostile {
+        Cluster::of(&p, name)
+            .wait_for(
+                &op,
+                "the agents' answers named in the status",
+                Duration::from_secs(120),
+                |cs| {
+                    let (_, _, message) = condition(cs, "Available").unwrap_or_default();
+                    let named = ["answer larger than 1048576 bytes", "no answer within 2s"];
+                    named
+                        .iter()
+                        .all(|n| message.contains(n))
+                        .then_some(())
+                        .ok_or_else(|| format!("Available says {message:?}"))
+                },
+            )
+            .await;
+    }
+
+    let started = create_cluster(&p, "cache", 3, json!({})).await;
+    let c = Cluster::of(&p, "cache");
+    c.wait_for(
+        &op,
+        "Running with 3 Up",
+        Duration::from_secs(180),
+        running(3),
+    )
+    .await;
+    let formed = started.elapsed();
+    let scaled = Instant::now();
+    c.patch_spec(json!({"replicas": 4})).await;
+    c.wait_for(
+        &op,
+        "Running with 4 Up",
+        Duration::from_secs(180),
+        running(4),
+    )
+    .await;
+    let scaled = scaled.elapsed();
+    poll("one cluster of 4", Duration::from_secs(60), || async {
+        c.one_cluster_of(4).await
+    })
+    .await;
+
+    // Still the same process, leading, and within the chart's memory limit.
+    assert!(
+        op.exited(Duration::ZERO).await.is_none(),
+        "the operator exited:\n{}",
+        op.log_tail()
+    );
+    leads(&op, "op-a").await;
+    let peak = support::operator::peak_rss_mib(op.pid());
+    assert!(
+        peak < 128.0,
+        "the operator's resident memory peaked at {peak:.1} MiB"
+    );
+    // What the hostile agents were asked: never the management token.
+    let cp = p.control_plane().expect("the local platform");
+    let mut asked = 0;
+    for name in hostile {
+        for i in 0..3 {
+            let log = cp.dir.join(format!("{}_{name}-{i}_agent.log", p.namespace));
+            let text = std::fs::read_to_string(&log).expect("a hostile agent's log");
+            for line in text.lines().filter(|l| l.contains("/cluster/members")) {
+                assert!(!line.ends_with(" token"), "sent the token: {line}");
+                asked += 1;
+            }
+        }
+    }
+    let metrics = op.metrics().await.expect("metrics");
+    let reconciles = metrics
+        .get("muster_operator_reconciles_total")
+        .copied()
+        .unwrap_or_default();
+    eprintln!(
+        "hostile agents: {} tenants x 3 pods, 2 reconciles at once; the other cluster Running 3 after {:.1} s, scaled to 4 in {:.1} s; \
+         operator peak RSS {peak:.1} MiB, {reconciles} reconciles, the hostile agents asked for members {asked} times",
+        hostile.len(),
+        formed.as_secs_f64(),
+        scaled.as_secs_f64(),
     );
 }

@@ -1,46 +1,76 @@
 //! The operator's side of the agents' management API, through the agent's own client:
 //! the member list (from any agent that answers; one down or partitioned pod must not
 //! blind the operator) and Leave (with the management token from the cluster's Secret).
+//!
+//! A ClusterSpec's author chooses the agent image, so whatever answers on the agents'
+//! port is hostile: every answer is bounded in size ([`MEMBERS_BODY_BYTES`]), every
+//! request in time, and one look at a cluster's agents in total ([`Agents::new`]'s
+//! `scan`), so that one cluster's agents cannot hold a reconcile, or the operator's
+//! memory, for longer or more than that.
 
+use std::collections::HashSet;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use node_agent::api::{ClientError, ClusterMembers, ManagementClient};
 use node_agent::base::address::NodeAddress;
 use node_agent::base::secret::ManagementToken;
+use tokio::time::Instant;
 
 use crate::controller::build::MANAGEMENT_PORT;
 use crate::rollout::MemberView;
+
+/// The largest `/cluster/members` answer read. A member is about 150 bytes of JSON, so
+/// this holds several thousand; a longer answer is refused unread.
+pub const MEMBERS_BODY_BYTES: usize = 1024 * 1024;
+/// Each request to an agent gives up after this.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
+/// One look at a cluster's agents (asking one after another until one answers as a
+/// member) gives up after this.
+pub const SCAN_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Talks to agents on their pod IPs.
 #[derive(Debug, Clone)]
 pub struct Agents {
     client: ManagementClient,
+    scan: Duration,
 }
 
 impl Default for Agents {
     fn default() -> Self {
-        Self::new(Duration::from_secs(2))
+        Self::new(REQUEST_TIMEOUT, SCAN_TIMEOUT)
     }
 }
 
 impl Agents {
-    /// Each request gives up after `timeout`.
-    pub fn new(timeout: Duration) -> Self {
+    /// Each request gives up after `timeout`, each look at a cluster's agents after
+    /// `scan`.
+    pub fn new(timeout: Duration, scan: Duration) -> Self {
         Self {
-            client: ManagementClient::new(timeout),
+            client: ManagementClient::new(timeout).with_body_limit(MEMBERS_BODY_BYTES),
+            scan,
         }
     }
 
     /// `/cluster/members` of the first agent in `ips` that is a member (an agent that
     /// has not joined yet answers an empty list; that answer is kept only when no
-    /// agent is a member); else every error.
+    /// agent is a member); else every error, and how many were not asked in time.
     pub async fn members(&self, ips: &[IpAddr]) -> Result<ClusterMembers, String> {
         let mut errors = Vec::new();
         let mut not_joined = None;
-        for ip in ips {
+        let deadline = Instant::now() + self.scan;
+        for (asked, ip) in ips.iter().enumerate() {
             let addr = SocketAddr::new(*ip, MANAGEMENT_PORT);
-            match self.client.members(addr).await {
+            let Some(answer) = self.ask(addr, deadline).await else {
+                errors.push(format!(
+                    "gave up after {:?}; {} of {} agents not asked",
+                    self.scan,
+                    ips.len() - asked,
+                    ips.len()
+                ));
+                break;
+            };
+            match answer {
                 Ok(m) if !m.members.is_empty() => return Ok(m),
                 Ok(m) => not_joined = not_joined.or(Some(m)),
                 Err(e) => errors.push(format!("{addr}: {e}")),
@@ -53,22 +83,34 @@ impl Agents {
         }
     }
 
-    /// Whether every agent at `ips` answers and none is a member (an empty list: no).
+    /// Whether every agent at `ips` answers, in time, and none is a member (an empty
+    /// list: no).
     pub async fn none_joined(&self, ips: &[IpAddr]) -> bool {
         if ips.is_empty() {
             return false;
         }
+        let deadline = Instant::now() + self.scan;
         for ip in ips {
             match self
-                .client
-                .members(SocketAddr::new(*ip, MANAGEMENT_PORT))
+                .ask(SocketAddr::new(*ip, MANAGEMENT_PORT), deadline)
                 .await
             {
-                Ok(m) if m.members.is_empty() => {}
+                Some(Ok(m)) if m.members.is_empty() => {}
                 _ => return false,
             }
         }
         true
+    }
+
+    /// One agent's member list; `None` when `deadline` passed first.
+    async fn ask(
+        &self,
+        addr: SocketAddr,
+        deadline: Instant,
+    ) -> Option<Result<ClusterMembers, ClientError>> {
+        tokio::time::timeout_at(deadline, self.client.members(addr))
+            .await
+            .ok()
     }
 
     /// Asks the agent at `ip` to make `member` leave the cluster gracefully.
@@ -86,13 +128,135 @@ impl Agents {
 
 /// The members as the rollout planner sees them.
 pub fn member_views(m: &ClusterMembers) -> Vec<MemberView> {
+    let unreachable: HashSet<&NodeAddress> = m.unreachable.iter().map(|u| &u.node).collect();
     m.members
         .iter()
         .map(|x| MemberView {
             address: x.node.clone(),
             status: x.status,
             up_number: x.up_number,
-            unreachable: m.is_unreachable(&x.node),
+            unreachable: unreachable.contains(&x.node),
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use node_agent::api::ClusterMember;
+    use node_agent::base::member::MemberStatus;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpListener;
+
+    use super::*;
+
+    /// `n` members of a cluster `s`, as JSON.
+    fn members_json(n: u32) -> Vec<u8> {
+        let node =
+            |i: u32| NodeAddress::new("s", IpAddr::from([10, 0, (i >> 8) as u8, i as u8]), 2552);
+        let mut m = ClusterMembers::empty(node(0));
+        m.members = (0..n)
+            .map(|i| ClusterMember {
+                node: node(i),
+                node_uid: u64::from(i) + 1,
+                status: MemberStatus::Up,
+                roles: vec!["a-role-name".into()],
+                up_number: i,
+                app_version: "0123456789".into(),
+            })
+            .collect();
+        serde_json::to_vec(&m).expect("JSON")
+    }
+
+    /// An "agent" on `ip`'s management port that answers every connection with
+    /// `answer` (nothing at all when empty: it keeps the connection open, silent);
+    /// the number of connections it took.
+    async fn agent(ip: IpAddr, answer: Vec<u8>) -> Arc<AtomicUsize> {
+        let listener = TcpListener::bind(SocketAddr::new(ip, MANAGEMENT_PORT))
+            .await
+            .expect("bind the agent's port");
+        let taken = Arc::new(AtomicUsize::new(0));
+        let count = taken.clone();
+        tokio::spawn(async move {
+            let mut open = Vec::new();
+            while let Ok((mut conn, _)) = listener.accept().await {
+                count.fetch_add(1, Ordering::SeqCst);
+                if answer.is_empty() {
+                    open.push(conn);
+                    continue;
+                }
+                let head = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+                    answer.len()
+                );
+                let answer = answer.clone();
+                tokio::spawn(async move {
+                    // The request's head, then the answer; then until the client closes
+                    // (closing first with its request unread would reset the
+                    // connection before the client read the answer).
+                    let mut buf = vec![0u8; 4096];
+                    let mut seen = Vec::new();
+                    while !seen.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match conn.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => seen.extend_from_slice(&buf[..n]),
+                        }
+                    }
+                    let _ = conn.write_all(head.as_bytes()).await;
+                    let _ = conn.write_all(&answer).await;
+                    while matches!(conn.read(&mut buf).await, Ok(n) if n > 0) {}
+                });
+            }
+        });
+        taken
+    }
+
+    #[tokio::test]
+    async fn a_member_list_larger_than_the_bound_is_refused() {
+        let big = members_json(8000);
+        assert!(
+            big.len() > MEMBERS_BODY_BYTES && big.len() < 4 * 1024 * 1024,
+            "{} bytes",
+            big.len()
+        );
+        let ok = members_json(3);
+        let (a, b) = (IpAddr::from([127, 36, 0, 1]), IpAddr::from([127, 36, 0, 2]));
+        agent(a, big).await;
+        agent(b, ok).await;
+        let agents = Agents::default();
+        let error = match agents.members(&[a]).await {
+            Ok(m) => panic!("a list of {} members was read", m.members.len()),
+            Err(e) => e,
+        };
+        assert!(
+            error.contains(&format!("larger than {MEMBERS_BODY_BYTES} bytes")),
+            "{error}"
+        );
+        // The next agent is asked instead.
+        let m = agents
+            .members(&[a, b])
+            .await
+            .expect("the second agent's list");
+        assert_eq!(m.members.len(), 3);
+    }
+
+    #[tokio::test]
+    async fn silent_agents_hold_one_look_at_a_cluster_no_longer_than_the_scan() {
+        let ips: Vec<IpAddr> = (1..=5).map(|i| IpAddr::from([127, 36, 1, i])).collect();
+        let mut taken = Vec::new();
+        for ip in &ips {
+            taken.push(agent(*ip, Vec::new()).await);
+        }
+        let agents = Agents::new(Duration::from_millis(300), Duration::from_millis(700));
+        let error = agents.members(&ips).await.expect_err("no answer");
+        let asked: usize = taken.iter().map(|t| t.load(Ordering::SeqCst)).sum();
+        assert!(asked < ips.len(), "{asked} asked: {error}");
+        assert!(
+            error.contains(&format!("of {} agents not asked", ips.len())),
+            "{error}"
+        );
+        assert!(!agents.none_joined(&ips).await);
+    }
 }

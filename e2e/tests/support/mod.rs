@@ -49,7 +49,13 @@ pub fn local(dns_net: u8, pod_net: u8) -> LocalSettings {
             .with("muster-agent", agent_binary())
             .with(e2e::EXAMPLE_IMAGE_NAME, e2e::example_application())
             // Pods of other teams' in shared-namespace tests: a Python server.
-            .with("python3", std::path::PathBuf::from("/usr/bin/python3")),
+            .with("python3", std::path::PathBuf::from("/usr/bin/python3"))
+            // A tenant's agent image that answers the operator as badly as it can.
+            .with(
+                "hostile-agent",
+                std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                    .join("tests/fixtures/hostile-agent"),
+            ),
         volume_refresh: e2e::VolumeRefresh::default(),
     }
 }

@@ -70,6 +70,8 @@ impl From<ClientError> for String {
 pub struct ManagementClient {
     client: Client<HttpConnector, Empty<Bytes>>,
     timeout: Duration,
+    /// Largest body read (except `/bootstrap/seed-nodes`, which has its own).
+    body_limit: usize,
 }
 
 impl Default for ManagementClient {
@@ -99,7 +101,19 @@ impl ManagementClient {
             .pool_idle_timeout(Duration::from_secs(30))
             .pool_max_idle_per_host(1)
             .build(connector);
-        Self { client, timeout }
+        Self {
+            client,
+            timeout,
+            body_limit: MAX_BODY_BYTES,
+        }
+    }
+
+    /// The same client, reading at most `bytes` of any answer (default
+    /// [`MAX_BODY_BYTES`]); a longer one is [`ClientError::TooLarge`], and no more of
+    /// it is read.
+    pub fn with_body_limit(mut self, bytes: usize) -> Self {
+        self.body_limit = bytes;
+        self
     }
 
     /// `GET /bootstrap/seed-nodes` of a contact point, checked against this node's
@@ -157,7 +171,7 @@ impl ManagementClient {
     /// `GET /metrics`, the Prometheus text.
     pub async fn metrics(&self, addr: SocketAddr) -> Result<String, ClientError> {
         let body = self
-            .ok_body(http::Method::GET, addr, "/metrics", None, MAX_BODY_BYTES)
+            .ok_body(http::Method::GET, addr, "/metrics", None, self.body_limit)
             .await?;
         String::from_utf8(body.to_vec()).map_err(|e| ClientError::Malformed(e.to_string()))
     }
@@ -191,7 +205,7 @@ impl ManagementClient {
     ) -> Result<(), ClientError> {
         let path = format!("/cluster/members/{member}?operation={operation}");
         let auth = (http::header::AUTHORIZATION.as_str(), token.bearer());
-        self.ok_body(http::Method::PUT, addr, &path, Some(auth), MAX_BODY_BYTES)
+        self.ok_body(http::Method::PUT, addr, &path, Some(auth), self.body_limit)
             .await
             .map(drop)
     }
@@ -203,14 +217,14 @@ impl ManagementClient {
         path: &str,
     ) -> Result<T, ClientError> {
         let body = self
-            .ok_body(http::Method::GET, addr, path, None, MAX_BODY_BYTES)
+            .ok_body(http::Method::GET, addr, path, None, self.body_limit)
             .await?;
         serde_json::from_slice(&body).map_err(|e| ClientError::Malformed(e.to_string()))
     }
 
     /// `GET http://addr/path`: the status and the body, whatever the status.
     pub async fn get(&self, addr: SocketAddr, path: &str) -> Result<(u16, Bytes), ClientError> {
-        self.send(http::Method::GET, addr, path, None, MAX_BODY_BYTES)
+        self.send(http::Method::GET, addr, path, None, self.body_limit)
             .await
     }
 
@@ -226,7 +240,7 @@ impl ManagementClient {
             http::header::AUTHORIZATION.as_str(),
             format!("Bearer {token}"),
         );
-        self.send(http::Method::PUT, addr, path, Some(auth), MAX_BODY_BYTES)
+        self.send(http::Method::PUT, addr, path, Some(auth), self.body_limit)
             .await
     }
 

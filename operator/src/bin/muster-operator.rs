@@ -44,6 +44,17 @@ struct Args {
     /// Log format: `text` or `json`. The level comes from RUST_LOG (default `info`).
     #[arg(long, env = "MUSTER_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
+    /// Reconcile at most this many ClusterSpecs at once (each one is never reconciled
+    /// twice at once). At least 1.
+    #[arg(long, env = "MUSTER_MAX_CONCURRENT_RECONCILES", default_value_t = controller::CONCURRENCY,
+          value_parser = clap::value_parser!(u16).range(1..))]
+    max_concurrent_reconciles: u16,
+    /// Stop a reconcile that takes longer than this many seconds, report it in the
+    /// ClusterSpec's status and try again with the back-off. At least 15 (a reconcile
+    /// may ask the agents twice, 5 s each, besides the API server).
+    #[arg(long, env = "MUSTER_RECONCILE_TIMEOUT_SECONDS", default_value_t = controller::RECONCILE_TIMEOUT.as_secs(),
+          value_parser = clap::value_parser!(u64).range(15..=3600))]
+    reconcile_timeout_seconds: u64,
     /// For tests of leadership fencing only: wait this many milliseconds between
     /// deciding to delete a pod in a rollout and deleting it.
     #[arg(long, hide = true, default_value_t = 0)]
@@ -196,6 +207,8 @@ async fn run(args: Args) -> ExitCode {
     // Its pods may reach the agents' management port (each cluster's NetworkPolicy).
     ctx.operator_namespace = args.lease_namespace.clone();
     ctx.delay_before_delete = Duration::from_millis(args.test_delay_before_delete_ms);
+    ctx.concurrency = args.max_concurrent_reconciles;
+    ctx.reconcile_timeout = Duration::from_secs(args.reconcile_timeout_seconds);
     let ctx = Arc::new(ctx);
     // A graceful stop lets the current reconciles finish; a lost Lease (or a keeper
     // that died) does not: the process ends at once (the fence already refuses their

@@ -49,6 +49,10 @@ const QUIET_REQUEUE: Duration = Duration::from_secs(30);
 /// further failure of the same ClusterSpec up to [`RETRY_MAX`]; a success resets it.
 pub const RETRY_FIRST: Duration = Duration::from_secs(1);
 pub const RETRY_MAX: Duration = Duration::from_secs(300);
+/// Default of [`Context::reconcile_timeout`].
+pub const RECONCILE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Default of [`Context::concurrency`].
+pub const CONCURRENCY: u16 = 4;
 /// ClusterSpecs whose failures are counted at once.
 const MAX_TRACKED_FAILURES: usize = 4096;
 
@@ -75,6 +79,10 @@ pub enum Error {
     Secret(String),
     #[error("the ClusterSpec has no namespace")]
     NoNamespace,
+    #[error(
+        "the reconcile took longer than {0:?} and was stopped (the API server or the cluster's agents answer too slowly); it is tried again"
+    )]
+    TimedOut(Duration),
 }
 
 impl Error {
@@ -92,6 +100,7 @@ impl Error {
             Self::Build(_) | Self::Json(_) => "build",
             Self::Secret(_) => "secret",
             Self::NoNamespace => "no_namespace",
+            Self::TimedOut(_) => "timeout",
         }
     }
 }
@@ -116,6 +125,11 @@ pub struct Context {
     pub fence: crate::leader::Fence,
     /// Tests of fencing only: a wait between deciding on a pod's deletion and doing it.
     pub delay_before_delete: Duration,
+    /// One reconcile is stopped after this (and retried with the back-off): one
+    /// cluster's slow agents or API calls cannot hold a reconcile slot for longer.
+    pub reconcile_timeout: Duration,
+    /// At most this many ClusterSpecs are reconciled at once (each one at most once).
+    pub concurrency: u16,
     /// Failed reconciles in a row, per ClusterSpec (for the retry back-off).
     pub failures: Mutex<HashMap<ObjectRef<ClusterSpec>, u32>>,
     /// The last status written, per ClusterSpec, until the watch delivers it.
@@ -207,6 +221,8 @@ impl Context {
             agents: Agents::default(),
             metrics,
             pdb_supported,
+            reconcile_timeout: RECONCILE_TIMEOUT,
+            concurrency: CONCURRENCY,
             failures: Mutex::default(),
             written: Mutex::default(),
             fence,
@@ -309,7 +325,9 @@ pub async fn run(
         Some(ns) => Api::<ConfigMap>::namespaced(client, ns),
         None => Api::<ConfigMap>::all(client),
     };
+    let config = kube::runtime::controller::Config::default().concurrency(ctx.concurrency);
     Controller::new(specs, watcher::Config::default())
+        .with_config(config)
         .owns(sets, owned.clone())
         .owns(configs, owned.clone())
         // Pods are the StatefulSet's, not ours: map them by their cluster label (the
@@ -345,7 +363,12 @@ fn error_policy(cs: Arc<ClusterSpec>, error: &Error, ctx: Arc<Context>) -> Actio
 #[tracing::instrument(skip_all, fields(clusterspec = %cs.name_any(), namespace = cs.namespace().unwrap_or_default()))]
 pub async fn reconcile(cs: Arc<ClusterSpec>, ctx: Arc<Context>) -> Result<Action, Error> {
     let started = Instant::now();
-    let result = reconcile_once(&cs, &ctx, Timestamp::now()).await;
+    let result = tokio::time::timeout(
+        ctx.reconcile_timeout,
+        reconcile_once(&cs, &ctx, Timestamp::now()),
+    )
+    .await
+    .unwrap_or(Err(Error::TimedOut(ctx.reconcile_timeout)));
     match &result {
         Ok(_) => ctx.succeeded(&cs),
         Err(e) => report_error(&ctx, &cs, e).await,
