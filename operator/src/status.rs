@@ -71,6 +71,8 @@ pub enum NetworkPolicyState {
     Disabled,
     /// The server cannot keep it (Kubernetes < 1.25).
     Unsupported,
+    /// The operator may not read NetworkPolicies (its RBAC predates them).
+    Forbidden,
     /// Kept; `other_ports_open`: it opens the pods' other ports to all (no other policy
     /// of the namespace applies to them).
     Applied { other_ports_open: bool },
@@ -354,6 +356,7 @@ pub fn compute(seen: &Seen<'_>) -> ClusterSpecStatus {
     }
     conditions.push(match seen.network_policy {
         NetworkPolicyState::Disabled => cond("NetworkPolicy", false, "Disabled", "spec.networkPolicy.enabled is false: every pod that reaches the cluster's pods reaches the agents' ports".into()),
+        NetworkPolicyState::Forbidden => cond("NetworkPolicy", false, "Forbidden", "the operator may not read NetworkPolicies in this namespace (its RBAC is older than the operator): no policy is written or removed, so every pod that reaches the cluster's pods reaches the agents' ports; re-apply manifests/operator.yaml or upgrade the Helm chart".into()),
         NetworkPolicyState::Unsupported => cond("NetworkPolicy", false, "Unsupported", "the API server is older than Kubernetes 1.25 and drops NetworkPolicy port ranges, which the policy needs to leave the pods' other ports as they are: none is kept, and every pod that reaches the cluster's pods reaches the agents' ports".into()),
         NetworkPolicyState::Applied { other_ports_open } => cond(
             "NetworkPolicy",

@@ -68,6 +68,9 @@ pub struct Lives {
     /// The namespace's other NetworkPolicies (they decide whether the cluster's opens
     /// the pods' other ports).
     pub other_network_policies: Vec<NetworkPolicy>,
+    /// The operator may not read NetworkPolicies in the namespace (its RBAC predates
+    /// them): the cluster's is neither written nor removed.
+    pub network_policy_forbidden: bool,
     /// The Secret with the cluster key and the management token.
     pub secret: Option<Secret>,
     /// The formation record.
@@ -84,7 +87,26 @@ pub async fn read(
 ) -> Result<Lives, Error> {
     let name = cs.name_any();
     let as_json = |o: Option<&StatefulSet>| o.map(serde_json::to_value).transpose();
-    let (network_policy, other_network_policies) = network_policies(ctx, ns, &name).await?;
+    let (network_policy, other_network_policies, network_policy_forbidden) = match network_policies(
+        ctx,
+        ns,
+        &name,
+        cs.spec.network_policy.enabled,
+    )
+    .await
+    {
+        Err(kube::Error::Api(e)) if e.code == 403 => {
+            tracing::warn!(namespace = ns, error = %e.message, "may not read NetworkPolicies: the operator's RBAC predates them; re-apply manifests/operator.yaml or upgrade the chart");
+            (None, Vec::new(), true)
+        }
+        Err(e) => {
+            return Err(Error::kube(
+                format!("read the NetworkPolicies of namespace {ns}"),
+                e,
+            ));
+        }
+        Ok((ours, others)) => (ours, others, false),
+    };
     Ok(Lives {
         service_account: live::<ServiceAccount>(ctx, ns, &name).await?,
         role: live::<Role>(ctx, ns, &name).await?,
@@ -99,26 +121,30 @@ pub async fn read(
         },
         network_policy,
         other_network_policies,
+        network_policy_forbidden,
         secret: typed::<Secret>(ctx, ns, &build::secret_name(cs)).await?,
         formation: typed::<Lease>(ctx, ns, &formation_lease::name(cs)).await?,
     })
 }
 
-/// The namespace's NetworkPolicies (one list, where the server can keep the cluster's):
-/// the one under the cluster's name, and the others.
+/// Where the server can keep the cluster's NetworkPolicy: the one under the cluster's
+/// name, and (when the cluster has one, `enabled`) the namespace's others, in one list.
+/// Without a policy only the cluster's name is read, to remove one made earlier.
 async fn network_policies(
     ctx: &Context,
     ns: &str,
     name: &str,
-) -> Result<(Option<Value>, Vec<NetworkPolicy>), Error> {
+    enabled: bool,
+) -> Result<(Option<Value>, Vec<NetworkPolicy>), kube::Error> {
     if !ctx.network_policy_supported {
         return Ok((None, Vec::new()));
     }
-    let all = Api::<NetworkPolicy>::namespaced(ctx.client.clone(), ns)
-        .list(&ListParams::default())
-        .await
-        .map_err(|e| Error::kube(format!("list the NetworkPolicies of namespace {ns}"), e))?
-        .items;
+    let api = Api::<NetworkPolicy>::namespaced(ctx.client.clone(), ns);
+    let all = if enabled {
+        api.list(&ListParams::default()).await?.items
+    } else {
+        api.get_opt(name).await?.into_iter().collect()
+    };
     let (ours, others): (Vec<_>, Vec<_>) = all
         .into_iter()
         .partition(|p| p.metadata.name.as_deref() == Some(name));
@@ -127,7 +153,7 @@ async fn network_policies(
         .next()
         .map(serde_json::to_value)
         .transpose()
-        .map_err(Error::Json)?;
+        .map_err(kube::Error::SerdeError)?;
     Ok((ours, others))
 }
 
@@ -266,7 +292,7 @@ pub async fn owned(
     written += usize::from(optional(ctx, ns, role_binding, lives.role_binding, &uid).await?);
     written += usize::from(one(ctx, ns, service, lives.service).await?);
     written += usize::from(one(ctx, ns, config_map, lives.config_map).await?);
-    if ctx.network_policy_supported {
+    if ctx.network_policy_supported && !lives.network_policy_forbidden {
         written +=
             usize::from(optional(ctx, ns, network_policy, lives.network_policy, &uid).await?);
     }

@@ -437,6 +437,7 @@ async fn reconcile_once(cs: &ClusterSpec, ctx: &Context, now: Timestamp) -> Resu
     // Objects of someone else's under the names this ClusterSpec's take.
     let mut conflicts = Vec::new();
     let mut lives = None;
+    let mut lives_forbid_policies = false;
     // What only building finds: the agent settings as the agent's own loader sees them
     // (`spec.agent.config`), the merged pod template. Pure and cheap.
     if problems.is_empty() {
@@ -464,6 +465,7 @@ async fn reconcile_once(cs: &ClusterSpec, ctx: &Context, now: Timestamp) -> Resu
                             .any(|pod| build::network_policy::isolates(p, pod.labels()))
                 });
                 conflicts = apply::conflicts(cs, &built, &read, ctx.pdb_supported);
+                lives_forbid_policies = read.network_policy_forbidden;
                 lives = Some(read);
                 // Claim templates (as built, with the operator's labels) that the API
                 // server would refuse to change.
@@ -560,7 +562,9 @@ async fn reconcile_once(cs: &ClusterSpec, ctx: &Context, now: Timestamp) -> Resu
         previous,
         pods: world.live_pods(),
         selector: selection.query(cs),
-        network_policy: if !cs.spec.network_policy.enabled {
+        network_policy: if lives_forbid_policies {
+            status::NetworkPolicyState::Forbidden
+        } else if !cs.spec.network_policy.enabled {
             status::NetworkPolicyState::Disabled
         } else if !ctx.network_policy_supported {
             status::NetworkPolicyState::Unsupported

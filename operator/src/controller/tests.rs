@@ -678,3 +678,69 @@ async fn a_view_older_than_the_operators_own_status_write_writes_nothing_again()
         summary(&later)
     );
 }
+
+/// An operator upgraded without its RBAC (the ClusterRole from before NetworkPolicies)
+/// is refused every NetworkPolicy request: the cluster is still reconciled, without a
+/// policy, and the condition says why and what to do. With the policy turned off, the
+/// namespace's policies are not listed (only the cluster's own name is read, to remove
+/// one made earlier).
+#[tokio::test]
+async fn network_policies_the_operator_may_not_read_are_reported_not_fatal() {
+    const FORBIDDEN: &str = r#"{"kind":"Status","apiVersion":"v1","status":"Failure","reason":"Forbidden","message":"networkpolicies.networking.k8s.io is forbidden","code":403}"#;
+    let run = |spec: Value| async move {
+        let (ctx, handle) = context_with(true);
+        let cs = cluster(spec);
+        let task = tokio::spawn({
+            let ctx = ctx.clone();
+            async move { reconcile_once(&cs, &ctx, now()).await }
+        });
+        let (calls, result) = serve(handle, task, |call| {
+            if call.uri.contains("/networkpolicies") {
+                (403, serde_json::from_str(FORBIDDEN).expect("JSON"))
+            } else {
+                empty_namespace(call)
+            }
+        })
+        .await;
+        (summary(&calls), calls, result)
+    };
+    let (order, calls, result) = run(json!({"replicas": 3})).await;
+    result.expect("reconciled without the policy");
+    assert!(
+        order
+            .iter()
+            .any(|c| c == "PATCH apps/v1/namespaces/prod/statefulsets/shop"),
+        "{order:?}"
+    );
+    let policy_calls: Vec<&String> = order
+        .iter()
+        .filter(|c| c.contains("networkpolicies"))
+        .collect();
+    assert_eq!(
+        policy_calls,
+        ["GET networking.k8s.io/v1/namespaces/prod/networkpolicies"]
+    );
+    let status = &calls.last().expect("status").body["status"];
+    let condition = status["conditions"]
+        .as_array()
+        .expect("conditions")
+        .iter()
+        .find(|c| c["type"] == "NetworkPolicy")
+        .expect("the NetworkPolicy condition");
+    assert_eq!(condition["status"], "False");
+    assert_eq!(condition["reason"], "Forbidden");
+    let message = condition["message"].as_str().unwrap_or_default();
+    assert!(message.contains("manifests/operator.yaml"), "{message}");
+
+    let (order, _, result) = run(json!({"replicas": 3, "networkPolicy": {"enabled": false}})).await;
+    result.expect("reconciled");
+    let policy_calls: Vec<&String> = order
+        .iter()
+        .filter(|c| c.contains("networkpolicies"))
+        .collect();
+    assert_eq!(
+        policy_calls,
+        ["GET networking.k8s.io/v1/namespaces/prod/networkpolicies/shop"],
+        "the cluster's own name only"
+    );
+}
