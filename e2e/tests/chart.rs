@@ -15,7 +15,10 @@ use serde_json::{Value, json};
 
 mod support;
 use support::chart::{Rendered, chart_dir, documents, render};
-use support::operator::{a_cluster_forms_under, operator_pod, platform_with_images};
+use support::operator::{
+    a_cluster_forms_under, never_reconciled, operator_pod, platform_with_images,
+    stray_cluster_elsewhere,
+};
 use support::{local, wait_for_crd};
 
 /// A values file in a fresh temporary folder.
@@ -74,6 +77,15 @@ fn cases() -> Vec<Case> {
             shows: &[
                 "- --max-concurrent-reconciles\n            - \"8\"",
                 "- --reconcile-timeout-seconds\n            - \"120\"",
+            ],
+        },
+        Case {
+            values: json!({"watchNamespaces": ["shop", "cart"], "watchNamespace": "shop"}),
+            shows: &[
+                "kind: Role\nmetadata:\n  name: muster-operator\n  namespace: cart",
+                "kind: Role\nmetadata:\n  name: muster-operator\n  namespace: shop",
+                "- --namespace\n            - cart,shop",
+                "name: muster-operator-leader-election\n  namespace: muster-system",
             ],
         },
         Case {
@@ -412,6 +424,21 @@ fn the_notes_say_what_to_do_next() {
             "NOTES.txt lacks {expected:?}:\n{text}"
         );
     }
+    let file = values_file(
+        &dir,
+        "several",
+        &json!({"watchNamespaces": ["shop", "cart"]}),
+    );
+    let text = notes(&[&file]);
+    for expected in [
+        "watching ClusterSpecs in namespaces cart, shop.",
+        "kubectl apply -n cart -f -",
+    ] {
+        assert!(
+            text.contains(expected),
+            "NOTES.txt lacks {expected:?}:\n{text}"
+        );
+    }
 }
 
 /// `kubectl ARGS` on the platform, without a default namespace (the chart names its own).
@@ -469,6 +496,7 @@ async fn every_option_renders_what_the_api_server_accepts() {
         .expect("platform");
     namespace(&p, "muster-system");
     namespace(&p, "shop");
+    namespace(&p, "cart");
     monitoring_kinds(&p);
     let crd = std::fs::read_to_string(chart_dir().join("crds/clusterspecs.muster.dev.yaml"))
         .expect("the chart's CRD");
@@ -521,4 +549,35 @@ async fn the_installed_chart_runs_an_operator_that_forms_a_cluster() {
         "ClusterSpec created → Running (chart's operator): {} ms",
         formed.as_millis()
     );
+}
+
+/// `helm install … --set watchNamespaces={NS}`: Roles only; a cluster of that namespace
+/// forms, one elsewhere is never touched.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_chart_installed_for_one_namespace_runs_a_cluster_there_only() {
+    let p = platform_with_images("chart-namespaced", (93, 94)).await;
+    namespace(&p, "muster-system");
+    let dir = scratch("namespaced");
+    let file = values_file(
+        &dir,
+        "ns",
+        &json!({"watchNamespaces": [p.namespace.clone()]}),
+    );
+    let out = rendered(render(
+        "muster",
+        "muster-system",
+        &[&file],
+        &["--include-crds"],
+    ));
+    assert!(!out.contains("kind: ClusterRole"), "{out}");
+    kubectl_apply(&p, &out, false).expect("install the rendered chart");
+    wait_for_crd(&p.client).await;
+    let stray = stray_cluster_elsewhere(&p).await;
+    let log = operator_pod(&p, "muster-system", "muster-operator").await;
+    let formed = a_cluster_forms_under(&p, &log).await;
+    println!(
+        "ClusterSpec created → Running (chart, one namespace): {} ms",
+        formed.as_millis()
+    );
+    never_reconciled(&p, &stray).await;
 }

@@ -6,6 +6,7 @@
 //! |---|---|
 //! | `manifests/crd.yaml` and the chart's copy `charts/muster/crds/…` | the `ClusterSpec` types ([`crate::crd`]) |
 //! | `manifests/operator.yaml` | [`crate::install`] |
+//! | `manifests/namespaced/operator.yaml` | [`crate::install`] |
 //! | `charts/muster/templates/_rules.tpl` | [`crate::install`]'s RBAC rules |
 //! | README.md's ClusterSpec reference | the CRD schema ([`crate::reference`]) |
 //! | README.md's agent configuration reference | `node-agent/reference.yaml` |
@@ -115,6 +116,13 @@ pub fn files(root: &Path) -> Result<Vec<File>, Error> {
             what: "the install manifest",
             source,
         })?;
+    let namespaced =
+        crate::install::operator_namespaced_yaml(crate::install::IMAGE).map_err(|source| {
+            Error::Yaml {
+                what: "the namespaced install manifest",
+                source,
+            }
+        })?;
     let readme_path = root.join("README.md");
     let mut readme = std::fs::read_to_string(&readme_path).map_err(|source| Error::Read {
         path: readme_path.clone(),
@@ -138,6 +146,10 @@ pub fn files(root: &Path) -> Result<Vec<File>, Error> {
         File {
             path: "manifests/operator.yaml",
             contents: operator,
+        },
+        File {
+            path: "manifests/namespaced/operator.yaml",
+            contents: namespaced,
         },
         File {
             path: "charts/muster/templates/_rules.tpl",

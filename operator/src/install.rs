@@ -102,8 +102,20 @@ const RULES: &[Rule] = &[
     },
 ];
 
-/// The objects, in apply order.
+/// The namespace `manifests/namespaced/operator.yaml` watches (replace it with yours).
+pub const EXAMPLE_WATCHED: &str = "muster-apps";
+/// The namespaced install's Role for leader election, in [`NAMESPACE`].
+pub const LEADER_ELECTION: &str = "muster-operator-leader-election";
+
+/// The objects, in apply order: with a ClusterRole (every namespace).
 pub fn objects(image: &str) -> Vec<Value> {
+    objects_for(image, &[])
+}
+
+/// The objects, in apply order, for ClusterSpecs in `watched` only (a Role and a
+/// RoleBinding in each, and one for leader election in [`NAMESPACE`]); in every
+/// namespace (a ClusterRole) when it is empty.
+pub fn objects_for(image: &str, watched: &[&str]) -> Vec<Value> {
     let labels = json!({
         "app.kubernetes.io/name": NAME,
         "app.kubernetes.io/part-of": "muster",
@@ -121,7 +133,8 @@ pub fn objects(image: &str) -> Vec<Value> {
         "seccompProfile": {"type": "RuntimeDefault"},
     });
     let field = |path: &str| json!({"fieldRef": {"fieldPath": path}});
-    vec![
+    let subjects = json!([{"kind": "ServiceAccount", "name": NAME, "namespace": NAMESPACE}]);
+    let mut objects = vec![
         json!({
             "apiVersion": "v1", "kind": "Namespace",
             "metadata": {"name": NAMESPACE, "labels": {
@@ -130,18 +143,49 @@ pub fn objects(image: &str) -> Vec<Value> {
             }},
         }),
         json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": meta(NAME)}),
-        json!({
+    ];
+    let mut args = vec![json!("--listen"), json!("$(POD_IP):8080")];
+    if watched.is_empty() {
+        objects.push(json!({
             "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
             "metadata": {"name": NAME, "labels": labels},
             "rules": rules,
-        }),
-        json!({
+        }));
+        objects.push(json!({
             "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
             "metadata": {"name": NAME, "labels": labels},
             "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": NAME},
-            "subjects": [{"kind": "ServiceAccount", "name": NAME, "namespace": NAMESPACE}],
-        }),
-        json!({
+            "subjects": subjects,
+        }));
+    } else {
+        let lease_rules: Vec<Value> = RULES
+            .iter()
+            .filter(|r| is_lease_rule(r))
+            .map(|r| json!({"apiGroups": r.groups, "resources": r.resources, "verbs": r.verbs}))
+            .collect();
+        let role = |name: &str, ns: &str, rules: &[Value]| {
+            [
+                json!({
+                    "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
+                    "metadata": {"name": name, "namespace": ns, "labels": labels},
+                    "rules": rules,
+                }),
+                json!({
+                    "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+                    "metadata": {"name": name, "namespace": ns, "labels": labels},
+                    "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
+                    "subjects": subjects,
+                }),
+            ]
+        };
+        objects.extend(role(LEADER_ELECTION, NAMESPACE, &lease_rules));
+        for ns in watched {
+            objects.extend(role(NAME, ns, &rules));
+        }
+        args.push(json!("--namespace"));
+        args.push(json!(watched.join(",")));
+    }
+    objects.push(json!({
             "apiVersion": "apps/v1", "kind": "Deployment",
             "metadata": meta(NAME),
             "spec": {
@@ -160,7 +204,7 @@ pub fn objects(image: &str) -> Vec<Value> {
                         "containers": [{
                             "name": "operator",
                             "image": image,
-                            "args": ["--listen", "$(POD_IP):8080"],
+                            "args": args,
                             "env": [
                                 {"name": "POD_IP", "valueFrom": field("status.podIP")},
                                 {"name": "POD_NAME", "valueFrom": field("metadata.name")},
@@ -178,8 +222,8 @@ pub fn objects(image: &str) -> Vec<Value> {
                     },
                 },
             },
-        }),
-    ]
+    }));
+    objects
 }
 
 /// `manifests/operator.yaml`: the objects as one YAML stream, each ClusterRole rule
@@ -189,14 +233,44 @@ pub fn operator_yaml(image: &str) -> Result<String, serde_yaml::Error> {
     out.push_str(
         "# Installs muster-operator in namespace muster-system; apply manifests/crd.yaml first.\n",
     );
-    for mut obj in objects(image) {
+    out.push_str(&documents(objects(image))?);
+    Ok(out)
+}
+
+/// `manifests/namespaced/operator.yaml`: the namespaced install, for ClusterSpecs in
+/// [`EXAMPLE_WATCHED`] only.
+pub fn operator_namespaced_yaml(image: &str) -> Result<String, serde_yaml::Error> {
+    let mut out = crate::generated::yaml_header();
+    out.push_str(&format!(
+        "# Installs muster-operator in namespace {NAMESPACE} for ClusterSpecs in namespace\n\
+         # {EXAMPLE_WATCHED} only: Roles there and in {NAMESPACE} (leader election), no\n\
+         # ClusterRole, so the operator can read or change nothing in any other namespace.\n\
+         # Apply manifests/crd.yaml first (a cluster administrator's step). For your namespace:\n\
+         #   sed 's/{EXAMPLE_WATCHED}/YOUR-NAMESPACE/g' manifests/namespaced/operator.yaml | kubectl apply -f -\n\
+         # For several, repeat the Role and RoleBinding named {NAME} for each and list them,\n\
+         # comma-separated, after --namespace (or use the Helm chart's watchNamespaces).\n"
+    ));
+    out.push_str(&documents(objects_for(image, &[EXAMPLE_WATCHED]))?);
+    Ok(out)
+}
+
+/// The objects as one YAML stream; each rule list (all the operator's rules, or the
+/// leader election's) is written by hand, so that each rule says why.
+fn documents(objects: Vec<Value>) -> Result<String, serde_yaml::Error> {
+    let lease: Vec<Rule> = RULES.iter().filter(|r| is_lease_rule(r)).copied().collect();
+    let mut out = String::new();
+    for mut obj in objects {
         out.push_str("---\n");
         let rules = obj.as_object_mut().and_then(|o| o.remove("rules"));
         out.push_str(&serde_yaml::to_string(&obj)?);
         if rules.is_some() {
-            // The rules by hand (flow lists are YAML too), so each can say why.
+            let explained = if obj["metadata"]["name"] == LEADER_ELECTION {
+                &lease[..]
+            } else {
+                RULES
+            };
             out.push_str("rules:\n");
-            out.push_str(&rules_yaml(RULES));
+            out.push_str(&rules_yaml(explained));
         }
     }
     Ok(out)
@@ -269,5 +343,52 @@ mod tests {
             ]
         );
         assert_eq!(docs[2]["rules"].as_array().map(Vec::len), Some(RULES.len()));
+    }
+
+    #[test]
+    fn the_namespaced_install_grants_nothing_outside_its_namespaces() {
+        let yaml = operator_namespaced_yaml(IMAGE).expect("yaml");
+        let docs: Vec<Value> = serde_yaml::Deserializer::from_str(&yaml)
+            .map(|d| serde::Deserialize::deserialize(d).expect("a document"))
+            .collect();
+        let kinds: Vec<&str> = docs.iter().filter_map(|d| d["kind"].as_str()).collect();
+        assert_eq!(
+            kinds,
+            [
+                "Namespace",
+                "ServiceAccount",
+                "Role",
+                "RoleBinding",
+                "Role",
+                "RoleBinding",
+                "Deployment"
+            ]
+        );
+        let ns = |d: &Value| d["metadata"]["namespace"].as_str().map(str::to_owned);
+        assert_eq!(ns(&docs[2]).as_deref(), Some(NAMESPACE));
+        assert_eq!(docs[2]["rules"][0]["resources"], json!(["leases"]));
+        assert_eq!(docs[2]["rules"].as_array().map(Vec::len), Some(1));
+        assert_eq!(ns(&docs[4]).as_deref(), Some(EXAMPLE_WATCHED));
+        assert_eq!(docs[4]["rules"].as_array().map(Vec::len), Some(RULES.len()));
+        for binding in [&docs[3], &docs[5]] {
+            assert_eq!(binding["roleRef"]["kind"], "Role");
+            assert_eq!(binding["roleRef"]["name"], binding["metadata"]["name"]);
+            assert_eq!(binding["subjects"][0]["namespace"], NAMESPACE);
+        }
+        let args = &docs[6]["spec"]["template"]["spec"]["containers"][0]["args"];
+        assert_eq!(
+            args,
+            &json!(["--listen", "$(POD_IP):8080", "--namespace", EXAMPLE_WATCHED])
+        );
+        for r in RULES {
+            assert!(yaml.contains(&format!("# {}\n", r.why)), "{}", r.why);
+        }
+        // Several namespaces: a Role and a binding in each, all after --namespace.
+        let several = objects_for(IMAGE, &["a", "b"]);
+        let roles: Vec<&Value> = several.iter().filter(|o| o["kind"] == "Role").collect();
+        assert_eq!(roles.len(), 3);
+        let args = &several.last().expect("the Deployment")["spec"]["template"]["spec"]["containers"]
+            [0]["args"];
+        assert_eq!(args[3], "a,b");
     }
 }

@@ -274,7 +274,7 @@ fn pod_template_context(spec: &ClusterSpecSpec) -> crate::pod_template::Context<
 }
 
 /// A DNS label (RFC 1123): what a container name must be.
-pub(crate) fn is_dns_label(s: &str) -> bool {
+pub fn is_dns_label(s: &str) -> bool {
     let edge = |c: Option<char>| c.is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
     !s.is_empty()
         && s.len() <= 63

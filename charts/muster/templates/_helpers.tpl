@@ -41,3 +41,10 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
   name: {{ include "muster.serviceAccountName" . }}
   namespace: {{ .Release.Namespace }}
 {{- end -}}
+
+{{/* The watched namespaces, comma-separated (watchNamespaces and watchNamespace, each
+once, sorted); empty: every namespace. */}}
+{{- define "muster.namespaces" -}}
+{{- $all := concat (default list .Values.watchNamespaces) (compact (list .Values.watchNamespace)) -}}
+{{- $all | uniq | sortAlpha | join "," -}}
+{{- end -}}

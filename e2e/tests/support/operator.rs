@@ -255,6 +255,49 @@ pub async fn a_cluster_forms_under(p: &Platform, log: &PodLog) -> Duration {
     formed
 }
 
+/// A ClusterSpec `stray` in namespace `elsewhere` (made here), for tests of an operator
+/// installed for other namespaces only; see [`never_reconciled`].
+pub async fn stray_cluster_elsewhere(p: &Platform) -> Api<ClusterSpec> {
+    let cp = p.control_plane().expect("the local platform");
+    let ns = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "elsewhere"}});
+    e2e::kubectl::run(
+        Some(&cp.kubeconfig),
+        &["apply", "-f", "-"],
+        Some(&ns.to_string()),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let api: Api<ClusterSpec> = Api::namespaced(p.client.clone(), "elsewhere");
+    let cs: ClusterSpec = serde_json::from_value(json!({
+        "apiVersion": "muster.dev/v1alpha1",
+        "kind": "ClusterSpec",
+        "metadata": {"name": "stray", "namespace": "elsewhere"},
+        "spec": {"replicas": 1, "agent": {"image": p.agent_image()}},
+    }))
+    .expect("a ClusterSpec");
+    api.create(&Default::default(), &cs)
+        .await
+        .expect("create the stray ClusterSpec");
+    api
+}
+
+/// The stray ClusterSpec has no status and its namespace no StatefulSet: the operator
+/// (which meanwhile ran a cluster of its own namespace) never reconciled it.
+pub async fn never_reconciled(p: &Platform, api: &Api<ClusterSpec>) {
+    let cs = api.get("stray").await.expect("the stray ClusterSpec");
+    assert!(
+        cs.status.is_none(),
+        "a ClusterSpec outside the watched namespaces was reconciled: {:?}",
+        cs.status
+    );
+    let sets: Api<k8s_openapi::api::apps::v1::StatefulSet> =
+        Api::namespaced(p.client.clone(), "elsewhere");
+    let list = sets
+        .list(&ListParams::default())
+        .await
+        .expect("list StatefulSets");
+    assert!(list.items.is_empty(), "a StatefulSet was made elsewhere");
+}
+
 /// The local platform with the CRD installed and an operator (`op-a`, metrics on
 /// `127.0.<dns_net>.10:8080`).
 pub async fn setup(test: &str, nets: (u8, u8)) -> (Platform, Operator) {

@@ -25,9 +25,10 @@ use tokio::sync::watch;
 #[derive(Debug, Parser)]
 #[command(name = "muster-operator", version)]
 struct Args {
-    /// Watch ClusterSpecs in this namespace only. Default: every namespace.
-    #[arg(long, env = "MUSTER_WATCH_NAMESPACE")]
-    namespace: Option<String>,
+    /// Watch ClusterSpecs in these namespaces only (comma-separated; a namespaced
+    /// install, whose RBAC grants nothing elsewhere). Default: every namespace.
+    #[arg(long, env = "MUSTER_WATCH_NAMESPACE", value_delimiter = ',')]
+    namespace: Vec<String>,
     /// Address of /healthz, /readyz and /metrics.
     #[arg(long, env = "MUSTER_OPERATOR_LISTEN", default_value = "0.0.0.0:8080")]
     listen: SocketAddr,
@@ -95,7 +96,20 @@ fn fail(message: String) -> ExitCode {
     ExitCode::from(2)
 }
 
-async fn run(args: Args) -> ExitCode {
+async fn run(mut args: Args) -> ExitCode {
+    // `MUSTER_WATCH_NAMESPACE=""` (or a stray comma) means no namespace there.
+    args.namespace.retain(|ns| !ns.is_empty());
+    args.namespace.sort();
+    args.namespace.dedup();
+    if let Some(bad) = args
+        .namespace
+        .iter()
+        .find(|ns| !operator::validate::is_dns_label(ns))
+    {
+        return fail(format!(
+            "--namespace: {bad:?} is not a namespace name (lowercase letters, digits and '-', at most 63 characters); give a comma-separated list, or nothing for every namespace"
+        ));
+    }
     let metrics = Metrics::new();
     let config = match kube::Config::infer().await {
         Ok(c) => c,
@@ -153,19 +167,35 @@ async fn run(args: Args) -> ExitCode {
         Duration::from_secs(10),
     ));
 
-    // The CRD must be installed: the controller's watch would fail forever otherwise.
-    let specs: Api<ClusterSpec> = Api::all(client.clone());
-    match specs.list(&ListParams::default().limit(1)).await {
-        Ok(_) => {}
-        Err(kube::Error::Api(e)) if e.code == 404 => {
-            return fail(
-                "the ClusterSpec CRD (clusterspecs.muster.dev) is not installed: kubectl apply -f manifests/crd.yaml (or install the Helm chart), then start the operator again".into(),
-            );
-        }
-        Err(e) => {
-            return fail(format!(
-                "cannot list ClusterSpecs ({e}): check the API server address and that this service account may list clusterspecs.muster.dev"
-            ));
+    // The CRD must be installed, and ClusterSpecs readable where they are watched: the
+    // controller's watch would fail forever otherwise. (A namespaced install may list
+    // them in its namespaces only.)
+    let scopes: Vec<(Api<ClusterSpec>, String)> = if args.namespace.is_empty() {
+        vec![(Api::all(client.clone()), "every namespace".into())]
+    } else {
+        args.namespace
+            .iter()
+            .map(|ns| {
+                (
+                    Api::namespaced(client.clone(), ns),
+                    format!("namespace {ns}"),
+                )
+            })
+            .collect()
+    };
+    for (specs, scope) in scopes {
+        match specs.list(&ListParams::default().limit(1)).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(e)) if e.code == 404 => {
+                return fail(
+                    "the ClusterSpec CRD (clusterspecs.muster.dev) is not installed: kubectl apply -f manifests/crd.yaml (or install the Helm chart), then start the operator again".into(),
+                );
+            }
+            Err(e) => {
+                return fail(format!(
+                    "cannot list ClusterSpecs in {scope} ({e}): check the API server address and that this service account may list clusterspecs.muster.dev there (a namespaced install: --namespace must name the namespaces its Roles are in)"
+                ));
+            }
         }
     }
     health.ready.store(true, Ordering::Relaxed);
@@ -214,7 +244,7 @@ async fn run(args: Args) -> ExitCode {
     // that died) does not: the process ends at once (the fence already refuses their
     // writes).
     let lost = tokio::select! {
-        () = controller::run(ctx, args.namespace.clone(), stopped(stop_rx.clone())) => false,
+        () = controller::run(ctx, &args.namespace, stop_rx.clone()) => false,
         _ = &mut keeper => true,
     };
     keeper.abort();

@@ -301,55 +301,91 @@ impl Context {
     }
 }
 
-/// Runs the controller until `shutdown` resolves (ClusterSpecs in `namespace`, or all).
+/// Runs the controller until `stop` turns true: ClusterSpecs in each of `namespaces`
+/// (one watch of each kind per namespace: a namespaced install may read nothing
+/// else), or in every namespace when it is empty. At most `ctx.concurrency`
+/// reconciles run at once across them all.
 pub async fn run(
     ctx: Arc<Context>,
-    namespace: Option<String>,
-    shutdown: impl Future<Output = ()> + Send + Sync + 'static,
+    namespaces: &[String],
+    stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let slots = Arc::new(tokio::sync::Semaphore::new(usize::from(ctx.concurrency)));
+    let scopes: Vec<Option<&str>> = if namespaces.is_empty() {
+        vec![None]
+    } else {
+        namespaces.iter().map(|ns| Some(ns.as_str())).collect()
+    };
+    futures_util::future::join_all(
+        scopes
+            .into_iter()
+            .map(|ns| run_in(ctx.clone(), ns, slots.clone(), stop.clone())),
+    )
+    .await;
+}
+
+/// An `Api` of `K` in `namespace`, or in all.
+fn api_in<K>(client: &Client, namespace: Option<&str>) -> Api<K>
+where
+    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>,
+    <K as kube::Resource>::DynamicType: Default,
+{
+    match namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    }
+}
+
+async fn run_in(
+    ctx: Arc<Context>,
+    namespace: Option<&str>,
+    slots: Arc<tokio::sync::Semaphore>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
     let client = ctx.client.clone();
-    let (specs, sets, pods) = match &namespace {
-        Some(ns) => (
-            Api::<ClusterSpec>::namespaced(client.clone(), ns),
-            Api::<StatefulSet>::namespaced(client.clone(), ns),
-            Api::<Pod>::namespaced(client.clone(), ns),
-        ),
-        None => (
-            Api::<ClusterSpec>::all(client.clone()),
-            Api::<StatefulSet>::all(client.clone()),
-            Api::<Pod>::all(client.clone()),
-        ),
-    };
     let owned = watcher::Config::default().labels(MANAGED_BY);
-    let configs = match &namespace {
-        Some(ns) => Api::<ConfigMap>::namespaced(client, ns),
-        None => Api::<ConfigMap>::all(client),
-    };
     let config = kube::runtime::controller::Config::default().concurrency(ctx.concurrency);
-    Controller::new(specs, watcher::Config::default())
-        .with_config(config)
-        .owns(sets, owned.clone())
-        .owns(configs, owned.clone())
-        // Pods are the StatefulSet's, not ours: map them by their cluster label (the
-        // legacy one for pods made before it), so a pod turning Ready or going away
-        // moves a rollout on at once.
-        .watches(pods, owned, |pod: Pod| {
-            let labels = pod.labels();
-            let name = labels
-                .get(build::CLUSTER_LABEL)
-                .or_else(|| labels.get(build::LEGACY_SELECTOR_LABEL))?
-                .clone();
-            let ns = pod.namespace()?;
-            Some(ObjectRef::<ClusterSpec>::new(&name).within(&ns))
-        })
-        .graceful_shutdown_on(shutdown)
-        .run(reconcile, error_policy, ctx)
-        .for_each(|result| async move {
-            if let Err(e) = result {
-                tracing::debug!(error = %e, "reconcile ended with an error");
+    let shutdown = async move {
+        let _ = stop.wait_for(|s| *s).await;
+    };
+    Controller::new(
+        api_in::<ClusterSpec>(&client, namespace),
+        watcher::Config::default(),
+    )
+    .with_config(config)
+    .owns(api_in::<StatefulSet>(&client, namespace), owned.clone())
+    .owns(api_in::<ConfigMap>(&client, namespace), owned.clone())
+    // Pods are the StatefulSet's, not ours: map them by their cluster label (the
+    // legacy one for pods made before it), so a pod turning Ready or going away
+    // moves a rollout on at once.
+    .watches(api_in::<Pod>(&client, namespace), owned, |pod: Pod| {
+        let labels = pod.labels();
+        let name = labels
+            .get(build::CLUSTER_LABEL)
+            .or_else(|| labels.get(build::LEGACY_SELECTOR_LABEL))?
+            .clone();
+        let ns = pod.namespace()?;
+        Some(ObjectRef::<ClusterSpec>::new(&name).within(&ns))
+    })
+    .graceful_shutdown_on(shutdown)
+    .run(
+        move |cs, ctx| {
+            let slots = slots.clone();
+            async move {
+                // A slot first: the reconcile's deadline starts once it runs.
+                let _slot = slots.acquire_owned().await;
+                reconcile(cs, ctx).await
             }
-        })
-        .await;
+        },
+        error_policy,
+        ctx,
+    )
+    .for_each(|result| async move {
+        if let Err(e) = result {
+            tracing::debug!(error = %e, "reconcile ended with an error");
+        }
+    })
+    .await;
 }
 
 fn error_policy(cs: Arc<ClusterSpec>, error: &Error, ctx: Arc<Context>) -> Action {
