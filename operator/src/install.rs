@@ -318,6 +318,18 @@ pub fn chart_rules_tpl() -> String {
 mod tests {
     use super::*;
 
+    /// The documents of a YAML stream, and their kinds.
+    fn read_back(yaml: &str) -> (Vec<Value>, Vec<String>) {
+        let docs: Vec<Value> = serde_yaml::Deserializer::from_str(yaml)
+            .map(|d| serde::Deserialize::deserialize(d).expect("a document"))
+            .collect();
+        let kinds = docs
+            .iter()
+            .filter_map(|d| d["kind"].as_str().map(str::to_owned))
+            .collect();
+        (docs, kinds)
+    }
+
     #[test]
     fn every_rule_is_explained_and_the_yaml_reads_back() {
         let yaml = operator_yaml(IMAGE).expect("yaml");
@@ -328,10 +340,7 @@ mod tests {
                 r.why
             );
         }
-        let docs: Vec<Value> = serde_yaml::Deserializer::from_str(&yaml)
-            .map(|d| serde::Deserialize::deserialize(d).expect("a document"))
-            .collect();
-        let kinds: Vec<&str> = docs.iter().filter_map(|d| d["kind"].as_str()).collect();
+        let (docs, kinds) = read_back(&yaml);
         assert_eq!(
             kinds,
             [
@@ -348,10 +357,7 @@ mod tests {
     #[test]
     fn the_namespaced_install_grants_nothing_outside_its_namespaces() {
         let yaml = operator_namespaced_yaml(IMAGE).expect("yaml");
-        let docs: Vec<Value> = serde_yaml::Deserializer::from_str(&yaml)
-            .map(|d| serde::Deserialize::deserialize(d).expect("a document"))
-            .collect();
-        let kinds: Vec<&str> = docs.iter().filter_map(|d| d["kind"].as_str()).collect();
+        let (docs, kinds) = read_back(&yaml);
         assert_eq!(
             kinds,
             [
