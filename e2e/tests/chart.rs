@@ -67,8 +67,8 @@ fn cases() -> Vec<Case> {
         Case {
             values: json!({"watchNamespace": "shop"}),
             shows: &[
-                "kind: Role\nmetadata:\n  name: muster-operator\n  namespace: shop",
-                "- --namespace\n            - shop",
+                "kind: Role\nmetadata:\n  name: muster-operator\n  namespace: \"shop\"",
+                "- --namespace\n            - \"shop\"",
                 "name: muster-operator-leader-election\n  namespace: muster-system",
             ],
         },
@@ -82,10 +82,20 @@ fn cases() -> Vec<Case> {
         Case {
             values: json!({"watchNamespaces": ["shop", "cart"], "watchNamespace": "shop"}),
             shows: &[
-                "kind: Role\nmetadata:\n  name: muster-operator\n  namespace: cart",
-                "kind: Role\nmetadata:\n  name: muster-operator\n  namespace: shop",
-                "- --namespace\n            - cart,shop",
+                "kind: Role\nmetadata:\n  name: muster-operator\n  namespace: \"cart\"",
+                "kind: Role\nmetadata:\n  name: muster-operator\n  namespace: \"shop\"",
+                "- --namespace\n            - \"cart,shop\"",
                 "name: muster-operator-leader-election\n  namespace: muster-system",
+            ],
+        },
+        Case {
+            // Names YAML would read as something else unquoted (a boolean, a number).
+            values: json!({"watchNamespaces": ["on", "123"], "podMonitor": {"enabled": true}}),
+            shows: &[
+                "namespace: \"on\"",
+                "namespace: \"123\"",
+                "- --namespace\n            - \"123,on\"",
+                "matchNames: [\"123\",\"on\"]",
             ],
         },
         Case {
@@ -497,6 +507,8 @@ async fn every_option_renders_what_the_api_server_accepts() {
     namespace(&p, "muster-system");
     namespace(&p, "shop");
     namespace(&p, "cart");
+    namespace(&p, "on");
+    namespace(&p, "123");
     monitoring_kinds(&p);
     let crd = std::fs::read_to_string(chart_dir().join("crds/clusterspecs.muster.dev.yaml"))
         .expect("the chart's CRD");

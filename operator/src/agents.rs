@@ -23,6 +23,18 @@ use crate::rollout::MemberView;
 /// The largest `/cluster/members` answer read. A member is about 150 bytes of JSON, so
 /// this holds several thousand; a longer answer is refused unread.
 pub const MEMBERS_BODY_BYTES: usize = 1024 * 1024;
+/// The longest name an agent's member list may hold (a node's system, an app version,
+/// a role): a DNS subdomain's length. Longer ones are refused, so that nothing an agent
+/// sends can make the status large.
+pub const MAX_NAME_CHARS: usize = 253;
+/// The most app versions (pod template revisions) a member list may hold at once.
+pub const MAX_APP_VERSIONS: usize = 16;
+/// The most roles of one member.
+pub const MAX_ROLES: usize = 64;
+/// What is said of one agent's failure (in status and logs): at most this many
+/// characters of it, and of at most [`QUOTED_AGENTS`] agents.
+const QUOTED_ERROR_CHARS: usize = 200;
+const QUOTED_AGENTS: usize = 4;
 /// Each request to an agent gives up after this.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
 /// One look at a cluster's agents (asking one after another until one answers as a
@@ -73,13 +85,20 @@ impl Agents {
             match answer {
                 Ok(m) if !m.members.is_empty() => return Ok(m),
                 Ok(m) => not_joined = not_joined.or(Some(m)),
-                Err(e) => errors.push(format!("{addr}: {e}")),
+                Err(e) => errors.push(format!("{addr}: {}", quoted(&e.to_string()))),
             }
         }
         match not_joined {
             Some(m) => Ok(m),
             None if errors.is_empty() => Err("no pod has an IP yet".into()),
-            None => Err(errors.join("; ")),
+            None => {
+                let more = errors.len().saturating_sub(QUOTED_AGENTS);
+                errors.truncate(QUOTED_AGENTS);
+                if more > 0 {
+                    errors.push(format!("and {more} more"));
+                }
+                Err(errors.join("; "))
+            }
         }
     }
 
@@ -108,9 +127,10 @@ impl Agents {
         addr: SocketAddr,
         deadline: Instant,
     ) -> Option<Result<ClusterMembers, ClientError>> {
-        tokio::time::timeout_at(deadline, self.client.members(addr))
+        let answer = tokio::time::timeout_at(deadline, self.client.members(addr))
             .await
-            .ok()
+            .ok()?;
+        Some(answer.and_then(bounded))
     }
 
     /// Asks the agent at `ip` to make `member` leave the cluster gracefully.
@@ -124,6 +144,57 @@ impl Agents {
             .leave(SocketAddr::new(ip, MANAGEMENT_PORT), member, token)
             .await
     }
+}
+
+/// At most [`QUOTED_ERROR_CHARS`] of `text` (an error can quote what an agent sent).
+fn quoted(text: &str) -> String {
+    match text.char_indices().nth(QUOTED_ERROR_CHARS) {
+        Some((at, _)) => format!("{}…", &text[..at]),
+        None => text.to_owned(),
+    }
+}
+
+/// A member list whose names are of a size an agent sends ([`MAX_NAME_CHARS`],
+/// [`MAX_ROLES`], [`MAX_APP_VERSIONS`]); else refused as malformed.
+fn bounded(m: ClusterMembers) -> Result<ClusterMembers, ClientError> {
+    let long = |s: &str| s.len() > MAX_NAME_CHARS;
+    let nodes = std::iter::once(&m.self_node)
+        .chain(m.leader.iter())
+        .chain(m.oldest.iter())
+        .chain(m.oldest_per_role.values())
+        .chain(m.members.iter().map(|x| &x.node))
+        .chain(
+            m.unreachable
+                .iter()
+                .flat_map(|u| std::iter::once(&u.node).chain(&u.observed_by)),
+        );
+    let names = m
+        .members
+        .iter()
+        .flat_map(|x| std::iter::once(&x.app_version).chain(&x.roles))
+        .chain(m.oldest_per_role.keys());
+    if nodes
+        .map(|n| n.system.as_str())
+        .chain(names.map(String::as_str))
+        .any(long)
+    {
+        return Err(ClientError::Malformed(format!(
+            "a name longer than {MAX_NAME_CHARS} characters"
+        )));
+    }
+    if m.members.iter().any(|x| x.roles.len() > MAX_ROLES) || m.oldest_per_role.len() > MAX_ROLES {
+        return Err(ClientError::Malformed(format!(
+            "more than {MAX_ROLES} roles"
+        )));
+    }
+    let versions: HashSet<&str> = m.members.iter().map(|x| x.app_version.as_str()).collect();
+    if versions.len() > MAX_APP_VERSIONS {
+        return Err(ClientError::Malformed(format!(
+            "{} app versions at once (at most {MAX_APP_VERSIONS})",
+            versions.len()
+        )));
+    }
+    Ok(m)
 }
 
 /// The members as the rollout planner sees them.
@@ -164,7 +235,7 @@ mod tests {
                 status: MemberStatus::Up,
                 roles: vec!["a-role-name".into()],
                 up_number: i,
-                app_version: "0123456789".into(),
+                app_version: format!("{i:010}"),
             })
             .collect();
         serde_json::to_vec(&m).expect("JSON")
@@ -240,6 +311,30 @@ mod tests {
             .await
             .expect("the second agent's list");
         assert_eq!(m.members.len(), 3);
+    }
+
+    #[tokio::test]
+    async fn what_agents_send_reaches_the_status_only_bounded() {
+        // Six agents whose answers quote a long string back in the parse error.
+        let garbage = format!(r#"{{"selfNode": "{}"}}"#, "x".repeat(5000)).into_bytes();
+        let ips: Vec<IpAddr> = (1..=6).map(|i| IpAddr::from([127, 36, 2, i])).collect();
+        for ip in &ips {
+            agent(*ip, garbage.clone()).await;
+        }
+        let error = Agents::default().members(&ips).await.expect_err("garbage");
+        assert!(error.len() < 1200, "{} characters: {error}", error.len());
+        assert!(error.ends_with("and 2 more"), "{error}");
+
+        // Names longer than any agent sends, or more app versions than a rollout makes.
+        let mut m: ClusterMembers = serde_json::from_slice(&members_json(20)).expect("members");
+        assert!(bounded(m.clone()).is_err(), "20 app versions");
+        for (i, x) in m.members.iter_mut().enumerate() {
+            x.app_version = format!("v{}", i % 2);
+        }
+        assert!(bounded(m.clone()).is_ok());
+        m.members[3].roles.push("r".repeat(MAX_NAME_CHARS + 1));
+        let e = bounded(m).expect_err("a long role");
+        assert!(e.to_string().contains("longer than 253"), "{e}");
     }
 
     #[tokio::test]

@@ -356,7 +356,7 @@ pub fn compute(seen: &Seen<'_>) -> ClusterSpecStatus {
     }
     conditions.push(match seen.network_policy {
         NetworkPolicyState::Disabled => cond("NetworkPolicy", false, "Disabled", "spec.networkPolicy.enabled is false: every pod that reaches the cluster's pods reaches the agents' ports".into()),
-        NetworkPolicyState::Forbidden => cond("NetworkPolicy", false, "Forbidden", "the operator may not read NetworkPolicies in this namespace (its RBAC is older than the operator): no policy is written or removed, so every pod that reaches the cluster's pods reaches the agents' ports; re-apply manifests/operator.yaml or upgrade the Helm chart".into()),
+        NetworkPolicyState::Forbidden => cond("NetworkPolicy", false, "Forbidden", "the operator may not read NetworkPolicies in this namespace (its RBAC is older than the operator): the cluster's policy is neither written nor removed (one made earlier stays as it was, even with spec.networkPolicy.enabled false); re-apply manifests/operator.yaml (or manifests/namespaced/operator.yaml) or upgrade the Helm chart".into()),
         NetworkPolicyState::Unsupported => cond("NetworkPolicy", false, "Unsupported", "the API server is older than Kubernetes 1.25 and drops NetworkPolicy port ranges, which the policy needs to leave the pods' other ports as they are: none is kept, and every pod that reaches the cluster's pods reaches the agents' ports".into()),
         NetworkPolicyState::Applied { other_ports_open } => cond(
             "NetworkPolicy",

@@ -98,6 +98,9 @@ fn fail(message: String) -> ExitCode {
 
 async fn run(mut args: Args) -> ExitCode {
     // `MUSTER_WATCH_NAMESPACE=""` (or a stray comma) means no namespace there.
+    for ns in &mut args.namespace {
+        *ns = ns.trim().to_owned();
+    }
     args.namespace.retain(|ns| !ns.is_empty());
     args.namespace.sort();
     args.namespace.dedup();

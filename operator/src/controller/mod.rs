@@ -51,6 +51,8 @@ pub const RETRY_FIRST: Duration = Duration::from_secs(1);
 pub const RETRY_MAX: Duration = Duration::from_secs(300);
 /// Default of [`Context::reconcile_timeout`].
 pub const RECONCILE_TIMEOUT: Duration = Duration::from_secs(60);
+/// A failed reconcile's status write and Event give up after this.
+const REPORT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Default of [`Context::concurrency`].
 pub const CONCURRENCY: u16 = 4;
 /// ClusterSpecs whose failures are counted at once.
@@ -324,6 +326,21 @@ pub async fn run(
     .await;
 }
 
+/// What of a ClusterSpec starts a reconcile when it changes: its spec (the
+/// generation), labels, annotations (the pause switch) and deletion, not its status.
+/// The status is the operator's own: were its writes to start reconciles, agents whose
+/// answers vary from one look to the next would keep one running without pause.
+/// (Reconciles also follow the cluster's StatefulSet, ConfigMap and pods, and their own
+/// requeue.)
+fn starts_a_reconcile(cs: &ClusterSpec) -> Option<u64> {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    let m = &cs.metadata;
+    (&m.uid, m.generation, &m.labels, &m.annotations).hash(&mut h);
+    m.deletion_timestamp.is_some().hash(&mut h);
+    Some(h.finish())
+}
+
 /// An `Api` of `K` in `namespace`, or in all.
 fn api_in<K>(client: &Client, namespace: Option<&str>) -> Api<K>
 where
@@ -342,50 +359,66 @@ async fn run_in(
     slots: Arc<tokio::sync::Semaphore>,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
+    use kube::runtime::WatchStreamExt;
     let client = ctx.client.clone();
     let owned = watcher::Config::default().labels(MANAGED_BY);
     let config = kube::runtime::controller::Config::default().concurrency(ctx.concurrency);
     let shutdown = async move {
         let _ = stop.wait_for(|s| *s).await;
     };
-    Controller::new(
+    let (store, writer) = kube::runtime::reflector::store::<ClusterSpec>();
+    let specs = kube::runtime::watcher(
         api_in::<ClusterSpec>(&client, namespace),
         watcher::Config::default(),
     )
-    .with_config(config)
-    .owns(api_in::<StatefulSet>(&client, namespace), owned.clone())
-    .owns(api_in::<ConfigMap>(&client, namespace), owned.clone())
-    // Pods are the StatefulSet's, not ours: map them by their cluster label (the
-    // legacy one for pods made before it), so a pod turning Ready or going away
-    // moves a rollout on at once.
-    .watches(api_in::<Pod>(&client, namespace), owned, |pod: Pod| {
-        let labels = pod.labels();
-        let name = labels
-            .get(build::CLUSTER_LABEL)
-            .or_else(|| labels.get(build::LEGACY_SELECTOR_LABEL))?
-            .clone();
-        let ns = pod.namespace()?;
-        Some(ObjectRef::<ClusterSpec>::new(&name).within(&ns))
-    })
-    .graceful_shutdown_on(shutdown)
-    .run(
-        move |cs, ctx| {
-            let slots = slots.clone();
-            async move {
-                // A slot first: the reconcile's deadline starts once it runs.
-                let _slot = slots.acquire_owned().await;
-                reconcile(cs, ctx).await
+    .default_backoff()
+    .reflect(writer)
+    .applied_objects()
+    .predicate_filter(
+        starts_a_reconcile,
+        kube::runtime::PredicateConfig::default(),
+    );
+    let current = store.clone();
+    Controller::for_stream(specs, store)
+        .with_config(config)
+        .owns(api_in::<StatefulSet>(&client, namespace), owned.clone())
+        .owns(api_in::<ConfigMap>(&client, namespace), owned.clone())
+        // Pods are the StatefulSet's, not ours: map them by their cluster label (the
+        // legacy one for pods made before it), so a pod turning Ready or going away
+        // moves a rollout on at once.
+        .watches(api_in::<Pod>(&client, namespace), owned, |pod: Pod| {
+            let labels = pod.labels();
+            let name = labels
+                .get(build::CLUSTER_LABEL)
+                .or_else(|| labels.get(build::LEGACY_SELECTOR_LABEL))?
+                .clone();
+            let ns = pod.namespace()?;
+            Some(ObjectRef::<ClusterSpec>::new(&name).within(&ns))
+        })
+        .graceful_shutdown_on(shutdown)
+        .run(
+            move |cs: Arc<ClusterSpec>, ctx| {
+                let (slots, current) = (slots.clone(), current.clone());
+                async move {
+                    // A slot first: the reconcile's deadline starts once it runs.
+                    let _slot = slots.acquire_owned().await;
+                    // The ClusterSpec as it is now (it may have changed, or gone, while
+                    // this waited for the slot).
+                    match current.get(&ObjectRef::from_obj(&*cs)) {
+                        Some(now) if now.uid() == cs.uid() => reconcile(now, ctx).await,
+                        _ => Ok(Action::await_change()),
+                    }
+                }
+            },
+            error_policy,
+            ctx,
+        )
+        .for_each(|result| async move {
+            if let Err(e) = result {
+                tracing::debug!(error = %e, "reconcile ended with an error");
             }
-        },
-        error_policy,
-        ctx,
-    )
-    .for_each(|result| async move {
-        if let Err(e) = result {
-            tracing::debug!(error = %e, "reconcile ended with an error");
-        }
-    })
-    .await;
+        })
+        .await;
 }
 
 fn error_policy(cs: Arc<ClusterSpec>, error: &Error, ctx: Arc<Context>) -> Action {
@@ -407,7 +440,15 @@ pub async fn reconcile(cs: Arc<ClusterSpec>, ctx: Arc<Context>) -> Result<Action
     .unwrap_or(Err(Error::TimedOut(ctx.reconcile_timeout)));
     match &result {
         Ok(_) => ctx.succeeded(&cs),
-        Err(e) => report_error(&ctx, &cs, e).await,
+        // Bounded too: the slot is free again within the reconcile's deadline and this.
+        Err(e) => {
+            if tokio::time::timeout(REPORT_TIMEOUT, report_error(&ctx, &cs, e))
+                .await
+                .is_err()
+            {
+                tracing::debug!("reporting the failure in status took too long");
+            }
+        }
     }
     ctx.metrics.reconciled(
         started.elapsed(),
@@ -421,6 +462,12 @@ async fn reconcile_once(cs: &ClusterSpec, ctx: &Context, now: Timestamp) -> Resu
     if cs.metadata.deletion_timestamp.is_some() {
         // Being deleted (e.g. foreground): the garbage collector removes what it owns;
         // applying now would only recreate it.
+        if let Some(uid) = cs.uid() {
+            ctx.written
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&uid);
+        }
         return Ok(Action::await_change());
     }
     if cs
@@ -653,9 +700,12 @@ async fn reconcile_once(cs: &ClusterSpec, ctx: &Context, now: Timestamp) -> Resu
         write_status(ctx, cs, &ns, &next).await?;
         announce(ctx, cs, previous, &next).await;
     }
+    // Agents that hang or dribble are not asked again every 2 s (each look holds a
+    // reconcile slot for seconds): every 30 s, or at once when a pod changes.
     let quiet = next.phase.as_deref() == Some(status::RUNNING)
         || !problems.is_empty()
-        || !conflicts.is_empty();
+        || !conflicts.is_empty()
+        || world.members_slow;
     Ok(Action::requeue(if quiet {
         QUIET_REQUEUE
     } else {

@@ -25,7 +25,13 @@ pub struct World {
     pub pods: Vec<Pod>,
     /// The member list of the first agent that answered; else why none did.
     pub members: Result<ClusterMembers, String>,
+    /// No agent answered, and asking took long (agents that hang or dribble, see
+    /// [`SLOW_SCAN`]): the cluster is looked at again later, not at the busy pace.
+    pub members_slow: bool,
 }
+
+/// A failed look at the agents that took at least this long is slow.
+pub const SLOW_SCAN: std::time::Duration = std::time::Duration::from_secs(1);
 
 impl World {
     /// Pods that exist and are not being deleted.
@@ -82,7 +88,9 @@ pub async fn world(ctx: &Context, cs: &ClusterSpec, ns: &str) -> Result<World, E
         .collect();
     ips.sort();
     let ips: Vec<IpAddr> = ips.into_iter().map(|(_, ip)| ip).collect();
+    let asked = std::time::Instant::now();
     let members = ctx.agents.members(&ips).await;
+    let members_slow = members.is_err() && asked.elapsed() >= SLOW_SCAN;
     if let Err(e) = &members {
         tracing::debug!(error = %e, "no agent answered /cluster/members");
     }
@@ -91,6 +99,7 @@ pub async fn world(ctx: &Context, cs: &ClusterSpec, ns: &str) -> Result<World, E
         stateful_set,
         pods,
         members,
+        members_slow,
     })
 }
 
@@ -200,6 +209,7 @@ mod tests {
                 members: up_ips.iter().map(member).collect(),
                 ..ClusterMembers::empty(address("10.0.0.9"))
             }),
+            members_slow: false,
         }
     }
 

@@ -656,7 +656,8 @@ async fn a_view_older_than_the_operators_own_status_write_writes_nothing_again()
         let (cs, ctx) = (cs.clone(), ctx.clone());
         async move { reconcile_once(&cs, &ctx, now()).await }
     });
-    let (again, _) = serve_with(&mut handle, task, answer).await;
+    let (again, result) = serve_with(&mut handle, task, answer).await;
+    result.expect("reconciled");
     let writes: Vec<String> = summary(&again)
         .into_iter()
         .filter(|c| !c.starts_with("GET"))
@@ -742,5 +743,43 @@ async fn network_policies_the_operator_may_not_read_are_reported_not_fatal() {
         policy_calls,
         ["GET networking.k8s.io/v1/namespaces/prod/networkpolicies/shop"],
         "the cluster's own name only"
+    );
+}
+
+/// A status write (the operator's own) does not start a reconcile; a change of the
+/// spec, the labels, the annotations (the pause switch) or a deletion does.
+#[test]
+fn only_what_a_user_changes_starts_a_reconcile() {
+    let cs = cluster(json!({"replicas": 3}));
+    let key = starts_a_reconcile(&cs);
+    let mut with_status = cs.clone();
+    with_status.status = Some(crate::ClusterSpecStatus {
+        phase: Some("Running".into()),
+        ..Default::default()
+    });
+    with_status.metadata.resource_version = Some("9".into());
+    assert_eq!(starts_a_reconcile(&with_status), key);
+    let changed = |f: &dyn Fn(&mut ClusterSpec)| {
+        let mut c = cs.clone();
+        f(&mut c);
+        starts_a_reconcile(&c)
+    };
+    assert_ne!(changed(&|c| c.metadata.generation = Some(2)), key);
+    assert_ne!(
+        changed(&|c| {
+            c.metadata.annotations =
+                Some([(status::PAUSE_ANNOTATION.to_owned(), "true".to_owned())].into());
+        }),
+        key
+    );
+    assert_ne!(
+        changed(&|c| c.metadata.labels = Some([("a".to_owned(), "b".to_owned())].into())),
+        key
+    );
+    assert_ne!(changed(&|c| c.metadata.uid = Some("u-2".into())), key);
+    assert_ne!(
+        changed(&|c| c.metadata.deletion_timestamp =
+            Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(now()))),
+        key
     );
 }
