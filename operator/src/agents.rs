@@ -23,13 +23,13 @@ use crate::rollout::MemberView;
 /// The largest `/cluster/members` answer read. A member is about 150 bytes of JSON, so
 /// this holds several thousand; a longer answer is refused unread.
 pub const MEMBERS_BODY_BYTES: usize = 1024 * 1024;
-/// The longest name an agent's member list may hold (a node's system, an app version,
-/// a role): a DNS subdomain's length. Longer ones are refused, so that nothing an agent
+/// The longest name (in bytes) an agent's member list may hold (a node's system, an app
+/// version, a role): a DNS subdomain's length; ClusterSpecs allow no longer roles. Longer ones are refused, so that nothing an agent
 /// sends can make the status large.
 pub const MAX_NAME_CHARS: usize = 253;
 /// The most app versions (pod template revisions) a member list may hold at once.
 pub const MAX_APP_VERSIONS: usize = 16;
-/// The most roles of one member.
+/// The most roles of one member (ClusterSpecs allow no more).
 pub const MAX_ROLES: usize = 64;
 /// What is said of one agent's failure (in status and logs): at most this many
 /// characters of it, and of at most [`QUOTED_AGENTS`] agents.
@@ -69,12 +69,13 @@ impl Agents {
     /// agent is a member); else every error, and how many were not asked in time.
     pub async fn members(&self, ips: &[IpAddr]) -> Result<ClusterMembers, String> {
         let mut errors = Vec::new();
+        let mut gave_up = None;
         let mut not_joined = None;
         let deadline = Instant::now() + self.scan;
         for (asked, ip) in ips.iter().enumerate() {
             let addr = SocketAddr::new(*ip, MANAGEMENT_PORT);
             let Some(answer) = self.ask(addr, deadline).await else {
-                errors.push(format!(
+                gave_up = Some(format!(
                     "gave up after {:?}; {} of {} agents not asked",
                     self.scan,
                     ips.len() - asked,
@@ -90,13 +91,14 @@ impl Agents {
         }
         match not_joined {
             Some(m) => Ok(m),
-            None if errors.is_empty() => Err("no pod has an IP yet".into()),
+            None if errors.is_empty() && gave_up.is_none() => Err("no pod has an IP yet".into()),
             None => {
                 let more = errors.len().saturating_sub(QUOTED_AGENTS);
                 errors.truncate(QUOTED_AGENTS);
                 if more > 0 {
                     errors.push(format!("and {more} more"));
                 }
+                errors.extend(gave_up);
                 Err(errors.join("; "))
             }
         }
@@ -179,10 +181,10 @@ fn bounded(m: ClusterMembers) -> Result<ClusterMembers, ClientError> {
         .any(long)
     {
         return Err(ClientError::Malformed(format!(
-            "a name longer than {MAX_NAME_CHARS} characters"
+            "a name longer than {MAX_NAME_CHARS} bytes"
         )));
     }
-    if m.members.iter().any(|x| x.roles.len() > MAX_ROLES) || m.oldest_per_role.len() > MAX_ROLES {
+    if m.members.iter().any(|x| x.roles.len() > MAX_ROLES) {
         return Err(ClientError::Malformed(format!(
             "more than {MAX_ROLES} roles"
         )));
@@ -334,7 +336,7 @@ mod tests {
         assert!(bounded(m.clone()).is_ok());
         m.members[3].roles.push("r".repeat(MAX_NAME_CHARS + 1));
         let e = bounded(m).expect_err("a long role");
-        assert!(e.to_string().contains("longer than 253"), "{e}");
+        assert!(e.to_string().contains("longer than 253 bytes"), "{e}");
     }
 
     #[tokio::test]

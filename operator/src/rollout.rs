@@ -41,6 +41,9 @@ pub struct MemberView {
 pub struct Observed {
     pub pods: Vec<PodView>,
     pub members: Vec<MemberView>,
+    /// An agent answered with the member list; when none did, `members` is empty for
+    /// want of knowledge, not because no pod is a member.
+    pub members_known: bool,
     /// The revision every pod should run.
     pub target_revision: String,
     pub replicas: usize,
@@ -117,6 +120,26 @@ pub fn plan(o: &Observed) -> Step {
                 Step::Wait(format!("member {} of pod {} is leaving", m.address, p.name))
             };
         }
+    }
+    // Without a member list nothing is known to hold nothing: only an outdated pod
+    // that is not Ready (its agent cannot serve, e.g. a broken image being replaced)
+    // is replaced, one at a time; the rest waits until an agent answers.
+    if !o.members_known {
+        if let Some(p) = o
+            .pods
+            .iter()
+            .find(|p| !p.ready && p.revision == o.target_revision)
+        {
+            return Step::Wait(format!("pod {} is not Ready", p.name));
+        }
+        return match outdated.iter().find(|p| !p.ready) {
+            Some(p) => Step::Delete {
+                pod: p.name.clone(),
+            },
+            None => Step::Wait(
+                "no agent answered /cluster/members: no Ready member is replaced unseen".into(),
+            ),
+        };
     }
     // Outdated pods that are not members hold nothing: replace them first.
     if let Some(p) = outdated.iter().find(|p| member_of(p).is_none()) {

@@ -26,11 +26,13 @@ pub fn ordinal(pod: &str) -> Option<i32> {
 
 /// The StatefulSet's replicas for `desired`, given what runs (`current`: the replicas
 /// the StatefulSet has now; `None` before it exists).
+/// `members`: `None` when no agent answered with the member list (then a Ready pod
+/// that would go is not removed unseen: it may be a member that has to leave first).
 pub fn scale_down(
     desired: i32,
     current: Option<i32>,
     pods: &[PodView],
-    members: &[MemberView],
+    members: Option<&[MemberView]>,
 ) -> ScaleDown {
     let current = current.unwrap_or(desired);
     if current <= desired {
@@ -39,6 +41,28 @@ pub fn scale_down(
             ..ScaleDown::default()
         };
     }
+    let Some(members) = members else {
+        let going: Vec<&str> = pods
+            .iter()
+            .filter(|p| p.ready && ordinal(&p.name).is_some_and(|o| o >= desired))
+            .map(|p| p.name.as_str())
+            .collect();
+        return if going.is_empty() {
+            ScaleDown {
+                replicas: desired,
+                ..ScaleDown::default()
+            }
+        } else {
+            ScaleDown {
+                replicas: current,
+                leave: Vec::new(),
+                waiting: Some(format!(
+                    "scaling {current} → {desired}: no agent answered /cluster/members, so {} (Ready) may be members that must leave first",
+                    going.join(", ")
+                )),
+            }
+        };
+    };
     let mut leave = Vec::new();
     let mut staying = Vec::new();
     for p in pods
@@ -109,7 +133,7 @@ mod tests {
     fn the_highest_ordinals_leave_before_the_statefulset_shrinks() {
         let pods: Vec<_> = (0..5).map(pod).collect();
         let up: Vec<_> = (0..5).map(|i| member(i, MemberStatus::Up)).collect();
-        let s = scale_down(2, Some(5), &pods, &up);
+        let s = scale_down(2, Some(5), &pods, Some(&up));
         assert_eq!(s.replicas, 5, "nothing removed before they leave");
         let leaving: Vec<_> = s.leave.iter().map(|(p, _)| p.as_str()).collect();
         assert_eq!(leaving, ["shop-2", "shop-3", "shop-4"]);
@@ -119,7 +143,7 @@ mod tests {
         after[2].status = MemberStatus::Exiting;
         after[3].status = MemberStatus::Leaving;
         after.remove(4);
-        let s = scale_down(2, Some(5), &pods, &after);
+        let s = scale_down(2, Some(5), &pods, Some(&after));
         assert_eq!(
             (s.replicas, s.leave.len()),
             (5, 0),
@@ -127,7 +151,7 @@ mod tests {
         );
 
         after[3].status = MemberStatus::Exiting;
-        let s = scale_down(2, Some(5), &pods, &after);
+        let s = scale_down(2, Some(5), &pods, Some(&after));
         assert_eq!(
             s,
             ScaleDown {
@@ -141,11 +165,22 @@ mod tests {
     #[test]
     fn growing_or_unknown_members_shrink_at_once() {
         let pods: Vec<_> = (0..3).map(pod).collect();
-        assert_eq!(scale_down(5, Some(3), &pods, &[]).replicas, 5);
-        assert_eq!(scale_down(3, None, &[], &[]).replicas, 3);
+        assert_eq!(scale_down(5, Some(3), &pods, Some(&[])).replicas, 5);
+        assert_eq!(scale_down(3, None, &[], Some(&[])).replicas, 3);
         // No agent answered: the pods' own SIGTERM handling leaves gracefully.
-        assert_eq!(scale_down(1, Some(3), &pods, &[]).replicas, 1);
+        assert_eq!(scale_down(1, Some(3), &pods, Some(&[])).replicas, 1);
         assert_eq!(ordinal("my-shop-12"), Some(12));
         assert_eq!(ordinal("shop"), None);
+    }
+
+    #[test]
+    fn without_a_member_list_ready_pods_are_not_removed_unseen() {
+        let mut pods: Vec<_> = (0..3).map(pod).collect();
+        let s = scale_down(1, Some(3), &pods, None);
+        assert_eq!(s.replicas, 3);
+        assert!(s.waiting.is_some_and(|w| w.contains("shop-1, shop-2")));
+        pods[1].ready = false;
+        pods[2].ready = false;
+        assert_eq!(scale_down(1, Some(3), &pods, None).replicas, 1);
     }
 }

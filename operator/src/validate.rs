@@ -47,6 +47,31 @@ pub fn validate(spec: &ClusterSpecSpec) -> Vec<Problem> {
             "is empty: name the muster-agent image, or leave the field out for the default".into(),
         );
     }
+    if spec.agent.roles.len() > crate::agents::MAX_ROLES {
+        bad(
+            "spec.agent.roles",
+            format!(
+                "{} roles: at most {} (the operator reads no member list with more)",
+                spec.agent.roles.len(),
+                crate::agents::MAX_ROLES
+            ),
+        );
+    }
+    if let Some(role) = spec
+        .agent
+        .roles
+        .iter()
+        .find(|r| r.len() > crate::agents::MAX_NAME_CHARS)
+    {
+        bad(
+            "spec.agent.roles",
+            format!(
+                "a role of {} bytes: at most {} (the operator reads no member list with a longer one)",
+                role.len(),
+                crate::agents::MAX_NAME_CHARS
+            ),
+        );
+    }
     if !PULL_POLICIES.contains(&spec.agent.image_pull_policy.as_str()) {
         bad(
             "spec.agent.imagePullPolicy",

@@ -33,6 +33,7 @@ fn cluster(up: &[u32], new: &[bool]) -> Observed {
     Observed {
         pods,
         members,
+        members_known: true,
         target_revision: "v2".into(),
         replicas: up.len(),
         paused: false,
@@ -148,4 +149,26 @@ fn paused_stops_and_progress_counts_updated_pods() {
     o.paused = true;
     assert_eq!(plan(&o), Step::Paused { remaining: 1 });
     assert_eq!(progress(&o), (2, 3));
+}
+
+/// When no agent answered, a Ready pod is never taken for one that holds nothing (it
+/// was deleted unseen, and the next one before its replacement was Ready); a pod that
+/// is not Ready is still replaced (a broken agent image can be rolled away).
+#[test]
+fn without_a_member_list_only_pods_that_are_not_ready_are_replaced() {
+    let mut o = cluster(&[1, 2, 3], &[false, false, false]);
+    o.members.clear();
+    o.members_known = false;
+    assert!(matches!(plan(&o), Step::Wait(_)), "{:?}", plan(&o));
+    o.pods[1].ready = false;
+    assert_eq!(
+        plan(&o),
+        Step::Delete {
+            pod: "shop-1".into()
+        }
+    );
+    // Its replacement, at the new revision, not Ready yet: wait for it.
+    o.pods[1].revision = "v2".into();
+    o.pods[2].ready = false;
+    assert!(matches!(plan(&o), Step::Wait(_)), "{:?}", plan(&o));
 }
