@@ -582,7 +582,7 @@ async fn reconcile_once(cs: &ClusterSpec, ctx: &Context, now: Timestamp) -> Resu
         let formed = status::formed_at(&cs.spec, previous, members, now).is_some();
         let lock = status::new_cluster_enabled(&cs.spec, formed);
         let current = world.stateful_set.as_ref().and_then(|s| s.spec.replicas);
-        let known = world.members.is_ok().then_some(member_views.as_slice());
+        let known = world.members_known().then_some(member_views.as_slice());
         let shrink = scale::scale_down(cs.spec.replicas, current, &pod_views, known);
         let token = apply::secret(ctx, cs, &ns, lives.secret.take()).await?;
         let mut owned = build::owned(cs, lock, &site).map_err(Error::Build)?;
@@ -730,7 +730,7 @@ async fn roll(
     let observed = rollout::Observed {
         pods,
         members,
-        members_known: world.members.is_ok(),
+        members_known: world.members_known(),
         target_revision: target,
         replicas: usize::try_from(cs.spec.replicas).unwrap_or(0),
         paused: cs.spec.rollout.paused,

@@ -34,6 +34,17 @@ pub struct World {
 pub const SLOW_SCAN: std::time::Duration = std::time::Duration::from_secs(1);
 
 impl World {
+    /// Whether the member list says who is a member: an agent answered, and its list
+    /// is not empty while some pod is Ready (a Ready pod's agent is a member, so an
+    /// empty list then came from an agent that has not joined, while the members failed
+    /// to answer). Rollouts and scale-downs act on Ready pods only when it does.
+    pub fn members_known(&self) -> bool {
+        match &self.members {
+            Ok(m) => !m.members.is_empty() || !self.pods.iter().any(is_ready),
+            Err(_) => false,
+        }
+    }
+
     /// Pods that exist and are not being deleted.
     pub fn live_pods(&self) -> i32 {
         let n = self
@@ -278,5 +289,29 @@ mod tests {
             of_stateful_set(pods, None).is_empty(),
             "no StatefulSet, no pods"
         );
+    }
+
+    /// An empty list while a pod is Ready (its agent is a member) came from an agent
+    /// that has not joined: who is a member is not known then.
+    #[test]
+    fn an_empty_member_list_beside_a_ready_pod_is_no_knowledge() {
+        let t = "2026-01-01T00:00:00Z";
+        let forming = world(vec![pod("shop-0", "10.0.0.1", t, false)], &[]);
+        assert!(forming.members_known(), "nobody Ready, nobody joined");
+        let ready = world(
+            vec![
+                pod("shop-0", "10.0.0.1", t, true),
+                pod("shop-1", "10.0.0.2", t, false),
+            ],
+            &[],
+        );
+        assert!(!ready.members_known());
+        let listed = world(vec![pod("shop-0", "10.0.0.1", t, true)], &["10.0.0.1"]);
+        assert!(listed.members_known());
+        let failed = World {
+            members: Err("no answer".into()),
+            ..world(vec![], &[])
+        };
+        assert!(!failed.members_known());
     }
 }
