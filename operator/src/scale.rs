@@ -35,11 +35,12 @@ pub fn scale_down(
     members: Option<&[MemberView]>,
 ) -> ScaleDown {
     let current = current.unwrap_or(desired);
+    let shrink = ScaleDown {
+        replicas: desired,
+        ..ScaleDown::default()
+    };
     if current <= desired {
-        return ScaleDown {
-            replicas: desired,
-            ..ScaleDown::default()
-        };
+        return shrink;
     }
     let Some(members) = members else {
         let going: Vec<&str> = pods
@@ -48,10 +49,7 @@ pub fn scale_down(
             .map(|p| p.name.as_str())
             .collect();
         return if going.is_empty() {
-            ScaleDown {
-                replicas: desired,
-                ..ScaleDown::default()
-            }
+            shrink
         } else {
             ScaleDown {
                 replicas: current,
@@ -82,10 +80,7 @@ pub fn scale_down(
         }
     }
     if staying.is_empty() {
-        ScaleDown {
-            replicas: desired,
-            ..ScaleDown::default()
-        }
+        shrink
     } else {
         ScaleDown {
             replicas: current,

@@ -705,6 +705,13 @@ async fn network_policies_the_operator_may_not_read_are_reported_not_fatal() {
         .await;
         (summary(&calls), calls, result)
     };
+    let policy_calls = |order: &[String]| -> Vec<String> {
+        order
+            .iter()
+            .filter(|c| c.contains("networkpolicies"))
+            .cloned()
+            .collect()
+    };
     let (order, calls, result) = run(json!({"replicas": 3})).await;
     result.expect("reconciled without the policy");
     assert!(
@@ -713,12 +720,8 @@ async fn network_policies_the_operator_may_not_read_are_reported_not_fatal() {
             .any(|c| c == "PATCH apps/v1/namespaces/prod/statefulsets/shop"),
         "{order:?}"
     );
-    let policy_calls: Vec<&String> = order
-        .iter()
-        .filter(|c| c.contains("networkpolicies"))
-        .collect();
     assert_eq!(
-        policy_calls,
+        policy_calls(&order),
         ["GET networking.k8s.io/v1/namespaces/prod/networkpolicies"]
     );
     let status = &calls.last().expect("status").body["status"];
@@ -735,12 +738,8 @@ async fn network_policies_the_operator_may_not_read_are_reported_not_fatal() {
 
     let (order, _, result) = run(json!({"replicas": 3, "networkPolicy": {"enabled": false}})).await;
     result.expect("reconciled");
-    let policy_calls: Vec<&String> = order
-        .iter()
-        .filter(|c| c.contains("networkpolicies"))
-        .collect();
     assert_eq!(
-        policy_calls,
+        policy_calls(&order),
         ["GET networking.k8s.io/v1/namespaces/prod/networkpolicies/shop"],
         "the cluster's own name only"
     );
