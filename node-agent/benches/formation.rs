@@ -8,8 +8,12 @@
 //!    this process with kept-alive connections (both share the machine's cores).
 //! 3. Agent RSS at idle (VmRSS from /proc), after formation and after the load.
 //!
+//! Each is measured with TLS off and on (both ports, one CA and one certificate shared by
+//! the agents, as the operator gives them), in the same run, one after the other.
+//!
 //! Environment: `BENCH_RUNS` (formation runs per size, default 20), `BENCH_SIZES`
-//! (default `3,5,9`), `BENCH_LOAD_SECS` (default 5), `BENCH_CONNECTIONS` (default 16).
+//! (default `3,5,9`), `BENCH_LOAD_SECS` (default 5), `BENCH_CONNECTIONS` (default 16),
+//! `BENCH_TLS` (`off`, `on` or `both`, default `both`).
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -20,9 +24,55 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::TokioIo;
 use node_agent::api::{ManagementClient, check};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, ServerName};
+use std::sync::Arc;
+use tokio::io::{AsyncRead, AsyncWrite};
 
+#[path = "../tests/support/certs.rs"]
+mod certs;
 mod common;
 use common::{KEY_HEX, MANAGEMENT_PORT, env_or};
+
+/// The name in the agents' certificate.
+const TLS_NAME: &str = "bench.muster";
+
+/// TLS for one run: the agents' files and what a client trusts.
+struct BenchTls {
+    yaml: String,
+    client: Arc<rustls::ClientConfig>,
+}
+
+impl BenchTls {
+    fn new(dir: &Path) -> Self {
+        let ca = certs::TestCa::new("bench-ca");
+        let paths = certs::TlsPaths::new(dir, "agents");
+        paths.write(&ca.issue(TLS_NAME), &[&ca.pem()]);
+        let mut roots = rustls::RootCertStore::empty();
+        for c in CertificateDer::pem_slice_iter(ca.pem().as_bytes()) {
+            roots.add(c.expect("CA pem")).expect("CA");
+        }
+        let client = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .expect("TLS versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        Self {
+            yaml: paths.yaml(TLS_NAME),
+            client: Arc::new(client),
+        }
+    }
+
+    fn name() -> ServerName<'static> {
+        ServerName::try_from(TLS_NAME).expect("name")
+    }
+
+    fn management_client(&self, timeout: Duration) -> ManagementClient {
+        ManagementClient::new(timeout).with_tls((self.client.clone(), Self::name()))
+    }
+}
 
 struct Agents {
     children: Vec<Child>,
@@ -45,9 +95,9 @@ fn workdir() -> PathBuf {
     dir
 }
 
-/// Starts `n` agents on 127.<a>.<b>.1..=n with default settings and required = n;
-/// returns them with the instant the last process was started.
-fn start(dir: &Path, subnet: (u8, u8), n: u8) -> (Agents, Instant) {
+/// Starts `n` agents on 127.<a>.<b>.1..=n with default settings and required = n (and
+/// TLS when given); returns them with the instant the last process was started.
+fn start(dir: &Path, subnet: (u8, u8), n: u8, tls: Option<&BenchTls>) -> (Agents, Instant) {
     let ips: Vec<IpAddr> = (1..=n)
         .map(|i| IpAddr::V4(Ipv4Addr::new(127, subnet.0, subnet.1, i)))
         .collect();
@@ -59,9 +109,10 @@ fn start(dir: &Path, subnet: (u8, u8), n: u8) -> (Agents, Instant) {
     std::fs::write(
         &config,
         format!(
-            "cluster:\n  key-file: {}\nbootstrap:\n  service-name: bench\n  discovery-method: config\n  required-contact-point-nr: {n}\n  expected-contact-point-nr: {n}\ndiscovery:\n  config:\n    endpoints: [{}]\n",
+            "cluster:\n  key-file: {}\nbootstrap:\n  service-name: bench\n  discovery-method: config\n  required-contact-point-nr: {n}\n  expected-contact-point-nr: {n}\ndiscovery:\n  config:\n    endpoints: [{}]\n{}",
             dir.join("cluster.key").display(),
-            endpoints.join(", ")
+            endpoints.join(", "),
+            tls.map_or("", |t| t.yaml.as_str()),
         ),
     )
     .expect("config");
@@ -129,7 +180,20 @@ fn rss_kib(pid: u32) -> Option<u64> {
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
 }
 
-async fn formation(dir: &Path, client: &ManagementClient) {
+/// The TLS modes to measure (`BENCH_TLS`).
+fn tls_modes() -> Vec<bool> {
+    match std::env::var("BENCH_TLS").as_deref() {
+        Ok("off") => vec![false],
+        Ok("on") => vec![true],
+        _ => vec![false, true],
+    }
+}
+
+fn on_off(tls: bool) -> &'static str {
+    if tls { "on" } else { "off" }
+}
+
+async fn formation(dir: &Path, plain: &ManagementClient, tls: &BenchTls) {
     let runs: u8 = env_or("BENCH_RUNS", 20);
     let sizes: Vec<u8> = std::env::var("BENCH_SIZES")
         .unwrap_or_else(|_| "3,5,9".into())
@@ -141,40 +205,66 @@ async fn formation(dir: &Path, client: &ManagementClient) {
         "  (time from starting the last agent until all N report N members Up and one leader)"
     );
     println!(
-        "{:>6} {:>5} {:>9} {:>9} {:>9}",
-        "agents", "runs", "p50", "p95", "max"
+        "{:>6} {:>4} {:>5} {:>9} {:>9} {:>9}",
+        "agents", "tls", "runs", "p50", "p95", "max"
     );
+    let secure = tls.management_client(Duration::from_millis(500));
     for (s, n) in sizes.iter().enumerate() {
-        let mut times = Vec::new();
-        for run in 0..runs {
-            // A fresh subnet per run: no port of an earlier run is in the way.
-            let (agents, last) = start(dir, (31 + s as u8, run), *n);
-            if wait_formed(client, &agents, Duration::from_secs(60)).await {
-                times.push(last.elapsed());
-            } else {
-                eprintln!("  {n} agents, run {run}: did not form within 60 s");
+        for with_tls in tls_modes() {
+            let mut times = Vec::new();
+            for run in 0..runs {
+                // A fresh subnet per run and mode: no port of an earlier run is in the way.
+                let subnet = (31 + s as u8, run * 2 + u8::from(with_tls));
+                let (agents, last) = start(dir, subnet, *n, with_tls.then_some(tls));
+                let client = if with_tls { &secure } else { plain };
+                if wait_formed(client, &agents, Duration::from_secs(60)).await {
+                    times.push(last.elapsed());
+                } else {
+                    eprintln!(
+                        "  {n} agents, TLS {}, run {run}: did not form within 60 s",
+                        on_off(with_tls)
+                    );
+                }
             }
+            times.sort();
+            if times.is_empty() {
+                continue;
+            }
+            println!(
+                "{n:>6} {:>4} {:>5} {:>7.0}ms {:>7.0}ms {:>7.0}ms",
+                on_off(with_tls),
+                times.len(),
+                ms(percentile(&times, 0.5)),
+                ms(percentile(&times, 0.95)),
+                ms(times[times.len() - 1])
+            );
         }
-        times.sort();
-        if times.is_empty() {
-            continue;
-        }
-        println!(
-            "{n:>6} {:>5} {:>7.0}ms {:>7.0}ms {:>7.0}ms",
-            times.len(),
-            ms(percentile(&times, 0.5)),
-            ms(percentile(&times, 0.95)),
-            ms(times[times.len() - 1])
-        );
     }
 }
 
+/// A connection of the load generator: plain TCP or TLS over it.
+trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
+
 /// One kept-alive connection sending requests back to back until `until`.
-async fn load_connection(addr: SocketAddr, until: Instant) -> Result<Vec<Duration>, String> {
+async fn load_connection(
+    addr: SocketAddr,
+    until: Instant,
+    tls: Option<Arc<rustls::ClientConfig>>,
+) -> Result<Vec<Duration>, String> {
     let stream = tokio::net::TcpStream::connect(addr)
         .await
         .map_err(|e| e.to_string())?;
     stream.set_nodelay(true).map_err(|e| e.to_string())?;
+    let stream: Box<dyn Io> = match tls {
+        None => Box::new(stream),
+        Some(config) => Box::new(
+            tokio_rustls::TlsConnector::from(config)
+                .connect(BenchTls::name(), stream)
+                .await
+                .map_err(|e| e.to_string())?,
+        ),
+    };
     let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
         .map_err(|e| e.to_string())?;
@@ -199,10 +289,18 @@ async fn load_connection(addr: SocketAddr, until: Instant) -> Result<Vec<Duratio
     Ok(latencies)
 }
 
-async fn throughput(dir: &Path, client: &ManagementClient) {
+async fn throughput(dir: &Path, plain: &ManagementClient, tls: &BenchTls, with_tls: bool) {
     let secs: u64 = env_or("BENCH_LOAD_SECS", 5);
     let connections: usize = env_or("BENCH_CONNECTIONS", 16);
-    let (agents, _) = start(dir, (30, 1), 3);
+    let (agents, _) = start(
+        dir,
+        (30, 1 + u8::from(with_tls)),
+        3,
+        with_tls.then_some(tls),
+    );
+    let secure = tls.management_client(Duration::from_millis(500));
+    let client = if with_tls { &secure } else { plain };
+    let load_tls = with_tls.then(|| tls.client.clone());
     if !wait_formed(client, &agents, Duration::from_secs(60)).await {
         eprintln!("throughput: the 3 agents did not form; skipped");
         return;
@@ -229,10 +327,10 @@ async fn throughput(dir: &Path, client: &ManagementClient) {
             .expect("load generator runtime");
         rt.block_on(async move {
             let warmup = Instant::now() + Duration::from_millis(500);
-            let _ = futures_join(target, 4, warmup).await;
+            let _ = futures_join(target, 4, warmup, load_tls.clone()).await;
             let until = Instant::now() + Duration::from_secs(secs);
             let started = Instant::now();
-            let results = futures_join(target, connections, until).await;
+            let results = futures_join(target, connections, until, load_tls).await;
             (results, started.elapsed())
         })
     })
@@ -255,7 +353,8 @@ async fn throughput(dir: &Path, client: &ManagementClient) {
     all.sort();
     let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
     println!(
-        "\nGET /bootstrap/seed-nodes: 1 agent of a 3-member cluster, {connections} kept-alive connections from one client thread, {secs} s, {cores} cores shared by agents and client"
+        "\nGET /bootstrap/seed-nodes, TLS {}: 1 agent of a 3-member cluster, {connections} kept-alive connections from one client thread, {secs} s, {cores} cores shared by agents and client",
+        on_off(with_tls)
     );
     if all.is_empty() {
         println!("  no request completed ({errors} connections failed)");
@@ -291,9 +390,10 @@ async fn futures_join(
     target: SocketAddr,
     connections: usize,
     until: Instant,
+    tls: Option<Arc<rustls::ClientConfig>>,
 ) -> Vec<Result<Vec<Duration>, String>> {
     let tasks: Vec<_> = (0..connections)
-        .map(|_| tokio::spawn(load_connection(target, until)))
+        .map(|_| tokio::spawn(load_connection(target, until, tls.clone())))
         .collect();
     let mut out = Vec::new();
     for t in tasks {
@@ -311,8 +411,11 @@ fn main() {
     rt.block_on(async {
         let dir = workdir();
         let client = ManagementClient::new(Duration::from_millis(500));
-        formation(&dir, &client).await;
-        throughput(&dir, &client).await;
+        let tls = BenchTls::new(&dir);
+        formation(&dir, &client, &tls).await;
+        for with_tls in tls_modes() {
+            throughput(&dir, &client, &tls, with_tls).await;
+        }
         let _ = std::fs::remove_dir_all(&dir);
     });
 }

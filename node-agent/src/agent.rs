@@ -3,6 +3,7 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 use std::time::Duration;
@@ -15,6 +16,7 @@ use tracing::{info, warn};
 
 use crate::base::address::{ContactPoint, UniqueAddress};
 use crate::base::rng::Rng;
+use crate::base::secret::ClusterKey;
 use crate::base::time::Clock;
 use crate::bootstrap::coordinator::{self, Coordinator, PortRules};
 use crate::bootstrap::decider::DeciderSettings;
@@ -31,6 +33,7 @@ use crate::membership::events::{EventHub, Subscription};
 use crate::membership::member::MemberInfo;
 use crate::membership::responder;
 use crate::metrics::Metrics;
+use crate::tls::Tls;
 use crate::transport::Inbound;
 use crate::transport::tcp::{self, InFlight, Outbound};
 
@@ -53,6 +56,8 @@ pub enum AgentError {
     Lease(#[from] LeaseError),
     #[error("cannot set up the formation record: {0}")]
     FormationRecord(String),
+    #[error("cannot set up TLS: {0}")]
+    Tls(String),
 }
 
 /// A running agent. Dropping it stops every task.
@@ -143,6 +148,47 @@ async fn formation_record(
     Ok(Some(record))
 }
 
+/// How often the cluster key file is read again.
+const KEY_FILE_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Reads the key file every [`KEY_FILE_INTERVAL`] and puts what it holds in use (every
+/// connection signs and checks with it from its next frame). An unreadable or invalid
+/// file is logged once per distinct problem and the keys in use stay.
+async fn follow_key_file(key: ClusterKey, file: PathBuf) {
+    let mut last_error = None;
+    // A change is used once two reads one interval apart agree, so a file caught
+    // half-written (a truncated key is still a key) is never used.
+    let mut seen: Option<Vec<Vec<u8>>> = None;
+    loop {
+        tokio::time::sleep(KEY_FILE_INTERVAL).await;
+        let keys = tokio::fs::read(&file)
+            .await
+            .map_err(|e| format!("cannot read {}: {e}", file.display()))
+            .and_then(|b| {
+                ClusterKey::parse_file(&b).map_err(|e| format!("{}: {e}", file.display()))
+            });
+        match keys {
+            Ok(keys) => {
+                last_error = None;
+                if seen.as_ref() == Some(&keys) {
+                    if key.replace(keys) {
+                        info!(keys = ?key.ids(), "cluster key file changed: these keys are in use (the first signs)");
+                    }
+                } else {
+                    seen = Some(keys);
+                }
+            }
+            Err(e) => {
+                seen = None;
+                if last_error.as_ref() != Some(&e) {
+                    warn!(error = %e, "the cluster key file cannot be used; the keys in use stay");
+                    last_error = Some(e);
+                }
+            }
+        }
+    }
+}
+
 impl Agent {
     /// Binds both ports and starts everything. Returns once the agent is serving.
     pub async fn start(config: AgentConfig) -> Result<Self, AgentError> {
@@ -172,6 +218,22 @@ impl Agent {
         }
 
         let mut tasks = Tasks::default();
+        if let (Some(key), Some(file)) = (&config.cluster_key, &s.cluster.key_file) {
+            tasks.spawn(
+                "cluster key file",
+                follow_key_file(key.clone(), file.clone()),
+            );
+        }
+        let tls = match &config.tls {
+            Some(t) => {
+                let tls = Tls::new(t).map_err(AgentError::Tls)?;
+                let (certificate, trusted) = tls.in_use();
+                info!(server_name = ?t.server_name, %certificate, ?trusted, "TLS on both ports");
+                tasks.spawn("TLS files", tls.clone().follow());
+                Some(tls)
+            }
+            None => None,
+        };
         let (inbound_tx, inbound_rx) = mpsc::channel(INBOUND_QUEUE);
         let (urgent_tx, urgent_rx) = mpsc::channel(URGENT_QUEUE);
         let (responses_tx, responses_rx) = mpsc::channel(URGENT_QUEUE);
@@ -190,6 +252,7 @@ impl Agent {
             tcp::serve(
                 cluster_listener,
                 config.cluster_key.clone(),
+                tls.clone(),
                 metrics.clone(),
                 Inbound {
                     urgent: urgent_tx,
@@ -211,6 +274,7 @@ impl Agent {
         let outbound = Outbound::new(
             config.self_address.ip,
             config.cluster_key.clone(),
+            tls.clone(),
             metrics.clone(),
         );
         let in_flight = outbound.in_flight();
@@ -230,6 +294,7 @@ impl Agent {
                 urgent_outbound: Outbound::new(
                     config.self_address.ip,
                     config.cluster_key.clone(),
+                    tls.clone(),
                     metrics.clone(),
                 ),
                 view: cluster_tx,
@@ -250,6 +315,7 @@ impl Agent {
                 outbound: Outbound::new(
                     config.self_address.ip,
                     config.cluster_key.clone(),
+                    tls.clone(),
                     metrics.clone(),
                 ),
                 progress,
@@ -290,6 +356,7 @@ impl Agent {
                     &config.system_name,
                     b.probe_interval,
                     config.cluster_key.clone(),
+                    tls.as_deref(),
                     self_probes.clone(),
                 ),
                 membership: commands_tx.clone(),
@@ -333,6 +400,7 @@ impl Agent {
             event_subscribers: Arc::new(tokio::sync::Semaphore::new(
                 management::MAX_EVENT_SUBSCRIBERS,
             )),
+            tls: tls.clone(),
         });
         tasks.spawn(
             "management server",
@@ -341,6 +409,7 @@ impl Agent {
                 app,
                 s.management.max_connections,
                 s.management.header_read_timeout,
+                tls,
             ),
         );
 

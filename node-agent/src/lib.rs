@@ -6,14 +6,15 @@
 //!
 //! 1. [`base`]: values everyone shares — time, addresses, member status, secrets,
 //!    randomness.
-//! 2. [`api`]: the management API's bodies, its one typed client and the "one cluster"
+//! 2. [`tls`]: certificates from files, checked and followed at run time.
+//! 3. [`api`]: the management API's bodies, its one typed client and the "one cluster"
 //!    check; [`config`]: the settings, validated; [`metrics`]; [`listener`].
-//! 3. [`transport`]: authenticated frames on the cluster port, for any message type;
+//! 4. [`transport`]: authenticated frames on the cluster port, for any message type;
 //!    [`discovery`]: where contact points come from; [`lease`]: a Kubernetes Lease.
-//! 4. [`membership`]: the gossip membership core, its messages and its task.
-//! 5. [`bootstrap`]: the join-or-form decision, probing and its task.
-//! 6. [`management`]: the HTTP server of the API.
-//! 7. [`agent`] wires it all; [`local_cluster`] and [`fuzzing`] use it.
+//! 5. [`membership`]: the gossip membership core, its messages and its task.
+//! 6. [`bootstrap`]: the join-or-form decision, probing and its task.
+//! 7. [`management`]: the HTTP server of the API.
+//! 8. [`agent`] wires it all; [`local_cluster`] and [`fuzzing`] use it.
 //!
 //! [`testing`] stands in for an HTTP server in tests; it uses nothing of the crate.
 //!
@@ -35,6 +36,7 @@ pub mod management;
 pub mod membership;
 pub mod metrics;
 pub mod testing;
+pub mod tls;
 pub mod transport;
 
 pub use agent::{Agent, AgentError};

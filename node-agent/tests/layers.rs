@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 /// The layers, lowest first: a module may use modules of lower layers only.
 const LAYERS: &[&[&str]] = &[
     &["base", "testing"],
+    &["tls"],
     &["api", "config", "metrics", "listener"],
     &["transport", "discovery", "lease"],
     &["membership"],

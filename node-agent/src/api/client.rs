@@ -4,14 +4,17 @@
 //! (unreachable, timed out, an HTTP status, too large, refused) for status pages and logs.
 
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty, Limited};
 use hyper::body::Incoming;
+use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo};
+use rustls::pki_types::ServerName;
 use serde::de::DeserializeOwned;
 use tokio::io::{AsyncRead, AsyncWrite};
 
@@ -65,11 +68,22 @@ impl From<ClientError> for String {
     }
 }
 
+/// TLS for a client: the configuration (trusted CAs, and for agents their own
+/// certificate) and the one name every agent's certificate is checked against.
+pub type ClientTls = (Arc<rustls::ClientConfig>, ServerName<'static>);
+
+#[derive(Debug, Clone)]
+enum Http {
+    Plain(Client<HttpConnector, Empty<Bytes>>),
+    Tls(Client<HttpsConnector<HttpConnector>, Empty<Bytes>>),
+}
+
 /// An HTTP client for agents' management ports.
 #[derive(Debug, Clone)]
 pub struct ManagementClient {
-    client: Client<HttpConnector, Empty<Bytes>>,
+    client: Http,
     timeout: Duration,
+    local_ip: Option<IpAddr>,
     /// Largest body read (except `/bootstrap/seed-nodes`, which has its own).
     body_limit: usize,
 }
@@ -93,19 +107,48 @@ impl ManagementClient {
     }
 
     fn build(timeout: Duration, local_ip: Option<IpAddr>) -> Self {
+        Self {
+            client: Http::Plain(Self::builder().build(Self::connector(timeout, local_ip))),
+            timeout,
+            local_ip,
+            body_limit: MAX_BODY_BYTES,
+        }
+    }
+
+    fn connector(timeout: Duration, local_ip: Option<IpAddr>) -> HttpConnector {
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
         connector.set_connect_timeout(Some(timeout));
         connector.set_local_address(local_ip);
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(30))
-            .pool_max_idle_per_host(1)
-            .build(connector);
-        Self {
-            client,
-            timeout,
-            body_limit: MAX_BODY_BYTES,
-        }
+        connector
+    }
+
+    fn builder() -> hyper_util::client::legacy::Builder {
+        let mut b = Client::builder(TokioExecutor::new());
+        b.pool_idle_timeout(Duration::from_secs(30))
+            .pool_max_idle_per_host(1);
+        b
+    }
+
+    /// The same client speaking HTTPS only: each agent's certificate is checked with
+    /// `tls`'s configuration against its fixed name, whatever address is asked.
+    pub fn with_tls(mut self, tls: ClientTls) -> Self {
+        let (config, name) = tls;
+        let mut http = Self::connector(self.timeout, self.local_ip);
+        http.enforce_http(false);
+        let https = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config((*config).clone())
+            .https_only()
+            .with_server_name_resolver(hyper_rustls::FixedServerNameResolver::new(name))
+            .enable_http1()
+            .wrap_connector(http);
+        self.client = Http::Tls(Self::builder().build(https));
+        self
+    }
+
+    /// Whether requests go over TLS.
+    pub fn is_tls(&self) -> bool {
+        matches!(self.client, Http::Tls(_))
     }
 
     /// The same client, reading at most `bytes` of any answer (default
@@ -222,13 +265,13 @@ impl ManagementClient {
         serde_json::from_slice(&body).map_err(|e| ClientError::Malformed(e.to_string()))
     }
 
-    /// `GET http://addr/path`: the status and the body, whatever the status.
+    /// `GET http(s)://addr/path`: the status and the body, whatever the status.
     pub async fn get(&self, addr: SocketAddr, path: &str) -> Result<(u16, Bytes), ClientError> {
         self.send(http::Method::GET, addr, path, None, self.body_limit)
             .await
     }
 
-    /// `PUT http://addr/path` with `Authorization: Bearer <token>` as given (tests send
+    /// `PUT http(s)://addr/path` with `Authorization: Bearer <token>` as given (tests send
     /// wrong ones): the status and the body.
     pub async fn put(
         &self,
@@ -286,20 +329,21 @@ impl ManagementClient {
         limit: usize,
     ) -> Result<(u16, http::HeaderMap, Bytes), ClientError> {
         let exchange = async {
+            let scheme = if self.is_tls() { "https" } else { "http" };
             let mut req = http::Request::builder()
                 .method(method)
-                .uri(format!("http://{addr}{path}"));
+                .uri(format!("{scheme}://{addr}{path}"));
             for (name, value) in headers {
                 req = req.header(*name, value);
             }
             let req = req
                 .body(Empty::new())
                 .map_err(|e| ClientError::Unreachable(e.to_string()))?;
-            let resp = self
-                .client
-                .request(req)
-                .await
-                .map_err(|e| ClientError::Unreachable(with_source(&e)))?;
+            let resp = match &self.client {
+                Http::Plain(c) => c.request(req).await,
+                Http::Tls(c) => c.request(req).await,
+            }
+            .map_err(|e| ClientError::Unreachable(with_source(&e)))?;
             let answer_headers = resp.headers().clone();
             let (code, body) = read(resp, limit).await?;
             Ok((code, answer_headers, body))

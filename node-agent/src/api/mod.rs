@@ -16,11 +16,11 @@ pub mod status;
 
 use serde::{Deserialize, Serialize};
 
-pub use client::{ClientError, ManagementClient};
+pub use client::{ClientError, ClientTls, ManagementClient};
 pub use events::ClusterEvent;
 pub use members::{ClusterMember, ClusterMembers, ClusterUnreachableMember};
 pub use seed_nodes::{SeedNode, SeedNodes};
-pub use status::{BootstrapPhase, BootstrapStatusBody};
+pub use status::{BootstrapPhase, BootstrapStatusBody, TlsInUse};
 
 /// Request header naming the prober's own contact point on `GET /bootstrap/seed-nodes`:
 /// the probed node may then probe back at once instead of waiting for its next round.

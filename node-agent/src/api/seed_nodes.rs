@@ -22,9 +22,9 @@ pub fn valid_nonce(nonce: &str) -> bool {
     (32..=64).contains(&nonce.len()) && nonce.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
-fn mac(key: &ClusterKey, nonce: &str, body: &[u8]) -> Hmac<Sha256> {
-    let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(key.as_bytes())
-        .expect("HMAC takes keys of any length");
+fn mac(key: &[u8], nonce: &str, body: &[u8]) -> Hmac<Sha256> {
+    let mut mac =
+        <Hmac<Sha256> as KeyInit>::new_from_slice(key).expect("HMAC takes keys of any length");
     mac.update(b"muster /bootstrap/seed-nodes v1\0");
     mac.update(nonce.as_bytes());
     mac.update(b"\0");
@@ -34,10 +34,11 @@ fn mac(key: &ClusterKey, nonce: &str, body: &[u8]) -> Hmac<Sha256> {
 
 /// The signature of an answer `body` to the probe that sent `nonce`.
 pub fn sign(key: &ClusterKey, nonce: &str, body: &[u8]) -> String {
-    crate::base::hex(&mac(key, nonce, body).finalize().into_bytes())
+    key.with_signing(|k| crate::base::hex(&mac(k, nonce, body).finalize().into_bytes()))
 }
 
-/// Checks `signature` (hex) in time independent of where it differs.
+/// Checks `signature` (hex) in time independent of where it differs, with each key the
+/// cluster accepts (two during a key rotation).
 pub fn verify(key: &ClusterKey, nonce: &str, body: &[u8], signature: &str) -> Result<(), Refused> {
     let bytes: Option<Vec<u8>> = (signature.len() == 64)
         .then(|| {
@@ -50,9 +51,9 @@ pub fn verify(key: &ClusterKey, nonce: &str, body: &[u8], signature: &str) -> Re
     let Some(bytes) = bytes else {
         return Err(Refused::BadSignature);
     };
-    mac(key, nonce, body)
-        .verify_slice(&bytes)
-        .map_err(|_| Refused::BadSignature)
+    key.any_accepts(|k| mac(k, nonce, body).verify_slice(&bytes).is_ok())
+        .then_some(())
+        .ok_or(Refused::BadSignature)
 }
 
 /// Seed nodes or contact points accepted in one answer.

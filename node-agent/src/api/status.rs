@@ -74,6 +74,24 @@ pub struct BootstrapStatusBody<D = serde_json::Value> {
     /// In plain words: what the agent is doing or waiting for.
     pub reason: String,
     pub bootstrap: Option<D>,
+    /// With TLS on: what the agent serves and trusts now (fingerprints), so that
+    /// whoever rotates certificates sees when every agent has taken the new files.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TlsInUse>,
+    /// Ids of the cluster keys in use (the signing key first), from the key file as last
+    /// read; a key's id reveals nothing of it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cluster_keys: Vec<String>,
+}
+
+/// The TLS material an agent uses now, by SHA-256 fingerprint (hex) of each DER certificate.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TlsInUse {
+    /// The agent's own certificate.
+    pub certificate: String,
+    /// The CAs it trusts, in the order of its CA file.
+    pub trusted: Vec<String>,
 }
 
 #[cfg(test)]

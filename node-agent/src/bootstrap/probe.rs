@@ -20,6 +20,7 @@ use crate::api::{ClientError, ManagementClient, SeedNodes};
 use crate::base::address::ContactPoint;
 use crate::base::rng::os_random_bytes;
 use crate::base::secret::ClusterKey;
+use crate::tls::Tls;
 
 /// Nonces of this node's probes in flight, and whether this node's own server saw them.
 #[derive(Debug, Clone, Default)]
@@ -110,10 +111,15 @@ impl Prober {
         system: &str,
         timeout: Duration,
         key: Option<ClusterKey>,
+        tls: Option<&Tls>,
         self_probes: SelfProbes,
     ) -> Self {
+        let client = ManagementClient::from_ip(local_ip, timeout);
         Self {
-            client: ManagementClient::from_ip(local_ip, timeout),
+            client: match tls {
+                Some(t) => client.with_tls(t.for_clients()),
+                None => client,
+            },
             me: me.clone(),
             system: system.to_owned(),
             key,

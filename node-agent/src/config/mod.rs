@@ -99,6 +99,8 @@ pub struct AgentConfig {
     pub pod_name: Option<String>,
     /// Port of contact points that discovery returns without one.
     pub fallback_port: u16,
+    /// TLS on both ports; `None`: plain TCP and HTTP.
+    pub tls: Option<crate::tls::TlsConfig>,
 }
 
 impl AgentConfig {

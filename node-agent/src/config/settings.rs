@@ -20,6 +20,7 @@ pub struct Settings {
     pub management: ManagementSettings,
     pub bootstrap: BootstrapSettings,
     pub discovery: DiscoverySettings,
+    pub tls: TlsSettings,
 }
 
 impl Settings {
@@ -83,8 +84,9 @@ pub struct ClusterSettings {
     /// Version of the application, shown to peers (used by rolling updates). Default `0.0.0`.
     pub app_version: String,
     /// File holding the shared cluster key that authenticates agent-to-agent messages
-    /// and probe answers (HMAC-SHA256). At least 16 bytes. Required unless
-    /// `allow-unauthenticated` is true. Default: none.
+    /// and probe answers (HMAC-SHA256). At least 16 bytes. Up to 4 keys, one per line:
+    /// the first signs, all are accepted (key rotation); read again every second.
+    /// Required unless `allow-unauthenticated` is true. Default: none.
     pub key_file: Option<PathBuf>,
     /// Run without a cluster key: anyone who can reach the cluster port can then down
     /// any member, and anyone on the pod network can take part in forming. Only for
@@ -391,6 +393,41 @@ impl Default for ManagementSettings {
             max_body_bytes: 64 * 1024,
             token_file: None,
             token: None,
+        }
+    }
+}
+
+/// `tls:` — TLS on the management and cluster ports. Off unless the three files are
+/// named; then all three are required.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct TlsSettings {
+    /// PEM file with this agent's certificate (then any intermediates). It must be valid
+    /// for `server-name`, allow serverAuth and clientAuth, and chain to a CA of `ca-file`.
+    /// Default: none (TLS off).
+    pub cert_file: Option<PathBuf>,
+    /// PEM file with the certificate's private key. Default: none.
+    pub key_file: Option<PathBuf>,
+    /// PEM file with the CA certificates trusted for peers (during a CA rotation, the old
+    /// and the new). Default: none.
+    pub ca_file: Option<PathBuf>,
+    /// The name every peer's certificate is checked against (peers are reached by IP,
+    /// so the agents of a cluster share one name). Default: the cluster name.
+    pub server_name: Option<String>,
+    /// How often the three files are read again; a change is used from the next
+    /// connection (for certificate rotation without a restart). Default 10s.
+    #[serde(with = "duration")]
+    pub reload_interval: Duration,
+}
+
+impl Default for TlsSettings {
+    fn default() -> Self {
+        Self {
+            cert_file: None,
+            key_file: None,
+            ca_file: None,
+            server_name: None,
+            reload_interval: Duration::from_secs(10),
         }
     }
 }

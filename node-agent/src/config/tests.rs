@@ -429,7 +429,10 @@ fn cluster_key_file_is_read_trimmed_and_checked() {
         )
     };
     let c = AgentConfig::from_yaml(&yaml(&good), &pod_env()).unwrap();
-    assert_eq!(c.cluster_key.unwrap().as_bytes(), b"0123456789abcdef0123");
+    assert_eq!(
+        c.cluster_key.unwrap(),
+        crate::base::secret::ClusterKey::new(b"0123456789abcdef0123".to_vec()).unwrap()
+    );
     let e = err(&yaml(&short), &pod_env());
     assert!(
         e.contains("cluster.key-file") && e.contains("8 bytes") && e.contains("at least 16"),

@@ -11,10 +11,13 @@ use std::time::Duration;
 use super::{
     ActiveStrategy, AgentConfig, BootstrapSettings, ClusterSettings, ConfigError, DiscoveryMethod,
     Environment, FailureDetectorConfig, ManagementSettings, Problem, Settings,
-    SplitBrainResolverConfig, duration, parse_endpoint, parse_nameserver,
+    SplitBrainResolverConfig, TlsSettings, duration, parse_endpoint, parse_nameserver,
 };
 use crate::base::address::NodeAddress;
 use crate::base::secret::{ClusterKey, ManagementToken};
+use crate::tls::{Material, TlsConfig, TlsFiles, TlsPem};
+use rustls::pki_types::ServerName;
+use std::sync::Arc;
 
 /// What the files named in the settings hold: read once, at the edge.
 #[derive(Debug, Default)]
@@ -25,6 +28,8 @@ pub struct Files {
     pub key_file: Option<(PathBuf, Result<Vec<u8>, String>)>,
     /// `discovery.kubernetes-api.pod-namespace-path`, when the namespace may come from it.
     pub namespace_file: Option<String>,
+    /// `tls.cert-file`, `tls.key-file` and `tls.ca-file`, when all three are named.
+    pub tls: Option<Result<TlsPem, String>>,
 }
 
 impl Files {
@@ -45,6 +50,7 @@ impl Files {
                 .key_file
                 .as_ref()
                 .map(|p| (p.clone(), read("the cluster key file ", p))),
+            tls: tls_files(&settings.tls).map(|f| f.read()),
             namespace_file: if settings.bootstrap.service_namespace.is_some()
                 || env.get("POD_NAMESPACE").is_some_and(|n| !n.is_empty())
             {
@@ -127,6 +133,7 @@ pub(super) fn validate(
             "is required: without a cluster key anyone who can reach the cluster port can down any member; put at least 16 random bytes in a file (e.g. `head -c 32 /dev/urandom | base64 > cluster.key`) and name it here, or set cluster.allow-unauthenticated: true for an experiment on a trusted machine",
         );
     }
+    let tls = tls(&settings.tls, &system_name, files.tls, &mut p);
     let cluster_key = files
         .key_file
         .and_then(|(path, bytes)| match cluster_key(&path, bytes) {
@@ -172,8 +179,80 @@ pub(super) fn validate(
             .filter(|s| !s.is_empty())
             .map(str::to_owned),
         fallback_port,
+        tls,
         settings,
     })
+}
+
+/// The three TLS files, when all are named.
+fn tls_files(t: &TlsSettings) -> Option<TlsFiles> {
+    Some(TlsFiles {
+        cert: t.cert_file.clone()?,
+        key: t.key_file.clone()?,
+        ca: t.ca_file.clone()?,
+    })
+}
+
+/// `tls:`: all three files or none; what they hold, checked as peers will check it.
+fn tls(
+    t: &TlsSettings,
+    system_name: &str,
+    pem: Option<Result<TlsPem, String>>,
+    p: &mut Problems,
+) -> Option<TlsConfig> {
+    let named = [
+        ("tls.cert-file", t.cert_file.is_some()),
+        ("tls.key-file", t.key_file.is_some()),
+        ("tls.ca-file", t.ca_file.is_some()),
+    ];
+    p.positive(&[("tls.reload-interval", t.reload_interval)]);
+    let Some(files) = tls_files(t) else {
+        if named.iter().any(|(_, set)| *set) {
+            for (key, _) in named.iter().filter(|(_, set)| !set) {
+                p.bad(
+                    key,
+                    "is required when any of tls.cert-file, tls.key-file and tls.ca-file is set (TLS needs all three); remove the others to run without TLS",
+                );
+            }
+        } else if t.server_name.is_some() {
+            p.bad(
+                "tls.server-name",
+                "is set but TLS is off: name tls.cert-file, tls.key-file and tls.ca-file too, or remove it",
+            );
+        }
+        return None;
+    };
+    let name = t
+        .server_name
+        .clone()
+        .unwrap_or_else(|| system_name.to_owned());
+    let server_name = match ServerName::try_from(name.clone()) {
+        Ok(n) => n,
+        Err(_) => {
+            p.bad(
+                "tls.server-name",
+                format!("`{name}` is not a DNS name or IP address; certificates are checked against it (e.g. my-cluster.my-namespace.muster)"),
+            );
+            return None;
+        }
+    };
+    let material = match pem {
+        Some(Ok(pem)) => Material::load(pem, &server_name, &crate::tls::provider()),
+        Some(Err(e)) => Err(e),
+        None => Err("the TLS files were not read".to_owned()),
+    };
+    match material {
+        Ok(m) => Some(TlsConfig {
+            files,
+            server_name,
+            reload_interval: t.reload_interval,
+            material: Arc::new(m),
+        }),
+        Err(e) => {
+            p.bad("tls.cert-file", e);
+            None
+        }
+    }
 }
 
 /// A cluster name or role: letters, digits, `-`, `_` and `.`.
@@ -658,5 +737,5 @@ fn management_token(
 /// The cluster key from the bytes of `cluster.key-file`.
 fn cluster_key(path: &Path, bytes: Result<Vec<u8>, String>) -> Result<ClusterKey, String> {
     let bytes = bytes?;
-    ClusterKey::new(bytes.trim_ascii().to_vec()).map_err(|e| format!("{}: {e}", path.display()))
+    ClusterKey::from_file(&bytes).map_err(|e| format!("{}: {e}", path.display()))
 }

@@ -33,7 +33,7 @@ use bytes::Bytes;
 use tokio::sync::{Semaphore, mpsc, oneshot, watch};
 
 use crate::api::{
-    BootstrapPhase, BootstrapStatusBody, ErrorBody, PROBER_HEADER, SeedNodes, seed_nodes,
+    BootstrapPhase, BootstrapStatusBody, ErrorBody, PROBER_HEADER, SeedNodes, TlsInUse, seed_nodes,
 };
 use crate::base::address::{ContactPoint, NodeAddress};
 use crate::base::member::MemberStatus;
@@ -46,6 +46,7 @@ use crate::membership::core::MarkError;
 use crate::membership::events::EventHub;
 use crate::membership::report;
 use crate::metrics::Metrics;
+use crate::tls::Tls;
 
 /// What the handlers read (snapshots) and whom they ask (actors).
 #[derive(Debug, Clone)]
@@ -75,6 +76,8 @@ pub struct AppState {
     pub body_timeout: Duration,
     /// Slots for `/cluster/events` subscribers ([`MAX_EVENT_SUBSCRIBERS`]).
     pub event_subscribers: Arc<Semaphore>,
+    /// TLS of both ports, reported in `/bootstrap/status`.
+    pub tls: Option<Arc<Tls>>,
 }
 
 /// `/cluster/events` streams served at once: each holds a connection for as long as
@@ -243,6 +246,14 @@ async fn bootstrap_status(State(s): State<AppState>) -> Response {
         self_status: view.self_status(),
         reason,
         bootstrap,
+        tls: s.tls.as_ref().map(|t| {
+            let (certificate, trusted) = t.in_use();
+            TlsInUse {
+                certificate,
+                trusted,
+            }
+        }),
+        cluster_keys: s.cluster_key.as_ref().map(|k| k.ids()).unwrap_or_default(),
     })
     .into_response()
 }

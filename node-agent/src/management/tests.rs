@@ -95,6 +95,7 @@ fn fixture(with_bootstrap: bool) -> Fixture {
         own_ip: [10, 0, 0, 1].into(),
         body_timeout: Duration::from_secs(1),
         event_subscribers: Arc::new(tokio::sync::Semaphore::new(2)),
+        tls: None,
     };
     Fixture {
         state,

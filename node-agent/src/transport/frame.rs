@@ -71,11 +71,11 @@ pub fn parse_greeting(g: &[u8; GREETING_LEN]) -> Result<[u8; NONCE_LEN], FrameEr
     Ok(nonce)
 }
 
-fn tag(key: &ClusterKey, nonce: &[u8; NONCE_LEN], seq: u64, payload: &[u8]) -> [u8; TAG_LEN] {
+fn tag(key: &[u8], nonce: &[u8; NONCE_LEN], seq: u64, payload: &[u8]) -> [u8; TAG_LEN] {
     // HMAC accepts keys of any length; ClusterKey guarantees at least 16 bytes.
     #[allow(clippy::expect_used)]
-    let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(key.as_bytes())
-        .expect("HMAC takes any key length");
+    let mut mac =
+        <Hmac<Sha256> as KeyInit>::new_from_slice(key).expect("HMAC takes any key length");
     mac.update(MAGIC);
     mac.update(nonce);
     mac.update(&seq.to_be_bytes());
@@ -101,7 +101,7 @@ impl Sealer {
     /// Header and payload of the next frame.
     pub fn seal(&mut self, payload: &[u8]) -> Vec<u8> {
         let tag = match &self.key {
-            Some(k) => tag(k, &self.nonce, self.seq, payload),
+            Some(k) => k.with_signing(|k| tag(k, &self.nonce, self.seq, payload)),
             None => [0u8; TAG_LEN],
         };
         self.seq += 1;
@@ -144,14 +144,20 @@ impl Opener {
         if got.iter().all(|b| *b == 0) {
             return Err(FrameError::Unsigned);
         }
-        let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(key.as_bytes())
-            .map_err(|_| FrameError::BadSignature)?;
-        mac.update(MAGIC);
-        mac.update(&self.nonce);
-        mac.update(&seq.to_be_bytes());
-        mac.update(payload);
-        // Constant-time comparison.
-        mac.verify_slice(got).map_err(|_| FrameError::BadSignature)
+        // Each accepted key (two during a key rotation), the signing key first; each
+        // comparison in constant time.
+        let nonce = &self.nonce;
+        key.any_accepts(|k| {
+            <Hmac<Sha256> as KeyInit>::new_from_slice(k).is_ok_and(|mut mac| {
+                mac.update(MAGIC);
+                mac.update(nonce);
+                mac.update(&seq.to_be_bytes());
+                mac.update(payload);
+                mac.verify_slice(got).is_ok()
+            })
+        })
+        .then_some(())
+        .ok_or(FrameError::BadSignature)
     }
 }
 
@@ -210,6 +216,42 @@ mod tests {
         );
         // A receiver without a key accepts anything.
         assert_eq!(Opener::new(None, nonce).open(&h, &p), Ok(()));
+    }
+
+    #[test]
+    fn a_key_ring_signs_with_its_first_key_and_accepts_all_while_rotating() {
+        let (old, new) = (vec![1u8; 32], vec![2u8; 32]);
+        let nonce = [7u8; NONCE_LEN];
+        // The sender's ring changes between frames of one connection, as a key file
+        // rotates; the receiver holds each ring of the three steps in turn.
+        let sender = ClusterKey::new(old.clone()).unwrap();
+        let receiver = ClusterKey::new(old.clone()).unwrap();
+        let (mut s, mut o) = (
+            Sealer::new(Some(sender.clone()), nonce),
+            Opener::new(Some(receiver.clone()), nonce),
+        );
+        let send = |s: &mut Sealer, o: &mut Opener| {
+            let (h, p) = split(&s.seal(b"frame"));
+            o.open(&h, &p)
+        };
+        // 1. The receiver accepts the new key too: old-signed frames still pass.
+        receiver.replace(vec![old.clone(), new.clone()]);
+        assert_eq!(send(&mut s, &mut o), Ok(()));
+        // 2. The sender signs with the new key; the receiver accepts it second.
+        sender.replace(vec![new.clone(), old.clone()]);
+        assert_eq!(send(&mut s, &mut o), Ok(()));
+        // 3. The receiver drops the old key; new-signed frames pass.
+        receiver.replace(vec![new.clone()]);
+        assert_eq!(send(&mut s, &mut o), Ok(()));
+        // A sender back on the old key alone is refused.
+        sender.replace(vec![old.clone()]);
+        assert_eq!(send(&mut s, &mut o), Err(FrameError::BadSignature));
+        // Skipping step 1 (signing with a key the receiver does not know yet) fails.
+        let (mut s2, mut o2) = (
+            Sealer::new(Some(ClusterKey::new(new.clone()).unwrap()), nonce),
+            Opener::new(Some(ClusterKey::new(old).unwrap()), nonce),
+        );
+        assert_eq!(send(&mut s2, &mut o2), Err(FrameError::BadSignature));
     }
 
     #[test]

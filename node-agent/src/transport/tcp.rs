@@ -13,10 +13,11 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use std::sync::Mutex;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpSocket, TcpStream};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpSocket};
 use tokio::sync::{Notify, Semaphore, mpsc};
 use tokio::time::timeout;
+use tokio_rustls::{TlsAcceptor, TlsConnector};
 use tracing::debug;
 
 use super::frame::{self, FrameError, HEADER_LEN, Opener, Sealer};
@@ -25,6 +26,7 @@ use crate::base::rng::os_random_bytes;
 use crate::base::secret::ClusterKey;
 use crate::listener::CappedListener;
 use crate::metrics::{KindLabel, Metrics};
+use crate::tls::Tls;
 
 /// Inbound connections served at once.
 const MAX_INBOUND_CONNECTIONS: usize = 256;
@@ -137,13 +139,23 @@ const PEER_QUEUE: usize = 512;
 /// for minutes; heartbeats flow every second, so a healthy connection never waits this long.
 const UNACKED_LIMIT: Duration = Duration::from_secs(5);
 
-/// Serves the cluster port until the task is aborted.
+/// A connection of the cluster port: plain TCP, or TLS over it.
+trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
+type Conn = Box<dyn Io>;
+
+/// Serves the cluster port until the task is aborted. With `tls`, every connection
+/// starts with a TLS handshake in which the peer must present a certificate from a
+/// trusted CA; one that does not (or takes longer than the connect timeout) is closed
+/// before any frame is read.
 pub async fn serve<M: Wire>(
     listener: TcpListener,
     key: Option<ClusterKey>,
+    tls: Option<Arc<Tls>>,
     metrics: Metrics,
     inbound: Inbound<M>,
 ) {
+    let acceptor = tls.map(|t| TlsAcceptor::from(t.cluster_server()));
     let listener = CappedListener::new(
         listener,
         MAX_INBOUND_CONNECTIONS,
@@ -154,9 +166,23 @@ pub async fn serve<M: Wire>(
     loop {
         let (stream, peer, permit) = listener.accept().await;
         let (key, metrics, inbound) = (key.clone(), metrics.clone(), inbound.clone());
-        let budget = budget.clone();
+        let (budget, acceptor) = (budget.clone(), acceptor.clone());
         tokio::spawn(async move {
             let _permit = permit;
+            let _ = stream.set_nodelay(true);
+            let stream: Conn = match acceptor {
+                None => Box::new(stream),
+                Some(a) => match timeout(CONNECT_TIMEOUT, a.accept(stream)).await {
+                    Ok(Ok(s)) => Box::new(s),
+                    failed => {
+                        metrics.dropped("tls_handshake");
+                        if let Ok(Err(e)) = failed {
+                            debug!(%peer, error = %e, "TLS handshake on the cluster port failed");
+                        }
+                        return;
+                    }
+                },
+            };
             if let Err(e) = serve_connection(
                 stream,
                 peer.ip().to_canonical(),
@@ -175,7 +201,7 @@ pub async fn serve<M: Wire>(
 }
 
 async fn serve_connection<M: Wire>(
-    mut stream: TcpStream,
+    mut stream: Conn,
     source: IpAddr,
     key: Option<ClusterKey>,
     metrics: &Metrics,
@@ -183,7 +209,6 @@ async fn serve_connection<M: Wire>(
     budget: &Budget,
 ) -> Result<(), FrameError> {
     let keyed = key.is_some();
-    let _ = stream.set_nodelay(true);
     let mut nonce = [0u8; frame::NONCE_LEN];
     os_random_bytes(&mut nonce);
     if timeout(CONNECT_TIMEOUT, stream.write_all(&frame::greeting(&nonce)))
@@ -316,16 +341,23 @@ type Queued<M> = (M, Ticket);
 pub struct Outbound<M> {
     local_ip: IpAddr,
     key: Option<ClusterKey>,
+    tls: Option<Arc<Tls>>,
     metrics: Metrics,
     peers: HashMap<SocketAddr, mpsc::Sender<Queued<M>>>,
     in_flight: InFlight,
 }
 
 impl<M: Wire> Outbound<M> {
-    pub fn new(local_ip: IpAddr, key: Option<ClusterKey>, metrics: Metrics) -> Self {
+    pub fn new(
+        local_ip: IpAddr,
+        key: Option<ClusterKey>,
+        tls: Option<Arc<Tls>>,
+        metrics: Metrics,
+    ) -> Self {
         Self {
             local_ip,
             key,
+            tls,
             metrics,
             peers: HashMap::new(),
             in_flight: InFlight::default(),
@@ -363,6 +395,7 @@ impl<M: Wire> Outbound<M> {
             to,
             self.local_ip,
             self.key.clone(),
+            self.tls.clone(),
             self.metrics.clone(),
             rx,
         ));
@@ -374,7 +407,8 @@ impl<M: Wire> Outbound<M> {
 async fn connect(
     to: SocketAddr,
     local_ip: IpAddr,
-) -> std::io::Result<(TcpStream, [u8; frame::NONCE_LEN])> {
+    tls: Option<&Tls>,
+) -> std::io::Result<(Conn, [u8; frame::NONCE_LEN])> {
     let socket = if to.is_ipv4() {
         TcpSocket::new_v4()?
     } else {
@@ -384,10 +418,18 @@ async fn connect(
     if local_ip.is_ipv4() == to.is_ipv4() {
         socket.bind(SocketAddr::new(local_ip, 0))?;
     }
-    let mut stream = socket.connect(to).await?;
+    let stream = socket.connect(to).await?;
     stream.set_nodelay(true)?;
     #[cfg(any(target_os = "linux", target_os = "android"))]
     socket2::SockRef::from(&stream).set_tcp_user_timeout(Some(UNACKED_LIMIT))?;
+    let mut stream: Conn = match tls {
+        None => Box::new(stream),
+        Some(t) => Box::new(
+            TlsConnector::from(t.client())
+                .connect(t.server_name(), stream)
+                .await?,
+        ),
+    };
     let mut g = [0u8; frame::GREETING_LEN];
     stream.read_exact(&mut g).await?;
     let nonce = frame::parse_greeting(&g)
@@ -399,6 +441,7 @@ async fn peer<M: Wire>(
     to: SocketAddr,
     local_ip: IpAddr,
     key: Option<ClusterKey>,
+    tls: Option<Arc<Tls>>,
     metrics: Metrics,
     mut rx: mpsc::Receiver<Queued<M>>,
 ) {
@@ -412,21 +455,22 @@ async fn peer<M: Wire>(
                 _ => return, // idle or the actor is gone
             },
         };
-        let (mut stream, nonce) = match timeout(CONNECT_TIMEOUT, connect(to, local_ip)).await {
-            Ok(Ok(c)) => c,
-            failed => {
-                let error = match failed {
-                    Ok(Err(e)) => e.to_string(),
-                    _ => "timed out".to_owned(),
-                };
-                debug!(%to, %error, "cannot reach peer");
-                metrics.dropped("send_failed");
-                drop(queued);
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(5));
-                continue;
-            }
-        };
+        let (mut stream, nonce) =
+            match timeout(CONNECT_TIMEOUT, connect(to, local_ip, tls.as_deref())).await {
+                Ok(Ok(c)) => c,
+                failed => {
+                    let error = match failed {
+                        Ok(Err(e)) => e.to_string(),
+                        _ => "timed out".to_owned(),
+                    };
+                    debug!(%to, %error, "cannot reach peer");
+                    metrics.dropped("send_failed");
+                    drop(queued);
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                    continue;
+                }
+            };
         backoff = Duration::from_millis(100);
         let mut sealer = Sealer::new(key.clone(), nonce);
         let mut next = Some(queued);

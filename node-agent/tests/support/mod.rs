@@ -7,6 +7,7 @@
 
 #![allow(dead_code)] // each test binary uses a different part
 
+pub mod certs;
 pub mod dns;
 pub mod floods;
 
@@ -233,7 +234,15 @@ pub fn client() -> ManagementClient {
 /// every agent sees alike ([`check::one_cluster_of`]); panics at once if they ever show
 /// two clusters.
 pub async fn wait_for_one_cluster(agents: &[AgentProcess], n: usize) -> Vec<ClusterMembers> {
-    let client = client();
+    wait_for_one_cluster_with(&client(), agents, n).await
+}
+
+/// [`wait_for_one_cluster`], asking with `client` (e.g. one that speaks TLS).
+pub async fn wait_for_one_cluster_with(
+    client: &ManagementClient,
+    agents: &[AgentProcess],
+    n: usize,
+) -> Vec<ClusterMembers> {
     eventually(
         "one cluster with every agent Up",
         Duration::from_secs(60),
@@ -305,4 +314,45 @@ pub async fn wait_for_survivors(agents: &[AgentProcess], n: usize, what: &str) -
         }
     })
     .await
+}
+
+/// Asserts that every agent shows `before`'s members (by uid: none restarted), all Up
+/// and none unreachable.
+pub async fn same_members_all_up(
+    client: &ManagementClient,
+    agents: &[AgentProcess],
+    before: &ClusterMembers,
+) {
+    let uids = |m: &ClusterMembers| {
+        let mut v: Vec<(String, u64)> = m
+            .members
+            .iter()
+            .map(|x| (x.node.to_string(), x.node_uid))
+            .collect();
+        v.sort();
+        v
+    };
+    for a in agents {
+        let m = client.members(a.management()).await.expect("members");
+        assert_eq!(uids(&m), uids(before), "{}: members changed", a.name);
+        assert!(
+            m.members.iter().all(|x| x.status == MemberStatus::Up) && m.unreachable.is_empty(),
+            "{}: {:?} unreachable {:?}",
+            a.name,
+            m.members,
+            m.unreachable
+        );
+    }
+}
+
+/// Asserts that every member of `before` is in `after` with the same uid (not restarted).
+pub fn still_members(before: &ClusterMembers, after: &ClusterMembers) {
+    for m in &before.members {
+        let now = after
+            .members
+            .iter()
+            .find(|x| x.node == m.node)
+            .unwrap_or_else(|| panic!("{} is no longer a member", m.node));
+        assert_eq!(now.node_uid, m.node_uid, "{} was restarted", m.node);
+    }
 }

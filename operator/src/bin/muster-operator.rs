@@ -168,6 +168,7 @@ async fn run(mut args: Args) -> ExitCode {
         server::router(health.clone()),
         64,
         Duration::from_secs(10),
+        None,
     ));
 
     // The CRD must be installed, and ClusterSpecs readable where they are watched: the

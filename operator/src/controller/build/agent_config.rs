@@ -188,6 +188,11 @@ fn refused(key: &str, value: &Value) -> Option<String> {
     if let Some((_, field)) = IN_THE_SPEC.iter().find(|(k, _)| under(key, k)) {
         return Some(format!("has a field of its own: use {field}"));
     }
+    if under(key, "tls") {
+        return Some(
+            "is not run by the operator yet: its probes and its reads of the agents' status speak plain HTTP, so pods with TLS would never be Ready; remove it (muster-agent without the operator supports tls:)".into(),
+        );
+    }
     if LOCK.iter().any(|k| under(key, k)) {
         return Some(
             "is the operator's new-cluster lock: use spec.bootstrap.newClusterEnabled".into(),
@@ -299,6 +304,7 @@ pub fn checked(
         key_file: secret_file(CLUSTER_KEY),
         token_file: secret_file(MANAGEMENT_TOKEN),
         namespace_file: None,
+        tls: None,
     };
     if let Err(e) = node_agent::AgentConfig::from_yaml_with_files(&text, &env, files) {
         return Err(e

@@ -80,6 +80,11 @@ fn keys_the_operator_sets_are_refused_with_the_field_to_use() {
         "must be a mapping: it holds keys the operator sets"
     );
     assert_eq!(fields("agent: {config: [1]}"), ["spec.agent.config"]);
+    let p =
+        problems("agent: {config: {tls: {cert-file: /x.pem, key-file: /x.key, ca-file: /ca.pem}}}");
+    assert_eq!(p.len(), 1, "one problem for the section: {p:?}");
+    assert_eq!(p[0].0, "spec.agent.config.tls");
+    assert!(p[0].1.contains("not run by the operator yet"), "{p:?}");
 }
 
 #[test]
