@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 use std::time::Duration;
@@ -12,7 +12,7 @@ use bytes::Bytes;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 use crate::base::address::{ContactPoint, UniqueAddress};
 use crate::base::rng::Rng;
@@ -151,28 +151,60 @@ async fn formation_record(
 /// How often the cluster key file is read again.
 const KEY_FILE_INTERVAL: Duration = Duration::from_secs(1);
 
+/// Largest cluster key file read (4 keys of a few hundred bytes at most).
+const KEY_FILE_MAX_BYTES: u64 = 64 * 1024;
+
+/// The bytes of `file`, refused when longer than `limit`.
+async fn read_capped(file: &Path, limit: u64) -> Result<Vec<u8>, String> {
+    use tokio::io::AsyncReadExt;
+    let mut bytes = Vec::new();
+    tokio::fs::File::open(file)
+        .await
+        .map_err(|e| format!("cannot read {}: {e}", file.display()))?
+        .take(limit + 1)
+        .read_to_end(&mut bytes)
+        .await
+        .map_err(|e| format!("cannot read {}: {e}", file.display()))?;
+    if bytes.len() as u64 > limit {
+        return Err(format!(
+            "{} is larger than {limit} bytes; a key file holds at most {} keys, one per line",
+            file.display(),
+            ClusterKey::MAX_KEYS
+        ));
+    }
+    Ok(bytes)
+}
+
 /// Reads the key file every [`KEY_FILE_INTERVAL`] and puts what it holds in use (every
 /// connection signs and checks with it from its next frame). An unreadable or invalid
 /// file is logged once per distinct problem and the keys in use stay.
 async fn follow_key_file(key: ClusterKey, file: PathBuf) {
     let mut last_error = None;
     // A change is used once two reads one interval apart agree, so a file caught
-    // half-written (a truncated key is still a key) is never used.
+    // half-written (a truncated key is still a key) is not used, unless its writer
+    // stalls that long: replace the file by a rename, as the kubelet does.
     let mut seen: Option<Vec<Vec<u8>>> = None;
     loop {
         tokio::time::sleep(KEY_FILE_INTERVAL).await;
-        let keys = tokio::fs::read(&file)
-            .await
-            .map_err(|e| format!("cannot read {}: {e}", file.display()))
-            .and_then(|b| {
-                ClusterKey::parse_file(&b).map_err(|e| format!("{}: {e}", file.display()))
-            });
+        let keys = read_capped(&file, KEY_FILE_MAX_BYTES).await.and_then(|b| {
+            ClusterKey::parse_file(&b).map_err(|e| format!("{}: {e}", file.display()))
+        });
         match keys {
             Ok(keys) => {
-                last_error = None;
                 if seen.as_ref() == Some(&keys) {
-                    if key.replace(keys) {
-                        info!(keys = ?key.ids(), "cluster key file changed: these keys are in use (the first signs)");
+                    match key.rotate(keys) {
+                        Ok(true) => {
+                            last_error = None;
+                            info!(keys = ?key.ids(), "cluster key file changed: these keys are in use (the first signs)");
+                        }
+                        Ok(false) => last_error = None,
+                        Err(e) => {
+                            let e = format!("{}: {e}", file.display());
+                            if last_error.as_ref() != Some(&e) {
+                                error!(error = %e, "the cluster key file changed in a way that would split the cluster; the keys in use stay");
+                                last_error = Some(e);
+                            }
+                        }
                     }
                 } else {
                     seen = Some(keys);

@@ -44,11 +44,26 @@ pub struct TlsFiles {
     pub ca: PathBuf,
 }
 
+/// Largest TLS file read (a certificate chain or CA bundle is a few KiB).
+pub const MAX_FILE_BYTES: u64 = 1 << 20;
+
 impl TlsFiles {
-    /// What the files hold now, or which one could not be read.
+    /// What the files hold now, or which one could not be read (or is larger than
+    /// [`MAX_FILE_BYTES`]). Blocking: on the runtime, call it through `spawn_blocking`.
     pub fn read(&self) -> Result<TlsPem, String> {
         let read = |what: &str, path: &Path| {
-            std::fs::read(path).map_err(|e| format!("cannot read {what} {}: {e}", path.display()))
+            use std::io::Read;
+            let mut bytes = Vec::new();
+            std::fs::File::open(path)
+                .and_then(|f| f.take(MAX_FILE_BYTES + 1).read_to_end(&mut bytes))
+                .map_err(|e| format!("cannot read {what} {}: {e}", path.display()))?;
+            if bytes.len() as u64 > MAX_FILE_BYTES {
+                return Err(format!(
+                    "{what} {} is larger than {MAX_FILE_BYTES} bytes; it should hold PEM certificates or a key",
+                    path.display()
+                ));
+            }
+            Ok(bytes)
         };
         Ok(TlsPem {
             cert: read("tls.cert-file", &self.cert)?,
@@ -93,6 +108,8 @@ pub fn fingerprint(der: &[u8]) -> String {
 /// `server_name` and signed by one of the trusted CAs, for use as server and as client.
 pub struct Material {
     pem: TlsPem,
+    /// The name every peer's certificate must carry, client or server.
+    server_name: ServerName<'static>,
     certified: Arc<CertifiedKey>,
     server_verifier: Arc<WebPkiServerVerifier>,
     client_verifier: Arc<dyn ClientCertVerifier>,
@@ -171,6 +188,7 @@ impl Material {
             certificate: fingerprint(&end_entity),
             trusted,
             pem,
+            server_name: server_name.clone(),
             certified: Arc::new(certified),
             server_verifier,
             client_verifier,
@@ -257,8 +275,8 @@ impl ServerCertVerifier for ServerCheck {
     }
 }
 
-/// Checks a client's certificate (cluster port) with the CAs trusted now; signatures
-/// with the provider's algorithms.
+/// Checks a client's certificate (cluster port) with the CAs trusted now, and that it
+/// carries the cluster's name; signatures with the provider's algorithms.
 #[derive(Debug)]
 struct ClientCheck(Arc<Current>, WebPkiSupportedAlgorithms);
 
@@ -274,10 +292,21 @@ impl ClientCertVerifier for ClientCheck {
         intermediates: &[CertificateDer<'_>],
         now: UnixTime,
     ) -> Result<ClientCertVerified, rustls::Error> {
-        self.0
-            .get()
+        let m = self.0.get();
+        let verified = m
             .client_verifier
-            .verify_client_cert(end_entity, intermediates, now)
+            .verify_client_cert(end_entity, intermediates, now)?;
+        // A trusted CA may issue for others too (a company CA, a shared issuer): the
+        // peer must also be a member by name. Every agent's certificate is checked as a
+        // server for the name at load, so a member's passes.
+        m.server_verifier.verify_server_cert(
+            end_entity,
+            intermediates,
+            &m.server_name,
+            &[],
+            now,
+        )?;
+        Ok(verified)
     }
 
     fn verify_tls12_signature(
@@ -335,6 +364,8 @@ pub struct Tls {
     cluster: Arc<ServerConfig>,
     client: Arc<ClientConfig>,
     reload_interval: Duration,
+    /// Counts the reloads that dropped a trusted CA: connections made before one end.
+    trust_dropped: tokio::sync::watch::Sender<u64>,
 }
 
 impl fmt::Debug for Tls {
@@ -387,6 +418,7 @@ impl Tls {
             cluster: Arc::new(cluster),
             client: Arc::new(client),
             reload_interval: config.reload_interval,
+            trust_dropped: tokio::sync::watch::Sender::new(0),
         }))
     }
 
@@ -422,19 +454,41 @@ impl Tls {
         (m.certificate.clone(), m.trusted.clone())
     }
 
-    /// Reads the files; when they changed and are usable, uses them from the next handshake.
+    /// Changes each time a reload stops trusting a CA. A connection authenticated
+    /// before (its peer's certificate maybe from that CA) closes on it, so a dropped CA
+    /// cuts its peers off at once; the connections are made anew with the new material.
+    pub fn trust_dropped(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.trust_dropped.subscribe()
+    }
+
+    /// Reads the files (blocking); when they changed and are usable, uses them from the
+    /// next handshake.
     pub fn reload(&self) -> Reloaded {
-        let pem = match self.files.read() {
+        self.use_pem(self.files.read())
+    }
+
+    fn use_pem(&self, pem: Result<TlsPem, String>) -> Reloaded {
+        let pem = match pem {
             Ok(p) => p,
             Err(e) => return Reloaded::Failed(e),
         };
-        if pem == self.current.get().pem {
+        let before = self.current.get();
+        if pem == before.pem {
             return Reloaded::Unchanged;
         }
         match Material::load(pem, &self.server_name, &self.provider) {
             Ok(m) => {
-                info!(certificate = %m.certificate, trusted = ?m.trusted, "TLS files changed: new certificate and CAs in use from the next connection");
+                let dropped: Vec<&String> = before
+                    .trusted
+                    .iter()
+                    .filter(|ca| !m.trusted.contains(ca))
+                    .collect();
+                info!(certificate = %m.certificate, trusted = ?m.trusted, no_longer_trusted = ?dropped, "TLS files changed: new certificate and CAs in use from the next connection");
+                let dropped = !dropped.is_empty();
                 *self.current.0.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(m);
+                if dropped {
+                    self.trust_dropped.send_modify(|n| *n += 1);
+                }
                 Reloaded::Loaded
             }
             Err(e) => Reloaded::Failed(e),
@@ -447,7 +501,11 @@ impl Tls {
         let mut last_error = None;
         loop {
             tokio::time::sleep(self.reload_interval).await;
-            match self.reload() {
+            let files = self.files.clone();
+            let pem = tokio::task::spawn_blocking(move || files.read())
+                .await
+                .unwrap_or_else(|e| Err(format!("reading the TLS files failed: {e}")));
+            match self.use_pem(pem) {
                 Reloaded::Failed(e) => {
                     if last_error.as_ref() != Some(&e) {
                         warn!(error = %e, "TLS files changed but cannot be used; the certificate and CAs in use stay");
@@ -560,6 +618,16 @@ mod tests {
     }
 
     fn tls_in(dir: &Path, leaf: &Leaf, cas: &[&TestCa]) -> (Arc<Tls>, TlsPaths) {
+        tls_named(dir, leaf, cas, name())
+    }
+
+    /// An agent's TLS that takes `server_name` as the cluster's name.
+    fn tls_named(
+        dir: &Path,
+        leaf: &Leaf,
+        cas: &[&TestCa],
+        server_name: ServerName<'static>,
+    ) -> (Arc<Tls>, TlsPaths) {
         let paths = TlsPaths::new(dir, "agent");
         let bundle: Vec<String> = cas.iter().map(|c| c.pem()).collect();
         let refs: Vec<&str> = bundle.iter().map(String::as_str).collect();
@@ -569,11 +637,11 @@ mod tests {
             key: paths.key.clone(),
             ca: paths.ca.clone(),
         };
-        let material =
-            Material::load(files.read().expect("read"), &name(), &provider()).expect("material");
+        let material = Material::load(files.read().expect("read"), &server_name, &provider())
+            .expect("material");
         let tls = Tls::new(&TlsConfig {
             files,
-            server_name: name(),
+            server_name,
             reload_interval: Duration::from_millis(100),
             material: Arc::new(material),
         })
@@ -610,7 +678,8 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
     }
 
-    /// One handshake on the cluster port's configuration; the byte echoed proves it.
+    /// One handshake on the cluster port's configuration, the client asking for the
+    /// server's name; the byte echoed proves it. The server's error comes first.
     async fn handshake(server: &Tls, client: &Tls) -> Result<(), String> {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
@@ -626,7 +695,7 @@ mod tests {
         let connector = tokio_rustls::TlsConnector::from(client.client());
         let result = async {
             let mut s = connector
-                .connect(client.server_name(), tcp)
+                .connect(server.server_name(), tcp)
                 .await
                 .map_err(|e| e.to_string())?;
             s.write_all(&[7]).await.map_err(|e| e.to_string())?;
@@ -638,7 +707,7 @@ mod tests {
         }
         .await;
         let served = serving.await.expect("server task");
-        result.and(served)
+        served.and(result)
     }
 
     #[tokio::test]
@@ -654,7 +723,31 @@ mod tests {
         // A client whose certificate comes from another CA is refused by the server.
         let _ = std::fs::create_dir_all(dir.join("x"));
         let (outsider, _) = tls_in(&dir.join("x"), &stranger.issue(NAME), &[&stranger, &old]);
-        assert!(handshake(&server, &outsider).await.is_err());
+        let e = handshake(&server, &outsider).await.expect_err("another CA");
+        assert!(e.contains("certificate"), "refused by the server: {e}");
+
+        // A certificate of the same CA for another name (a shared issuer's) is refused
+        // by the cluster port too: a peer must be a member by name.
+        let _ = std::fs::create_dir_all(dir.join("n"));
+        let other_name = ServerName::try_from("other.team-b.muster").expect("name");
+        let (neighbour, _) = tls_named(
+            &dir.join("n"),
+            &old.issue("other.team-b.muster"),
+            &[&old],
+            other_name,
+        );
+        let e = handshake(&server, &neighbour)
+            .await
+            .expect_err("a certificate for another name");
+        println!("another name: {e}");
+        assert!(
+            e.contains("Name") || e.contains("name"),
+            "refused by the server for its name: {e}"
+        );
+        // It is a good certificate otherwise: the neighbour's own port takes it.
+        handshake(&neighbour, &neighbour)
+            .await
+            .expect("the neighbour's own name");
 
         // Rotation: both trust old and new, then the server moves to a certificate of
         // the new CA while the client still has an old one: both directions still work.

@@ -18,6 +18,7 @@ use support::*;
 
 const OLD: &str = "0f1e2d3c4b5a69788796a5b4c3d2e1f0-old-key";
 const NEW: &str = "a1b2c3d4e5f60718293a4b5c6d7e8f90-new-key";
+const OTHER: &str = "ffeeddccbbaa99887766554433221100-unrelated";
 
 /// Replaces `file` at once, as the kubelet swaps a Secret volume's contents.
 fn write_keys(file: &Path, keys: &[&str]) {
@@ -88,30 +89,33 @@ async fn the_cluster_key_rotates_in_three_steps_without_a_split_or_a_downed_memb
         for (a, key) in agents.iter().zip(&keys) {
             write_keys(key, ring);
             wait_for_keys(&client, a, ring).await;
-            // Heartbeats flow all the time: before looking, every member must have
-            // accepted fresh heartbeats and answers to its own, signed with whatever
-            // keys its peers use now.
-            let seen = heartbeats(&client, &agents).await;
-            eventually(
-                "fresh heartbeats after the change",
-                Duration::from_secs(10),
-                || {
-                    let (client, agents, seen) = (&client, &agents, &seen);
-                    async move {
-                        let now = heartbeats(client, agents).await;
-                        if now.iter().zip(seen).all(|(n, s)| n.0 > s.0 && n.1 > s.1) {
-                            Ok(())
-                        } else {
-                            Err(format!("accepted: {now:?}, before {seen:?}"))
-                        }
-                    }
-                },
-            )
-            .await;
+            // Before looking, every member must have accepted fresh heartbeats and
+            // answers, signed with whatever keys its peers use now.
+            fresh_heartbeats(&client, &agents).await;
             same_members_all_up(&client, &agents, &before).await;
             println!("{step}: {} done, cluster unchanged", a.name);
         }
     }
+
+    // A key file that would split the cluster (a key no member accepts, signing at
+    // once) is refused: the agent logs why and keeps its keys.
+    write_keys(&keys[0], &[OTHER]);
+    eventually(
+        "agent-1 refuses an unrelated key",
+        Duration::from_secs(20),
+        || async {
+            let log = agents[0].log();
+            if log.contains("would split the cluster") && log.contains(&key_id(OTHER.as_bytes())) {
+                Ok(())
+            } else {
+                Err("not logged yet".to_owned())
+            }
+        },
+    )
+    .await;
+    wait_for_keys(&client, &agents[0], &[NEW]).await;
+    fresh_heartbeats(&client, &agents).await;
+    same_members_all_up(&client, &agents, &before).await;
 
     // An agent holding only the old key is kept out; one with only the new key joins.
     let (config, key) = agent_config(&work, subnet, 5, 4);
@@ -141,22 +145,4 @@ async fn the_cluster_key_rotates_in_three_steps_without_a_split_or_a_downed_memb
             m.members
         );
     }
-}
-
-/// Heartbeats and heartbeat answers each agent has accepted so far (their
-/// signatures checked).
-async fn heartbeats(client: &ManagementClient, agents: &[AgentProcess]) -> Vec<(f64, f64)> {
-    let mut out = Vec::new();
-    for a in agents {
-        let text = client.metrics(a.management()).await.unwrap_or_default();
-        let count = |kind: &str| {
-            metric(
-                &text,
-                &format!("muster_transport_messages_received_total{{kind=\"{kind}\"}}"),
-            )
-            .unwrap_or(0.0)
-        };
-        out.push((count("heartbeat"), count("heartbeat_rsp")));
-    }
-    out
 }

@@ -164,30 +164,7 @@ async fn agents_form_over_tls_and_a_peer_without_the_clusters_certificate_stays_
     paths.write(&stranger.issue(NAME), &[&stranger.pem(), &ca.pem()]);
     let outsider = AgentProcess::start(&work, &config, ip(subnet, 4), "outsider");
     // Its joins are refused at the TLS handshake of the cluster port, counted there.
-    let refused = eventually(
-        "a member refuses the outsider's TLS handshake",
-        Duration::from_secs(30),
-        || {
-            let (client, agents) = (client.clone(), &agents);
-            async move {
-                let mut total = 0.0;
-                for a in agents {
-                    let text = client.metrics(a.management()).await?;
-                    total += metric(
-                        &text,
-                        "muster_transport_messages_dropped_total{reason=\"tls_handshake\"}",
-                    )
-                    .unwrap_or(0.0);
-                }
-                if total >= 3.0 {
-                    Ok(total)
-                } else {
-                    Err(format!("{total} handshakes refused so far"))
-                }
-            }
-        },
-    )
-    .await;
+    let refused = wait_for_refused_handshakes(&client, &agents, 0.0).await;
     println!("handshakes refused from the outsider: {refused}");
     let outsider_status = tls_client(&[&stranger])
         .bootstrap_status(outsider.management())
@@ -207,6 +184,41 @@ async fn agents_form_over_tls_and_a_peer_without_the_clusters_certificate_stays_
             a.name
         );
     }
+}
+
+/// Cluster-port TLS handshakes the agents have refused, in all.
+async fn refused_handshakes(client: &ManagementClient, agents: &[AgentProcess]) -> f64 {
+    let mut total = 0.0;
+    for a in agents {
+        let text = client.metrics(a.management()).await.unwrap_or_default();
+        total += metric(
+            &text,
+            "muster_transport_messages_dropped_total{reason=\"tls_handshake\"}",
+        )
+        .unwrap_or(0.0);
+    }
+    total
+}
+
+/// Waits until the agents have refused at least 3 handshakes more than `before`.
+async fn wait_for_refused_handshakes(
+    client: &ManagementClient,
+    agents: &[AgentProcess],
+    before: f64,
+) -> f64 {
+    eventually(
+        "the members refuse the peer's TLS handshakes",
+        Duration::from_secs(30),
+        || async {
+            let total = refused_handshakes(client, agents).await;
+            if total >= before + 3.0 {
+                Ok(total - before)
+            } else {
+                Err(format!("{} handshakes refused so far", total - before))
+            }
+        },
+    )
+    .await
 }
 
 /// What agent `a` reports it uses.
@@ -312,24 +324,28 @@ async fn the_ca_rotates_under_a_running_cluster_without_a_split_or_a_downed_memb
             "the agent serves its new certificate",
         )
         .await;
+        fresh_heartbeats(&client, &agents).await;
         same_members_all_up(&client, &agents, &before).await;
     }
 
-    // 3. The old CA is dropped everywhere.
-    for paths in &files {
+    // 3. One agent after another drops the old CA. Each closes its connections when
+    // it does (a peer it authenticated with the old CA must not stay), so the members
+    // connect anew, with certificates of the new CA, while the others still trust both.
+    for (i, (a, paths)) in agents.iter().zip(&files).enumerate() {
         let cert = std::fs::read_to_string(&paths.cert).expect("cert");
         let key = std::fs::read_to_string(&paths.key).expect("key");
         paths.write(&support::certs::Leaf { cert, key }, &[&new.pem()]);
+        wait_until_all_use(
+            &client,
+            std::slice::from_ref(a),
+            &certs[i..],
+            std::slice::from_ref(&new_fp),
+            "the agent trusts only the new CA",
+        )
+        .await;
+        fresh_heartbeats(&client, &agents).await;
+        same_members_all_up(&client, &agents, &before).await;
     }
-    wait_until_all_use(
-        &client,
-        &agents,
-        &certs,
-        std::slice::from_ref(&new_fp),
-        "every agent trusts only the new CA",
-    )
-    .await;
-    same_members_all_up(&client, &agents, &before).await;
 
     // New connections in both directions need the new material: a newcomer that
     // knows only the new CA joins, and every member gossips with it.
@@ -345,7 +361,24 @@ async fn the_ca_rotates_under_a_running_cluster_without_a_split_or_a_downed_memb
         .await
         .remove(0);
     still_members(&before, &after);
-    // And nobody on the old CA alone gets in any more.
+    // A peer that still has a certificate of the dropped CA (and trusts both) is
+    // refused at the cluster port's handshake and stays out.
+    let refused_before = refused_handshakes(&client, &agents).await;
+    let (config, paths) = agent_config(&work, &base_config(&work, subnet, 5, 3), 5);
+    paths.write(&old.issue(NAME), &[&old.pem(), &new.pem()]);
+    let stale = AgentProcess::start(&work, &config, ip(subnet, 5), "stale");
+    let refused = wait_for_refused_handshakes(&client, &agents, refused_before).await;
+    println!("handshakes refused from the peer of the dropped CA: {refused}");
+    for a in &agents {
+        let m = client.members(a.management()).await.expect("members");
+        assert_eq!(m.members.len(), 4, "{}: {:?}", a.name, m.members);
+        assert!(
+            m.members.iter().all(|x| x.node.ip != stale.ip),
+            "{}",
+            a.name
+        );
+    }
+    // And a client that trusts only the old CA refuses the agents' certificates.
     assert!(
         tls_client(&[&old])
             .get(agents[0].management(), "/alive")

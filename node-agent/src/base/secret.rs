@@ -168,6 +168,29 @@ impl ClusterKey {
         true
     }
 
+    /// Uses `keys` from now on, but only if that cuts no one off: the new signing key
+    /// must be one this ring accepts already (every step of a rotation keeps to that;
+    /// an unrelated key, e.g. from a Secret made anew, would split the agents that have
+    /// it from those that do not). `Ok(true)` if the keys changed.
+    pub fn rotate(&self, keys: Vec<Vec<u8>>) -> Result<bool, String> {
+        let mut now = self.0.write().unwrap_or_else(|p| p.into_inner());
+        let Some(signing) = keys.first() else {
+            return Ok(false);
+        };
+        if *now == keys {
+            return Ok(false);
+        }
+        if !now.contains(signing) {
+            return Err(format!(
+                "its first key (id {}) is not one of the keys in use ({:?}): signing with it would cut this agent off from every member without it. Rotate in steps (add the new key as the second line on every agent first), or restart the agent to start with other keys",
+                key_id(signing),
+                now.iter().map(|k| key_id(k)).collect::<Vec<_>>()
+            ));
+        }
+        *now = keys;
+        Ok(true)
+    }
+
     /// A short name of each key, in order (the first 8 bytes of an HMAC of a fixed text
     /// under the key, hex): shows which keys an agent uses without revealing them.
     pub fn ids(&self) -> Vec<String> {
@@ -243,6 +266,28 @@ mod tests {
             .collect::<String>();
         let e = ClusterKey::parse_file(five.as_bytes()).unwrap_err();
         assert!(e.contains("5 keys") && e.contains("at most 4"), "{e}");
+    }
+
+    #[test]
+    fn a_rotation_step_must_sign_with_a_key_already_accepted() {
+        let (old, new) = (
+            b"old-key-0123456789ab".to_vec(),
+            b"new-key-0123456789ab".to_vec(),
+        );
+        let ring = ClusterKey::new(old.clone()).unwrap();
+        // Signing at once with a key nobody has yet: refused, the ring stays.
+        let e = ring.rotate(vec![new.clone()]).unwrap_err();
+        assert!(e.contains(&key_id(&new)) && e.contains("in steps"), "{e}");
+        assert_eq!(ring.ids(), vec![key_id(&old)]);
+        // The three steps.
+        assert_eq!(ring.rotate(vec![old.clone(), new.clone()]), Ok(true));
+        assert_eq!(ring.rotate(vec![new.clone(), old.clone()]), Ok(true));
+        assert_eq!(ring.rotate(vec![new.clone(), old.clone()]), Ok(false));
+        assert_eq!(ring.rotate(vec![new.clone()]), Ok(true));
+        // And back to the old key alone is refused now.
+        assert!(ring.rotate(vec![old]).is_err());
+        assert_eq!(ring.rotate(Vec::new()), Ok(false));
+        assert_eq!(ring.ids(), vec![key_id(&new)]);
     }
 
     #[test]

@@ -444,6 +444,56 @@ fn cluster_key_file_is_read_trimmed_and_checked() {
 }
 
 #[test]
+fn tls_needs_all_three_files_and_good_material() {
+    let dir = std::env::temp_dir().join(format!("muster-tls-config-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let err_of = |tls: &str| err(&format!("{CONFIG_DISCOVERY}\ntls:\n{tls}"), &pod_env());
+    // Some files but not all: each missing one is named.
+    let e = err_of("  cert-file: /x/cert.pem\n");
+    assert!(
+        e.contains("tls.key-file")
+            && e.contains("tls.ca-file")
+            && e.contains("TLS needs all three"),
+        "{e}"
+    );
+    let e = err_of("  server-name: cache.muster\n");
+    assert!(
+        e.contains("tls.server-name") && e.contains("TLS is off"),
+        "{e}"
+    );
+    // Files that cannot be read, or that are no certificates, name the file.
+    let files = format!(
+        "  cert-file: {d}/cert.pem\n  key-file: {d}/key.pem\n  ca-file: {d}/ca.pem\n",
+        d = dir.display()
+    );
+    let e = err_of(&files);
+    assert!(
+        e.contains("cannot read tls.cert-file") && e.contains("cert.pem"),
+        "{e}"
+    );
+    for f in ["cert.pem", "key.pem", "ca.pem"] {
+        std::fs::write(dir.join(f), "not PEM").unwrap();
+    }
+    let e = err_of(&files);
+    assert!(e.contains("tls.cert-file holds no certificate"), "{e}");
+    let e = err_of(&format!("{files}  server-name: 'not a name!'\n"));
+    assert!(
+        e.contains("tls.server-name") && e.contains("not a DNS name"),
+        "{e}"
+    );
+    let e = err_of(&format!("{files}  reload-interval: 10ms\n"));
+    assert!(
+        e.contains("tls.reload-interval") && e.contains("at least 100ms"),
+        "{e}"
+    );
+    // Without any of them, TLS is off.
+    let c = AgentConfig::from_yaml(CONFIG_DISCOVERY, &pod_env()).unwrap();
+    assert!(c.tls.is_none());
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
 fn endpoints_parse() {
     assert_eq!(
         parse_endpoint("10.0.0.1:8558").unwrap(),

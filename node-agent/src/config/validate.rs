@@ -205,7 +205,12 @@ fn tls(
         ("tls.key-file", t.key_file.is_some()),
         ("tls.ca-file", t.ca_file.is_some()),
     ];
-    p.positive(&[("tls.reload-interval", t.reload_interval)]);
+    if t.reload_interval < Duration::from_millis(100) {
+        p.bad(
+            "tls.reload-interval",
+            "must be at least 100ms: the three files are read and parsed each time (the default, 10s, is plenty for a rotation)",
+        );
+    }
     let Some(files) = tls_files(t) else {
         if named.iter().any(|(_, set)| *set) {
             for (key, _) in named.iter().filter(|(_, set)| !set) {

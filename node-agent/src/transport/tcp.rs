@@ -15,7 +15,7 @@ use std::time::Duration;
 use std::sync::Mutex;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpSocket};
-use tokio::sync::{Notify, Semaphore, mpsc};
+use tokio::sync::{Notify, Semaphore, mpsc, watch};
 use tokio::time::timeout;
 use tokio_rustls::{TlsAcceptor, TlsConnector};
 use tracing::debug;
@@ -146,8 +146,9 @@ type Conn = Box<dyn Io>;
 
 /// Serves the cluster port until the task is aborted. With `tls`, every connection
 /// starts with a TLS handshake in which the peer must present a certificate from a
-/// trusted CA; one that does not (or takes longer than the connect timeout) is closed
-/// before any frame is read.
+/// trusted CA, for the cluster's name; one that does not (or takes longer than the
+/// connect timeout) is closed before any frame is read. When a reload stops trusting a
+/// CA, every connection closes between frames and peers connect anew.
 pub async fn serve<M: Wire>(
     listener: TcpListener,
     key: Option<ClusterKey>,
@@ -155,7 +156,7 @@ pub async fn serve<M: Wire>(
     metrics: Metrics,
     inbound: Inbound<M>,
 ) {
-    let acceptor = tls.map(|t| TlsAcceptor::from(t.cluster_server()));
+    let acceptor = tls.as_ref().map(|t| TlsAcceptor::from(t.cluster_server()));
     let listener = CappedListener::new(
         listener,
         MAX_INBOUND_CONNECTIONS,
@@ -167,6 +168,7 @@ pub async fn serve<M: Wire>(
         let (stream, peer, permit) = listener.accept().await;
         let (key, metrics, inbound) = (key.clone(), metrics.clone(), inbound.clone());
         let (budget, acceptor) = (budget.clone(), acceptor.clone());
+        let mut dropped = tls.as_ref().map(|t| t.trust_dropped());
         tokio::spawn(async move {
             let _permit = permit;
             let _ = stream.set_nodelay(true);
@@ -190,6 +192,7 @@ pub async fn serve<M: Wire>(
                 &metrics,
                 &inbound,
                 &budget,
+                &mut dropped,
             )
             .await
             {
@@ -207,14 +210,19 @@ async fn serve_connection<M: Wire>(
     metrics: &Metrics,
     inbound: &Inbound<M>,
     budget: &Budget,
+    dropped: &mut Option<watch::Receiver<u64>>,
 ) -> Result<(), FrameError> {
     let keyed = key.is_some();
     let mut nonce = [0u8; frame::NONCE_LEN];
     os_random_bytes(&mut nonce);
-    if timeout(CONNECT_TIMEOUT, stream.write_all(&frame::greeting(&nonce)))
-        .await
-        .is_err()
-    {
+    if !matches!(
+        timeout(
+            CONNECT_TIMEOUT,
+            write(&mut stream, &frame::greeting(&nonce))
+        )
+        .await,
+        Ok(Ok(()))
+    ) {
         return Ok(());
     }
     let mut opener = Opener::new(key, nonce);
@@ -226,9 +234,13 @@ async fn serve_connection<M: Wire>(
     let mut authenticated = false;
     loop {
         let mut header = [0u8; HEADER_LEN];
-        match timeout(idle_limit, stream.read_exact(&mut header[..1])).await {
-            Ok(Ok(_)) => {}
-            _ => return Ok(()), // closed, reset or idle
+        tokio::select! {
+            read = timeout(idle_limit, stream.read_exact(&mut header[..1])) => match read {
+                Ok(Ok(_)) => {}
+                _ => return Ok(()), // closed, reset or idle
+            },
+            // Between frames: the peer was authenticated with a CA no longer trusted.
+            () = trust_dropped(dropped) => return Ok(()),
         }
         idle_limit = INBOUND_IDLE;
         // Once a frame has started, all of it must arrive within the frame timeout.
@@ -448,6 +460,7 @@ async fn peer<M: Wire>(
     let mut backoff = Duration::from_millis(100);
     let mut pending: Option<Queued<M>> = None;
     loop {
+        let mut dropped = tls.as_ref().map(|t| t.trust_dropped());
         let queued = match pending.take() {
             Some(q) => q,
             None => match timeout(OUTBOUND_IDLE, rx.recv()).await {
@@ -480,7 +493,7 @@ async fn peer<M: Wire>(
                 Ok(p) => p,
                 Err(_) => continue,
             };
-            if stream.write_all(&sealer.seal(&payload)).await.is_err() {
+            if write(&mut stream, &sealer.seal(&payload)).await.is_err() {
                 // The connection broke: retry this message once on a new one.
                 pending = Some((message, ticket));
                 break;
@@ -490,10 +503,31 @@ async fn peer<M: Wire>(
                 .messages_sent
                 .get_or_create(&KindLabel { kind })
                 .inc();
-            next = match timeout(OUTBOUND_IDLE, rx.recv()).await {
-                Ok(Some(q)) => Some(q),
-                _ => return,
+            next = tokio::select! {
+                q = timeout(OUTBOUND_IDLE, rx.recv()) => match q {
+                    Ok(Some(q)) => Some(q),
+                    _ => return,
+                },
+                // A CA was dropped: the next message goes on a connection made anew.
+                () = trust_dropped(&mut dropped) => None,
             };
         }
     }
+}
+
+/// Writes all of `bytes` and flushes them: a TLS stream may keep written bytes in its
+/// buffer until flushed, and a message counted as written must be on its way.
+async fn write(stream: &mut Conn, bytes: &[u8]) -> std::io::Result<()> {
+    stream.write_all(bytes).await?;
+    stream.flush().await
+}
+
+/// Resolves when a reload stops trusting a CA ([`Tls::trust_dropped`]); never without TLS.
+async fn trust_dropped(rx: &mut Option<watch::Receiver<u64>>) {
+    if let Some(rx) = rx
+        && rx.changed().await.is_ok()
+    {
+        return;
+    }
+    std::future::pending().await
 }

@@ -356,3 +356,43 @@ pub fn still_members(before: &ClusterMembers, after: &ClusterMembers) {
         assert_eq!(now.node_uid, m.node_uid, "{} was restarted", m.node);
     }
 }
+
+/// Heartbeats and heartbeat answers each agent has accepted so far (their signatures
+/// checked, over TLS where it is on).
+async fn heartbeats(client: &ManagementClient, agents: &[AgentProcess]) -> Vec<(f64, f64)> {
+    let mut out = Vec::new();
+    for a in agents {
+        let text = client.metrics(a.management()).await.unwrap_or_default();
+        let count = |kind: &str| {
+            metric(
+                &text,
+                &format!("muster_transport_messages_received_total{{kind=\"{kind}\"}}"),
+            )
+            .unwrap_or(0.0)
+        };
+        out.push((count("heartbeat"), count("heartbeat_rsp")));
+    }
+    out
+}
+
+/// Waits until every agent has accepted heartbeats and heartbeat answers sent after
+/// this call: what changed on the senders (keys, certificates) works on the wire.
+pub async fn fresh_heartbeats(client: &ManagementClient, agents: &[AgentProcess]) {
+    let seen = heartbeats(client, agents).await;
+    eventually(
+        "fresh heartbeats accepted by every agent",
+        Duration::from_secs(10),
+        || {
+            let seen = &seen;
+            async move {
+                let now = heartbeats(client, agents).await;
+                if now.iter().zip(seen).all(|(n, s)| n.0 > s.0 && n.1 > s.1) {
+                    Ok(())
+                } else {
+                    Err(format!("accepted: {now:?}, before {seen:?}"))
+                }
+            }
+        },
+    )
+    .await;
+}
