@@ -3,8 +3,9 @@
 //!
 //! Pure parts: the resource's types ([`crd`]), the checks the schema cannot make
 //! ([`validate`]), the owned objects (`controller::build`, one file per kind), the
-//! oldest-last rollout planner ([`rollout`]), graceful scale-down ([`scale`]) and the
-//! reported status ([`status`]). The I/O shell: the reconcile driver ([`controller`]),
+//! oldest-last rollout planner ([`rollout`]), the rotation planner for the cluster key
+//! and the TLS CA ([`rotation`], not driven by the controller yet), graceful scale-down
+//! ([`scale`]) and the reported status ([`status`]). The I/O shell: the reconcile driver ([`controller`]),
 //! the agents' management API through the agent's own client ([`agents`]), leader
 //! election ([`leader`]), metrics and health endpoints ([`metrics`], [`server`]).
 //! Generated files ([`generated`]): `cargo run -p operator --bin generate` writes them
@@ -21,6 +22,7 @@ pub mod metrics;
 pub mod pod_template;
 pub mod reference;
 pub mod rollout;
+pub mod rotation;
 pub mod scale;
 pub mod server;
 pub mod status;
