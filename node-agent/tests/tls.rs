@@ -12,10 +12,8 @@ use std::time::Duration;
 
 use node_agent::api::{ManagementClient, TlsInUse};
 use node_agent::base::member::MemberStatus;
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use rustls::{DigitallySignedStruct, SignatureScheme};
+use rustls::pki_types::{CertificateDer, ServerName};
 use support::certs::{TestCa, TlsPaths};
 use support::*;
 
@@ -42,56 +40,10 @@ fn tls_client(cas: &[&TestCa]) -> ManagementClient {
         .with_tls((Arc::new(config), ServerName::try_from(NAME).expect("name")))
 }
 
-/// Accepts any certificate, as the kubelet does on HTTPS probes.
-#[derive(Debug)]
-struct NoCheck;
-
-impl ServerCertVerifier for NoCheck {
-    fn verify_server_cert(
-        &self,
-        _: &CertificateDer<'_>,
-        _: &[CertificateDer<'_>],
-        _: &ServerName<'_>,
-        _: &[u8],
-        _: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-    fn verify_tls12_signature(
-        &self,
-        _: &[u8],
-        _: &CertificateDer<'_>,
-        _: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        Ok(HandshakeSignatureValid::assertion())
-    }
-    fn verify_tls13_signature(
-        &self,
-        _: &[u8],
-        _: &CertificateDer<'_>,
-        _: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        Ok(HandshakeSignatureValid::assertion())
-    }
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        provider()
-            .signature_verification_algorithms
-            .supported_schemes()
-    }
-}
-
-fn probe_client() -> ManagementClient {
-    let config = rustls::ClientConfig::builder_with_provider(provider())
-        .with_safe_default_protocol_versions()
-        .expect("versions")
-        .dangerous()
-        .with_custom_certificate_verifier(Arc::new(NoCheck))
-        .with_no_client_auth();
-    ManagementClient::new(Duration::from_secs(2)).with_tls((
-        Arc::new(config),
-        ServerName::try_from("anything.example").expect("name"),
-    ))
-}
+// The process kubelet's probes (no crate dependency: e2e depends on node-agent).
+#[allow(dead_code)]
+#[path = "../../e2e/src/node/probes.rs"]
+mod probes;
 
 /// Writes agent `i`'s config: the shared config-discovery settings of `base` and its
 /// own `tls:` section.
@@ -152,11 +104,21 @@ async fn agents_form_over_tls_and_a_peer_without_the_clusters_certificate_stays_
             .is_err()
     );
     // The kubelet's probe: HTTPS, no certificate presented, none checked.
-    let (code, body) = probe_client()
-        .get(agents[0].management(), "/ready")
+    let ready = probes::ProbeSpec {
+        check: probes::Check::Http {
+            port: MANAGEMENT_PORT,
+            path: "/ready".into(),
+            tls: true,
+        },
+        initial_delay: Duration::ZERO,
+        period: Duration::from_secs(1),
+        timeout: Duration::from_secs(2),
+        success_threshold: 1,
+        failure_threshold: 1,
+    };
+    probes::run(agents[0].ip, &ready)
         .await
-        .expect("an unchecked HTTPS probe is answered");
-    assert_eq!(code, 200, "{}", String::from_utf8_lossy(&body));
+        .expect("an unchecked HTTPS probe is answered 200");
 
     // The outsider has the cluster key and trusts the cluster's CA (so it can read
     // the seed nodes and ask to join), but its own certificate is from another CA.
