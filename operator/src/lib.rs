@@ -4,7 +4,8 @@
 //! Pure parts: the resource's types ([`crd`]), the checks the schema cannot make
 //! ([`validate`]), the owned objects (`controller::build`, one file per kind), the
 //! oldest-last rollout planner ([`rollout`]), the rotation planner for the cluster key
-//! and the TLS CA ([`rotation`], not driven by the controller yet), graceful scale-down
+//! and the TLS CA ([`rotation`]) and the per-cluster CA and agent certificates
+//! ([`ca`]) — both not driven by the controller yet —, graceful scale-down
 //! ([`scale`]) and the reported status ([`status`]). The I/O shell: the reconcile driver ([`controller`]),
 //! the agents' management API through the agent's own client ([`agents`]), leader
 //! election ([`leader`]), metrics and health endpoints ([`metrics`], [`server`]).
@@ -12,6 +13,7 @@
 //! all, and a test fails when a committed one differs.
 
 pub mod agents;
+pub mod ca;
 pub mod claims;
 pub mod controller;
 pub mod crd;

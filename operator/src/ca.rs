@@ -1,0 +1,217 @@
+//! The cluster's TLS material as the operator makes it: one CA per cluster, whose key
+//! stays with the operator, and the agents' certificate, issued by it for the name
+//! every agent of the cluster checks. Pure but for the randomness of the keys: the
+//! time is given. Nothing here is driven by the controller yet.
+
+use std::fmt;
+use std::time::{Duration, SystemTime};
+
+use rcgen::{
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
+    Issuer, KeyPair, KeyUsagePurpose, SanType,
+};
+
+/// Certificates start this long before they are made: clocks of nodes differ.
+const CLOCK_SKEW: Duration = Duration::from_secs(5 * 60);
+
+/// The name the agents of cluster `name` in `namespace` carry in their certificate and
+/// check in their peers' (`tls.server-name`): unique per cluster, so a certificate of
+/// one cluster is refused by another even under a shared CA.
+pub fn server_name(name: &str, namespace: &str) -> String {
+    format!("{name}.{namespace}.muster")
+}
+
+/// A CA as the operator keeps it. Its key is never printed.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Ca {
+    /// Its subject's common name: the issuer name of what it signs.
+    pub name: String,
+    pub cert_pem: String,
+    pub key_pem: String,
+    pub not_after: SystemTime,
+}
+
+impl fmt::Debug for Ca {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Ca")
+            .field("name", &self.name)
+            .field("not_after", &self.not_after)
+            .finish_non_exhaustive()
+    }
+}
+
+/// An agent certificate and its key, as PEM. The key is never printed.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Leaf {
+    pub cert_pem: String,
+    pub key_pem: String,
+    pub not_after: SystemTime,
+}
+
+impl fmt::Debug for Leaf {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Leaf")
+            .field("not_after", &self.not_after)
+            .finish_non_exhaustive()
+    }
+}
+
+fn subject(common_name: &str) -> DistinguishedName {
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::OrganizationName, "muster");
+    dn.push(DnType::CommonName, common_name);
+    dn
+}
+
+fn validity(p: &mut CertificateParams, now: SystemTime, not_after: SystemTime) {
+    p.not_before = (now.checked_sub(CLOCK_SKEW).unwrap_or(now)).into();
+    p.not_after = not_after.into();
+}
+
+/// The CA's parameters, as they must be again to sign with it: the same subject and
+/// key usages (the key identifier comes from the key).
+fn ca_params(name: &str) -> CertificateParams {
+    let mut p = CertificateParams::default();
+    p.distinguished_name = subject(name);
+    p.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+    p.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    p
+}
+
+/// A new CA named `name` (e.g. `muster team-a/cache CA 2026-12-02`), valid for `lifetime`.
+pub fn new_ca(name: &str, now: SystemTime, lifetime: Duration) -> Result<Ca, String> {
+    let not_after = now + lifetime;
+    let mut p = ca_params(name);
+    validity(&mut p, now, not_after);
+    let key = KeyPair::generate().map_err(|e| format!("cannot make a CA key: {e}"))?;
+    let cert = p
+        .self_signed(&key)
+        .map_err(|e| format!("cannot make the CA certificate: {e}"))?;
+    Ok(Ca {
+        name: name.to_owned(),
+        cert_pem: cert.pem(),
+        key_pem: key.serialize_pem(),
+        not_after,
+    })
+}
+
+/// An agent certificate for `server_name`, signed by `ca`: serverAuth and clientAuth
+/// (agents are both), valid for `lifetime` but never beyond the CA.
+pub fn issue(
+    ca: &Ca,
+    server_name: &str,
+    now: SystemTime,
+    lifetime: Duration,
+) -> Result<Leaf, String> {
+    let ca_key = KeyPair::from_pem(&ca.key_pem)
+        .map_err(|e| format!("the CA key of {:?} cannot be read: {e}", ca.name))?;
+    let issuer = Issuer::new(ca_params(&ca.name), ca_key);
+    let not_after = (now + lifetime).min(ca.not_after);
+    let mut p = CertificateParams::default();
+    p.distinguished_name = subject(server_name);
+    p.subject_alt_names = vec![SanType::DnsName(
+        server_name
+            .to_owned()
+            .try_into()
+            .map_err(|e| format!("{server_name:?} cannot be a certificate's DNS name: {e}"))?,
+    )];
+    p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    p.extended_key_usages = vec![
+        ExtendedKeyUsagePurpose::ServerAuth,
+        ExtendedKeyUsagePurpose::ClientAuth,
+    ];
+    validity(&mut p, now, not_after);
+    let key = KeyPair::generate().map_err(|e| format!("cannot make an agent key: {e}"))?;
+    let cert = p
+        .signed_by(&key, &issuer)
+        .map_err(|e| format!("cannot sign the agents' certificate: {e}"))?;
+    Ok(Leaf {
+        cert_pem: cert.pem(),
+        key_pem: key.serialize_pem(),
+        not_after,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use node_agent::tls::{Material, TlsPem};
+    use rustls::pki_types::ServerName;
+
+    const YEAR: Duration = Duration::from_secs(365 * 24 * 3600);
+
+    /// What an agent does with the files: `Material::load`, checked as peers check.
+    fn agent_loads(leaf: &Leaf, cas: &[&Ca], name: &str) -> Result<String, String> {
+        let pem = TlsPem {
+            cert: leaf.cert_pem.clone().into_bytes(),
+            key: leaf.key_pem.clone().into_bytes(),
+            ca: cas
+                .iter()
+                .map(|c| c.cert_pem.as_str())
+                .collect::<String>()
+                .into_bytes(),
+        };
+        let name = ServerName::try_from(name.to_owned()).map_err(|e| e.to_string())?;
+        Material::load(pem, &name, &node_agent::tls::provider()).map(|m| m.certificate)
+    }
+
+    #[test]
+    fn the_agents_accept_what_the_operator_makes() {
+        let now = SystemTime::now();
+        let name = server_name("cache", "team-a");
+        assert_eq!(name, "cache.team-a.muster");
+        let ca = new_ca("muster team-a/cache CA 1", now, YEAR).unwrap();
+        let leaf = issue(&ca, &name, now, YEAR / 4).unwrap();
+        agent_loads(&leaf, &[&ca], &name).expect("the agent takes it");
+        // Signed again later from the stored CA alone (the operator keeps no state
+        // but its Secrets): another certificate, valid under the same CA.
+        let again = issue(&ca, &name, now, YEAR / 4).unwrap();
+        assert_ne!(again.cert_pem, leaf.cert_pem);
+        agent_loads(&again, &[&ca], &name).expect("the agent takes it");
+        // During a rotation the bundle holds two CAs: both leaves load under it.
+        let next = new_ca("muster team-a/cache CA 2", now, YEAR).unwrap();
+        let new_leaf = issue(&next, &name, now, YEAR / 4).unwrap();
+        agent_loads(&leaf, &[&ca, &next], &name).expect("old leaf, both CAs");
+        agent_loads(&new_leaf, &[&ca, &next], &name).expect("new leaf, both CAs");
+        assert!(
+            agent_loads(&new_leaf, &[&ca], &name).is_err(),
+            "not under the old CA alone"
+        );
+    }
+
+    #[test]
+    fn a_certificate_is_for_its_cluster_only_and_never_outlives_its_ca() {
+        let now = SystemTime::now();
+        let ca = new_ca("muster shared CA", now, YEAR).unwrap();
+        let other = issue(&ca, &server_name("cache", "team-b"), now, YEAR).unwrap();
+        let e = agent_loads(&other, &[&ca], &server_name("cache", "team-a")).unwrap_err();
+        assert!(e.contains("cache.team-a.muster"), "{e}");
+        let long = issue(&ca, &server_name("cache", "team-a"), now, 10 * YEAR).unwrap();
+        assert_eq!(long.not_after, ca.not_after);
+        // Once the CA has expired, nothing it signed is accepted.
+        let short = new_ca("muster short CA", now - 2 * YEAR, YEAR).unwrap();
+        let leaf = issue(&short, "cache.team-a.muster", now - 2 * YEAR, YEAR).unwrap();
+        let e = agent_loads(&leaf, &[&short], "cache.team-a.muster").unwrap_err();
+        assert!(e.contains("expired"), "{e}");
+    }
+
+    #[test]
+    fn keys_are_never_printed_and_bad_input_says_what_is_wrong() {
+        let now = SystemTime::now();
+        let ca = new_ca("muster CA", now, YEAR).unwrap();
+        let leaf = issue(&ca, "a.b.muster", now, YEAR).unwrap();
+        for text in [format!("{ca:?}"), format!("{leaf:?}")] {
+            assert!(!text.contains("PRIVATE KEY"), "{text}");
+        }
+        let broken = Ca {
+            key_pem: "not a key".into(),
+            ..ca.clone()
+        };
+        let e = issue(&broken, "a.b.muster", now, YEAR).unwrap_err();
+        assert!(e.contains("CA key") && e.contains("muster CA"), "{e}");
+        assert!(
+            !e.contains("not a key"),
+            "the key's text is not quoted: {e}"
+        );
+    }
+}
