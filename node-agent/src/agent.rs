@@ -260,7 +260,8 @@ impl Agent {
             Some(t) => {
                 let tls = Tls::new(t).map_err(AgentError::Tls)?;
                 let (certificate, trusted) = tls.in_use();
-                info!(server_name = ?t.server_name, %certificate, ?trusted, "TLS on both ports");
+                info!(server_name = ?t.server_name, %certificate, not_after = tls.not_after().map(crate::tls::rfc3339), ?trusted, "TLS on both ports");
+                crate::tls::warn_if_expiring(tls.not_after());
                 tasks.spawn("TLS files", tls.clone().follow());
                 Some(tls)
             }

@@ -35,6 +35,12 @@ pub struct PhaseLabel {
     pub phase: &'static str,
 }
 
+/// The setting that names a file.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct FileLabel {
+    pub file: &'static str,
+}
+
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct StatusLabel {
     pub status: &'static str,
@@ -59,6 +65,8 @@ pub struct Metrics {
     pub downed: Counter,
     pub phi: Family<PeerLabel, Gauge<f64, AtomicU64>>,
     pub bootstrap_phase: Family<PhaseLabel, Gauge>,
+    /// No series without TLS.
+    pub tls_not_after: Family<FileLabel, Gauge>,
 }
 
 impl Default for Metrics {
@@ -87,6 +95,7 @@ impl Metrics {
             downed: Counter::default(),
             phi: Family::default(),
             bootstrap_phase: Family::default(),
+            tls_not_after: Family::default(),
         };
         registry.register(
             "transport_messages_received",
@@ -162,6 +171,11 @@ impl Metrics {
             "bootstrap_phase",
             "1 for the current phase of /bootstrap/status, 0 for the others",
             m.bootstrap_phase.clone(),
+        );
+        registry.register(
+            "tls_certificate_not_after_seconds",
+            "When the agent's TLS certificate expires, in seconds since the Unix epoch (only with TLS)",
+            m.tls_not_after.clone(),
         );
         Self {
             registry: Arc::new(registry),

@@ -99,6 +99,111 @@ pub fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
+/// One DER element at the start of `der`: its tag, its content and what follows it;
+/// None if it is cut short or its length takes more than 4 bytes.
+fn der_element(der: &[u8]) -> Option<(u8, &[u8], &[u8])> {
+    let (&tag, rest) = der.split_first()?;
+    let (&first, rest) = rest.split_first()?;
+    let (len, rest) = if first < 0x80 {
+        (usize::from(first), rest)
+    } else {
+        let n = usize::from(first & 0x7f);
+        if n == 0 || n > 4 || rest.len() < n {
+            return None;
+        }
+        let len = rest[..n]
+            .iter()
+            .fold(0usize, |acc, b| (acc << 8) | usize::from(*b));
+        (len, &rest[n..])
+    };
+    (rest.len() >= len).then(|| (tag, &rest[..len], &rest[len..]))
+}
+
+/// The end of a certificate's validity (seconds since the Unix epoch), read from its
+/// DER: `tbsCertificate.validity.notAfter`. None if it cannot be read.
+pub fn not_after(der: &[u8]) -> Option<u64> {
+    const SEQUENCE: u8 = 0x30;
+    let (SEQUENCE, certificate, _) = der_element(der)? else {
+        return None;
+    };
+    let (SEQUENCE, mut tbs, _) = der_element(certificate)? else {
+        return None;
+    };
+    // [0] version (optional), serialNumber, signature, issuer, then validity.
+    if tbs.first() == Some(&0xa0) {
+        tbs = der_element(tbs)?.2;
+    }
+    for _ in 0..3 {
+        tbs = der_element(tbs)?.2;
+    }
+    let (SEQUENCE, validity, _) = der_element(tbs)? else {
+        return None;
+    };
+    let (_, _, rest) = der_element(validity)?; // notBefore
+    let (tag, time, _) = der_element(rest)?;
+    let text = std::str::from_utf8(time).ok()?;
+    // UTCTime YYMMDDHHMMSSZ (years 1950–2049) or GeneralizedTime YYYYMMDDHHMMSSZ.
+    let (year, rest) = match tag {
+        0x17 if text.len() == 13 => {
+            let yy: u64 = text.get(..2)?.parse().ok()?;
+            (if yy < 50 { 2000 + yy } else { 1900 + yy }, text.get(2..)?)
+        }
+        0x18 if text.len() == 15 => (text.get(..4)?.parse().ok()?, text.get(4..)?),
+        _ => return None,
+    };
+    let field = |i: usize| -> Option<u64> { rest.get(i..i + 2)?.parse().ok() };
+    if !rest.ends_with('Z') {
+        return None;
+    }
+    let (month, day) = (field(0)?, field(2)?);
+    let (hour, minute, second) = (field(4)?, field(6)?, field(8)?);
+    if !(1..=12).contains(&month)
+        || !(1..=31).contains(&day)
+        || hour > 23
+        || minute > 59
+        || second > 60
+    {
+        return None;
+    }
+    Some(days_from_civil(year, month, day)? * 86_400 + hour * 3600 + minute * 60 + second)
+}
+
+/// Days from 1970-01-01 to the given date of the proleptic Gregorian calendar.
+fn days_from_civil(year: u64, month: u64, day: u64) -> Option<u64> {
+    let y = if month <= 2 {
+        year.checked_sub(1)?
+    } else {
+        year
+    };
+    let era = y / 400;
+    let yoe = y - era * 400;
+    let mp = (month + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    (era * 146_097 + doe).checked_sub(719_468)
+}
+
+/// `secs` since the Unix epoch as RFC 3339 in UTC (`2027-01-31T12:00:00Z`).
+pub fn rfc3339(secs: u64) -> String {
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    // The inverse of days_from_civil.
+    let z = days + 719_468;
+    let era = z / 146_097;
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + u64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
 /// Hex SHA-256 of a DER certificate: how logs and status name a certificate.
 pub fn fingerprint(der: &[u8]) -> String {
     crate::base::hex(&Sha256::digest(der))
@@ -117,6 +222,8 @@ pub struct Material {
     pub certificate: String,
     /// Fingerprints of the trusted CAs, in file order.
     pub trusted: Vec<String>,
+    /// When this agent's certificate expires (seconds since the Unix epoch).
+    pub not_after: Option<u64>,
 }
 
 impl fmt::Debug for Material {
@@ -186,6 +293,7 @@ impl Material {
             })?;
         Ok(Self {
             certificate: fingerprint(&end_entity),
+            not_after: not_after(&end_entity),
             trusted,
             pem,
             server_name: server_name.clone(),
@@ -354,6 +462,22 @@ pub enum Reloaded {
     Failed(String),
 }
 
+/// A certificate closer to its end than this is logged as a warning when loaded.
+pub const EXPIRY_WARNING: Duration = Duration::from_secs(14 * 24 * 3600);
+
+/// Warns when the certificate in use expires within [`EXPIRY_WARNING`].
+pub fn warn_if_expiring(not_after: Option<u64>) {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    if let Some(end) = not_after
+        && end < now + EXPIRY_WARNING.as_secs()
+    {
+        warn!(not_after = %rfc3339(end), "the TLS certificate in tls.cert-file expires within 14 days: peers will refuse it then; put a new one in place (it is picked up without a restart)");
+    }
+}
+
 /// The agent's TLS: configurations for both ports and for its clients, following the files.
 pub struct Tls {
     files: TlsFiles,
@@ -454,6 +578,11 @@ impl Tls {
         (m.certificate.clone(), m.trusted.clone())
     }
 
+    /// When the certificate in use expires (seconds since the Unix epoch).
+    pub fn not_after(&self) -> Option<u64> {
+        self.current.get().not_after
+    }
+
     /// Changes each time a reload stops trusting a CA. A connection authenticated
     /// before (its peer's certificate maybe from that CA) closes on it, so a dropped CA
     /// cuts its peers off at once; the connections are made anew with the new material.
@@ -483,7 +612,8 @@ impl Tls {
                     .iter()
                     .filter(|ca| !m.trusted.contains(ca))
                     .collect();
-                info!(certificate = %m.certificate, trusted = ?m.trusted, no_longer_trusted = ?dropped, "TLS files changed: new certificate and CAs in use from the next connection");
+                info!(certificate = %m.certificate, not_after = m.not_after.map(rfc3339), trusted = ?m.trusted, no_longer_trusted = ?dropped, "TLS files changed: new certificate and CAs in use from the next connection");
+                warn_if_expiring(m.not_after);
                 let dropped = !dropped.is_empty();
                 *self.current.0.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(m);
                 if dropped {
@@ -654,6 +784,53 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).expect("folder");
         dir
+    }
+
+    #[test]
+    fn the_end_of_a_certificate_is_read_from_its_der() {
+        let ca = TestCa::new("dates");
+        let leaf = ca.issue_with(
+            NAME,
+            (2020, 2049),
+            &[
+                ExtendedKeyUsagePurpose::ServerAuth,
+                ExtendedKeyUsagePurpose::ClientAuth,
+            ],
+        );
+        let der = CertificateDer::from_pem_slice(leaf.cert.as_bytes()).expect("pem");
+        let end = not_after(&der).expect("notAfter");
+        assert_eq!(rfc3339(end), "2049-12-31T00:00:00Z");
+        // GeneralizedTime from 2050 on.
+        let later = ca.issue_with(NAME, (2020, 2099), &[ExtendedKeyUsagePurpose::ServerAuth]);
+        let der = CertificateDer::from_pem_slice(later.cert.as_bytes()).expect("pem");
+        assert_eq!(
+            rfc3339(not_after(&der).expect("notAfter")),
+            "2099-12-31T00:00:00Z"
+        );
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z");
+        assert_eq!(days_from_civil(2000, 2, 29), Some(11_016));
+        // Whatever else is in the file, no panic and no date.
+        for bad in [
+            &[][..],
+            &[0x30],
+            &[0x30, 0x84, 0xff, 0xff, 0xff, 0xff],
+            &der[..40],
+        ] {
+            assert_eq!(not_after(bad), None);
+        }
+        for cut in 0..der.len() {
+            let _ = not_after(&der[..cut]);
+        }
+        for i in 0..der.len() {
+            for flip in [0x01, 0x80, 0xff] {
+                let mut bytes = der.to_vec();
+                bytes[i] ^= flip;
+                let _ = not_after(&bytes);
+            }
+        }
+        let m = load(&leaf, &[&ca]).expect("loads");
+        assert_eq!(m.not_after, Some(end));
     }
 
     #[test]

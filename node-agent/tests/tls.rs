@@ -89,6 +89,23 @@ async fn agents_form_over_tls_and_a_peer_without_the_clusters_certificate_stays_
     let views = wait_for_one_cluster_with(&client, &agents, 3).await;
     assert_eq!(views[0].members.len(), 3);
 
+    // The certificate's end shows in the status and the metrics (TestCa: 2099).
+    let used = in_use(&client, &agents[0])
+        .await
+        .expect("tls in the status");
+    assert_eq!(used.not_after.as_deref(), Some("2099-12-31T00:00:00Z"));
+    let text = client
+        .metrics(agents[0].management())
+        .await
+        .expect("metrics");
+    assert_eq!(
+        metric(
+            &text,
+            "muster_tls_certificate_not_after_seconds{file=\"tls.cert-file\"}"
+        ),
+        Some(4_102_358_400.0)
+    );
+
     // Plain HTTP gets nothing from the management port.
     let plain = ManagementClient::new(Duration::from_secs(2));
     let e = plain

@@ -92,6 +92,9 @@ pub struct TlsInUse {
     pub certificate: String,
     /// The CAs it trusts, in the order of its CA file.
     pub trusted: Vec<String>,
+    /// When its certificate expires (RFC 3339, UTC).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub not_after: Option<String>,
 }
 
 #[cfg(test)]

@@ -251,6 +251,7 @@ async fn bootstrap_status(State(s): State<AppState>) -> Response {
             TlsInUse {
                 certificate,
                 trusted,
+                not_after: t.not_after().map(crate::tls::rfc3339),
             }
         }),
         cluster_keys: s.cluster_key.as_ref().map(|k| k.ids()).unwrap_or_default(),
@@ -510,6 +511,14 @@ async fn metrics(State(s): State<AppState>) -> Response {
     if let Ok((phase, _, _)) = current_phase(&s).await {
         s.metrics
             .set_bootstrap_phase(phase.as_str(), &BootstrapPhase::ALL.map(|p| p.as_str()));
+    }
+    if let Some(end) = s.tls.as_ref().and_then(|t| t.not_after()) {
+        s.metrics
+            .tls_not_after
+            .get_or_create(&crate::metrics::FileLabel {
+                file: "tls.cert-file",
+            })
+            .set(i64::try_from(end).unwrap_or(i64::MAX));
     }
     (
         [(
