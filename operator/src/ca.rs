@@ -11,8 +11,29 @@ use rcgen::{
     Issuer, KeyPair, KeyUsagePurpose, SanType,
 };
 
-/// Certificates start this long before they are made: clocks of nodes differ.
-const CLOCK_SKEW: Duration = Duration::from_secs(5 * 60);
+/// Certificates start this long before they are made: clocks of nodes differ, and an
+/// agent whose clock is behind must take a new certificate all the same.
+const CLOCK_SKEW: Duration = Duration::from_secs(3600);
+
+/// The longest lifetime asked of a CA or a certificate.
+pub const MAX_LIFETIME: Duration = Duration::from_secs(20 * 365 * 24 * 3600);
+
+/// A certificate is not issued for less than this: a CA that expires sooner must be
+/// rotated first.
+pub const MIN_CERTIFICATE_LIFETIME: Duration = Duration::from_secs(24 * 3600);
+
+/// `now + lifetime`, for lifetimes up to [`MAX_LIFETIME`].
+fn end_of(now: SystemTime, lifetime: Duration) -> Result<SystemTime, String> {
+    if lifetime > MAX_LIFETIME {
+        return Err(format!(
+            "a lifetime of {}s is longer than the {}s allowed",
+            lifetime.as_secs(),
+            MAX_LIFETIME.as_secs()
+        ));
+    }
+    now.checked_add(lifetime)
+        .ok_or_else(|| "the end of the lifetime is beyond what the clock counts".to_owned())
+}
 
 /// The name the agents of cluster `name` in `namespace` carry in their certificate and
 /// check in their peers' (`tls.server-name`): unique per cluster, so a certificate of
@@ -80,7 +101,7 @@ fn ca_params(name: &str) -> CertificateParams {
 
 /// A new CA named `name` (e.g. `muster team-a/cache CA 2026-12-02`), valid for `lifetime`.
 pub fn new_ca(name: &str, now: SystemTime, lifetime: Duration) -> Result<Ca, String> {
-    let not_after = now + lifetime;
+    let not_after = end_of(now, lifetime)?;
     let mut p = ca_params(name);
     validity(&mut p, now, not_after);
     let key = KeyPair::generate().map_err(|e| format!("cannot make a CA key: {e}"))?;
@@ -96,7 +117,8 @@ pub fn new_ca(name: &str, now: SystemTime, lifetime: Duration) -> Result<Ca, Str
 }
 
 /// An agent certificate for `server_name`, signed by `ca`: serverAuth and clientAuth
-/// (agents are both), valid for `lifetime` but never beyond the CA.
+/// (agents are both), valid for `lifetime` but never beyond the CA. What is made is
+/// checked as every agent checks it (`Material::load`) before it is returned.
 pub fn issue(
     ca: &Ca,
     server_name: &str,
@@ -106,7 +128,18 @@ pub fn issue(
     let ca_key = KeyPair::from_pem(&ca.key_pem)
         .map_err(|e| format!("the CA key of {:?} cannot be read: {e}", ca.name))?;
     let issuer = Issuer::new(ca_params(&ca.name), ca_key);
-    let not_after = (now + lifetime).min(ca.not_after);
+    let not_after = end_of(now, lifetime)?.min(ca.not_after);
+    if not_after < now + MIN_CERTIFICATE_LIFETIME {
+        return Err(format!(
+            "the CA {:?} expires too soon to sign a certificate ({}s left, at least {}s needed): rotate the CA first",
+            ca.name,
+            ca.not_after
+                .duration_since(now)
+                .map(|d| d.as_secs())
+                .unwrap_or(0),
+            MIN_CERTIFICATE_LIFETIME.as_secs()
+        ));
+    }
     let mut p = CertificateParams::default();
     p.distinguished_name = subject(server_name);
     p.subject_alt_names = vec![SanType::DnsName(
@@ -125,35 +158,39 @@ pub fn issue(
     let cert = p
         .signed_by(&key, &issuer)
         .map_err(|e| format!("cannot sign the agents' certificate: {e}"))?;
-    Ok(Leaf {
+    let leaf = Leaf {
         cert_pem: cert.pem(),
         key_pem: key.serialize_pem(),
         not_after,
-    })
+    };
+    // The issuer is rebuilt from the stored name: should it differ in any byte from
+    // the CA certificate's subject, agents would refuse the certificate. Checked here.
+    agents_accept(&leaf, &[ca], server_name)?;
+    Ok(leaf)
+}
+
+/// Whether an agent takes `leaf` under the CAs `cas` for `server_name`, as
+/// `node_agent::tls::Material::load` checks it; the agent's message if not.
+pub fn agents_accept(leaf: &Leaf, cas: &[&Ca], server_name: &str) -> Result<String, String> {
+    let pem = node_agent::tls::TlsPem {
+        cert: leaf.cert_pem.clone().into_bytes(),
+        key: leaf.key_pem.clone().into_bytes(),
+        ca: cas
+            .iter()
+            .map(|c| c.cert_pem.as_str())
+            .collect::<String>()
+            .into_bytes(),
+    };
+    let name = rustls::pki_types::ServerName::try_from(server_name.to_owned())
+        .map_err(|e| format!("{server_name:?} is not a server name: {e}"))?;
+    node_agent::tls::Material::load(pem, &name, &node_agent::tls::provider()).map(|m| m.certificate)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use node_agent::tls::{Material, TlsPem};
-    use rustls::pki_types::ServerName;
 
     const YEAR: Duration = Duration::from_secs(365 * 24 * 3600);
-
-    /// What an agent does with the files: `Material::load`, checked as peers check.
-    fn agent_loads(leaf: &Leaf, cas: &[&Ca], name: &str) -> Result<String, String> {
-        let pem = TlsPem {
-            cert: leaf.cert_pem.clone().into_bytes(),
-            key: leaf.key_pem.clone().into_bytes(),
-            ca: cas
-                .iter()
-                .map(|c| c.cert_pem.as_str())
-                .collect::<String>()
-                .into_bytes(),
-        };
-        let name = ServerName::try_from(name.to_owned()).map_err(|e| e.to_string())?;
-        Material::load(pem, &name, &node_agent::tls::provider()).map(|m| m.certificate)
-    }
 
     #[test]
     fn the_agents_accept_what_the_operator_makes() {
@@ -162,19 +199,19 @@ mod tests {
         assert_eq!(name, "cache.team-a.muster");
         let ca = new_ca("muster team-a/cache CA 1", now, YEAR).unwrap();
         let leaf = issue(&ca, &name, now, YEAR / 4).unwrap();
-        agent_loads(&leaf, &[&ca], &name).expect("the agent takes it");
+        agents_accept(&leaf, &[&ca], &name).expect("the agent takes it");
         // Signed again later from the stored CA alone (the operator keeps no state
         // but its Secrets): another certificate, valid under the same CA.
         let again = issue(&ca, &name, now, YEAR / 4).unwrap();
         assert_ne!(again.cert_pem, leaf.cert_pem);
-        agent_loads(&again, &[&ca], &name).expect("the agent takes it");
+        agents_accept(&again, &[&ca], &name).expect("the agent takes it");
         // During a rotation the bundle holds two CAs: both leaves load under it.
         let next = new_ca("muster team-a/cache CA 2", now, YEAR).unwrap();
         let new_leaf = issue(&next, &name, now, YEAR / 4).unwrap();
-        agent_loads(&leaf, &[&ca, &next], &name).expect("old leaf, both CAs");
-        agent_loads(&new_leaf, &[&ca, &next], &name).expect("new leaf, both CAs");
+        agents_accept(&leaf, &[&ca, &next], &name).expect("old leaf, both CAs");
+        agents_accept(&new_leaf, &[&ca, &next], &name).expect("new leaf, both CAs");
         assert!(
-            agent_loads(&new_leaf, &[&ca], &name).is_err(),
+            agents_accept(&new_leaf, &[&ca], &name).is_err(),
             "not under the old CA alone"
         );
     }
@@ -184,15 +221,20 @@ mod tests {
         let now = SystemTime::now();
         let ca = new_ca("muster shared CA", now, YEAR).unwrap();
         let other = issue(&ca, &server_name("cache", "team-b"), now, YEAR).unwrap();
-        let e = agent_loads(&other, &[&ca], &server_name("cache", "team-a")).unwrap_err();
+        let e = agents_accept(&other, &[&ca], &server_name("cache", "team-a")).unwrap_err();
         assert!(e.contains("cache.team-a.muster"), "{e}");
         let long = issue(&ca, &server_name("cache", "team-a"), now, 10 * YEAR).unwrap();
         assert_eq!(long.not_after, ca.not_after);
-        // Once the CA has expired, nothing it signed is accepted.
+        // What would be expired by now is never handed out (the agents' check runs on
+        // the real clock)...
         let short = new_ca("muster short CA", now - 2 * YEAR, YEAR).unwrap();
-        let leaf = issue(&short, "cache.team-a.muster", now - 2 * YEAR, YEAR).unwrap();
-        let e = agent_loads(&leaf, &[&short], "cache.team-a.muster").unwrap_err();
+        let e = issue(&short, "cache.team-a.muster", now - 2 * YEAR, YEAR).unwrap_err();
         assert!(e.contains("expired"), "{e}");
+        // ...and a CA this close to its end signs nothing more.
+        let e = issue(&short, "cache.team-a.muster", now, YEAR).unwrap_err();
+        assert!(e.contains("rotate the CA first"), "{e}");
+        let e = new_ca("muster CA", now, Duration::MAX).unwrap_err();
+        assert!(e.contains("longer than"), "{e}");
     }
 
     #[test]
@@ -213,5 +255,13 @@ mod tests {
             !e.contains("not a key"),
             "the key's text is not quoted: {e}"
         );
+        // A stored name that is not the certificate's subject: what it signs would be
+        // refused by every agent, so it is refused here.
+        let renamed = Ca {
+            name: "muster CA (renamed)".into(),
+            ..ca.clone()
+        };
+        let e = issue(&renamed, "a.b.muster", now, YEAR).unwrap_err();
+        assert!(e.contains("a.b.muster"), "{e}");
     }
 }

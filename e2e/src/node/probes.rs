@@ -47,6 +47,12 @@ fn port_of(c: &Container, port: &IntOrString) -> Result<u16, String> {
 /// The probe as this node runs it; `exec` and `grpc` probes are refused with a message.
 pub(crate) fn spec(c: &Container, p: &Probe) -> Result<ProbeSpec, String> {
     let check = if let Some(get) = &p.http_get {
+        if get.host.is_some() || get.http_headers.as_ref().is_some_and(|h| !h.is_empty()) {
+            return Err(format!(
+                "container {:?}: this node's httpGet probes support neither host nor httpHeaders",
+                c.name
+            ));
+        }
         let tls = match get.scheme.as_deref() {
             None | Some("HTTP") => false,
             Some("HTTPS") => true,
@@ -104,9 +110,9 @@ pub(crate) async fn run(ip: IpAddr, p: &ProbeSpec) -> Result<(), String> {
                         .connect(ServerName::IpAddress(ip.into()), s)
                         .await
                         .map_err(failed)?;
-                    get(s, ip, path).await
+                    get(s, ip, *port, path).await
                 } else {
-                    get(s, ip, path).await
+                    get(s, ip, *port, path).await
                 }
                 .map_err(|e| format!("Get {url:?}: {e}"))?;
                 if (200..400).contains(&code) {
@@ -126,14 +132,19 @@ pub(crate) async fn run(ip: IpAddr, p: &ProbeSpec) -> Result<(), String> {
 async fn get<S: AsyncRead + AsyncWrite + Unpin>(
     mut s: S,
     ip: IpAddr,
+    port: u16,
     path: &str,
 ) -> Result<u16, String> {
-    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: {ip}\r\n\r\n").as_bytes())
+    let host = std::net::SocketAddr::new(ip, port);
+    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: {host}\r\n\r\n").as_bytes())
         .await
         .map_err(|e| e.to_string())?;
     s.flush().await.map_err(|e| e.to_string())?;
     let mut head = [0u8; 12];
     s.read_exact(&mut head).await.map_err(|e| e.to_string())?;
+    if !head.starts_with(b"HTTP/") {
+        return Err("not an HTTP answer".to_owned());
+    }
     std::str::from_utf8(&head[9..12])
         .ok()
         .and_then(|c| c.parse().ok())
@@ -291,6 +302,12 @@ mod tests {
         );
         let (c, p) = container(json!({"httpGet": {"port": 1, "scheme": "FTP"}}));
         assert!(spec(&c, &p).unwrap_err().contains("neither HTTP nor HTTPS"));
+        let (c, p) = container(json!({"httpGet": {"port": 1, "host": "example.com"}}));
+        assert!(
+            spec(&c, &p)
+                .unwrap_err()
+                .contains("neither host nor httpHeaders")
+        );
     }
 
     /// A real HTTPS server with a self-signed certificate for another name: the probe

@@ -512,13 +512,22 @@ async fn metrics(State(s): State<AppState>) -> Response {
         s.metrics
             .set_bootstrap_phase(phase.as_str(), &BootstrapPhase::ALL.map(|p| p.as_str()));
     }
-    if let Some(end) = s.tls.as_ref().and_then(|t| t.not_after()) {
-        s.metrics
-            .tls_not_after
-            .get_or_create(&crate::metrics::FileLabel {
-                file: "tls.cert-file",
-            })
-            .set(i64::try_from(end).unwrap_or(i64::MAX));
+    if let Some(tls) = &s.tls {
+        let label = crate::metrics::FileLabel {
+            file: "tls.cert-file",
+        };
+        match tls.not_after() {
+            Some(end) => {
+                s.metrics
+                    .tls_not_after
+                    .get_or_create(&label)
+                    .set(i64::try_from(end).unwrap_or(i64::MAX));
+            }
+            // A certificate whose end cannot be read shows none, not the last one's.
+            None => {
+                s.metrics.tls_not_after.remove(&label);
+            }
+        }
     }
     (
         [(
