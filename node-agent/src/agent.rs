@@ -18,6 +18,7 @@ use crate::base::address::{ContactPoint, UniqueAddress};
 use crate::base::rng::Rng;
 use crate::base::secret::ClusterKey;
 use crate::base::time::Clock;
+use crate::base::{ReadError, read_capped};
 use crate::bootstrap::coordinator::{self, Coordinator, PortRules};
 use crate::bootstrap::decider::DeciderSettings;
 use crate::bootstrap::probe::{Prober, SelfProbes};
@@ -154,25 +155,20 @@ const KEY_FILE_INTERVAL: Duration = Duration::from_secs(1);
 /// Largest cluster key file read (4 keys of a few hundred bytes at most).
 const KEY_FILE_MAX_BYTES: u64 = 64 * 1024;
 
-/// The bytes of `file`, refused when longer than `limit`.
-async fn read_capped(file: &Path, limit: u64) -> Result<Vec<u8>, String> {
-    use tokio::io::AsyncReadExt;
-    let mut bytes = Vec::new();
-    tokio::fs::File::open(file)
-        .await
-        .map_err(|e| format!("cannot read {}: {e}", file.display()))?
-        .take(limit + 1)
-        .read_to_end(&mut bytes)
-        .await
-        .map_err(|e| format!("cannot read {}: {e}", file.display()))?;
-    if bytes.len() as u64 > limit {
-        return Err(format!(
-            "{} is larger than {limit} bytes; a key file holds at most {} keys, one per line",
+/// The bytes of the key file, refused when longer than [`KEY_FILE_MAX_BYTES`].
+async fn read_key_file(file: &Path) -> Result<Vec<u8>, String> {
+    let path = file.to_owned();
+    let read = tokio::task::spawn_blocking(move || read_capped(&path, KEY_FILE_MAX_BYTES)).await;
+    match read {
+        Ok(Ok(bytes)) => Ok(bytes),
+        Ok(Err(ReadError::Io(e))) => Err(format!("cannot read {}: {e}", file.display())),
+        Ok(Err(ReadError::TooLarge)) => Err(format!(
+            "{} is larger than {KEY_FILE_MAX_BYTES} bytes; a key file holds at most {} keys, one per line",
             file.display(),
             ClusterKey::MAX_KEYS
-        ));
+        )),
+        Err(e) => Err(format!("cannot read {}: {e}", file.display())),
     }
-    Ok(bytes)
 }
 
 /// Reads the key file every [`KEY_FILE_INTERVAL`] and puts what it holds in use (every
@@ -186,7 +182,7 @@ async fn follow_key_file(key: ClusterKey, file: PathBuf) {
     let mut seen: Option<Vec<Vec<u8>>> = None;
     loop {
         tokio::time::sleep(KEY_FILE_INTERVAL).await;
-        let keys = read_capped(&file, KEY_FILE_MAX_BYTES).await.and_then(|b| {
+        let keys = read_key_file(&file).await.and_then(|b| {
             ClusterKey::parse_file(&b).map_err(|e| format!("{}: {e}", file.display()))
         });
         match keys {

@@ -19,6 +19,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
+use crate::base::{ReadError, read_capped};
 use rustls::client::WebPkiServerVerifier;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::{
@@ -51,19 +52,13 @@ impl TlsFiles {
     /// What the files hold now, or which one could not be read (or is larger than
     /// [`MAX_FILE_BYTES`]). Blocking: on the runtime, call it through `spawn_blocking`.
     pub fn read(&self) -> Result<TlsPem, String> {
-        let read = |what: &str, path: &Path| {
-            use std::io::Read;
-            let mut bytes = Vec::new();
-            std::fs::File::open(path)
-                .and_then(|f| f.take(MAX_FILE_BYTES + 1).read_to_end(&mut bytes))
-                .map_err(|e| format!("cannot read {what} {}: {e}", path.display()))?;
-            if bytes.len() as u64 > MAX_FILE_BYTES {
-                return Err(format!(
-                    "{what} {} is larger than {MAX_FILE_BYTES} bytes; it should hold PEM certificates or a key",
-                    path.display()
-                ));
-            }
-            Ok(bytes)
+        let read = |what: &str, path: &Path| match read_capped(path, MAX_FILE_BYTES) {
+            Ok(bytes) => Ok(bytes),
+            Err(ReadError::Io(e)) => Err(format!("cannot read {what} {}: {e}", path.display())),
+            Err(ReadError::TooLarge) => Err(format!(
+                "{what} {} is larger than {MAX_FILE_BYTES} bytes; it should hold PEM certificates or a key",
+                path.display()
+            )),
         };
         Ok(TlsPem {
             cert: read("tls.cert-file", &self.cert)?,

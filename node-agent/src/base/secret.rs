@@ -158,8 +158,11 @@ impl ClusterKey {
         self.keys().iter().any(|k| check(k))
     }
 
-    /// Uses `keys` (from [`parse_file`](Self::parse_file)) from now on; true if they differ.
-    pub fn replace(&self, keys: Vec<Vec<u8>>) -> bool {
+    /// Uses `keys` (from [`parse_file`](Self::parse_file)) from now on, whatever they
+    /// are; true if they differ. Tests only: the agent changes keys by
+    /// [`rotate`](Self::rotate), which refuses what would split the cluster.
+    #[cfg(test)]
+    pub(crate) fn replace(&self, keys: Vec<Vec<u8>>) -> bool {
         let mut now = self.0.write().unwrap_or_else(|p| p.into_inner());
         if *now == keys || keys.is_empty() {
             return false;
