@@ -6,10 +6,18 @@
 //! the cluster's labels but are not its StatefulSet's are never contact points (Helm's
 //! instance label), never asked for members and never sent the management token. And
 //! a leader that was paused mid-rollout writes nothing once it runs again (fenced
-//! leadership).
+//! leadership). A cluster with `spec.tls` forms over TLS with the operator's CA, is
+//! read and scaled by the operator over HTTPS, and takes a renewed certificate without
+//! a restart or a split.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use k8s_openapi::ByteString;
+use kube::ResourceExt;
+use node_agent::api::{ClusterMembers, ManagementClient, check};
 
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::coordination::v1::Lease;
@@ -21,7 +29,7 @@ use serde_json::json;
 mod support;
 use support::operator::{
     Cluster, Operator, OperatorLog, RolloutWatch, condition, create_cluster, platform, retagged,
-    running, setup, status_of,
+    running, setup, setup_with, status_of,
 };
 use support::poll;
 
@@ -643,4 +651,331 @@ async fn agents_that_answer_garbage_cannot_stop_the_operator_serving_other_tenan
         formed.as_secs_f64(),
         scaled.as_secs_f64(),
     );
+}
+
+/// An HTTPS client for the agents of cluster `name` in `ns`: trusting the CAs of
+/// `ca_pem` alone, checking the cluster's name.
+fn https_client(ca_pem: &str, name: &str, ns: &str) -> ManagementClient {
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    for ca in rustls::pki_types::CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
+        roots.add(ca.expect("a PEM certificate")).expect("a CA");
+    }
+    let config = rustls::ClientConfig::builder_with_provider(node_agent::tls::provider())
+        .with_safe_default_protocol_versions()
+        .expect("TLS versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let server = rustls::pki_types::ServerName::try_from(format!("{name}.{ns}.muster"))
+        .expect("a server name");
+    ManagementClient::new(Duration::from_secs(2)).with_tls((Arc::new(config), server))
+}
+
+/// Every answering agent's member list and TLS certificate (fingerprint), by pod.
+async fn tls_views(
+    c: &Cluster,
+    client: &ManagementClient,
+) -> BTreeMap<String, (ClusterMembers, Option<String>)> {
+    let mut out = BTreeMap::new();
+    for pod in c.pods().await {
+        let Some(ip) = support::operator::pod_ip(&pod) else {
+            continue;
+        };
+        let addr = SocketAddr::new(ip, e2e::MANAGEMENT_PORT);
+        if let (Ok(m), Ok(s)) = (
+            client.members(addr).await,
+            client.bootstrap_status(addr).await,
+        ) {
+            out.insert(pod.name_any(), (m, s.tls.map(|t| t.certificate)));
+        }
+    }
+    out
+}
+
+/// The text under `key` of `secret`.
+fn secret_text(secret: &Secret, key: &str) -> String {
+    let data = secret.data.as_ref().expect("data");
+    String::from_utf8(
+        data.get(key)
+            .unwrap_or_else(|| panic!("no {key}"))
+            .0
+            .clone(),
+    )
+    .expect("text")
+}
+
+/// Fingerprint of the first certificate in `pem`, as agents report theirs.
+fn fingerprint_of(pem: &str) -> String {
+    use rustls::pki_types::pem::PemObject;
+    let der = rustls::pki_types::CertificateDer::pem_slice_iter(pem.as_bytes())
+        .next()
+        .expect("a certificate")
+        .expect("PEM");
+    node_agent::tls::fingerprint(&der)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_with_tls_forms_scales_and_renews_its_certificate_without_restarts() {
+    // The kubelet refreshes mounted Secrets every 10-15 s here, not every 60-90 s as by
+    // default: the renewal's safety does not depend on it (every agent trusts the same
+    // CA throughout), only this test's length.
+    let refresh = e2e::VolumeRefresh {
+        sync_period: Duration::from_secs(10),
+        ..e2e::VolumeRefresh::default()
+    };
+    let (p, op) = setup_with("tls", (95, 96), refresh).await;
+    let c = Cluster::of(&p, "vault");
+    let started = create_cluster(&p, "vault", 3, json!({"tls": {"enabled": true}})).await;
+    // Running with 3 Up: the operator read the members over HTTPS, trusting the
+    // cluster's CA (it never falls back to plain HTTP), and the HTTPS probes passed.
+    c.wait_for(
+        &op,
+        "Running with 3 Up over TLS",
+        Duration::from_secs(180),
+        running(3),
+    )
+    .await;
+    println!(
+        "apply → Running (3 replicas, TLS): {} ms",
+        started.elapsed().as_millis()
+    );
+
+    let secrets: Api<Secret> = Api::namespaced(p.client.clone(), &p.namespace);
+    let ca_secret = secrets.get("vault-muster-ca").await.expect("the CA Secret");
+    let tls_secret = secrets
+        .get("vault-muster-tls")
+        .await
+        .expect("the agents' Secret");
+    let cs = c.api().get("vault").await.expect("the ClusterSpec");
+    for s in [&ca_secret, &tls_secret] {
+        let owner = s.metadata.owner_references.iter().flatten().next();
+        assert!(
+            owner.is_some_and(
+                |o| o.controller == Some(true) && Some(&o.uid) == cs.metadata.uid.as_ref()
+            ),
+            "{:?}",
+            s.metadata
+        );
+    }
+    assert_eq!(tls_secret.type_.as_deref(), Some("kubernetes.io/tls"));
+    assert!(secret_text(&ca_secret, "ca.key").contains("PRIVATE KEY"));
+    assert!(
+        !tls_secret
+            .data
+            .as_ref()
+            .expect("data")
+            .contains_key("ca.key"),
+        "the CA's key never reaches a pod"
+    );
+    let ca_pem = secret_text(&ca_secret, "ca.crt");
+    assert_eq!(secret_text(&tls_secret, "ca.crt"), ca_pem);
+    // Only the agent container mounts it.
+    for pod in c.pods().await {
+        let spec = pod.spec.as_ref().expect("spec");
+        for container in &spec.containers {
+            let mounts_tls = container
+                .volume_mounts
+                .iter()
+                .flatten()
+                .any(|m| m.name == "tls");
+            assert_eq!(mounts_tls, container.name == "agent", "{}", container.name);
+        }
+    }
+
+    // Every agent answers over HTTPS with a certificate of the cluster's CA for the
+    // cluster's name, and they are one cluster; plain HTTP and another CA get nothing.
+    let client = https_client(&ca_pem, "vault", &p.namespace);
+    let first_cert = fingerprint_of(&secret_text(&tls_secret, "tls.crt"));
+    let views = tls_views(&c, &client).await;
+    assert_eq!(views.len(), 3, "{views:?}");
+    for (pod, (_, cert)) in &views {
+        assert_eq!(cert.as_ref(), Some(&first_cert), "{pod}");
+    }
+    check::one_cluster_of(&views.values().map(|v| v.0.clone()).collect::<Vec<_>>(), 3)
+        .expect("one cluster of 3");
+    let some_ip = c
+        .pods()
+        .await
+        .iter()
+        .find_map(support::operator::pod_ip)
+        .expect("a pod IP");
+    let addr = SocketAddr::new(some_ip, e2e::MANAGEMENT_PORT);
+    let plain = ManagementClient::new(Duration::from_secs(2))
+        .members(addr)
+        .await;
+    assert!(plain.is_err(), "plain HTTP answered: {plain:?}");
+    let other = operator::ca::new_ca(
+        "another CA",
+        SystemTime::now(),
+        Duration::from_secs(86400 * 30),
+    )
+    .expect("a CA");
+    let foreign = https_client(&other.cert_pem, "vault", &p.namespace)
+        .members(addr)
+        .await;
+    assert!(
+        foreign.is_err(),
+        "an agent passed another CA's check: {foreign:?}"
+    );
+
+    // A scale-down: the operator's Leave, with the management token, goes over TLS.
+    c.patch_spec(json!({"replicas": 2})).await;
+    c.wait_for(
+        &op,
+        "Running with 2 Up",
+        Duration::from_secs(120),
+        running(2),
+    )
+    .await;
+
+    // Renewal: the agents' certificate has two days left (issued by the same CA);
+    // the operator issues a new one, and every agent takes it with no restart, no
+    // member lost and no split.
+    let ca = operator::controller::build::tls::ca_of(&ca_secret).expect("the CA");
+    let server = format!("vault.{}.muster", p.namespace);
+    let short = operator::ca::issue(
+        &ca,
+        &server,
+        SystemTime::now(),
+        Duration::from_secs(2 * 86400),
+    )
+    .expect("a short certificate");
+    let mut shortened = secrets.get("vault-muster-tls").await.expect("the Secret");
+    let data = shortened.data.as_mut().expect("data");
+    data.insert(
+        "tls.crt".into(),
+        ByteString(short.cert_pem.clone().into_bytes()),
+    );
+    data.insert(
+        "tls.key".into(),
+        ByteString(short.key_pem.clone().into_bytes()),
+    );
+    secrets
+        .replace("vault-muster-tls", &PostParams::default(), &shortened)
+        .await
+        .expect("shorten the certificate");
+    let before = pods_and_restarts(&c).await;
+    let members_before = members_of(&c, &client).await;
+    // A change of the ClusterSpec's annotations starts a reconcile at once (a quiet
+    // cluster is otherwise looked at every 30 s).
+    c.api()
+        .patch(
+            "vault",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(json!({"metadata": {"annotations": {"test/wake": "1"}}})),
+        )
+        .await
+        .expect("annotate");
+    let renewed = poll("the certificate renewed", Duration::from_secs(60), || {
+        let secrets = secrets.clone();
+        let short = short.cert_pem.clone();
+        async move {
+            let s = secrets
+                .get("vault-muster-tls")
+                .await
+                .map_err(|e| e.to_string())?;
+            let cert = secret_text(&s, "tls.crt");
+            if cert == short {
+                return Err("still the short one".into());
+            }
+            Ok(cert)
+        }
+    })
+    .await;
+    let renewed = fingerprint_of(&renewed);
+    assert_ne!(renewed, first_cert);
+    let renewing = Instant::now();
+    poll(
+        "every agent uses the renewed certificate",
+        Duration::from_secs(120),
+        || {
+            let (c, client, renewed) = (c.clone(), client.clone(), renewed.clone());
+            async move {
+                let views = tls_views(&c, &client).await;
+                let members: Vec<ClusterMembers> = views.values().map(|v| v.0.clone()).collect();
+                if let Err(split) = check::no_split(members.iter()) {
+                    panic!("two clusters during the renewal: {split}");
+                }
+                check::one_cluster_of(&members, 2)?;
+                let behind: Vec<&String> = views
+                    .iter()
+                    .filter(|(_, (_, cert))| cert.as_ref() != Some(&renewed))
+                    .map(|(pod, _)| pod)
+                    .collect();
+                if views.len() == 2 && behind.is_empty() {
+                    Ok(())
+                } else {
+                    Err(format!("{} answer; not yet on it: {behind:?}", views.len()))
+                }
+            }
+        },
+    )
+    .await;
+    println!(
+        "renewed certificate in use by every agent after {} ms",
+        renewing.elapsed().as_millis()
+    );
+    assert_eq!(
+        pods_and_restarts(&c).await,
+        before,
+        "the same pods, not restarted"
+    );
+    assert_eq!(
+        members_of(&c, &client).await,
+        members_before,
+        "the same members throughout"
+    );
+    let events = p
+        .kubectl()
+        .args([
+            "get",
+            "events",
+            "--field-selector",
+            "involvedObject.name=vault",
+        ])
+        .output()
+        .expect("kubectl get events");
+    let events = String::from_utf8_lossy(&events.stdout);
+    for reason in [
+        "TlsCaCreated",
+        "TlsCertificateIssued",
+        "TlsCertificateRenewed",
+    ] {
+        assert!(events.contains(reason), "{reason}: {events}");
+    }
+}
+
+/// Each pod's uid and container restarts, by name.
+async fn pods_and_restarts(c: &Cluster) -> BTreeMap<String, (Option<String>, i32)> {
+    c.pods()
+        .await
+        .iter()
+        .map(|p| (p.name_any(), (p.metadata.uid.clone(), restarts(p))))
+        .collect()
+}
+
+/// The members (address and incarnation) one agent lists.
+async fn members_of(
+    c: &Cluster,
+    client: &ManagementClient,
+) -> Vec<(node_agent::base::address::NodeAddress, u64)> {
+    let (members, _) = tls_views(c, client)
+        .await
+        .into_values()
+        .next()
+        .expect("a view");
+    members
+        .members
+        .iter()
+        .map(|m| (m.node.clone(), m.node_uid))
+        .collect()
+}
+
+/// Container restarts of `pod`.
+fn restarts(pod: &k8s_openapi::api::core::v1::Pod) -> i32 {
+    pod.status
+        .iter()
+        .flat_map(|s| s.container_statuses.iter().flatten())
+        .map(|c| c.restart_count)
+        .sum()
 }

@@ -64,6 +64,9 @@ pub struct ClusterSpecSpec {
     /// agent ports open to the cluster's own pods and the operator only.
     #[serde(default)]
     pub network_policy: NetworkPolicySpec,
+    /// TLS on the agents' two ports, with a CA the operator makes for this cluster.
+    #[serde(default)]
+    pub tls: TlsSpec,
     /// Persistent volume claims of every pod (the StatefulSet's volumeClaimTemplates,
     /// PersistentVolumeClaims): each pod gets its own claim per template, named
     /// `<template>-<cluster>-<ordinal>`, which outlives the pod, so its data survives
@@ -162,6 +165,24 @@ impl Default for NetworkPolicySpec {
             management_from: Vec::new(),
         }
     }
+}
+
+/// TLS on the agents' ports. The operator makes a CA for the cluster (Secret
+/// `<name>-muster-ca`, which no pod mounts) and one agent certificate for the name
+/// `<name>.<namespace>.muster`, signed by it (Secret `<name>-muster-tls`, mounted into
+/// the agent container alone). Agents then require each other's certificate on the
+/// cluster port; the management port serves HTTPS only (the probes use HTTPS, an
+/// application beside the agent must too); the operator checks the agents'
+/// certificate before it sends them the management token. The certificate is renewed
+/// before it expires, without restarts.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TlsSpec {
+    /// Run the agents with TLS. Cannot change while the cluster has pods (agents with
+    /// and without TLS cannot reach each other): set it when creating the ClusterSpec.
+    /// Default false.
+    #[serde(default)]
+    pub enabled: bool,
 }
 
 /// The pods' PodDisruptionBudget: how many a voluntary disruption (a node drain, an

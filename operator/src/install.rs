@@ -59,10 +59,10 @@ const RULES: &[Rule] = &[
         verbs: &["get", "list", "watch", "create", "patch"],
     },
     Rule {
-        why: "the cluster key and management token: created once, read for Leave",
+        why: "the cluster key and management token: created once, read for Leave; with spec.tls the cluster's CA (created once) and the agents' certificate (renewed before it ends: update)",
         groups: &[""],
         resources: &["secrets"],
-        verbs: &["get", "create"],
+        verbs: &["get", "create", "update"],
     },
     Rule {
         why: "the agents' Role and RoleBinding (removed when unneeded)",

@@ -374,17 +374,21 @@ pub fn secret_references(
     key_secret: &str,
     account: &str,
 ) -> Vec<Problem> {
-    // Any `…-cluster-key`: the operator names every cluster's key Secret so, and
-    // another ClusterSpec of the namespace must not mount this one's either.
+    // Any `…-cluster-key`, `…-muster-ca` or `…-muster-tls`: the operator names every
+    // cluster's Secrets so, and another ClusterSpec of the namespace must not mount
+    // this one's either.
+    use crate::controller::build::tls::{CA_SECRET_SUFFIX, TLS_SECRET_SUFFIX};
     let refused = |name: &str| {
         name == key_secret
             || name.ends_with("-cluster-key")
+            || name.ends_with(CA_SECRET_SUFFIX)
+            || name.ends_with(TLS_SECRET_SUFFIX)
             || name.starts_with(&format!("{account}-token-"))
     };
     let problem = |field: String, name: &str| Problem {
         field,
         message: format!(
-            "refers to Secret {name}, which holds the agents' secrets (the cluster key and management token, or their Kubernetes token): they are the agent container's alone"
+            "refers to Secret {name}, which holds the agents' secrets (the cluster key and management token, the cluster's CA or the agents' TLS key, or their Kubernetes token): they are the agent container's alone (the CA's, the operator's alone)"
         ),
     };
     let mut out = Vec::new();

@@ -273,7 +273,7 @@ fn leave_timeout(spec: &ClusterSpecSpec) -> std::time::Duration {
 fn pod_template_context(spec: &ClusterSpecSpec) -> crate::pod_template::Context<'static> {
     use crate::controller::build::{
         AGENT_ONLY_VOLUMES, CLUSTER_PORT, CONFIG_DIR, CONFIG_HASH, KEY_DIR, MANAGEMENT_PORT,
-        OPERATOR_LABEL_KEYS, TOKEN_DIR, VOLUMES,
+        OPERATOR_LABEL_KEYS, TLS_DIR, TOKEN_DIR, VOLUMES,
     };
     let sched = &spec.scheduling;
     let scheduling_set = [
@@ -291,7 +291,7 @@ fn pod_template_context(spec: &ClusterSpecSpec) -> crate::pod_template::Context<
         scheduling_set,
         volumes: &VOLUMES,
         agent_only_volumes: &AGENT_ONLY_VOLUMES,
-        mount_paths: &[CONFIG_DIR, KEY_DIR, TOKEN_DIR],
+        mount_paths: &[CONFIG_DIR, KEY_DIR, TOKEN_DIR, TLS_DIR],
         ports: &[MANAGEMENT_PORT, CLUSTER_PORT],
         label_keys: &OPERATOR_LABEL_KEYS,
         annotation_keys: &[CONFIG_HASH],

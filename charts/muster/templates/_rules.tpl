@@ -25,10 +25,10 @@
 - apiGroups: ["apps"]
   resources: ["statefulsets"]
   verbs: ["get","list","watch","create","patch"]
-# the cluster key and management token: created once, read for Leave
+# the cluster key and management token: created once, read for Leave; with spec.tls the cluster's CA (created once) and the agents' certificate (renewed before it ends: update)
 - apiGroups: [""]
   resources: ["secrets"]
-  verbs: ["get","create"]
+  verbs: ["get","create","update"]
 # the agents' Role and RoleBinding (removed when unneeded)
 - apiGroups: ["rbac.authorization.k8s.io"]
   resources: ["roles","rolebindings"]

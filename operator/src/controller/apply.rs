@@ -25,7 +25,7 @@ use serde_json::Value;
 
 use node_agent::base::secret::ManagementToken;
 
-use super::build::{self, MANAGEMENT_TOKEN, Owned, formation_lease};
+use super::build::{self, MANAGEMENT_TOKEN, Owned, formation_lease, tls};
 use super::{Context, Error};
 use crate::ClusterSpec;
 use crate::validate::Problem;
@@ -75,6 +75,10 @@ pub struct Lives {
     pub secret: Option<Secret>,
     /// The formation record.
     pub formation: Option<Lease>,
+    /// With `spec.tls`: the CA Secret (as the look at the agents read it) and the
+    /// agents' TLS Secret.
+    pub tls_ca: Option<Secret>,
+    pub tls: Option<Secret>,
 }
 
 /// Reads what exists under every name the ClusterSpec's objects take (the StatefulSet
@@ -84,6 +88,7 @@ pub async fn read(
     cs: &ClusterSpec,
     ns: &str,
     stateful_set: Option<&StatefulSet>,
+    tls_ca: Option<Secret>,
 ) -> Result<Lives, Error> {
     let name = cs.name_any();
     let as_json = |o: Option<&StatefulSet>| o.map(serde_json::to_value).transpose();
@@ -124,6 +129,12 @@ pub async fn read(
         network_policy_forbidden,
         secret: typed::<Secret>(ctx, ns, &build::secret_name(cs)).await?,
         formation: typed::<Lease>(ctx, ns, &formation_lease::name(cs)).await?,
+        tls: if cs.spec.tls.enabled {
+            typed::<Secret>(ctx, ns, &tls::tls_secret_name(cs)).await?
+        } else {
+            None
+        },
+        tls_ca,
     })
 }
 
@@ -231,6 +242,12 @@ pub fn conflicts(cs: &ClusterSpec, owned: &Owned, lives: &Lives, pdb: bool) -> V
             .formation
             .as_ref()
             .map(|l| ("Lease", l.metadata.clone())),
+    );
+    found.extend(
+        [&lives.tls_ca, &lives.tls]
+            .into_iter()
+            .flatten()
+            .map(|s| ("Secret", s.metadata.clone())),
     );
     found
         .into_iter()
@@ -431,7 +448,6 @@ pub async fn secret(
     ns: &str,
     existing: Option<Secret>,
 ) -> Result<ManagementToken, Error> {
-    let api: Api<Secret> = Api::namespaced(ctx.client.clone(), ns);
     let name = build::secret_name(cs);
     let secret = match existing {
         Some(s) => s,
@@ -439,28 +455,11 @@ pub async fn secret(
             let mut random = [0u8; 64];
             getrandom::fill(&mut random)
                 .map_err(|e| Error::Secret(format!("no randomness for the cluster key: {e}")))?;
-            let fresh = build::secret(cs, &random);
-            match api.create(&PostParams::default(), &fresh).await {
-                Ok(s) => {
-                    tracing::info!(secret = %name, "created the cluster key and management token");
-                    s
-                }
-                // Created since we looked: that one, if it is this ClusterSpec's (another
-                // reconcile's); anyone else's key is never used.
-                Err(kube::Error::Api(e)) if e.code == 409 => {
-                    let found = api
-                        .get(&name)
-                        .await
-                        .map_err(|e| Error::kube(format!("read Secret {name}"), e))?;
-                    if !controlled_by(&found.metadata, &cs.uid().unwrap_or_default()) {
-                        return Err(Error::Secret(
-                            conflict(cs, "Secret", &found.metadata).message,
-                        ));
-                    }
-                    found
-                }
-                Err(e) => return Err(Error::kube(format!("create Secret {name}"), e)),
-            }
+            // Created since we looked: that one, if it is this ClusterSpec's (another
+            // reconcile's); anyone else's key is never used.
+            let made = create_once(ctx, cs, ns, &build::secret(cs, &random)).await?;
+            tracing::info!(secret = %name, "the cluster key and management token exist");
+            made
         }
     };
     let data = secret.data.unwrap_or_default();
@@ -483,6 +482,131 @@ pub async fn secret(
             "Secret {ns}/{name} has an unusable {MANAGEMENT_TOKEN}: {e}; the operator never overwrites it — delete the Secret to get a new one (every pod then restarts with it)"
         ))
     })
+}
+
+/// Creates `secret` unless it exists; the one there if another reconcile made it
+/// meanwhile (this ClusterSpec's only).
+async fn create_once(
+    ctx: &Context,
+    cs: &ClusterSpec,
+    ns: &str,
+    secret: &Secret,
+) -> Result<Secret, Error> {
+    let api: Api<Secret> = Api::namespaced(ctx.client.clone(), ns);
+    let name = secret.name_any();
+    match api.create(&PostParams::default(), secret).await {
+        Ok(s) => Ok(s),
+        Err(kube::Error::Api(e)) if e.code == 409 => {
+            let found = api
+                .get(&name)
+                .await
+                .map_err(|e| Error::kube(format!("read Secret {name}"), e))?;
+            if !controlled_by(&found.metadata, &cs.uid().unwrap_or_default()) {
+                return Err(Error::Secret(
+                    conflict(cs, "Secret", &found.metadata).message,
+                ));
+            }
+            Ok(found)
+        }
+        Err(e) => Err(Error::kube(format!("create Secret {name}"), e)),
+    }
+}
+
+/// Keeps the TLS Secrets of a cluster with `spec.tls` (`ca` and `mounted`, as read,
+/// this ClusterSpec's): makes the CA and the agents' certificate when there are none,
+/// and issues a new certificate under the same CA before the current one ends. What
+/// was done, for Events: (reason, action, note) each.
+///
+/// The CA is never replaced here: agents trust only it, so a new one would cut every
+/// agent that takes it off from those that have not yet (the kubelet refreshes each
+/// pod's files at its own time).
+pub async fn tls(
+    ctx: &Context,
+    cs: &ClusterSpec,
+    ns: &str,
+    ca: Option<Secret>,
+    mounted: Option<Secret>,
+    now: std::time::SystemTime,
+) -> Result<Vec<(&'static str, &'static str, String)>, Error> {
+    let ca_name = tls::ca_secret_name(cs);
+    let tls_name = tls::tls_secret_name(cs);
+    let server_name = tls::server_name(cs);
+    let mut done = Vec::new();
+    let ca_secret = match (ca, &mounted) {
+        (Some(s), _) => s,
+        (None, Some(_)) => {
+            return Err(Error::Secret(format!(
+                "Secret {ns}/{ca_name} (the cluster's CA) is gone while the agents' certificates in Secret {ns}/{tls_name} remain: a new CA would cut the agents that take it off from the others. Restore {ca_name} from a backup; or, if no pod of the cluster runs, delete {tls_name} too and both are made anew"
+            )));
+        }
+        (None, None) => {
+            let fresh = crate::ca::new_ca(&tls::ca_name(cs, now), now, tls::CA_LIFETIME)
+                .map_err(Error::Secret)?;
+            let made = create_once(ctx, cs, ns, &tls::ca_secret(cs, &fresh)).await?;
+            tracing::info!(secret = %ca_name, "made the cluster's CA");
+            done.push((
+                "TlsCaCreated",
+                "Create",
+                format!("made the cluster's CA (Secret {ca_name})"),
+            ));
+            made
+        }
+    };
+    let ca = tls::ca_of(&ca_secret).map_err(|e| {
+        Error::Secret(format!(
+            "Secret {ns}/{ca_name} does not hold a usable CA: {e}; the operator never overwrites it (a new CA would cut agents off from each other): restore it from a backup"
+        ))
+    })?;
+    let issue = || {
+        crate::ca::issue(&ca, &server_name, now, tls::CERTIFICATE_LIFETIME).map_err(Error::Secret)
+    };
+    let api: Api<Secret> = Api::namespaced(ctx.client.clone(), ns);
+    match mounted {
+        None => {
+            let leaf = issue()?;
+            create_once(ctx, cs, ns, &tls::tls_secret(cs, &ca.cert_pem, &leaf)).await?;
+            tracing::info!(secret = %tls_name, "issued the agents' certificate");
+            done.push((
+                "TlsCertificateIssued",
+                "Issue",
+                format!("issued the agents' certificate for {server_name} (Secret {tls_name})"),
+            ));
+        }
+        Some(live) => match tls::mounted(&live, &ca, &server_name, now) {
+            tls::Mounted::Current { .. } => {}
+            tls::Mounted::Unusable(why) => {
+                return Err(Error::Secret(format!(
+                    "Secret {ns}/{tls_name} cannot be kept: {why}. A certificate of the cluster's CA would cut each agent that takes it off from those that have not yet; the operator writes nothing. Restore it from a backup; or, if no pod of the cluster runs, delete it and it is made anew"
+                )));
+            }
+            tls::Mounted::Renew { trusted, why } => {
+                let leaf = issue()?;
+                let mut renewed = tls::tls_secret(cs, &trusted, &leaf);
+                // Only over the Secret as read: a write since then is looked at anew.
+                renewed.metadata.resource_version = live.metadata.resource_version.clone();
+                match api
+                    .replace(&tls_name, &PostParams::default(), &renewed)
+                    .await
+                {
+                    Ok(_) => {
+                        tracing::info!(secret = %tls_name, %why, "renewed the agents' certificate");
+                        done.push((
+                            "TlsCertificateRenewed",
+                            "Renew",
+                            format!(
+                                "renewed the agents' certificate ({why}); agents take it within their tls.reload-interval after the kubelet updates the files"
+                            ),
+                        ));
+                    }
+                    Err(kube::Error::Api(e)) if e.code == 409 => {
+                        tracing::info!(secret = %tls_name, "changed since read; looked at again next time");
+                    }
+                    Err(e) => return Err(Error::kube(format!("update Secret {tls_name}"), e)),
+                }
+            }
+        },
+    }
+    Ok(done)
 }
 
 #[cfg(test)]

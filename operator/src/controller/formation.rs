@@ -25,6 +25,7 @@ use kube::runtime::events::EventType;
 
 use super::build::formation_lease;
 use super::{Context, Error};
+use crate::agents::Agents;
 use crate::crd::{ClusterSpec, NewClusterEnabled};
 use node_agent::bootstrap::record::holder_of;
 
@@ -79,7 +80,10 @@ fn worth_asking(mode: NewClusterEnabled, lease: &Lease, formed: bool) -> bool {
 
 /// No member is left among the pods: none terminating, and every pod has an IP and
 /// its agent answers that it is no member.
-async fn no_member_left(ctx: &Context, pods: &[Pod]) -> bool {
+async fn no_member_left(agents: Option<&Agents>, pods: &[Pod]) -> bool {
+    let Some(agents) = agents else {
+        return false;
+    };
     if pods.is_empty() || pods.iter().any(|p| p.metadata.deletion_timestamp.is_some()) {
         return false;
     }
@@ -90,7 +94,7 @@ async fn no_member_left(ctx: &Context, pods: &[Pod]) -> bool {
     else {
         return false;
     };
-    ctx.agents.none_joined(&ips).await
+    agents.none_joined(&ips).await
 }
 
 /// Brings the record's holder in step; the holder after this reconcile (`None`: open).
@@ -100,7 +104,7 @@ pub async fn keep(
     cs: &ClusterSpec,
     ns: &str,
     formed: bool,
-    pods: &[Pod],
+    (pods, agents): (&[Pod], Option<&Agents>),
     existing: Option<Lease>,
 ) -> Result<Option<String>, Error> {
     let api: Api<Lease> = Api::namespaced(ctx.client.clone(), ns);
@@ -123,7 +127,7 @@ pub async fn keep(
         };
     };
     let holder = holder_of(lease.spec.as_ref()).map(str::to_owned);
-    let gone = worth_asking(mode, &lease, formed) && no_member_left(ctx, pods).await;
+    let gone = worth_asking(mode, &lease, formed) && no_member_left(agents, pods).await;
     let Some(next) = change(mode, holder.as_deref(), formed, gone) else {
         return Ok(holder);
     };

@@ -507,6 +507,11 @@ async fn reconcile_once(cs: &ClusterSpec, ctx: &Context, now: Timestamp) -> Resu
         network_policy_supported: ctx.network_policy_supported,
     };
     let mut problems = validate(&cs.spec);
+    problems.extend(build::tls::switched(
+        cs,
+        world.stateful_set.as_ref(),
+        world.pods.len(),
+    ));
     problems.extend(crate::pod_template::secret_references(
         cs.spec
             .application
@@ -527,7 +532,14 @@ async fn reconcile_once(cs: &ClusterSpec, ctx: &Context, now: Timestamp) -> Resu
         match build::owned(cs, true, &site) {
             Err(e) => problems = e.0,
             Ok(built) => {
-                let read = apply::read(ctx, cs, &ns, world.stateful_set.as_ref()).await?;
+                let read = apply::read(
+                    ctx,
+                    cs,
+                    &ns,
+                    world.stateful_set.as_ref(),
+                    world.tls_ca.clone(),
+                )
+                .await?;
                 // Pods another NetworkPolicy isolates keep getting their other ports
                 // from it; else the cluster's policy opens them, as they were.
                 let pod_labels = built
@@ -585,6 +597,14 @@ async fn reconcile_once(cs: &ClusterSpec, ctx: &Context, now: Timestamp) -> Resu
         let known = world.members_known().then_some(member_views.as_slice());
         let shrink = scale::scale_down(cs.spec.replicas, current, &pod_views, known);
         let token = apply::secret(ctx, cs, &ns, lives.secret.take()).await?;
+        if cs.spec.tls.enabled {
+            // Before the pods: they cannot start without their certificate.
+            let (ca, mounted) = (lives.tls_ca.take(), lives.tls.take());
+            let now = std::time::SystemTime::now();
+            for (reason, action, note) in apply::tls(ctx, cs, &ns, ca, mounted, now).await? {
+                event(ctx, cs, None, EventType::Normal, reason, action, note).await;
+            }
+        }
         let mut owned = build::owned(cs, lock, &site).map_err(Error::Build)?;
         // Agents read agent.yaml (expected-contact-point-nr among it) only at start, the
         // new-cluster-enabled key at run time. Forming again under an explicit `true`
@@ -629,7 +649,15 @@ async fn reconcile_once(cs: &ClusterSpec, ctx: &Context, now: Timestamp) -> Resu
                 .persistent_volume_claim_retention_policy = None;
         }
         // The record before the pods: an agent must find it when it may form.
-        formation::keep(ctx, cs, &ns, formed, &world.pods, lives.formation.take()).await?;
+        formation::keep(
+            ctx,
+            cs,
+            &ns,
+            formed,
+            (&world.pods, world.agents.as_ref().ok()),
+            lives.formation.take(),
+        )
+        .await?;
         apply::owned(ctx, cs, &ns, owned, lives).await?;
         for (pod, member) in &shrink.leave {
             leave(ctx, cs, &world, pod, member, &token).await;
@@ -822,7 +850,14 @@ async fn leave(
         tracing::error!(%pod, %member, "Leave not sent: no longer the leader");
         return;
     }
-    match ctx.agents.leave(ip, member, token).await {
+    let agents = match &world.agents {
+        Ok(agents) => agents,
+        Err(e) => {
+            tracing::warn!(%pod, error = %e, "cannot ask the member to leave");
+            return;
+        }
+    };
+    match agents.leave(ip, member, token).await {
         Ok(()) => {
             ctx.metrics.step("leave");
             tracing::info!(%pod, %member, "asked the member to leave");

@@ -3,7 +3,7 @@
 use std::net::IpAddr;
 
 use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{Pod, Secret};
 use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
 use kube::api::{Api, ListParams};
@@ -11,9 +11,10 @@ use node_agent::api::ClusterMembers;
 use node_agent::base::member::MemberStatus;
 
 use super::apply::controlled_by;
-use super::build::Selection;
+use super::build::{Selection, tls};
 use super::{Context, Error};
 use crate::ClusterSpec;
+use crate::agents::Agents;
 use crate::rollout::PodView;
 
 /// The observed state of one cluster.
@@ -28,6 +29,11 @@ pub struct World {
     /// No agent answered, and asking took long (agents that hang or dribble, see
     /// [`SLOW_SCAN`]): the cluster is looked at again later, not at the busy pace.
     pub members_slow: bool,
+    /// How this cluster's agents are reached (with `spec.tls`, over HTTPS trusting the
+    /// cluster's CA only); why they cannot be (no CA yet): never plain HTTP then.
+    pub agents: Result<Agents, String>,
+    /// With `spec.tls`: the CA Secret as read (whoever's it is).
+    pub tls_ca: Option<Secret>,
 }
 
 /// A failed look at the agents that took at least this long is slow.
@@ -99,8 +105,22 @@ pub async fn world(ctx: &Context, cs: &ClusterSpec, ns: &str) -> Result<World, E
         .collect();
     ips.sort();
     let ips: Vec<IpAddr> = ips.into_iter().map(|(_, ip)| ip).collect();
+    let (agents, tls_ca) = if cs.spec.tls.enabled {
+        let ca_name = tls::ca_secret_name(cs);
+        let secret = Api::<Secret>::namespaced(ctx.client.clone(), ns)
+            .get_opt(&ca_name)
+            .await
+            .map_err(|e| Error::kube(format!("read Secret {ca_name}"), e))?;
+        (tls_agents(ctx, cs, secret.as_ref()), secret)
+    } else {
+        (Ok(ctx.agents.clone()), None)
+    };
     let asked = std::time::Instant::now();
-    let members = ctx.agents.members(&ips).await;
+    let members = match &agents {
+        Ok(agents) => agents.members(&ips).await,
+        Err(e) if ips.is_empty() => Err(format!("no pod has an IP yet; {e}")),
+        Err(e) => Err(e.clone()),
+    };
     let members_slow = members.is_err() && asked.elapsed() >= SLOW_SCAN;
     if let Err(e) = &members {
         tracing::debug!(error = %e, "no agent answered /cluster/members");
@@ -111,7 +131,31 @@ pub async fn world(ctx: &Context, cs: &ClusterSpec, ns: &str) -> Result<World, E
         pods,
         members,
         members_slow,
+        agents,
+        tls_ca,
     })
+}
+
+/// The agents' client of a cluster with `spec.tls`: trusting the CA in `ca_secret`
+/// alone, if it is this ClusterSpec's.
+fn tls_agents(
+    ctx: &Context,
+    cs: &ClusterSpec,
+    ca_secret: Option<&Secret>,
+) -> Result<Agents, String> {
+    let name = tls::ca_secret_name(cs);
+    let secret = ca_secret.ok_or_else(|| {
+        format!("the agents are not asked: the cluster's CA (Secret {name}) is not made yet")
+    })?;
+    if !controlled_by(&secret.metadata, cs.uid().as_deref().unwrap_or_default()) {
+        return Err(format!(
+            "the agents are not asked: Secret {name} is not this ClusterSpec's CA"
+        ));
+    }
+    let ca = tls::ca_of(secret).map_err(|e| format!("the agents are not asked: {e}"))?;
+    ctx.agents
+        .with_tls(ca.cert_pem.as_bytes(), &tls::server_name(cs))
+        .map_err(|e| format!("the agents are not asked: {e}"))
 }
 
 /// The pods the StatefulSet controls (its uid in their controller reference): a pod
@@ -221,6 +265,8 @@ mod tests {
                 ..ClusterMembers::empty(address("10.0.0.9"))
             }),
             members_slow: false,
+            agents: Ok(Agents::default()),
+            tls_ca: None,
         }
     }
 

@@ -190,7 +190,7 @@ fn refused(key: &str, value: &Value) -> Option<String> {
     }
     if under(key, "tls") {
         return Some(
-            "is not run by the operator yet: its probes and its reads of the agents' status speak plain HTTP, so pods with TLS would never be Ready; remove it (muster-agent without the operator supports tls:)".into(),
+            "is set by the operator: use spec.tls (it makes the CA and the certificates, mounts them and probes over HTTPS)".into(),
         );
     }
     if LOCK.iter().any(|k| under(key, k)) {

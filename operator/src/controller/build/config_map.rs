@@ -10,7 +10,8 @@ use kube::ResourceExt;
 use node_agent::config::{ActiveStrategy, DiscoveryMethod, Settings, duration};
 
 use super::{
-    CLUSTER_KEY, CONFIG_DIR, KEY_DIR, MANAGEMENT_TOKEN, NEW_CLUSTER_ENABLED_KEY, Selection, meta,
+    CLUSTER_KEY, CONFIG_DIR, KEY_DIR, MANAGEMENT_TOKEN, NEW_CLUSTER_ENABLED_KEY, Selection,
+    TLS_DIR, meta,
 };
 use crate::crd::{ClusterSpec, Discovery, Downing};
 use crate::validate::Problem;
@@ -223,5 +224,17 @@ pub fn agent_settings(cs: &ClusterSpec, selection: Selection) -> Result<Settings
     if !problems.is_empty() {
         return Err(problems);
     }
-    super::agent_config::checked(cs, &settings, s.agent.config.as_ref())
+    let mut settings = super::agent_config::checked(cs, &settings, s.agent.config.as_ref())?;
+    if s.tls.enabled {
+        // Set after the check, which has no files to read: the files are the operator's
+        // own Secret (`tls::mounted` checks what it holds as the agents will), and
+        // `spec.agent.config` may not set any `tls` key.
+        let t = &mut settings.tls;
+        let file = |key: &str| Some(PathBuf::from(format!("{TLS_DIR}/{key}")));
+        t.cert_file = file(super::tls::TLS_CERT);
+        t.key_file = file(super::tls::TLS_KEY);
+        t.ca_file = file(super::tls::CA_CERT);
+        t.server_name = Some(super::tls::server_name(cs));
+    }
+    Ok(settings)
 }

@@ -14,6 +14,7 @@ mod secret;
 mod service;
 mod service_account;
 mod stateful_set;
+pub mod tls;
 
 use std::collections::BTreeMap;
 
@@ -30,11 +31,16 @@ pub use secret::{secret, secret_name};
 
 use crate::crd::{ClusterSpec, Discovery, Downing};
 
-/// The pod volumes the operator adds: the agents' settings, the cluster key and (when
-/// the agents use the Kubernetes API) their service-account token.
-pub const VOLUMES: [&str; 3] = ["config", "cluster-key", TOKEN_VOLUME];
+/// The pod volumes the operator adds: the agents' settings, the cluster key, (when
+/// the agents use the Kubernetes API) their service-account token and (with
+/// `spec.tls`) their TLS certificate.
+pub const VOLUMES: [&str; 4] = ["config", "cluster-key", TOKEN_VOLUME, TLS_VOLUME];
 /// The operator's volumes only the agent container may mount: they hold its secrets.
-pub const AGENT_ONLY_VOLUMES: [&str; 2] = ["cluster-key", TOKEN_VOLUME];
+pub const AGENT_ONLY_VOLUMES: [&str; 3] = ["cluster-key", TOKEN_VOLUME, TLS_VOLUME];
+/// The volume of the agents' TLS Secret ([`tls::tls_secret_name`]).
+pub const TLS_VOLUME: &str = "tls";
+/// Where the agent container finds it.
+pub const TLS_DIR: &str = "/etc/muster/tls";
 /// The projected volume of the agents' service-account token, mounted into the agent
 /// container alone (the pod does not automount a token into every container).
 pub const TOKEN_VOLUME: &str = "kube-api-access";
@@ -133,7 +139,7 @@ impl From<Vec<crate::validate::Problem>> for BuildError {
     }
 }
 
-/// Every owned object but the Secret (created once by the controller, never rebuilt),
+/// Every owned object but the Secrets (made by the controller, never rebuilt),
 /// in apply order: identity and permissions first, the pods last. The Role and its
 /// binding exist only when the agents use the Kubernetes API; otherwise the controller
 /// removes any left from before (minimal RBAC).

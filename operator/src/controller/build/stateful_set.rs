@@ -23,7 +23,7 @@ use kube::ResourceExt;
 use super::config_map::{CONFIG_HASH, config_hash};
 use super::{
     BuildError, CLUSTER_LABEL, CLUSTER_PORT, CONFIG_DIR, KEY_DIR, MANAGEMENT_PORT, Selection,
-    TOKEN_DIR, TOKEN_VOLUME, VOLUMES, labels, meta, secret_name,
+    TLS_DIR, TLS_VOLUME, TOKEN_DIR, TOKEN_VOLUME, VOLUMES, labels, meta, secret_name, tls,
 };
 use crate::crd::{ClusterSpec, Retention, RolloutStrategy};
 use crate::pod_template;
@@ -75,6 +75,18 @@ pub fn build(
             ..Volume::default()
         },
     ];
+    if s.tls.enabled {
+        // The agent's certificate and key, and the CAs it trusts: the agent
+        // container's alone, like the cluster key.
+        volumes.push(Volume {
+            name: TLS_VOLUME.into(),
+            secret: Some(SecretVolumeSource {
+                secret_name: Some(tls::tls_secret_name(cs)),
+                ..SecretVolumeSource::default()
+            }),
+            ..Volume::default()
+        });
+    }
     if uses_api {
         volumes.push(token_volume());
         if let Some(agent) = containers.first_mut() {
@@ -320,10 +332,14 @@ fn agent(cs: &ClusterSpec) -> Container {
         protocol: Some("TCP".into()),
         ..ContainerPort::default()
     };
+    // With TLS the management port speaks HTTPS only; the kubelet checks no
+    // certificate on an HTTPS probe.
+    let scheme = cs.spec.tls.enabled.then(|| "HTTPS".to_owned());
     let http_probe = |path: &str, period: i32, failures: Option<i32>| Probe {
         http_get: Some(HTTPGetAction {
             path: Some(path.into()),
             port: IntOrString::String("management".into()),
+            scheme: scheme.clone(),
             ..HTTPGetAction::default()
         }),
         period_seconds: Some(period),
@@ -377,10 +393,13 @@ fn agent(cs: &ClusterSpec) -> Container {
             }
         })),
         security_context: Some(restricted()),
-        volume_mounts: Some(vec![
-            mount("config", CONFIG_DIR),
-            mount("cluster-key", KEY_DIR),
-        ]),
+        volume_mounts: Some({
+            let mut mounts = vec![mount("config", CONFIG_DIR), mount("cluster-key", KEY_DIR)];
+            if cs.spec.tls.enabled {
+                mounts.push(mount(TLS_VOLUME, TLS_DIR));
+            }
+            mounts
+        }),
         ..Container::default()
     }
 }

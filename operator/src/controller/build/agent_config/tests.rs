@@ -84,7 +84,7 @@ fn keys_the_operator_sets_are_refused_with_the_field_to_use() {
         problems("agent: {config: {tls: {cert-file: /x.pem, key-file: /x.key, ca-file: /ca.pem}}}");
     assert_eq!(p.len(), 1, "one problem for the section: {p:?}");
     assert_eq!(p[0].0, "spec.agent.config.tls");
-    assert!(p[0].1.contains("not run by the operator yet"), "{p:?}");
+    assert!(p[0].1.contains("use spec.tls"), "{p:?}");
 }
 
 #[test]
