@@ -777,13 +777,14 @@ async fn a_cluster_with_tls_forms_scales_and_renews_its_certificate_without_rest
                 .volume_mounts
                 .iter()
                 .flatten()
-                .any(|m| m.name == "tls");
+                .any(|m| m.name == "muster-tls");
             assert_eq!(mounts_tls, container.name == "agent", "{}", container.name);
         }
     }
 
     // Every agent answers over HTTPS with a certificate of the cluster's CA for the
-    // cluster's name, and they are one cluster; plain HTTP and another CA get nothing.
+    // cluster's name, and they are one cluster; plain HTTP and another cluster's name
+    // get nothing.
     let client = https_client(&ca_pem, "vault", &p.namespace);
     let first_cert = fingerprint_of(&secret_text(&tls_secret, "tls.crt"));
     let views = tls_views(&c, &client).await;
@@ -800,22 +801,19 @@ async fn a_cluster_with_tls_forms_scales_and_renews_its_certificate_without_rest
         .find_map(support::operator::pod_ip)
         .expect("a pod IP");
     let addr = SocketAddr::new(some_ip, e2e::MANAGEMENT_PORT);
+    // (The same agent answered over HTTPS just above.)
     let plain = ManagementClient::new(Duration::from_secs(2))
         .members(addr)
         .await;
     assert!(plain.is_err(), "plain HTTP answered: {plain:?}");
-    let other = operator::ca::new_ca(
-        "another CA",
-        SystemTime::now(),
-        Duration::from_secs(86400 * 30),
-    )
-    .expect("a CA");
-    let foreign = https_client(&other.cert_pem, "vault", &p.namespace)
+    // The certificate names this cluster alone: a client of another cluster's name
+    // refuses it, under the same CA.
+    let elsewhere = https_client(&ca_pem, "other", &p.namespace)
         .members(addr)
         .await;
     assert!(
-        foreign.is_err(),
-        "an agent passed another CA's check: {foreign:?}"
+        elsewhere.is_err(),
+        "the certificate passed for another cluster's name: {elsewhere:?}"
     );
 
     // A scale-down: the operator's Leave, with the management token, goes over TLS.
@@ -882,7 +880,29 @@ async fn a_cluster_with_tls_forms_scales_and_renews_its_certificate_without_rest
         }
     })
     .await;
+    // The status tells the renewed certificate's end.
+    let renewed_end = {
+        use rustls::pki_types::pem::PemObject;
+        let der = rustls::pki_types::CertificateDer::pem_slice_iter(renewed.as_bytes())
+            .next()
+            .expect("a certificate")
+            .expect("PEM");
+        node_agent::tls::rfc3339(node_agent::tls::not_after(&der).expect("its end"))
+    };
     let renewed = fingerprint_of(&renewed);
+    c.wait_for(
+        &op,
+        "the status shows the renewed certificate's end",
+        Duration::from_secs(60),
+        |cs| {
+            let end = status_of(cs).tls.map(|t| t.certificate_not_after);
+            match end {
+                Some(end) if end == renewed_end => Ok(()),
+                other => Err(format!("certificateNotAfter {other:?}")),
+            }
+        },
+    )
+    .await;
     assert_ne!(renewed, first_cert);
     let renewing = Instant::now();
     poll(

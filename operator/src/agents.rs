@@ -370,6 +370,47 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_tls_client_never_speaks_plain_http_to_an_agent() {
+        // An "agent" answering plain HTTP with a good member list: the cluster's client
+        // with TLS gets nothing from it (and so sends it nothing, no token).
+        let ip = IpAddr::from([127, 36, 3, 1]);
+        let taken = agent(ip, members_json(3)).await;
+        let now = std::time::SystemTime::now();
+        let ca = crate::ca::new_ca("test CA", now, Duration::from_secs(86400 * 30)).unwrap();
+        let agents = Agents::default()
+            .with_tls(ca.cert_pem.as_bytes(), "shop.prod.muster")
+            .expect("a TLS client");
+        let error = agents.members(&[ip]).await.expect_err("plain HTTP");
+        assert!(error.contains(&ip.to_string()), "{error}");
+        assert_eq!(
+            taken.load(Ordering::SeqCst),
+            1,
+            "it connected, for a handshake"
+        );
+        // The same agent answers a plain client: only TLS made the difference.
+        assert_eq!(
+            Agents::default()
+                .members(&[ip])
+                .await
+                .unwrap()
+                .members
+                .len(),
+            3
+        );
+        // A CA that is no PEM certificate, or a name that is none, is refused at once.
+        assert!(
+            Agents::default()
+                .with_tls(b"not a CA", "shop.prod.muster")
+                .is_err()
+        );
+        assert!(
+            Agents::default()
+                .with_tls(ca.cert_pem.as_bytes(), "a b")
+                .is_err()
+        );
+    }
+
+    #[tokio::test]
     async fn silent_agents_hold_one_look_at_a_cluster_no_longer_than_the_scan() {
         let ips: Vec<IpAddr> = (1..=5).map(|i| IpAddr::from([127, 36, 1, i])).collect();
         let mut taken = Vec::new();

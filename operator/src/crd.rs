@@ -687,10 +687,25 @@ pub struct ClusterSpecStatus {
     /// Progress of a rolling update.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rollout: Option<RolloutStatus>,
+    /// With spec.tls: the agents' certificate and the cluster's CA.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TlsStatus>,
     /// `Formed`, `Available`, `Progressing` and `Degraded`, each with the generation
     /// it was computed for.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
+}
+
+/// The TLS material the operator keeps for the agents.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TlsStatus {
+    /// The name the agents' certificate carries and every agent checks.
+    pub server_name: String,
+    /// When the agents' certificate ends (RFC 3339); it is renewed before.
+    pub certificate_not_after: String,
+    /// When the cluster's CA ends (RFC 3339).
+    pub ca_not_after: String,
 }
 
 /// Members by state.

@@ -239,7 +239,7 @@ pub fn check(raw: &Value, cx: &Context<'_>) -> Vec<Problem> {
         if cx.volumes.contains(&v.name.as_str()) {
             bad(
                 format!("{FIELD}.spec.volumes[{}]", v.name),
-                "is the operator's (the agents' settings, cluster key and token); name your volume otherwise".into(),
+                "is the operator's (the agents' settings, cluster key, token and TLS certificate); name your volume otherwise".into(),
             );
         }
         if v.host_path.is_some() {

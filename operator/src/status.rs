@@ -61,6 +61,9 @@ pub struct Seen<'a> {
     /// older template (its agent started with other settings; the controller's
     /// `build::pods_on_other_template`).
     pub forming_held: bool,
+    /// With spec.tls, what the operator keeps now (`None`: not looked at in this
+    /// reconcile; the previous status's stays).
+    pub tls: Option<crate::crd::TlsStatus>,
     pub now: Timestamp,
 }
 
@@ -413,6 +416,15 @@ pub fn compute(seen: &Seen<'_>) -> ClusterSpecStatus {
             seen.previous.and_then(|p| p.expected_contact_points)
         },
         rollout: seen.rollout.clone(),
+        // Kept while a refused spec (e.g. TLS turned off under running pods) leaves
+        // the agents as they were.
+        tls: if spec.tls.enabled || !seen.problems.is_empty() || !seen.conflicts.is_empty() {
+            seen.tls
+                .clone()
+                .or_else(|| seen.previous.and_then(|p| p.tls.clone()))
+        } else {
+            None
+        },
         conditions,
     }
 }

@@ -513,9 +513,11 @@ async fn create_once(
 }
 
 /// Keeps the TLS Secrets of a cluster with `spec.tls` (`ca` and `mounted`, as read,
-/// this ClusterSpec's): makes the CA and the agents' certificate when there are none,
+/// this ClusterSpec's; `pods`: how many the cluster's StatefulSet has): makes the CA
+/// and the agents' certificate when there are none and no pod runs,
 /// and issues a new certificate under the same CA before the current one ends. What
-/// was done, for Events: (reason, action, note) each.
+/// was done, for Events: (reason, action, note) each; what is kept now, for the status
+/// (`None` after a lost race: looked at again next time).
 ///
 /// The CA is never replaced here: agents trust only it, so a new one would cut every
 /// agent that takes it off from those that have not yet (the kubelet refreshes each
@@ -526,8 +528,15 @@ pub async fn tls(
     ns: &str,
     ca: Option<Secret>,
     mounted: Option<Secret>,
+    pods: usize,
     now: std::time::SystemTime,
-) -> Result<Vec<(&'static str, &'static str, String)>, Error> {
+) -> Result<
+    (
+        Vec<(&'static str, &'static str, String)>,
+        Option<crate::crd::TlsStatus>,
+    ),
+    Error,
+> {
     let ca_name = tls::ca_secret_name(cs);
     let tls_name = tls::tls_secret_name(cs);
     let server_name = tls::server_name(cs);
@@ -536,19 +545,30 @@ pub async fn tls(
         (Some(s), _) => s,
         (None, Some(_)) => {
             return Err(Error::Secret(format!(
-                "Secret {ns}/{ca_name} (the cluster's CA) is gone while the agents' certificates in Secret {ns}/{tls_name} remain: a new CA would cut the agents that take it off from the others. Restore {ca_name} from a backup; or, if no pod of the cluster runs, delete {tls_name} too and both are made anew"
+                "Secret {ns}/{ca_name} (the cluster's CA) is gone while the agents' certificates in Secret {ns}/{tls_name} remain: a new CA would cut the agents that take it off from the others. Restore {ca_name} from a backup; or, if no pod of the cluster has started, delete {tls_name} too and both are made anew; or delete the ClusterSpec and create it again (the cluster starts anew)"
+            )));
+        }
+        // Pods run on certificates of a CA that is gone (both Secrets deleted): each
+        // pod's files stay until the kubelet refreshes them, at its own time, so a new CA
+        // would cut pods off from each other one by one.
+        (None, None) if pods > 0 => {
+            return Err(Error::Secret(format!(
+                "Secrets {ns}/{ca_name} and {ns}/{tls_name} (the cluster's CA and the agents' certificates) are gone while {pods} pod(s) run on them: a new CA would cut each agent that takes it off from the others. Restore both from a backup; or delete the ClusterSpec and create it again (the cluster starts anew)"
             )));
         }
         (None, None) => {
             let fresh = crate::ca::new_ca(&tls::ca_name(cs, now), now, tls::CA_LIFETIME)
                 .map_err(Error::Secret)?;
             let made = create_once(ctx, cs, ns, &tls::ca_secret(cs, &fresh)).await?;
-            tracing::info!(secret = %ca_name, "made the cluster's CA");
-            done.push((
-                "TlsCaCreated",
-                "Create",
-                format!("made the cluster's CA (Secret {ca_name})"),
-            ));
+            // (Or another reconcile's, made meanwhile: that one is used.)
+            if tls::holds(&made, tls::CA_CERT, &fresh.cert_pem) {
+                tracing::info!(secret = %ca_name, "made the cluster's CA");
+                done.push((
+                    "TlsCaCreated",
+                    "Create",
+                    format!("made the cluster's CA (Secret {ca_name})"),
+                ));
+            }
             made
         }
     };
@@ -561,19 +581,25 @@ pub async fn tls(
         crate::ca::issue(&ca, &server_name, now, tls::CERTIFICATE_LIFETIME).map_err(Error::Secret)
     };
     let api: Api<Secret> = Api::namespaced(ctx.client.clone(), ns);
-    match mounted {
+    let certificate_end = match mounted {
         None => {
             let leaf = issue()?;
-            create_once(ctx, cs, ns, &tls::tls_secret(cs, &ca.cert_pem, &leaf)).await?;
-            tracing::info!(secret = %tls_name, "issued the agents' certificate");
-            done.push((
-                "TlsCertificateIssued",
-                "Issue",
-                format!("issued the agents' certificate for {server_name} (Secret {tls_name})"),
-            ));
+            let made = create_once(ctx, cs, ns, &tls::tls_secret(cs, &ca.cert_pem, &leaf)).await?;
+            if tls::holds(&made, tls::TLS_CERT, &leaf.cert_pem) {
+                tracing::info!(secret = %tls_name, "issued the agents' certificate");
+                done.push((
+                    "TlsCertificateIssued",
+                    "Issue",
+                    format!("issued the agents' certificate for {server_name} (Secret {tls_name})"),
+                ));
+                Some(leaf.not_after)
+            } else {
+                // Another reconcile's, made meanwhile: looked at next time.
+                None
+            }
         }
         Some(live) => match tls::mounted(&live, &ca, &server_name, now) {
-            tls::Mounted::Current { .. } => {}
+            tls::Mounted::Current { not_after } => Some(not_after),
             tls::Mounted::Unusable(why) => {
                 return Err(Error::Secret(format!(
                     "Secret {ns}/{tls_name} cannot be kept: {why}. A certificate of the cluster's CA would cut each agent that takes it off from those that have not yet; the operator writes nothing. Restore it from a backup; or, if no pod of the cluster runs, delete it and it is made anew"
@@ -597,16 +623,29 @@ pub async fn tls(
                                 "renewed the agents' certificate ({why}); agents take it within their tls.reload-interval after the kubelet updates the files"
                             ),
                         ));
+                        Some(leaf.not_after)
                     }
                     Err(kube::Error::Api(e)) if e.code == 409 => {
                         tracing::info!(secret = %tls_name, "changed since read; looked at again next time");
+                        None
                     }
                     Err(e) => return Err(Error::kube(format!("update Secret {tls_name}"), e)),
                 }
             }
         },
-    }
-    Ok(done)
+    };
+    let rfc3339 = |t: std::time::SystemTime| {
+        node_agent::tls::rfc3339(
+            t.duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs()),
+        )
+    };
+    let kept = certificate_end.map(|end| crate::crd::TlsStatus {
+        server_name,
+        certificate_not_after: rfc3339(end),
+        ca_not_after: rfc3339(ca.not_after),
+    });
+    Ok((done, kept))
 }
 
 #[cfg(test)]

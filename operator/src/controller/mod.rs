@@ -590,6 +590,7 @@ async fn reconcile_once(cs: &ClusterSpec, ctx: &Context, now: Timestamp) -> Resu
     let mut rollout_status = None;
     let mut scaling = None;
     let mut forming_held = false;
+    let mut tls_status = None;
     if let Some(mut lives) = lives.filter(|_| problems.is_empty() && conflicts.is_empty()) {
         let formed = status::formed_at(&cs.spec, previous, members, now).is_some();
         let lock = status::new_cluster_enabled(&cs.spec, formed);
@@ -601,9 +602,14 @@ async fn reconcile_once(cs: &ClusterSpec, ctx: &Context, now: Timestamp) -> Resu
             // Before the pods: they cannot start without their certificate.
             let (ca, mounted) = (lives.tls_ca.take(), lives.tls.take());
             let now = std::time::SystemTime::now();
-            for (reason, action, note) in apply::tls(ctx, cs, &ns, ca, mounted, now).await? {
+            // Pods whose agent ever started (and so holds certificate files); pods
+            // that wait for the Secret to mount hold none.
+            let pods = world.pods.iter().filter(|p| observe::started(p)).count();
+            let (done, kept) = apply::tls(ctx, cs, &ns, ca, mounted, pods, now).await?;
+            for (reason, action, note) in done {
                 event(ctx, cs, None, EventType::Normal, reason, action, note).await;
             }
+            tls_status = kept;
         }
         let mut owned = build::owned(cs, lock, &site).map_err(Error::Build)?;
         // Agents read agent.yaml (expected-contact-point-nr among it) only at start, the
@@ -722,6 +728,7 @@ async fn reconcile_once(cs: &ClusterSpec, ctx: &Context, now: Timestamp) -> Resu
         pdb_supported: ctx.pdb_supported,
         retention_supported: ctx.retention_supported,
         forming_held,
+        tls: tls_status,
         now,
     };
     let next = status::compute(&seen);

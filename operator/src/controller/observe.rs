@@ -171,6 +171,19 @@ fn of_stateful_set(pods: Vec<Pod>, stateful_set: Option<&StatefulSet>) -> Vec<Po
         .collect()
 }
 
+/// Whether a container of `p` ever started (running, ended, or restarted).
+pub fn started(p: &Pod) -> bool {
+    p.status
+        .iter()
+        .flat_map(|s| s.container_statuses.iter().flatten())
+        .any(|c| {
+            let ran = |s: Option<&k8s_openapi::api::core::v1::ContainerState>| {
+                s.is_some_and(|s| s.running.is_some() || s.terminated.is_some())
+            };
+            c.restart_count > 0 || ran(c.state.as_ref()) || ran(c.last_state.as_ref())
+        })
+}
+
 pub fn is_ready(p: &Pod) -> bool {
     p.status
         .as_ref()

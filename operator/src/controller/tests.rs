@@ -782,3 +782,145 @@ fn only_what_a_user_changes_starts_a_reconcile() {
         key
     );
 }
+
+#[tokio::test]
+async fn a_cluster_with_tls_gets_its_ca_and_certificate_before_its_pods() {
+    let (ctx, handle) = context();
+    let cs = cluster(json!({"replicas": 3, "tls": {"enabled": true}}));
+    let task = tokio::spawn({
+        let (cs, ctx) = (cs.clone(), ctx.clone());
+        async move { reconcile_once(&cs, &ctx, now()).await }
+    });
+    let (calls, result) = serve(handle, task, empty_namespace).await;
+    result.expect("reconciled");
+    let steps = summary(&calls);
+    let at = |step: &str| {
+        steps
+            .iter()
+            .position(|s| s == step)
+            .unwrap_or_else(|| panic!("no {step}: {steps:?}"))
+    };
+    // The CA is read before any agent could be asked; both Secrets are read with the
+    // other objects before anything is written.
+    assert!(at("GET secrets/shop-muster-ca") < at("GET secrets/shop-muster-tls"));
+    assert!(at("GET secrets/shop-muster-tls") < at("POST secrets"));
+    let posted: Vec<&Call> = calls
+        .iter()
+        .filter(|c| c.method == "POST" && c.uri.contains("/secrets"))
+        .collect();
+    let names: Vec<&str> = posted
+        .iter()
+        .map(|c| c.body["metadata"]["name"].as_str().unwrap_or_default())
+        .collect();
+    assert_eq!(
+        names,
+        ["shop-cluster-key", "shop-muster-ca", "shop-muster-tls"]
+    );
+    let last_post = calls
+        .iter()
+        .rposition(|c| c.method == "POST" && c.uri.contains("/secrets"))
+        .expect("posts");
+    assert!(
+        last_post < at("PATCH apps/v1/namespaces/prod/statefulsets/shop"),
+        "the certificate exists before the pods: {steps:?}"
+    );
+    let (ca, tls) = (&posted[1].body, &posted[2].body);
+    assert_eq!(ca["immutable"], true);
+    assert_eq!(ca["metadata"]["ownerReferences"][0]["uid"], "u-1");
+    assert_eq!(tls["type"], "kubernetes.io/tls");
+    assert!(tls["data"].get("ca.key").is_none(), "{tls}");
+    assert_eq!(
+        tls["data"]["ca.crt"], ca["data"]["ca.crt"],
+        "the agents trust the cluster's CA"
+    );
+    // Events say what was made.
+    let reasons: Vec<&str> = calls
+        .iter()
+        .filter(|c| c.uri.contains("/events"))
+        .filter_map(|c| c.body["reason"].as_str())
+        .collect();
+    assert_eq!(reasons, ["TlsCaCreated", "TlsCertificateIssued"]);
+    // The status says what the agents carry and when it ends.
+    let tls = &calls.last().expect("status").body["status"]["tls"];
+    assert_eq!(tls["serverName"], "shop.prod.muster");
+    let ends = |field: &str| tls[field].as_str().unwrap_or_default().to_owned();
+    assert!(ends("certificateNotAfter") < ends("caNotAfter"), "{tls}");
+    assert!(ends("certificateNotAfter").starts_with("20"), "{tls}");
+}
+
+/// A reconcile of a TLS cluster whose StatefulSet (with the TLS volume) has one pod in
+/// `pod_status` and whose TLS Secrets are gone: the calls and the result.
+async fn tls_secrets_gone(pod_status: Value) -> (Vec<Call>, Result<Action, Error>) {
+    let (ctx, handle) = context();
+    let cs = cluster(json!({"replicas": 1, "tls": {"enabled": true}}));
+    let set = json!({
+        "apiVersion": "apps/v1", "kind": "StatefulSet",
+        "metadata": {"name": "shop", "namespace": "prod", "uid": "s-1",
+            "ownerReferences": [{"apiVersion": "muster.dev/v1alpha1", "kind": "ClusterSpec",
+                "name": "shop", "uid": "u-1", "controller": true}]},
+        "spec": {"selector": {"matchLabels": {"muster.dev/cluster": "shop"}},
+            "serviceName": "shop",
+            "template": {"spec": {"containers": [], "volumes": [
+                {"name": "muster-tls", "secret": {"secretName": "shop-muster-tls"}}]}}},
+    });
+    let pods = json!({"kind": "PodList", "apiVersion": "v1", "metadata": {}, "items": [{
+        "metadata": {"name": "shop-0", "namespace": "prod",
+            "labels": {"muster.dev/cluster": "shop"},
+            "ownerReferences": [{"apiVersion": "apps/v1", "kind": "StatefulSet",
+                "name": "shop", "uid": "s-1", "controller": true}]},
+        "status": pod_status,
+    }]});
+    let task = tokio::spawn({
+        let (cs, ctx) = (cs.clone(), ctx.clone());
+        async move { reconcile_once(&cs, &ctx, now()).await }
+    });
+    serve(handle, task, |call| match call.method.as_str() {
+        "GET" if call.uri.contains("/statefulsets/shop") => (200, set.clone()),
+        "GET" if call.uri.contains("/pods?") => (200, pods.clone()),
+        _ => empty_namespace(call),
+    })
+    .await
+}
+
+fn secrets_made(calls: &[Call]) -> Vec<&Value> {
+    calls
+        .iter()
+        .filter(|c| c.method == "POST" && c.uri.contains("/secrets"))
+        .map(|c| &c.body["metadata"]["name"])
+        .collect()
+}
+
+#[tokio::test]
+async fn tls_secrets_gone_under_running_pods_are_not_made_anew() {
+    let agent = |state: Value| {
+        json!({"podIP": "127.36.4.1", "containerStatuses": [{"name": "agent", "ready": false,
+            "restartCount": 0, "image": "agent:1", "imageID": "", "state": state}]})
+    };
+    let (calls, result) = tls_secrets_gone(agent(json!({"running": {}}))).await;
+    let error = result.expect_err("refused").to_string();
+    assert!(
+        error.contains("are gone while 1 pod(s) run on them") && error.contains("Restore"),
+        "{error}"
+    );
+    assert_eq!(
+        secrets_made(&calls),
+        ["shop-cluster-key"],
+        "no new CA: {:?}",
+        summary(&calls)
+    );
+    assert!(
+        !calls
+            .iter()
+            .any(|c| c.uri.contains("/statefulsets/shop") && c.method != "GET"),
+        "nothing applied"
+    );
+    // A pod that never started (it waits for the Secret to mount) holds no
+    // certificate: both are made anew, and it starts with them.
+    let waiting = agent(json!({"waiting": {"reason": "ContainerCreating"}}));
+    let (calls, result) = tls_secrets_gone(waiting).await;
+    result.expect("reconciled");
+    assert_eq!(
+        secrets_made(&calls),
+        ["shop-cluster-key", "shop-muster-ca", "shop-muster-tls"]
+    );
+}

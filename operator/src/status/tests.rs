@@ -81,6 +81,7 @@ fn seen<'a>(
         pdb_supported: true,
         retention_supported: false,
         forming_held: false,
+        tls: None,
         now,
     }
 }
@@ -411,4 +412,37 @@ fn a_disabled_budget_says_so() {
         (d.status.as_str(), d.reason.as_str()),
         ("False", "Disabled")
     );
+}
+
+#[test]
+fn the_tls_status_stays_until_tls_is_off_for_good() {
+    let on = spec("tls: {enabled: true}");
+    let kept = crate::crd::TlsStatus {
+        server_name: "shop.prod.muster".into(),
+        certificate_not_after: "2027-06-01T00:00:00Z".into(),
+        ca_not_after: "2036-12-01T00:00:00Z".into(),
+    };
+    let members = Err("no pod has an IP yet".to_owned());
+    let first = compute(&Seen {
+        tls: Some(kept.clone()),
+        ..seen(&on, None, members.clone(), at(0))
+    });
+    assert_eq!(first.tls.as_ref(), Some(&kept));
+    // A reconcile that did not look (it failed before): the last one stays.
+    let again = compute(&seen(&on, Some(&first), members.clone(), at(1)));
+    assert_eq!(again.tls.as_ref(), Some(&kept));
+    // TLS turned off but refused (pods run with it): still what the agents carry.
+    let off = spec("tls: {enabled: false}");
+    let refused = [Problem {
+        field: "spec.tls.enabled".into(),
+        message: "cannot turn TLS off".into(),
+    }];
+    let held = compute(&Seen {
+        problems: &refused,
+        ..seen(&off, Some(&first), members.clone(), at(2))
+    });
+    assert_eq!(held.tls.as_ref(), Some(&kept));
+    // Off and applied: gone.
+    let gone = compute(&seen(&off, Some(&first), members, at(3)));
+    assert_eq!(gone.tls, None);
 }

@@ -38,7 +38,7 @@ pub const VOLUMES: [&str; 4] = ["config", "cluster-key", TOKEN_VOLUME, TLS_VOLUM
 /// The operator's volumes only the agent container may mount: they hold its secrets.
 pub const AGENT_ONLY_VOLUMES: [&str; 3] = ["cluster-key", TOKEN_VOLUME, TLS_VOLUME];
 /// The volume of the agents' TLS Secret ([`tls::tls_secret_name`]).
-pub const TLS_VOLUME: &str = "tls";
+pub const TLS_VOLUME: &str = "muster-tls";
 /// Where the agent container finds it.
 pub const TLS_DIR: &str = "/etc/muster/tls";
 /// The projected volume of the agents' service-account token, mounted into the agent

@@ -48,7 +48,7 @@ pub fn build(
         containers.push(Container {
             name: app.name.clone(),
             image: Some(app.image.clone()),
-            env: Some(application_env(&app.env)),
+            env: Some(application_env(&app.env, s.tls.enabled)),
             resources: app.resources.clone(),
             command: (!app.command.is_empty()).then(|| app.command.clone()),
             args: (!app.args.is_empty()).then(|| app.args.clone()),
@@ -238,14 +238,15 @@ pub const APP_VERSION_ENV: &str = "MUSTER_CLUSTER_APP_VERSION";
 pub const POD_IP_ENV: &str = "MUSTER_POD_IP";
 
 /// The application container's environment: [`POD_IP_ENV`] (downward API) and
-/// [`AGENT_URL_ENV`] (`http://$(MUSTER_POD_IP):8558`, expanded by the kubelet), then
-/// `user`'s variables.
-fn application_env(user: &[EnvVar]) -> Vec<EnvVar> {
+/// [`AGENT_URL_ENV`] (`http://$(MUSTER_POD_IP):8558`, expanded by the kubelet; `https`
+/// with `tls`: the management port speaks nothing else then), then `user`'s variables.
+fn application_env(user: &[EnvVar], tls: bool) -> Vec<EnvVar> {
+    let scheme = if tls { "https" } else { "http" };
     let mut env = vec![
         field_env(POD_IP_ENV, "status.podIP"),
         EnvVar {
             name: AGENT_URL_ENV.into(),
-            value: Some(format!("http://$({POD_IP_ENV}):{MANAGEMENT_PORT}")),
+            value: Some(format!("{scheme}://$({POD_IP_ENV}):{MANAGEMENT_PORT}")),
             ..EnvVar::default()
         },
     ];

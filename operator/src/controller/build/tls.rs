@@ -80,6 +80,8 @@ fn data(pairs: &[(&str, &str)]) -> BTreeMap<String, ByteString> {
 pub fn ca_secret(cs: &ClusterSpec, ca: &Ca) -> Secret {
     Secret {
         metadata: meta(cs, &ca_secret_name(cs)),
+        // Never changed: a CA edited in place would be a new CA for the agents.
+        immutable: Some(true),
         type_: Some("Opaque".into()),
         data: Some(data(&[
             (CA_CERT, &ca.cert_pem),
@@ -115,6 +117,11 @@ fn text<'a>(secret: &'a Secret, key: &str) -> Result<&'a str, String> {
     std::str::from_utf8(&bytes.0).map_err(|_| format!("{key} of Secret {name} is not text"))
 }
 
+/// Whether `secret` holds `value` under `key`.
+pub fn holds(secret: &Secret, key: &str, value: &str) -> bool {
+    text(secret, key).is_ok_and(|t| t == value)
+}
+
 /// The DER of the first PEM certificate in `pem`.
 fn first_der(pem: &str) -> Option<CertificateDer<'static>> {
     CertificateDer::pem_slice_iter(pem.as_bytes()).next()?.ok()
@@ -139,7 +146,8 @@ pub fn ca_of(secret: &Secret) -> Result<Ca, String> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Mounted {
     /// A certificate the agents accept under the CA, valid for longer than
-    /// [`RENEW_BEFORE`].
+    /// [`RENEW_BEFORE`] or until the CA ends (only a CA rotation, not built yet, gives
+    /// a longer one then).
     Current { not_after: SystemTime },
     /// The agents trust the CA, and their certificate ends within [`RENEW_BEFORE`] (or
     /// has ended, or is not one they accept): a new one from the CA replaces it — the
@@ -180,7 +188,14 @@ pub fn mounted(mounted: &Secret, ca: &Ca, server_name: &str, now: SystemTime) ->
         return renew(format!("its {TLS_CERT} holds no readable certificate"));
     };
     let not_after = UNIX_EPOCH + Duration::from_secs(end);
-    if not_after < now + RENEW_BEFORE {
+    // A certificate that ends with its CA is as long as one can be: issuing again would
+    // not help (only a CA rotation does).
+    let ends_with_ca = end
+        >= ca
+            .not_after
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+    if not_after < now + RENEW_BEFORE && !ends_with_ca {
         let secs = end.saturating_sub(now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs()));
         return renew(format!(
             "its certificate ends at {} ({} days left)",
@@ -199,14 +214,20 @@ pub fn mounted(mounted: &Secret, ca: &Ca, server_name: &str, now: SystemTime) ->
     }
 }
 
-/// Whether `live` (the cluster's StatefulSet) runs its agents with TLS.
-pub fn live_tls(live: &StatefulSet) -> bool {
+/// Whether `live` (the cluster's StatefulSet) runs its agents with TLS: its pods
+/// mount the agents' TLS Secret.
+pub fn live_tls(cs: &ClusterSpec, live: &StatefulSet) -> bool {
+    let secret = tls_secret_name(cs);
     live.spec
         .template
         .spec
         .as_ref()
         .and_then(|p| p.volumes.as_ref())
-        .is_some_and(|v| v.iter().any(|v| v.name == super::TLS_VOLUME))
+        .is_some_and(|v| {
+            v.iter().any(|v| {
+                v.secret.as_ref().and_then(|s| s.secret_name.as_deref()) == Some(secret.as_str())
+            })
+        })
 }
 
 /// A problem when `spec.tls.enabled` differs from how the `live` StatefulSet's `pods`
@@ -215,7 +236,7 @@ pub fn live_tls(live: &StatefulSet) -> bool {
 /// second cluster.
 pub fn switched(cs: &ClusterSpec, live: Option<&StatefulSet>, pods: usize) -> Option<Problem> {
     let live = live?;
-    let was = live_tls(live);
+    let was = live_tls(cs, live);
     if pods == 0 || was == cs.spec.tls.enabled {
         return None;
     }
@@ -287,6 +308,14 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+        // In the CA's last days a certificate ends with it: not issued again and again.
+        let ending = ca::new_ca("an ending CA", now, Duration::from_secs(40 * DAY)).unwrap();
+        let last = ca::issue(&ending, &name, now, CERTIFICATE_LIFETIME).unwrap();
+        let secret = tls_secret(&cs, &ending.cert_pem, &last);
+        assert!(matches!(
+            mounted(&secret, &ending, &name, now),
+            Mounted::Current { .. }
+        ));
         // A certificate of another CA (that the agents trust) is replaced too.
         let foreign = ca::issue(&other, &name, now, CERTIFICATE_LIFETIME).unwrap();
         let secret = tls_secret(&cs, &trusted, &foreign);
@@ -323,10 +352,30 @@ mod tests {
             Some("cache-muster-tls")
         );
         let (agent, app) = (&pod.containers[0], &pod.containers[1]);
-        assert!(agent.volume_mounts.iter().flatten().any(|m| m.name == "tls"
-            && m.mount_path == super::super::TLS_DIR
-            && m.read_only == Some(true)));
-        assert!(app.volume_mounts.iter().flatten().all(|m| m.name != "tls"));
+        assert!(
+            agent
+                .volume_mounts
+                .iter()
+                .flatten()
+                .any(|m| m.name == "muster-tls"
+                    && m.mount_path == super::super::TLS_DIR
+                    && m.read_only == Some(true))
+        );
+        assert!(
+            app.volume_mounts
+                .iter()
+                .flatten()
+                .all(|m| m.name != "muster-tls")
+        );
+        let url = app
+            .env
+            .iter()
+            .flatten()
+            .find(|e| e.name == "MUSTER_AGENT_URL");
+        assert_eq!(
+            url.and_then(|e| e.value.as_deref()),
+            Some("https://$(MUSTER_POD_IP):8558")
+        );
         for probe in [
             &agent.readiness_probe,
             &agent.liveness_probe,
@@ -361,7 +410,7 @@ mod tests {
         cs.spec.tls.enabled = false;
         let o = super::super::owned(&cs, true, &site).unwrap();
         let pod = o.stateful_set.spec.template.spec.unwrap();
-        assert!(pod.volumes.unwrap().iter().all(|v| v.name != "tls"));
+        assert!(pod.volumes.unwrap().iter().all(|v| v.name != "muster-tls"));
         let get = pod.containers[0]
             .readiness_probe
             .clone()
@@ -377,11 +426,11 @@ mod tests {
         let mut cs = cluster();
         let site = super::super::Site::new(super::super::Selection::Muster);
         let with = super::super::owned(&cs, true, &site).unwrap().stateful_set;
-        assert!(live_tls(&with));
+        assert!(live_tls(&cs, &with));
         assert_eq!(switched(&cs, Some(&with), 3), None);
         cs.spec.tls.enabled = false;
         let without = super::super::owned(&cs, true, &site).unwrap().stateful_set;
-        assert!(!live_tls(&without));
+        assert!(!live_tls(&cs, &without));
         let p = switched(&cs, Some(&with), 3).expect("a problem");
         assert_eq!(p.field, "spec.tls.enabled");
         assert!(p.message.contains("cannot turn TLS off"), "{}", p.message);
