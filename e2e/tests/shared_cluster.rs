@@ -12,12 +12,12 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use k8s_openapi::ByteString;
 use kube::ResourceExt;
 use node_agent::api::{ClusterMembers, ManagementClient, check};
+use operator::controller::build::tls::first_der;
 
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::coordination::v1::Lease;
@@ -656,19 +656,9 @@ async fn agents_that_answer_garbage_cannot_stop_the_operator_serving_other_tenan
 /// An HTTPS client for the agents of cluster `name` in `ns`: trusting the CAs of
 /// `ca_pem` alone, checking the cluster's name.
 fn https_client(ca_pem: &str, name: &str, ns: &str) -> ManagementClient {
-    use rustls::pki_types::pem::PemObject;
-    let mut roots = rustls::RootCertStore::empty();
-    for ca in rustls::pki_types::CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
-        roots.add(ca.expect("a PEM certificate")).expect("a CA");
-    }
-    let config = rustls::ClientConfig::builder_with_provider(node_agent::tls::provider())
-        .with_safe_default_protocol_versions()
-        .expect("TLS versions")
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    let server = rustls::pki_types::ServerName::try_from(format!("{name}.{ns}.muster"))
-        .expect("a server name");
-    ManagementClient::new(Duration::from_secs(2)).with_tls((Arc::new(config), server))
+    let tls = operator::agents::client_tls(ca_pem.as_bytes(), &format!("{name}.{ns}.muster"))
+        .expect("a TLS client");
+    ManagementClient::new(Duration::from_secs(2)).with_tls(tls)
 }
 
 /// Every answering agent's member list and TLS certificate (fingerprint), by pod.
@@ -706,12 +696,7 @@ fn secret_text(secret: &Secret, key: &str) -> String {
 
 /// Fingerprint of the first certificate in `pem`, as agents report theirs.
 fn fingerprint_of(pem: &str) -> String {
-    use rustls::pki_types::pem::PemObject;
-    let der = rustls::pki_types::CertificateDer::pem_slice_iter(pem.as_bytes())
-        .next()
-        .expect("a certificate")
-        .expect("PEM");
-    node_agent::tls::fingerprint(&der)
+    node_agent::tls::fingerprint(&first_der(pem).expect("a certificate"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -881,14 +866,10 @@ async fn a_cluster_with_tls_forms_scales_and_renews_its_certificate_without_rest
     })
     .await;
     // The status tells the renewed certificate's end.
-    let renewed_end = {
-        use rustls::pki_types::pem::PemObject;
-        let der = rustls::pki_types::CertificateDer::pem_slice_iter(renewed.as_bytes())
-            .next()
-            .expect("a certificate")
-            .expect("PEM");
-        node_agent::tls::rfc3339(node_agent::tls::not_after(&der).expect("its end"))
-    };
+    let renewed_end = first_der(&renewed)
+        .and_then(|der| node_agent::tls::not_after(&der))
+        .map(node_agent::tls::rfc3339)
+        .expect("the renewed certificate's end");
     let renewed = fingerprint_of(&renewed);
     c.wait_for(
         &op,

@@ -13,7 +13,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
-use node_agent::api::{ClientError, ClusterMembers, ManagementClient};
+use node_agent::api::{ClientError, ClientTls, ClusterMembers, ManagementClient};
 use node_agent::base::address::NodeAddress;
 use node_agent::base::secret::ManagementToken;
 use tokio::time::Instant;
@@ -69,27 +69,11 @@ impl Agents {
     /// `server_name` from a CA of `ca_pem` (PEM certificates) before anything is sent
     /// to it — the management token above all.
     pub fn with_tls(&self, ca_pem: &[u8], server_name: &str) -> Result<Self, String> {
-        use rustls::pki_types::pem::PemObject;
-        use rustls::pki_types::{CertificateDer, ServerName};
-        let mut roots = rustls::RootCertStore::empty();
-        for ca in CertificateDer::pem_slice_iter(ca_pem) {
-            let ca = ca.map_err(|e| format!("the cluster's CA is not a PEM certificate: {e}"))?;
-            roots
-                .add(ca)
-                .map_err(|e| format!("the cluster's CA is not usable: {e}"))?;
-        }
-        if roots.is_empty() {
-            return Err("the cluster's CA holds no certificate".into());
-        }
-        let config = rustls::ClientConfig::builder_with_provider(node_agent::tls::provider())
-            .with_safe_default_protocol_versions()
-            .map_err(|e| format!("TLS: {e}"))?
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-        let name = ServerName::try_from(server_name.to_owned())
-            .map_err(|e| format!("{server_name:?} is not a server name: {e}"))?;
         Ok(Self {
-            client: self.client.clone().with_tls((Arc::new(config), name)),
+            client: self
+                .client
+                .clone()
+                .with_tls(client_tls(ca_pem, server_name)?),
             scan: self.scan,
         })
     }
@@ -176,6 +160,31 @@ impl Agents {
             .leave(SocketAddr::new(ip, MANAGEMENT_PORT), member, token)
             .await
     }
+}
+
+/// An HTTPS client configuration trusting the CAs of `ca_pem` (PEM certificates)
+/// alone, checking every agent's certificate against `server_name`.
+pub fn client_tls(ca_pem: &[u8], server_name: &str) -> Result<ClientTls, String> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, ServerName};
+    let mut roots = rustls::RootCertStore::empty();
+    for ca in CertificateDer::pem_slice_iter(ca_pem) {
+        let ca = ca.map_err(|e| format!("the cluster's CA is not a PEM certificate: {e}"))?;
+        roots
+            .add(ca)
+            .map_err(|e| format!("the cluster's CA is not usable: {e}"))?;
+    }
+    if roots.is_empty() {
+        return Err("the cluster's CA holds no certificate".into());
+    }
+    let config = rustls::ClientConfig::builder_with_provider(node_agent::tls::provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("TLS: {e}"))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let name = ServerName::try_from(server_name.to_owned())
+        .map_err(|e| format!("{server_name:?} is not a server name: {e}"))?;
+    Ok((Arc::new(config), name))
 }
 
 /// At most [`QUOTED_ERROR_CHARS`] of `text` (an error can quote what an agent sent).

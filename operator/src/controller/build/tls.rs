@@ -123,7 +123,7 @@ pub fn holds(secret: &Secret, key: &str, value: &str) -> bool {
 }
 
 /// The DER of the first PEM certificate in `pem`.
-fn first_der(pem: &str) -> Option<CertificateDer<'static>> {
+pub fn first_der(pem: &str) -> Option<CertificateDer<'static>> {
     CertificateDer::pem_slice_iter(pem.as_bytes()).next()?.ok()
 }
 
