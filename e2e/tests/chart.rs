@@ -73,10 +73,12 @@ fn cases() -> Vec<Case> {
             ],
         },
         Case {
-            values: json!({"maxConcurrentReconciles": 8, "reconcileTimeoutSeconds": 120}),
+            values: json!({"maxConcurrentReconciles": 8, "reconcileTimeoutSeconds": 120,
+                "secretRefreshSeconds": 300}),
             shows: &[
                 "- --max-concurrent-reconciles\n            - \"8\"",
                 "- --reconcile-timeout-seconds\n            - \"120\"",
+                "- --secret-refresh-seconds\n            - \"300\"",
             ],
         },
         Case {

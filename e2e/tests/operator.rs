@@ -299,18 +299,7 @@ async fn the_operator_restarts_scales_and_refuses_bad_specs() {
             .collect()
     };
     let before_scale = uids(c.pods().await);
-    c.patch_spec(json!({"replicas": 5})).await;
-    c.wait_for(
-        &op,
-        "Running with 5 Up",
-        Duration::from_secs(120),
-        running(5),
-    )
-    .await;
-    poll("one cluster of 5", Duration::from_secs(30), || {
-        c.one_cluster_of(5)
-    })
-    .await;
+    c.scale_to(&op, 5, Duration::from_secs(120)).await;
 
     // 5 → 2: shop-2, shop-3 and shop-4 are asked to leave before their pods go.
     let steps = |m: &BTreeMap<String, f64>| {

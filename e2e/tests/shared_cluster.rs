@@ -8,7 +8,8 @@
 //! a leader that was paused mid-rollout writes nothing once it runs again (fenced
 //! leadership). A cluster with `spec.tls` forms over TLS with the operator's CA, is
 //! read and scaled by the operator over HTTPS, and takes a renewed certificate without
-//! a restart or a split.
+//! a restart or a split. A cluster key rotated on request moves every agent to the
+//! new key, step by step, with every member Up throughout.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -28,8 +29,8 @@ use serde_json::json;
 
 mod support;
 use support::operator::{
-    Cluster, Operator, OperatorLog, RolloutWatch, condition, create_cluster, platform, retagged,
-    running, setup, setup_with, status_of,
+    Cluster, Operator, OperatorLog, RolloutWatch, assert_events, condition, create_cluster,
+    platform, retagged, running, setup, setup_with, status_of,
 };
 use support::poll;
 
@@ -939,24 +940,15 @@ async fn a_cluster_with_tls_forms_scales_and_renews_its_certificate_without_rest
         members_before,
         "the same members throughout"
     );
-    let events = p
-        .kubectl()
-        .args([
-            "get",
-            "events",
-            "--field-selector",
-            "involvedObject.name=vault",
-        ])
-        .output()
-        .expect("kubectl get events");
-    let events = String::from_utf8_lossy(&events.stdout);
-    for reason in [
-        "TlsCaCreated",
-        "TlsCertificateIssued",
-        "TlsCertificateRenewed",
-    ] {
-        assert!(events.contains(reason), "{reason}: {events}");
-    }
+    assert_events(
+        &p,
+        "vault",
+        &[
+            "TlsCaCreated",
+            "TlsCertificateIssued",
+            "TlsCertificateRenewed",
+        ],
+    );
 }
 
 /// Each pod's uid and container restarts, by name.
@@ -992,4 +984,208 @@ fn restarts(pod: &k8s_openapi::api::core::v1::Pod) -> i32 {
         .flat_map(|s| s.container_statuses.iter().flatten())
         .map(|c| c.restart_count)
         .sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_key_rotation_moves_every_agent_to_a_new_key_without_a_split() {
+    // Kubelets here refresh Secret volumes every 10-15 s (not 60-90 s): the operator is
+    // told so (a pod whose agent is not running counts as holding the key file written
+    // 20 s ago), and the test is shorter; the protocol waits on the agents either way.
+    let refresh = e2e::VolumeRefresh {
+        sync_period: Duration::from_secs(10),
+        ..e2e::VolumeRefresh::default()
+    };
+    let p = platform("keyrot", (97, 98), refresh).await;
+    let op = Operator::start_with(
+        &p,
+        "op-a",
+        SocketAddr::from(([127, 0, 97, 10], 8080)),
+        &["--secret-refresh-seconds", "20"],
+        "info",
+    );
+    let c = Cluster::of(&p, "keys");
+    create_cluster(&p, "keys", 3, json!({})).await;
+    let cs = c
+        .wait_for(
+            &op,
+            "Running with 3 Up",
+            Duration::from_secs(180),
+            running(3),
+        )
+        .await;
+    poll("one cluster of 3", Duration::from_secs(60), || {
+        c.one_cluster_of(3)
+    })
+    .await;
+    let old = status_of(&cs).cluster_key.expect("status.clusterKey").keys;
+    assert_eq!(old.len(), 1, "{old:?}");
+    assert_eq!(
+        agent_keys(&c).await.into_values().collect::<Vec<_>>(),
+        vec![old.clone(); 3]
+    );
+    let secrets: Api<Secret> = Api::namespaced(p.client.clone(), &p.namespace);
+    let before_secret = secrets.get("keys-cluster-key").await.expect("the Secret");
+    let before = pods_and_restarts(&c).await;
+    let members_before = c.views().await.into_values().next().expect("a view");
+    let original: Vec<(node_agent::base::address::NodeAddress, u64)> = members_before
+        .members
+        .iter()
+        .map(|m| (m.node.clone(), m.node_uid))
+        .collect();
+
+    // Traffic throughout: every agent asked for its members again and again (and the
+    // agents gossip and check each other's heartbeats, every frame signed). At every
+    // look: one cluster, every original member listed and Up.
+    let (stop, mut stopped) = tokio::sync::watch::channel(false);
+    let monitor = tokio::spawn({
+        let (c, original) = (c.clone(), original.clone());
+        async move {
+            let (mut looks, mut unreachable_seen) = (0u32, 0u32);
+            let deadline = Instant::now() + Duration::from_secs(400);
+            while !*stopped.borrow() && Instant::now() < deadline {
+                let views = c.views().await;
+                let members: Vec<&ClusterMembers> = views.values().collect();
+                check::no_split(members.iter().copied())
+                    .map_err(|e| format!("two clusters during the rotation: {e}"))?;
+                for (pod, v) in &views {
+                    for (node, uid) in &original {
+                        let listed = v
+                            .members
+                            .iter()
+                            .find(|m| &m.node == node && m.node_uid == *uid);
+                        match listed {
+                            Some(m) if m.status == node_agent::base::member::MemberStatus::Up => {}
+                            other => {
+                                return Err(format!(
+                                    "{pod} lists {node} as {:?} during the rotation",
+                                    other.map(|m| m.status)
+                                ));
+                            }
+                        }
+                    }
+                    if !v.unreachable.is_empty() {
+                        unreachable_seen += 1;
+                    }
+                }
+                looks += 1;
+                let _ = tokio::time::timeout(Duration::from_millis(200), stopped.changed()).await;
+            }
+            Ok::<_, String>((looks, unreachable_seen))
+        }
+    });
+
+    let asked = Instant::now();
+    c.api()
+        .patch(
+            "keys",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(json!({"metadata": {"annotations": {
+                operator::controller::key_rotation::ROTATE_ANNOTATION: "first"
+            }}})),
+        )
+        .await
+        .expect("ask for a new key");
+    let new = poll(
+        "every agent signs with the new key alone",
+        Duration::from_secs(300),
+        || {
+            let (c, old) = (c.clone(), old.clone());
+            async move {
+                let cs = c.api().get("keys").await.map_err(|e| e.to_string())?;
+                let key = status_of(&cs).cluster_key.ok_or("no status.clusterKey")?;
+                if key.keys.len() != 1 || key.keys == old || key.rotation.is_some() {
+                    return Err(format!("status.clusterKey {key:?}"));
+                }
+                let agents = agent_keys(&c).await;
+                if agents.len() != 3 || agents.values().any(|k| *k != key.keys) {
+                    return Err(format!("agents use {agents:?}, status {key:?}"));
+                }
+                Ok(key.keys)
+            }
+        },
+    )
+    .await;
+    let took = asked.elapsed();
+    stop.send(true).expect("the monitor runs");
+    let (looks, unreachable_seen) = monitor
+        .await
+        .expect("the monitor")
+        .unwrap_or_else(|e| panic!("{e}; operator log:\n{}", op.log_tail()));
+    println!(
+        "cluster key rotated on 3 agents in {} ms (kubelet refresh 10-15 s); {looks} looks at every agent, all one cluster with every member Up; looks with an unreachable member: {unreachable_seen}",
+        took.as_millis()
+    );
+    assert!(looks > 0);
+
+    let after_secret = secrets.get("keys-cluster-key").await.expect("the Secret");
+    let data = |s: &Secret, k: &str| s.data.as_ref().and_then(|d| d.get(k)).cloned();
+    assert_eq!(
+        data(&after_secret, "management.token"),
+        data(&before_secret, "management.token"),
+        "the management token stays"
+    );
+    let file = data(&after_secret, "cluster.key").expect("cluster.key").0;
+    let keys = node_agent::base::secret::ClusterKey::parse_file(&file).expect("a key file");
+    assert_eq!(keys.len(), 1);
+    assert_eq!(vec![node_agent::base::secret::key_id(&keys[0])], new);
+    let annotations = after_secret.annotations();
+    assert_eq!(
+        annotations
+            .get(operator::controller::key_rotation::HANDLED_ANNOTATION)
+            .map(String::as_str),
+        Some("first")
+    );
+    assert!(
+        !annotations.contains_key(operator::controller::key_rotation::TARGET_ANNOTATION),
+        "{annotations:?}"
+    );
+    assert_eq!(
+        pods_and_restarts(&c).await,
+        before,
+        "the same pods, not restarted"
+    );
+    let members_after = c.views().await.into_values().next().expect("a view");
+    assert_eq!(
+        members_after
+            .members
+            .iter()
+            .map(|m| (m.node.clone(), m.node_uid))
+            .collect::<Vec<_>>(),
+        original,
+        "the same members throughout"
+    );
+    assert_events(
+        &p,
+        "keys",
+        &[
+            "ClusterKeyRotationStarted",
+            "ClusterKeyRotationStep",
+            "ClusterKeyRotated",
+        ],
+    );
+
+    // A pod made after the rotation starts on the new key and joins.
+    c.scale_to(&op, 4, Duration::from_secs(180)).await;
+    assert_eq!(
+        agent_keys(&c).await.into_values().collect::<Vec<_>>(),
+        vec![new; 4]
+    );
+}
+
+/// The cluster keys (ids, the signing one first) each answering agent uses, by pod.
+async fn agent_keys(c: &Cluster) -> BTreeMap<String, Vec<String>> {
+    let client = ManagementClient::new(Duration::from_secs(2));
+    let mut out = BTreeMap::new();
+    for pod in c.pods().await {
+        let Some(ip) = support::operator::pod_ip(&pod) else {
+            continue;
+        };
+        if let Ok(s) = client
+            .bootstrap_status(SocketAddr::new(ip, e2e::MANAGEMENT_PORT))
+            .await
+        {
+            out.insert(pod.name_any(), s.cluster_keys);
+        }
+    }
+    out
 }

@@ -13,7 +13,9 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
-use node_agent::api::{ClientError, ClientTls, ClusterMembers, ManagementClient};
+use node_agent::api::{
+    BootstrapStatusBody, ClientError, ClientTls, ClusterMembers, ManagementClient,
+};
 use node_agent::base::address::NodeAddress;
 use node_agent::base::secret::ManagementToken;
 use tokio::time::Instant;
@@ -41,6 +43,9 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
 /// One look at a cluster's agents (asking one after another until one answers as a
 /// member) gives up after this.
 pub const SCAN_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Agents asked at once for their status (a key rotation asks every pod's).
+const STATUS_CONCURRENCY: usize = 8;
 
 /// Talks to agents on their pod IPs.
 #[derive(Debug, Clone)]
@@ -147,6 +152,33 @@ impl Agents {
             .await
             .ok()?;
         Some(answer.and_then(bounded))
+    }
+
+    /// `/bootstrap/status` of each agent of `targets` (pod name, IP), a few asked at
+    /// once, all within one look's time (`scan`): an agent not answered by then gets
+    /// that as its error. In no particular order.
+    pub async fn statuses(
+        &self,
+        targets: &[(String, IpAddr)],
+    ) -> Vec<(String, Result<BootstrapStatusBody, String>)> {
+        use futures_util::StreamExt;
+        let deadline = Instant::now() + self.scan;
+        futures_util::stream::iter(targets.iter().cloned())
+            .map(|(pod, ip)| async move {
+                let addr = SocketAddr::new(ip, MANAGEMENT_PORT);
+                let answer =
+                    match tokio::time::timeout_at(deadline, self.client.bootstrap_status(addr))
+                        .await
+                    {
+                        Ok(Ok(s)) => Ok(s),
+                        Ok(Err(e)) => Err(quoted(&e.to_string())),
+                        Err(_) => Err(format!("no answer within {:?}", self.scan)),
+                    };
+                (pod, answer)
+            })
+            .buffer_unordered(STATUS_CONCURRENCY)
+            .collect()
+            .await
     }
 
     /// Asks the agent at `ip` to make `member` leave the cluster gracefully.

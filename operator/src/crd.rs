@@ -690,6 +690,9 @@ pub struct ClusterSpecStatus {
     /// With spec.tls: the agents' certificate and the cluster's CA.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls: Option<TlsStatus>,
+    /// The cluster key, by id, and a rotation under way.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster_key: Option<ClusterKeyStatus>,
     /// `Formed`, `Available`, `Progressing` and `Degraded`, each with the generation
     /// it was computed for.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -706,6 +709,20 @@ pub struct TlsStatus {
     pub certificate_not_after: String,
     /// When the cluster's CA ends (RFC 3339).
     pub ca_not_after: String,
+}
+
+/// The cluster key, by id (an id, the start of an HMAC under the key, reveals nothing
+/// of it).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ClusterKeyStatus {
+    /// The ids of the keys in the cluster's key file, the signing one first (two
+    /// while a rotation runs).
+    pub keys: Vec<String>,
+    /// While a rotation (annotation `muster.dev/rotate-cluster-key`) runs: its step
+    /// and what it waits for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rotation: Option<String>,
 }
 
 /// Members by state.

@@ -64,6 +64,9 @@ pub struct Seen<'a> {
     /// With spec.tls, what the operator keeps now (`None`: not looked at in this
     /// reconcile; the previous status's stays).
     pub tls: Option<crate::crd::TlsStatus>,
+    /// The cluster key as the operator keeps it now (`None`: not looked at in this
+    /// reconcile; the previous status's stays).
+    pub cluster_key: Option<crate::crd::ClusterKeyStatus>,
     pub now: Timestamp,
 }
 
@@ -425,6 +428,10 @@ pub fn compute(seen: &Seen<'_>) -> ClusterSpecStatus {
         } else {
             None
         },
+        cluster_key: seen
+            .cluster_key
+            .clone()
+            .or_else(|| seen.previous.and_then(|p| p.cluster_key.clone())),
         conditions,
     }
 }

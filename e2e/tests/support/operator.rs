@@ -364,6 +364,20 @@ pub async fn create_cluster(
     started
 }
 
+/// Asserts that Events of each reason in `reasons` were recorded for object `name`.
+pub fn assert_events(p: &Platform, name: &str, reasons: &[&str]) {
+    let selector = format!("involvedObject.name={name}");
+    let out = p
+        .kubectl()
+        .args(["get", "events", "--field-selector", &selector])
+        .output()
+        .expect("kubectl get events");
+    let events = String::from_utf8_lossy(&out.stdout);
+    for reason in reasons {
+        assert!(events.contains(reason), "{reason}: {events}");
+    }
+}
+
 pub fn status_of(cs: &ClusterSpec) -> ClusterSpecStatus {
     cs.status.clone().unwrap_or_default()
 }
@@ -456,6 +470,26 @@ impl Cluster {
         )
         .await;
         found.unwrap_or_else(|_| panic!("{what}: stuck; operator log:\n{}", op.log_tail()))
+    }
+
+    /// Sets `spec.replicas` to `n` and waits (within `limit`) for status Running with
+    /// `n` Up, then (within 60 s more) for every agent to see one cluster of `n`.
+    pub async fn scale_to(&self, op: &dyn OperatorLog, n: usize, limit: Duration) {
+        self.patch_spec(json!({ "replicas": n })).await;
+        let replicas = i32::try_from(n).expect("a replica count");
+        self.wait_for(
+            op,
+            &format!("Running with {n} Up"),
+            limit,
+            running(replicas),
+        )
+        .await;
+        poll(
+            &format!("one cluster of {n}"),
+            Duration::from_secs(60),
+            || self.one_cluster_of(n),
+        )
+        .await;
     }
 
     /// Deletes every pod of the cluster at once (`kubectl delete pods -l …`).

@@ -56,6 +56,13 @@ struct Args {
     #[arg(long, env = "MUSTER_RECONCILE_TIMEOUT_SECONDS", default_value_t = controller::RECONCILE_TIMEOUT.as_secs(),
           value_parser = clap::value_parser!(u64).range(15..=3600))]
     reconcile_timeout_seconds: u64,
+    /// How late, in seconds, a kubelet shows a changed Secret in a pod's volume (its
+    /// sync period, 1 min by default, and jitter): a cluster-key rotation takes a pod
+    /// whose agent is not running as holding the key file written this long ago. Raise
+    /// it where kubelets run with a longer `syncFrequency`.
+    #[arg(long, env = "MUSTER_SECRET_REFRESH_SECONDS", default_value_t = controller::SECRET_REFRESH.as_secs(),
+          value_parser = clap::value_parser!(u64).range(1..=3600))]
+    secret_refresh_seconds: u64,
     /// For tests of leadership fencing only: wait this many milliseconds between
     /// deciding to delete a pod in a rollout and deleting it.
     #[arg(long, hide = true, default_value_t = 0)]
@@ -243,6 +250,7 @@ async fn run(mut args: Args) -> ExitCode {
     ctx.delay_before_delete = Duration::from_millis(args.test_delay_before_delete_ms);
     ctx.concurrency = args.max_concurrent_reconciles;
     ctx.reconcile_timeout = Duration::from_secs(args.reconcile_timeout_seconds);
+    ctx.secret_refresh = Duration::from_secs(args.secret_refresh_seconds);
     let ctx = Arc::new(ctx);
     // A graceful stop lets the current reconciles finish; a lost Lease (or a keeper
     // that died) does not: the process ends at once (the fence already refuses their

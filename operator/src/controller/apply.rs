@@ -439,15 +439,15 @@ pub(crate) fn is_empty(v: &Value) -> bool {
     }
 }
 
-/// The management token from the cluster's Secret (`existing`, as read), creating the
-/// Secret (with a fresh random key and token) when it does not exist. An existing
-/// Secret is never changed.
+/// The management token from the cluster's Secret (`existing`, as read), and the
+/// Secret, creating it (with a fresh random key and token) when it does not exist. An
+/// existing Secret is not changed here (only a key rotation changes its key file).
 pub async fn secret(
     ctx: &Context,
     cs: &ClusterSpec,
     ns: &str,
     existing: Option<Secret>,
-) -> Result<ManagementToken, Error> {
+) -> Result<(ManagementToken, Secret), Error> {
     let name = build::secret_name(cs);
     let secret = match existing {
         Some(s) => s,
@@ -462,7 +462,7 @@ pub async fn secret(
             made
         }
     };
-    let data = secret.data.unwrap_or_default();
+    let data = secret.data.clone().unwrap_or_default();
     let missing: Vec<&str> = [build::CLUSTER_KEY, MANAGEMENT_TOKEN]
         .into_iter()
         .filter(|k| data.get(*k).is_none_or(|v| v.0.len() < 16))
@@ -477,11 +477,12 @@ pub async fn secret(
         .get(MANAGEMENT_TOKEN)
         .map(|v| v.0.trim_ascii())
         .unwrap_or_default();
-    ManagementToken::new(token).map_err(|e| {
+    let token = ManagementToken::new(token).map_err(|e| {
         Error::Secret(format!(
             "Secret {ns}/{name} has an unusable {MANAGEMENT_TOKEN}: {e}; the operator never overwrites it — delete the Secret to get a new one (every pod then restarts with it)"
         ))
-    })
+    })?;
+    Ok((token, secret))
 }
 
 /// Creates `secret` unless it exists; the one there if another reconcile made it

@@ -6,6 +6,7 @@
 pub mod apply;
 pub mod build;
 mod formation;
+pub mod key_rotation;
 mod observe;
 
 use std::collections::HashMap;
@@ -44,6 +45,12 @@ pub const MANAGED_BY: &str = "app.kubernetes.io/managed-by=muster-operator";
 /// scaling: member changes do not wake the controller) and when all is quiet.
 const BUSY_REQUEUE: Duration = Duration::from_secs(2);
 const QUIET_REQUEUE: Duration = Duration::from_secs(30);
+/// How often a cluster whose key is being rotated is looked at (each step waits for
+/// the kubelets to refresh the pods' Secret volumes, a minute or so).
+const ROTATION_REQUEUE: Duration = Duration::from_secs(5);
+/// Default of [`Context::secret_refresh`]: a kubelet's sync period (1 min by
+/// default) and its jitter, with room to spare.
+pub const SECRET_REFRESH: Duration = Duration::from_secs(180);
 
 /// After a failed reconcile the next try waits [`RETRY_FIRST`], doubling with every
 /// further failure of the same ClusterSpec up to [`RETRY_MAX`]; a success resets it.
@@ -132,6 +139,10 @@ pub struct Context {
     pub reconcile_timeout: Duration,
     /// At most this many ClusterSpecs are reconciled at once (each one at most once).
     pub concurrency: u16,
+    /// How late, at most, a kubelet shows a change of a Secret in a pod's volume: a
+    /// key rotation takes a pod whose agent is not running as holding the key file
+    /// written this long ago.
+    pub secret_refresh: Duration,
     /// Failed reconciles in a row, per ClusterSpec (for the retry back-off).
     pub failures: Mutex<HashMap<ObjectRef<ClusterSpec>, u32>>,
     /// The last status written, per ClusterSpec, until the watch delivers it.
@@ -225,6 +236,7 @@ impl Context {
             pdb_supported,
             reconcile_timeout: RECONCILE_TIMEOUT,
             concurrency: CONCURRENCY,
+            secret_refresh: SECRET_REFRESH,
             failures: Mutex::default(),
             written: Mutex::default(),
             fence,
@@ -591,13 +603,15 @@ async fn reconcile_once(cs: &ClusterSpec, ctx: &Context, now: Timestamp) -> Resu
     let mut scaling = None;
     let mut forming_held = false;
     let mut tls_status = None;
+    let mut key_status = None;
+    let mut rotating = false;
     if let Some(mut lives) = lives.filter(|_| problems.is_empty() && conflicts.is_empty()) {
         let formed = status::formed_at(&cs.spec, previous, members, now).is_some();
         let lock = status::new_cluster_enabled(&cs.spec, formed);
         let current = world.stateful_set.as_ref().and_then(|s| s.spec.replicas);
         let known = world.members_known().then_some(member_views.as_slice());
         let shrink = scale::scale_down(cs.spec.replicas, current, &pod_views, known);
-        let token = apply::secret(ctx, cs, &ns, lives.secret.take()).await?;
+        let (token, key_secret) = apply::secret(ctx, cs, &ns, lives.secret.take()).await?;
         if cs.spec.tls.enabled {
             // Before the pods: they cannot start without their certificate.
             let (ca, mounted) = (lives.tls_ca.take(), lives.tls.take());
@@ -611,6 +625,24 @@ async fn reconcile_once(cs: &ClusterSpec, ctx: &Context, now: Timestamp) -> Resu
             }
             tls_status = kept;
         }
+        let kept = key_rotation::keep(
+            ctx,
+            cs,
+            &ns,
+            &key_secret,
+            world.stateful_set.as_ref(),
+            &world.pods,
+            world.agents.as_ref().ok(),
+            ctx.secret_refresh,
+            // Taken before the pods were read.
+            std::time::SystemTime::from(now),
+        )
+        .await?;
+        for (reason, action, note) in kept.done {
+            event(ctx, cs, None, EventType::Normal, reason, action, note).await;
+        }
+        key_status = kept.status;
+        rotating = kept.rotating;
         let mut owned = build::owned(cs, lock, &site).map_err(Error::Build)?;
         // Agents read agent.yaml (expected-contact-point-nr among it) only at start, the
         // new-cluster-enabled key at run time. Forming again under an explicit `true`
@@ -729,6 +761,7 @@ async fn reconcile_once(cs: &ClusterSpec, ctx: &Context, now: Timestamp) -> Resu
         retention_supported: ctx.retention_supported,
         forming_held,
         tls: tls_status,
+        cluster_key: key_status,
         now,
     };
     let next = status::compute(&seen);
@@ -742,10 +775,11 @@ async fn reconcile_once(cs: &ClusterSpec, ctx: &Context, now: Timestamp) -> Resu
         || !problems.is_empty()
         || !conflicts.is_empty()
         || world.members_slow;
-    Ok(Action::requeue(if quiet {
-        QUIET_REQUEUE
+    let after = if quiet { QUIET_REQUEUE } else { BUSY_REQUEUE };
+    Ok(Action::requeue(if rotating {
+        after.min(ROTATION_REQUEUE)
     } else {
-        BUSY_REQUEUE
+        after
     }))
 }
 

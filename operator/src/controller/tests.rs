@@ -48,6 +48,7 @@ fn context_with(network_policy: bool) -> (Arc<Context>, ApiHandle) {
         operator_namespace: "muster-system".into(),
         reconcile_timeout: RECONCILE_TIMEOUT,
         concurrency: CONCURRENCY,
+        secret_refresh: SECRET_REFRESH,
         failures: Default::default(),
         written: Default::default(),
         fence: held(),
@@ -863,13 +864,7 @@ async fn tls_secrets_gone(pod_status: Value) -> (Vec<Call>, Result<Action, Error
             "template": {"spec": {"containers": [], "volumes": [
                 {"name": "muster-tls", "secret": {"secretName": "shop-muster-tls"}}]}}},
     });
-    let pods = json!({"kind": "PodList", "apiVersion": "v1", "metadata": {}, "items": [{
-        "metadata": {"name": "shop-0", "namespace": "prod",
-            "labels": {"muster.dev/cluster": "shop"},
-            "ownerReferences": [{"apiVersion": "apps/v1", "kind": "StatefulSet",
-                "name": "shop", "uid": "s-1", "controller": true}]},
-        "status": pod_status,
-    }]});
+    let pods = one_pod(pod_status);
     let task = tokio::spawn({
         let (cs, ctx) = (cs.clone(), ctx.clone());
         async move { reconcile_once(&cs, &ctx, now()).await }
@@ -880,6 +875,17 @@ async fn tls_secrets_gone(pod_status: Value) -> (Vec<Call>, Result<Action, Error
         _ => empty_namespace(call),
     })
     .await
+}
+
+/// The PodList of the StatefulSet "shop" (uid s-1) with one pod in `status`.
+fn one_pod(status: Value) -> Value {
+    json!({"kind": "PodList", "apiVersion": "v1", "metadata": {}, "items": [{
+        "metadata": {"name": "shop-0", "namespace": "prod",
+            "labels": {"muster.dev/cluster": "shop"},
+            "ownerReferences": [{"apiVersion": "apps/v1", "kind": "StatefulSet",
+                "name": "shop", "uid": "s-1", "controller": true}]},
+        "status": status,
+    }]})
 }
 
 fn secrets_made(calls: &[Call]) -> Vec<&Value> {
@@ -922,5 +928,220 @@ async fn tls_secrets_gone_under_running_pods_are_not_made_anew() {
     assert_eq!(
         secrets_made(&calls),
         ["shop-cluster-key", "shop-muster-ca", "shop-muster-tls"]
+    );
+}
+
+/// One reconcile of a cluster of one pod (agent in `pod_status`) whose key Secret holds
+/// `key_file`, with `secret_annotations`, the ClusterSpec asking for rotation "first";
+/// the Secret's replace is answered with `replace_code`.
+async fn key_rotation(
+    key_file: &str,
+    secret_annotations: Value,
+    pod_status: Value,
+    replace_code: u16,
+) -> (Vec<Call>, Result<Action, Error>) {
+    let (ctx, handle) = context();
+    let mut cs = cluster(json!({"replicas": 1}));
+    cs.metadata.annotations = Some(
+        [(
+            key_rotation::ROTATE_ANNOTATION.to_owned(),
+            "first".to_owned(),
+        )]
+        .into_iter()
+        .collect(),
+    );
+    let owner = json!([{"apiVersion": "muster.dev/v1alpha1", "kind": "ClusterSpec",
+        "name": "shop", "uid": "u-1", "controller": true}]);
+    let secret = serde_json::to_value(k8s_openapi::api::core::v1::Secret {
+        data: Some(
+            [
+                ("cluster.key", key_file),
+                ("management.token", "token-0123456789abcdef"),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), k8s_openapi::ByteString(v.as_bytes().to_vec())))
+            .collect(),
+        ),
+        ..Default::default()
+    })
+    .expect("a Secret");
+    let secret = json!({
+        "apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+        "metadata": {"name": "shop-cluster-key", "namespace": "prod", "resourceVersion": "7",
+            "creationTimestamp": "2020-01-01T00:00:00Z",
+            "annotations": secret_annotations, "ownerReferences": owner},
+        "data": secret["data"],
+    });
+    let set = json!({
+        "apiVersion": "apps/v1", "kind": "StatefulSet",
+        "metadata": {"name": "shop", "namespace": "prod", "uid": "s-1", "ownerReferences": owner},
+        "spec": {"selector": {"matchLabels": {"muster.dev/cluster": "shop"}},
+            "serviceName": "shop", "template": {"spec": {"containers": []}}},
+    });
+    let pods = one_pod(pod_status);
+    let task = tokio::spawn({
+        let (cs, ctx) = (cs.clone(), ctx.clone());
+        async move { reconcile_once(&cs, &ctx, now()).await }
+    });
+    serve(handle, task, |call| match call.method.as_str() {
+        "GET" if call.uri.contains("/secrets/shop-cluster-key") => (200, secret.clone()),
+        "GET" if call.uri.contains("/statefulsets/shop") => (200, set.clone()),
+        "GET" if call.uri.contains("/pods?") => (200, pods.clone()),
+        "PUT" if call.uri.contains("/secrets/") => (
+            replace_code,
+            if replace_code == 409 {
+                json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
+                    "reason": "Conflict", "message": "changed", "code": 409})
+            } else {
+                call.body.clone()
+            },
+        ),
+        _ => empty_namespace(call),
+    })
+    .await
+}
+
+fn agent_in(state: Value) -> Value {
+    json!({"podIP": "127.36.4.1", "containerStatuses": [{"name": "agent", "ready": false,
+        "restartCount": 0, "image": "agent:1", "imageID": "", "state": state}]})
+}
+
+fn secret_writes(calls: &[Call]) -> Vec<&Call> {
+    calls
+        .iter()
+        .filter(|c| c.method == "PUT" && c.uri.contains("/secrets/shop-cluster-key"))
+        .collect()
+}
+
+fn reasons(calls: &[Call]) -> Vec<String> {
+    calls
+        .iter()
+        .filter(|c| c.method == "POST" && c.uri.contains("/events"))
+        .map(|c| c.body["reason"].as_str().unwrap_or_default().to_owned())
+        .collect()
+}
+
+fn written_status(calls: &[Call]) -> Value {
+    calls
+        .iter()
+        .rev()
+        .find(|c| c.uri.contains("/status?"))
+        .map(|c| c.body["status"].clone())
+        .expect("a status write")
+}
+
+const OLD_KEY: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+
+#[tokio::test]
+async fn a_key_rotation_adds_the_new_key_beside_the_old_once_every_pod_holds_the_file() {
+    // The only pod's agent is not running and the key file was written long ago: its
+    // volume holds it. The new key goes in beside the old one, which still signs.
+    let waiting = agent_in(json!({"waiting": {"reason": "CrashLoopBackOff"}}));
+    let (calls, result) = key_rotation(OLD_KEY, json!({}), waiting, 200).await;
+    result.expect("reconciled");
+    let writes = secret_writes(&calls);
+    assert_eq!(writes.len(), 1, "{:?}", summary(&calls));
+    let body = &writes[0].body;
+    assert_eq!(
+        body["metadata"]["resourceVersion"], "7",
+        "over the Secret as read"
+    );
+    let file: k8s_openapi::ByteString =
+        serde_json::from_value(body["data"]["cluster.key"].clone()).expect("a key file");
+    let keys = node_agent::base::secret::ClusterKey::parse_file(&file.0).expect("keys");
+    assert_eq!(keys.len(), 2);
+    assert_eq!(keys[0], OLD_KEY.as_bytes(), "the old key still signs");
+    let new_id = node_agent::base::secret::key_id(&keys[1]);
+    let annotations = &body["metadata"]["annotations"];
+    assert_eq!(
+        annotations[key_rotation::TARGET_ANNOTATION],
+        new_id.as_str()
+    );
+    assert_eq!(annotations[key_rotation::HANDLED_ANNOTATION], "first");
+    assert!(annotations[key_rotation::WRITTEN_AT_ANNOTATION].is_string());
+    let token: k8s_openapi::ByteString =
+        serde_json::from_value(body["data"]["management.token"].clone()).expect("a token");
+    assert_eq!(token.0, b"token-0123456789abcdef", "the token stays");
+    assert_eq!(reasons(&calls), ["ClusterKeyRotationStarted"]);
+    let status = written_status(&calls);
+    assert_eq!(
+        status["clusterKey"]["keys"].as_array().map(Vec::len),
+        Some(2)
+    );
+    assert!(
+        status["clusterKey"]["rotation"]
+            .as_str()
+            .is_some_and(|r| r.contains("added beside")),
+        "{status}"
+    );
+}
+
+#[tokio::test]
+async fn a_pod_not_running_is_waited_for_until_its_volume_surely_holds_the_file() {
+    // The key file was written a minute before the reconcile: a kubelet may not have
+    // refreshed the pod's volume yet, and its agent may start on the older file.
+    let waiting = agent_in(json!({"waiting": {"reason": "CrashLoopBackOff"}}));
+    let recent = json!({(key_rotation::WRITTEN_AT_ANNOTATION): "2027-01-15T07:59:00Z"});
+    assert_eq!(now().to_string(), "2027-01-15T08:00:00Z");
+    let (calls, result) = key_rotation(OLD_KEY, recent, waiting, 200).await;
+    result.expect("reconciled");
+    assert!(secret_writes(&calls).is_empty(), "{:?}", summary(&calls));
+    let status = written_status(&calls);
+    let rotation = status["clusterKey"]["rotation"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(
+        rotation.contains("shop-0: not running") && !rotation.contains("refused"),
+        "{status}"
+    );
+}
+
+#[tokio::test]
+async fn a_key_rotation_waits_for_an_agent_that_does_not_answer_and_writes_nothing() {
+    // Running, but nothing answers at its address: it may not hold the file yet.
+    let running = agent_in(json!({"running": {}}));
+    let (calls, result) = key_rotation(OLD_KEY, json!({}), running, 200).await;
+    result.expect("reconciled");
+    assert!(secret_writes(&calls).is_empty(), "{:?}", summary(&calls));
+    assert!(reasons(&calls).is_empty(), "{:?}", reasons(&calls));
+    let status = written_status(&calls);
+    let rotation = status["clusterKey"]["rotation"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(
+        rotation.starts_with("to a new key: waiting") && rotation.contains("shop-0: no answer"),
+        "{status}"
+    );
+    assert_eq!(
+        status["clusterKey"]["keys"].as_array().map(Vec::len),
+        Some(1)
+    );
+}
+
+#[tokio::test]
+async fn a_key_rotation_step_lost_to_a_concurrent_write_is_not_reported_done() {
+    let waiting = agent_in(json!({"waiting": {"reason": "CrashLoopBackOff"}}));
+    let (calls, result) = key_rotation(OLD_KEY, json!({}), waiting, 409).await;
+    result.expect("a conflict is looked at again, not an error");
+    assert_eq!(secret_writes(&calls).len(), 1);
+    assert!(reasons(&calls).is_empty(), "{:?}", reasons(&calls));
+    let status = written_status(&calls);
+    assert_eq!(
+        status["clusterKey"]["keys"].as_array().map(Vec::len),
+        Some(1)
+    );
+}
+
+#[tokio::test]
+async fn a_request_already_handled_and_one_key_asks_no_agent_and_writes_nothing() {
+    let running = agent_in(json!({"running": {}}));
+    let handled = json!({(key_rotation::HANDLED_ANNOTATION): "first"});
+    let (calls, result) = key_rotation(OLD_KEY, handled, running, 200).await;
+    result.expect("reconciled");
+    assert!(secret_writes(&calls).is_empty(), "{:?}", summary(&calls));
+    let status = written_status(&calls);
+    assert_eq!(
+        status["clusterKey"],
+        json!({"keys": [node_agent::base::secret::key_id(OLD_KEY.as_bytes())]})
     );
 }

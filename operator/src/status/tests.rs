@@ -82,6 +82,7 @@ fn seen<'a>(
         retention_supported: false,
         forming_held: false,
         tls: None,
+        cluster_key: None,
         now,
     }
 }

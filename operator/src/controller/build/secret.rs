@@ -19,8 +19,19 @@ pub fn secret_name(cs: &ClusterSpec) -> String {
 /// a new key would split running agents from restarted ones.
 pub fn secret(cs: &ClusterSpec, random: &[u8; 64]) -> Secret {
     let hex = node_agent::base::hex;
+    let mut metadata = meta(cs, &secret_name(cs));
+    // A rotation asked for before the key existed is no reason to rotate it.
+    if let Some(asked) = cs
+        .annotations()
+        .get(crate::controller::key_rotation::ROTATE_ANNOTATION)
+    {
+        metadata.annotations = Some(BTreeMap::from([(
+            crate::controller::key_rotation::HANDLED_ANNOTATION.to_owned(),
+            asked.clone(),
+        )]));
+    }
     Secret {
-        metadata: meta(cs, &secret_name(cs)),
+        metadata,
         type_: Some("Opaque".into()),
         data: Some(BTreeMap::from([
             (
