@@ -9,7 +9,8 @@
 //! leadership). A cluster with `spec.tls` forms over TLS with the operator's CA, is
 //! read and scaled by the operator over HTTPS, and takes a renewed certificate without
 //! a restart or a split. A cluster key rotated on request moves every agent to the
-//! new key, step by step, with every member Up throughout.
+//! new key, step by step, with every member Up throughout, the operator replaced by
+//! another after the first step.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -996,13 +997,16 @@ async fn a_cluster_key_rotation_moves_every_agent_to_a_new_key_without_a_split()
         ..e2e::VolumeRefresh::default()
     };
     let p = platform("keyrot", (97, 98), refresh).await;
-    let op = Operator::start_with(
-        &p,
-        "op-a",
-        SocketAddr::from(([127, 0, 97, 10], 8080)),
-        &["--secret-refresh-seconds", "20"],
-        "info",
-    );
+    let start = |identity: &str, host: u8| {
+        Operator::start_with(
+            &p,
+            identity,
+            SocketAddr::from(([127, 0, 97, host], 8080)),
+            &["--secret-refresh-seconds", "20"],
+            "info",
+        )
+    };
+    let mut op = start("op-a", 10);
     let c = Cluster::of(&p, "keys");
     create_cluster(&p, "keys", 3, json!({})).await;
     let cs = c
@@ -1085,6 +1089,41 @@ async fn a_cluster_key_rotation_moves_every_agent_to_a_new_key_without_a_split()
         )
         .await
         .expect("ask for a new key");
+    // The operator stops right after the first step and another one takes over: it
+    // goes on from what the Secret records, with the same new key.
+    let first_step = poll(
+        "the new key beside the old one",
+        Duration::from_secs(120),
+        || {
+            let secrets = secrets.clone();
+            async move {
+                let s = secrets
+                    .get("keys-cluster-key")
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let file = s
+                    .data
+                    .as_ref()
+                    .and_then(|d| d.get("cluster.key"))
+                    .ok_or("no key file")?;
+                let keys = node_agent::base::secret::ClusterKey::parse_file(&file.0)?;
+                let target = s
+                    .annotations()
+                    .get(operator::controller::key_rotation::TARGET_ANNOTATION)
+                    .cloned();
+                match target {
+                    Some(t) if keys.len() == 2 => Ok(t),
+                    _ => Err(format!("{} key(s), target {target:?}", keys.len())),
+                }
+            }
+        },
+    )
+    .await;
+    assert!(
+        op.terminate(Duration::from_secs(20)).await.is_some(),
+        "the operator stops on SIGTERM"
+    );
+    op = start("op-b", 11);
     let new = poll(
         "every agent signs with the new key alone",
         Duration::from_secs(300),
@@ -1128,6 +1167,7 @@ async fn a_cluster_key_rotation_moves_every_agent_to_a_new_key_without_a_split()
     let keys = node_agent::base::secret::ClusterKey::parse_file(&file).expect("a key file");
     assert_eq!(keys.len(), 1);
     assert_eq!(vec![node_agent::base::secret::key_id(&keys[0])], new);
+    assert_eq!(new, [first_step], "the key the first operator added");
     let annotations = after_secret.annotations();
     assert_eq!(
         annotations
@@ -1153,6 +1193,22 @@ async fn a_cluster_key_rotation_moves_every_agent_to_a_new_key_without_a_split()
             .collect::<Vec<_>>(),
         original,
         "the same members throughout"
+    );
+    let started = p
+        .kubectl()
+        .args([
+            "get",
+            "events",
+            "--field-selector",
+            "reason=ClusterKeyRotationStarted",
+        ])
+        .output()
+        .expect("kubectl get events");
+    let started = String::from_utf8_lossy(&started.stdout);
+    assert_eq!(
+        started.matches("ClusterKeyRotationStarted").count(),
+        1,
+        "one new key, not another after the restart: {started}"
     );
     assert_events(
         &p,
