@@ -1,7 +1,7 @@
 //! The cluster's TLS material as the operator makes it: one CA per cluster, whose key
 //! stays with the operator, and the agents' certificate, issued by it for the name
 //! every agent of the cluster checks. Pure but for the randomness of the keys: the
-//! time is given. Nothing here is driven by the controller yet.
+//! time is given.
 
 use std::fmt;
 use std::time::{Duration, SystemTime};
@@ -172,14 +172,16 @@ pub fn issue(
 /// Whether an agent takes `leaf` under the CAs `cas` for `server_name`, as
 /// `node_agent::tls::Material::load` checks it; the agent's message if not.
 pub fn agents_accept(leaf: &Leaf, cas: &[&Ca], server_name: &str) -> Result<String, String> {
+    let pems: Vec<&str> = cas.iter().map(|c| c.cert_pem.as_str()).collect();
+    accepted_under(leaf, &pems, server_name)
+}
+
+/// [`agents_accept`] under the CA certificates (PEM) `ca_pems`, their keys not needed.
+pub fn accepted_under(leaf: &Leaf, ca_pems: &[&str], server_name: &str) -> Result<String, String> {
     let pem = node_agent::tls::TlsPem {
         cert: leaf.cert_pem.clone().into_bytes(),
         key: leaf.key_pem.clone().into_bytes(),
-        ca: cas
-            .iter()
-            .map(|c| c.cert_pem.as_str())
-            .collect::<String>()
-            .into_bytes(),
+        ca: ca_pems.concat().into_bytes(),
     };
     let name = rustls::pki_types::ServerName::try_from(server_name.to_owned())
         .map_err(|e| format!("{server_name:?} is not a server name: {e}"))?;

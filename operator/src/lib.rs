@@ -4,9 +4,10 @@
 //! Pure parts: the resource's types ([`crd`]), the checks the schema cannot make
 //! ([`validate`]), the owned objects (`controller::build`, one file per kind), the
 //! oldest-last rollout planner ([`rollout`]), the rotation planner for the cluster key
-//! and the TLS CA ([`rotation`]) and the per-cluster CA and agent certificates
-//! ([`ca`]) — both not driven by the controller yet —, graceful scale-down
-//! ([`scale`]) and the reported status ([`status`]). The I/O shell: the reconcile driver ([`controller`]),
+//! and the TLS CA ([`rotation`]; the controller drives it for the key), the
+//! per-cluster CA and agent certificates ([`ca`]) and the CA's side of a rotation
+//! ([`ca_rotation`], not driven yet), graceful scale-down ([`scale`]) and the reported
+//! status ([`status`]). The I/O shell: the reconcile driver ([`controller`]),
 //! the agents' management API through the agent's own client ([`agents`]), leader
 //! election ([`leader`]), metrics and health endpoints ([`metrics`], [`server`]).
 //! Generated files ([`generated`]): `cargo run -p operator --bin generate` writes them
@@ -14,6 +15,7 @@
 
 pub mod agents;
 pub mod ca;
+pub mod ca_rotation;
 pub mod claims;
 pub mod controller;
 pub mod crd;
