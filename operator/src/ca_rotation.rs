@@ -8,7 +8,9 @@
 //! fingerprint of the certificate it serves: it uses the mounted state when it trusts
 //! the same CAs and serves the mounted certificate. The three steps are then: the new
 //! CA trusted beside the old one; a certificate of the new CA (both still trusted);
-//! the old CA dropped.
+//! the old CA dropped. Bundles are read with the agents' own PEM reader, and the
+//! operator writes only bundles of the cluster's CAs, each file checked against the
+//! files before it as agents check them.
 
 use std::collections::BTreeSet;
 
@@ -27,9 +29,6 @@ pub const MAX_TRUSTED: usize = 8;
 /// The longest id an agent may report (a SHA-256 fingerprint is 64 hex characters).
 const MAX_ID_CHARS: usize = 64;
 
-const BEGIN: &str = "-----BEGIN CERTIFICATE-----";
-const END: &str = "-----END CERTIFICATE-----";
-
 /// The id of a CA: the fingerprint of its certificate.
 pub fn id_of(cert_pem: &str) -> Result<Id, String> {
     let der = CertificateDer::from_pem_slice(cert_pem.as_bytes())
@@ -37,75 +36,76 @@ pub fn id_of(cert_pem: &str) -> Result<Id, String> {
     Ok(fingerprint(&der))
 }
 
-/// A trusted bundle (`ca.crt`): each CA certificate as PEM with its id, in file order.
+/// The CAs of a trusted bundle (`ca.crt`) by id, in file order, read as an agent reads
+/// its `ca-file` (the same PEM reader, each certificate a usable trust anchor): what
+/// agents starting on this file will trust, never a view of it of our own. Anything an
+/// agent would refuse, no CA, a CA twice or more than [`MAX_TRUSTED`] is an error.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Bundle(Vec<(Id, String)>);
+pub struct Bundle(Vec<Id>);
 
 impl Bundle {
-    /// The certificates of `pem`, each kept as written. Text outside the certificate
-    /// blocks is dropped; a block that is no certificate, none at all, a certificate
-    /// twice or more than [`MAX_TRUSTED`] is an error.
     pub fn parse(pem: &str) -> Result<Self, String> {
-        let mut out: Vec<(Id, String)> = Vec::new();
-        let mut rest = pem;
-        while let Some(start) = rest.find(BEGIN) {
-            let after = &rest[start..];
-            let end = after
-                .find(END)
-                .ok_or("a certificate block has no END line")?
-                + END.len();
-            let block = format!("{}\n", &after[..end]);
-            let id = id_of(&block)?;
-            if out.iter().any(|(i, _)| *i == id) {
+        let mut roots = rustls::RootCertStore::empty();
+        let mut ids: Vec<Id> = Vec::new();
+        for der in CertificateDer::pem_slice_iter(pem.as_bytes()) {
+            let der = der.map_err(|e| format!("not PEM certificates: {e}"))?;
+            let id = fingerprint(&der);
+            if ids.contains(&id) {
                 return Err(format!("CA {} is in it twice", short(&id)));
             }
-            out.push((id, block));
-            if out.len() > MAX_TRUSTED {
+            roots
+                .add(der)
+                .map_err(|e| format!("CA {} is not a usable CA: {e}", short(&id)))?;
+            ids.push(id);
+            if ids.len() > MAX_TRUSTED {
                 return Err(format!("more than {MAX_TRUSTED} CAs"));
             }
-            rest = &after[end..];
         }
-        if out.is_empty() {
+        if ids.is_empty() {
             return Err("no CA certificate in it".into());
         }
-        Ok(Self(out))
+        Ok(Self(ids))
     }
 
     /// The ids, in file order.
     pub fn ids(&self) -> Vec<Id> {
-        self.0.iter().map(|(i, _)| i.clone()).collect()
-    }
-
-    /// The PEM of the CA `id`.
-    pub fn pem_of(&self, id: &str) -> Option<&str> {
-        self.0
-            .iter()
-            .find(|(i, _)| i == id)
-            .map(|(_, p)| p.as_str())
-    }
-
-    /// The bundle as a file.
-    pub fn text(&self) -> String {
-        self.0.iter().map(|(_, p)| p.as_str()).collect()
+        self.0.clone()
     }
 }
 
-/// The state the agents' Secret holds: its bundle's CAs accepted, the one of them
-/// under which the agents take its certificate `leaf` in use.
+/// The CA of `cas` whose id is `id`.
+fn ca_by_id<'a>(cas: &[&'a Ca], id: &str) -> Option<&'a Ca> {
+    cas.iter()
+        .find(|c| id_of(&c.cert_pem).is_ok_and(|i| i == id))
+        .copied()
+}
+
+/// The state the agents' Secret holds: its bundle's CAs accepted (each must be one of
+/// the cluster's CAs `cas`: a rotation writes only bundles of CAs the operator holds),
+/// in use the first of them under which agents take its certificate `leaf`.
 pub fn mounted_state(
     bundle: &Bundle,
     leaf: &Leaf,
+    cas: &[&Ca],
     server_name: &str,
 ) -> Result<Credentials, String> {
-    let in_use = bundle
-        .0
-        .iter()
-        .find(|(_, pem)| ca::accepted_under(leaf, &[pem.as_str()], server_name).is_ok())
-        .map(|(id, _)| id.clone())
-        .ok_or("the agents would take its certificate under none of its CAs")?;
+    let mut in_use = None;
+    for id in &bundle.0 {
+        let ca = ca_by_id(cas, id).ok_or_else(|| {
+            format!(
+                "it trusts CA {}, none of the cluster's CAs (an edit by hand?)",
+                short(id)
+            )
+        })?;
+        if in_use.is_none()
+            && ca::accepted_under(leaf, &[ca.cert_pem.as_str()], server_name).is_ok()
+        {
+            in_use = Some(id.clone());
+        }
+    }
     Ok(Credentials {
-        accepted: bundle.ids().into_iter().collect(),
-        in_use,
+        accepted: bundle.0.iter().cloned().collect(),
+        in_use: in_use.ok_or("the agents would take its certificate under none of its CAs")?,
     })
 }
 
@@ -135,51 +135,55 @@ pub fn report_of(tls: Option<&TlsInUse>, mounted: &Credentials, mounted_leaf: &s
     })
 }
 
-/// The files of state `next`: the trusted bundle (the CA in use first, then the others
-/// in their order in `mounted`) and the certificate, which stays while `next` uses the
-/// CA `mounted_in_use` that issued `leaf`, else is issued by `issue` under the CA of
-/// `cas` that `next` uses. A CA's certificate comes from the mounted bundle or `cas`.
-/// What is made is checked as every agent checks it.
+/// The files of state `next`, the agents' Secret holding `mounted_text` (its
+/// `ca.crt`) and `leaf` under the CA `mounted_in_use`: the trusted bundle (the CA in
+/// use first, then the others accepted), each CA's certificate from `cas`; and the
+/// certificate, kept while `next` uses the same CA, else issued by `issue` under the
+/// CA `next` uses. Agents on the mounted files and agents on these must take each
+/// other's certificates: checked as agents check them, with the new certificate
+/// taken under its CA alone.
 pub fn files_of(
     next: &Credentials,
-    mounted: &Bundle,
+    mounted_text: &str,
     mounted_in_use: &str,
     leaf: &Leaf,
     cas: &[&Ca],
     server_name: &str,
     issue: impl FnOnce(&Ca) -> Result<Leaf, String>,
 ) -> Result<(String, Leaf), String> {
-    let pem_of = |id: &str| -> Result<String, String> {
-        mounted
-            .pem_of(id)
-            .map(str::to_owned)
-            .or_else(|| {
-                cas.iter()
-                    .find(|c| id_of(&c.cert_pem).is_ok_and(|i| i == id))
-                    .map(|c| c.cert_pem.clone())
-            })
-            .ok_or_else(|| format!("no certificate of CA {} at hand", short(id)))
-    };
     let mut trusted = String::new();
     for id in next.ring() {
-        let pem = pem_of(&id)?;
-        trusted.push_str(&pem);
-        if !pem.ends_with('\n') {
+        let ca = ca_by_id(cas, &id)
+            .ok_or_else(|| format!("CA {} is none of the cluster's CAs at hand", short(&id)))?;
+        trusted.push_str(&ca.cert_pem);
+        if !ca.cert_pem.ends_with('\n') {
             trusted.push('\n');
         }
     }
-    let leaf = if next.in_use == mounted_in_use {
+    let issuer = ca_by_id(cas, &next.in_use)
+        .ok_or_else(|| format!("the key of CA {} is not at hand", short(&next.in_use)))?;
+    let next_leaf = if next.in_use == mounted_in_use {
         leaf.clone()
     } else {
-        let ca = cas
-            .iter()
-            .find(|c| id_of(&c.cert_pem).is_ok_and(|i| i == next.in_use))
-            .ok_or_else(|| format!("the key of CA {} is not at hand", short(&next.in_use)))?;
-        issue(ca)?
+        issue(issuer)?
     };
-    ca::accepted_under(&leaf, &[trusted.as_str()], server_name)
-        .map_err(|e| format!("the agents would refuse the planned files: {e}"))?;
-    Ok((trusted, leaf))
+    let refused =
+        |what: &str, e: String| format!("the planned files would cut agents off: {what}: {e}");
+    ca::accepted_under(&next_leaf, &[issuer.cert_pem.as_str()], server_name)
+        .map_err(|e| refused("the certificate is not of the CA in use", e))?;
+    ca::accepted_under(&next_leaf, &[mounted_text], server_name).map_err(|e| {
+        refused(
+            "agents on the mounted files would refuse the new certificate",
+            e,
+        )
+    })?;
+    ca::accepted_under(leaf, &[trusted.as_str()], server_name).map_err(|e| {
+        refused(
+            "agents on the new files would refuse the mounted certificate",
+            e,
+        )
+    })?;
+    Ok((trusted, next_leaf))
 }
 
 /// The first 12 characters of an id, for messages.
@@ -210,35 +214,58 @@ mod tests {
         ca::issue(ca, NAME, SystemTime::now(), YEAR / 2).expect("a certificate")
     }
 
-    fn tls(trusted: &[&Ca], leaf: &Leaf) -> TlsInUse {
+    fn id(ca: &Ca) -> Id {
+        id_of(&ca.cert_pem).expect("an id")
+    }
+
+    /// What an agent started on these files reports, by the agent's own loader.
+    fn agent_on(trusted: &str, leaf: &Leaf) -> TlsInUse {
+        let pem = node_agent::tls::TlsPem {
+            cert: leaf.cert_pem.clone().into_bytes(),
+            key: leaf.key_pem.clone().into_bytes(),
+            ca: trusted.as_bytes().to_vec(),
+        };
+        let name = rustls::pki_types::ServerName::try_from(NAME).expect("a name");
+        let m = node_agent::tls::Material::load(pem, &name, &node_agent::tls::provider())
+            .expect("the agent takes its files");
         TlsInUse {
-            certificate: fingerprint(
-                &CertificateDer::from_pem_slice(leaf.cert_pem.as_bytes()).expect("PEM"),
-            ),
-            trusted: trusted
-                .iter()
-                .map(|c| id_of(&c.cert_pem).expect("an id"))
-                .collect(),
+            certificate: m.certificate,
+            trusted: m.trusted,
             not_after: None,
         }
     }
 
     #[test]
-    fn a_bundle_keeps_each_certificate_as_written_and_refuses_garbage() {
+    fn a_bundle_is_read_as_agents_read_their_ca_file() {
         let (a, b) = (ca("a"), ca("b"));
-        let text = format!("# trusted\n{}{}", a.cert_pem, b.cert_pem);
-        let bundle = Bundle::parse(&text).expect("a bundle");
-        let ids = bundle.ids();
+        let leaf = leaf_of(&a);
+        // Comments, CRLF line ends, text between blocks and an indented block (which
+        // the agent's reader does not take for one): the ids are what an agent trusts.
+        let crlf = b.cert_pem.replace('\n', "\r\n");
+        let indented = b.cert_pem.replace("-----BEGIN", "  -----BEGIN");
+        for text in [
+            format!("# trusted\n{}between\n{}", a.cert_pem, b.cert_pem),
+            format!("{}{crlf}", a.cert_pem),
+            format!("{}{indented}", a.cert_pem),
+        ] {
+            match Bundle::parse(&text) {
+                Ok(bundle) => assert_eq!(bundle.ids(), agent_on(&text, &leaf).trusted, "{text}"),
+                Err(e) => assert!(!e.is_empty()),
+            }
+        }
         assert_eq!(
-            ids,
-            [id_of(&a.cert_pem).unwrap(), id_of(&b.cert_pem).unwrap()]
+            Bundle::parse(&format!("{}{}", a.cert_pem, b.cert_pem)).map(|b| b.ids()),
+            Ok(vec![id(&a), id(&b)])
         );
-        assert_eq!(bundle.text(), format!("{}{}", a.cert_pem, b.cert_pem));
-        assert_eq!(Bundle::parse(&bundle.text()), Ok(bundle.clone()));
         assert!(Bundle::parse("").is_err());
+        assert!(Bundle::parse("no PEM at all").is_err());
         assert!(Bundle::parse(&format!("{}{}", a.cert_pem, a.cert_pem)).is_err());
         let cut = &a.cert_pem[..a.cert_pem.len() - 30];
         assert!(Bundle::parse(cut).is_err());
+        // A block that is no certificate: agents refuse the whole file.
+        let garbage = "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n";
+        assert!(Bundle::parse(&format!("{}{garbage}", a.cert_pem)).is_err());
+        assert!(Bundle::parse(&leaf.key_pem).is_err(), "a key is no CA");
         let many: String = (0..=MAX_TRUSTED)
             .map(|i| ca(&i.to_string()).cert_pem)
             .collect();
@@ -248,13 +275,19 @@ mod tests {
     #[test]
     fn the_ca_in_use_is_the_one_that_issued_the_certificate() {
         let (old, new) = (ca("old"), ca("new"));
+        // The issuer listed second: not simply the first CA of the bundle.
         let bundle = Bundle::parse(&format!("{}{}", old.cert_pem, new.cert_pem)).unwrap();
-        let state = mounted_state(&bundle, &leaf_of(&new), NAME).expect("a state");
-        assert_eq!(state.in_use, id_of(&new.cert_pem).unwrap());
-        assert_eq!(state.accepted.len(), 2);
+        let state = mounted_state(&bundle, &leaf_of(&new), &[&old, &new], NAME).expect("a state");
+        assert_eq!(state.in_use, id(&new));
+        assert_eq!(state.accepted, [id(&old), id(&new)].into_iter().collect());
         // A certificate of a CA the bundle does not hold: no state (nothing written).
         let alone = Bundle::parse(&old.cert_pem).unwrap();
-        assert!(mounted_state(&alone, &leaf_of(&new), NAME).is_err());
+        assert!(mounted_state(&alone, &leaf_of(&new), &[&old, &new], NAME).is_err());
+        // A CA in the bundle that is none of the cluster's: no state either.
+        let foreign = ca("foreign");
+        let added = Bundle::parse(&format!("{}{}", old.cert_pem, foreign.cert_pem)).unwrap();
+        let refused = mounted_state(&added, &leaf_of(&old), &[&old, &new], NAME);
+        assert!(refused.is_err_and(|e| e.contains("none of the cluster's CAs")));
     }
 
     #[test]
@@ -262,24 +295,26 @@ mod tests {
         let (old, new) = (ca("old"), ca("new"));
         let leaf = leaf_of(&old);
         let bundle = Bundle::parse(&old.cert_pem).unwrap();
-        let mounted = mounted_state(&bundle, &leaf, NAME).unwrap();
-        let fp = tls(&[], &leaf).certificate;
+        let mounted = mounted_state(&bundle, &leaf, &[&old], NAME).unwrap();
+        let on = agent_on(&old.cert_pem, &leaf);
+        let fp = on.certificate.clone();
         assert_eq!(
-            report_of(Some(&tls(&[&old], &leaf)), &mounted, &fp),
+            report_of(Some(&on), &mounted, &fp),
             Report::Uses(mounted.clone())
         );
         // Trusting more, or serving another certificate of the same CA: not there yet.
+        let both = format!("{}{}", old.cert_pem, new.cert_pem);
         assert_ne!(
-            report_of(Some(&tls(&[&old, &new], &leaf)), &mounted, &fp),
+            report_of(Some(&agent_on(&both, &leaf)), &mounted, &fp),
             Report::Uses(mounted.clone())
         );
-        let renewed = leaf_of(&old);
+        let renewed = agent_on(&old.cert_pem, &leaf_of(&old));
         assert_ne!(
-            report_of(Some(&tls(&[&old], &renewed)), &mounted, &fp),
+            report_of(Some(&renewed), &mounted, &fp),
             Report::Uses(mounted.clone())
         );
         assert!(matches!(report_of(None, &mounted, &fp), Report::Unknown(_)));
-        let mut hostile = tls(&[&old], &leaf);
+        let mut hostile = on.clone();
         hostile.trusted = vec!["x".repeat(65)];
         assert!(matches!(
             report_of(Some(&hostile), &mounted, &fp),
@@ -292,26 +327,26 @@ mod tests {
         ));
     }
 
-    /// The agents' files of each planned state, every agent following at once: each
-    /// pair of adjacent states' certificates is taken under the other's bundle, and
-    /// the rotation ends on the new CA alone.
+    /// The agents' files of each planned state, every agent following (its report made
+    /// by the agent's own loader from the files): each pair of adjacent states' agents
+    /// take each other's certificates, the certificate changes only with the CA in
+    /// use, and the rotation ends on the new CA alone.
     #[test]
     fn the_planned_files_move_from_the_old_ca_to_the_new_one_in_three_steps() {
         let (old, new) = (ca("old"), ca("new"));
-        let target = id_of(&new.cert_pem).unwrap();
+        let target = id(&new);
         let mut leaf = leaf_of(&old);
-        let mut bundle = Bundle::parse(&old.cert_pem).unwrap();
+        let mut text = old.cert_pem.clone();
         let pods = vec!["cache-0".to_owned()];
-        let mut files = vec![(bundle.text(), leaf.clone())];
-        for _ in 0..4 {
-            let mounted = mounted_state(&bundle, &leaf, NAME).unwrap();
-            let fp = tls(&[], &leaf).certificate;
-            let report = TlsInUse {
-                certificate: fp.clone(),
-                trusted: bundle.ids(),
-                not_after: None,
-            };
-            let reports = vec![(pods[0].clone(), report_of(Some(&report), &mounted, &fp))];
+        let mut files = vec![(text.clone(), leaf.clone())];
+        loop {
+            let bundle = Bundle::parse(&text).unwrap();
+            let mounted = mounted_state(&bundle, &leaf, &[&old, &new], NAME).unwrap();
+            let on = agent_on(&text, &leaf);
+            let reports = vec![(
+                pods[0].clone(),
+                report_of(Some(&on), &mounted, &on.certificate),
+            )];
             let observed = Observed {
                 mounted: &mounted,
                 mounted_for: YEAR,
@@ -326,7 +361,7 @@ mod tests {
             };
             let (trusted, next_leaf) = files_of(
                 &next,
-                &bundle,
+                &text,
                 &mounted.in_use,
                 &leaf,
                 &[&old, &new],
@@ -334,13 +369,21 @@ mod tests {
                 |ca| Ok(leaf_of(ca)),
             )
             .expect("files");
-            bundle = Bundle::parse(&trusted).unwrap();
+            assert_eq!(
+                next_leaf == leaf,
+                next.in_use == mounted.in_use,
+                "a new certificate exactly when the CA in use changes"
+            );
+            text = trusted;
             leaf = next_leaf;
-            files.push((trusted, leaf.clone()));
+            files.push((text.clone(), leaf.clone()));
+            assert!(files.len() <= 4, "at most three steps");
         }
         assert_eq!(files.len(), 4, "three steps");
-        assert_eq!(bundle.ids(), std::slice::from_ref(&target));
-        assert_eq!(mounted_state(&bundle, &leaf, NAME).unwrap().in_use, target);
+        assert_eq!(
+            Bundle::parse(&text).unwrap().ids(),
+            std::slice::from_ref(&target)
+        );
         for pair in files.windows(2) {
             let ((a_ca, a_leaf), (b_ca, b_leaf)) = (&pair[0], &pair[1]);
             assert!(ca::accepted_under(a_leaf, &[b_ca.as_str()], NAME).is_ok());
@@ -352,25 +395,50 @@ mod tests {
     }
 
     #[test]
-    fn a_step_without_the_new_cas_key_is_an_error_not_an_empty_file() {
+    fn files_that_would_cut_agents_off_are_refused() {
         let (old, new) = (ca("old"), ca("new"));
         let leaf = leaf_of(&old);
-        let bundle = Bundle::parse(&format!("{}{}", old.cert_pem, new.cert_pem)).unwrap();
-        let mounted = mounted_state(&bundle, &leaf, NAME).unwrap();
-        let target = id_of(&new.cert_pem).unwrap();
+        let text = format!("{}{}", old.cert_pem, new.cert_pem);
+        let mounted =
+            mounted_state(&Bundle::parse(&text).unwrap(), &leaf, &[&old, &new], NAME).unwrap();
         let next = Credentials {
             accepted: mounted.accepted.clone(),
-            in_use: target,
+            in_use: id(&new),
         };
+        let files = |cas: &[&Ca], issue: &dyn Fn(&Ca) -> Result<Leaf, String>| {
+            files_of(&next, &text, &mounted.in_use, &leaf, cas, NAME, |ca| {
+                issue(ca)
+            })
+        };
+        // The new CA not at hand.
+        let made = files(&[&old], &|ca| Ok(leaf_of(ca)));
+        assert!(made.is_err_and(|e| e.contains("at hand")));
+        // An issuer that signs with another CA than the one asked.
+        let made = files(&[&old, &new], &|_| Ok(leaf_of(&old)));
+        assert!(made.is_err_and(|e| e.contains("not of the CA in use")));
+        // Dropping the CA of the mounted certificate while it is still in use.
+        let drop_old = Credentials::single(&id(&new));
         let made = files_of(
-            &next,
-            &bundle,
+            &drop_old,
+            &text,
             &mounted.in_use,
             &leaf,
-            &[&old],
+            &[&old, &new],
             NAME,
             |ca| Ok(leaf_of(ca)),
         );
-        assert!(made.is_err_and(|e| e.contains("not at hand")));
+        assert!(made.is_err_and(|e| e.contains("would refuse the mounted certificate")));
+        // Agents on a file that trusts the old CA only would refuse a certificate of
+        // the new one.
+        let made = files_of(
+            &next,
+            &old.cert_pem,
+            &mounted.in_use,
+            &leaf,
+            &[&old, &new],
+            NAME,
+            |ca| Ok(leaf_of(ca)),
+        );
+        assert!(made.is_err_and(|e| e.contains("would refuse the new certificate")));
     }
 }
