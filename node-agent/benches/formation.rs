@@ -13,7 +13,8 @@
 //!
 //! Environment: `BENCH_RUNS` (formation runs per size, default 20), `BENCH_SIZES`
 //! (default `3,5,9`), `BENCH_LOAD_SECS` (default 5), `BENCH_CONNECTIONS` (default 16),
-//! `BENCH_TLS` (`off`, `on` or `both`, default `both`).
+//! `BENCH_TLS` (`off`, `on` or `both`, default `both`), `BENCH_BUSY` (`1`: two threads
+//! spin throughout, as on a node whose cores are already busy).
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -32,7 +33,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 #[path = "../tests/support/certs.rs"]
 mod certs;
 mod common;
-use common::{KEY_HEX, MANAGEMENT_PORT, env_or};
+use common::{Burners, KEY_HEX, MANAGEMENT_PORT, env_or};
 
 /// The name in the agents' certificate.
 const TLS_NAME: &str = "bench.muster";
@@ -408,6 +409,11 @@ fn main() {
         .enable_all()
         .build()
         .expect("tokio runtime");
+    let busy = env_or("BENCH_BUSY", 0u8) == 1;
+    if busy {
+        println!("both cores busy: two threads spin throughout");
+    }
+    let _burners = busy.then(|| Burners::start(2));
     rt.block_on(async {
         let dir = workdir();
         let client = ManagementClient::new(Duration::from_millis(500));
