@@ -405,40 +405,27 @@ mod tests {
             accepted: mounted.accepted.clone(),
             in_use: id(&new),
         };
-        let files = |cas: &[&Ca], issue: &dyn Fn(&Ca) -> Result<Leaf, String>| {
-            files_of(&next, &text, &mounted.in_use, &leaf, cas, NAME, |ca| {
-                issue(ca)
-            })
+        // Planned `to`, mounted `on`, with the CAs `cas` and an issuer.
+        let files = |to: &Credentials,
+                     on: &str,
+                     cas: &[&Ca],
+                     issue: &dyn Fn(&Ca) -> Result<Leaf, String>| {
+            files_of(to, on, &mounted.in_use, &leaf, cas, NAME, |ca| issue(ca))
         };
+        let good = |ca: &Ca| Ok(leaf_of(ca));
         // The new CA not at hand.
-        let made = files(&[&old], &|ca| Ok(leaf_of(ca)));
+        let made = files(&next, &text, &[&old], &good);
         assert!(made.is_err_and(|e| e.contains("at hand")));
         // An issuer that signs with another CA than the one asked.
-        let made = files(&[&old, &new], &|_| Ok(leaf_of(&old)));
+        let made = files(&next, &text, &[&old, &new], &|_| Ok(leaf_of(&old)));
         assert!(made.is_err_and(|e| e.contains("not of the CA in use")));
         // Dropping the CA of the mounted certificate while it is still in use.
         let drop_old = Credentials::single(&id(&new));
-        let made = files_of(
-            &drop_old,
-            &text,
-            &mounted.in_use,
-            &leaf,
-            &[&old, &new],
-            NAME,
-            |ca| Ok(leaf_of(ca)),
-        );
+        let made = files(&drop_old, &text, &[&old, &new], &good);
         assert!(made.is_err_and(|e| e.contains("would refuse the mounted certificate")));
         // Agents on a file that trusts the old CA only would refuse a certificate of
         // the new one.
-        let made = files_of(
-            &next,
-            &old.cert_pem,
-            &mounted.in_use,
-            &leaf,
-            &[&old, &new],
-            NAME,
-            |ca| Ok(leaf_of(ca)),
-        );
+        let made = files(&next, &old.cert_pem, &[&old, &new], &good);
         assert!(made.is_err_and(|e| e.contains("would refuse the new certificate")));
     }
 }
