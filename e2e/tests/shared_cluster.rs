@@ -989,23 +989,8 @@ fn restarts(pod: &k8s_openapi::api::core::v1::Pod) -> i32 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cluster_key_rotation_moves_every_agent_to_a_new_key_without_a_split() {
-    // Kubelets here refresh Secret volumes every 10-15 s (not 60-90 s): the operator is
-    // told so (a pod whose agent is not running counts as holding the key file written
-    // 20 s ago), and the test is shorter; the protocol waits on the agents either way.
-    let refresh = e2e::VolumeRefresh {
-        sync_period: Duration::from_secs(10),
-        ..e2e::VolumeRefresh::default()
-    };
-    let p = platform("keyrot", (97, 98), refresh).await;
-    let start = |identity: &str, host: u8| {
-        Operator::start_with(
-            &p,
-            identity,
-            SocketAddr::from(([127, 0, 97, host], 8080)),
-            &["--secret-refresh-seconds", "20"],
-            "info",
-        )
-    };
+    let p = rotation_platform("keyrot", 97).await;
+    let start = |identity: &str, host: u8| rotation_operator(&p, identity, 97, host);
     let mut op = start("op-a", 10);
     let c = Cluster::of(&p, "keys");
     create_cluster(&p, "keys", 3, json!({})).await;
@@ -1048,28 +1033,8 @@ async fn a_cluster_key_rotation_moves_every_agent_to_a_new_key_without_a_split()
             let deadline = Instant::now() + Duration::from_secs(400);
             while !*stopped.borrow() && Instant::now() < deadline {
                 let views = c.views().await;
-                let members: Vec<&ClusterMembers> = views.values().collect();
-                check::no_split(members.iter().copied())
-                    .map_err(|e| format!("two clusters during the rotation: {e}"))?;
-                for (pod, v) in &views {
-                    for (node, uid) in &original {
-                        let listed = v
-                            .members
-                            .iter()
-                            .find(|m| &m.node == node && m.node_uid == *uid);
-                        match listed {
-                            Some(m) if m.status == node_agent::base::member::MemberStatus::Up => {}
-                            other => {
-                                return Err(format!(
-                                    "{pod} lists {node} as {:?} during the rotation",
-                                    other.map(|m| m.status)
-                                ));
-                            }
-                        }
-                    }
-                    if !v.unreachable.is_empty() {
-                        unreachable_seen += 1;
-                    }
+                if all_up(views.iter(), &original)? {
+                    unreachable_seen += 1;
                 }
                 looks += 1;
                 let _ = tokio::time::timeout(Duration::from_millis(200), stopped.changed()).await;
@@ -1079,16 +1044,13 @@ async fn a_cluster_key_rotation_moves_every_agent_to_a_new_key_without_a_split()
     });
 
     let asked = Instant::now();
-    c.api()
-        .patch(
-            "keys",
-            &kube::api::PatchParams::default(),
-            &kube::api::Patch::Merge(json!({"metadata": {"annotations": {
-                operator::controller::key_rotation::ROTATE_ANNOTATION: "first"
-            }}})),
-        )
-        .await
-        .expect("ask for a new key");
+    annotate(
+        &c,
+        "keys",
+        operator::controller::key_rotation::ROTATE_ANNOTATION,
+        "first",
+    )
+    .await;
     // The operator stops right after the first step and another one takes over: it
     // goes on from what the Secret records, with the same new key.
     let first_step = poll(
@@ -1194,17 +1156,7 @@ async fn a_cluster_key_rotation_moves_every_agent_to_a_new_key_without_a_split()
         original,
         "the same members throughout"
     );
-    let started = p
-        .kubectl()
-        .args([
-            "get",
-            "events",
-            "--field-selector",
-            "reason=ClusterKeyRotationStarted",
-        ])
-        .output()
-        .expect("kubectl get events");
-    let started = String::from_utf8_lossy(&started.stdout);
+    let started = events_of(&p, "ClusterKeyRotationStarted");
     assert_eq!(
         started.matches("ClusterKeyRotationStarted").count(),
         1,
@@ -1226,6 +1178,442 @@ async fn a_cluster_key_rotation_moves_every_agent_to_a_new_key_without_a_split()
         agent_keys(&c).await.into_values().collect::<Vec<_>>(),
         vec![new; 4]
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ca_rotation_moves_every_agent_to_a_new_ca_without_a_split() {
+    let p = rotation_platform("carot", 99).await;
+    let start = |identity: &str, host: u8| rotation_operator(&p, identity, 99, host);
+    let mut op = start("op-a", 10);
+    let c = Cluster::of(&p, "certs");
+    // Agents read their files every second (default 10 s, in step with each other
+    // here, as they start together): each follows its own volume closely, so a step
+    // written before every agent had the one before shows as a pair that cannot
+    // connect.
+    create_cluster(
+        &p,
+        "certs",
+        3,
+        json!({"tls": {"enabled": true},
+            "agent": {"config": {"tls": {"reload-interval": "1s"}}}}),
+    )
+    .await;
+    let cs = c
+        .wait_for(
+            &op,
+            "Running with 3 Up over TLS",
+            Duration::from_secs(180),
+            running(3),
+        )
+        .await;
+    let secrets: Api<Secret> = Api::namespaced(p.client.clone(), &p.namespace);
+    // What the agents mount, read anew at each look: a client trusting its CAs.
+    let mounted_client = {
+        let (secrets, ns) = (secrets.clone(), p.namespace.clone());
+        move || {
+            let (secrets, ns) = (secrets.clone(), ns.clone());
+            async move {
+                let s = secrets
+                    .get("certs-muster-tls")
+                    .await
+                    .map_err(|e| e.to_string())?;
+                Ok::<_, String>(https_client(&secret_text(&s, "ca.crt"), "certs", &ns))
+            }
+        }
+    };
+    let old_ca = secret_text(
+        &secrets.get("certs-muster-ca").await.expect("the CA"),
+        "ca.crt",
+    );
+    let old_id = fingerprint_of(&old_ca);
+    let old_tls = status_of(&cs).tls.expect("status.tls");
+    assert_eq!(old_tls.cas, [old_id[..16].to_owned()], "{old_tls:?}");
+    let first_views = poll("one cluster of 3 over TLS", Duration::from_secs(60), || {
+        let (c, mounted_client) = (c.clone(), mounted_client.clone());
+        async move {
+            let views = tls_views(&c, &mounted_client().await?).await;
+            let members: Vec<ClusterMembers> = views.values().map(|v| v.0.clone()).collect();
+            check::one_cluster_of(&members, 3)?;
+            Ok(members)
+        }
+    })
+    .await;
+    let original: Vec<(node_agent::base::address::NodeAddress, u64)> = first_views[0]
+        .members
+        .iter()
+        .map(|m| (m.node.clone(), m.node_uid))
+        .collect();
+    let before = pods_and_restarts(&c).await;
+
+    // Traffic throughout, over TLS: every agent asked for its members and status again
+    // and again (the agents gossip and check each other's heartbeats over mutual TLS).
+    // At every look: one cluster, every original member listed and Up, and — what the
+    // rotation must keep — every agent trusts the CA of every other agent's
+    // certificate (an open connection outlives a change of trust, so the members alone
+    // would not show a pair that could not connect anew).
+    let (stop, mut stopped) = tokio::sync::watch::channel(false);
+    let monitor = tokio::spawn({
+        let (c, original, secrets, ns) = (
+            c.clone(),
+            original.clone(),
+            secrets.clone(),
+            p.namespace.clone(),
+        );
+        async move {
+            let server_name = format!("certs.{ns}.muster");
+            let (mut looks, mut short_looks, mut unreachable_seen) = (0u32, 0u32, 0u32);
+            // Every CA the agents were given, and the CA of each certificate they were.
+            let mut cas: BTreeMap<String, String> = BTreeMap::new();
+            let mut issuer: BTreeMap<String, String> = BTreeMap::new();
+            let deadline = Instant::now() + Duration::from_secs(400);
+            while !*stopped.borrow() && Instant::now() < deadline {
+                let Ok(mounted) = secrets.get("certs-muster-tls").await else {
+                    continue;
+                };
+                let bundle = secret_text(&mounted, "ca.crt");
+                for pem in pem_blocks(&bundle) {
+                    cas.insert(fingerprint_of(&pem), pem);
+                }
+                let leaf = operator::ca::Leaf {
+                    cert_pem: secret_text(&mounted, "tls.crt"),
+                    key_pem: secret_text(&mounted, "tls.key"),
+                    not_after: SystemTime::now(),
+                };
+                let of = cas
+                    .iter()
+                    .find(|(_, pem)| {
+                        operator::ca::accepted_under(&leaf, &[pem.as_str()], &server_name).is_ok()
+                    })
+                    .map(|(id, _)| id.clone())
+                    .ok_or("the mounted certificate is of no CA it was given")?;
+                issuer.insert(fingerprint_of(&leaf.cert_pem), of);
+                let all: String = cas.values().map(String::as_str).collect();
+                let client = https_client(&all, "certs", &ns);
+                let mut tls = BTreeMap::new();
+                let mut views = BTreeMap::new();
+                for pod in c.pods().await {
+                    let Some(ip) = support::operator::pod_ip(&pod) else {
+                        continue;
+                    };
+                    let addr = SocketAddr::new(ip, e2e::MANAGEMENT_PORT);
+                    if let (Ok(m), Ok(s)) = (
+                        client.members(addr).await,
+                        client.bootstrap_status(addr).await,
+                    ) {
+                        tls.insert(pod.name_any(), s.tls.ok_or("an agent reports no TLS")?);
+                        views.insert(pod.name_any(), m);
+                    }
+                }
+                for (a, ta) in &tls {
+                    for (b, tb) in &tls {
+                        let ca = issuer.get(&tb.certificate).ok_or_else(|| {
+                            format!("{b} serves a certificate the operator never mounted")
+                        })?;
+                        if !ta.trusted.contains(ca) {
+                            return Err(format!(
+                                "{a} does not trust CA {} of {b}'s certificate: they could not connect",
+                                &ca[..12]
+                            ));
+                        }
+                    }
+                }
+                if all_up(views.iter(), &original)? {
+                    unreachable_seen += 1;
+                }
+                if views.len() < 3 {
+                    short_looks += 1;
+                }
+                looks += 1;
+                let _ = tokio::time::timeout(Duration::from_millis(200), stopped.changed()).await;
+            }
+            Ok::<_, String>((looks, short_looks, unreachable_seen))
+        }
+    });
+
+    let asked = Instant::now();
+    annotate(
+        &c,
+        "certs",
+        operator::controller::certificates::ROTATE_ANNOTATION,
+        "first",
+    )
+    .await;
+    // The operator stops right after the first step and another one takes over: it
+    // goes on from what the agents' Secret records, with the same new CA.
+    let target = poll(
+        "the new CA trusted beside the old one",
+        Duration::from_secs(120),
+        || {
+            let secrets = secrets.clone();
+            async move {
+                let s = secrets
+                    .get("certs-muster-tls")
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let bundle = operator::ca_rotation::Bundle::parse(&secret_text(&s, "ca.crt"))?;
+                let target = s
+                    .annotations()
+                    .get(operator::controller::certificates::TARGET_ANNOTATION)
+                    .cloned();
+                match target {
+                    Some(t) if bundle.ids().len() == 2 => Ok(t),
+                    _ => Err(format!("{:?}, target {target:?}", bundle.ids())),
+                }
+            }
+        },
+    )
+    .await;
+    assert!(
+        op.terminate(Duration::from_secs(20)).await.is_some(),
+        "the operator stops on SIGTERM"
+    );
+    op = start("op-b", 11);
+    let rotated = poll(
+        "every agent trusts the new CA alone and serves its certificate",
+        Duration::from_secs(300),
+        || {
+            let (c, secrets, mounted_client) = (c.clone(), secrets.clone(), mounted_client.clone());
+            async move {
+                let cs = c.api().get("certs").await.map_err(|e| e.to_string())?;
+                let tls = status_of(&cs).tls.ok_or("no status.tls")?;
+                if tls.cas.len() != 1 || tls.rotation.is_some() {
+                    return Err(format!("status.tls {tls:?}"));
+                }
+                let s = secrets
+                    .get("certs-muster-tls")
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let cert = fingerprint_of(&secret_text(&s, "tls.crt"));
+                let client = mounted_client().await?;
+                let mut agents = BTreeMap::new();
+                for pod in c.pods().await {
+                    let ip = support::operator::pod_ip(&pod).ok_or("no pod IP")?;
+                    let addr = SocketAddr::new(ip, e2e::MANAGEMENT_PORT);
+                    let status = client
+                        .bootstrap_status(addr)
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    let t = status.tls.ok_or("no TLS reported")?;
+                    agents.insert(pod.name_any(), (t.trusted, t.certificate));
+                }
+                if agents.len() != 3 || agents.values().any(|(t, c)| t.len() != 1 || *c != cert) {
+                    return Err(format!("agents use {agents:?}, mounted certificate {cert}"));
+                }
+                Ok((tls, s, agents))
+            }
+        },
+    )
+    .await;
+    let took = asked.elapsed();
+    // (A monitor that found a fault has ended: its error is below.)
+    let _ = stop.send(true);
+    let (looks, short_looks, unreachable_seen) = monitor
+        .await
+        .expect("the monitor")
+        .unwrap_or_else(|e| panic!("{e}; operator log:\n{}", op.log_tail()));
+    println!(
+        "CA rotated on 3 agents in {} ms (kubelet refresh 10-15 s); {looks} looks at every agent over TLS, all one cluster with every member Up; looks with fewer than 3 answers: {short_looks}; with an unreachable member: {unreachable_seen}",
+        took.as_millis()
+    );
+    assert!(looks > 0);
+    let (tls, mounted, agents) = rotated;
+    // The new CA: the one the first operator made, in a Secret of its own (never
+    // mounted), owned by the ClusterSpec; the agents trust it alone.
+    assert_eq!(tls.cas, [target[..16].to_owned()]);
+    assert_ne!(target, old_id);
+    let new_secret = secrets
+        .get(&format!("certs-{}-muster-ca", &target[..12]))
+        .await
+        .expect("the new CA's Secret");
+    assert_eq!(new_secret.immutable, Some(true));
+    assert_eq!(
+        new_secret
+            .metadata
+            .owner_references
+            .iter()
+            .flatten()
+            .find(|o| o.controller == Some(true))
+            .map(|o| o.uid.clone()),
+        cs.metadata.uid
+    );
+    let new_ca = secret_text(&new_secret, "ca.crt");
+    assert_eq!(fingerprint_of(&new_ca), target);
+    assert_eq!(
+        secret_text(&mounted, "ca.crt"),
+        new_ca,
+        "the old CA dropped"
+    );
+    for (pod, (trusted, _)) in &agents {
+        assert_eq!(trusted, std::slice::from_ref(&target), "{pod}");
+    }
+    // Its certificate is of the new CA, for the cluster's name.
+    let leaf = operator::ca::Leaf {
+        cert_pem: secret_text(&mounted, "tls.crt"),
+        key_pem: secret_text(&mounted, "tls.key"),
+        not_after: SystemTime::now(),
+    };
+    operator::ca::accepted_under(
+        &leaf,
+        &[new_ca.as_str()],
+        &format!("certs.{}.muster", p.namespace),
+    )
+    .expect("a certificate of the new CA");
+    assert!(
+        operator::ca::accepted_under(
+            &leaf,
+            &[old_ca.as_str()],
+            &format!("certs.{}.muster", p.namespace)
+        )
+        .is_err(),
+        "not of the old CA"
+    );
+    let annotations = mounted.annotations();
+    assert_eq!(
+        annotations
+            .get(operator::controller::certificates::HANDLED_ANNOTATION)
+            .map(String::as_str),
+        Some("first")
+    );
+    for gone in [
+        operator::controller::certificates::TARGET_ANNOTATION,
+        operator::controller::certificates::RETIRED_ANNOTATION,
+    ] {
+        assert!(!annotations.contains_key(gone), "{annotations:?}");
+    }
+    assert_eq!(
+        pods_and_restarts(&c).await,
+        before,
+        "the same pods, not restarted"
+    );
+    let started = events_of(&p, "TlsCaRotationStarted");
+    assert_eq!(
+        started.matches("TlsCaRotationStarted").count(),
+        1,
+        "one new CA, not another after the restart: {started}"
+    );
+    assert_events(
+        &p,
+        "certs",
+        &["TlsCaRotationStarted", "TlsCaRotationStep", "TlsCaRotated"],
+    );
+    assert!(
+        events_of(&p, "TlsCaRotated").contains("certs-muster-ca"),
+        "the old CA's Secret is named for deletion"
+    );
+
+    // A pod made after the rotation starts on the new CA and joins.
+    c.patch_spec(json!({"replicas": 4})).await;
+    c.wait_for(
+        &op,
+        "Running with 4 Up",
+        Duration::from_secs(180),
+        running(4),
+    )
+    .await;
+    poll("one cluster of 4 over TLS", Duration::from_secs(60), || {
+        let (c, mounted_client) = (c.clone(), mounted_client.clone());
+        async move {
+            let views = tls_views(&c, &mounted_client().await?).await;
+            let members: Vec<ClusterMembers> = views.values().map(|v| v.0.clone()).collect();
+            check::no_split(members.iter()).unwrap_or_else(|e| panic!("{e}"));
+            if views.len() != 4 {
+                return Err(format!("{} of 4 answer over TLS", views.len()));
+            }
+            check::one_cluster_of(&members, 4)
+        }
+    })
+    .await;
+}
+
+/// The PEM certificates of a bundle, each on its own.
+fn pem_blocks(bundle: &str) -> Vec<String> {
+    const END: &str = "-----END CERTIFICATE-----";
+    bundle
+        .split_inclusive(END)
+        .filter_map(|b| b.find("-----BEGIN").map(|at| format!("{}\n", &b[at..])))
+        .filter(|b| b.trim_end().ends_with(END))
+        .collect()
+}
+
+/// A platform for a rotation test on loopback nets `net` and `net + 1`, whose kubelets
+/// refresh Secret volumes every 10-15 s (not 60-90 s): the test is shorter; the
+/// protocol waits on what the agents report either way.
+async fn rotation_platform(name: &str, net: u8) -> e2e::Platform {
+    let refresh = e2e::VolumeRefresh {
+        sync_period: Duration::from_secs(10),
+        ..e2e::VolumeRefresh::default()
+    };
+    platform(name, (net, net + 1), refresh).await
+}
+
+/// An operator (`identity`, at 127.0.`net`.`host`) told so: a pod whose agent is not
+/// running counts as holding the files written 20 s ago.
+fn rotation_operator(p: &e2e::Platform, identity: &str, net: u8, host: u8) -> Operator {
+    Operator::start_with(
+        p,
+        identity,
+        SocketAddr::from(([127, 0, net, host], 8080)),
+        &["--secret-refresh-seconds", "20"],
+        "info",
+    )
+}
+
+/// One look during a rotation: the agents' views (by pod) are one cluster, and each
+/// lists every `original` member (node and uid) Up; whether any view has an
+/// unreachable member.
+fn all_up<'a>(
+    views: impl Iterator<Item = (&'a String, &'a ClusterMembers)> + Clone,
+    original: &[(node_agent::base::address::NodeAddress, u64)],
+) -> Result<bool, String> {
+    check::no_split(views.clone().map(|(_, v)| v))
+        .map_err(|e| format!("two clusters during the rotation: {e}"))?;
+    let mut unreachable = false;
+    for (pod, v) in views {
+        for (node, uid) in original {
+            let listed = v
+                .members
+                .iter()
+                .find(|m| &m.node == node && m.node_uid == *uid);
+            match listed {
+                Some(m) if m.status == node_agent::base::member::MemberStatus::Up => {}
+                other => {
+                    return Err(format!(
+                        "{pod} lists {node} as {:?} during the rotation",
+                        other.map(|m| m.status)
+                    ));
+                }
+            }
+        }
+        unreachable |= !v.unreachable.is_empty();
+    }
+    Ok(unreachable)
+}
+
+/// Sets annotation `key` of ClusterSpec `name` to `value`.
+async fn annotate(c: &Cluster, name: &str, key: &str, value: &str) {
+    c.api()
+        .patch(
+            name,
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(json!({"metadata": {"annotations": {key: value}}})),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("annotate {name} {key}={value}: {e}"));
+}
+
+/// `kubectl get events` of one reason, as printed.
+fn events_of(p: &e2e::Platform, reason: &str) -> String {
+    let out = p
+        .kubectl()
+        .args([
+            "get",
+            "events",
+            "--field-selector",
+            &format!("reason={reason}"),
+        ])
+        .output()
+        .expect("kubectl get events");
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// The cluster keys (ids, the signing one first) each answering agent uses, by pod.

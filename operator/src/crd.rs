@@ -707,8 +707,17 @@ pub struct TlsStatus {
     pub server_name: String,
     /// When the agents' certificate ends (RFC 3339); it is renewed before.
     pub certificate_not_after: String,
-    /// When the cluster's CA ends (RFC 3339).
+    /// When the CA in use (the one that issued the agents' certificate) ends (RFC
+    /// 3339); a year before, the operator rotates it.
     pub ca_not_after: String,
+    /// The CAs the agents trust, by the start of each certificate's SHA-256
+    /// fingerprint, the one in use first (two while a rotation runs).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cas: Vec<String>,
+    /// While a CA rotation (annotation `muster.dev/rotate-ca`, or a CA with less than
+    /// a year left) runs: its step and what it waits for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rotation: Option<String>,
 }
 
 /// The cluster key, by id (an id, the start of an HMAC under the key, reveals nothing

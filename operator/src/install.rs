@@ -59,7 +59,7 @@ const RULES: &[Rule] = &[
         verbs: &["get", "list", "watch", "create", "patch"],
     },
     Rule {
-        why: "the cluster key and management token: created once, read for Leave, the key file rewritten step by step when a rotation is asked for (update); with spec.tls the cluster's CA (created once) and the agents' certificate (renewed before it ends: update)",
+        why: "the cluster key and management token: created once, read for Leave, the key file rewritten step by step when a rotation is asked for (update); with spec.tls the cluster's CA (created once, and a new one at each CA rotation) and the agents' certificate (update: renewed before it ends, and its trusted CAs and certificate rewritten step by step in a CA rotation)",
         groups: &[""],
         resources: &["secrets"],
         verbs: &["get", "create", "update"],

@@ -25,7 +25,7 @@
 - apiGroups: ["apps"]
   resources: ["statefulsets"]
   verbs: ["get","list","watch","create","patch"]
-# the cluster key and management token: created once, read for Leave, the key file rewritten step by step when a rotation is asked for (update); with spec.tls the cluster's CA (created once) and the agents' certificate (renewed before it ends: update)
+# the cluster key and management token: created once, read for Leave, the key file rewritten step by step when a rotation is asked for (update); with spec.tls the cluster's CA (created once, and a new one at each CA rotation) and the agents' certificate (update: renewed before it ends, and its trusted CAs and certificate rewritten step by step in a CA rotation)
 - apiGroups: [""]
   resources: ["secrets"]
   verbs: ["get","create","update"]

@@ -57,8 +57,8 @@ struct Args {
           value_parser = clap::value_parser!(u64).range(15..=3600))]
     reconcile_timeout_seconds: u64,
     /// How late, in seconds, a kubelet shows a changed Secret in a pod's volume (its
-    /// sync period, 1 min by default, and jitter): a cluster-key rotation takes a pod
-    /// whose agent is not running as holding the key file written this long ago. Raise
+    /// sync period, 1 min by default, and jitter): a cluster-key or CA rotation takes a
+    /// pod whose agent is not running as holding the files written this long ago. Raise
     /// it where kubelets run with a longer `syncFrequency`.
     #[arg(long, env = "MUSTER_SECRET_REFRESH_SECONDS", default_value_t = controller::SECRET_REFRESH.as_secs(),
           value_parser = clap::value_parser!(u64).range(1..=3600))]

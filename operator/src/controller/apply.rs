@@ -25,7 +25,7 @@ use serde_json::Value;
 
 use node_agent::base::secret::ManagementToken;
 
-use super::build::{self, MANAGEMENT_TOKEN, Owned, formation_lease, tls};
+use super::build::{self, MANAGEMENT_TOKEN, Owned, formation_lease};
 use super::{Context, Error};
 use crate::ClusterSpec;
 use crate::validate::Problem;
@@ -75,10 +75,8 @@ pub struct Lives {
     pub secret: Option<Secret>,
     /// The formation record.
     pub formation: Option<Lease>,
-    /// With `spec.tls`: the CA Secret (as the look at the agents read it) and the
-    /// agents' TLS Secret.
-    pub tls_ca: Option<Secret>,
-    pub tls: Option<Secret>,
+    /// With `spec.tls`: the TLS Secrets (as the look at the agents read them).
+    pub tls: Option<super::certificates::TlsSecrets>,
 }
 
 /// Reads what exists under every name the ClusterSpec's objects take (the StatefulSet
@@ -88,7 +86,7 @@ pub async fn read(
     cs: &ClusterSpec,
     ns: &str,
     stateful_set: Option<&StatefulSet>,
-    tls_ca: Option<Secret>,
+    tls: Option<super::certificates::TlsSecrets>,
 ) -> Result<Lives, Error> {
     let name = cs.name_any();
     let as_json = |o: Option<&StatefulSet>| o.map(serde_json::to_value).transpose();
@@ -129,12 +127,7 @@ pub async fn read(
         network_policy_forbidden,
         secret: typed::<Secret>(ctx, ns, &build::secret_name(cs)).await?,
         formation: typed::<Lease>(ctx, ns, &formation_lease::name(cs)).await?,
-        tls: if cs.spec.tls.enabled {
-            typed::<Secret>(ctx, ns, &tls::tls_secret_name(cs)).await?
-        } else {
-            None
-        },
-        tls_ca,
+        tls,
     })
 }
 
@@ -244,9 +237,10 @@ pub fn conflicts(cs: &ClusterSpec, owned: &Owned, lives: &Lives, pdb: bool) -> V
             .map(|l| ("Lease", l.metadata.clone())),
     );
     found.extend(
-        [&lives.tls_ca, &lives.tls]
-            .into_iter()
-            .flatten()
+        lives
+            .tls
+            .iter()
+            .flat_map(|t| t.all())
             .map(|s| ("Secret", s.metadata.clone())),
     );
     found
@@ -487,7 +481,7 @@ pub async fn secret(
 
 /// Creates `secret` unless it exists; the one there if another reconcile made it
 /// meanwhile (this ClusterSpec's only).
-async fn create_once(
+pub(super) async fn create_once(
     ctx: &Context,
     cs: &ClusterSpec,
     ns: &str,
@@ -511,142 +505,6 @@ async fn create_once(
         }
         Err(e) => Err(Error::kube(format!("create Secret {name}"), e)),
     }
-}
-
-/// Keeps the TLS Secrets of a cluster with `spec.tls` (`ca` and `mounted`, as read,
-/// this ClusterSpec's; `pods`: how many the cluster's StatefulSet has): makes the CA
-/// and the agents' certificate when there are none and no pod runs,
-/// and issues a new certificate under the same CA before the current one ends. What
-/// was done, for Events: (reason, action, note) each; what is kept now, for the status
-/// (`None` after a lost race: looked at again next time).
-///
-/// The CA is never replaced here: agents trust only it, so a new one would cut every
-/// agent that takes it off from those that have not yet (the kubelet refreshes each
-/// pod's files at its own time).
-pub async fn tls(
-    ctx: &Context,
-    cs: &ClusterSpec,
-    ns: &str,
-    ca: Option<Secret>,
-    mounted: Option<Secret>,
-    pods: usize,
-    now: std::time::SystemTime,
-) -> Result<
-    (
-        Vec<(&'static str, &'static str, String)>,
-        Option<crate::crd::TlsStatus>,
-    ),
-    Error,
-> {
-    let ca_name = tls::ca_secret_name(cs);
-    let tls_name = tls::tls_secret_name(cs);
-    let server_name = tls::server_name(cs);
-    let mut done = Vec::new();
-    let ca_secret = match (ca, &mounted) {
-        (Some(s), _) => s,
-        (None, Some(_)) => {
-            return Err(Error::Secret(format!(
-                "Secret {ns}/{ca_name} (the cluster's CA) is gone while the agents' certificates in Secret {ns}/{tls_name} remain: a new CA would cut the agents that take it off from the others. Restore {ca_name} from a backup; or, if no pod of the cluster has started, delete {tls_name} too and both are made anew; or delete the ClusterSpec and create it again (the cluster starts anew)"
-            )));
-        }
-        // Pods run on certificates of a CA that is gone (both Secrets deleted): each
-        // pod's files stay until the kubelet refreshes them, at its own time, so a new CA
-        // would cut pods off from each other one by one.
-        (None, None) if pods > 0 => {
-            return Err(Error::Secret(format!(
-                "Secrets {ns}/{ca_name} and {ns}/{tls_name} (the cluster's CA and the agents' certificates) are gone while {pods} pod(s) run on them: a new CA would cut each agent that takes it off from the others. Restore both from a backup; or delete the ClusterSpec and create it again (the cluster starts anew)"
-            )));
-        }
-        (None, None) => {
-            let fresh = crate::ca::new_ca(&tls::ca_name(cs, now), now, tls::CA_LIFETIME)
-                .map_err(Error::Secret)?;
-            let made = create_once(ctx, cs, ns, &tls::ca_secret(cs, &fresh)).await?;
-            // (Or another reconcile's, made meanwhile: that one is used.)
-            if tls::holds(&made, tls::CA_CERT, &fresh.cert_pem) {
-                tracing::info!(secret = %ca_name, "made the cluster's CA");
-                done.push((
-                    "TlsCaCreated",
-                    "Create",
-                    format!("made the cluster's CA (Secret {ca_name})"),
-                ));
-            }
-            made
-        }
-    };
-    let ca = tls::ca_of(&ca_secret).map_err(|e| {
-        Error::Secret(format!(
-            "Secret {ns}/{ca_name} does not hold a usable CA: {e}; the operator never overwrites it (a new CA would cut agents off from each other): restore it from a backup"
-        ))
-    })?;
-    let issue = || {
-        crate::ca::issue(&ca, &server_name, now, tls::CERTIFICATE_LIFETIME).map_err(Error::Secret)
-    };
-    let api: Api<Secret> = Api::namespaced(ctx.client.clone(), ns);
-    let certificate_end = match mounted {
-        None => {
-            let leaf = issue()?;
-            let made = create_once(ctx, cs, ns, &tls::tls_secret(cs, &ca.cert_pem, &leaf)).await?;
-            if tls::holds(&made, tls::TLS_CERT, &leaf.cert_pem) {
-                tracing::info!(secret = %tls_name, "issued the agents' certificate");
-                done.push((
-                    "TlsCertificateIssued",
-                    "Issue",
-                    format!("issued the agents' certificate for {server_name} (Secret {tls_name})"),
-                ));
-                Some(leaf.not_after)
-            } else {
-                // Another reconcile's, made meanwhile: looked at next time.
-                None
-            }
-        }
-        Some(live) => match tls::mounted(&live, &ca, &server_name, now) {
-            tls::Mounted::Current { not_after } => Some(not_after),
-            tls::Mounted::Unusable(why) => {
-                return Err(Error::Secret(format!(
-                    "Secret {ns}/{tls_name} cannot be kept: {why}. A certificate of the cluster's CA would cut each agent that takes it off from those that have not yet; the operator writes nothing. Restore it from a backup; or, if no pod of the cluster runs, delete it and it is made anew"
-                )));
-            }
-            tls::Mounted::Renew { trusted, why } => {
-                let leaf = issue()?;
-                let mut renewed = tls::tls_secret(cs, &trusted, &leaf);
-                // Only over the Secret as read: a write since then is looked at anew.
-                renewed.metadata.resource_version = live.metadata.resource_version.clone();
-                match api
-                    .replace(&tls_name, &PostParams::default(), &renewed)
-                    .await
-                {
-                    Ok(_) => {
-                        tracing::info!(secret = %tls_name, %why, "renewed the agents' certificate");
-                        done.push((
-                            "TlsCertificateRenewed",
-                            "Renew",
-                            format!(
-                                "renewed the agents' certificate ({why}); agents take it within their tls.reload-interval after the kubelet updates the files"
-                            ),
-                        ));
-                        Some(leaf.not_after)
-                    }
-                    Err(kube::Error::Api(e)) if e.code == 409 => {
-                        tracing::info!(secret = %tls_name, "changed since read; looked at again next time");
-                        None
-                    }
-                    Err(e) => return Err(Error::kube(format!("update Secret {tls_name}"), e)),
-                }
-            }
-        },
-    };
-    let rfc3339 = |t: std::time::SystemTime| {
-        node_agent::tls::rfc3339(
-            t.duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_secs()),
-        )
-    };
-    let kept = certificate_end.map(|end| crate::crd::TlsStatus {
-        server_name,
-        certificate_not_after: rfc3339(end),
-        ca_not_after: rfc3339(ca.not_after),
-    });
-    Ok((done, kept))
 }
 
 #[cfg(test)]

@@ -149,11 +149,11 @@ pub struct Kept {
     pub rotating: bool,
 }
 
-/// When the key file of `secret` was last written, at the latest: the latest of the
+/// When the files of `secret` were last written, at the latest: the latest of the
 /// server's times on it (creation, each field manager's last write, which covers
-/// edits by hand) and the operator's own record, plus a second (the server's times
+/// edits by hand) and the operator's own record (`annotation`), plus a second (the server's times
 /// are cut to whole seconds). None when it carries no time at all.
-fn written_at(secret: &Secret) -> Option<SystemTime> {
+fn written_at(secret: &Secret, annotation: &str) -> Option<SystemTime> {
     let m = &secret.metadata;
     let server = m.creation_timestamp.iter().map(|t| t.0).chain(
         m.managed_fields
@@ -164,7 +164,7 @@ fn written_at(secret: &Secret) -> Option<SystemTime> {
     let recorded = m
         .annotations
         .as_ref()
-        .and_then(|a| a.get(WRITTEN_AT_ANNOTATION))
+        .and_then(|a| a.get(annotation))
         .and_then(|t| t.parse::<k8s_openapi::jiff::Timestamp>().ok());
     server
         .chain(recorded)
@@ -195,22 +195,113 @@ fn expected_pods(name: &str, stateful_set: Option<&StatefulSet>, pods: &[Pod]) -
     names.into_iter().collect()
 }
 
+/// The pods of a cluster as one reconcile read them, and how their agents are reached:
+/// what a rotation asks before each step.
+#[derive(Debug, Clone, Copy)]
+pub struct Pods<'a> {
+    pub stateful_set: Option<&'a StatefulSet>,
+    pub pods: &'a [Pod],
+    /// None when the agents cannot be asked (no TLS client yet).
+    pub agents: Option<&'a Agents>,
+    /// How late, at most, a kubelet shows a Secret change in a pod's volume.
+    pub settle: Duration,
+    /// When the pods were read (before this reconcile asked anything).
+    pub read_at: SystemTime,
+}
+
+impl Pods<'_> {
+    /// Every pod that must report, and what each one's agent reports (`report` reads
+    /// an answer), asked 8 at a time within the agents' scan deadline.
+    pub async fn reports(
+        &self,
+        name: &str,
+        report: impl Fn(&node_agent::api::BootstrapStatusBody) -> Report,
+    ) -> (Vec<String>, Vec<(String, Report)>) {
+        let names = expected_pods(name, self.stateful_set, self.pods);
+        let mut reports: Vec<(String, Report)> = Vec::new();
+        let mut ask: Vec<(String, IpAddr)> = Vec::new();
+        for pod in self.pods {
+            let pod_name = pod.name_any();
+            if !agent_running(pod) {
+                reports.push((pod_name, Report::NotRunning));
+            } else if let Some(ip) = super::observe::pod_ip(pod) {
+                ask.push((pod_name, ip));
+            } else {
+                reports.push((pod_name, Report::Unknown("no pod IP".into())));
+            }
+        }
+        match self.agents {
+            Some(agents) => {
+                for (pod_name, answer) in agents.statuses(&ask).await {
+                    let r = match answer {
+                        Ok(s) => report(&s),
+                        Err(e) => Report::Unknown(e),
+                    };
+                    reports.push((pod_name, r));
+                }
+            }
+            None => reports.extend(ask.into_iter().map(|(p, _)| {
+                (
+                    p,
+                    Report::Unknown("the agents cannot be asked (no TLS client yet)".into()),
+                )
+            })),
+        }
+        (names, reports)
+    }
+
+    /// How long `secret` (its last change recorded under `annotation`) had been
+    /// written when the pods were read (a pod seen not running then may have started
+    /// since, on the files its volume held).
+    pub fn mounted_for(&self, secret: &Secret, annotation: &str) -> Duration {
+        written_at(secret, annotation)
+            .and_then(|w| self.read_at.duration_since(w).ok())
+            .unwrap_or_default()
+    }
+}
+
+/// The text of a rotation's wait (`to`: where it goes): the first pods that lag and
+/// why, and, once the mounted state is older than a kubelet takes to show it, what to
+/// do about an agent that keeps other files (`files`: what they are).
+pub fn waiting_text(
+    to: &str,
+    files: &str,
+    lagging: &[(String, String)],
+    mounted_for: Duration,
+    settle: Duration,
+) -> String {
+    let shown: Vec<String> = lagging
+        .iter()
+        .take(4)
+        .map(|(p, why)| format!("{p}: {why}"))
+        .collect();
+    let more = lagging.len().saturating_sub(shown.len());
+    let mut text = format!(
+        "{to}: waiting until every agent uses the {files} as written ({})",
+        shown.join("; ")
+    );
+    if more > 0 {
+        text.push_str(&format!(" and {more} more"));
+    }
+    if mounted_for >= settle {
+        // Longer than a kubelet takes: not a volume still to refresh.
+        text.push_str(&format!(
+            "; an agent that keeps other {files} refused them (its log says why): delete that pod and it starts on the {files} as written; one that does not answer is waited for as long as it runs"
+        ));
+    }
+    text
+}
+
 /// One look at the cluster key of `cs`: its Secret `secret` (as read, this
-/// ClusterSpec's), the cluster's StatefulSet and pods (as read at `read_at`, before
-/// this reconcile asked anything), and how its agents are reached. Asks the agents
-/// only while a rotation is wanted; writes the next step when the planner says so,
-/// over the Secret as read (a write since then is looked at next time).
-#[allow(clippy::too_many_arguments)]
+/// ClusterSpec's) and the cluster's `pods`. Asks the agents only while a rotation is
+/// wanted; writes the next step when the planner says so, over the Secret as read (a
+/// write since then is looked at next time).
 pub async fn keep(
     ctx: &Context,
     cs: &ClusterSpec,
     ns: &str,
     secret: &Secret,
-    stateful_set: Option<&StatefulSet>,
-    pods: &[Pod],
-    agents: Option<&Agents>,
-    settle: Duration,
-    read_at: SystemTime,
+    pods: &Pods<'_>,
 ) -> Result<Kept, Error> {
     let name = build::secret_name(cs);
     let text = secret
@@ -248,41 +339,11 @@ pub async fn keep(
     };
     kept.rotating = true;
 
-    // How long the key file had been written when the pods were read (a pod seen not
-    // running then may have started since, on the file its volume held).
-    let mounted_for = written_at(secret)
-        .and_then(|w| read_at.duration_since(w).ok())
-        .unwrap_or_default();
-    let names = expected_pods(&cs.name_any(), stateful_set, pods);
-    let mut reports: Vec<(String, Report)> = Vec::new();
-    let mut ask: Vec<(String, IpAddr)> = Vec::new();
-    for pod in pods {
-        let pod_name = pod.name_any();
-        if !agent_running(pod) {
-            reports.push((pod_name, Report::NotRunning));
-        } else if let Some(ip) = super::observe::pod_ip(pod) {
-            ask.push((pod_name, ip));
-        } else {
-            reports.push((pod_name, Report::Unknown("no pod IP".into())));
-        }
-    }
-    match agents {
-        Some(agents) => {
-            for (pod_name, answer) in agents.statuses(&ask).await {
-                let report = match answer {
-                    Ok(s) => report_of(&s.cluster_keys),
-                    Err(e) => Report::Unknown(e),
-                };
-                reports.push((pod_name, report));
-            }
-        }
-        None => reports.extend(ask.into_iter().map(|(p, _)| {
-            (
-                p,
-                Report::Unknown("the agents cannot be asked (no TLS client yet)".into()),
-            )
-        })),
-    }
+    let mounted_for = pods.mounted_for(secret, WRITTEN_AT_ANNOTATION);
+    let (names, reports) = pods
+        .reports(&cs.name_any(), |s| report_of(&s.cluster_keys))
+        .await;
+    let settle = pods.settle;
     let observed = rotation::Observed {
         mounted: &ring.state,
         mounted_for,
@@ -294,31 +355,13 @@ pub async fn keep(
     let short = |id: &str| id.get(..8).unwrap_or(id).to_owned();
     match step {
         Step::Wait(lagging) => {
-            let shown: Vec<String> = lagging
-                .iter()
-                .take(4)
-                .map(|(p, why)| format!("{p}: {why}"))
-                .collect();
-            let more = lagging.len().saturating_sub(shown.len());
             // A new key not written yet is made anew next time: no id to show.
             let to = if new_key.is_some() {
                 "to a new key".to_owned()
             } else {
                 format!("to key {}", short(&target_id))
             };
-            let mut text = format!(
-                "{to}: waiting until every agent uses the key file as written ({})",
-                shown.join("; ")
-            );
-            if more > 0 {
-                text.push_str(&format!(" and {more} more"));
-            }
-            if mounted_for >= settle {
-                // Longer than a kubelet takes: not a volume still to refresh.
-                text.push_str(
-                    "; an agent that keeps another key file refused it (its log says why): delete that pod and it starts on the file as written; one that does not answer is waited for as long as it runs",
-                );
-            }
+            let text = waiting_text(&to, "key file", &lagging, mounted_for, settle);
             if let Some(s) = kept.status.as_mut() {
                 s.rotation = Some(text);
             }
@@ -403,7 +446,12 @@ pub async fn keep(
 
 /// Replaces Secret `name` by `next` (with the resource version it was read at):
 /// false when it changed since (looked at next time).
-async fn write(ctx: &Context, ns: &str, name: &str, next: Secret) -> Result<bool, Error> {
+pub(super) async fn write(
+    ctx: &Context,
+    ns: &str,
+    name: &str,
+    next: Secret,
+) -> Result<bool, Error> {
     let api: Api<Secret> = Api::namespaced(ctx.client.clone(), ns);
     match api.replace(name, &PostParams::default(), &next).await {
         Ok(_) => Ok(true),
@@ -415,7 +463,7 @@ async fn write(ctx: &Context, ns: &str, name: &str, next: Secret) -> Result<bool
     }
 }
 
-fn rfc3339(t: SystemTime) -> String {
+pub fn rfc3339(t: SystemTime) -> String {
     node_agent::tls::rfc3339(
         t.duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs()),
@@ -491,10 +539,14 @@ mod tests {
         use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ManagedFieldsEntry, Time};
         let at = |s: &str| s.parse::<k8s_openapi::jiff::Timestamp>().expect("a time");
         let mut secret = Secret::default();
-        assert_eq!(written_at(&secret), None, "no time: not settled");
+        assert_eq!(
+            written_at(&secret, WRITTEN_AT_ANNOTATION),
+            None,
+            "no time: not settled"
+        );
         secret.metadata.creation_timestamp = Some(Time(at("2026-01-01T00:00:00Z")));
         let created = SystemTime::from(at("2026-01-01T00:00:01Z"));
-        assert_eq!(written_at(&secret), Some(created));
+        assert_eq!(written_at(&secret, WRITTEN_AT_ANNOTATION), Some(created));
         // An edit by hand long after creation, and the operator's own older record.
         secret.metadata.managed_fields = Some(vec![ManagedFieldsEntry {
             time: Some(Time(at("2026-03-01T00:00:00Z"))),
@@ -509,7 +561,7 @@ mod tests {
             .collect(),
         );
         let edited = SystemTime::from(at("2026-03-01T00:00:01Z"));
-        assert_eq!(written_at(&secret), Some(edited));
+        assert_eq!(written_at(&secret, WRITTEN_AT_ANNOTATION), Some(edited));
         // The operator's record later than the server's times (a write it made whose
         // field times were lost), and one that does not parse.
         let a = secret.metadata.annotations.as_mut().expect("annotations");
@@ -518,10 +570,10 @@ mod tests {
             "2026-04-01T00:00:00Z".to_owned(),
         );
         let recorded = SystemTime::from(at("2026-04-01T00:00:01Z"));
-        assert_eq!(written_at(&secret), Some(recorded));
+        assert_eq!(written_at(&secret, WRITTEN_AT_ANNOTATION), Some(recorded));
         let a = secret.metadata.annotations.as_mut().expect("annotations");
         a.insert(WRITTEN_AT_ANNOTATION.to_owned(), "yesterday".to_owned());
-        assert_eq!(written_at(&secret), Some(edited));
+        assert_eq!(written_at(&secret, WRITTEN_AT_ANNOTATION), Some(edited));
     }
 
     #[test]

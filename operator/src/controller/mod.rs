@@ -5,6 +5,7 @@
 
 pub mod apply;
 pub mod build;
+pub mod certificates;
 mod formation;
 pub mod key_rotation;
 mod observe;
@@ -544,14 +545,9 @@ async fn reconcile_once(cs: &ClusterSpec, ctx: &Context, now: Timestamp) -> Resu
         match build::owned(cs, true, &site) {
             Err(e) => problems = e.0,
             Ok(built) => {
-                let read = apply::read(
-                    ctx,
-                    cs,
-                    &ns,
-                    world.stateful_set.as_ref(),
-                    world.tls_ca.clone(),
-                )
-                .await?;
+                let read =
+                    apply::read(ctx, cs, &ns, world.stateful_set.as_ref(), world.tls.clone())
+                        .await?;
                 // Pods another NetworkPolicy isolates keep getting their other ports
                 // from it; else the cluster's policy opens them, as they were.
                 let pod_labels = built
@@ -612,37 +608,42 @@ async fn reconcile_once(cs: &ClusterSpec, ctx: &Context, now: Timestamp) -> Resu
         let known = world.members_known().then_some(member_views.as_slice());
         let shrink = scale::scale_down(cs.spec.replicas, current, &pod_views, known);
         let (token, key_secret) = apply::secret(ctx, cs, &ns, lives.secret.take()).await?;
+        let look = key_rotation::Pods {
+            stateful_set: world.stateful_set.as_ref(),
+            pods: &world.pods,
+            agents: world.agents.as_ref().ok(),
+            settle: ctx.secret_refresh,
+            // Taken before the pods were read.
+            read_at: std::time::SystemTime::from(now),
+        };
         if cs.spec.tls.enabled {
             // Before the pods: they cannot start without their certificate.
-            let (ca, mounted) = (lives.tls_ca.take(), lives.tls.take());
-            let now = std::time::SystemTime::now();
+            let secrets = lives.tls.take().unwrap_or_default();
             // Pods whose agent ever started (and so holds certificate files); pods
             // that wait for the Secret to mount hold none.
-            let pods = world.pods.iter().filter(|p| observe::started(p)).count();
-            let (done, kept) = apply::tls(ctx, cs, &ns, ca, mounted, pods, now).await?;
-            for (reason, action, note) in done {
+            let started = world.pods.iter().filter(|p| observe::started(p)).count();
+            let kept = certificates::keep(
+                ctx,
+                cs,
+                &ns,
+                secrets,
+                started,
+                &look,
+                std::time::SystemTime::now(),
+            )
+            .await?;
+            for (reason, action, note) in kept.done {
                 event(ctx, cs, None, EventType::Normal, reason, action, note).await;
             }
-            tls_status = kept;
+            tls_status = kept.status;
+            rotating |= kept.rotating;
         }
-        let kept = key_rotation::keep(
-            ctx,
-            cs,
-            &ns,
-            &key_secret,
-            world.stateful_set.as_ref(),
-            &world.pods,
-            world.agents.as_ref().ok(),
-            ctx.secret_refresh,
-            // Taken before the pods were read.
-            std::time::SystemTime::from(now),
-        )
-        .await?;
+        let kept = key_rotation::keep(ctx, cs, &ns, &key_secret, &look).await?;
         for (reason, action, note) in kept.done {
             event(ctx, cs, None, EventType::Normal, reason, action, note).await;
         }
         key_status = kept.status;
-        rotating = kept.rotating;
+        rotating |= kept.rotating;
         let mut owned = build::owned(cs, lock, &site).map_err(Error::Build)?;
         // Agents read agent.yaml (expected-contact-point-nr among it) only at start, the
         // new-cluster-enabled key at run time. Forming again under an explicit `true`

@@ -3,7 +3,7 @@
 use std::net::IpAddr;
 
 use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::core::v1::{Pod, Secret};
+use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
 use kube::api::{Api, ListParams};
@@ -12,6 +12,7 @@ use node_agent::base::member::MemberStatus;
 
 use super::apply::controlled_by;
 use super::build::{Selection, tls};
+use super::certificates::TlsSecrets;
 use super::{Context, Error};
 use crate::ClusterSpec;
 use crate::agents::Agents;
@@ -32,8 +33,8 @@ pub struct World {
     /// How this cluster's agents are reached (with `spec.tls`, over HTTPS trusting the
     /// cluster's CA only); why they cannot be (no CA yet): never plain HTTP then.
     pub agents: Result<Agents, String>,
-    /// With `spec.tls`: the CA Secret as read (whoever's it is).
-    pub tls_ca: Option<Secret>,
+    /// With `spec.tls`: the TLS Secrets as read (whoever's they are).
+    pub tls: Option<TlsSecrets>,
 }
 
 /// A failed look at the agents that took at least this long is slow.
@@ -105,13 +106,9 @@ pub async fn world(ctx: &Context, cs: &ClusterSpec, ns: &str) -> Result<World, E
         .collect();
     ips.sort();
     let ips: Vec<IpAddr> = ips.into_iter().map(|(_, ip)| ip).collect();
-    let (agents, tls_ca) = if cs.spec.tls.enabled {
-        let ca_name = tls::ca_secret_name(cs);
-        let secret = Api::<Secret>::namespaced(ctx.client.clone(), ns)
-            .get_opt(&ca_name)
-            .await
-            .map_err(|e| Error::kube(format!("read Secret {ca_name}"), e))?;
-        (tls_agents(ctx, cs, secret.as_ref()), secret)
+    let (agents, tls) = if cs.spec.tls.enabled {
+        let secrets = TlsSecrets::read(ctx, cs, ns).await?;
+        (tls_agents(ctx, cs, &secrets), Some(secrets))
     } else {
         (Ok(ctx.agents.clone()), None)
     };
@@ -132,29 +129,18 @@ pub async fn world(ctx: &Context, cs: &ClusterSpec, ns: &str) -> Result<World, E
         members,
         members_slow,
         agents,
-        tls_ca,
+        tls,
     })
 }
 
-/// The agents' client of a cluster with `spec.tls`: trusting the CA in `ca_secret`
-/// alone, if it is this ClusterSpec's.
-fn tls_agents(
-    ctx: &Context,
-    cs: &ClusterSpec,
-    ca_secret: Option<&Secret>,
-) -> Result<Agents, String> {
-    let name = tls::ca_secret_name(cs);
-    let secret = ca_secret.ok_or_else(|| {
-        format!("the agents are not asked: the cluster's CA (Secret {name}) is not made yet")
-    })?;
-    if !controlled_by(&secret.metadata, cs.uid().as_deref().unwrap_or_default()) {
-        return Err(format!(
-            "the agents are not asked: Secret {name} is not this ClusterSpec's CA"
-        ));
-    }
-    let ca = tls::ca_of(secret).map_err(|e| format!("the agents are not asked: {e}"))?;
+/// The agents' client of a cluster with `spec.tls`: trusting the cluster's CAs that
+/// its agents trust, and nothing else.
+fn tls_agents(ctx: &Context, cs: &ClusterSpec, secrets: &TlsSecrets) -> Result<Agents, String> {
+    let pem = secrets
+        .client_pem(cs)
+        .map_err(|e| format!("the agents are not asked: {e}"))?;
     ctx.agents
-        .with_tls(ca.cert_pem.as_bytes(), &tls::server_name(cs))
+        .with_tls(pem.as_bytes(), &tls::server_name(cs))
         .map_err(|e| format!("the agents are not asked: {e}"))
 }
 
@@ -279,7 +265,7 @@ mod tests {
             }),
             members_slow: false,
             agents: Ok(Agents::default()),
-            tls_ca: None,
+            tls: None,
         }
     }
 

@@ -1145,3 +1145,278 @@ async fn a_request_already_handled_and_one_key_asks_no_agent_and_writes_nothing(
         json!({"keys": [node_agent::base::secret::key_id(OLD_KEY.as_bytes())]})
     );
 }
+
+/// A new CA, its Secret (named `name`, controlled by `owner_uid`) and its id.
+fn ca_secret(name: &str, owner_uid: &str) -> (crate::ca::Ca, Value, String) {
+    let ca = crate::ca::new_ca(
+        &format!("muster prod/shop CA {name}"),
+        std::time::SystemTime::now(),
+        Duration::from_secs(10 * 365 * 24 * 3600),
+    )
+    .expect("a CA");
+    let secret = secret_of_ca(&ca, name, owner_uid);
+    let id = crate::ca_rotation::id_of(&ca.cert_pem).expect("an id");
+    (ca, secret, id)
+}
+
+/// The Secret of `ca` named `name`, controlled by `owner_uid`.
+fn secret_of_ca(ca: &crate::ca::Ca, name: &str, owner_uid: &str) -> Value {
+    let mut secret =
+        serde_json::to_value(build::tls::ca_secret(&cluster(json!({})), ca)).expect("a Secret");
+    secret["apiVersion"] = json!("v1");
+    secret["kind"] = json!("Secret");
+    secret["metadata"]["name"] = json!(name);
+    secret["metadata"]["ownerReferences"] = json!([{"apiVersion": "muster.dev/v1alpha1",
+        "kind": "ClusterSpec", "name": "shop", "uid": owner_uid, "controller": true}]);
+    secret
+}
+
+/// The agents' Secret trusting `trusted` (PEM, in order) with `leaf`, written long ago
+/// unless `annotations` say otherwise.
+fn mounted_secret(trusted: &[&crate::ca::Ca], leaf: &crate::ca::Leaf, annotations: Value) -> Value {
+    let bundle: String = trusted.iter().map(|c| c.cert_pem.as_str()).collect();
+    let mut secret =
+        serde_json::to_value(build::tls::tls_secret(&cluster(json!({})), &bundle, leaf))
+            .expect("a Secret");
+    secret["apiVersion"] = json!("v1");
+    secret["kind"] = json!("Secret");
+    secret["metadata"]["resourceVersion"] = json!("11");
+    secret["metadata"]["creationTimestamp"] = json!("2020-01-01T00:00:00Z");
+    secret["metadata"]["annotations"] = annotations;
+    secret["metadata"]["ownerReferences"] = json!([{"apiVersion": "muster.dev/v1alpha1",
+        "kind": "ClusterSpec", "name": "shop", "uid": "u-1", "controller": true}]);
+    secret
+}
+
+fn leaf_of(ca: &crate::ca::Ca) -> crate::ca::Leaf {
+    crate::ca::issue(
+        ca,
+        "shop.prod.muster",
+        std::time::SystemTime::now(),
+        Duration::from_secs(180 * 24 * 3600),
+    )
+    .expect("a certificate")
+}
+
+/// One reconcile of a TLS cluster of one pod whose agent is not running (its volume
+/// long settled), the ClusterSpec asking for CA rotation "first", with `secrets`
+/// (name → object) in the namespace.
+async fn ca_rotation(secrets: Vec<(String, Value)>) -> (Vec<Call>, Result<Action, Error>) {
+    let (ctx, handle) = context();
+    let mut cs = cluster(json!({"replicas": 1, "tls": {"enabled": true}}));
+    cs.metadata.annotations = Some(
+        [(
+            certificates::ROTATE_ANNOTATION.to_owned(),
+            "first".to_owned(),
+        )]
+        .into_iter()
+        .collect(),
+    );
+    let owner = json!([{"apiVersion": "muster.dev/v1alpha1", "kind": "ClusterSpec",
+        "name": "shop", "uid": "u-1", "controller": true}]);
+    let set = json!({
+        "apiVersion": "apps/v1", "kind": "StatefulSet",
+        "metadata": {"name": "shop", "namespace": "prod", "uid": "s-1", "ownerReferences": owner},
+        "spec": {"selector": {"matchLabels": {"muster.dev/cluster": "shop"}},
+            "serviceName": "shop",
+            "template": {"spec": {"containers": [], "volumes": [
+                {"name": "muster-tls", "secret": {"secretName": "shop-muster-tls"}}]}}},
+    });
+    let pods = one_pod(agent_in(json!({"waiting": {"reason": "CrashLoopBackOff"}})));
+    let task = tokio::spawn({
+        let (cs, ctx) = (cs.clone(), ctx.clone());
+        async move { reconcile_once(&cs, &ctx, now()).await }
+    });
+    serve(handle, task, |call| {
+        let path = call.uri.split('?').next().unwrap_or_default();
+        match call.method.as_str() {
+            "GET" if path.contains("/secrets/") => secrets
+                .iter()
+                .find(|(name, _)| path.ends_with(&format!("/secrets/{name}")))
+                .map_or((404, Value::Null), |(_, s)| (200, s.clone())),
+            "GET" if call.uri.contains("/statefulsets/shop") => (200, set.clone()),
+            "GET" if call.uri.contains("/pods?") => (200, pods.clone()),
+            _ => empty_namespace(call),
+        }
+    })
+    .await
+}
+
+fn tls_writes(calls: &[Call]) -> Vec<&Call> {
+    calls
+        .iter()
+        .filter(|c| c.method == "PUT" && c.uri.contains("/secrets/shop-muster-tls"))
+        .collect()
+}
+
+fn data_text(secret: &Value, key: &str) -> String {
+    let bytes: k8s_openapi::ByteString =
+        serde_json::from_value(secret["data"][key].clone()).expect("data");
+    String::from_utf8(bytes.0).expect("text")
+}
+
+#[tokio::test]
+async fn a_ca_rotation_makes_its_ca_before_any_file_trusts_it() {
+    let (old, old_secret, old_id) = ca_secret("shop-muster-ca", "u-1");
+    let leaf = leaf_of(&old);
+    let mounted = mounted_secret(&[&old], &leaf, json!({}));
+    let (calls, result) = ca_rotation(vec![
+        ("shop-muster-ca".into(), old_secret),
+        ("shop-muster-tls".into(), mounted),
+    ])
+    .await;
+    result.expect("reconciled");
+    let made: Vec<&Call> = calls
+        .iter()
+        .filter(|c| c.method == "POST" && c.uri.contains("/secrets"))
+        .filter(|c| c.body["metadata"]["name"] != "shop-cluster-key")
+        .collect();
+    assert_eq!(made.len(), 1, "{:?}", summary(&calls));
+    let new_ca = &made[0].body;
+    let new_pem = data_text(new_ca, "ca.crt");
+    let new_id = crate::ca_rotation::id_of(&new_pem).expect("an id");
+    assert_eq!(
+        new_ca["metadata"]["name"],
+        format!("shop-{}-muster-ca", &new_id[..12])
+    );
+    assert_eq!(new_ca["immutable"], true);
+    assert_eq!(new_ca["metadata"]["ownerReferences"][0]["uid"], "u-1");
+    let writes = tls_writes(&calls);
+    assert_eq!(writes.len(), 1, "{:?}", summary(&calls));
+    let made_at = calls
+        .iter()
+        .position(|c| std::ptr::eq(c, made[0]))
+        .expect("made");
+    let written_at = calls
+        .iter()
+        .position(|c| std::ptr::eq(c, writes[0]))
+        .expect("written");
+    assert!(
+        made_at < written_at,
+        "the CA exists before a file trusts it"
+    );
+    let body = &writes[0].body;
+    assert_eq!(
+        body["metadata"]["resourceVersion"], "11",
+        "over the Secret as read"
+    );
+    let bundle = crate::ca_rotation::Bundle::parse(&data_text(body, "ca.crt")).expect("a bundle");
+    assert_eq!(
+        bundle.ids(),
+        [old_id.clone(), new_id.clone()],
+        "the old CA in use first"
+    );
+    assert_eq!(
+        data_text(body, "tls.crt"),
+        leaf.cert_pem,
+        "the certificate stays"
+    );
+    assert!(
+        body["data"].get("ca.key").is_none(),
+        "no CA key in the pods' Secret"
+    );
+    let a = &body["metadata"]["annotations"];
+    assert_eq!(a[certificates::TARGET_ANNOTATION], new_id.as_str());
+    assert_eq!(a[certificates::HANDLED_ANNOTATION], "first");
+    assert!(a[certificates::WRITTEN_AT_ANNOTATION].is_string());
+    assert_eq!(reasons(&calls), ["TlsCaRotationStarted"]);
+    let status = written_status(&calls);
+    assert_eq!(
+        status["tls"]["cas"],
+        json!([&old_id[..16], &new_id[..16]]),
+        "{status}"
+    );
+    assert!(
+        status["tls"]["rotation"]
+            .as_str()
+            .is_some_and(|r| r.contains("trusted beside")),
+        "{status}"
+    );
+}
+
+#[tokio::test]
+async fn a_ca_rotation_goes_on_from_what_the_agents_secret_records() {
+    // An operator (this one, or one before it) trusted the new CA beside the old one;
+    // every pod holds that: a certificate of the new CA is served next, both trusted.
+    let (old, old_secret, old_id) = ca_secret("shop-muster-ca", "u-1");
+    let (new, _, new_id) = ca_secret("new", "u-1");
+    let new_name = format!("shop-{}-muster-ca", &new_id[..12]);
+    let new_secret = secret_of_ca(&new, &new_name, "u-1");
+    let leaf = leaf_of(&old);
+    let recorded = json!({
+        (certificates::TARGET_ANNOTATION): new_id,
+        (certificates::HANDLED_ANNOTATION): "first",
+    });
+    let mounted = mounted_secret(&[&old, &new], &leaf, recorded);
+    let (calls, result) = ca_rotation(vec![
+        ("shop-muster-ca".into(), old_secret.clone()),
+        ("shop-muster-tls".into(), mounted.clone()),
+        (new_name.clone(), new_secret),
+    ])
+    .await;
+    result.expect("reconciled");
+    assert!(
+        !calls.iter().any(|c| c.method == "POST"
+            && c.uri.contains("/secrets")
+            && c.body["metadata"]["name"] != "shop-cluster-key"),
+        "no other CA: {:?}",
+        summary(&calls)
+    );
+    let writes = tls_writes(&calls);
+    assert_eq!(writes.len(), 1, "{:?}", summary(&calls));
+    let body = &writes[0].body;
+    let bundle = crate::ca_rotation::Bundle::parse(&data_text(body, "ca.crt")).expect("a bundle");
+    assert_eq!(
+        bundle.ids(),
+        [new_id.clone(), old_id.clone()],
+        "the new CA in use first"
+    );
+    let served = crate::ca::Leaf {
+        cert_pem: data_text(body, "tls.crt"),
+        key_pem: data_text(body, "tls.key"),
+        not_after: std::time::SystemTime::now(),
+    };
+    crate::ca::accepted_under(&served, &[new.cert_pem.as_str()], "shop.prod.muster")
+        .expect("a certificate of the new CA");
+    crate::ca::accepted_under(&served, &[old.cert_pem.as_str()], "shop.prod.muster")
+        .expect_err("not of the old one");
+    assert_eq!(reasons(&calls), ["TlsCaRotationStep"]);
+
+    // The same files, but the new CA's Secret is gone: nothing is written, and the
+    // error names the Secret to restore.
+    let (calls, result) = ca_rotation(vec![
+        ("shop-muster-ca".into(), old_secret),
+        ("shop-muster-tls".into(), mounted),
+    ])
+    .await;
+    let error = result.expect_err("refused").to_string();
+    assert!(
+        error.contains(&new_name) && error.contains("Restore"),
+        "{error}"
+    );
+    assert!(tls_writes(&calls).is_empty(), "{:?}", summary(&calls));
+}
+
+#[tokio::test]
+async fn a_ca_secret_of_someone_else_under_a_rotated_name_is_a_conflict_not_trusted() {
+    let (old, old_secret, _) = ca_secret("shop-muster-ca", "u-1");
+    let (new, _, new_id) = ca_secret("new", "u-1");
+    let new_name = format!("shop-{}-muster-ca", &new_id[..12]);
+    // Made by another ClusterSpec (uid u-9) under the name a rotation of ours takes.
+    let theirs = secret_of_ca(&new, &new_name, "u-9");
+    let recorded = json!({(certificates::TARGET_ANNOTATION): new_id});
+    let mounted = mounted_secret(&[&old, &new], &leaf_of(&old), recorded);
+    let (calls, result) = ca_rotation(vec![
+        ("shop-muster-ca".into(), old_secret),
+        ("shop-muster-tls".into(), mounted),
+        (new_name.clone(), theirs),
+    ])
+    .await;
+    result.expect("a conflict is a condition, not an error");
+    assert!(tls_writes(&calls).is_empty(), "{:?}", summary(&calls));
+    let status = written_status(&calls);
+    assert!(
+        status.to_string().contains(&new_name),
+        "the conflict names the Secret: {status}"
+    );
+}

@@ -422,6 +422,7 @@ fn the_tls_status_stays_until_tls_is_off_for_good() {
         server_name: "shop.prod.muster".into(),
         certificate_not_after: "2027-06-01T00:00:00Z".into(),
         ca_not_after: "2036-12-01T00:00:00Z".into(),
+        ..Default::default()
     };
     let members = Err("no pod has an IP yet".to_owned());
     let first = compute(&Seen {

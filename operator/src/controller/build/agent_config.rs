@@ -188,7 +188,10 @@ fn refused(key: &str, value: &Value) -> Option<String> {
     if let Some((_, field)) = IN_THE_SPEC.iter().find(|(k, _)| under(key, k)) {
         return Some(format!("has a field of its own: use {field}"));
     }
-    if under(key, "tls") {
+    // The files, the name and turning TLS on are the operator's; how often agents read
+    // the files again is the user's.
+    let tls_section = key == "tls" && value.is_mapping();
+    if under(key, "tls") && !tls_section && key != "tls.reload-interval" {
         return Some(
             "is set by the operator: use spec.tls (it makes the CA and the certificates, mounts them and probes over HTTPS)".into(),
         );

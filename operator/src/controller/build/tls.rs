@@ -19,9 +19,10 @@ use crate::crd::ClusterSpec;
 use crate::validate::Problem;
 
 const DAY: u64 = 24 * 3600;
-/// How long a cluster's CA is valid. Long, because the operator does not rotate a CA
-/// yet (an agent certificate is renewed under the same CA).
+/// How long a cluster's CA is valid.
 pub const CA_LIFETIME: Duration = Duration::from_secs(10 * 365 * DAY);
+/// A CA in use with less than this left is rotated (a new one, without a restart).
+pub const CA_ROTATE_BEFORE: Duration = Duration::from_secs(365 * DAY);
 /// How long an agent certificate is valid (never beyond its CA).
 pub const CERTIFICATE_LIFETIME: Duration = Duration::from_secs(180 * DAY);
 /// An agent certificate with less than this left is issued anew.
@@ -39,6 +40,17 @@ pub const TLS_KEY: &str = "tls.key";
 /// The Secret with the cluster's CA and its key: the operator's alone, never mounted.
 pub fn ca_secret_name(cs: &ClusterSpec) -> String {
     format!("{}{CA_SECRET_SUFFIX}", cs.name_any())
+}
+
+/// The Secret of a CA made by a rotation, named by its id (the fingerprint of its
+/// certificate): `<name>-<first 12 of the id>-muster-ca`. The first CA keeps
+/// [`ca_secret_name`].
+pub fn rotated_ca_secret_name(cs: &ClusterSpec, id: &str) -> String {
+    format!(
+        "{}-{}{CA_SECRET_SUFFIX}",
+        cs.name_any(),
+        id.get(..12).unwrap_or(id)
+    )
 }
 
 /// The Secret the agent container mounts: the trusted CAs, the certificate, its key.
@@ -76,10 +88,15 @@ fn data(pairs: &[(&str, &str)]) -> BTreeMap<String, ByteString> {
         .collect()
 }
 
-/// The CA Secret for `ca`.
+/// The CA Secret for `ca` (the cluster's first CA).
 pub fn ca_secret(cs: &ClusterSpec, ca: &Ca) -> Secret {
+    ca_secret_named(cs, &ca_secret_name(cs), ca)
+}
+
+/// A CA Secret named `name` for `ca`.
+pub fn ca_secret_named(cs: &ClusterSpec, name: &str, ca: &Ca) -> Secret {
     Secret {
-        metadata: meta(cs, &ca_secret_name(cs)),
+        metadata: meta(cs, name),
         // Never changed: a CA edited in place would be a new CA for the agents.
         immutable: Some(true),
         type_: Some("Opaque".into()),
@@ -107,7 +124,7 @@ pub fn tls_secret(cs: &ClusterSpec, trusted: &str, leaf: &Leaf) -> Secret {
 }
 
 /// The text under `key` of `secret`; why not, naming both.
-fn text<'a>(secret: &'a Secret, key: &str) -> Result<&'a str, String> {
+pub fn text<'a>(secret: &'a Secret, key: &str) -> Result<&'a str, String> {
     let name = secret.metadata.name.as_deref().unwrap_or_default();
     let bytes = secret
         .data
@@ -146,8 +163,8 @@ pub fn ca_of(secret: &Secret) -> Result<Ca, String> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Mounted {
     /// A certificate the agents accept under the CA, valid for longer than
-    /// [`RENEW_BEFORE`] or until the CA ends (only a CA rotation, not built yet, gives
-    /// a longer one then).
+    /// [`RENEW_BEFORE`] or until the CA ends (only a CA rotation gives a longer one
+    /// then).
     Current { not_after: SystemTime },
     /// The agents trust the CA, and their certificate ends within [`RENEW_BEFORE`] (or
     /// has ended, or is not one they accept): a new one from the CA replaces it — the

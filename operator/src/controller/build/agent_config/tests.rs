@@ -80,11 +80,32 @@ fn keys_the_operator_sets_are_refused_with_the_field_to_use() {
         "must be a mapping: it holds keys the operator sets"
     );
     assert_eq!(fields("agent: {config: [1]}"), ["spec.agent.config"]);
-    let p =
-        problems("agent: {config: {tls: {cert-file: /x.pem, key-file: /x.key, ca-file: /ca.pem}}}");
-    assert_eq!(p.len(), 1, "one problem for the section: {p:?}");
-    assert_eq!(p[0].0, "spec.agent.config.tls");
-    assert!(p[0].1.contains("use spec.tls"), "{p:?}");
+    let p = problems(
+        "agent: {config: {tls: {cert-file: /x.pem, key-file: /x.key, ca-file: /ca.pem, reload-interval: 1s}}}",
+    );
+    assert_eq!(
+        p.iter().map(|p| p.0.as_str()).collect::<Vec<_>>(),
+        [
+            "spec.agent.config.tls.ca-file",
+            "spec.agent.config.tls.cert-file",
+            "spec.agent.config.tls.key-file"
+        ],
+        "the files are the operator's, how often they are read is not: {p:?}"
+    );
+    assert!(p.iter().all(|p| p.1.contains("use spec.tls")), "{p:?}");
+    assert_eq!(
+        fields("agent: {config: {tls: on}}"),
+        ["spec.agent.config.tls"]
+    );
+    assert!(problems("agent: {config: {tls: {reload-interval: 1s}}}").is_empty());
+    assert!(
+        problems("tls: {enabled: true}\nagent: {config: {tls: {reload-interval: 1s}}}").is_empty()
+    );
+    assert_eq!(
+        fields("agent: {config: {tls: {reload-interval: 1ms}}}"),
+        ["spec.agent.config.tls.reload-interval"],
+        "the agent's own bounds hold"
+    );
 }
 
 #[test]

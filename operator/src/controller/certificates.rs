@@ -1,0 +1,682 @@
+//! The TLS Secrets of a cluster with `spec.tls`: the cluster's CA (made once, with the
+//! agents' certificate, before any pod), the agents' certificate (issued again before
+//! it ends), and the rotation of the CA without a restart or a split.
+//!
+//! A CA rotation is asked for with the annotation [`ROTATE_ANNOTATION`] on the
+//! ClusterSpec (a value not handled yet), and starts by itself when the CA in use has
+//! less than [`tls::CA_ROTATE_BEFORE`] left. The operator makes a new CA in a Secret of
+//! its own (`<name>-<id>-muster-ca`, never mounted) and moves the agents' Secret
+//! through the three steps of [`crate::rotation`]: the new CA trusted beside the old
+//! one; a certificate of the new CA (both trusted); the old CA dropped — each written
+//! only once every pod's agent reports the files before it (`/bootstrap/status.tls`),
+//! or, for a pod whose agent is not running, once its volume surely holds them. The
+//! agents' Secret records the rotation ([`TARGET_ANNOTATION`], [`HANDLED_ANNOTATION`],
+//! [`WRITTEN_AT_ANNOTATION`]), so an operator that restarts, or a standby, goes on where
+//! it stood. Which CA Secret holds which CA follows from the files themselves: each CA
+//! the agents trust is found by its id.
+//!
+//! The old CA's Secret stays (the operator may not delete Secrets): no agent trusts it
+//! any more, and the Event that ends the rotation names it for deletion by hand.
+
+use std::time::{Duration, SystemTime};
+
+use k8s_openapi::ByteString;
+use k8s_openapi::api::core::v1::Secret;
+use kube::ResourceExt;
+
+use super::apply::{controlled_by, create_once};
+use super::build::tls::{self, CA_CERT, TLS_CERT, TLS_KEY};
+use super::key_rotation::{self, Pods, Want, rfc3339};
+use super::{Context, Error};
+use crate::ClusterSpec;
+use crate::ca::{Ca, Leaf};
+use crate::ca_rotation::{self, Bundle, id_of};
+use crate::crd::TlsStatus;
+use crate::rotation::{self, Credentials, Id, Step};
+
+/// On the ClusterSpec: a new value asks for a new CA.
+pub const ROTATE_ANNOTATION: &str = "muster.dev/rotate-ca";
+/// On the agents' Secret: the request last taken (the annotation's value, or why the
+/// operator started one itself).
+pub const HANDLED_ANNOTATION: &str = "muster.dev/ca-rotated-for";
+/// On the agents' Secret, while a rotation runs: the id of the CA it moves to.
+pub const TARGET_ANNOTATION: &str = "muster.dev/ca-target";
+/// On the agents' Secret: when its CA bundle or certificate last changed by a rotation.
+pub const WRITTEN_AT_ANNOTATION: &str = "muster.dev/ca-written-at";
+/// On the agents' Secret, from the last step until the end: the CA Secrets no agent
+/// trusts once the rotation ends (named in its Event).
+pub const RETIRED_ANNOTATION: &str = "muster.dev/ca-retired";
+
+/// The TLS Secrets of a cluster, as one reconcile read them (before anything else).
+#[derive(Debug, Default, Clone)]
+pub struct TlsSecrets {
+    /// `<name>-muster-ca`: the cluster's first CA.
+    pub first_ca: Option<Secret>,
+    /// `<name>-muster-tls`: what the agent containers mount.
+    pub mounted: Option<Secret>,
+    /// The Secrets of CAs made by rotations that the mounted files trust or a
+    /// rotation moves to (those found).
+    pub rotated: Vec<Secret>,
+}
+
+/// A CA the operator holds: its id, its Secret's name, the CA with its key.
+#[derive(Debug, Clone)]
+pub struct Held {
+    pub id: Id,
+    pub secret: String,
+    pub ca: Ca,
+}
+
+/// The text of `key` in `secret`, if any.
+fn text<'a>(secret: &'a Secret, key: &str) -> Option<&'a str> {
+    tls::text(secret, key).ok()
+}
+
+impl TlsSecrets {
+    /// Reads the Secrets: the first CA, the mounted one, and the CA Secret of each
+    /// other CA its bundle names or its rotation moves to (named by id).
+    pub async fn read(ctx: &Context, cs: &ClusterSpec, ns: &str) -> Result<Self, Error> {
+        let api = kube::Api::<Secret>::namespaced(ctx.client.clone(), ns);
+        let get = |name: String| {
+            let api = api.clone();
+            async move {
+                api.get_opt(&name)
+                    .await
+                    .map_err(|e| Error::kube(format!("read Secret {name}"), e))
+            }
+        };
+        let first_ca = get(tls::ca_secret_name(cs)).await?;
+        let mounted = get(tls::tls_secret_name(cs)).await?;
+        let mut read = Self {
+            first_ca,
+            mounted,
+            rotated: Vec::new(),
+        };
+        for id in read.other_ids() {
+            if let Some(s) = get(tls::rotated_ca_secret_name(cs, &id)).await? {
+                read.rotated.push(s);
+            }
+        }
+        Ok(read)
+    }
+
+    /// The ids of CAs the mounted Secret trusts or moves to, but the first CA's.
+    fn other_ids(&self) -> Vec<Id> {
+        let first = self
+            .first_ca
+            .as_ref()
+            .and_then(|s| text(s, CA_CERT))
+            .and_then(|p| id_of(p).ok());
+        let Some(mounted) = &self.mounted else {
+            return Vec::new();
+        };
+        let mut ids: Vec<Id> = text(mounted, CA_CERT)
+            .and_then(|t| Bundle::parse(t).ok())
+            .map(|b| b.ids())
+            .unwrap_or_default();
+        ids.extend(mounted.annotations().get(TARGET_ANNOTATION).cloned());
+        let mut seen = Vec::new();
+        for id in ids {
+            // (An annotation is anyone's text: only a fingerprint names a Secret.)
+            let is_id = id.len() == 64 && id.bytes().all(|b| b.is_ascii_hexdigit());
+            if is_id && Some(&id) != first.as_ref() && !seen.contains(&id) {
+                seen.push(id);
+            }
+        }
+        seen.truncate(ca_rotation::MAX_TRUSTED + 1);
+        seen
+    }
+
+    /// Every Secret read (each must be this ClusterSpec's: anything else is a conflict).
+    pub fn all(&self) -> impl Iterator<Item = &Secret> {
+        self.first_ca
+            .iter()
+            .chain(self.mounted.iter())
+            .chain(self.rotated.iter())
+    }
+
+    /// The CAs at hand: each CA Secret read that is this ClusterSpec's, holds a usable
+    /// CA and, for a rotation's, is named by that CA's id.
+    pub fn held(&self, cs: &ClusterSpec) -> Vec<Held> {
+        let uid = cs.uid().unwrap_or_default();
+        let first = self.first_ca.iter().map(|s| (s, true));
+        let rotated = self.rotated.iter().map(|s| (s, false));
+        first
+            .chain(rotated)
+            .filter(|(s, _)| controlled_by(&s.metadata, &uid))
+            .filter_map(|(s, is_first)| {
+                let ca = tls::ca_of(s).ok()?;
+                let id = id_of(&ca.cert_pem).ok()?;
+                let name = s.name_any();
+                (is_first || name == tls::rotated_ca_secret_name(cs, &id)).then_some(Held {
+                    id,
+                    secret: name,
+                    ca,
+                })
+            })
+            .collect()
+    }
+
+    /// The CA certificates (PEM) the operator's client trusts: the cluster's CAs that
+    /// the mounted Secret trusts (never its text: a CA put there by hand is not
+    /// trusted), or the first CA while nothing is mounted.
+    pub fn client_pem(&self, cs: &ClusterSpec) -> Result<String, String> {
+        let held = self.held(cs);
+        let ids: Option<Vec<Id>> = self
+            .mounted
+            .as_ref()
+            .and_then(|m| text(m, CA_CERT))
+            .and_then(|t| Bundle::parse(t).ok())
+            .map(|b| b.ids());
+        let pem: String = match &ids {
+            Some(ids) => held
+                .iter()
+                .filter(|h| ids.contains(&h.id))
+                .map(|h| h.ca.cert_pem.as_str())
+                .collect(),
+            None => held
+                .iter()
+                .filter(|h| h.secret == tls::ca_secret_name(cs))
+                .map(|h| h.ca.cert_pem.as_str())
+                .collect(),
+        };
+        if pem.is_empty() {
+            return Err(match (&self.first_ca, ids) {
+                (None, None) => format!(
+                    "the cluster's CA (Secret {}) is not made yet",
+                    tls::ca_secret_name(cs)
+                ),
+                _ => "none of the CAs the agents trust is this ClusterSpec's".to_owned(),
+            });
+        }
+        Ok(pem)
+    }
+}
+
+/// What keeping the TLS Secrets did and where they stand.
+#[derive(Debug, Default)]
+pub struct Kept {
+    /// Events: (reason, action, note).
+    pub done: Vec<(&'static str, &'static str, String)>,
+    /// None after a lost race (looked at again next time).
+    pub status: Option<TlsStatus>,
+    /// A CA rotation is under way: look again soon.
+    pub rotating: bool,
+}
+
+/// The request to rotate, if any: the ClusterSpec's annotation when not handled yet,
+/// else the operator's own when the CA in use (`in_use`, of id `id`) ends within
+/// [`tls::CA_ROTATE_BEFORE`] of `now`.
+pub fn requested(
+    asked: Option<&str>,
+    handled: Option<&str>,
+    id: &str,
+    in_use: &Ca,
+    now: SystemTime,
+) -> Option<String> {
+    if let Some(a) = asked.filter(|a| Some(*a) != handled) {
+        return Some(a.to_owned());
+    }
+    if in_use.not_after < now + tls::CA_ROTATE_BEFORE {
+        let end = rfc3339(in_use.not_after);
+        return Some(format!("CA {} ends at {end}", short(id)));
+    }
+    asked.map(str::to_owned)
+}
+
+/// The certificate and key the agents' Secret holds, if readable.
+fn leaf_of(secret: &Secret) -> Option<Leaf> {
+    let cert_pem = text(secret, TLS_CERT)?;
+    let not_after = tls::first_der(cert_pem)
+        .as_deref()
+        .and_then(node_agent::tls::not_after)?;
+    Some(Leaf {
+        cert_pem: cert_pem.to_owned(),
+        key_pem: text(secret, TLS_KEY)?.to_owned(),
+        not_after: std::time::UNIX_EPOCH + Duration::from_secs(not_after),
+    })
+}
+
+fn short(id: &str) -> &str {
+    id.get(..16).unwrap_or(id)
+}
+
+/// Keeps the TLS Secrets of `cs` as `secrets` read them: makes the CA and the agents'
+/// certificate when there are none and no pod ever started (`started`: how many did),
+/// issues a new certificate under the CA in use before the current one ends, and
+/// moves a CA rotation on by one step when every agent is ready for it.
+pub async fn keep(
+    ctx: &Context,
+    cs: &ClusterSpec,
+    ns: &str,
+    secrets: TlsSecrets,
+    started: usize,
+    pods: &Pods<'_>,
+    now: SystemTime,
+) -> Result<Kept, Error> {
+    let held = secrets.held(cs);
+    let Some(live) = secrets.mounted else {
+        return make(ctx, cs, ns, secrets.first_ca, &held, started, now).await;
+    };
+    let tls_name = tls::tls_secret_name(cs);
+    let server_name = tls::server_name(cs);
+    let restore = "Restore it from a backup; or, if no pod of the cluster runs, delete it and it is made anew";
+    let trusted = text(&live, CA_CERT).unwrap_or_default().to_owned();
+    let bundle = Bundle::parse(&trusted).map_err(|e| {
+        Error::Secret(format!(
+            "Secret {ns}/{tls_name} cannot be kept: its {CA_CERT} is not what agents take ({e}); the operator writes nothing. {restore}"
+        ))
+    })?;
+    // Each CA the agents trust must be at hand: a file without one would cut off the
+    // agents that take it from those that have not.
+    let mut cas: Vec<&Held> = Vec::new();
+    for id in bundle.ids() {
+        let ca = held.iter().find(|h| h.id == id).ok_or_else(|| {
+            let first = tls::ca_secret_name(cs);
+            let rotated = tls::rotated_ca_secret_name(cs, &id);
+            Error::Secret(format!(
+                "the agents trust CA {} but neither Secret {ns}/{first} nor {ns}/{rotated} holds it (gone, or not this ClusterSpec's): a new CA would cut the agents that take it off from the others. Restore that Secret from a backup; or delete the ClusterSpec and create it again (the cluster starts anew)",
+                short(&id)
+            ))
+        })?;
+        cas.push(ca);
+    }
+    let ca_refs: Vec<&Ca> = cas.iter().map(|h| &h.ca).collect();
+    let leaf = leaf_of(&live);
+    let state = leaf
+        .as_ref()
+        .ok_or_else(|| format!("it holds no readable {TLS_CERT} and {TLS_KEY}"))
+        .and_then(|l| ca_rotation::mounted_state(&bundle, l, &ca_refs, &server_name));
+    let in_use: &Held = match &state {
+        Ok(s) => cas
+            .iter()
+            .find(|h| h.id == s.in_use)
+            .copied()
+            .unwrap_or(cas[0]),
+        Err(_) => cas[0],
+    };
+    let annotations = live.annotations().clone();
+    let handled = annotations.get(HANDLED_ANNOTATION).map(String::as_str);
+    let target = annotations.get(TARGET_ANNOTATION).map(String::as_str);
+    let asked = cs.annotations().get(ROTATE_ANNOTATION).map(String::as_str);
+    let request = requested(asked, handled, &in_use.id, &in_use.ca, now);
+    let want = match &state {
+        Ok(s) => key_rotation::want(s, target, request.as_deref(), handled),
+        // A certificate to issue again under the one CA; not a state to rotate from.
+        Err(_) if cas.len() == 1 && target.is_none() => Want::Nothing,
+        Err(e) => {
+            return Err(Error::Secret(format!(
+                "Secret {ns}/{tls_name} cannot be rotated further: {e}; the operator writes nothing. {restore}"
+            )));
+        }
+    };
+    let mut kept = Kept::default();
+    let status =
+        |certificate_end: SystemTime, cas: Vec<String>, rotation: Option<String>| TlsStatus {
+            server_name: server_name.clone(),
+            certificate_not_after: rfc3339(certificate_end),
+            ca_not_after: rfc3339(in_use.ca.not_after),
+            cas,
+            rotation,
+        };
+    let ring = |c: &Credentials| c.ring().iter().map(|i| short(i).to_owned()).collect();
+    let (want, state, leaf) = match (want, state, leaf) {
+        (Want::Nothing, _, _) => {
+            let end = renew(ctx, cs, ns, &live, &in_use.ca, &trusted, now, &mut kept).await?;
+            let ids = bundle.ids().iter().map(|i| short(i).to_owned()).collect();
+            kept.status = end.map(|end| status(end, ids, None));
+            return Ok(kept);
+        }
+        (want, Ok(state), Some(leaf)) => (want, state, leaf),
+        // (A state is only read from a readable certificate.)
+        _ => {
+            return Err(Error::Secret(format!(
+                "Secret {ns}/{tls_name}: no readable certificate"
+            )));
+        }
+    };
+    let (target_id, new_ca) = match want {
+        Want::To(id) => (id, None),
+        _ => {
+            let ca = crate::ca::new_ca(&tls::ca_name(cs, now), now, tls::CA_LIFETIME)
+                .map_err(Error::Secret)?;
+            (id_of(&ca.cert_pem).map_err(Error::Secret)?, Some(ca))
+        }
+    };
+    kept.rotating = true;
+    let leaf_id = tls::first_der(&leaf.cert_pem)
+        .map(|d| node_agent::tls::fingerprint(&d))
+        .unwrap_or_default();
+    let mounted_for = pods.mounted_for(&live, WRITTEN_AT_ANNOTATION);
+    let (names, reports) = pods
+        .reports(&cs.name_any(), |s| {
+            ca_rotation::report_of(s.tls.as_ref(), &state, &leaf_id)
+        })
+        .await;
+    let observed = rotation::Observed {
+        mounted: &state,
+        mounted_for,
+        settle: pods.settle,
+        pods: &names,
+        reports: &reports,
+    };
+    let to = if new_ca.is_some() {
+        // A new CA not written yet is made anew next time: no id to show.
+        "to a new CA".to_owned()
+    } else {
+        format!("to CA {}", short(&target_id))
+    };
+    match rotation::plan(&observed, &target_id) {
+        Step::Wait(lagging) => {
+            let text =
+                key_rotation::waiting_text(&to, "TLS files", &lagging, mounted_for, pods.settle);
+            kept.status = Some(status(leaf.not_after, ring(&state), Some(text)));
+        }
+        Step::Done if target.is_none() => {
+            kept.rotating = false;
+            kept.status = Some(status(leaf.not_after, ring(&state), None));
+        }
+        Step::Done => {
+            // Every agent trusts the target alone and serves its certificate.
+            let mut next = live.clone();
+            let a = next
+                .metadata
+                .annotations
+                .get_or_insert_with(Default::default);
+            a.remove(TARGET_ANNOTATION);
+            let retired = a.remove(RETIRED_ANNOTATION);
+            if key_rotation::write(ctx, ns, &tls_name, next).await? {
+                kept.rotating = false;
+                let mut note = format!(
+                    "every agent trusts CA {} alone and serves a certificate of it",
+                    short(&target_id)
+                );
+                if let Some(r) = retired.filter(|r| !r.is_empty()) {
+                    note.push_str(&format!(
+                        "; no agent trusts the CA in Secret {r} any more: delete it (kubectl delete secret -n {ns} {})",
+                        r.replace(',', " ")
+                    ));
+                }
+                tracing::info!(secret = %tls_name, "{note}");
+                kept.done.push(("TlsCaRotated", "Rotate", note));
+                kept.status = Some(status(leaf.not_after, ring(&state), None));
+            }
+        }
+        Step::Mount(next_state) => {
+            let mut at_hand: Vec<&Ca> = ca_refs.clone();
+            if let Some(ca) = &new_ca {
+                // The new CA's Secret before any file trusts it.
+                let name = tls::rotated_ca_secret_name(cs, &target_id);
+                let made = create_once(ctx, cs, ns, &tls::ca_secret_named(cs, &name, ca)).await?;
+                if !tls::holds(&made, CA_CERT, &ca.cert_pem) {
+                    // Another reconcile's (the same id, so the same certificate, or
+                    // a race lost): looked at next time.
+                    return Ok(kept);
+                }
+                at_hand.push(ca);
+            }
+            let issue =
+                |ca: &Ca| crate::ca::issue(ca, &server_name, now, tls::CERTIFICATE_LIFETIME);
+            let (bundle_text, next_leaf) = ca_rotation::files_of(
+                &next_state,
+                &trusted,
+                &state.in_use,
+                &leaf,
+                &at_hand,
+                &server_name,
+                issue,
+            )
+            .map_err(|e| Error::Secret(format!("Secret {ns}/{tls_name}: {e}")))?;
+            let mut next = live.clone();
+            let data = next.data.get_or_insert_with(Default::default);
+            for (key, value) in [
+                (CA_CERT, &bundle_text),
+                (TLS_CERT, &next_leaf.cert_pem),
+                (TLS_KEY, &next_leaf.key_pem),
+            ] {
+                data.insert(key.to_owned(), ByteString(value.as_bytes().to_vec()));
+            }
+            let a = next
+                .metadata
+                .annotations
+                .get_or_insert_with(Default::default);
+            a.insert(TARGET_ANNOTATION.to_owned(), target_id.clone());
+            a.insert(WRITTEN_AT_ANNOTATION.to_owned(), rfc3339(SystemTime::now()));
+            if new_ca.is_some()
+                && let Some(r) = &request
+            {
+                a.insert(HANDLED_ANNOTATION.to_owned(), r.clone());
+            }
+            let dropped: Vec<&str> = cas
+                .iter()
+                .filter(|h| !next_state.accepted.contains(&h.id))
+                .map(|h| h.secret.as_str())
+                .collect();
+            if !dropped.is_empty() {
+                a.insert(RETIRED_ANNOTATION.to_owned(), dropped.join(","));
+            }
+            if key_rotation::write(ctx, ns, &tls_name, next).await? {
+                let what = if next_state.accepted.len() > 1 && next_state.in_use != target_id {
+                    format!(
+                        "CA {} trusted beside {} (its certificate not served yet)",
+                        short(&target_id),
+                        short(&next_state.in_use)
+                    )
+                } else if next_state.accepted.len() > 1 {
+                    format!(
+                        "a certificate of CA {} served now; the old CA is still trusted",
+                        short(&target_id)
+                    )
+                } else {
+                    format!("CA {} alone trusted", short(&next_state.in_use))
+                };
+                let reason = if new_ca.is_some() {
+                    "TlsCaRotationStarted"
+                } else {
+                    "TlsCaRotationStep"
+                };
+                tracing::info!(secret = %tls_name, step = %what, "CA rotation");
+                kept.done.push((reason, "Rotate", what.clone()));
+                kept.status = Some(status(
+                    next_leaf.not_after,
+                    ring(&next_state),
+                    Some(format!(
+                        "to CA {}: {what}; the next step once every agent uses it",
+                        short(&target_id)
+                    )),
+                ));
+            }
+        }
+    }
+    Ok(kept)
+}
+
+/// Makes what is missing when nothing is mounted: the first CA (unless there) and the
+/// agents' certificate — only while no pod ever started: pods that did hold files of
+/// a CA that a new Secret might not trust (each keeps its files until its kubelet
+/// refreshes them), so nothing is made under them.
+async fn make(
+    ctx: &Context,
+    cs: &ClusterSpec,
+    ns: &str,
+    first_ca: Option<Secret>,
+    held: &[Held],
+    started: usize,
+    now: SystemTime,
+) -> Result<Kept, Error> {
+    let ca_name = tls::ca_secret_name(cs);
+    let tls_name = tls::tls_secret_name(cs);
+    let server_name = tls::server_name(cs);
+    if started > 0 {
+        let what = if first_ca.is_some() {
+            format!("Secret {ns}/{tls_name} (the agents' certificates) is gone")
+        } else {
+            format!(
+                "Secrets {ns}/{ca_name} and {ns}/{tls_name} (the cluster's CA and the agents' certificates) are gone"
+            )
+        };
+        return Err(Error::Secret(format!(
+            "{what} while {started} pod(s) run on them: new ones would cut each agent that takes them off from the others. Restore it from a backup; or delete the ClusterSpec and create it again (the cluster starts anew)"
+        )));
+    }
+    let mut kept = Kept::default();
+    let ca = match first_ca {
+        Some(secret) => match held.iter().find(|h| h.secret == ca_name) {
+            Some(h) => h.ca.clone(),
+            None => {
+                let why = tls::ca_of(&secret)
+                    .err()
+                    .unwrap_or_else(|| "not usable".into());
+                return Err(Error::Secret(format!(
+                    "Secret {ns}/{ca_name} does not hold a usable CA: {why}; the operator never overwrites it: restore it from a backup, or delete it and it is made anew (no pod has started)"
+                )));
+            }
+        },
+        None => {
+            let fresh = crate::ca::new_ca(&tls::ca_name(cs, now), now, tls::CA_LIFETIME)
+                .map_err(Error::Secret)?;
+            let made = create_once(ctx, cs, ns, &tls::ca_secret(cs, &fresh)).await?;
+            // (Or another reconcile's, made meanwhile: that one is used.)
+            if tls::holds(&made, CA_CERT, &fresh.cert_pem) {
+                tracing::info!(secret = %ca_name, "made the cluster's CA");
+                kept.done.push((
+                    "TlsCaCreated",
+                    "Create",
+                    format!("made the cluster's CA (Secret {ca_name})"),
+                ));
+            }
+            tls::ca_of(&made).map_err(Error::Secret)?
+        }
+    };
+    let leaf = crate::ca::issue(&ca, &server_name, now, tls::CERTIFICATE_LIFETIME)
+        .map_err(Error::Secret)?;
+    let made = create_once(ctx, cs, ns, &tls::tls_secret(cs, &ca.cert_pem, &leaf)).await?;
+    if tls::holds(&made, TLS_CERT, &leaf.cert_pem) {
+        tracing::info!(secret = %tls_name, "issued the agents' certificate");
+        kept.done.push((
+            "TlsCertificateIssued",
+            "Issue",
+            format!("issued the agents' certificate for {server_name} (Secret {tls_name})"),
+        ));
+        let id = id_of(&ca.cert_pem).map_err(Error::Secret)?;
+        kept.status = Some(TlsStatus {
+            server_name,
+            certificate_not_after: rfc3339(leaf.not_after),
+            ca_not_after: rfc3339(ca.not_after),
+            cas: vec![short(&id).to_owned()],
+            rotation: None,
+        });
+    }
+    Ok(kept)
+}
+
+/// Issues the agents' certificate again under `ca` (the one CA in use, the bundle
+/// `trusted` kept) when it ends within [`tls::RENEW_BEFORE`] or the agents would refuse
+/// it: when it ends now (None after a lost race).
+#[allow(clippy::too_many_arguments)]
+async fn renew(
+    ctx: &Context,
+    cs: &ClusterSpec,
+    ns: &str,
+    live: &Secret,
+    ca: &Ca,
+    trusted: &str,
+    now: SystemTime,
+    kept: &mut Kept,
+) -> Result<Option<SystemTime>, Error> {
+    let tls_name = tls::tls_secret_name(cs);
+    let server_name = tls::server_name(cs);
+    match tls::mounted(live, ca, &server_name, now) {
+        tls::Mounted::Current { not_after } => Ok(Some(not_after)),
+        tls::Mounted::Unusable(why) => Err(Error::Secret(format!(
+            "Secret {ns}/{tls_name} cannot be kept: {why}. A certificate of the cluster's CA would cut each agent that takes it off from those that have not yet; the operator writes nothing. Restore it from a backup; or, if no pod of the cluster runs, delete it and it is made anew"
+        ))),
+        tls::Mounted::Renew { why, .. } => {
+            let leaf = crate::ca::issue(ca, &server_name, now, tls::CERTIFICATE_LIFETIME)
+                .map_err(Error::Secret)?;
+            let mut renewed = live.clone();
+            let data = renewed.data.get_or_insert_with(Default::default);
+            for (key, value) in [
+                (CA_CERT, trusted),
+                (TLS_CERT, leaf.cert_pem.as_str()),
+                (TLS_KEY, leaf.key_pem.as_str()),
+            ] {
+                data.insert(key.to_owned(), ByteString(value.as_bytes().to_vec()));
+            }
+            // Only over the Secret as read: a write since then is looked at anew.
+            if !key_rotation::write(ctx, ns, &tls_name, renewed).await? {
+                return Ok(None);
+            }
+            tracing::info!(secret = %tls_name, %why, "renewed the agents' certificate");
+            kept.done.push((
+                "TlsCertificateRenewed",
+                "Renew",
+                format!(
+                    "renewed the agents' certificate ({why}); agents take it within their tls.reload-interval after the kubelet updates the files"
+                ),
+            ));
+            Ok(Some(leaf.not_after))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const YEAR: Duration = Duration::from_secs(365 * 24 * 3600);
+
+    #[test]
+    fn a_ca_is_rotated_on_request_once_and_by_itself_a_year_before_it_ends() {
+        let now = SystemTime::now();
+        let ca = crate::ca::new_ca("muster team-a/cache CA", now, 10 * YEAR).expect("a CA");
+        let id = id_of(&ca.cert_pem).expect("an id");
+        assert_eq!(requested(None, None, &id, &ca, now), None);
+        assert_eq!(
+            requested(Some("first"), None, &id, &ca, now).as_deref(),
+            Some("first")
+        );
+        // Taken: asked again only with another value (the value stands, as handled).
+        assert_eq!(
+            requested(Some("first"), Some("first"), &id, &ca, now).as_deref(),
+            Some("first")
+        );
+        assert_eq!(
+            key_rotation::want(
+                &Credentials::single(&id),
+                None,
+                requested(Some("first"), Some("first"), &id, &ca, now).as_deref(),
+                Some("first")
+            ),
+            Want::Nothing
+        );
+        // Nine years and a day on: less than a year left, a request of the operator's.
+        let late = now + 9 * YEAR + Duration::from_secs(24 * 3600);
+        let by_age = requested(Some("first"), Some("first"), &id, &ca, late).expect("due");
+        assert!(by_age.contains(short(&id)), "{by_age}");
+        assert_eq!(
+            key_rotation::want(
+                &Credentials::single(&id),
+                None,
+                Some(&by_age),
+                Some("first")
+            ),
+            Want::NewKey
+        );
+        // Once taken, the same CA asks no second time.
+        assert_eq!(
+            key_rotation::want(
+                &Credentials::single(&id),
+                None,
+                Some(&by_age),
+                Some(&by_age)
+            ),
+            Want::Nothing
+        );
+        // A request of the user's not taken yet comes first.
+        assert_eq!(
+            requested(Some("second"), Some("first"), &id, &ca, late).as_deref(),
+            Some("second")
+        );
+    }
+}
