@@ -473,8 +473,23 @@ impl MembershipCore {
                 Ok(Vec::new())
             }
             Message::Status { digest } => {
-                if !self.is_member() || !self.gossip.has_member(&env.from) {
+                if !self.is_member() {
                     return Err(Dropped::NotNow);
+                }
+                if !self.gossip.has_member(&env.from) {
+                    if !self.gossip.tombstones().contains(&env.from) {
+                        return Err(Dropped::NotNow);
+                    }
+                    // A removed incarnation that still gossips missed its removal (a
+                    // leaving member whose Exiting push was lost holds every mark for
+                    // its Leaving version and sends only digests): it gets our state,
+                    // which tells it so, in the next push slot, within the push
+                    // fanout like any sender that lacks our version.
+                    self.lacking.insert(env.from);
+                    if now >= self.next_push {
+                        return Ok(self.push_now(now, rng));
+                    }
+                    return Ok(Vec::new());
                 }
                 if digest != self.digest() {
                     // Different states: ours goes back (and if the sender had something

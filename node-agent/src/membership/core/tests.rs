@@ -891,3 +891,71 @@ fn gossip_that_lacks_our_version_is_answered_within_the_push_budget() {
         assert_ne!(status, Some(MemberStatus::Up), "node {i} saw the change");
     }
 }
+
+#[test]
+fn a_leaving_member_that_missed_its_exiting_still_learns_it_was_removed() {
+    // CI saw it (an e2e scale-down): the leader moved a leaving member Exiting 4 ms
+    // after it was Leaving and then removed it, and the push that told the leaving
+    // member it was Exiting was lost. It held every peer's mark for its Leaving
+    // version, so it only sent digests, which members dropped from a removed
+    // incarnation: nobody told it, and it never ended its leave.
+    let mut net = Net::formed(&[1, 2, 3]);
+    let mut rng = Rng::seeded(5);
+    let leaving = uniq(3, 3);
+    let out = net.node(3).leave(Duration::ZERO, &mut rng);
+    net.send(out);
+    // No state that holds it Exiting (or removed) reaches it until the others removed it.
+    let news = |o: &Outgoing| {
+        o.to == addr(3)
+            && match &o.envelope.message {
+                Message::Gossip { gossip } | Message::Welcome { gossip } => {
+                    let me = uniq(3, 3);
+                    gossip.tombstones().contains(&me)
+                        || gossip.member(&me).map(|m| m.status) == Some(MemberStatus::Exiting)
+                }
+                _ => false,
+            }
+    };
+    let mut steps = 0;
+    while [1, 2]
+        .iter()
+        .any(|i| net.node(*i).gossip().has_member(&leaving))
+    {
+        net.run(news);
+        net.advance(Duration::from_millis(100));
+        steps += 1;
+        assert!(steps < 100, "never removed");
+    }
+    assert_eq!(net.node(3).phase(), &Phase::Member);
+    // Then the peers' marks for its Leaving version arrive (the push of Exiting was
+    // lost): as far as it knows, everyone has its version.
+    let digest = net.node(3).digest();
+    for i in [1, 2] {
+        let seen = net
+            .node(i)
+            .envelope(&addr(3), Some(3), Message::Seen { digest });
+        let now = net.now;
+        let out = net
+            .node(3)
+            .receive(now, &mut rng, seen.envelope)
+            .expect("a mark");
+        net.send(out);
+    }
+    assert!(
+        {
+            let core = &net.nodes[&addr(3)];
+            core.peers().all(|m| core.gossip().has_seen(&m.node))
+        },
+        "the test did not give it every mark"
+    );
+    // From now on every message arrives.
+    for _ in 0..100 {
+        net.run(|_| false);
+        net.advance(Duration::from_millis(100));
+    }
+    assert_eq!(
+        net.node(3).phase(),
+        &Phase::Left,
+        "the leaving member ended its leave"
+    );
+}
