@@ -1268,6 +1268,8 @@ async fn a_ca_rotation_moves_every_agent_to_a_new_ca_without_a_split() {
             let deadline = Instant::now() + Duration::from_secs(400);
             while !*stopped.borrow() && Instant::now() < deadline {
                 let Ok(mounted) = secrets.get("certs-muster-tls").await else {
+                    let _ =
+                        tokio::time::timeout(Duration::from_millis(200), stopped.changed()).await;
                     continue;
                 };
                 let bundle = secret_text(&mounted, "ca.crt");
@@ -1415,7 +1417,11 @@ async fn a_ca_rotation_moves_every_agent_to_a_new_ca_without_a_split() {
         "CA rotated on 3 agents in {} ms (kubelet refresh 10-15 s); {looks} looks at every agent over TLS, all one cluster with every member Up; looks with fewer than 3 answers: {short_looks}; with an unreachable member: {unreachable_seen}",
         took.as_millis()
     );
-    assert!(looks > 0);
+    // The pairwise check counts only where every agent answered.
+    assert!(
+        looks > 0 && short_looks * 10 <= looks,
+        "{short_looks} of {looks} looks without every agent's answer"
+    );
     let (tls, mounted, agents) = rotated;
     // The new CA: the one the first operator made, in a Secret of its own (never
     // mounted), owned by the ClusterSpec; the agents trust it alone.

@@ -92,8 +92,20 @@ impl TlsSecrets {
             mounted,
             rotated: Vec::new(),
         };
-        for id in read.other_ids() {
-            if let Some(s) = get(tls::rotated_ca_secret_name(cs, &id)).await? {
+        let mut names: Vec<String> = read
+            .other_ids()
+            .iter()
+            .map(|id| tls::rotated_ca_secret_name(cs, id))
+            .collect();
+        // Nothing mounted: the CA the status last showed in use, if a rotation's (the
+        // agents' files may trust it alone).
+        if read.mounted.is_none()
+            && let Some(id) = status_in_use(cs)
+        {
+            names.push(tls::rotated_ca_secret_name(cs, &id));
+        }
+        for name in names {
+            if let Some(s) = get(name).await? {
                 read.rotated.push(s);
             }
         }
@@ -168,18 +180,15 @@ impl TlsSecrets {
             .and_then(|m| text(m, CA_CERT))
             .and_then(|t| Bundle::parse(t).ok())
             .map(|b| b.ids());
-        let pem: String = match &ids {
-            Some(ids) => held
-                .iter()
-                .filter(|h| ids.contains(&h.id))
-                .map(|h| h.ca.cert_pem.as_str())
-                .collect(),
-            None => held
-                .iter()
-                .filter(|h| h.secret == tls::ca_secret_name(cs))
-                .map(|h| h.ca.cert_pem.as_str())
-                .collect(),
-        };
+        let pem: String = held
+            .iter()
+            .filter(|h| match &ids {
+                Some(ids) => ids.contains(&h.id),
+                None => h.secret == tls::ca_secret_name(cs),
+            })
+            // (A Secret restored by hand may lack the last line end.)
+            .map(|h| format!("{}\n", h.ca.cert_pem.trim_end()))
+            .collect();
         if pem.is_empty() {
             return Err(match (&self.first_ca, ids) {
                 (None, None) => format!(
@@ -204,24 +213,43 @@ pub struct Kept {
     pub rotating: bool,
 }
 
-/// The request to rotate, if any: the ClusterSpec's annotation when not handled yet,
-/// else the operator's own when the CA in use (`in_use`, of id `id`) ends within
-/// [`tls::CA_ROTATE_BEFORE`] of `now`.
-pub fn requested(
+/// The first 16 hex characters of the CA the status last showed in use (when it was
+/// one CA alone), if any.
+fn status_in_use(cs: &ClusterSpec) -> Option<String> {
+    let cas = &cs.status.as_ref()?.tls.as_ref()?.cas;
+    let id = match cas.as_slice() {
+        [one] => one,
+        _ => return None,
+    };
+    (id.len() >= 12 && id.bytes().all(|b| b.is_ascii_hexdigit())).then(|| id.clone())
+}
+
+/// Why a new CA is wanted, if one is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Request {
+    /// The ClusterSpec's annotation, with a value (as recorded) not handled yet.
+    Asked(String),
+    /// The CA in use ends within [`tls::CA_ROTATE_BEFORE`].
+    Ends,
+}
+
+/// Whether a new CA is wanted: the ClusterSpec's annotation `asked` when not `handled`
+/// yet, else the CA in use (`in_use`) ending within [`tls::CA_ROTATE_BEFORE`] of `now`.
+/// Only the annotation's value is ever recorded as handled: a rotation by age leaves
+/// the record alone (the new CA is not due for years).
+pub fn request(
     asked: Option<&str>,
     handled: Option<&str>,
-    id: &str,
     in_use: &Ca,
     now: SystemTime,
-) -> Option<String> {
-    if let Some(a) = asked.filter(|a| Some(*a) != handled) {
-        return Some(a.to_owned());
+) -> Option<Request> {
+    if let Some(a) = asked
+        .map(key_rotation::mark)
+        .filter(|a| Some(a.as_str()) != handled)
+    {
+        return Some(Request::Asked(a));
     }
-    if in_use.not_after < now + tls::CA_ROTATE_BEFORE {
-        let end = rfc3339(in_use.not_after);
-        return Some(format!("CA {} ends at {end}", short(id)));
-    }
-    asked.map(str::to_owned)
+    (in_use.not_after < now + tls::CA_ROTATE_BEFORE).then_some(Request::Ends)
 }
 
 /// The certificate and key the agents' Secret holds, if readable.
@@ -242,9 +270,10 @@ fn short(id: &str) -> &str {
 }
 
 /// Keeps the TLS Secrets of `cs` as `secrets` read them: makes the CA and the agents'
-/// certificate when there are none and no pod ever started (`started`: how many did),
-/// issues a new certificate under the CA in use before the current one ends, and
-/// moves a CA rotation on by one step when every agent is ready for it.
+/// certificate when nothing is mounted (see [`make`]; `started`: how many pods ever
+/// started), issues a new certificate under the CA in use before the current one ends
+/// (rotation or not), and moves a CA rotation on by one step when every agent is ready
+/// for it.
 pub async fn keep(
     ctx: &Context,
     cs: &ClusterSpec,
@@ -256,11 +285,11 @@ pub async fn keep(
 ) -> Result<Kept, Error> {
     let held = secrets.held(cs);
     let Some(live) = secrets.mounted else {
-        return make(ctx, cs, ns, secrets.first_ca, &held, started, now).await;
+        return make(ctx, cs, ns, secrets.first_ca.is_some(), &held, started, now).await;
     };
     let tls_name = tls::tls_secret_name(cs);
     let server_name = tls::server_name(cs);
-    let restore = "Restore it from a backup; or, if no pod of the cluster runs, delete it and it is made anew";
+    let restore = "Restore it from a backup; or delete it and every pod of the cluster (kubectl delete pods -l muster.dev/cluster=NAME): it is made anew before they start again";
     let trusted = text(&live, CA_CERT).unwrap_or_default().to_owned();
     let bundle = Bundle::parse(&trusted).map_err(|e| {
         Error::Secret(format!(
@@ -275,7 +304,7 @@ pub async fn keep(
             let first = tls::ca_secret_name(cs);
             let rotated = tls::rotated_ca_secret_name(cs, &id);
             Error::Secret(format!(
-                "the agents trust CA {} but neither Secret {ns}/{first} nor {ns}/{rotated} holds it (gone, or not this ClusterSpec's): a new CA would cut the agents that take it off from the others. Restore that Secret from a backup; or delete the ClusterSpec and create it again (the cluster starts anew)",
+                "the agents trust CA {} but no CA Secret of this ClusterSpec holds it (it would be {ns}/{first} if it is the cluster's first CA, else {ns}/{rotated}; gone, or not this ClusterSpec's): a new CA would cut the agents that take it off from the others. Restore that Secret from a backup; or delete the ClusterSpec and create it again (the cluster starts anew)",
                 short(&id)
             ))
         })?;
@@ -287,62 +316,82 @@ pub async fn keep(
         .as_ref()
         .ok_or_else(|| format!("it holds no readable {TLS_CERT} and {TLS_KEY}"))
         .and_then(|l| ca_rotation::mounted_state(&bundle, l, &ca_refs, &server_name));
+    // The CA in use: the one that issued the certificate, else (a certificate to issue
+    // again) the bundle's first, which the operator writes first.
     let in_use: &Held = match &state {
         Ok(s) => cas
             .iter()
             .find(|h| h.id == s.in_use)
             .copied()
             .unwrap_or(cas[0]),
+        Err(e) if cas.len() > 1 => {
+            // Between two CAs, which one the neighbouring states serve is not known.
+            return Err(Error::Secret(format!(
+                "Secret {ns}/{tls_name} cannot be kept: {e}, and it trusts {} CAs (a rotation's files); the operator writes nothing. {restore}",
+                cas.len()
+            )));
+        }
         Err(_) => cas[0],
     };
     let annotations = live.annotations().clone();
     let handled = annotations.get(HANDLED_ANNOTATION).map(String::as_str);
-    let target = annotations.get(TARGET_ANNOTATION).map(String::as_str);
+    // A target not in the file (a hand edit, a lost write) counts for nothing.
+    let target = annotations
+        .get(TARGET_ANNOTATION)
+        .map(String::as_str)
+        .filter(|t| bundle.ids().iter().any(|i| i == t));
     let asked = cs.annotations().get(ROTATE_ANNOTATION).map(String::as_str);
-    let request = requested(asked, handled, &in_use.id, &in_use.ca, now);
-    let want = match &state {
-        Ok(s) => key_rotation::want(s, target, request.as_deref(), handled),
-        // A certificate to issue again under the one CA; not a state to rotate from.
-        Err(_) if cas.len() == 1 && target.is_none() => Want::Nothing,
-        Err(e) => {
-            return Err(Error::Secret(format!(
-                "Secret {ns}/{tls_name} cannot be rotated further: {e}; the operator writes nothing. {restore}"
-            )));
-        }
+    let request = request(asked, handled, &in_use.ca, now);
+    let status = |certificate_end: SystemTime,
+                  ca: &Ca,
+                  cas: Vec<String>,
+                  rotation: Option<String>| TlsStatus {
+        server_name: server_name.clone(),
+        certificate_not_after: rfc3339(certificate_end),
+        ca_not_after: rfc3339(ca.not_after),
+        cas,
+        rotation,
     };
+    let ids: Vec<String> = bundle.ids().iter().map(|i| short(i).to_owned()).collect();
     let mut kept = Kept::default();
-    let status =
-        |certificate_end: SystemTime, cas: Vec<String>, rotation: Option<String>| TlsStatus {
-            server_name: server_name.clone(),
-            certificate_not_after: rfc3339(certificate_end),
-            ca_not_after: rfc3339(in_use.ca.not_after),
-            cas,
-            rotation,
-        };
-    let ring = |c: &Credentials| c.ring().iter().map(|i| short(i).to_owned()).collect();
-    let (want, state, leaf) = match (want, state, leaf) {
-        (Want::Nothing, _, _) => {
-            let end = renew(ctx, cs, ns, &live, &in_use.ca, &trusted, now, &mut kept).await?;
-            let ids = bundle.ids().iter().map(|i| short(i).to_owned()).collect();
-            kept.status = end.map(|end| status(end, ids, None));
+
+    // The certificate first, rotation or not: one about to end is issued again under
+    // the CA in use, the trusted CAs kept, which every neighbouring state of a
+    // rotation accepts (a rotation waiting on an agent must not let it expire).
+    let end = match renew(ctx, cs, ns, &live, &in_use.ca, &trusted, now, &mut kept).await? {
+        Renewal::Current(end) => end,
+        renewed => {
+            kept.rotating = target.is_some() || request.is_some() || cas.len() > 1;
+            let rotation = kept
+                .rotating
+                .then(|| "the agents' certificate is issued again first; the CA rotation goes on once every agent serves it".to_owned());
+            kept.status = match renewed {
+                Renewal::Renewed(end) => Some(status(end, &in_use.ca, ids, rotation)),
+                _ => None,
+            };
             return Ok(kept);
         }
-        (want, Ok(state), Some(leaf)) => (want, state, leaf),
-        // (A state is only read from a readable certificate.)
-        _ => {
-            return Err(Error::Secret(format!(
-                "Secret {ns}/{tls_name}: no readable certificate"
-            )));
-        }
     };
+    let (Ok(state), Some(leaf)) = (state, leaf) else {
+        // (Renewal makes a readable certificate of a bundle CA, or fails above.)
+        return Err(Error::Secret(format!(
+            "Secret {ns}/{tls_name}: no certificate of its CAs"
+        )));
+    };
+    let want = key_rotation::want(&state, target, request.as_ref().map(|_| "new"), None);
     let (target_id, new_ca) = match want {
+        Want::Nothing => {
+            kept.status = Some(status(end, &in_use.ca, ids, None));
+            return Ok(kept);
+        }
         Want::To(id) => (id, None),
-        _ => {
+        Want::NewKey => {
             let ca = crate::ca::new_ca(&tls::ca_name(cs, now), now, tls::CA_LIFETIME)
                 .map_err(Error::Secret)?;
             (id_of(&ca.cert_pem).map_err(Error::Secret)?, Some(ca))
         }
     };
+    let ring = |c: &Credentials| c.ring().iter().map(|i| short(i).to_owned()).collect();
     kept.rotating = true;
     let leaf_id = tls::first_der(&leaf.cert_pem)
         .map(|d| node_agent::tls::fingerprint(&d))
@@ -370,11 +419,11 @@ pub async fn keep(
         Step::Wait(lagging) => {
             let text =
                 key_rotation::waiting_text(&to, "TLS files", &lagging, mounted_for, pods.settle);
-            kept.status = Some(status(leaf.not_after, ring(&state), Some(text)));
+            kept.status = Some(status(end, &in_use.ca, ring(&state), Some(text)));
         }
         Step::Done if target.is_none() => {
             kept.rotating = false;
-            kept.status = Some(status(leaf.not_after, ring(&state), None));
+            kept.status = Some(status(end, &in_use.ca, ring(&state), None));
         }
         Step::Done => {
             // Every agent trusts the target alone and serves its certificate.
@@ -399,7 +448,7 @@ pub async fn keep(
                 }
                 tracing::info!(secret = %tls_name, "{note}");
                 kept.done.push(("TlsCaRotated", "Rotate", note));
-                kept.status = Some(status(leaf.not_after, ring(&state), None));
+                kept.status = Some(status(end, &in_use.ca, ring(&state), None));
             }
         }
         Step::Mount(next_state) => {
@@ -413,6 +462,16 @@ pub async fn keep(
                     // a race lost): looked at next time.
                     return Ok(kept);
                 }
+                // Named now: if the write below is lost, a later reconcile makes
+                // another CA, and this Secret is trusted by nobody.
+                kept.done.push((
+                    "TlsCaCreated",
+                    "Create",
+                    format!(
+                        "made CA {} for a rotation (Secret {name}); should no TLS file ever trust it (see the next Events), delete it",
+                        short(&target_id)
+                    ),
+                ));
                 at_hand.push(ca);
             }
             let issue =
@@ -443,7 +502,7 @@ pub async fn keep(
             a.insert(TARGET_ANNOTATION.to_owned(), target_id.clone());
             a.insert(WRITTEN_AT_ANNOTATION.to_owned(), rfc3339(SystemTime::now()));
             if new_ca.is_some()
-                && let Some(r) = &request
+                && let Some(Request::Asked(r)) = &request
             {
                 a.insert(HANDLED_ANNOTATION.to_owned(), r.clone());
             }
@@ -477,8 +536,14 @@ pub async fn keep(
                 };
                 tracing::info!(secret = %tls_name, step = %what, "CA rotation");
                 kept.done.push((reason, "Rotate", what.clone()));
+                let next_ca = at_hand
+                    .iter()
+                    .find(|c| id_of(&c.cert_pem).is_ok_and(|i| i == next_state.in_use))
+                    .copied()
+                    .unwrap_or(&in_use.ca);
                 kept.status = Some(status(
                     next_leaf.not_after,
+                    next_ca,
                     ring(&next_state),
                     Some(format!(
                         "to CA {}: {what}; the next step once every agent uses it",
@@ -491,15 +556,18 @@ pub async fn keep(
     Ok(kept)
 }
 
-/// Makes what is missing when nothing is mounted: the first CA (unless there) and the
-/// agents' certificate — only while no pod ever started: pods that did hold files of
-/// a CA that a new Secret might not trust (each keeps its files until its kubelet
-/// refreshes them), so nothing is made under them.
+/// Makes what is missing when nothing is mounted: the agents' certificate, under the
+/// CA the status last showed in use when that is one CA of the cluster's at hand, else
+/// the first CA (made now if there is none). Under pods that ever started (`started`)
+/// only where their files surely trust that CA: each pod keeps its files until its
+/// kubelet refreshes them, so a certificate of another CA would cut them off. The
+/// annotation's value, if any, counts as handled: a cluster made with it does not
+/// rotate at once.
 async fn make(
     ctx: &Context,
     cs: &ClusterSpec,
     ns: &str,
-    first_ca: Option<Secret>,
+    first_exists: bool,
     held: &[Held],
     started: usize,
     now: SystemTime,
@@ -507,32 +575,43 @@ async fn make(
     let ca_name = tls::ca_secret_name(cs);
     let tls_name = tls::tls_secret_name(cs);
     let server_name = tls::server_name(cs);
-    if started > 0 {
-        let what = if first_ca.is_some() {
-            format!("Secret {ns}/{tls_name} (the agents' certificates) is gone")
-        } else {
-            format!(
-                "Secrets {ns}/{ca_name} and {ns}/{tls_name} (the cluster's CA and the agents' certificates) are gone"
-            )
-        };
-        return Err(Error::Secret(format!(
-            "{what} while {started} pod(s) run on them: new ones would cut each agent that takes them off from the others. Restore it from a backup; or delete the ClusterSpec and create it again (the cluster starts anew)"
-        )));
-    }
+    let shown = cs
+        .status
+        .as_ref()
+        .and_then(|s| s.tls.as_ref())
+        .map(|t| t.cas.clone())
+        .unwrap_or_default();
+    let first = held.iter().find(|h| h.secret == ca_name);
+    let by_status = status_in_use(cs).and_then(|id| held.iter().find(|h| h.id.starts_with(&id)));
+    let refuse = |why: String| {
+        Error::Secret(format!(
+            "{why} while {started} pod(s) run on them: new files would cut each agent that takes them off from the others. Restore Secret {ns}/{tls_name} from a backup; or delete every pod of the cluster (kubectl delete pods -l muster.dev/cluster={}): it is made anew before they start again",
+            cs.name_any()
+        ))
+    };
     let mut kept = Kept::default();
-    let ca = match first_ca {
-        Some(secret) => match held.iter().find(|h| h.secret == ca_name) {
-            Some(h) => h.ca.clone(),
-            None => {
-                let why = tls::ca_of(&secret)
-                    .err()
-                    .unwrap_or_else(|| "not usable".into());
-                return Err(Error::Secret(format!(
-                    "Secret {ns}/{ca_name} does not hold a usable CA: {why}; the operator never overwrites it: restore it from a backup, or delete it and it is made anew (no pod has started)"
-                )));
-            }
-        },
-        None => {
+    let ca = match (by_status, first) {
+        (Some(h), _) => h.ca.clone(),
+        // A rotation's files, or a CA of a rotation not at hand: which one the pods
+        // trust is not known.
+        _ if started > 0 && !shown.is_empty() => {
+            return Err(refuse(format!(
+                "Secret {ns}/{tls_name} (the agents' certificate) is gone, the status last showed CAs {shown:?} trusted, and no one CA of them is at hand"
+            )));
+        }
+        // (Older operators showed no CAs: the first CA was the only one.)
+        (None, Some(h)) => h.ca.clone(),
+        (None, None) if first_exists => {
+            return Err(Error::Secret(format!(
+                "Secret {ns}/{ca_name} does not hold a usable CA of this ClusterSpec; the operator never overwrites it: restore it from a backup, or delete it and {tls_name} and every pod of the cluster, and both are made anew"
+            )));
+        }
+        (None, None) if started > 0 => {
+            return Err(refuse(format!(
+                "Secrets {ns}/{ca_name} and {ns}/{tls_name} (the cluster's CA and the agents' certificates) are gone"
+            )));
+        }
+        (None, None) => {
             let fresh = crate::ca::new_ca(&tls::ca_name(cs, now), now, tls::CA_LIFETIME)
                 .map_err(Error::Secret)?;
             let made = create_once(ctx, cs, ns, &tls::ca_secret(cs, &fresh)).await?;
@@ -550,7 +629,15 @@ async fn make(
     };
     let leaf = crate::ca::issue(&ca, &server_name, now, tls::CERTIFICATE_LIFETIME)
         .map_err(Error::Secret)?;
-    let made = create_once(ctx, cs, ns, &tls::tls_secret(cs, &ca.cert_pem, &leaf)).await?;
+    let mut secret = tls::tls_secret(cs, &ca.cert_pem, &leaf);
+    if let Some(asked) = cs.annotations().get(ROTATE_ANNOTATION) {
+        secret
+            .metadata
+            .annotations
+            .get_or_insert_with(Default::default)
+            .insert(HANDLED_ANNOTATION.to_owned(), key_rotation::mark(asked));
+    }
+    let made = create_once(ctx, cs, ns, &secret).await?;
     if tls::holds(&made, TLS_CERT, &leaf.cert_pem) {
         tracing::info!(secret = %tls_name, "issued the agents' certificate");
         kept.done.push((
@@ -570,9 +657,20 @@ async fn make(
     Ok(kept)
 }
 
-/// Issues the agents' certificate again under `ca` (the one CA in use, the bundle
+/// What [`renew`] found.
+#[derive(Debug)]
+enum Renewal {
+    /// The certificate is current; it ends then.
+    Current(SystemTime),
+    /// Issued again; the new one ends then.
+    Renewed(SystemTime),
+    /// Issued again, but the Secret changed since read: looked at next time.
+    Lost,
+}
+
+/// Issues the agents' certificate again under `ca` (the CA in use, the bundle
 /// `trusted` kept) when it ends within [`tls::RENEW_BEFORE`] or the agents would refuse
-/// it: when it ends now (None after a lost race).
+/// it.
 #[allow(clippy::too_many_arguments)]
 async fn renew(
     ctx: &Context,
@@ -583,13 +681,13 @@ async fn renew(
     trusted: &str,
     now: SystemTime,
     kept: &mut Kept,
-) -> Result<Option<SystemTime>, Error> {
+) -> Result<Renewal, Error> {
     let tls_name = tls::tls_secret_name(cs);
     let server_name = tls::server_name(cs);
     match tls::mounted(live, ca, &server_name, now) {
-        tls::Mounted::Current { not_after } => Ok(Some(not_after)),
+        tls::Mounted::Current { not_after } => Ok(Renewal::Current(not_after)),
         tls::Mounted::Unusable(why) => Err(Error::Secret(format!(
-            "Secret {ns}/{tls_name} cannot be kept: {why}. A certificate of the cluster's CA would cut each agent that takes it off from those that have not yet; the operator writes nothing. Restore it from a backup; or, if no pod of the cluster runs, delete it and it is made anew"
+            "Secret {ns}/{tls_name} cannot be kept: {why}. A certificate of the cluster's CA would cut each agent that takes it off from those that have not yet; the operator writes nothing. Restore it from a backup; or delete it and every pod of the cluster, and it is made anew before they start again"
         ))),
         tls::Mounted::Renew { why, .. } => {
             let leaf = crate::ca::issue(ca, &server_name, now, tls::CERTIFICATE_LIFETIME)
@@ -605,7 +703,7 @@ async fn renew(
             }
             // Only over the Secret as read: a write since then is looked at anew.
             if !key_rotation::write(ctx, ns, &tls_name, renewed).await? {
-                return Ok(None);
+                return Ok(Renewal::Lost);
             }
             tracing::info!(secret = %tls_name, %why, "renewed the agents' certificate");
             kept.done.push((
@@ -615,7 +713,7 @@ async fn renew(
                     "renewed the agents' certificate ({why}); agents take it within their tls.reload-interval after the kubelet updates the files"
                 ),
             ));
-            Ok(Some(leaf.not_after))
+            Ok(Renewal::Renewed(leaf.not_after))
         }
     }
 }
@@ -630,53 +728,39 @@ mod tests {
     fn a_ca_is_rotated_on_request_once_and_by_itself_a_year_before_it_ends() {
         let now = SystemTime::now();
         let ca = crate::ca::new_ca("muster team-a/cache CA", now, 10 * YEAR).expect("a CA");
-        let id = id_of(&ca.cert_pem).expect("an id");
-        assert_eq!(requested(None, None, &id, &ca, now), None);
+        assert_eq!(request(None, None, &ca, now), None);
         assert_eq!(
-            requested(Some("first"), None, &id, &ca, now).as_deref(),
-            Some("first")
+            request(Some("first"), None, &ca, now),
+            Some(Request::Asked("first".into()))
         );
-        // Taken: asked again only with another value (the value stands, as handled).
+        // Taken: asked again only with another value.
+        assert_eq!(request(Some("first"), Some("first"), &ca, now), None);
         assert_eq!(
-            requested(Some("first"), Some("first"), &id, &ca, now).as_deref(),
-            Some("first")
+            request(Some("second"), Some("first"), &ca, now),
+            Some(Request::Asked("second".into()))
         );
-        assert_eq!(
-            key_rotation::want(
-                &Credentials::single(&id),
-                None,
-                requested(Some("first"), Some("first"), &id, &ca, now).as_deref(),
-                Some("first")
-            ),
-            Want::Nothing
-        );
-        // Nine years and a day on: less than a year left, a request of the operator's.
+        // Nine years and a day on: less than a year left.
         let late = now + 9 * YEAR + Duration::from_secs(24 * 3600);
-        let by_age = requested(Some("first"), Some("first"), &id, &ca, late).expect("due");
-        assert!(by_age.contains(short(&id)), "{by_age}");
         assert_eq!(
-            key_rotation::want(
-                &Credentials::single(&id),
-                None,
-                Some(&by_age),
-                Some("first")
-            ),
-            Want::NewKey
+            request(Some("first"), Some("first"), &ca, late),
+            Some(Request::Ends)
         );
-        // Once taken, the same CA asks no second time.
+        // A request of the user's not taken yet comes first (and is the one recorded).
         assert_eq!(
-            key_rotation::want(
-                &Credentials::single(&id),
-                None,
-                Some(&by_age),
-                Some(&by_age)
-            ),
-            Want::Nothing
+            request(Some("second"), Some("first"), &ca, late),
+            Some(Request::Asked("second".into()))
         );
-        // A request of the user's not taken yet comes first.
-        assert_eq!(
-            requested(Some("second"), Some("first"), &id, &ca, late).as_deref(),
-            Some("second")
+        // After a rotation by age the record is unchanged and the new CA is not due:
+        // nothing more, although the annotation still holds the value taken before.
+        let next = crate::ca::new_ca("muster team-a/cache CA", late, 10 * YEAR).expect("a CA");
+        assert_eq!(request(Some("first"), Some("first"), &next, late), None);
+        // A long value is recorded by its hash, and compared so.
+        let long = "x".repeat(300);
+        let recorded = key_rotation::mark(&long);
+        assert!(
+            recorded.len() < 80 && recorded.starts_with("sha256:"),
+            "{recorded}"
         );
+        assert_eq!(request(Some(&long), Some(&recorded), &ca, now), None);
     }
 }

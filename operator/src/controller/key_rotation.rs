@@ -41,6 +41,20 @@ pub const WRITTEN_AT_ANNOTATION: &str = "muster.dev/cluster-key-written-at";
 /// The longest id an agent may report for a key (ours are 16 hex characters).
 const MAX_ID_CHARS: usize = 64;
 
+/// How a request (an annotation's value, anyone's text) is recorded as handled: as it
+/// is up to 63 characters, else by its SHA-256, so the record stays small.
+pub fn mark(value: &str) -> String {
+    use sha2::{Digest, Sha256};
+    if value.len() <= 63 {
+        value.to_owned()
+    } else {
+        format!(
+            "sha256:{}",
+            node_agent::base::hex(&Sha256::digest(value.as_bytes()))
+        )
+    }
+}
+
 /// What the operator moves the key file to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Want {
@@ -201,8 +215,8 @@ fn expected_pods(name: &str, stateful_set: Option<&StatefulSet>, pods: &[Pod]) -
 pub struct Pods<'a> {
     pub stateful_set: Option<&'a StatefulSet>,
     pub pods: &'a [Pod],
-    /// None when the agents cannot be asked (no TLS client yet).
-    pub agents: Option<&'a Agents>,
+    /// How the agents are reached; why they cannot be (no TLS client yet, and why).
+    pub agents: Result<&'a Agents, &'a str>,
     /// How late, at most, a kubelet shows a Secret change in a pod's volume.
     pub settle: Duration,
     /// When the pods were read (before this reconcile asked anything).
@@ -231,7 +245,7 @@ impl Pods<'_> {
             }
         }
         match self.agents {
-            Some(agents) => {
+            Ok(agents) => {
                 for (pod_name, answer) in agents.statuses(&ask).await {
                     let r = match answer {
                         Ok(s) => report(&s),
@@ -240,12 +254,10 @@ impl Pods<'_> {
                     reports.push((pod_name, r));
                 }
             }
-            None => reports.extend(ask.into_iter().map(|(p, _)| {
-                (
-                    p,
-                    Report::Unknown("the agents cannot be asked (no TLS client yet)".into()),
-                )
-            })),
+            Err(why) => reports.extend(
+                ask.into_iter()
+                    .map(|(p, _)| (p, Report::Unknown(why.to_owned()))),
+            ),
         }
         (names, reports)
     }
@@ -286,7 +298,7 @@ pub fn waiting_text(
     if mounted_for >= settle {
         // Longer than a kubelet takes: not a volume still to refresh.
         text.push_str(&format!(
-            "; an agent that keeps other {files} refused them (its log says why): delete that pod and it starts on the {files} as written; one that does not answer is waited for as long as it runs"
+            "; an agent that keeps other {files} this long refused them or reads them less often (its log and tls.reload-interval say which): a pod deleted starts on the {files} as written; one that does not answer is waited for as long as it runs"
         ));
     }
     text
@@ -316,7 +328,8 @@ pub async fn keep(
         ))
     })?;
     let annotations = secret.annotations();
-    let requested = cs.annotations().get(ROTATE_ANNOTATION).map(String::as_str);
+    let requested = cs.annotations().get(ROTATE_ANNOTATION).map(|v| mark(v));
+    let requested = requested.as_deref();
     let handled = annotations.get(HANDLED_ANNOTATION).map(String::as_str);
     let target = annotations.get(TARGET_ANNOTATION).map(String::as_str);
     let mut kept = Kept {

@@ -611,7 +611,7 @@ async fn reconcile_once(cs: &ClusterSpec, ctx: &Context, now: Timestamp) -> Resu
         let look = key_rotation::Pods {
             stateful_set: world.stateful_set.as_ref(),
             pods: &world.pods,
-            agents: world.agents.as_ref().ok(),
+            agents: world.agents.as_ref().map_err(String::as_str),
             settle: ctx.secret_refresh,
             // Taken before the pods were read.
             read_at: std::time::SystemTime::from(now),

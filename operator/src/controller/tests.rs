@@ -1171,6 +1171,23 @@ fn secret_of_ca(ca: &crate::ca::Ca, name: &str, owner_uid: &str) -> Value {
     secret
 }
 
+/// A CA made by a rotation: the CA, its id, its Secret's name and the Secret (the
+/// ClusterSpec's).
+fn rotated_ca() -> (crate::ca::Ca, String, String, Value) {
+    let (ca, _, id) = ca_secret("new", "u-1");
+    let name = format!("shop-{}-muster-ca", &id[..12]);
+    let secret = secret_of_ca(&ca, &name, "u-1");
+    (ca, id, name, secret)
+}
+
+/// `status.tls.rotation` as the reconcile wrote it.
+fn tls_rotation(calls: &[Call]) -> String {
+    written_status(calls)["tls"]["rotation"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned()
+}
+
 /// The agents' Secret trusting `trusted` (PEM, in order) with `leaf`, written long ago
 /// unless `annotations` say otherwise.
 fn mounted_secret(trusted: &[&crate::ca::Ca], leaf: &crate::ca::Leaf, annotations: Value) -> Value {
@@ -1202,16 +1219,23 @@ fn leaf_of(ca: &crate::ca::Ca) -> crate::ca::Leaf {
 /// long settled), the ClusterSpec asking for CA rotation "first", with `secrets`
 /// (name → object) in the namespace.
 async fn ca_rotation(secrets: Vec<(String, Value)>) -> (Vec<Call>, Result<Action, Error>) {
+    let waiting = agent_in(json!({"waiting": {"reason": "CrashLoopBackOff"}}));
+    ca_rotation_with(secrets, waiting, Some("first")).await
+}
+
+/// [`ca_rotation`] with the agent in `pod_status` and the annotation's value `asked`.
+async fn ca_rotation_with(
+    secrets: Vec<(String, Value)>,
+    pod_status: Value,
+    asked: Option<&str>,
+) -> (Vec<Call>, Result<Action, Error>) {
     let (ctx, handle) = context();
     let mut cs = cluster(json!({"replicas": 1, "tls": {"enabled": true}}));
-    cs.metadata.annotations = Some(
-        [(
-            certificates::ROTATE_ANNOTATION.to_owned(),
-            "first".to_owned(),
-        )]
-        .into_iter()
-        .collect(),
-    );
+    cs.metadata.annotations = asked.map(|a| {
+        [(certificates::ROTATE_ANNOTATION.to_owned(), a.to_owned())]
+            .into_iter()
+            .collect()
+    });
     let owner = json!([{"apiVersion": "muster.dev/v1alpha1", "kind": "ClusterSpec",
         "name": "shop", "uid": "u-1", "controller": true}]);
     let set = json!({
@@ -1222,7 +1246,7 @@ async fn ca_rotation(secrets: Vec<(String, Value)>) -> (Vec<Call>, Result<Action
             "template": {"spec": {"containers": [], "volumes": [
                 {"name": "muster-tls", "secret": {"secretName": "shop-muster-tls"}}]}}},
     });
-    let pods = one_pod(agent_in(json!({"waiting": {"reason": "CrashLoopBackOff"}})));
+    let pods = one_pod(pod_status);
     let task = tokio::spawn({
         let (cs, ctx) = (cs.clone(), ctx.clone());
         async move { reconcile_once(&cs, &ctx, now()).await }
@@ -1319,7 +1343,7 @@ async fn a_ca_rotation_makes_its_ca_before_any_file_trusts_it() {
     assert_eq!(a[certificates::TARGET_ANNOTATION], new_id.as_str());
     assert_eq!(a[certificates::HANDLED_ANNOTATION], "first");
     assert!(a[certificates::WRITTEN_AT_ANNOTATION].is_string());
-    assert_eq!(reasons(&calls), ["TlsCaRotationStarted"]);
+    assert_eq!(reasons(&calls), ["TlsCaCreated", "TlsCaRotationStarted"]);
     let status = written_status(&calls);
     assert_eq!(
         status["tls"]["cas"],
@@ -1339,9 +1363,7 @@ async fn a_ca_rotation_goes_on_from_what_the_agents_secret_records() {
     // An operator (this one, or one before it) trusted the new CA beside the old one;
     // every pod holds that: a certificate of the new CA is served next, both trusted.
     let (old, old_secret, old_id) = ca_secret("shop-muster-ca", "u-1");
-    let (new, _, new_id) = ca_secret("new", "u-1");
-    let new_name = format!("shop-{}-muster-ca", &new_id[..12]);
-    let new_secret = secret_of_ca(&new, &new_name, "u-1");
+    let (new, new_id, new_name, new_secret) = rotated_ca();
     let leaf = leaf_of(&old);
     let recorded = json!({
         (certificates::TARGET_ANNOTATION): new_id,
@@ -1398,7 +1420,7 @@ async fn a_ca_rotation_goes_on_from_what_the_agents_secret_records() {
 }
 
 #[tokio::test]
-async fn a_ca_secret_of_someone_else_under_a_rotated_name_is_a_conflict_not_trusted() {
+async fn a_ca_secret_of_someone_else_under_a_rotated_name_is_a_conflict_and_nothing_is_written() {
     let (old, old_secret, _) = ca_secret("shop-muster-ca", "u-1");
     let (new, _, new_id) = ca_secret("new", "u-1");
     let new_name = format!("shop-{}-muster-ca", &new_id[..12]);
@@ -1419,4 +1441,195 @@ async fn a_ca_secret_of_someone_else_under_a_rotated_name_is_a_conflict_not_trus
         status.to_string().contains(&new_name),
         "the conflict names the Secret: {status}"
     );
+}
+
+/// A certificate of `ca` for the cluster's name, valid for `days`.
+fn leaf_for(ca: &crate::ca::Ca, days: u64) -> crate::ca::Leaf {
+    crate::ca::issue(
+        ca,
+        "shop.prod.muster",
+        std::time::SystemTime::now(),
+        Duration::from_secs(days * 24 * 3600),
+    )
+    .expect("a certificate")
+}
+
+/// A rotation asked for on a cluster whose first CA is `first` (as [`ca_secret`] made
+/// it) and whose agents' Secret holds `leaf`; the one agent runs but does not answer.
+async fn asked_with_a_silent_agent(
+    first: &(crate::ca::Ca, Value, String),
+    leaf: &crate::ca::Leaf,
+) -> (Vec<Call>, Result<Action, Error>) {
+    let mounted = mounted_secret(&[&first.0], leaf, json!({}));
+    ca_rotation_with(
+        vec![
+            ("shop-muster-ca".into(), first.1.clone()),
+            ("shop-muster-tls".into(), mounted),
+        ],
+        agent_in(json!({"running": {}})),
+        Some("first"),
+    )
+    .await
+}
+
+#[tokio::test]
+async fn a_ca_rotation_waits_for_a_running_agent_that_does_not_answer() {
+    // Running, but nothing answers at its address: it may hold older files.
+    let old = ca_secret("shop-muster-ca", "u-1");
+    let leaf = leaf_of(&old.0);
+    let (calls, result) = asked_with_a_silent_agent(&old, &leaf).await;
+    result.expect("reconciled");
+    assert!(tls_writes(&calls).is_empty(), "{:?}", summary(&calls));
+    assert!(
+        !calls.iter().any(|c| c.method == "POST"
+            && c.body["metadata"]["name"]
+                .as_str()
+                .is_some_and(|n| n.ends_with("-muster-ca"))),
+        "no CA made while nothing is written: {:?}",
+        summary(&calls)
+    );
+    let status = written_status(&calls);
+    let rotation = status["tls"]["rotation"].as_str().unwrap_or_default();
+    assert!(
+        rotation.starts_with("to a new CA: waiting") && rotation.contains("shop-0: no answer"),
+        "{status}"
+    );
+}
+
+#[tokio::test]
+async fn a_certificate_about_to_end_is_issued_again_while_a_rotation_waits() {
+    // The rotation cannot move (the agent does not answer), and the certificate has
+    // ten days left: it is issued again under the CA in use, the bundle kept.
+    let first = ca_secret("shop-muster-ca", "u-1");
+    let ending = leaf_for(&first.0, 10);
+    let (calls, result) = asked_with_a_silent_agent(&first, &ending).await;
+    let (old, _, old_id) = first;
+    result.expect("reconciled");
+    let writes = tls_writes(&calls);
+    assert_eq!(writes.len(), 1, "{:?}", summary(&calls));
+    let body = &writes[0].body;
+    assert_eq!(
+        crate::ca_rotation::Bundle::parse(&data_text(body, "ca.crt")).map(|b| b.ids()),
+        Ok(vec![old_id]),
+        "the trusted CAs stay"
+    );
+    let served = crate::ca::Leaf {
+        cert_pem: data_text(body, "tls.crt"),
+        key_pem: data_text(body, "tls.key"),
+        not_after: std::time::SystemTime::now(),
+    };
+    assert_ne!(served.cert_pem, ending.cert_pem);
+    crate::ca::accepted_under(&served, &[old.cert_pem.as_str()], "shop.prod.muster")
+        .expect("under the CA in use");
+    assert_eq!(reasons(&calls), ["TlsCertificateRenewed"]);
+    let rotation = tls_rotation(&calls);
+    assert!(rotation.contains("issued again first"), "{rotation}");
+}
+
+#[tokio::test]
+async fn a_ca_rotation_drops_the_old_ca_then_ends_naming_its_secret() {
+    // Every pod serves a certificate of the new CA and trusts both: the old CA goes.
+    let (old, old_secret, _) = ca_secret("shop-muster-ca", "u-1");
+    let (new, new_id, new_name, new_secret) = rotated_ca();
+    let leaf = leaf_of(&new);
+    let recorded = json!({(certificates::TARGET_ANNOTATION): new_id});
+    let mounted = mounted_secret(&[&new, &old], &leaf, recorded);
+    let (calls, result) = ca_rotation(vec![
+        ("shop-muster-ca".into(), old_secret.clone()),
+        ("shop-muster-tls".into(), mounted),
+        (new_name.clone(), new_secret.clone()),
+    ])
+    .await;
+    result.expect("reconciled");
+    let writes = tls_writes(&calls);
+    assert_eq!(writes.len(), 1, "{:?}", summary(&calls));
+    let body = &writes[0].body;
+    assert_eq!(data_text(body, "ca.crt"), new.cert_pem, "the new CA alone");
+    assert_eq!(
+        data_text(body, "tls.crt"),
+        leaf.cert_pem,
+        "the certificate stays"
+    );
+    assert_eq!(
+        body["metadata"]["annotations"][certificates::RETIRED_ANNOTATION],
+        "shop-muster-ca"
+    );
+    assert_eq!(reasons(&calls), ["TlsCaRotationStep"]);
+
+    // Next: every pod holds that; the rotation ends, and its Event names the old
+    // CA's Secret (the operator may not delete Secrets).
+    let ended = json!({
+        (certificates::TARGET_ANNOTATION): new_id,
+        (certificates::RETIRED_ANNOTATION): "shop-muster-ca",
+    });
+    let mounted = mounted_secret(&[&new], &leaf, ended);
+    let (calls, result) = ca_rotation(vec![
+        ("shop-muster-ca".into(), old_secret),
+        ("shop-muster-tls".into(), mounted),
+        (new_name, new_secret),
+    ])
+    .await;
+    result.expect("reconciled");
+    let writes = tls_writes(&calls);
+    assert_eq!(writes.len(), 1, "{:?}", summary(&calls));
+    let a = &writes[0].body["metadata"]["annotations"];
+    assert!(a.get(certificates::TARGET_ANNOTATION).is_none(), "{a}");
+    assert!(a.get(certificates::RETIRED_ANNOTATION).is_none(), "{a}");
+    assert_eq!(data_text(&writes[0].body, "ca.crt"), new.cert_pem);
+    let events: Vec<&Call> = calls
+        .iter()
+        .filter(|c| c.method == "POST" && c.uri.contains("/events"))
+        .collect();
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0].body["reason"], "TlsCaRotated");
+    assert!(
+        events[0].body["note"]
+            .as_str()
+            .is_some_and(|n| n.contains("kubectl delete secret -n prod shop-muster-ca")),
+        "{}",
+        events[0].body
+    );
+    let status = written_status(&calls);
+    assert_eq!(status["tls"]["cas"], json!([&new_id[..16]]));
+    assert!(status["tls"].get("rotation").is_none(), "{status}");
+}
+
+#[tokio::test]
+async fn a_ca_that_ends_within_a_year_is_rotated_without_being_asked() {
+    // The cluster's CA ends in 200 days.
+    let ending = crate::ca::new_ca(
+        "muster prod/shop CA old",
+        std::time::SystemTime::now(),
+        Duration::from_secs(200 * 24 * 3600),
+    )
+    .expect("a CA");
+    let ending_id = crate::ca_rotation::id_of(&ending.cert_pem).expect("an id");
+    let secret = secret_of_ca(&ending, "shop-muster-ca", "u-1");
+    let mounted = mounted_secret(&[&ending], &leaf_for(&ending, 120), json!({}));
+    let waiting = agent_in(json!({"waiting": {"reason": "CrashLoopBackOff"}}));
+    let (calls, result) = ca_rotation_with(
+        vec![
+            ("shop-muster-ca".into(), secret),
+            ("shop-muster-tls".into(), mounted),
+        ],
+        waiting,
+        None,
+    )
+    .await;
+    result.expect("reconciled");
+    let writes = tls_writes(&calls);
+    assert_eq!(writes.len(), 1, "{:?}", summary(&calls));
+    let body = &writes[0].body;
+    let ids = crate::ca_rotation::Bundle::parse(&data_text(body, "ca.crt"))
+        .expect("a bundle")
+        .ids();
+    assert_eq!(ids.len(), 2);
+    assert_eq!(ids[0], ending_id);
+    let a = &body["metadata"]["annotations"];
+    assert_eq!(a[certificates::TARGET_ANNOTATION], ids[1].as_str());
+    assert!(
+        a.get(certificates::HANDLED_ANNOTATION).is_none(),
+        "a rotation by age records no request: {a}"
+    );
+    assert_eq!(reasons(&calls), ["TlsCaCreated", "TlsCaRotationStarted"]);
 }
