@@ -1529,6 +1529,101 @@ async fn a_ca_rotation_moves_every_agent_to_a_new_ca_without_a_split() {
         }
     })
     .await;
+
+    // The agents' Secret deleted by mistake while the pods run on their copies: the
+    // operator asks the agents which CA they trust (the new one, alone) and makes it
+    // anew under that CA, never under the first CA, whose Secret is still there. (The
+    // request is taken away first: a value present then counts as not yet taken, and
+    // would start another rotation.)
+    c.api()
+        .patch(
+            "certs",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(json!({"metadata": {"annotations": {
+                operator::controller::certificates::ROTATE_ANNOTATION: null}}})),
+        )
+        .await
+        .expect("remove the request");
+    let lost = secrets
+        .get("certs-muster-tls")
+        .await
+        .expect("the agents' Secret");
+    secrets
+        .delete("certs-muster-tls", &Default::default())
+        .await
+        .expect("delete the agents' Secret");
+    let deleted = Instant::now();
+    let remade = poll(
+        "the agents' Secret made anew",
+        Duration::from_secs(60),
+        || {
+            let secrets = secrets.clone();
+            let lost_uid = lost.metadata.uid.clone();
+            async move {
+                match secrets.get_opt("certs-muster-tls").await {
+                    Ok(Some(s)) if s.metadata.uid != lost_uid => Ok(s),
+                    other => Err(format!("{:?}", other.map(|s| s.map(|s| s.metadata.uid)))),
+                }
+            }
+        },
+    )
+    .await;
+    let remade_after = deleted.elapsed();
+    assert_eq!(
+        secret_text(&remade, "ca.crt"),
+        new_ca,
+        "the CA every agent trusts, alone"
+    );
+    let leaf = operator::ca::Leaf {
+        cert_pem: secret_text(&remade, "tls.crt"),
+        key_pem: secret_text(&remade, "tls.key"),
+        not_after: SystemTime::now(),
+    };
+    operator::ca::accepted_under(
+        &leaf,
+        &[new_ca.as_str()],
+        &format!("certs.{}.muster", p.namespace),
+    )
+    .expect("a certificate of the CA in use");
+    assert!(
+        events_of(&p, "TlsCertificateIssued").contains("anew"),
+        "{}",
+        events_of(&p, "TlsCertificateIssued")
+    );
+    poll(
+        "every agent serves the certificate made anew, one cluster of 4",
+        Duration::from_secs(90),
+        || {
+            let (c, mounted_client) = (c.clone(), mounted_client.clone());
+            let cert = fingerprint_of(&leaf.cert_pem);
+            async move {
+                let client = mounted_client().await?;
+                let views = tls_views(&c, &client).await;
+                let members: Vec<ClusterMembers> = views.values().map(|v| v.0.clone()).collect();
+                check::no_split(members.iter()).unwrap_or_else(|e| panic!("{e}"));
+                check::one_cluster_of(&members, 4)?;
+                for pod in c.pods().await {
+                    let ip = support::operator::pod_ip(&pod).ok_or("no pod IP")?;
+                    let addr = SocketAddr::new(ip, e2e::MANAGEMENT_PORT);
+                    let s = client
+                        .bootstrap_status(addr)
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    let t = s.tls.ok_or("no TLS reported")?;
+                    if t.certificate != cert {
+                        return Err(format!("{} serves {}", pod.name_any(), t.certificate));
+                    }
+                }
+                Ok(())
+            }
+        },
+    )
+    .await;
+    println!(
+        "agents' Secret deleted: made anew under the agents' CA after {} ms; every agent serves it after {} ms, one cluster of 4 throughout the looks",
+        remade_after.as_millis(),
+        deleted.elapsed().as_millis()
+    );
 }
 
 /// The PEM certificates of a bundle, each on its own.

@@ -237,6 +237,17 @@ impl Material {
         server_name: &ServerName<'static>,
         provider: &Arc<CryptoProvider>,
     ) -> Result<Self, String> {
+        Self::load_at(pem, server_name, provider, UnixTime::now())
+    }
+
+    /// [`Material::load`] with the certificate checked as at `now` (which CA issued a
+    /// certificate that has ended, say).
+    pub fn load_at(
+        pem: TlsPem,
+        server_name: &ServerName<'static>,
+        provider: &Arc<CryptoProvider>,
+        now: UnixTime,
+    ) -> Result<Self, String> {
         let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&pem.cert)
             .collect::<Result<_, _>>()
             .map_err(|e| format!("tls.cert-file is not PEM certificates: {e}"))?;
@@ -271,7 +282,6 @@ impl Material {
             .map_err(|e| format!("tls.ca-file: {e}"))?;
         // What peers will check, checked here first: a certificate they would refuse
         // is refused at start (or not loaded), not discovered as a cluster that never forms.
-        let now = UnixTime::now();
         server_verifier
             .verify_server_cert(&end_entity, &chain[1..], server_name, &[], now)
             .map_err(|e| {

@@ -125,6 +125,15 @@ pub fn issue(
     now: SystemTime,
     lifetime: Duration,
 ) -> Result<Leaf, String> {
+    let leaf = sign(ca, server_name, now, lifetime)?;
+    // The issuer is rebuilt from the stored name: should it differ in any byte from
+    // the CA certificate's subject, agents would refuse the certificate. Checked here.
+    agents_accept(&leaf, &[ca], server_name)?;
+    Ok(leaf)
+}
+
+/// The certificate of [`issue`], not checked.
+fn sign(ca: &Ca, server_name: &str, now: SystemTime, lifetime: Duration) -> Result<Leaf, String> {
     let ca_key = KeyPair::from_pem(&ca.key_pem)
         .map_err(|e| format!("the CA key of {:?} cannot be read: {e}", ca.name))?;
     let issuer = Issuer::new(ca_params(&ca.name), ca_key);
@@ -158,14 +167,24 @@ pub fn issue(
     let cert = p
         .signed_by(&key, &issuer)
         .map_err(|e| format!("cannot sign the agents' certificate: {e}"))?;
-    let leaf = Leaf {
+    Ok(Leaf {
         cert_pem: cert.pem(),
         key_pem: key.serialize_pem(),
         not_after,
-    };
-    // The issuer is rebuilt from the stored name: should it differ in any byte from
-    // the CA certificate's subject, agents would refuse the certificate. Checked here.
-    agents_accept(&leaf, &[ca], server_name)?;
+    })
+}
+
+/// A certificate issued at `then`, checked as agents took it then (tests of
+/// certificates that have ended since; [`issue`] hands out no such thing).
+#[cfg(test)]
+pub fn issued_then(
+    ca: &Ca,
+    server_name: &str,
+    then: SystemTime,
+    lifetime: Duration,
+) -> Result<Leaf, String> {
+    let leaf = sign(ca, server_name, then, lifetime)?;
+    accepted_under_at(&leaf, &[ca.cert_pem.as_str()], server_name, then)?;
     Ok(leaf)
 }
 
@@ -178,6 +197,16 @@ pub fn agents_accept(leaf: &Leaf, cas: &[&Ca], server_name: &str) -> Result<Stri
 
 /// [`agents_accept`] under the CA certificates (PEM) `ca_pems`, their keys not needed.
 pub fn accepted_under(leaf: &Leaf, ca_pems: &[&str], server_name: &str) -> Result<String, String> {
+    accepted_under_at(leaf, ca_pems, server_name, SystemTime::now())
+}
+
+/// [`accepted_under`] as at `at` (which CA issued a certificate that has ended).
+pub fn accepted_under_at(
+    leaf: &Leaf,
+    ca_pems: &[&str],
+    server_name: &str,
+    at: SystemTime,
+) -> Result<String, String> {
     let pem = node_agent::tls::TlsPem {
         cert: leaf.cert_pem.clone().into_bytes(),
         key: leaf.key_pem.clone().into_bytes(),
@@ -185,7 +214,11 @@ pub fn accepted_under(leaf: &Leaf, ca_pems: &[&str], server_name: &str) -> Resul
     };
     let name = rustls::pki_types::ServerName::try_from(server_name.to_owned())
         .map_err(|e| format!("{server_name:?} is not a server name: {e}"))?;
-    node_agent::tls::Material::load(pem, &name, &node_agent::tls::provider()).map(|m| m.certificate)
+    let at = rustls::pki_types::UnixTime::since_unix_epoch(
+        at.duration_since(std::time::UNIX_EPOCH).unwrap_or_default(),
+    );
+    node_agent::tls::Material::load_at(pem, &name, &node_agent::tls::provider(), at)
+        .map(|m| m.certificate)
 }
 
 #[cfg(test)]

@@ -82,14 +82,16 @@ fn ca_by_id<'a>(cas: &[&'a Ca], id: &str) -> Option<&'a Ca> {
 
 /// The state the agents' Secret holds: its bundle's CAs accepted (each must be one of
 /// the cluster's CAs `cas`: a rotation writes only bundles of CAs the operator holds),
-/// in use the first of them under which agents take its certificate `leaf`.
+/// in use the first of them under which agents take its certificate `leaf` — or, once
+/// it has ended (an operator that was away too long), would have taken it the second
+/// before it ended: the CA that issued it, under which it is issued again.
 pub fn mounted_state(
     bundle: &Bundle,
     leaf: &Leaf,
     cas: &[&Ca],
     server_name: &str,
 ) -> Result<Credentials, String> {
-    let mut in_use = None;
+    let mut held = Vec::new();
     for id in &bundle.0 {
         let ca = ca_by_id(cas, id).ok_or_else(|| {
             format!(
@@ -97,31 +99,34 @@ pub fn mounted_state(
                 short(id)
             )
         })?;
-        if in_use.is_none()
-            && ca::accepted_under(leaf, &[ca.cert_pem.as_str()], server_name).is_ok()
-        {
-            in_use = Some(id.clone());
-        }
+        held.push((id, ca));
     }
+    let before_end = leaf.not_after - std::time::Duration::from_secs(1);
+    let under = |at: Option<std::time::SystemTime>| {
+        held.iter().find(|(_, ca)| {
+            let pems = [ca.cert_pem.as_str()];
+            match at {
+                None => ca::accepted_under(leaf, &pems, server_name).is_ok(),
+                Some(at) => ca::accepted_under_at(leaf, &pems, server_name, at).is_ok(),
+            }
+        })
+    };
+    let (in_use, _) = under(None)
+        .or_else(|| under(Some(before_end)))
+        .ok_or("the agents would take its certificate under none of its CAs")?;
     Ok(Credentials {
         accepted: bundle.0.iter().cloned().collect(),
-        in_use: in_use.ok_or("the agents would take its certificate under none of its CAs")?,
+        in_use: (*in_use).clone(),
     })
 }
 
 /// What one agent's `/bootstrap/status` says of its TLS, as a report against the
 /// mounted state (`mounted`, whose certificate has the fingerprint `mounted_leaf`).
 pub fn report_of(tls: Option<&TlsInUse>, mounted: &Credentials, mounted_leaf: &str) -> Report {
-    let Some(tls) = tls else {
-        return Report::Unknown("it reports no TLS in use".into());
+    let tls = match well_formed(tls) {
+        Ok(t) => t,
+        Err(why) => return Report::Unknown(why),
     };
-    if tls.trusted.is_empty()
-        || tls.trusted.len() > MAX_TRUSTED
-        || tls.certificate.len() > MAX_ID_CHARS
-        || tls.trusted.iter().any(|t| t.len() > MAX_ID_CHARS)
-    {
-        return Report::Unknown("what it reports of its TLS is malformed".into());
-    }
     // Another certificate than the mounted one (an older file, or a certificate renewed
     // since): not the mounted state, whichever CA issued it.
     let in_use = if tls.certificate == mounted_leaf {
@@ -133,6 +138,78 @@ pub fn report_of(tls: Option<&TlsInUse>, mounted: &Credentials, mounted_leaf: &s
         accepted: tls.trusted.iter().cloned().collect::<BTreeSet<_>>(),
         in_use,
     })
+}
+
+/// What an agent reports of its TLS, if it is within what agents send.
+fn well_formed(tls: Option<&TlsInUse>) -> Result<&TlsInUse, String> {
+    let tls = tls.ok_or("it reports no TLS in use")?;
+    if tls.trusted.is_empty()
+        || tls.trusted.len() > MAX_TRUSTED
+        || tls.certificate.len() > MAX_ID_CHARS
+        || tls.trusted.iter().any(|t| t.len() > MAX_ID_CHARS)
+    {
+        return Err("what it reports of its TLS is malformed".into());
+    }
+    Ok(tls)
+}
+
+/// What one agent's `/bootstrap/status` says of its TLS on its own (no mounted state to
+/// hold it against): the CAs it trusts; in use, its certificate's fingerprint.
+pub fn files_reported(tls: Option<&TlsInUse>) -> Report {
+    match well_formed(tls) {
+        Ok(tls) => Report::Uses(Credentials {
+            accepted: tls.trusted.iter().cloned().collect(),
+            in_use: format!("certificate {}", short(&tls.certificate)),
+        }),
+        Err(why) => Report::Unknown(why),
+    }
+}
+
+/// The one CA that the files of every pod surely trust alone, from the reports of the
+/// pods' agents (as [`files_reported`] reads them) when the agents' Secret is gone
+/// while pods run: files made anew under it are the files every running agent holds
+/// (but for the certificate, of the same CA), and a pod whose agent is not running
+/// holds the files of a rotation's step next to them, which take its certificates too.
+/// Anything less is an error saying why: an agent that runs but does not tell, no agent
+/// running, agents that trust different CAs, or two CAs trusted (a rotation's files,
+/// whose CA in use cannot be told from the reports).
+pub fn trusted_alone(reports: &[(String, Report)]) -> Result<Id, String> {
+    let mut seen: Option<(&BTreeSet<Id>, &str)> = None;
+    for (pod, report) in reports {
+        match report {
+            Report::NotRunning => {}
+            Report::Unknown(why) => {
+                return Err(format!(
+                    "which CAs the agent of {pod} trusts is not known ({why})"
+                ));
+            }
+            Report::Uses(c) => match seen {
+                None => seen = Some((&c.accepted, pod)),
+                Some((accepted, first)) if accepted != &c.accepted => {
+                    return Err(format!(
+                        "the agents of {first} and {pod} trust different CAs ({} and {}: a rotation's step half taken)",
+                        names(accepted),
+                        names(&c.accepted)
+                    ));
+                }
+                Some(_) => {}
+            },
+        }
+    }
+    let (accepted, _) =
+        seen.ok_or("no agent of the cluster runs to tell which CAs its files trust")?;
+    match accepted.iter().collect::<Vec<_>>().as_slice() {
+        [one] => Ok((*one).clone()),
+        _ => Err(format!(
+            "the agents trust CAs {} (the files of a rotation under way), and which one issued their certificate cannot be told from what they report",
+            names(accepted)
+        )),
+    }
+}
+
+/// CA ids, shortened, for a message.
+fn names(ids: &BTreeSet<Id>) -> String {
+    ids.iter().map(|i| short(i)).collect::<Vec<_>>().join(", ")
 }
 
 /// The files of state `next`, the agents' Secret holding `mounted_text` (its
@@ -427,5 +504,67 @@ mod tests {
         // the new one.
         let made = files(&next, &old.cert_pem, &[&old, &new], &good);
         assert!(made.is_err_and(|e| e.contains("would refuse the new certificate")));
+    }
+
+    #[test]
+    fn files_are_made_anew_only_under_the_one_ca_every_running_agent_trusts_alone() {
+        let (old, new) = (ca("1"), ca("2"));
+        let on = |trusted: &str, leaf: &Leaf| files_reported(Some(&agent_on(trusted, leaf)));
+        let alone = on(&old.cert_pem, &leaf_of(&old));
+        // Another certificate of the same CA (a renewal half taken): the same CA.
+        let renewed = on(&old.cert_pem, &leaf_of(&old));
+        let both = format!("{}{}", old.cert_pem, new.cert_pem);
+        let step_one = on(&both, &leaf_of(&old));
+        let pods = |reports: Vec<Report>| -> Vec<(String, Report)> {
+            reports
+                .into_iter()
+                .enumerate()
+                .map(|(i, r)| (format!("cache-{i}"), r))
+                .collect()
+        };
+        assert_eq!(
+            trusted_alone(&pods(vec![alone.clone(), Report::NotRunning, renewed])),
+            Ok(id(&old))
+        );
+        let refused = |reports: Vec<Report>, why: &str| {
+            let e = trusted_alone(&pods(reports)).expect_err("no CA");
+            assert!(e.contains(why), "{e}");
+        };
+        refused(vec![Report::NotRunning], "no agent of the cluster runs");
+        refused(
+            vec![alone.clone(), Report::Unknown("no answer".into())],
+            "the agent of cache-1 trusts is not known (no answer)",
+        );
+        refused(vec![alone.clone(), step_one.clone()], "trust different CAs");
+        refused(vec![step_one.clone(), step_one], "a rotation under way");
+        // The other CA alone (the end of a rotation): that one.
+        let moved = on(&new.cert_pem, &leaf_of(&new));
+        assert_eq!(trusted_alone(&pods(vec![moved])), Ok(id(&new)));
+        // What no agent sends is no report.
+        assert!(matches!(files_reported(None), Report::Unknown(_)));
+        let mut odd = agent_on(&old.cert_pem, &leaf_of(&old));
+        odd.trusted = vec![String::new(); MAX_TRUSTED + 1];
+        assert!(matches!(files_reported(Some(&odd)), Report::Unknown(_)));
+    }
+
+    #[test]
+    fn the_ca_in_use_of_a_certificate_that_has_ended_is_the_one_that_issued_it() {
+        // An operator away for longer than the certificate lasted: mid-rotation (two
+        // CAs trusted, the second's certificate served), it must still tell which CA is
+        // in use, to issue the certificate again under it.
+        let long_ago = SystemTime::now() - YEAR;
+        let made = |n: &str| {
+            ca::new_ca(&format!("muster team-a/cache CA {n}"), long_ago, 3 * YEAR).expect("a CA")
+        };
+        let (old, new) = (made("1"), made("2"));
+        let ended = ca::issued_then(&new, NAME, long_ago, YEAR / 12).expect("a certificate");
+        assert!(ended.not_after < SystemTime::now());
+        let both = Bundle::parse(&format!("{}{}", old.cert_pem, new.cert_pem)).expect("bundle");
+        let state = mounted_state(&both, &ended, &[&old, &new], NAME).expect("a state");
+        assert_eq!(state.in_use, id(&new));
+        // One that neither issued is still no state.
+        let other = made("3");
+        let stranger = ca::issued_then(&other, NAME, long_ago, YEAR / 12).expect("a certificate");
+        assert!(mounted_state(&both, &stranger, &[&old, &new], NAME).is_err());
     }
 }

@@ -36,8 +36,8 @@ use crate::rotation::{self, Credentials, Id, Step};
 
 /// On the ClusterSpec: a new value asks for a new CA.
 pub const ROTATE_ANNOTATION: &str = "muster.dev/rotate-ca";
-/// On the agents' Secret: the request last taken (the annotation's value, or why the
-/// operator started one itself).
+/// On the agents' Secret: the last value of [`ROTATE_ANNOTATION`] taken (by its hash
+/// when long; a rotation the operator starts by itself leaves it as it is).
 pub const HANDLED_ANNOTATION: &str = "muster.dev/ca-rotated-for";
 /// On the agents' Secret, while a rotation runs: the id of the CA it moves to.
 pub const TARGET_ANNOTATION: &str = "muster.dev/ca-target";
@@ -97,12 +97,15 @@ impl TlsSecrets {
             .iter()
             .map(|id| tls::rotated_ca_secret_name(cs, id))
             .collect();
-        // Nothing mounted: the CA the status last showed in use, if a rotation's (the
-        // agents' files may trust it alone).
-        if read.mounted.is_none()
-            && let Some(id) = status_in_use(cs)
-        {
-            names.push(tls::rotated_ca_secret_name(cs, &id));
+        // Nothing mounted: the CAs the status last showed, if rotations' (the agents'
+        // files may trust one of them). Only a hint where to look: what the agents
+        // trust is asked of them (see [`make`]).
+        if read.mounted.is_none() {
+            names.extend(
+                status_hints(cs)
+                    .iter()
+                    .map(|id| tls::rotated_ca_secret_name(cs, id)),
+            );
         }
         for name in names {
             if let Some(s) = get(name).await? {
@@ -171,7 +174,8 @@ impl TlsSecrets {
 
     /// The CA certificates (PEM) the operator's client trusts: the cluster's CAs that
     /// the mounted Secret trusts (never its text: a CA put there by hand is not
-    /// trusted), or the first CA while nothing is mounted.
+    /// trusted), or, while nothing is mounted, every CA of the cluster's at hand (to
+    /// ask the agents which one they trust).
     pub fn client_pem(&self, cs: &ClusterSpec) -> Result<String, String> {
         let held = self.held(cs);
         let ids: Option<Vec<Id>> = self
@@ -184,7 +188,7 @@ impl TlsSecrets {
             .iter()
             .filter(|h| match &ids {
                 Some(ids) => ids.contains(&h.id),
-                None => h.secret == tls::ca_secret_name(cs),
+                None => self.mounted.is_none(),
             })
             // (A Secret restored by hand may lack the last line end.)
             .map(|h| format!("{}\n", h.ca.cert_pem.trim_end()))
@@ -213,15 +217,23 @@ pub struct Kept {
     pub rotating: bool,
 }
 
-/// The first 16 hex characters of the CA the status last showed in use (when it was
-/// one CA alone), if any.
-fn status_in_use(cs: &ClusterSpec) -> Option<String> {
-    let cas = &cs.status.as_ref()?.tls.as_ref()?.cas;
-    let id = match cas.as_slice() {
-        [one] => one,
-        _ => return None,
+/// The CAs (their first hex characters, at least 12) the status last showed trusted:
+/// where to look for rotations' CA Secrets when the agents' Secret is gone. Never more
+/// than a hint: the status may be old, or written by someone else.
+fn status_hints(cs: &ClusterSpec) -> Vec<String> {
+    let Some(cas) = cs
+        .status
+        .as_ref()
+        .and_then(|s| s.tls.as_ref())
+        .map(|t| &t.cas)
+    else {
+        return Vec::new();
     };
-    (id.len() >= 12 && id.bytes().all(|b| b.is_ascii_hexdigit())).then(|| id.clone())
+    cas.iter()
+        .filter(|id| id.len() >= 12 && id.len() <= 64 && id.bytes().all(|b| b.is_ascii_hexdigit()))
+        .take(ca_rotation::MAX_TRUSTED)
+        .cloned()
+        .collect()
 }
 
 /// Why a new CA is wanted, if one is.
@@ -285,11 +297,24 @@ pub async fn keep(
 ) -> Result<Kept, Error> {
     let held = secrets.held(cs);
     let Some(live) = secrets.mounted else {
-        return make(ctx, cs, ns, secrets.first_ca.is_some(), &held, started, now).await;
+        return make(
+            ctx,
+            cs,
+            ns,
+            secrets.first_ca.is_some(),
+            &held,
+            started,
+            pods,
+            now,
+        )
+        .await;
     };
     let tls_name = tls::tls_secret_name(cs);
     let server_name = tls::server_name(cs);
-    let restore = "Restore it from a backup; or delete it and every pod of the cluster (kubectl delete pods -l muster.dev/cluster=NAME): it is made anew before they start again";
+    let restore = format!(
+        "Restore it from a backup; or delete it and every pod of the cluster ({}): it is made anew before they start again",
+        delete_pods(ns, cs, pods)
+    );
     let trusted = text(&live, CA_CERT).unwrap_or_default().to_owned();
     let bundle = Bundle::parse(&trusted).map_err(|e| {
         Error::Secret(format!(
@@ -417,8 +442,14 @@ pub async fn keep(
     };
     match rotation::plan(&observed, &target_id) {
         Step::Wait(lagging) => {
-            let text =
-                key_rotation::waiting_text(&to, "TLS files", &lagging, mounted_for, pods.settle);
+            let text = key_rotation::waiting_text(
+                &to,
+                "TLS files",
+                Some("tls.reload-interval"),
+                &lagging,
+                mounted_for,
+                pods.settle,
+            );
             kept.status = Some(status(end, &in_use.ca, ring(&state), Some(text)));
         }
         Step::Done if target.is_none() => {
@@ -557,12 +588,15 @@ pub async fn keep(
 }
 
 /// Makes what is missing when nothing is mounted: the agents' certificate, under the
-/// CA the status last showed in use when that is one CA of the cluster's at hand, else
-/// the first CA (made now if there is none). Under pods that ever started (`started`)
-/// only where their files surely trust that CA: each pod keeps its files until its
-/// kubelet refreshes them, so a certificate of another CA would cut them off. The
-/// annotation's value, if any, counts as handled: a cluster made with it does not
-/// rotate at once.
+/// first CA (made now if there is none) while no pod ever started (`started`). Under
+/// pods that started, each keeps its files until its kubelet refreshes them, so new
+/// files must trust the CA theirs trust: the pods' agents are asked (the status only
+/// says where to look for CA Secrets), and the files are made anew only under the one
+/// CA every running agent trusts alone ([`ca_rotation::trusted_alone`]); else nothing
+/// is written, and the error says why. The annotation's value, if any, counts as
+/// handled only for a cluster made now (no pod started): one made anew under running
+/// pods may have missed it.
+#[allow(clippy::too_many_arguments)]
 async fn make(
     ctx: &Context,
     cs: &ClusterSpec,
@@ -570,67 +604,62 @@ async fn make(
     first_exists: bool,
     held: &[Held],
     started: usize,
+    pods: &Pods<'_>,
     now: SystemTime,
 ) -> Result<Kept, Error> {
     let ca_name = tls::ca_secret_name(cs);
     let tls_name = tls::tls_secret_name(cs);
     let server_name = tls::server_name(cs);
-    let shown = cs
-        .status
-        .as_ref()
-        .and_then(|s| s.tls.as_ref())
-        .map(|t| t.cas.clone())
-        .unwrap_or_default();
     let first = held.iter().find(|h| h.secret == ca_name);
-    let by_status = status_in_use(cs).and_then(|id| held.iter().find(|h| h.id.starts_with(&id)));
-    let refuse = |why: String| {
-        Error::Secret(format!(
-            "{why} while {started} pod(s) run on them: new files would cut each agent that takes them off from the others. Restore Secret {ns}/{tls_name} from a backup; or delete every pod of the cluster (kubectl delete pods -l muster.dev/cluster={}): it is made anew before they start again",
-            cs.name_any()
-        ))
-    };
     let mut kept = Kept::default();
-    let ca = match (by_status, first) {
-        (Some(h), _) => h.ca.clone(),
-        // A rotation's files, or a CA of a rotation not at hand: which one the pods
-        // trust is not known.
-        _ if started > 0 && !shown.is_empty() => {
-            return Err(refuse(format!(
-                "Secret {ns}/{tls_name} (the agents' certificate) is gone, the status last showed CAs {shown:?} trusted, and no one CA of them is at hand"
-            )));
+    let ca = if started > 0 {
+        let refuse = |why: String| {
+            Error::Secret(format!(
+                "Secret {ns}/{tls_name} (the agents' certificate) is gone while {started} pod(s) run on their copies of it, and {why}: files under another CA would cut each agent that takes them off from the others, so nothing is written. Restore the Secret from a backup; or delete every pod of the cluster ({}): it is made anew before they start again",
+                delete_pods(ns, cs, pods)
+            ))
+        };
+        let (_, reports) = pods
+            .reports(&cs.name_any(), |s| {
+                ca_rotation::files_reported(s.tls.as_ref())
+            })
+            .await;
+        let id = ca_rotation::trusted_alone(&reports).map_err(refuse)?;
+        let held = held.iter().find(|h| h.id == id).ok_or_else(|| {
+            refuse(format!(
+                "the agents trust CA {} alone, which no CA Secret of this ClusterSpec at hand holds ({ns}/{ca_name}, or {ns}/{})",
+                short(&id),
+                tls::rotated_ca_secret_name(cs, &id)
+            ))
+        })?;
+        held.ca.clone()
+    } else if let Some(h) = first {
+        h.ca.clone()
+    } else if first_exists {
+        return Err(Error::Secret(format!(
+            "Secret {ns}/{ca_name} does not hold a usable CA of this ClusterSpec; the operator never overwrites it: restore it from a backup, or delete it, and the cluster's CA and the agents' certificate are made anew (no pod has started on them yet)"
+        )));
+    } else {
+        let fresh = crate::ca::new_ca(&tls::ca_name(cs, now), now, tls::CA_LIFETIME)
+            .map_err(Error::Secret)?;
+        let made = create_once(ctx, cs, ns, &tls::ca_secret(cs, &fresh)).await?;
+        // (Or another reconcile's, made meanwhile: that one is used.)
+        if tls::holds(&made, CA_CERT, &fresh.cert_pem) {
+            tracing::info!(secret = %ca_name, "made the cluster's CA");
+            kept.done.push((
+                "TlsCaCreated",
+                "Create",
+                format!("made the cluster's CA (Secret {ca_name})"),
+            ));
         }
-        // (Older operators showed no CAs: the first CA was the only one.)
-        (None, Some(h)) => h.ca.clone(),
-        (None, None) if first_exists => {
-            return Err(Error::Secret(format!(
-                "Secret {ns}/{ca_name} does not hold a usable CA of this ClusterSpec; the operator never overwrites it: restore it from a backup, or delete it and {tls_name} and every pod of the cluster, and both are made anew"
-            )));
-        }
-        (None, None) if started > 0 => {
-            return Err(refuse(format!(
-                "Secrets {ns}/{ca_name} and {ns}/{tls_name} (the cluster's CA and the agents' certificates) are gone"
-            )));
-        }
-        (None, None) => {
-            let fresh = crate::ca::new_ca(&tls::ca_name(cs, now), now, tls::CA_LIFETIME)
-                .map_err(Error::Secret)?;
-            let made = create_once(ctx, cs, ns, &tls::ca_secret(cs, &fresh)).await?;
-            // (Or another reconcile's, made meanwhile: that one is used.)
-            if tls::holds(&made, CA_CERT, &fresh.cert_pem) {
-                tracing::info!(secret = %ca_name, "made the cluster's CA");
-                kept.done.push((
-                    "TlsCaCreated",
-                    "Create",
-                    format!("made the cluster's CA (Secret {ca_name})"),
-                ));
-            }
-            tls::ca_of(&made).map_err(Error::Secret)?
-        }
+        tls::ca_of(&made).map_err(Error::Secret)?
     };
     let leaf = crate::ca::issue(&ca, &server_name, now, tls::CERTIFICATE_LIFETIME)
         .map_err(Error::Secret)?;
     let mut secret = tls::tls_secret(cs, &ca.cert_pem, &leaf);
-    if let Some(asked) = cs.annotations().get(ROTATE_ANNOTATION) {
+    if started == 0
+        && let Some(asked) = cs.annotations().get(ROTATE_ANNOTATION)
+    {
         secret
             .metadata
             .annotations
@@ -639,13 +668,17 @@ async fn make(
     }
     let made = create_once(ctx, cs, ns, &secret).await?;
     if tls::holds(&made, TLS_CERT, &leaf.cert_pem) {
-        tracing::info!(secret = %tls_name, "issued the agents' certificate");
-        kept.done.push((
-            "TlsCertificateIssued",
-            "Issue",
-            format!("issued the agents' certificate for {server_name} (Secret {tls_name})"),
-        ));
         let id = id_of(&ca.cert_pem).map_err(Error::Secret)?;
+        let note = if started > 0 {
+            format!(
+                "issued the agents' certificate for {server_name} anew (Secret {tls_name} was gone) under CA {}, which every running agent trusts alone",
+                short(&id)
+            )
+        } else {
+            format!("issued the agents' certificate for {server_name} (Secret {tls_name})")
+        };
+        tracing::info!(secret = %tls_name, "{note}");
+        kept.done.push(("TlsCertificateIssued", "Issue", note));
         kept.status = Some(TlsStatus {
             server_name,
             certificate_not_after: rfc3339(leaf.not_after),
@@ -655,6 +688,23 @@ async fn make(
         });
     }
     Ok(kept)
+}
+
+/// The command that deletes every pod of the cluster: by its StatefulSet's own
+/// selector (whatever labels an older operator chose), else by the cluster's label.
+fn delete_pods(ns: &str, cs: &ClusterSpec, pods: &Pods<'_>) -> String {
+    let selector = pods
+        .stateful_set
+        .and_then(|s| s.spec.selector.match_labels.as_ref())
+        .filter(|l| !l.is_empty())
+        .map(|l| {
+            l.iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect::<Vec<_>>()
+                .join(",")
+        })
+        .unwrap_or_else(|| format!("muster.dev/cluster={}", cs.name_any()));
+    format!("kubectl delete pods -n {ns} -l {selector}")
 }
 
 /// What [`renew`] found.

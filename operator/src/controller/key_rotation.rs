@@ -274,10 +274,12 @@ impl Pods<'_> {
 
 /// The text of a rotation's wait (`to`: where it goes): the first pods that lag and
 /// why, and, once the mounted state is older than a kubelet takes to show it, what to
-/// do about an agent that keeps other files (`files`: what they are).
+/// do about an agent that keeps other files (`files`: what they are; `interval`: the
+/// agent setting of how often it reads them, if it has one).
 pub fn waiting_text(
     to: &str,
     files: &str,
+    interval: Option<&str>,
     lagging: &[(String, String)],
     mounted_for: Duration,
     settle: Duration,
@@ -297,8 +299,14 @@ pub fn waiting_text(
     }
     if mounted_for >= settle {
         // Longer than a kubelet takes: not a volume still to refresh.
+        let why = match interval {
+            Some(setting) => {
+                format!("refused them or reads them less often (its log and {setting} say which)")
+            }
+            None => "refused them (its log says why)".to_owned(),
+        };
         text.push_str(&format!(
-            "; an agent that keeps other {files} this long refused them or reads them less often (its log and tls.reload-interval say which): a pod deleted starts on the {files} as written; one that does not answer is waited for as long as it runs"
+            "; an agent that keeps other {files} this long {why}: a pod deleted starts on the {files} as written; one that does not answer is waited for as long as it runs"
         ));
     }
     text
@@ -374,7 +382,7 @@ pub async fn keep(
             } else {
                 format!("to key {}", short(&target_id))
             };
-            let text = waiting_text(&to, "key file", &lagging, mounted_for, settle);
+            let text = waiting_text(&to, "key file", None, &lagging, mounted_for, settle);
             if let Some(s) = kept.status.as_mut() {
                 s.rotation = Some(text);
             }

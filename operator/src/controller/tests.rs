@@ -905,7 +905,7 @@ async fn tls_secrets_gone_under_running_pods_are_not_made_anew() {
     let (calls, result) = tls_secrets_gone(agent(json!({"running": {}}))).await;
     let error = result.expect_err("refused").to_string();
     assert!(
-        error.contains("are gone while 1 pod(s) run on them") && error.contains("Restore"),
+        error.contains("is gone while 1 pod(s) run on their copies") && error.contains("Restore"),
         "{error}"
     );
     assert_eq!(
@@ -1229,13 +1229,23 @@ async fn ca_rotation_with(
     pod_status: Value,
     asked: Option<&str>,
 ) -> (Vec<Call>, Result<Action, Error>) {
-    let (ctx, handle) = context();
     let mut cs = cluster(json!({"replicas": 1, "tls": {"enabled": true}}));
     cs.metadata.annotations = asked.map(|a| {
         [(certificates::ROTATE_ANNOTATION.to_owned(), a.to_owned())]
             .into_iter()
             .collect()
     });
+    tls_reconcile(cs, secrets, pod_status).await
+}
+
+/// One reconcile of `cs` (TLS, one pod in `pod_status`) with `secrets` (name → object)
+/// in the namespace.
+async fn tls_reconcile(
+    cs: ClusterSpec,
+    secrets: Vec<(String, Value)>,
+    pod_status: Value,
+) -> (Vec<Call>, Result<Action, Error>) {
+    let (ctx, handle) = context();
     let owner = json!([{"apiVersion": "muster.dev/v1alpha1", "kind": "ClusterSpec",
         "name": "shop", "uid": "u-1", "controller": true}]);
     let set = json!({
@@ -1264,6 +1274,34 @@ async fn ca_rotation_with(
         }
     })
     .await
+}
+
+/// The certificate the agents' Secret `secret` (as written) holds, which agents must
+/// take under `ca` (`what` it is said to be).
+fn served_under(secret: &Value, ca: &crate::ca::Ca, what: &str) -> crate::ca::Leaf {
+    let served = crate::ca::Leaf {
+        cert_pem: data_text(secret, "tls.crt"),
+        key_pem: data_text(secret, "tls.key"),
+        not_after: std::time::SystemTime::now(),
+    };
+    crate::ca::accepted_under(&served, &[ca.cert_pem.as_str()], "shop.prod.muster")
+        .unwrap_or_else(|e| panic!("{what}: {e}"));
+    served
+}
+
+/// The one write of a reconcile that renewed the agents' certificate: the trusted CAs
+/// (`ids`) kept, a certificate of `ca` (the one in use), nothing else done.
+fn renewed_under(calls: &[Call], ca: &crate::ca::Ca, ids: Vec<String>) -> crate::ca::Leaf {
+    let writes = tls_writes(calls);
+    assert_eq!(writes.len(), 1, "{:?}", summary(calls));
+    let body = &writes[0].body;
+    assert_eq!(
+        crate::ca_rotation::Bundle::parse(&data_text(body, "ca.crt")).map(|b| b.ids()),
+        Ok(ids),
+        "the trusted CAs stay"
+    );
+    assert_eq!(reasons(calls), ["TlsCertificateRenewed"]);
+    served_under(body, ca, "under the CA in use")
 }
 
 fn tls_writes(calls: &[Call]) -> Vec<&Call> {
@@ -1393,13 +1431,7 @@ async fn a_ca_rotation_goes_on_from_what_the_agents_secret_records() {
         [new_id.clone(), old_id.clone()],
         "the new CA in use first"
     );
-    let served = crate::ca::Leaf {
-        cert_pem: data_text(body, "tls.crt"),
-        key_pem: data_text(body, "tls.key"),
-        not_after: std::time::SystemTime::now(),
-    };
-    crate::ca::accepted_under(&served, &[new.cert_pem.as_str()], "shop.prod.muster")
-        .expect("a certificate of the new CA");
+    let served = served_under(body, &new, "a certificate of the new CA");
     crate::ca::accepted_under(&served, &[old.cert_pem.as_str()], "shop.prod.muster")
         .expect_err("not of the old one");
     assert_eq!(reasons(&calls), ["TlsCaRotationStep"]);
@@ -1505,23 +1537,8 @@ async fn a_certificate_about_to_end_is_issued_again_while_a_rotation_waits() {
     let (calls, result) = asked_with_a_silent_agent(&first, &ending).await;
     let (old, _, old_id) = first;
     result.expect("reconciled");
-    let writes = tls_writes(&calls);
-    assert_eq!(writes.len(), 1, "{:?}", summary(&calls));
-    let body = &writes[0].body;
-    assert_eq!(
-        crate::ca_rotation::Bundle::parse(&data_text(body, "ca.crt")).map(|b| b.ids()),
-        Ok(vec![old_id]),
-        "the trusted CAs stay"
-    );
-    let served = crate::ca::Leaf {
-        cert_pem: data_text(body, "tls.crt"),
-        key_pem: data_text(body, "tls.key"),
-        not_after: std::time::SystemTime::now(),
-    };
+    let served = renewed_under(&calls, &old, vec![old_id]);
     assert_ne!(served.cert_pem, ending.cert_pem);
-    crate::ca::accepted_under(&served, &[old.cert_pem.as_str()], "shop.prod.muster")
-        .expect("under the CA in use");
-    assert_eq!(reasons(&calls), ["TlsCertificateRenewed"]);
     let rotation = tls_rotation(&calls);
     assert!(rotation.contains("issued again first"), "{rotation}");
 }
@@ -1632,4 +1649,229 @@ async fn a_ca_that_ends_within_a_year_is_rotated_without_being_asked() {
         "a rotation by age records no request: {a}"
     );
     assert_eq!(reasons(&calls), ["TlsCaCreated", "TlsCaRotationStarted"]);
+}
+
+/// A stand-in agent on `ip`'s management port: over HTTPS with `leaf`, it answers
+/// every request with a `/bootstrap/status` telling that it trusts `trusted` and
+/// serves `leaf`. Stops when the test's runtime ends.
+async fn https_agent(ip: std::net::IpAddr, leaf: &crate::ca::Leaf, trusted: &[&crate::ca::Ca]) {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let chain: Vec<CertificateDer<'static>> =
+        CertificateDer::pem_slice_iter(leaf.cert_pem.as_bytes())
+            .collect::<Result<_, _>>()
+            .expect("a certificate");
+    let key = PrivateKeyDer::from_pem_slice(leaf.key_pem.as_bytes()).expect("a key");
+    let config = rustls::ServerConfig::builder_with_provider(node_agent::tls::provider())
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_no_client_auth()
+        .with_single_cert(chain.clone(), key)
+        .expect("a server config");
+    let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config));
+    let body = node_agent::api::BootstrapStatusBody::<Value> {
+        phase: node_agent::api::BootstrapPhase::Joined,
+        self_node: node_agent::base::address::NodeAddress::new("shop", ip, 2552),
+        self_status: None,
+        reason: "a member".into(),
+        bootstrap: None,
+        tls: Some(node_agent::api::TlsInUse {
+            certificate: node_agent::tls::fingerprint(&chain[0]),
+            trusted: trusted
+                .iter()
+                .map(|c| crate::ca_rotation::id_of(&c.cert_pem).expect("an id"))
+                .collect(),
+            not_after: None,
+        }),
+        cluster_keys: Vec::new(),
+    };
+    let body = serde_json::to_vec(&body).expect("JSON");
+    let listener = tokio::net::TcpListener::bind((ip, build::MANAGEMENT_PORT))
+        .await
+        .expect("bind the agent's port");
+    tokio::spawn(async move {
+        while let Ok((conn, _)) = listener.accept().await {
+            let (acceptor, body) = (acceptor.clone(), body.clone());
+            tokio::spawn(async move {
+                let Ok(mut conn) = acceptor.accept(conn).await else {
+                    return;
+                };
+                // Each request's head (no request here has a body), then the answer,
+                // on the same connection until the client closes it.
+                let mut buf = vec![0u8; 4096];
+                let mut seen = Vec::new();
+                loop {
+                    while let Some(end) = seen.windows(4).position(|w| w == b"\r\n\r\n") {
+                        seen.drain(..end + 4);
+                        let head = format!(
+                            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+                            body.len()
+                        );
+                        let _ = conn.write_all(head.as_bytes()).await;
+                        let _ = conn.write_all(&body).await;
+                        let _ = conn.flush().await;
+                    }
+                    match conn.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => seen.extend_from_slice(&buf[..n]),
+                    }
+                }
+            });
+        }
+    });
+}
+
+/// A TLS cluster whose agents' Secret is gone while its one pod's agent runs at `ip`,
+/// the status last showing `shown` (CA ids), a rotation asked for ("first"); the first
+/// CA `first` and the rotated CA `rotated` (its Secret's name and object) at hand.
+async fn tls_files_gone(
+    ip: [u8; 4],
+    shown: &[&str],
+    first: &(crate::ca::Ca, Value, String),
+    rotated: (&str, &Value),
+) -> (Vec<Call>, Result<Action, Error>) {
+    let mut cs = cluster(json!({"replicas": 1, "tls": {"enabled": true}}));
+    cs.metadata.annotations = Some(
+        [(
+            certificates::ROTATE_ANNOTATION.to_owned(),
+            "first".to_owned(),
+        )]
+        .into_iter()
+        .collect(),
+    );
+    cs.status = Some(crate::ClusterSpecStatus {
+        tls: Some(crate::crd::TlsStatus {
+            cas: shown.iter().map(|s| s.to_string()).collect(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    let pod = json!({"podIP": std::net::IpAddr::from(ip).to_string(),
+        "containerStatuses": [{"name": "agent", "ready": true, "restartCount": 0,
+            "image": "agent:1", "imageID": "", "state": {"running": {}}}]});
+    tls_reconcile(
+        cs,
+        vec![
+            ("shop-muster-ca".into(), first.1.clone()),
+            (rotated.0.to_owned(), rotated.1.clone()),
+        ],
+        pod,
+    )
+    .await
+}
+
+/// The agents' Secret made by a reconcile, if any.
+fn tls_made(calls: &[Call]) -> Option<&Value> {
+    calls
+        .iter()
+        .find(|c| c.method == "POST" && c.body["metadata"]["name"] == "shop-muster-tls")
+        .map(|c| &c.body)
+}
+
+/// [`tls_files_gone`] after a rotation: the agent at 127.36.4.`host` serves a
+/// certificate of the rotated CA (returned with its id) and trusts it, and the first CA
+/// too if `mid_rotation`; the status shows the rotated CA, or the first one if
+/// `status_old`.
+async fn gone_after_rotation(
+    host: u8,
+    mid_rotation: bool,
+    status_old: bool,
+) -> (crate::ca::Ca, String, Vec<Call>, Result<Action, Error>) {
+    let first = ca_secret("shop-muster-ca", "u-1");
+    let (new, new_id, new_name, new_secret) = rotated_ca();
+    let ip = [127, 36, 4, host];
+    let trusted: Vec<&crate::ca::Ca> = if mid_rotation {
+        vec![&new, &first.0]
+    } else {
+        vec![&new]
+    };
+    https_agent(ip.into(), &leaf_of(&new), &trusted).await;
+    let shown = if status_old { &first.2 } else { &new_id };
+    let (calls, result) =
+        tls_files_gone(ip, &[&shown[..16]], &first, (&new_name, &new_secret)).await;
+    (new, new_id, calls, result)
+}
+
+#[tokio::test]
+async fn tls_files_gone_under_running_pods_are_made_anew_under_the_ca_their_agents_trust() {
+    // After a rotation the agents trust the rotated CA alone; the status shows it.
+    let (new, new_id, calls, result) = gone_after_rotation(21, false, false).await;
+    result.expect("reconciled");
+    let made = tls_made(&calls).unwrap_or_else(|| panic!("made anew: {:?}", summary(&calls)));
+    assert_eq!(
+        crate::ca_rotation::Bundle::parse(&data_text(made, "ca.crt")).map(|b| b.ids()),
+        Ok(vec![new_id.clone()]),
+        "the CA the agents trust, alone"
+    );
+    served_under(made, &new, "a certificate of the CA in use");
+    // The request may have been taken with the files lost: it is not marked as taken
+    // (at worst one more rotation, never one dropped).
+    assert!(
+        made["metadata"]["annotations"][certificates::HANDLED_ANNOTATION].is_null(),
+        "{made}"
+    );
+    assert_eq!(reasons(&calls), ["TlsCertificateIssued"]);
+    assert_eq!(written_status(&calls)["tls"]["cas"], json!([&new_id[..16]]));
+}
+
+#[tokio::test]
+async fn tls_files_gone_are_not_made_anew_from_a_status_that_names_another_ca() {
+    // The status is old (or edited): it shows the first CA, while the agents trust the
+    // rotated one alone. Files of the first CA would cut every agent off from the
+    // others: nothing is written.
+    let (_, _, calls, result) = gone_after_rotation(22, false, true).await;
+    let error = result.expect_err("refused").to_string();
+    assert!(
+        error.contains("is gone while 1 pod(s) run")
+            && error.contains("which CAs the agent of shop-0 trusts is not known")
+            && error.contains("kubectl delete pods -n prod -l muster.dev/cluster=shop"),
+        "{error}"
+    );
+    assert!(tls_made(&calls).is_none(), "{:?}", summary(&calls));
+}
+
+#[tokio::test]
+async fn tls_files_gone_mid_rotation_are_not_made_anew() {
+    // The agents trust both CAs: which one issued their certificate is not told.
+    let (_, _, calls, result) = gone_after_rotation(23, true, false).await;
+    let error = result.expect_err("refused").to_string();
+    assert!(error.contains("a rotation under way"), "{error}");
+    assert!(tls_made(&calls).is_none(), "{:?}", summary(&calls));
+}
+
+#[tokio::test]
+async fn a_certificate_that_ended_mid_rotation_is_issued_again_under_the_ca_in_use() {
+    // The operator was away for longer than the certificate lasted, between a
+    // rotation's second and third steps: both CAs trusted, the new one's certificate
+    // served and ended. Issued again under the new CA, the bundle kept.
+    let year = Duration::from_secs(365 * 24 * 3600);
+    let long_ago = std::time::SystemTime::now() - year;
+    let made = |n: &str| {
+        crate::ca::new_ca(&format!("muster prod/shop CA {n}"), long_ago, 10 * year).expect("a CA")
+    };
+    let (old, new) = (made("1"), made("2"));
+    let (old_id, new_id) = (
+        crate::ca_rotation::id_of(&old.cert_pem).expect("an id"),
+        crate::ca_rotation::id_of(&new.cert_pem).expect("an id"),
+    );
+    let new_name = format!("shop-{}-muster-ca", &new_id[..12]);
+    let ended =
+        crate::ca::issued_then(&new, "shop.prod.muster", long_ago, year / 12).expect("a cert");
+    let mounted = mounted_secret(
+        &[&new, &old],
+        &ended,
+        json!({ certificates::TARGET_ANNOTATION: new_id, certificates::HANDLED_ANNOTATION: "first" }),
+    );
+    let (calls, result) = ca_rotation(vec![
+        (
+            "shop-muster-ca".into(),
+            secret_of_ca(&old, "shop-muster-ca", "u-1"),
+        ),
+        (new_name.clone(), secret_of_ca(&new, &new_name, "u-1")),
+        ("shop-muster-tls".into(), mounted),
+    ])
+    .await;
+    result.expect("reconciled");
+    renewed_under(&calls, &new, vec![new_id, old_id]);
 }
