@@ -1,5 +1,6 @@
 //! lease-majority on a real API server: five muster-agent pods whose service account
-//! may only get, create and update Leases (the RBAC the docs ask for), cut 3 | 2 by
+//! may only get and update the one Lease, made beforehand (the RBAC the operator's
+//! per-cluster Role grants: no `create`, no other Lease), cut 3 | 2 by
 //! iptables rules between their pod IPs. The majority's leader acquires the
 //! `coordination.k8s.io/v1` Lease at once and keeps its side; the minority's leader
 //! tries after `acquire-lease-delay-for-minority`, is refused, and its side downs itself
@@ -41,14 +42,26 @@ fn restarts(pod: &Pod) -> i32 {
         .sum()
 }
 
-async fn grant_leases_only(p: &Platform) {
+/// The Lease `demo-muster-sbr`, unheld, and a Role granting `get` and `update` on it
+/// alone to the agents' service account (as the operator does).
+async fn grant_the_lease_only(p: &Platform) {
     let ns = &p.namespace;
+    let lease: Lease = serde_json::from_value(json!({
+        "metadata": {"name": "demo-muster-sbr"},
+        "spec": {},
+    }))
+    .expect("lease");
+    Api::<Lease>::namespaced(p.client.clone(), ns)
+        .create(&PostParams::default(), &lease)
+        .await
+        .expect("lease");
     let role: Role = serde_json::from_value(json!({
         "metadata": {"name": "demo-sbr"},
         "rules": [{
             "apiGroups": ["coordination.k8s.io"],
             "resources": ["leases"],
-            "verbs": ["get", "create", "update"],
+            "resourceNames": ["demo-muster-sbr"],
+            "verbs": ["get", "update"],
         }],
     }))
     .expect("role");
@@ -81,7 +94,7 @@ async fn lease_majority_keeps_the_side_that_holds_the_lease() {
     let ns = p.namespace.clone();
     create_headless_service(&p.client, &ns, "demo", true).await;
     create_service_account(&p.client, &ns).await;
-    grant_leases_only(&p).await;
+    grant_the_lease_only(&p).await;
     let set = agents(
         p.agent_image(),
         5,

@@ -8,8 +8,9 @@
 //! The holder never renews: the Lease runs out `release-after` after the decision, so a
 //! later partition is decided afresh.
 //!
-//! RBAC: the agent's service account needs `get`, `create` and `update` on `leases` in
-//! group `coordination.k8s.io` in the Lease's namespace.
+//! RBAC: the agent's service account needs `get` and `update` on that Lease (group
+//! `coordination.k8s.io`, `resourceNames` may name it alone), and `create` on `leases`
+//! in its namespace unless the Lease exists (the operator makes it for its clusters).
 
 use std::time::Duration;
 
@@ -167,8 +168,8 @@ impl KubernetesLease {
     fn error(&self, verb: &str, e: Error) -> LeaseError {
         let hint = match &e {
             Error::Api(s) if s.code == 403 => format!(
-                " — the service account needs get, create and update on leases.coordination.k8s.io in namespace `{}`",
-                self.namespace
+                " — the service account needs get and update on Lease `{}` (coordination.k8s.io) in namespace `{}`, and create on leases there unless the Lease exists (under the operator: it makes the Lease and the agents' Role grants the rest)",
+                self.name, self.namespace
             ),
             _ => String::new(),
         };

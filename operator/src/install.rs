@@ -89,7 +89,7 @@ const RULES: &[Rule] = &[
         verbs: &["get", "list", "create", "patch", "delete"],
     },
     Rule {
-        why: "leader election; each cluster's formation record (created here, claimed by the agent that forms); also granted to agents, which needs the operator to hold it",
+        why: "leader election; each cluster's formation record (created here, claimed by the agent that forms) and lease-majority Lease (created here, taken by agents); get and update on those two are granted to the agents, which needs the operator to hold them",
         groups: &["coordination.k8s.io"],
         resources: &["leases"],
         verbs: &["get", "create", "update"],

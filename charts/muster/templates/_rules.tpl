@@ -45,7 +45,7 @@
 - apiGroups: ["networking.k8s.io"]
   resources: ["networkpolicies"]
   verbs: ["get","list","create","patch","delete"]
-# leader election; each cluster's formation record (created here, claimed by the agent that forms); also granted to agents, which needs the operator to hold it
+# leader election; each cluster's formation record (created here, claimed by the agent that forms) and lease-majority Lease (created here, taken by agents); get and update on those two are granted to the agents, which needs the operator to hold them
 - apiGroups: ["coordination.k8s.io"]
   resources: ["leases"]
   verbs: ["get","create","update"]
@@ -55,7 +55,7 @@
   verbs: ["create","patch"]
 {{- end }}
 {{- define "muster.leaseRules" }}
-# leader election; each cluster's formation record (created here, claimed by the agent that forms); also granted to agents, which needs the operator to hold it
+# leader election; each cluster's formation record (created here, claimed by the agent that forms) and lease-majority Lease (created here, taken by agents); get and update on those two are granted to the agents, which needs the operator to hold them
 - apiGroups: ["coordination.k8s.io"]
   resources: ["leases"]
   verbs: ["get","create","update"]

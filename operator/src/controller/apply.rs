@@ -75,6 +75,8 @@ pub struct Lives {
     pub secret: Option<Secret>,
     /// The formation record.
     pub formation: Option<Lease>,
+    /// With `lease-majority` downing: the resolver's Lease.
+    pub sbr: Option<Lease>,
     /// With `spec.tls`: the TLS Secrets (as the look at the agents read them).
     pub tls: Option<super::certificates::TlsSecrets>,
 }
@@ -127,6 +129,11 @@ pub async fn read(
         network_policy_forbidden,
         secret: typed::<Secret>(ctx, ns, &build::secret_name(cs)).await?,
         formation: typed::<Lease>(ctx, ns, &formation_lease::name(cs)).await?,
+        sbr: if cs.spec.membership.downing == crate::crd::Downing::LeaseMajority {
+            typed::<Lease>(ctx, ns, &formation_lease::sbr_name(cs)).await?
+        } else {
+            None
+        },
         tls,
     })
 }
@@ -234,6 +241,20 @@ pub fn conflicts(cs: &ClusterSpec, owned: &Owned, lives: &Lives, pdb: bool) -> V
         lives
             .formation
             .as_ref()
+            .map(|l| ("Lease", l.metadata.clone())),
+    );
+    // (The resolver's Lease without any owner is the one agents of older operators
+    // created themselves: theirs to go on with. Another's is a conflict.)
+    found.extend(
+        lives
+            .sbr
+            .as_ref()
+            .filter(|l| {
+                l.metadata
+                    .owner_references
+                    .as_ref()
+                    .is_some_and(|o| !o.is_empty())
+            })
             .map(|l| ("Lease", l.metadata.clone())),
     );
     found.extend(

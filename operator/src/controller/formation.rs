@@ -26,7 +26,7 @@ use kube::runtime::events::EventType;
 use super::build::formation_lease;
 use super::{Context, Error};
 use crate::agents::Agents;
-use crate::crd::{ClusterSpec, NewClusterEnabled};
+use crate::crd::{ClusterSpec, Downing, NewClusterEnabled};
 use node_agent::bootstrap::record::holder_of;
 
 /// The operator's hold under `newClusterEnabled: false`.
@@ -59,6 +59,34 @@ pub fn change(
         (NewClusterEnabled::Auto, Some(h)) if !formed && is_agent(h) && claimant_gone => Some(None),
         (NewClusterEnabled::Auto, None) if formed => Some(Some(FORMED)),
         _ => None,
+    }
+}
+
+/// With `lease-majority` downing: creates the resolver's Lease (`existing`, as read)
+/// when missing, unheld, so that the agents need no right to create Leases. Never
+/// changes one: its holder is the agents'.
+pub async fn keep_sbr(
+    ctx: &Context,
+    cs: &ClusterSpec,
+    ns: &str,
+    existing: Option<&Lease>,
+) -> Result<(), Error> {
+    if cs.spec.membership.downing != Downing::LeaseMajority || existing.is_some() {
+        return Ok(());
+    }
+    let api: Api<Lease> = Api::namespaced(ctx.client.clone(), ns);
+    let name = formation_lease::sbr_name(cs);
+    match api
+        .create(&PostParams::default(), &formation_lease::sbr_build(cs))
+        .await
+    {
+        Ok(_) => {
+            tracing::info!(lease = %name, "created the lease-majority Lease");
+            Ok(())
+        }
+        // Created since we looked: looked at next time.
+        Err(kube::Error::Api(s)) if s.code == 409 => Ok(()),
+        Err(e) => Err(Error::kube(format!("create Lease {name}"), e)),
     }
 }
 

@@ -697,6 +697,7 @@ async fn reconcile_once(cs: &ClusterSpec, ctx: &Context, now: Timestamp) -> Resu
             lives.formation.take(),
         )
         .await?;
+        formation::keep_sbr(ctx, cs, &ns, lives.sbr.as_ref()).await?;
         apply::owned(ctx, cs, &ns, owned, lives).await?;
         for (pod, member) in &shrink.leave {
             leave(ctx, cs, &world, pod, member, &token).await;

@@ -1875,3 +1875,83 @@ async fn a_certificate_that_ended_mid_rotation_is_issued_again_under_the_ca_in_u
     result.expect("reconciled");
     renewed_under(&calls, &new, vec![new_id, old_id]);
 }
+
+/// One reconcile of a new `lease-majority` cluster whose namespace holds `sbr` (the
+/// resolver's Lease, if any): the calls and the result.
+async fn lease_majority_with(sbr: Option<Value>) -> (Vec<Call>, Result<Action, Error>) {
+    let (ctx, handle) = context();
+    let cs = cluster(json!({"replicas": 3, "membership": {"downing": "lease-majority"}}));
+    let task = tokio::spawn({
+        let (cs, ctx) = (cs.clone(), ctx.clone());
+        async move { reconcile_once(&cs, &ctx, now()).await }
+    });
+    serve(handle, task, move |call| {
+        match (call.method.as_str(), &sbr) {
+            ("GET", Some(lease)) if call.uri.contains("/leases/shop-muster-sbr") => {
+                (200, lease.clone())
+            }
+            _ => empty_namespace(call),
+        }
+    })
+    .await
+}
+
+fn leases_made(calls: &[Call]) -> Vec<&Value> {
+    calls
+        .iter()
+        .filter(|c| c.method == "POST" && c.uri.contains("/leases"))
+        .map(|c| &c.body)
+        .collect()
+}
+
+#[tokio::test]
+async fn the_lease_majority_lease_is_made_by_the_operator_so_agents_need_not_create_leases() {
+    let (calls, result) = lease_majority_with(None).await;
+    result.expect("reconciled");
+    let made = leases_made(&calls);
+    let sbr = made
+        .iter()
+        .find(|l| l["metadata"]["name"] == "shop-muster-sbr")
+        .unwrap_or_else(|| panic!("the resolver's Lease: {:?}", summary(&calls)));
+    assert_eq!(sbr["metadata"]["ownerReferences"][0]["uid"], "u-1");
+    assert!(sbr["spec"].get("holderIdentity").is_none(), "unheld");
+    // Before the pods: made before the StatefulSet is applied.
+    let at = |what: &str| {
+        calls
+            .iter()
+            .position(|c| c.method != "GET" && c.uri.contains(what))
+            .unwrap_or_else(|| panic!("{what}: {:?}", summary(&calls)))
+    };
+    assert!(at("/leases") < at("/statefulsets/shop"));
+
+    // Made by agents of an older operator (no owner): theirs to go on with, unchanged.
+    let old = json!({"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+        "metadata": {"name": "shop-muster-sbr", "namespace": "prod"},
+        "spec": {"holderIdentity": "muster://shop@10.0.0.1:2552"}});
+    let (calls, result) = lease_majority_with(Some(old)).await;
+    result.expect("reconciled");
+    assert!(
+        !calls
+            .iter()
+            .any(|c| c.uri.contains("/leases/shop-muster-sbr") && c.method != "GET"),
+        "{:?}",
+        summary(&calls)
+    );
+    assert_eq!(leases_made(&calls).len(), 1, "the formation record only");
+
+    // Another's: a conflict, nothing written (the agents would be given it).
+    let theirs = json!({"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+        "metadata": {"name": "shop-muster-sbr", "namespace": "prod", "ownerReferences": [
+            {"apiVersion": "apps/v1", "kind": "Deployment", "name": "lb", "uid": "d-9",
+             "controller": true}]}});
+    let (calls, result) = lease_majority_with(Some(theirs)).await;
+    result.expect("reconciled");
+    assert!(leases_made(&calls).is_empty(), "{:?}", summary(&calls));
+    let degraded = degraded(&written_status(&calls));
+    assert_eq!(degraded["reason"], "ObjectConflict");
+    let message = degraded["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("Lease shop-muster-sbr exists") && message.contains("Deployment lb"),
+        "{message}"
+    );
+}

@@ -179,6 +179,10 @@ pub fn agent_settings(cs: &ClusterSpec, selection: Selection) -> Result<Settings
     }
     sbr.keep_oldest.down_if_alone = m.down_if_alone;
     let lease = &mut sbr.lease_majority;
+    if m.downing == Downing::LeaseMajority {
+        // The one Lease the agents' Role grants (the controller creates it).
+        lease.lease_name = super::formation_lease::sbr_name(cs);
+    }
     if let Some(d) = spec_duration(
         "spec.membership.lease.acquireLeaseDelayForMinority",
         &m.lease.acquire_lease_delay_for_minority,

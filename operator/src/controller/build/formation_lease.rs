@@ -22,3 +22,19 @@ pub fn build(cs: &ClusterSpec) -> Lease {
         spec: Some(LeaseSpec::default()),
     }
 }
+
+/// `<name>-muster-sbr`: the Lease of the `lease-majority` split brain resolver (the
+/// agents' own default name for it). The controller creates it, with no holder, so
+/// that the agents' Role grants `get` and `update` on that one Lease and no `create`
+/// (which RBAC cannot limit to a name).
+pub fn sbr_name(cs: &ClusterSpec) -> String {
+    format!("{}-muster-sbr", cs.name_any())
+}
+
+/// The `lease-majority` Lease, unheld.
+pub fn sbr_build(cs: &ClusterSpec) -> Lease {
+    Lease {
+        metadata: meta(cs, &sbr_name(cs)),
+        spec: Some(LeaseSpec::default()),
+    }
+}

@@ -246,7 +246,7 @@ fn meta(cs: &ClusterSpec, name: &str) -> ObjectMeta {
 
 /// What the agents may do through the Kubernetes API: read and claim their formation
 /// record (that one Lease), read pods for `kubernetes-api` discovery, take the Lease
-/// for `lease-majority`.
+/// of `lease-majority` (that one Lease, which the controller creates).
 fn rbac_rules(cs: &ClusterSpec) -> Vec<PolicyRule> {
     let rule = |group: &str, resource: &str, verbs: &[&str]| PolicyRule {
         api_groups: Some(vec![group.to_owned()]),
@@ -262,11 +262,10 @@ fn rbac_rules(cs: &ClusterSpec) -> Vec<PolicyRule> {
         rules.push(rule("", "pods", &["get", "list", "watch"]));
     }
     if cs.spec.membership.downing == Downing::LeaseMajority {
-        rules.push(rule(
-            "coordination.k8s.io",
-            "leases",
-            &["get", "create", "update"],
-        ));
+        rules.push(PolicyRule {
+            resource_names: Some(vec![formation_lease::sbr_name(cs)]),
+            ..rule("coordination.k8s.io", "leases", &["get", "update"])
+        });
     }
     rules
 }

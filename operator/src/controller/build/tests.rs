@@ -133,7 +133,16 @@ fn the_role_grants_only_what_the_agents_use() {
     )
     .expect("built");
     let rules = yaml(&o.role.expect("a Role").rules);
-    assert!(rules.ends_with("- apiGroups:\n  - coordination.k8s.io\n  resources:\n  - leases\n  verbs:\n  - get\n  - create\n  - update\n"), "{rules}");
+    // The resolver's Lease alone (the operator creates it): no `create`, which RBAC
+    // cannot limit to a name, and no other Lease of the namespace.
+    assert!(rules.ends_with("- apiGroups:\n  - coordination.k8s.io\n  resourceNames:\n  - shop-muster-sbr\n  resources:\n  - leases\n  verbs:\n  - get\n  - update\n"), "{rules}");
+    assert!(!rules.contains("create"), "{rules}");
+    // The agents use that Lease, whatever their own default would be.
+    let yaml_text = o.config_map.data.as_ref().expect("data")["agent.yaml"].clone();
+    assert!(
+        yaml_text.contains("lease-name: shop-muster-sbr"),
+        "{yaml_text}"
+    );
     // DNS discovery without lease-majority: the formation record only, that one Lease.
     let o = owned(
         &cluster("bootstrap: {discovery: dns}"),
