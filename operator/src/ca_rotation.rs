@@ -142,7 +142,7 @@ pub fn report_of(tls: Option<&TlsInUse>, mounted: &Credentials, mounted_leaf: &s
 
 /// What an agent reports of its TLS, if it is within what agents send.
 fn well_formed(tls: Option<&TlsInUse>) -> Result<&TlsInUse, String> {
-    let tls = tls.ok_or("it reports no TLS in use")?;
+    let tls = tls.ok_or("it reports no TLS in use: an agent too old to report it (update its image), or one without TLS")?;
     if tls.trusted.is_empty()
         || tls.trusted.len() > MAX_TRUSTED
         || tls.certificate.len() > MAX_ID_CHARS

@@ -21,7 +21,7 @@
 use std::time::{Duration, SystemTime};
 
 use k8s_openapi::ByteString;
-use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::api::core::v1::{Pod, Secret};
 use kube::ResourceExt;
 
 use super::apply::{controlled_by, create_once};
@@ -174,36 +174,32 @@ impl TlsSecrets {
 
     /// The CA certificates (PEM) the operator's client trusts: the cluster's CAs that
     /// the mounted Secret trusts (never its text: a CA put there by hand is not
-    /// trusted), or, while nothing is mounted, every CA of the cluster's at hand (to
-    /// ask the agents which one they trust).
+    /// trusted). Nothing mounted, no client: only [`make`] asks the agents then, with
+    /// a client of its own that sends no token.
     pub fn client_pem(&self, cs: &ClusterSpec) -> Result<String, String> {
-        let held = self.held(cs);
-        let ids: Option<Vec<Id>> = self
-            .mounted
-            .as_ref()
-            .and_then(|m| text(m, CA_CERT))
+        let Some(mounted) = &self.mounted else {
+            return Err(format!(
+                "Secret {} (the agents' TLS files) is not there (yet)",
+                tls::tls_secret_name(cs)
+            ));
+        };
+        let ids: Vec<Id> = text(mounted, CA_CERT)
             .and_then(|t| Bundle::parse(t).ok())
-            .map(|b| b.ids());
-        let pem: String = held
-            .iter()
-            .filter(|h| match &ids {
-                Some(ids) => ids.contains(&h.id),
-                None => self.mounted.is_none(),
-            })
-            // (A Secret restored by hand may lack the last line end.)
-            .map(|h| format!("{}\n", h.ca.cert_pem.trim_end()))
-            .collect();
+            .map(|b| b.ids())
+            .unwrap_or_default();
+        let pem = pem_of(self.held(cs).iter().filter(|h| ids.contains(&h.id)));
         if pem.is_empty() {
-            return Err(match (&self.first_ca, ids) {
-                (None, None) => format!(
-                    "the cluster's CA (Secret {}) is not made yet",
-                    tls::ca_secret_name(cs)
-                ),
-                _ => "none of the CAs the agents trust is this ClusterSpec's".to_owned(),
-            });
+            return Err("none of the CAs the agents trust is this ClusterSpec's".to_owned());
         }
         Ok(pem)
     }
+}
+
+/// The certificates (PEM) of `cas`, each ending its last line.
+fn pem_of<'a>(cas: impl Iterator<Item = &'a Held>) -> String {
+    // (A Secret restored by hand may lack the last line end.)
+    cas.map(|h| format!("{}\n", h.ca.cert_pem.trim_end()))
+        .collect()
 }
 
 /// What keeping the TLS Secrets did and where they stand.
@@ -282,8 +278,7 @@ fn short(id: &str) -> &str {
 }
 
 /// Keeps the TLS Secrets of `cs` as `secrets` read them: makes the CA and the agents'
-/// certificate when nothing is mounted (see [`make`]; `started`: how many pods ever
-/// started), issues a new certificate under the CA in use before the current one ends
+/// certificate when nothing is mounted (see [`make`]), issues a new certificate under the CA in use before the current one ends
 /// (rotation or not), and moves a CA rotation on by one step when every agent is ready
 /// for it.
 pub async fn keep(
@@ -291,29 +286,19 @@ pub async fn keep(
     cs: &ClusterSpec,
     ns: &str,
     secrets: TlsSecrets,
-    started: usize,
     pods: &Pods<'_>,
     now: SystemTime,
 ) -> Result<Kept, Error> {
     let held = secrets.held(cs);
     let Some(live) = secrets.mounted else {
-        return make(
-            ctx,
-            cs,
-            ns,
-            secrets.first_ca.is_some(),
-            &held,
-            started,
-            pods,
-            now,
-        )
-        .await;
+        return make(ctx, cs, ns, secrets.first_ca.is_some(), &held, pods, now).await;
     };
     let tls_name = tls::tls_secret_name(cs);
     let server_name = tls::server_name(cs);
+    let names: Vec<String> = pods.pods.iter().map(ResourceExt::name_any).collect();
     let restore = format!(
-        "Restore it from a backup; or delete it and every pod of the cluster ({}): it is made anew before they start again",
-        delete_pods(ns, cs, pods)
+        "Restore it from a backup taken since the last CA rotation step; or delete it and every pod of the cluster ({}): it is made anew before they start again",
+        delete_pods(ns, &names)
     );
     let trusted = text(&live, CA_CERT).unwrap_or_default().to_owned();
     let bundle = Bundle::parse(&trusted).map_err(|e| {
@@ -588,22 +573,22 @@ pub async fn keep(
 }
 
 /// Makes what is missing when nothing is mounted: the agents' certificate, under the
-/// first CA (made now if there is none) while no pod ever started (`started`). Under
-/// pods that started, each keeps its files until its kubelet refreshes them, so new
-/// files must trust the CA theirs trust: the pods' agents are asked (the status only
-/// says where to look for CA Secrets), and the files are made anew only under the one
-/// CA every running agent trusts alone ([`ca_rotation::trusted_alone`]); else nothing
-/// is written, and the error says why. The annotation's value, if any, counts as
-/// handled only for a cluster made now (no pod started): one made anew under running
-/// pods may have missed it.
-#[allow(clippy::too_many_arguments)]
+/// first CA (made now if there is none) while no pod holds a copy of the agents'
+/// files. A pod that mounts the agents' Secret (whoever's pod: an orphan or another
+/// StatefulSet's too) and got past setting up its volumes keeps its copy until its
+/// kubelet refreshes it, so new files must trust the CA its copy trusts: those pods'
+/// agents are asked (over TLS trusting every CA of the cluster at hand, sending no
+/// token; the status only says which rotated CAs' Secrets to read), and the files are
+/// made anew only under the one CA every running agent trusts alone
+/// ([`ca_rotation::trusted_alone`]); else nothing is written, and the error says why.
+/// The annotation's value, if any, counts as handled only for a cluster made now (no
+/// copy anywhere): files made anew may have missed it.
 async fn make(
     ctx: &Context,
     cs: &ClusterSpec,
     ns: &str,
     first_exists: bool,
     held: &[Held],
-    started: usize,
     pods: &Pods<'_>,
     now: SystemTime,
 ) -> Result<Kept, Error> {
@@ -611,15 +596,34 @@ async fn make(
     let tls_name = tls::tls_secret_name(cs);
     let server_name = tls::server_name(cs);
     let first = held.iter().find(|h| h.secret == ca_name);
+    let holders = holders_of(ctx, ns, &tls_name).await?;
     let mut kept = Kept::default();
-    let ca = if started > 0 {
+    let ca = if !holders.is_empty() {
+        let names: Vec<String> = holders.iter().map(ResourceExt::name_any).collect();
+        let read: Vec<&str> = held.iter().map(|h| h.secret.as_str()).collect();
         let refuse = |why: String| {
             Error::Secret(format!(
-                "Secret {ns}/{tls_name} (the agents' certificate) is gone while {started} pod(s) run on their copies of it, and {why}: files under another CA would cut each agent that takes them off from the others, so nothing is written. Restore the Secret from a backup; or delete every pod of the cluster ({}): it is made anew before they start again",
-                delete_pods(ns, cs, pods)
+                "Secret {ns}/{tls_name} (the agents' TLS files) is gone while {} pod(s) hold copies of it, and {why}: files under another CA would cut each agent that takes them off from the others, so nothing is written (the agents were asked trusting the CAs of Secrets {read:?}, those at hand and named by the status). Restore the Secret from a backup taken since the last CA rotation step; or delete those pods ({}): it is made anew before they start again",
+                holders.len(),
+                delete_pods(ns, &names)
             ))
         };
-        let (_, reports) = pods
+        if held.is_empty() {
+            return Err(refuse(format!(
+                "no CA of this ClusterSpec's is at hand either ({ns}/{ca_name} gone or not usable, and none of a rotation's that the status names)"
+            )));
+        }
+        // A client of its own: it trusts every CA of the cluster's at hand, retired
+        // ones too, so it asks and sends nothing more (no token).
+        let client = ctx
+            .agents
+            .with_tls(pem_of(held.iter()).as_bytes(), &server_name);
+        let look = Pods {
+            pods: &holders,
+            agents: client.as_ref().map_err(String::as_str),
+            ..*pods
+        };
+        let (_, reports) = look
             .reports(&cs.name_any(), |s| {
                 ca_rotation::files_reported(s.tls.as_ref())
             })
@@ -637,7 +641,7 @@ async fn make(
         h.ca.clone()
     } else if first_exists {
         return Err(Error::Secret(format!(
-            "Secret {ns}/{ca_name} does not hold a usable CA of this ClusterSpec; the operator never overwrites it: restore it from a backup, or delete it, and the cluster's CA and the agents' certificate are made anew (no pod has started on them yet)"
+            "Secret {ns}/{ca_name} does not hold a usable CA of this ClusterSpec; the operator never overwrites it: restore it from a backup, or delete it, and the cluster's CA and the agents' certificate are made anew (no pod holds a copy of them)"
         )));
     } else {
         let fresh = crate::ca::new_ca(&tls::ca_name(cs, now), now, tls::CA_LIFETIME)
@@ -657,7 +661,7 @@ async fn make(
     let leaf = crate::ca::issue(&ca, &server_name, now, tls::CERTIFICATE_LIFETIME)
         .map_err(Error::Secret)?;
     let mut secret = tls::tls_secret(cs, &ca.cert_pem, &leaf);
-    if started == 0
+    if holders.is_empty()
         && let Some(asked) = cs.annotations().get(ROTATE_ANNOTATION)
     {
         secret
@@ -669,13 +673,19 @@ async fn make(
     let made = create_once(ctx, cs, ns, &secret).await?;
     if tls::holds(&made, TLS_CERT, &leaf.cert_pem) {
         let id = id_of(&ca.cert_pem).map_err(Error::Secret)?;
-        let note = if started > 0 {
-            format!(
+        let note = if holders.is_empty() {
+            format!("issued the agents' certificate for {server_name} (Secret {tls_name})")
+        } else {
+            let mut note = format!(
                 "issued the agents' certificate for {server_name} anew (Secret {tls_name} was gone) under CA {}, which every running agent trusts alone",
                 short(&id)
-            )
-        } else {
-            format!("issued the agents' certificate for {server_name} (Secret {tls_name})")
+            );
+            if cs.annotations().contains_key(ROTATE_ANNOTATION) {
+                note.push_str(&format!(
+                    "; the value of {ROTATE_ANNOTATION} counts as not taken yet (the record was in the lost Secret): a CA rotation follows"
+                ));
+            }
+            note
         };
         tracing::info!(secret = %tls_name, "{note}");
         kept.done.push(("TlsCertificateIssued", "Issue", note));
@@ -690,21 +700,72 @@ async fn make(
     Ok(kept)
 }
 
-/// The command that deletes every pod of the cluster: by its StatefulSet's own
-/// selector (whatever labels an older operator chose), else by the cluster's label.
-fn delete_pods(ns: &str, cs: &ClusterSpec, pods: &Pods<'_>) -> String {
-    let selector = pods
-        .stateful_set
-        .and_then(|s| s.spec.selector.match_labels.as_ref())
-        .filter(|l| !l.is_empty())
-        .map(|l| {
-            l.iter()
-                .map(|(k, v)| format!("{k}={v}"))
-                .collect::<Vec<_>>()
-                .join(",")
-        })
-        .unwrap_or_else(|| format!("muster.dev/cluster={}", cs.name_any()));
-    format!("kubectl delete pods -n {ns} -l {selector}")
+/// The pods of the namespace that mount Secret `tls_name` and got past setting up
+/// their volumes (so hold a copy of it): any container started, or waiting for
+/// another reason than its volumes (an image to pull, a crash loop). Whoever's pods:
+/// an orphan keeps its copy as well as the StatefulSet's own.
+async fn holders_of(ctx: &Context, ns: &str, tls_name: &str) -> Result<Vec<Pod>, Error> {
+    let pods = kube::Api::<Pod>::namespaced(ctx.client.clone(), ns)
+        .list(&Default::default())
+        .await
+        .map_err(|e| Error::kube(format!("list the pods of namespace {ns}"), e))?
+        .items;
+    Ok(pods
+        .into_iter()
+        .filter(|p| mounts_secret(p, tls_name) && past_volume_setup(p))
+        .collect())
+}
+
+/// Whether `pod` has a volume of Secret `name`.
+fn mounts_secret(pod: &Pod, name: &str) -> bool {
+    pod.spec
+        .iter()
+        .flat_map(|s| s.volumes.iter().flatten())
+        .any(|v| v.secret.as_ref().and_then(|s| s.secret_name.as_deref()) == Some(name))
+}
+
+/// Whether the kubelet set up `pod`'s volumes: a container (or init container) ever
+/// ran, or waits for another reason than `ContainerCreating` / `PodInitializing`
+/// (which is where a pod whose Secret is missing waits).
+pub(super) fn past_volume_setup(pod: &Pod) -> bool {
+    super::observe::started(pod)
+        || pod
+            .status
+            .iter()
+            .flat_map(|s| {
+                s.container_statuses
+                    .iter()
+                    .flatten()
+                    .chain(s.init_container_statuses.iter().flatten())
+            })
+            .any(|c| {
+                let waiting = c.state.as_ref().and_then(|s| s.waiting.as_ref());
+                waiting.is_some_and(|w| {
+                    !matches!(
+                        w.reason.as_deref(),
+                        None | Some("ContainerCreating" | "PodInitializing")
+                    )
+                })
+            })
+}
+
+/// The command that deletes the pods `names` (by name: a selector of an older
+/// cluster's labels would match other workloads' pods too).
+fn delete_pods(ns: &str, names: &[String]) -> String {
+    const SHOWN: usize = 12;
+    let mut text = format!(
+        "kubectl delete pod -n {ns} {}",
+        names
+            .iter()
+            .take(SHOWN)
+            .cloned()
+            .collect::<Vec<_>>()
+            .join(" ")
+    );
+    if names.len() > SHOWN {
+        text.push_str(&format!(" … and {} more", names.len() - SHOWN));
+    }
+    text
 }
 
 /// What [`renew`] found.

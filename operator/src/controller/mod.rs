@@ -619,19 +619,9 @@ async fn reconcile_once(cs: &ClusterSpec, ctx: &Context, now: Timestamp) -> Resu
         if cs.spec.tls.enabled {
             // Before the pods: they cannot start without their certificate.
             let secrets = lives.tls.take().unwrap_or_default();
-            // Pods whose agent ever started (and so holds certificate files); pods
-            // that wait for the Secret to mount hold none.
-            let started = world.pods.iter().filter(|p| observe::started(p)).count();
-            let kept = certificates::keep(
-                ctx,
-                cs,
-                &ns,
-                secrets,
-                started,
-                &look,
-                std::time::SystemTime::now(),
-            )
-            .await?;
+            let kept =
+                certificates::keep(ctx, cs, &ns, secrets, &look, std::time::SystemTime::now())
+                    .await?;
             for (reason, action, note) in kept.done {
                 event(ctx, cs, None, EventType::Normal, reason, action, note).await;
             }

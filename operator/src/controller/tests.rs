@@ -877,13 +877,16 @@ async fn tls_secrets_gone(pod_status: Value) -> (Vec<Call>, Result<Action, Error
     .await
 }
 
-/// The PodList of the StatefulSet "shop" (uid s-1) with one pod in `status`.
+/// The PodList of the StatefulSet "shop" (uid s-1) with one pod in `status`, which
+/// mounts the agents' TLS Secret.
 fn one_pod(status: Value) -> Value {
     json!({"kind": "PodList", "apiVersion": "v1", "metadata": {}, "items": [{
         "metadata": {"name": "shop-0", "namespace": "prod",
             "labels": {"muster.dev/cluster": "shop"},
             "ownerReferences": [{"apiVersion": "apps/v1", "kind": "StatefulSet",
                 "name": "shop", "uid": "s-1", "controller": true}]},
+        "spec": {"containers": [], "volumes": [
+            {"name": "muster-tls", "secret": {"secretName": "shop-muster-tls"}}]},
         "status": status,
     }]})
 }
@@ -905,7 +908,9 @@ async fn tls_secrets_gone_under_running_pods_are_not_made_anew() {
     let (calls, result) = tls_secrets_gone(agent(json!({"running": {}}))).await;
     let error = result.expect_err("refused").to_string();
     assert!(
-        error.contains("is gone while 1 pod(s) run on their copies") && error.contains("Restore"),
+        error.contains("is gone while 1 pod(s) hold copies of it")
+            && error.contains("no CA of this ClusterSpec's is at hand either")
+            && error.contains("Restore"),
         "{error}"
     );
     assert_eq!(
@@ -1245,6 +1250,16 @@ async fn tls_reconcile(
     secrets: Vec<(String, Value)>,
     pod_status: Value,
 ) -> (Vec<Call>, Result<Action, Error>) {
+    tls_reconcile_of(cs, secrets, one_pod(pod_status), true).await
+}
+
+/// [`tls_reconcile`] with the PodList `pods`, and the StatefulSet if `with_set`.
+async fn tls_reconcile_of(
+    cs: ClusterSpec,
+    secrets: Vec<(String, Value)>,
+    pods: Value,
+    with_set: bool,
+) -> (Vec<Call>, Result<Action, Error>) {
     let (ctx, handle) = context();
     let owner = json!([{"apiVersion": "muster.dev/v1alpha1", "kind": "ClusterSpec",
         "name": "shop", "uid": "u-1", "controller": true}]);
@@ -1256,7 +1271,6 @@ async fn tls_reconcile(
             "template": {"spec": {"containers": [], "volumes": [
                 {"name": "muster-tls", "secret": {"secretName": "shop-muster-tls"}}]}}},
     });
-    let pods = one_pod(pod_status);
     let task = tokio::spawn({
         let (cs, ctx) = (cs.clone(), ctx.clone());
         async move { reconcile_once(&cs, &ctx, now()).await }
@@ -1268,8 +1282,8 @@ async fn tls_reconcile(
                 .iter()
                 .find(|(name, _)| path.ends_with(&format!("/secrets/{name}")))
                 .map_or((404, Value::Null), |(_, s)| (200, s.clone())),
-            "GET" if call.uri.contains("/statefulsets/shop") => (200, set.clone()),
-            "GET" if call.uri.contains("/pods?") => (200, pods.clone()),
+            "GET" if with_set && call.uri.contains("/statefulsets/shop") => (200, set.clone()),
+            "GET" if path.ends_with("/pods") => (200, pods.clone()),
             _ => empty_namespace(call),
         }
     })
@@ -1823,9 +1837,10 @@ async fn tls_files_gone_are_not_made_anew_from_a_status_that_names_another_ca() 
     let (_, _, calls, result) = gone_after_rotation(22, false, true).await;
     let error = result.expect_err("refused").to_string();
     assert!(
-        error.contains("is gone while 1 pod(s) run")
+        error.contains("is gone while 1 pod(s) hold copies")
             && error.contains("which CAs the agent of shop-0 trusts is not known")
-            && error.contains("kubectl delete pods -n prod -l muster.dev/cluster=shop"),
+            && error.contains("trusting the CAs of Secrets [\"shop-muster-ca\"]")
+            && error.contains("(kubectl delete pod -n prod shop-0)"),
         "{error}"
     );
     assert!(tls_made(&calls).is_none(), "{:?}", summary(&calls));
@@ -1954,4 +1969,70 @@ async fn the_lease_majority_lease_is_made_by_the_operator_so_agents_need_not_cre
         message.contains("Lease shop-muster-sbr exists") && message.contains("Deployment lb"),
         "{message}"
     );
+}
+
+#[tokio::test]
+async fn tls_files_gone_are_made_anew_under_what_an_orphaned_pod_trusts() {
+    // The StatefulSet was deleted with --cascade=orphan after a rotation: its pod runs
+    // on, trusting the rotated CA alone, and is no pod of any StatefulSet of ours. The
+    // files are made anew under that CA, not under the first CA (still at hand).
+    let first = ca_secret("shop-muster-ca", "u-1");
+    let (new, new_id, new_name, new_secret) = rotated_ca();
+    let ip = [127, 36, 4, 24];
+    https_agent(ip.into(), &leaf_of(&new), &[&new]).await;
+    let mut cs = cluster(json!({"replicas": 1, "tls": {"enabled": true}}));
+    cs.status = Some(crate::ClusterSpecStatus {
+        tls: Some(crate::crd::TlsStatus {
+            cas: vec![new_id[..16].to_owned()],
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    let mut orphans = one_pod(json!({"podIP": "127.36.4.24", "containerStatuses": [
+        {"name": "agent", "ready": true, "restartCount": 0, "image": "agent:1",
+         "imageID": "", "state": {"running": {}}}]}));
+    orphans["items"][0]["metadata"]["ownerReferences"] = Value::Null;
+    let secrets = vec![
+        ("shop-muster-ca".to_owned(), first.1.clone()),
+        (new_name.clone(), new_secret.clone()),
+    ];
+    let (calls, result) = tls_reconcile_of(cs, secrets, orphans, false).await;
+    result.expect("reconciled");
+    let made = tls_made(&calls).unwrap_or_else(|| panic!("made anew: {:?}", summary(&calls)));
+    assert_eq!(
+        crate::ca_rotation::Bundle::parse(&data_text(made, "ca.crt")).map(|b| b.ids()),
+        Ok(vec![new_id]),
+        "the CA the orphan trusts"
+    );
+    served_under(made, &new, "a certificate of that CA");
+}
+
+#[test]
+fn a_pod_holds_a_copy_of_its_secrets_once_its_volumes_are_set_up() {
+    let pod = |state: Value| -> k8s_openapi::api::core::v1::Pod {
+        serde_json::from_value(json!({"metadata": {"name": "shop-0"}, "status": {
+            "containerStatuses": [{"name": "agent", "ready": false, "restartCount": 0,
+                "image": "agent:1", "imageID": "", "state": state}]}}))
+        .expect("a pod")
+    };
+    let waiting = |reason: &str| pod(json!({"waiting": {"reason": reason}}));
+    assert!(certificates::past_volume_setup(&pod(
+        json!({"running": {}})
+    )));
+    for reason in [
+        "ImagePullBackOff",
+        "ErrImagePull",
+        "CrashLoopBackOff",
+        "CreateContainerConfigError",
+    ] {
+        assert!(
+            certificates::past_volume_setup(&waiting(reason)),
+            "{reason}"
+        );
+    }
+    // Where a pod whose Secret is missing waits.
+    assert!(!certificates::past_volume_setup(&waiting(
+        "ContainerCreating"
+    )));
+    assert!(!certificates::past_volume_setup(&pod(Value::Null)));
 }
