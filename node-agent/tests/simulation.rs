@@ -608,7 +608,7 @@ impl Sim {
                         Some(n) => {
                             n.boot.nudge(now, &from_cp);
                             let seed_nodes = if n.member.is_member() {
-                                report::seed_nodes(n.member.gossip())
+                                report::seed_nodes(n.member.gossip(), n.member.me())
                             } else {
                                 vec![]
                             };

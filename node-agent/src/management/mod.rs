@@ -9,8 +9,12 @@
 //! | `GET /cluster/members` | `{selfNode, members, unreachable, leader, oldest, oldestPerRole}` |
 //! | `GET /metrics` | Prometheus text format |
 //! | `GET /cluster/events` | server-sent events: the current state, then every change; `Last-Event-ID` resumes |
+//! | `GET /cluster/members/{address}` | `{node, nodeUid, status, roles, upNumber, appVersion}` of that member, 404 if none |
 //! | `PUT /cluster/members/{address}` | `operation=Leave` or `Down` (query or form body); bearer token |
 //! | `DELETE /cluster/members/{address}` | Leave; bearer token |
+//!
+//! An `{address}` is a member's full address (`muster://demo@10.0.0.1:2552`), or
+//! without the scheme (`demo@10.0.0.1:2552`), or `host:port` alone (this cluster's name).
 //!
 //! The mutating routes need `Authorization: Bearer <management.token>`: 401 without it,
 //! 403 when no token is configured (they are then off).
@@ -27,7 +31,7 @@ use axum::extract::{DefaultBodyLimit, State};
 use axum::extract::{Path, Query};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, put};
+use axum::routing::get;
 use axum::{Json, Router};
 use bytes::Bytes;
 use tokio::sync::{Semaphore, mpsc, oneshot, watch};
@@ -95,7 +99,7 @@ pub fn router(state: AppState) -> Router {
         .route("/cluster/events", get(cluster_events))
         .route(
             "/cluster/members/{*address}",
-            put(mark_member).delete(leave_member),
+            get(cluster_member).put(mark_member).delete(leave_member),
         )
         .route("/metrics", get(metrics))
         .fallback(not_found)
@@ -110,7 +114,7 @@ fn error(status: StatusCode, msg: impl Into<String>) -> Response {
 async fn not_found() -> Response {
     error(
         StatusCode::NOT_FOUND,
-        "no such endpoint; see /bootstrap/seed-nodes, /bootstrap/status, /alive, /ready, /cluster/members, /metrics",
+        "no such endpoint; see /bootstrap/seed-nodes, /bootstrap/status, /alive, /ready, /cluster/members, /cluster/members/{address}, /cluster/events, /metrics",
     )
 }
 
@@ -319,14 +323,47 @@ struct Message {
     message: String,
 }
 
+/// The member address `text` names for a node of cluster `system`: a full address,
+/// one without the scheme, or `host:port` alone (Akka takes the first two).
+pub fn member_address(text: &str, system: &str) -> Result<NodeAddress, String> {
+    let text = text.trim_start_matches('/');
+    let full = if text.contains("://") {
+        text.to_owned()
+    } else if text.contains('@') {
+        format!("{}://{text}", crate::base::address::SCHEME)
+    } else {
+        format!("{}://{system}@{text}", crate::base::address::SCHEME)
+    };
+    full.parse::<NodeAddress>().map_err(|_| {
+        format!(
+            "`{}` is not a member address; use the form in /cluster/members (e.g. muster://{system}@10.0.0.1:2552), without `muster://`, or host:port",
+            text.chars().take(200).collect::<String>()
+        )
+    })
+}
+
+/// `GET /cluster/members/{address}`: that member as `/cluster/members` lists it.
+async fn cluster_member(State(s): State<AppState>, Path(address): Path<String>) -> Response {
+    let view = s.cluster.borrow().clone();
+    let address = match member_address(&address, &view.self_node.address.system) {
+        Ok(a) => a,
+        Err(e) => return error(StatusCode::BAD_REQUEST, e),
+    };
+    let all = report::cluster_members(&view.self_node.address, &view.gossip);
+    match all.members.into_iter().find(|m| m.node == address) {
+        Some(m) => Json(m).into_response(),
+        None => error(
+            StatusCode::NOT_FOUND,
+            format!("no member {address} in the cluster this node sees; see /cluster/members"),
+        ),
+    }
+}
+
 async fn mark(s: &AppState, address: &str, status: MemberStatus) -> Response {
-    let Ok(address) = address.parse::<NodeAddress>() else {
-        return error(
-            StatusCode::BAD_REQUEST,
-            format!(
-                "`{address}` is not a member address; use the form in /cluster/members, e.g. muster://demo@10.0.0.1:2552"
-            ),
-        );
+    let system = s.cluster.borrow().self_node.address.system.clone();
+    let address = match member_address(address, &system) {
+        Ok(a) => a,
+        Err(e) => return error(StatusCode::BAD_REQUEST, e),
     };
     let (reply, answer) = oneshot::channel();
     let asked = s
@@ -554,7 +591,7 @@ pub async fn run_seed_nodes_cache(
             SeedNodes {
                 self_node: view.self_node.address.clone(),
                 seed_nodes: if view.is_member() {
-                    report::seed_nodes(&view.gossip)
+                    report::seed_nodes(&view.gossip, &view.self_node)
                 } else {
                     Vec::new()
                 },

@@ -482,3 +482,53 @@ async fn a_put_without_the_token_is_refused_before_its_body_is_read() {
         .unwrap();
     assert_eq!(resp.status().as_u16(), 408);
 }
+
+#[tokio::test]
+async fn a_member_is_found_by_its_address_in_any_of_the_accepted_forms() {
+    let f = fixture(false);
+    f.cluster.send_replace(Arc::new(member_view()));
+    for form in [
+        "muster://shop@10.0.0.1:2552",
+        "shop@10.0.0.1:2552",
+        "10.0.0.1:2552",
+    ] {
+        let (status, ct, body) = get(&f.state, &format!("/cluster/members/{form}"), &[]).await;
+        assert_eq!(
+            (status, ct.as_str()),
+            (200, "application/json"),
+            "{form}: {body}"
+        );
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        // The member as /cluster/members lists it (Akka's four fields, then muster's).
+        assert_eq!(v["node"], "muster://shop@10.0.0.1:2552", "{form}");
+        assert_eq!(v["nodeUid"], "7");
+        assert_eq!(v["status"], "Up");
+        assert_eq!(v["roles"], serde_json::json!(["backend"]));
+        assert_eq!(v["upNumber"], 1);
+    }
+    let (status, _, body) = get(&f.state, "/cluster/members/10.0.0.9:2552", &[]).await;
+    assert_eq!(status, 404, "{body}");
+    assert!(
+        body.contains("no member muster://shop@10.0.0.9:2552"),
+        "{body}"
+    );
+    // Another cluster's name is another address.
+    let (status, _, _) = get(&f.state, "/cluster/members/cart@10.0.0.1:2552", &[]).await;
+    assert_eq!(status, 404);
+    let (status, _, body) = get(&f.state, "/cluster/members/nonsense", &[]).await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("host:port"), "{body}");
+    // The mutating routes take the same forms.
+    let (status, body) = send(
+        &f.state,
+        "DELETE",
+        "/cluster/members/10.0.0.1:2552",
+        Some(TOKEN),
+        "",
+    )
+    .await;
+    assert_eq!(
+        (status, body.as_str()),
+        (200, r#"{"message":"Leaving muster://shop@10.0.0.1:2552"}"#)
+    );
+}

@@ -292,11 +292,18 @@ impl Gossip {
             .min_by(|a, b| a.age_order(b))
     }
 
-    /// What `/bootstrap/seed-nodes` reports: up to five Up, WeaklyUp or Joining members.
-    pub fn seed_nodes(&self) -> impl Iterator<Item = &Member> {
+    /// What `/bootstrap/seed-nodes` reports on node `me`: up to five Up, WeaklyUp or
+    /// Joining members that no member finds unreachable (as Akka leaves them out), `me`
+    /// always among them when it is one (a member never answers as if there were no
+    /// cluster).
+    pub fn seed_nodes<'a>(
+        &'a self,
+        me: &'a UniqueAddress,
+    ) -> impl Iterator<Item = &'a Member> + 'a {
         self.members
             .values()
             .filter(|m| m.status.is_seed_candidate())
+            .filter(move |m| m.node == *me || self.is_reachable(&m.node))
             .take(MAX_SEED_NODES)
     }
 

@@ -5,12 +5,14 @@ use std::collections::BTreeMap;
 
 use super::gossip::Gossip;
 use crate::api::{ClusterMember, ClusterMembers, ClusterUnreachableMember, SeedNode};
-use crate::base::address::NodeAddress;
+use crate::base::address::{NodeAddress, UniqueAddress};
+use crate::base::member::MemberStatus;
 
 /// `/cluster/members` of the node `self_node` holding `gossip`.
 pub fn cluster_members(self_node: &NodeAddress, gossip: &Gossip) -> ClusterMembers {
     let mut oldest_per_role: BTreeMap<String, (u32, NodeAddress)> = BTreeMap::new();
-    for m in gossip.members().filter(|m| m.status.can_lead()) {
+    // As Akka: the oldest among Up members only (a Leaving member is on its way out).
+    for m in gossip.members().filter(|m| m.status == MemberStatus::Up) {
         for r in &m.roles {
             let candidate = (m.up_number, m.node.address.clone());
             oldest_per_role
@@ -50,7 +52,11 @@ pub fn cluster_members(self_node: &NodeAddress, gossip: &Gossip) -> ClusterMembe
             })
             .collect(),
         leader: gossip.leader().map(|l| l.address.clone()),
-        oldest: gossip.oldest().map(|m| m.node.address.clone()),
+        oldest: gossip
+            .members()
+            .filter(|m| m.status == MemberStatus::Up)
+            .min_by(|a, b| a.age_order(b))
+            .map(|m| m.node.address.clone()),
         oldest_per_role: oldest_per_role
             .into_iter()
             .map(|(r, (_, a))| (r, a))
@@ -58,10 +64,10 @@ pub fn cluster_members(self_node: &NodeAddress, gossip: &Gossip) -> ClusterMembe
     }
 }
 
-/// The members a joining node is told about (see [`Gossip::seed_nodes`]).
-pub fn seed_nodes(gossip: &Gossip) -> Vec<SeedNode> {
+/// The members a joining node is told about by node `me` (see [`Gossip::seed_nodes`]).
+pub fn seed_nodes(gossip: &Gossip, me: &UniqueAddress) -> Vec<SeedNode> {
     gossip
-        .seed_nodes()
+        .seed_nodes(me)
         .map(|m| SeedNode {
             node: m.node.address.clone(),
             node_uid: m.node.uid,
@@ -69,4 +75,45 @@ pub fn seed_nodes(gossip: &Gossip) -> Vec<SeedNode> {
             roles: m.roles.iter().cloned().collect(),
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use super::*;
+    use crate::membership::member::{Member, MemberInfo};
+    use crate::membership::vclock::VectorClock;
+
+    #[test]
+    fn the_oldest_is_the_oldest_up_member_as_akka_reports_it() {
+        let member = |i: u8, status: MemberStatus, up_number: u32| Member {
+            status,
+            up_number,
+            ..Member::joining(
+                UniqueAddress::new(NodeAddress::new("t", [10, 0, 0, i].into(), 2552), 1),
+                MemberInfo {
+                    roles: BTreeSet::from(["r".to_owned()]),
+                    app_version: "1".into(),
+                },
+            )
+        };
+        let gossip = Gossip::from_parts(
+            [
+                member(1, MemberStatus::Leaving, 1),
+                member(2, MemberStatus::Up, 2),
+                member(3, MemberStatus::Up, 3),
+            ],
+            BTreeSet::new(),
+            VectorClock::default(),
+            BTreeSet::new(),
+        );
+        let me = NodeAddress::new("t", [10, 0, 0, 3].into(), 2552);
+        let m = cluster_members(&me, &gossip);
+        let second = NodeAddress::new("t", [10, 0, 0, 2].into(), 2552);
+        // The Leaving member is older, but on its way out.
+        assert_eq!(m.oldest, Some(second.clone()));
+        assert_eq!(m.oldest_per_role.get("r"), Some(&second));
+        assert_eq!(m.members.len(), 3, "every member is listed");
+    }
 }

@@ -118,7 +118,8 @@ proptest! {
         prop_assert_eq!(in_order.convergence(), other.convergence());
         prop_assert_eq!(in_order.leader(), other.leader());
         prop_assert_eq!(in_order.oldest(), other.oldest());
-        prop_assert_eq!(in_order.seed_nodes().collect::<Vec<_>>(), other.seed_nodes().collect::<Vec<_>>());
+        let me = node(1, 1);
+        prop_assert_eq!(in_order.seed_nodes(&me).collect::<Vec<_>>(), other.seed_nodes(&me).collect::<Vec<_>>());
     }
 }
 
@@ -174,7 +175,7 @@ fn convergence_needs_only_up_and_leaving_members() {
 }
 
 #[test]
-fn at_most_five_seed_nodes_in_address_order() {
+fn at_most_five_reachable_seed_nodes_in_address_order() {
     let members = (1..=7).map(|i| {
         Member::joining(
             node(i, 1),
@@ -184,20 +185,26 @@ fn at_most_five_seed_nodes_in_address_order() {
             },
         )
     });
-    let g = Gossip::from_parts(
+    let mut g = Gossip::from_parts(
         members,
         BTreeSet::new(),
         VectorClock::default(),
         BTreeSet::new(),
     );
-    let seeds: Vec<u8> = g
-        .seed_nodes()
-        .map(|m| match m.node.address.ip {
-            std::net::IpAddr::V4(v4) => v4.octets()[3],
-            _ => 0,
-        })
-        .collect();
-    assert_eq!(seeds, [1, 2, 3, 4, 5]);
+    let seeds = |g: &Gossip, me: u8| -> Vec<u8> {
+        g.seed_nodes(&node(me, 1))
+            .map(|m| match m.node.address.ip {
+                std::net::IpAddr::V4(v4) => v4.octets()[3],
+                _ => 0,
+            })
+            .collect()
+    };
+    assert_eq!(seeds(&g, 1), [1, 2, 3, 4, 5]);
+    // Members some member finds unreachable are left out (as Akka does), but never the
+    // node answering: a member's answer always shows a cluster.
+    g.set_reachability(&node(3, 1), &BTreeSet::from([node(2, 1), node(1, 1)]));
+    assert_eq!(seeds(&g, 4), [3, 4, 5, 6, 7]);
+    assert_eq!(seeds(&g, 1), [1, 3, 4, 5, 6]);
 }
 
 #[test]
