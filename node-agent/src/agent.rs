@@ -430,6 +430,7 @@ impl Agent {
                 management::MAX_EVENT_SUBSCRIBERS,
             )),
             tls: tls.clone(),
+            ready_states: s.management.ready_states.clone().into(),
         });
         tasks.spawn(
             "management server",

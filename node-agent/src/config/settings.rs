@@ -10,6 +10,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::duration;
+use crate::base::member::MemberStatus;
 use crate::base::secret::SecretText;
 
 /// Everything the agent can be told, grouped as in the YAML file.
@@ -381,6 +382,8 @@ pub struct ManagementSettings {
     pub token_file: Option<PathBuf>,
     /// The token itself, for `MUSTER_MANAGEMENT_TOKEN` from a Secret; use one of the two.
     pub token: Option<SecretText>,
+    /// Member statuses in which `/ready` answers 200. Default: Up, WeaklyUp.
+    pub ready_states: Vec<MemberStatus>,
 }
 
 impl Default for ManagementSettings {
@@ -393,6 +396,7 @@ impl Default for ManagementSettings {
             max_body_bytes: 64 * 1024,
             token_file: None,
             token: None,
+            ready_states: vec![MemberStatus::Up, MemberStatus::WeaklyUp],
         }
     }
 }

@@ -631,3 +631,37 @@ management:
         panic!("{e}");
     }
 }
+
+#[test]
+fn ready_states_are_member_statuses_and_never_none() {
+    let e = env(&[
+        ("POD_IP", "10.0.0.7"),
+        ("MUSTER_MANAGEMENT_READY_STATES", "Up, Joining"),
+    ]);
+    let c = AgentConfig::from_yaml(CONFIG_DISCOVERY, &e).unwrap();
+    assert_eq!(
+        c.settings.management.ready_states,
+        [
+            crate::base::member::MemberStatus::Up,
+            crate::base::member::MemberStatus::Joining
+        ]
+    );
+    let e = err(
+        &format!("{CONFIG_DISCOVERY}management:\n  ready-states: []\n"),
+        &pod_env(),
+    );
+    assert!(
+        e.contains("management.ready-states") && e.contains("is empty"),
+        "{e}"
+    );
+    let e = err(
+        &format!("{CONFIG_DISCOVERY}management:\n  ready-states: [Up, Ready]\n"),
+        &pod_env(),
+    );
+    assert!(e.contains("ready-states") && e.contains("Ready"), "{e}");
+    let e = err(
+        &format!("{CONFIG_DISCOVERY}management:\n  ready-states: [Removed]\n"),
+        &pod_env(),
+    );
+    assert!(e.contains("Removed is no state"), "{e}");
+}

@@ -14,6 +14,7 @@ use super::{
     SplitBrainResolverConfig, TlsSettings, duration, parse_endpoint, parse_nameserver,
 };
 use crate::base::address::NodeAddress;
+use crate::base::member::MemberStatus;
 use crate::base::secret::{ClusterKey, ManagementToken};
 use crate::tls::{Material, TlsConfig, TlsFiles, TlsPem};
 use rustls::pki_types::ServerName;
@@ -505,6 +506,18 @@ fn management(m: &ManagementSettings, p: &mut Problems) {
         p.bad(
             "management.header-read-timeout",
             "must be at least 100ms: clients on a busy network need that long to send a request's headers",
+        );
+    }
+    if m.ready_states.is_empty() {
+        p.bad(
+            "management.ready-states",
+            "is empty: /ready would never answer 200; name at least one status (default: Up, WeaklyUp)",
+        );
+    }
+    if m.ready_states.contains(&MemberStatus::Removed) {
+        p.bad(
+            "management.ready-states",
+            "Removed is no state a running member reports; use Joining, WeaklyUp, Up, Leaving, Exiting or Down",
         );
     }
 }

@@ -5,7 +5,7 @@
 //! | `GET /bootstrap/seed-nodes` | `{selfNode, seedNodes: [{node, nodeUid, status, roles}], contactPoints}` |
 //! | `GET /bootstrap/status` | phase, the reason in words, contact points and their probe results |
 //! | `GET /alive` | 200 while the agent runs |
-//! | `GET /ready` | 200 when this member is Up or WeaklyUp, else 503 with the reason |
+//! | `GET /ready` | 200 when this member is in one of `management.ready-states` (Up or WeaklyUp), else 503 with the reason |
 //! | `GET /cluster/members` | `{selfNode, members, unreachable, leader, oldest, oldestPerRole}` |
 //! | `GET /metrics` | Prometheus text format |
 //! | `GET /cluster/events` | server-sent events: the current state, then every change; `Last-Event-ID` resumes |
@@ -82,6 +82,8 @@ pub struct AppState {
     pub event_subscribers: Arc<Semaphore>,
     /// TLS of both ports, reported in `/bootstrap/status`.
     pub tls: Option<Arc<Tls>>,
+    /// The member statuses in which `/ready` answers 200 (`management.ready-states`).
+    pub ready_states: Arc<[MemberStatus]>,
 }
 
 /// `/cluster/events` streams served at once: each holds a connection for as long as
@@ -270,10 +272,18 @@ async fn alive() -> &'static str {
 async fn ready(State(s): State<AppState>) -> Response {
     let view = s.cluster.borrow().clone();
     match view.self_status() {
-        Some(st) if st.is_up() => (StatusCode::OK, st.as_str()).into_response(),
+        Some(st) if s.ready_states.contains(&st) => (StatusCode::OK, st.as_str()).into_response(),
         Some(st) => error(
             StatusCode::SERVICE_UNAVAILABLE,
-            format!("this member is {}, not Up", st.as_str()),
+            format!(
+                "this member is {}, not {} (management.ready-states)",
+                st.as_str(),
+                s.ready_states
+                    .iter()
+                    .map(|r| r.as_str())
+                    .collect::<Vec<_>>()
+                    .join(" or ")
+            ),
         ),
         None => error(
             StatusCode::SERVICE_UNAVAILABLE,

@@ -96,6 +96,7 @@ fn fixture(with_bootstrap: bool) -> Fixture {
         body_timeout: Duration::from_secs(1),
         event_subscribers: Arc::new(tokio::sync::Semaphore::new(2)),
         tls: None,
+        ready_states: Arc::from([MemberStatus::Up, MemberStatus::WeaklyUp]),
     };
     Fixture {
         state,
@@ -531,4 +532,21 @@ async fn a_member_is_found_by_its_address_in_any_of_the_accepted_forms() {
         (status, body.as_str()),
         (200, r#"{"message":"Leaving muster://shop@10.0.0.1:2552"}"#)
     );
+}
+
+#[tokio::test]
+async fn ready_answers_in_the_configured_states_only() {
+    let mut f = fixture(false);
+    f.cluster.send_replace(Arc::new(member_view()));
+    assert_eq!(get(&f.state, "/ready", &[]).await.0, 200, "Up, by default");
+    // Ready while Joining too, not when Up (Akka's ready-states takes any statuses).
+    f.state.ready_states = Arc::from([MemberStatus::Joining]);
+    let (status, _, body) = get(&f.state, "/ready", &[]).await;
+    assert_eq!(status, 503, "{body}");
+    assert!(
+        body.contains("this member is Up, not Joining (management.ready-states)"),
+        "{body}"
+    );
+    f.state.ready_states = Arc::from([MemberStatus::Joining, MemberStatus::Up]);
+    assert_eq!(get(&f.state, "/ready", &[]).await.0, 200);
 }
