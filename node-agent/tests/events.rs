@@ -38,11 +38,16 @@ struct Stream {
 
 impl Stream {
     async fn open(addr: std::net::SocketAddr, last_event_id: Option<&str>) -> Self {
+        Self::open_at(addr, "/cluster/events", last_event_id).await
+    }
+
+    /// A stream of `path` (`/cluster/events`, `/cluster/domain-events?...`).
+    async fn open_at(addr: std::net::SocketAddr, path: &str, last_event_id: Option<&str>) -> Self {
         let mut s = TcpStream::connect(addr).await.expect("connect");
         let resume = last_event_id
             .map(|id| format!("Last-Event-ID: {id}\r\n"))
             .unwrap_or_default();
-        s.write_all(format!("GET /cluster/events HTTP/1.0\r\n{resume}\r\n").as_bytes())
+        s.write_all(format!("GET {path} HTTP/1.0\r\n{resume}\r\n").as_bytes())
             .await
             .expect("send");
         let mut lines = BufReader::new(s).lines();
@@ -313,4 +318,78 @@ async fn a_rolling_restart_keeps_one_cluster_and_the_event_history_complete() {
         .collect();
         assert_eq!(seen, expected, "the history of {m}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn domain_events_tell_akkas_shapes_and_only_the_types_asked_for() {
+    let work = Workdir::new("domain-events");
+    let subnet = (23, 12);
+    let config = config_discovery(&work, subnet, 3);
+    let mut agents = start_agents(&work, &config, subnet, 3);
+    let views = wait_for_one_cluster(&agents, 3).await;
+    let watcher = agents[0].management();
+
+    // An event type Akka does not have is refused, saying what is accepted.
+    let mut s = TcpStream::connect(watcher).await.expect("connect");
+    s.write_all(b"GET /cluster/domain-events?type=MemberUpp HTTP/1.0\r\n\r\n")
+        .await
+        .expect("send");
+    let mut answer = String::new();
+    tokio::io::AsyncReadExt::read_to_string(&mut s, &mut answer)
+        .await
+        .expect("read");
+    assert!(
+        answer.starts_with("HTTP/1.0 400") && answer.contains("MemberEvent"),
+        "{answer}"
+    );
+
+    let mut stream = Stream::open_at(
+        watcher,
+        "/cluster/domain-events?type=MemberUp&type=MemberRemoved",
+        None,
+    )
+    .await;
+    // The current state: the three members Up, as Akka's example shows them.
+    let mut ups = Vec::new();
+    while ups.len() < 3 {
+        let e = stream.next().await;
+        assert_eq!(e.event, "MemberUp", "only the types asked for: {e:?}");
+        ups.push(e.json());
+    }
+    for up in &ups {
+        assert_eq!(up["type"], "MemberUp");
+        let m = &up["member"];
+        assert_eq!(m["status"], "Up");
+        assert_eq!(m["dataCenter"], "default");
+        assert!(m["roles"].is_array(), "{up}");
+        let address = m["uniqueAddress"]["address"].as_str().expect("an address");
+        let listed = views[0]
+            .members
+            .iter()
+            .find(|x| x.node.to_string() == address)
+            .unwrap_or_else(|| panic!("{address} is a member"));
+        // Akka's longUid is a JSON number, the uid's bits as a signed Long.
+        assert_eq!(
+            m["uniqueAddress"]["longUid"].as_i64(),
+            Some(listed.node_uid.cast_signed()),
+            "{up}"
+        );
+    }
+
+    // A member leaves: of its Left, Exited and Removed only Removed is asked for.
+    let leaving = agents.remove(2);
+    let member = format!("{}:{CLUSTER_PORT}", leaving.ip);
+    let _ = std::process::Command::new("kill")
+        .args(["-TERM", &leaving.pid().to_string()])
+        .status();
+    let seen = stream.until("MemberRemoved", &member).await;
+    let removed = seen.last().expect("an event").json();
+    assert_eq!(removed["member"]["status"], "Removed", "{removed}");
+    assert_eq!(removed["previousStatus"], "Exiting", "{removed}");
+    assert!(
+        seen.iter()
+            .all(|e| e.event == "MemberUp" || e.event == "MemberRemoved"),
+        "{seen:?}"
+    );
+    drop(leaving);
 }

@@ -9,6 +9,7 @@
 
 pub mod check;
 pub mod client;
+pub mod domain_events;
 pub mod events;
 pub mod members;
 pub mod seed_nodes;

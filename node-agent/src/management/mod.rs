@@ -9,6 +9,7 @@
 //! | `GET /cluster/members` | `{selfNode, members, unreachable, leader, oldest, oldestPerRole}` |
 //! | `GET /metrics` | Prometheus text format |
 //! | `GET /cluster/events` | server-sent events: the current state, then every change; `Last-Event-ID` resumes |
+//! | `GET /cluster/domain-events` | the same events in Akka Management's shapes, `?type=` selecting them |
 //! | `GET /cluster/members/{address}` | `{node, nodeUid, status, roles, upNumber, appVersion}` of that member, 404 if none |
 //! | `PUT /cluster/members/{address}` | `operation=Leave` or `Down` (query or form body); bearer token |
 //! | `DELETE /cluster/members/{address}` | Leave; bearer token |
@@ -28,7 +29,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::{DefaultBodyLimit, State};
-use axum::extract::{Path, Query};
+use axum::extract::{Path, Query, RawQuery};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -99,6 +100,7 @@ pub fn router(state: AppState) -> Router {
         .route("/ready", get(ready))
         .route("/cluster/members", get(cluster_members))
         .route("/cluster/events", get(cluster_events))
+        .route("/cluster/domain-events", get(domain_events))
         .route(
             "/cluster/members/{*address}",
             get(cluster_member).put(mark_member).delete(leave_member),
@@ -116,7 +118,7 @@ fn error(status: StatusCode, msg: impl Into<String>) -> Response {
 async fn not_found() -> Response {
     error(
         StatusCode::NOT_FOUND,
-        "no such endpoint; see /bootstrap/seed-nodes, /bootstrap/status, /alive, /ready, /cluster/members, /cluster/members/{address}, /cluster/events, /metrics",
+        "no such endpoint; see /bootstrap/seed-nodes, /bootstrap/status, /alive, /ready, /cluster/members, /cluster/members/{address}, /cluster/events, /cluster/domain-events, /metrics",
     )
 }
 
@@ -500,12 +502,46 @@ fn resume_point(uid: u64, header: Option<&HeaderValue>) -> Option<u64> {
 /// `Last-Event-ID` gets exactly the events it missed while they are still kept, else a
 /// `Resync` event followed by the current state.
 async fn cluster_events(State(s): State<AppState>, headers: HeaderMap) -> Response {
+    event_stream(&s, &headers, |e| {
+        serde_json::to_string(e).ok().map(|data| (e.name(), data))
+    })
+}
+
+/// `/cluster/domain-events`: the same stream in Akka Management's shapes, selected by
+/// `type` (see [`crate::api::domain_events`]).
+async fn domain_events(
+    State(s): State<AppState>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+) -> Response {
+    use crate::api::domain_events::{Filter, Translator};
+    let filter = match Filter::parse(query.as_deref()) {
+        Ok(f) => f,
+        Err(e) => return error(StatusCode::BAD_REQUEST, e),
+    };
+    let view = s.cluster.borrow().clone();
+    let mut translator = Translator::new(
+        view.gossip
+            .members()
+            .map(|m| (m.node.clone(), m.roles.iter().cloned().collect(), m.status)),
+    );
+    event_stream(&s, &headers, move |e| translator.translate(e, &filter))
+}
+
+/// An SSE stream of the cluster's events, each told by `tell` as (name, JSON data), or
+/// not sent when it gives none; ids, resumption and the subscriber cap as
+/// [`cluster_events`] says.
+fn event_stream(
+    s: &AppState,
+    headers: &HeaderMap,
+    tell: impl FnMut(&crate::api::ClusterEvent) -> Option<(&'static str, String)> + Send + 'static,
+) -> Response {
     use axum::response::sse::{Event, KeepAlive, Sse};
     let Ok(slot) = s.event_subscribers.clone().try_acquire_owned() else {
         return error(
             StatusCode::SERVICE_UNAVAILABLE,
             format!(
-                "{MAX_EVENT_SUBSCRIBERS} /cluster/events subscribers are served already; try again later"
+                "{MAX_EVENT_SUBSCRIBERS} event stream subscribers are served already; try again later"
             ),
         );
     };
@@ -521,31 +557,35 @@ async fn cluster_events(State(s): State<AppState>, headers: HeaderMap) -> Respon
     let first =
         futures_util::stream::iter(resync.into_iter().map(Ok::<_, std::convert::Infallible>));
     // The slot lives as long as the stream.
-    let rest = futures_util::stream::unfold(Some((sub, slot)), move |sub| async move {
-        let (mut sub, slot) = sub?;
-        match sub.next().await? {
-            Ok((id, e)) => {
-                // Within the first snapshot an id is no resume point (see
-                // `Subscription::inside_snapshot`): a client that reconnects before
-                // the snapshot ended sends its earlier id and gets the snapshot again.
-                let event = if sub.inside_snapshot() {
-                    Event::default()
-                } else {
-                    Event::default().id(event_id(uid, id))
-                };
-                let event = event
-                    .event(e.name())
-                    .json_data(&e)
-                    .unwrap_or_else(|_| Event::default().comment("unserialisable event"));
-                Some((Ok(event), Some((sub, slot))))
+    let rest = futures_util::stream::unfold(Some((sub, slot, tell)), move |state| async move {
+        let (mut sub, slot, mut tell) = state?;
+        loop {
+            match sub.next().await? {
+                Ok((id, e)) => {
+                    let Some((name, data)) = tell(&e) else {
+                        continue;
+                    };
+                    // Within the first snapshot an id is no resume point (see
+                    // `Subscription::inside_snapshot`): a client that reconnects before
+                    // the snapshot ended sends its earlier id and gets the snapshot again.
+                    let event = if sub.inside_snapshot() {
+                        Event::default()
+                    } else {
+                        Event::default().id(event_id(uid, id))
+                    };
+                    let event = event.event(name).data(data);
+                    return Some((Ok(event), Some((sub, slot, tell))));
+                }
+                // Fell behind the log: say so and end; the client reconnects and resyncs.
+                Err(_) => {
+                    return Some((
+                        Ok(Event::default()
+                            .event("Resync")
+                            .data("this stream fell behind; reconnect to get the current state")),
+                        None,
+                    ));
+                }
             }
-            // Fell behind the log: say so and end; the client reconnects and resyncs.
-            Err(_) => Some((
-                Ok(Event::default()
-                    .event("Resync")
-                    .data("this stream fell behind; reconnect to get the current state")),
-                None,
-            )),
         }
     });
     Sse::new(futures_util::StreamExt::chain(first, rest))
