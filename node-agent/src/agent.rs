@@ -217,13 +217,20 @@ async fn follow_key_file(key: ClusterKey, file: PathBuf) {
     }
 }
 
+/// A new incarnation's uid: random in `1..=i64::MAX`, so that it reads the same as
+/// Akka's signed `Long` uid wherever it is shown (a string in `/cluster/members`, a
+/// number in `/bootstrap/seed-nodes` and `/cluster/domain-events`).
+fn incarnation_uid(rng: &mut Rng) -> u64 {
+    (rng.next_u64() >> 1).max(1)
+}
+
 impl Agent {
     /// Binds both ports and starts everything. Returns once the agent is serving.
     pub async fn start(config: AgentConfig) -> Result<Self, AgentError> {
         let clock = Clock::start();
         let mut rng = Rng::from_entropy();
         let metrics = Metrics::new();
-        let node = UniqueAddress::new(config.self_address.clone(), rng.next_u64().max(1));
+        let node = UniqueAddress::new(config.self_address.clone(), incarnation_uid(&mut rng));
         let s = &config.settings;
 
         let cluster_listener = bind(
@@ -628,5 +635,19 @@ mod task_tests {
                 how: "panicked: on purpose".into()
             }
         );
+    }
+}
+
+#[cfg(test)]
+mod uid_tests {
+    use super::*;
+
+    #[test]
+    fn an_incarnation_uid_is_a_positive_signed_long() {
+        let mut rng = Rng::seeded(7);
+        for _ in 0..10_000 {
+            let uid = incarnation_uid(&mut rng);
+            assert!(uid >= 1 && i64::try_from(uid).is_ok(), "{uid}");
+        }
     }
 }

@@ -59,7 +59,7 @@ fn compare(
 async fn the_answers_have_every_field_of_akka_managements_in_its_type() {
     let work = Workdir::new("akka-compat");
     let subnet = (23, 13);
-    let config = config_discovery(&work, subnet, 3);
+    let config = config_discovery_with(&work, subnet, 3, "  roles: [backend]\n");
     let agents = start_agents(&work, &config, subnet, 3);
     wait_for_one_cluster(&agents, 3).await;
     let at = agents[0].management();
@@ -67,8 +67,8 @@ async fn the_answers_have_every_field_of_akka_managements_in_its_type() {
 
     // Akka's documented shapes (cluster-http-management.md; bootstrap's
     // HttpBootstrapJsonProtocol), with values of our own.
-    let akka_member = json!({"node": "akka://shop@10.1.0.2:25520", "nodeUid": "-20481",
-        "status": "Up", "roles": ["dc-default"]});
+    let akka_member = json!({"node": "akka://shop@10.1.0.2:25520", "nodeUid": "20481",
+        "status": "Up", "roles": ["backend"]});
     let documented = [
         (
             "/cluster/members",
@@ -76,9 +76,7 @@ async fn the_answers_have_every_field_of_akka_managements_in_its_type() {
             json!({"selfNode": "akka://shop@10.1.0.1:25520", "members": [akka_member],
                 "unreachable": [], "leader": "akka://shop@10.1.0.1:25520",
                 "oldest": "akka://shop@10.1.0.1:25520",
-                // (A map of role to address: its keys are data, and these agents
-                // have no roles.)
-                "oldestPerRole": {}}),
+                "oldestPerRole": {"backend": "akka://shop@10.1.0.1:25520"}}),
         ),
         (
             "/cluster/members/{address}",
@@ -89,8 +87,8 @@ async fn the_answers_have_every_field_of_akka_managements_in_its_type() {
             "/bootstrap/seed-nodes",
             "/bootstrap/seed-nodes".to_owned(),
             json!({"selfNode": "akka://shop@10.1.0.1:25520", "seedNodes": [
-                {"node": "akka://shop@10.1.0.2:25520", "nodeUid": -20481, "status": "Up",
-                 "roles": ["dc-default"]}]}),
+                {"node": "akka://shop@10.1.0.2:25520", "nodeUid": 20481, "status": "Up",
+                 "roles": ["backend"]}]}),
         ),
     ];
     let (mut extras, mut differences) = (Vec::new(), Vec::new());
@@ -98,6 +96,51 @@ async fn the_answers_have_every_field_of_akka_managements_in_its_type() {
         let ours = eventually(path, std::time::Duration::from_secs(10), || json(at, path)).await;
         compare(akka, &ours, route, &mut extras, &mut differences);
     }
+    // One uid, one value: the string of /cluster/members is the number of
+    // /bootstrap/seed-nodes, within Akka's signed Long.
+    let members = json(at, "/cluster/members").await.expect("members");
+    let seeds = json(at, "/bootstrap/seed-nodes").await.expect("seed nodes");
+    for seed in seeds["seedNodes"].as_array().expect("seed nodes") {
+        let listed = members["members"]
+            .as_array()
+            .and_then(|ms| ms.iter().find(|m| m["node"] == seed["node"]))
+            .unwrap_or_else(|| panic!("{seed} is a member"));
+        let uid = seed["nodeUid"].as_i64().expect("a signed Long");
+        assert_eq!(listed["nodeUid"].as_str(), Some(uid.to_string().as_str()));
+    }
+
+    // An unreachable member, as Akka lists one: the third agent paused (SIGSTOP) until
+    // the others' failure detectors give up on it.
+    let paused = agents[2].pid().to_string();
+    let _ = std::process::Command::new("kill")
+        .args(["-STOP", &paused])
+        .status();
+    let ours = eventually(
+        "an unreachable member listed",
+        std::time::Duration::from_secs(30),
+        || async {
+            let m = json(at, "/cluster/members").await?;
+            if m["unreachable"].as_array().is_some_and(|u| !u.is_empty()) {
+                Ok(m)
+            } else {
+                Err(format!("{m}"))
+            }
+        },
+    )
+    .await;
+    let _ = std::process::Command::new("kill")
+        .args(["-CONT", &paused])
+        .status();
+    let akka = json!({"unreachable": [{"node": "akka://shop@10.1.0.3:25520",
+        "observedBy": ["akka://shop@10.1.0.1:25520"]}]});
+    let ours = json!({"unreachable": ours["unreachable"]});
+    compare(
+        &akka,
+        &ours,
+        "/cluster/members",
+        &mut extras,
+        &mut differences,
+    );
     // (/cluster/domain-events: its payloads are checked against Akka's documented
     // example in src/api/domain_events.rs, and read from real agents in tests/events.rs.)
     println!("extra fields: {extras:?}\ndifferences: {differences:?}");

@@ -36,13 +36,14 @@ const TYPES: [(&str, &[&str]); 10] = [
 /// Akka's types this agent never sends, accepted in a filter (it then selects nothing
 /// of theirs): it has one data center, no role leaders, and tells a shutdown by
 /// closing the stream.
-const NEVER_SENT: [&str; 6] = [
+const NEVER_SENT: [&str; 7] = [
     "RoleLeaderChanged",
     "ClusterShuttingDown",
     "DataCenterReachabilityEvent",
     "UnreachableDataCenter",
     "ReachableDataCenter",
     "MemberPreparingForShutdown",
+    "MemberReadyForShutdown",
 ];
 
 /// The most `type` values one request may name.
@@ -58,7 +59,7 @@ impl Filter {
     /// is an error naming what is accepted.
     pub fn parse(query: Option<&str>) -> Result<Self, String> {
         let mut wanted: Vec<&'static str> = Vec::new();
-        let mut any = false;
+        let (mut any, mut all) = (false, false);
         for (key, value) in query
             .unwrap_or_default()
             .split('&')
@@ -71,9 +72,11 @@ impl Filter {
             if wanted.len() >= MAX_TYPES {
                 return Err(format!("at most {MAX_TYPES} `type` values"));
             }
+            let value = percent_decoded(value);
             let value = value.trim();
             if value == "ClusterDomainEvent" {
-                return Ok(Self(None));
+                all = true;
+                continue;
             }
             let selected: Vec<&'static str> = TYPES
                 .iter()
@@ -90,12 +93,36 @@ impl Filter {
             }
             wanted.extend(selected);
         }
-        Ok(Self(any.then_some(wanted)))
+        Ok(Self((any && !all).then_some(wanted)))
     }
 
     fn selects(&self, name: &str) -> bool {
         self.0.as_ref().is_none_or(|w| w.contains(&name))
     }
+}
+
+/// `text` with its `%XX` escapes decoded (as a query value arrives from a client that
+/// encodes it); an escape that is not one is kept as it is.
+fn percent_decoded(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = |b: u8| (b as char).to_digit(16);
+        match (bytes[i], bytes.get(i + 1), bytes.get(i + 2)) {
+            (b'%', Some(&h), Some(&l)) if hex(h).is_some() && hex(l).is_some() => {
+                out.push(
+                    u8::try_from(hex(h).unwrap_or(0) * 16 + hex(l).unwrap_or(0)).unwrap_or(b'?'),
+                );
+                i += 3;
+            }
+            (b, _, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// `uniqueAddress` of an Akka member.
@@ -401,6 +428,12 @@ mod tests {
             e.contains("unknown event type `MemberUpp`") && e.contains("MemberEvent"),
             "{e}"
         );
+        // Every value is checked, in whatever order; values may come %-encoded.
+        assert!(Filter::parse(Some("type=ClusterDomainEvent&type=Bogus")).is_err());
+        assert!(Filter::parse(Some("type=Bogus&type=ClusterDomainEvent")).is_err());
+        let f = Filter::parse(Some("type=Member%55p")).unwrap();
+        assert!(f.selects("MemberUp") && !f.selects("MemberLeft"));
+        assert!(Filter::parse(Some("type=MemberReadyForShutdown")).is_ok());
         let many = vec!["type=MemberUp"; MAX_TYPES + 1].join("&");
         assert!(Filter::parse(Some(&many)).is_err());
         // Even so, every event keeps the members current.

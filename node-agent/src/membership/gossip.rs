@@ -293,18 +293,25 @@ impl Gossip {
     }
 
     /// What `/bootstrap/seed-nodes` reports on node `me`: up to five Up, WeaklyUp or
-    /// Joining members that no member finds unreachable (as Akka leaves them out), `me`
-    /// always among them when it is one (a member never answers as if there were no
-    /// cluster).
-    pub fn seed_nodes<'a>(
-        &'a self,
-        me: &'a UniqueAddress,
-    ) -> impl Iterator<Item = &'a Member> + 'a {
-        self.members
-            .values()
-            .filter(|m| m.status.is_seed_candidate())
-            .filter(move |m| m.node == *me || self.is_reachable(&m.node))
+    /// Joining members, leaving out (as Akka does) those some member finds unreachable
+    /// but `me` — unless that leaves none while there are such members: a member must
+    /// never answer as if there were no cluster (a prober would form a second one), so
+    /// then it names them, reachable or not, as before.
+    pub fn seed_nodes<'a>(&'a self, me: &'a UniqueAddress) -> Vec<&'a Member> {
+        let candidates = || {
+            self.members
+                .values()
+                .filter(|m| m.status.is_seed_candidate())
+        };
+        let reachable: Vec<&Member> = candidates()
+            .filter(|m| m.node == *me || self.is_reachable(&m.node))
             .take(MAX_SEED_NODES)
+            .collect();
+        if reachable.is_empty() {
+            candidates().take(MAX_SEED_NODES).collect()
+        } else {
+            reachable
+        }
     }
 
     /// Members of another incarnation on the same address as `node`.

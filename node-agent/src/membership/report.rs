@@ -68,6 +68,7 @@ pub fn cluster_members(self_node: &NodeAddress, gossip: &Gossip) -> ClusterMembe
 pub fn seed_nodes(gossip: &Gossip, me: &UniqueAddress) -> Vec<SeedNode> {
     gossip
         .seed_nodes(me)
+        .into_iter()
         .map(|m| SeedNode {
             node: m.node.address.clone(),
             node_uid: m.node.uid,

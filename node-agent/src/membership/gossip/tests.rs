@@ -119,7 +119,7 @@ proptest! {
         prop_assert_eq!(in_order.leader(), other.leader());
         prop_assert_eq!(in_order.oldest(), other.oldest());
         let me = node(1, 1);
-        prop_assert_eq!(in_order.seed_nodes(&me).collect::<Vec<_>>(), other.seed_nodes(&me).collect::<Vec<_>>());
+        prop_assert_eq!(in_order.seed_nodes(&me), other.seed_nodes(&me));
     }
 }
 
@@ -193,6 +193,7 @@ fn at_most_five_reachable_seed_nodes_in_address_order() {
     );
     let seeds = |g: &Gossip, me: u8| -> Vec<u8> {
         g.seed_nodes(&node(me, 1))
+            .into_iter()
             .map(|m| match m.node.address.ip {
                 std::net::IpAddr::V4(v4) => v4.octets()[3],
                 _ => 0,
@@ -205,6 +206,21 @@ fn at_most_five_reachable_seed_nodes_in_address_order() {
     g.set_reachability(&node(3, 1), &BTreeSet::from([node(2, 1), node(1, 1)]));
     assert_eq!(seeds(&g, 4), [3, 4, 5, 6, 7]);
     assert_eq!(seeds(&g, 1), [1, 3, 4, 5, 6]);
+    // A member that is itself no candidate (Leaving) and finds every other one
+    // unreachable still names them: an empty answer would read as "no cluster here".
+    let mut g = Gossip::from_parts(
+        [
+            with_status(1, MemberStatus::Leaving),
+            with_status(2, MemberStatus::Up),
+        ],
+        BTreeSet::new(),
+        VectorClock::default(),
+        BTreeSet::new(),
+    );
+    g.set_reachability(&node(1, 1), &BTreeSet::from([node(2, 1)]));
+    assert_eq!(seeds(&g, 1), [2]);
+    g.set_reachability(&node(1, 1), &BTreeSet::new());
+    assert_eq!(seeds(&g, 1), [2]);
 }
 
 #[test]

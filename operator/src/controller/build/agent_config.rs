@@ -15,7 +15,7 @@ use crate::validate::Problem;
 pub const FIELD: &str = "spec.agent.config";
 
 /// Agent keys (and the keys under them) the operator sets, and why.
-const OPERATOR_OWNED: [(&str, &str); 25] = [
+const OPERATOR_OWNED: [(&str, &str); 26] = [
     (
         "cluster.app-version",
         "each pod's template revision (controller-revision-hash)",
@@ -36,6 +36,10 @@ const OPERATOR_OWNED: [(&str, &str); 25] = [
     ),
     ("management.token-file", "the management token Secret"),
     ("management.token", "the management token Secret"),
+    (
+        "management.ready-states",
+        "the pods' readiness: the operator's rollouts, scale-down and PodDisruptionBudget count a Ready pod as an Up (or WeaklyUp) member",
+    ),
     (
         "bootstrap.formation-lease",
         "the cluster's formation record",

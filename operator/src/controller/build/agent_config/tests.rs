@@ -79,6 +79,11 @@ fn keys_the_operator_sets_are_refused_with_the_field_to_use() {
         problems("agent: {config: {cluster: {failure-detector: 3}}}")[0].1,
         "must be a mapping: it holds keys the operator sets"
     );
+    // Readiness means an Up member to the operator's rollouts and disruption budget.
+    let p = problems("agent: {config: {management: {ready-states: [Joining, Up]}}}");
+    assert_eq!(p.len(), 1, "{p:?}");
+    assert_eq!(p[0].0, "spec.agent.config.management.ready-states");
+    assert!(p[0].1.contains("PodDisruptionBudget"), "{p:?}");
     assert_eq!(fields("agent: {config: [1]}"), ["spec.agent.config"]);
     let p = problems(
         "agent: {config: {tls: {cert-file: /x.pem, key-file: /x.key, ca-file: /ca.pem, reload-interval: 1s}}}",
