@@ -14,7 +14,11 @@ pub struct ClusterMembers {
     pub self_node: NodeAddress,
     pub members: Vec<ClusterMember>,
     pub unreachable: Vec<ClusterUnreachableMember>,
+    /// Left out when there is none, as Akka Management leaves it out (not `null`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub leader: Option<NodeAddress>,
+    /// Left out when there is none, as Akka Management leaves it out (not `null`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub oldest: Option<NodeAddress>,
     pub oldest_per_role: BTreeMap<String, NodeAddress>,
 }
@@ -88,13 +92,32 @@ mod tests {
             }],
             leader: Some(a.clone()),
             oldest_per_role: [("r".to_owned(), a.clone())].into(),
-            ..ClusterMembers::empty(a)
+            ..ClusterMembers::empty(a.clone())
         };
         let json = serde_json::to_string(&m).unwrap();
         assert_eq!(
             json,
-            r#"{"selfNode":"muster://shop@10.0.0.1:2552","members":[{"node":"muster://shop@10.0.0.1:2552","nodeUid":"7","status":"WeaklyUp","roles":[],"upNumber":1,"appVersion":"1.0"}],"unreachable":[],"leader":"muster://shop@10.0.0.1:2552","oldest":null,"oldestPerRole":{"r":"muster://shop@10.0.0.1:2552"}}"#
+            r#"{"selfNode":"muster://shop@10.0.0.1:2552","members":[{"node":"muster://shop@10.0.0.1:2552","nodeUid":"7","status":"WeaklyUp","roles":[],"upNumber":1,"appVersion":"1.0"}],"unreachable":[],"leader":"muster://shop@10.0.0.1:2552","oldestPerRole":{"r":"muster://shop@10.0.0.1:2552"}}"#
         );
         assert_eq!(serde_json::from_str::<ClusterMembers>(&json).unwrap(), m);
+        // No leader, no oldest: both left out (an answer with `null` still reads).
+        let alone = ClusterMembers::empty(a);
+        let json = serde_json::to_string(&alone).unwrap();
+        assert!(
+            !json.contains("leader") && !json.contains("oldest\""),
+            "{json}"
+        );
+        assert_eq!(
+            serde_json::from_str::<ClusterMembers>(&json).unwrap(),
+            alone
+        );
+        let with_nulls = format!(
+            "{},\"leader\":null,\"oldest\":null}}",
+            json.strip_suffix('}').expect("an object")
+        );
+        assert_eq!(
+            serde_json::from_str::<ClusterMembers>(&with_nulls).unwrap(),
+            alone
+        );
     }
 }
