@@ -17,8 +17,13 @@ pub fn name(cs: &ClusterSpec) -> String {
 }
 
 pub fn build(cs: &ClusterSpec) -> Lease {
+    unheld(cs, &name(cs))
+}
+
+/// The Lease `name` of `cs`, owned by it, held by nobody.
+fn unheld(cs: &ClusterSpec, name: &str) -> Lease {
     Lease {
-        metadata: meta(cs, &name(cs)),
+        metadata: meta(cs, name),
         spec: Some(LeaseSpec::default()),
     }
 }
@@ -33,8 +38,5 @@ pub fn sbr_name(cs: &ClusterSpec) -> String {
 
 /// The `lease-majority` Lease, unheld.
 pub fn sbr_build(cs: &ClusterSpec) -> Lease {
-    Lease {
-        metadata: meta(cs, &sbr_name(cs)),
-        spec: Some(LeaseSpec::default()),
-    }
+    unheld(cs, &sbr_name(cs))
 }
