@@ -72,6 +72,8 @@ pub struct Agent {
     events: Arc<EventHub>,
     metrics: Metrics,
     in_flight: InFlight,
+    /// The slots of `/cluster/events` streams: all free once every stream has ended.
+    event_streams: Arc<tokio::sync::Semaphore>,
     tasks: Tasks,
 }
 
@@ -419,6 +421,9 @@ impl Agent {
             "seed-nodes cache",
             management::run_seed_nodes_cache(cluster_rx.clone(), ever_seen_rx, seed_nodes_tx),
         );
+        let event_streams = Arc::new(tokio::sync::Semaphore::new(
+            management::MAX_EVENT_SUBSCRIBERS,
+        ));
         let app = management::router(AppState {
             seed_nodes: seed_nodes_rx,
             cluster: cluster_rx.clone(),
@@ -433,9 +438,7 @@ impl Agent {
             self_probes,
             own_ip: config.management_ip.to_canonical(),
             body_timeout: s.management.header_read_timeout,
-            event_subscribers: Arc::new(tokio::sync::Semaphore::new(
-                management::MAX_EVENT_SUBSCRIBERS,
-            )),
+            event_subscribers: event_streams.clone(),
             tls: tls.clone(),
             ready_states: s.management.ready_states.clone().into(),
         });
@@ -460,6 +463,7 @@ impl Agent {
             events,
             metrics,
             in_flight,
+            event_streams,
             tasks,
         })
     }
@@ -518,6 +522,18 @@ impl Agent {
     /// reach the others. False if some were still queued.
     pub async fn flush(&self, limit: Duration) -> bool {
         self.in_flight.drained(limit).await
+    }
+
+    /// Tells event streams that this agent stops (`ClusterShuttingDown`, once) and
+    /// waits (at most `limit`) until every stream has sent it and closed: stopping
+    /// before that would cut it off. False if some were still open.
+    pub async fn close_event_streams(&self, limit: Duration) -> bool {
+        // Stopping ends the membership too (a leave that timed out did not say so).
+        self.events.shutting_down();
+        let all = u32::try_from(management::MAX_EVENT_SUBSCRIBERS).unwrap_or(u32::MAX);
+        tokio::time::timeout(limit, self.event_streams.acquire_many(all))
+            .await
+            .is_ok_and(|r| r.is_ok())
     }
 
     /// Waits until one of the agent's tasks ends — which none does while the agent

@@ -174,11 +174,13 @@ async fn run(config: AgentConfig) -> ExitCode {
                 warn!(timeout = ?leave_timeout, "did not leave the cluster in time (cluster.leave-timeout); shutting down anyway, the others will detect it");
             }
             agent.flush(LAST_WORDS).await;
+            agent.close_event_streams(LAST_WORDS).await;
             agent.shutdown().await;
             ExitCode::SUCCESS
         }
         phase = ended => {
             agent.flush(LAST_WORDS).await;
+            agent.close_event_streams(LAST_WORDS).await;
             agent.shutdown().await;
             if phase == ViewPhase::Left {
                 info!("left the cluster (asked through the management API); shutting down");

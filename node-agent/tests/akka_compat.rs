@@ -161,3 +161,106 @@ async fn the_answers_have_every_field_of_akka_managements_in_its_type() {
         "fields missing or of another type than Akka's: {differences:?}"
     );
 }
+
+async fn send_form(
+    addr: std::net::SocketAddr,
+    method: &str,
+    path: &str,
+    token: &str,
+    content_type: &str,
+    body: &str,
+) -> (u16, String) {
+    send_with_token(addr, method, path, token, Some((content_type, body))).await
+}
+
+/// `POST /cluster/members`, as Akka's documentation calls it (`curl -F address=…`):
+/// agents that may not form a cluster by themselves are told to — one forms by joining
+/// itself, one that cannot discover it joins it by address — and a member is never
+/// moved elsewhere.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn members_join_where_they_are_told_and_only_once() {
+    const TOKEN: &str = "akka-compat-join-token-0123";
+    let work = Workdir::new("akka-compat-join");
+    let subnet = (23, 14);
+    let yaml = |endpoints: &[u8]| {
+        let endpoints: Vec<String> = endpoints
+            .iter()
+            .map(|i| format!("'{}:{MANAGEMENT_PORT}'", ip(subnet, *i)))
+            .collect();
+        format!(
+            "cluster:\n  key-file: {key}\nmanagement:\n  token: {TOKEN}\nbootstrap:\n  service-name: demo\n  discovery-method: config\n  required-contact-point-nr: {n}\n  new-cluster-enabled: false\ndiscovery:\n  config:\n    endpoints: [{list}]\n",
+            key = work.key_file().display(),
+            n = endpoints.len(),
+            list = endpoints.join(", "),
+        )
+    };
+    // Agent 1 discovers only itself; 2 and 3 discover every agent. None may form.
+    let alone = work.config_named("alone.yaml", &yaml(&[1]));
+    let all = work.config_named("all.yaml", &yaml(&[1, 2, 3]));
+    let agents = vec![
+        AgentProcess::start(&work, &alone, ip(subnet, 1), "agent-1"),
+        AgentProcess::start(&work, &all, ip(subnet, 2), "agent-2"),
+        AgentProcess::start(&work, &all, ip(subnet, 3), "agent-3"),
+    ];
+    let post = |i: usize, content_type: &'static str, body: String| {
+        let at = agents[i].management();
+        async move { send_form(at, "POST", "/cluster/members", TOKEN, content_type, &body).await }
+    };
+    let urlencoded = "application/x-www-form-urlencoded";
+    // Every agent probing and none a member: nobody forms by itself.
+    eventually(
+        "three agents probing",
+        std::time::Duration::from_secs(20),
+        || async {
+            for a in &agents {
+                let st = json(a.management(), "/bootstrap/status").await?;
+                if st["phase"] != "probing" {
+                    return Err(format!("{}: {st}", a.name));
+                }
+            }
+            Ok(())
+        },
+    )
+    .await;
+
+    // Without the token: refused, nothing happens.
+    let (status, body) = send_form(
+        agents[1].management(),
+        "POST",
+        "/cluster/members",
+        "not-the-token-at-all-0000",
+        urlencoded,
+        "address=x",
+    )
+    .await;
+    assert_eq!(status, 401, "{body}");
+
+    // Agent 2 joins itself: it forms.
+    let two = agents[1].address();
+    let (status, body) = post(1, urlencoded, format!("address={two}")).await;
+    assert_eq!(
+        (status, body.clone()),
+        (200, format!(r#"{{"message":"Joining {two}"}}"#))
+    );
+    // Agent 1, which cannot discover it, joins it by host:port, in Akka's multipart form.
+    let multipart = format!(
+        "--b1\r\nContent-Disposition: form-data; name=\"address\"\r\n\r\n{}:{CLUSTER_PORT}\r\n--b1--\r\n",
+        agents[1].ip
+    );
+    let (status, body) = post(0, "multipart/form-data; boundary=b1", multipart).await;
+    assert_eq!(status, 200, "{body}");
+    // Agent 3 finds the cluster by bootstrap and joins it.
+    let views = wait_for_one_cluster(&agents, 3).await;
+    assert_eq!(
+        views[0].oldest.as_ref(),
+        Some(&two),
+        "the agent told to form is the oldest"
+    );
+    // A member is not moved, and forming again is refused.
+    for (i, to) in [(2, agents[2].address()), (0, agents[0].address())] {
+        let (status, body) = post(i, urlencoded, format!("address={to}")).await;
+        assert_eq!(status, 409, "{body}");
+        assert!(body.contains("joins no other cluster"), "{body}");
+    }
+    wait_for_one_cluster(&agents, 3).await;
+}

@@ -108,6 +108,22 @@ impl Stream {
         }
     }
 
+    /// Whether the stream ends (the server closes it) within 10 s with no event more.
+    async fn ended(&mut self) -> bool {
+        let rest = async {
+            while let Some(l) = self.lines.next_line().await.ok()? {
+                if l.starts_with("event:") {
+                    return Some(false);
+                }
+            }
+            Some(true)
+        };
+        matches!(
+            tokio::time::timeout(Duration::from_secs(10), rest).await,
+            Ok(Some(true))
+        )
+    }
+
     /// Events until one named `event` about `member` arrives; returns all of them.
     async fn until(&mut self, event: &str, member: &str) -> Vec<Sse> {
         let mut seen = Vec::new();
@@ -324,7 +340,7 @@ async fn a_rolling_restart_keeps_one_cluster_and_the_event_history_complete() {
 async fn domain_events_tell_akkas_shapes_and_only_the_types_asked_for() {
     let work = Workdir::new("domain-events");
     let subnet = (23, 12);
-    let config = config_discovery(&work, subnet, 3);
+    let config = config_discovery_with(&work, subnet, 3, "  roles: [backend]\n");
     let mut agents = start_agents(&work, &config, subnet, 3);
     let views = wait_for_one_cluster(&agents, 3).await;
     let watcher = agents[0].management();
@@ -376,8 +392,24 @@ async fn domain_events_tell_akkas_shapes_and_only_the_types_asked_for() {
         );
     }
 
-    // A member leaves: of its Left, Exited and Removed only Removed is asked for.
+    // The leaving member's own stream: the role's leader, then, as its last event
+    // before the agent stops, ClusterShuttingDown.
     let leaving = agents.remove(2);
+    let mut own = Stream::open_at(
+        leaving.management(),
+        "/cluster/domain-events?type=RoleLeaderChanged&type=ClusterShuttingDown",
+        None,
+    )
+    .await;
+    let role_leader = own.next().await;
+    assert_eq!(role_leader.event, "RoleLeaderChanged", "{role_leader:?}");
+    assert_eq!(
+        role_leader.json(),
+        serde_json::json!({"type": "RoleLeaderChanged", "role": "backend",
+            "address": views[0].leader.as_ref().expect("a leader").to_string()})
+    );
+
+    // A member leaves: of its Left, Exited and Removed only Removed is asked for.
     let member = format!("{}:{CLUSTER_PORT}", leaving.ip);
     let _ = std::process::Command::new("kill")
         .args(["-TERM", &leaving.pid().to_string()])
@@ -390,6 +422,18 @@ async fn domain_events_tell_akkas_shapes_and_only_the_types_asked_for() {
         seen.iter()
             .all(|e| e.event == "MemberUp" || e.event == "MemberRemoved"),
         "{seen:?}"
+    );
+    let last = own.next().await;
+    assert_eq!(
+        (last.event.as_str(), last.json()),
+        (
+            "ClusterShuttingDown",
+            serde_json::json!({"type": "ClusterShuttingDown"})
+        )
+    );
+    assert!(
+        own.ended().await,
+        "the stream closes after ClusterShuttingDown"
     );
     drop(leaving);
 }

@@ -20,7 +20,7 @@ use crate::base::member::MemberStatus;
 
 /// Akka's event types this route can send, each with its parents (Akka's class
 /// hierarchy): a `type` names one of these or a parent.
-const TYPES: [(&str, &[&str]); 10] = [
+const TYPES: [(&str, &[&str]); 12] = [
     ("MemberJoined", &["MemberEvent"]),
     ("MemberWeaklyUp", &["MemberEvent"]),
     ("MemberUp", &["MemberEvent"]),
@@ -31,14 +31,14 @@ const TYPES: [(&str, &[&str]); 10] = [
     ("UnreachableMember", &["ReachabilityEvent"]),
     ("ReachableMember", &["ReachabilityEvent"]),
     ("LeaderChanged", &[]),
+    ("RoleLeaderChanged", &[]),
+    ("ClusterShuttingDown", &[]),
 ];
 
 /// Akka's types this agent never sends, accepted in a filter (it then selects nothing
-/// of theirs): it has one data center, no role leaders, and tells a shutdown by
-/// closing the stream.
-const NEVER_SENT: [&str; 7] = [
-    "RoleLeaderChanged",
-    "ClusterShuttingDown",
+/// of theirs): it has one data center, and Akka's route does not send the shutdown
+/// statuses' events either.
+const NEVER_SENT: [&str; 5] = [
     "DataCenterReachabilityEvent",
     "UnreachableDataCenter",
     "ReachableDataCenter",
@@ -103,7 +103,7 @@ impl Filter {
 
 /// `text` with its `%XX` escapes decoded (as a query value arrives from a client that
 /// encodes it); an escape that is not one is kept as it is.
-fn percent_decoded(text: &str) -> String {
+pub(crate) fn percent_decoded(text: &str) -> String {
     let bytes = text.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
@@ -181,6 +181,12 @@ enum AkkaEvent {
         #[serde(skip_serializing_if = "Option::is_none")]
         address: Option<NodeAddress>,
     },
+    RoleLeaderChanged {
+        role: String,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        address: Option<NodeAddress>,
+    },
+    ClusterShuttingDown,
 }
 
 /// Translates one stream's events, keeping each member's roles and status.
@@ -266,6 +272,11 @@ impl Translator {
             E::LeaderChanged { leader } => AkkaEvent::LeaderChanged {
                 address: leader.clone(),
             },
+            E::RoleLeaderChanged { role, leader } => AkkaEvent::RoleLeaderChanged {
+                role: role.clone(),
+                address: leader.clone(),
+            },
+            E::ClusterShuttingDown => AkkaEvent::ClusterShuttingDown,
         }
     }
 
@@ -375,6 +386,30 @@ mod tests {
             data, r#"{"type":"LeaderChanged"}"#,
             "no leader: no address, as Akka omits it"
         );
+        let (name, data) = told(
+            &mut t,
+            ClusterEvent::RoleLeaderChanged {
+                role: "backend".into(),
+                leader: Some(addr(2)),
+            },
+        );
+        assert_eq!(
+            (name, data.as_str()),
+            (
+                "RoleLeaderChanged",
+                r#"{"type":"RoleLeaderChanged","role":"backend","address":"muster://shop@10.0.0.2:2552"}"#
+            )
+        );
+        let (_, data) = told(
+            &mut t,
+            ClusterEvent::RoleLeaderChanged {
+                role: "backend".into(),
+                leader: None,
+            },
+        );
+        assert_eq!(data, r#"{"type":"RoleLeaderChanged","role":"backend"}"#);
+        let (_, data) = told(&mut t, ClusterEvent::ClusterShuttingDown);
+        assert_eq!(data, r#"{"type":"ClusterShuttingDown"}"#);
         // A uid above i64::MAX is Akka's negative Long, bit for bit.
         let (_, data) = told(
             &mut t,
@@ -420,8 +455,10 @@ mod tests {
             Filter(None)
         );
         assert_eq!(Filter::parse(Some("other=1")).unwrap(), Filter(None));
-        // Akka's types this agent never sends select nothing; unknown ones are refused.
         let f = Filter::parse(Some("type=RoleLeaderChanged")).unwrap();
+        assert!(f.selects("RoleLeaderChanged") && !f.selects("LeaderChanged"));
+        // Akka's types this agent never sends select nothing; unknown ones are refused.
+        let f = Filter::parse(Some("type=ReachableDataCenter")).unwrap();
         assert!(!f.selects("MemberUp") && !f.selects("LeaderChanged"));
         let e = Filter::parse(Some("type=MemberUpp")).unwrap_err();
         assert!(

@@ -60,6 +60,14 @@ pub enum ClusterEvent {
     LeaderChanged {
         leader: Option<NodeAddress>,
     },
+    /// The leader of the members with `role` changed (Akka's role leader).
+    RoleLeaderChanged {
+        role: String,
+        leader: Option<NodeAddress>,
+    },
+    /// This agent's membership ended (it left, was downed, or gave up joining): the
+    /// stream closes when the agent stops.
+    ClusterShuttingDown,
 }
 
 impl ClusterEvent {
@@ -76,6 +84,8 @@ impl ClusterEvent {
             Self::UnreachableMember { .. } => "UnreachableMember",
             Self::ReachableMember { .. } => "ReachableMember",
             Self::LeaderChanged { .. } => "LeaderChanged",
+            Self::RoleLeaderChanged { .. } => "RoleLeaderChanged",
+            Self::ClusterShuttingDown => "ClusterShuttingDown",
         }
     }
 }

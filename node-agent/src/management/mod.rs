@@ -13,6 +13,7 @@
 //! | `GET /cluster/members/{address}` | `{node, nodeUid, status, roles, upNumber, appVersion}` of that member, 404 if none |
 //! | `PUT /cluster/members/{address}` | `operation=Leave` or `Down` (query or form body); bearer token |
 //! | `DELETE /cluster/members/{address}` | Leave; bearer token |
+//! | `POST /cluster/members` | `address=…`: this node joins that member's cluster (its own address: forms one); bearer token |
 //!
 //! An `{address}` is a member's full address (`muster://demo@10.0.0.1:2552`), or
 //! without the scheme (`demo@10.0.0.1:2552`), or `host:port` alone (this cluster's name).
@@ -47,7 +48,7 @@ use crate::bootstrap::coordinator::StatusRequest;
 use crate::bootstrap::probe::SelfProbes;
 use crate::bootstrap::state::BootstrapStatus;
 use crate::membership::actor::{ClusterView, Command, ViewPhase};
-use crate::membership::core::MarkError;
+use crate::membership::core::{JoinError, MarkError};
 use crate::membership::events::EventHub;
 use crate::membership::report;
 use crate::metrics::Metrics;
@@ -98,7 +99,7 @@ pub fn router(state: AppState) -> Router {
         .route("/bootstrap/status", get(bootstrap_status))
         .route("/alive", get(alive))
         .route("/ready", get(ready))
-        .route("/cluster/members", get(cluster_members))
+        .route("/cluster/members", get(cluster_members).post(join_member))
         .route("/cluster/events", get(cluster_events))
         .route("/cluster/domain-events", get(domain_events))
         .route(
@@ -308,7 +309,7 @@ fn unauthorized(s: &AppState, headers: &HeaderMap) -> Option<Response> {
     let Some(token) = &s.token else {
         return Some(error(
             StatusCode::FORBIDDEN,
-            "leave and down over HTTP are off: set management.token-file (or MUSTER_MANAGEMENT_TOKEN) to enable them",
+            "join, leave and down over HTTP are off: set management.token-file (or MUSTER_MANAGEMENT_TOKEN) to enable them",
         ));
     };
     let presented = headers
@@ -420,42 +421,10 @@ async fn mark_member(
     headers: HeaderMap,
     body: axum::body::Body,
 ) -> Response {
-    // The token first: nobody without it makes the agent wait for, or hold, a body.
-    if let Some(r) = unauthorized(&s, &headers) {
-        return r;
-    }
-    let body =
-        match tokio::time::timeout(s.body_timeout, axum::body::to_bytes(body, s.max_body_bytes))
-            .await
-        {
-            Ok(Ok(b)) => b,
-            Ok(Err(_)) => {
-                return error(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    format!(
-                        "the body is larger than management.max-body-bytes ({} bytes)",
-                        s.max_body_bytes
-                    ),
-                );
-            }
-            Err(_) => {
-                return error(
-                    StatusCode::REQUEST_TIMEOUT,
-                    format!(
-                        "the body did not arrive within {:?} (management.header-read-timeout)",
-                        s.body_timeout
-                    ),
-                );
-            }
-        };
-    // `operation` from the query or an urlencoded form body (Akka's `-F operation=Leave`).
-    let from_body = std::str::from_utf8(&body).ok().and_then(|b| {
-        b.split('&')
-            .filter_map(|kv| kv.split_once('='))
-            .find(|(k, _)| k.trim() == "operation")
-            .map(|(_, v)| v.trim().to_owned())
-    });
-    let operation = query.get("operation").cloned().or(from_body);
+    let operation = match field(&s, &query, &headers, body, "operation").await {
+        Ok(o) => o,
+        Err(r) => return r,
+    };
     let status = match operation.as_deref().map(str::to_ascii_lowercase).as_deref() {
         Some("leave") => MemberStatus::Leaving,
         Some("down") => MemberStatus::Down,
@@ -467,6 +436,184 @@ async fn mark_member(
         }
     };
     mark(&s, &address, status).await
+}
+
+/// Field `name` of a mutating request: from the query, or else from a form body
+/// (Akka's `-F operation=Leave`, multipart, or urlencoded), which must arrive within
+/// the body timeout and fit in `management.max-body-bytes`. The token is checked
+/// first: nobody without it makes the agent wait for, or hold, a body.
+async fn field(
+    s: &AppState,
+    query: &std::collections::HashMap<String, String>,
+    headers: &HeaderMap,
+    body: axum::body::Body,
+    name: &str,
+) -> Result<Option<String>, Response> {
+    if let Some(r) = unauthorized(s, headers) {
+        return Err(r);
+    }
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok());
+    let body =
+        match tokio::time::timeout(s.body_timeout, axum::body::to_bytes(body, s.max_body_bytes))
+            .await
+        {
+            Ok(Ok(b)) => b,
+            Ok(Err(_)) => {
+                return Err(error(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    format!(
+                        "the body is larger than management.max-body-bytes ({} bytes)",
+                        s.max_body_bytes
+                    ),
+                ));
+            }
+            Err(_) => {
+                return Err(error(
+                    StatusCode::REQUEST_TIMEOUT,
+                    format!(
+                        "the body did not arrive within {:?} (management.header-read-timeout)",
+                        s.body_timeout
+                    ),
+                ));
+            }
+        };
+    Ok(query
+        .get(name)
+        .cloned()
+        .or_else(|| form_value(content_type, &body, name)))
+}
+
+/// Field `name` of a form body: `multipart/form-data` (what `curl -F` sends, as Akka's
+/// documentation does) or urlencoded (`curl -d`, anything else).
+fn form_value(content_type: Option<&str>, body: &[u8], name: &str) -> Option<String> {
+    let text = std::str::from_utf8(body).ok()?;
+    let boundary = content_type
+        .filter(|c| {
+            c.trim_start()
+                .to_ascii_lowercase()
+                .starts_with("multipart/form-data")
+        })
+        .and_then(|c| {
+            c.split(';')
+                .filter_map(|p| p.trim().split_once('='))
+                .find(|(k, _)| k.eq_ignore_ascii_case("boundary"))
+                .map(|(_, v)| v.trim_matches('"').to_owned())
+        });
+    match boundary {
+        Some(boundary) => text.split(&format!("--{boundary}")).find_map(|part| {
+            let (head, value) = part.split_once("\r\n\r\n")?;
+            let named = head.lines().any(|l| {
+                l.to_ascii_lowercase().starts_with("content-disposition:")
+                    && l.split(';')
+                        .filter_map(|p| p.trim().split_once('='))
+                        .any(|(k, v)| k == "name" && v.trim_matches('"') == name)
+            });
+            named.then(|| value.trim_end_matches("\r\n").trim().to_owned())
+        }),
+        None => text
+            .split('&')
+            .filter_map(|kv| kv.split_once('='))
+            .find(|(k, _)| k.trim() == name)
+            .map(|(_, v)| crate::api::domain_events::percent_decoded(&v.trim().replace('+', " "))),
+    }
+}
+
+/// `POST /cluster/members` with `address` (query or form body): this node joins the
+/// cluster of the member at that address, or forms a new cluster when the address is
+/// its own — refused while a contact point it probed reports a cluster.
+async fn join_member(
+    State(s): State<AppState>,
+    Query(query): Query<std::collections::HashMap<String, String>>,
+    headers: HeaderMap,
+    body: axum::body::Body,
+) -> Response {
+    let address = match field(&s, &query, &headers, body, "address").await {
+        Ok(Some(a)) => a,
+        Ok(None) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "give the member to join as `address` (query or form field), e.g. address=10.0.0.1:2552",
+            );
+        }
+        Err(r) => return r,
+    };
+    let (me, idle) = {
+        let view = s.cluster.borrow();
+        (
+            view.self_node.address.clone(),
+            view.phase == ViewPhase::Idle,
+        )
+    };
+    let address = match member_address(&address, &me.system) {
+        Ok(a) => a,
+        Err(e) => return error(StatusCode::BAD_REQUEST, e),
+    };
+    if address.system != me.system {
+        return error(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "{address} is in cluster `{}`; this node belongs to cluster `{}` (cluster.name)",
+                address.system, me.system
+            ),
+        );
+    }
+    // (Not idle: membership says why it does nothing.)
+    if address == me
+        && idle
+        && let Ok((_, _, Some(b))) = current_phase(&s).await
+        && let Some((cp, seeds)) = b.contact_points.iter().find_map(|c| {
+            c.answer
+                .as_ref()
+                .filter(|a| !a.seed_nodes.is_empty())
+                .map(|a| (c.contact_point.clone(), a.seed_nodes.clone()))
+        })
+    {
+        return error(
+            StatusCode::CONFLICT,
+            format!(
+                "not forming a new cluster: contact point {cp} reports one (seed nodes {}); join one of them instead",
+                seeds
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        );
+    }
+    let (reply, answer) = oneshot::channel();
+    let asked = s
+        .membership
+        .send(Command::JoinAsked {
+            address: address.clone(),
+            reply,
+        })
+        .await;
+    match (asked, answer.await) {
+        (Ok(()), Ok(Ok(()))) => Json(Message {
+            message: format!("Joining {address}"),
+        })
+        .into_response(),
+        (Ok(()), Ok(Err(e))) => error(
+            StatusCode::CONFLICT,
+            match e {
+                JoinError::AlreadyMember => {
+                    "this node is a cluster member already; a member joins no other cluster (see /cluster/members)"
+                }
+                JoinError::AlreadyJoining => {
+                    "this node is joining a cluster already; see /bootstrap/status"
+                }
+                JoinError::Ended => {
+                    "this agent's membership has ended (left, downed, or joining failed); it is shutting down"
+                }
+            },
+        ),
+        _ => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the membership task did not answer",
+        ),
+    }
 }
 
 async fn leave_member(
@@ -562,7 +709,13 @@ fn event_stream(
         loop {
             match sub.next().await? {
                 Ok((id, e)) => {
+                    // The last event of every stream: the agent stops soon and waits
+                    // for its streams to close (`Agent::close_event_streams`).
+                    let last = e == crate::api::ClusterEvent::ClusterShuttingDown;
                     let Some((name, data)) = tell(&e) else {
+                        if last {
+                            return None;
+                        }
                         continue;
                     };
                     // Within the first snapshot an id is no resume point (see
@@ -574,7 +727,7 @@ fn event_stream(
                         Event::default().id(event_id(uid, id))
                     };
                     let event = event.event(name).data(data);
-                    return Some((Ok(event), Some((sub, slot, tell))));
+                    return Some((Ok(event), (!last).then_some((sub, slot, tell))));
                 }
                 // Fell behind the log: say so and end; the client reconnects and resyncs.
                 Err(_) => {

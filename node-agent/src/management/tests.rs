@@ -18,6 +18,8 @@ struct Fixture {
     state: AppState,
     cluster: watch::Sender<Arc<ClusterView>>,
     nudges: mpsc::Receiver<ContactPoint>,
+    /// The addresses `POST /cluster/members` asked the membership task to join.
+    joins: mpsc::UnboundedReceiver<NodeAddress>,
     _seed: watch::Sender<Bytes>,
 }
 
@@ -31,6 +33,11 @@ fn node() -> UniqueAddress {
 }
 
 fn fixture(with_bootstrap: bool) -> Fixture {
+    fixture_with(with_bootstrap, |_| {})
+}
+
+/// With `setup` applied to the bootstrap state the coordinator reports.
+fn fixture_with(with_bootstrap: bool, setup: impl FnOnce(&mut Bootstrap)) -> Fixture {
     let (cluster, cluster_rx) = watch::channel(Arc::new(ClusterView {
         self_node: node(),
         phase: ViewPhase::Idle,
@@ -43,7 +50,7 @@ fn fixture(with_bootstrap: bool) -> Fixture {
     let bootstrap = with_bootstrap.then(|| {
         let (tx, mut rx) = mpsc::channel::<StatusRequest>(4);
         let me = "10.0.0.1:8558".parse::<ContactPoint>().unwrap();
-        let core = Bootstrap::new(
+        let mut core = Bootstrap::new(
             Schedule {
                 interval: Duration::from_secs(1),
                 exponential_backoff_random_factor: 0.2,
@@ -59,6 +66,7 @@ fn fixture(with_bootstrap: bool) -> Fixture {
             },
             Duration::ZERO,
         );
+        setup(&mut core);
         tokio::spawn(async move {
             while let Some(reply) = rx.recv().await {
                 let _ = reply.send(core.status(Duration::ZERO));
@@ -67,16 +75,31 @@ fn fixture(with_bootstrap: bool) -> Fixture {
         tx
     });
     // The membership actor's side of leave/down: knows only this node.
+    // Joins: a node that is Idle once, a member after its first join.
     let (membership, mut marks) = mpsc::channel::<Command>(4);
+    let (joined, joins) = mpsc::unbounded_channel();
     tokio::spawn(async move {
+        let mut member = false;
         while let Some(cmd) = marks.recv().await {
-            if let Command::Mark { address, reply, .. } = cmd {
-                let known = address == node().address;
-                let _ = reply.send(if known {
-                    Ok(())
-                } else {
-                    Err(MarkError::NoSuchMember)
-                });
+            match cmd {
+                Command::Mark { address, reply, .. } => {
+                    let known = address == node().address;
+                    let _ = reply.send(if known {
+                        Ok(())
+                    } else {
+                        Err(MarkError::NoSuchMember)
+                    });
+                }
+                Command::JoinAsked { address, reply } => {
+                    let _ = reply.send(if member {
+                        Err(JoinError::AlreadyMember)
+                    } else {
+                        Ok(())
+                    });
+                    member = true;
+                    let _ = joined.send(address);
+                }
+                _ => {}
             }
         }
     });
@@ -102,6 +125,7 @@ fn fixture(with_bootstrap: bool) -> Fixture {
         state,
         cluster,
         nudges,
+        joins,
         _seed: seed_tx,
     }
 }
@@ -345,17 +369,12 @@ async fn send(
     token: Option<&str>,
     body: &str,
 ) -> (u16, String) {
-    let mut req = http::Request::builder().method(method).uri(path);
-    if let Some(t) = token {
-        req = req.header("authorization", format!("Bearer {t}"));
-    }
-    let resp = router(app.clone())
-        .oneshot(req.body(Body::from(body.to_owned())).unwrap())
-        .await
-        .unwrap();
-    let status = resp.status().as_u16();
-    let body = resp.into_body().collect().await.unwrap().to_bytes();
-    (status, String::from_utf8_lossy(&body).into_owned())
+    let bearer = token.map(|t| format!("Bearer {t}"));
+    let headers: Vec<(&str, &str)> = bearer
+        .iter()
+        .map(|b| ("authorization", b.as_str()))
+        .collect();
+    send_with(app, method, path, &headers, body).await
 }
 
 #[tokio::test]
@@ -400,6 +419,163 @@ async fn leave_and_down_need_the_token() {
     .await;
     assert_eq!(status, 400, "{body}");
     assert!(body.contains("muster://"), "{body}");
+}
+
+async fn send_with(
+    app: &AppState,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> (u16, String) {
+    let mut req = http::Request::builder().method(method).uri(path);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let resp = router(app.clone())
+        .oneshot(req.body(Body::from(body.to_owned())).unwrap())
+        .await
+        .unwrap();
+    let status = resp.status().as_u16();
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    (status, String::from_utf8_lossy(&body).into_owned())
+}
+
+#[tokio::test]
+async fn a_join_takes_the_address_in_every_form_and_needs_the_token() {
+    let mut f = fixture(false);
+    let (status, _) = send(
+        &f.state,
+        "POST",
+        "/cluster/members",
+        None,
+        "address=10.0.0.2:2552",
+    )
+    .await;
+    assert_eq!(status, 401);
+    let (status, body) = send(&f.state, "POST", "/cluster/members", Some(TOKEN), "").await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("`address`"), "{body}");
+    let (status, body) = send(
+        &f.state,
+        "POST",
+        "/cluster/members",
+        Some(TOKEN),
+        "address=muster%3A%2F%2Fother%4010.0.0.2%3A2552",
+    )
+    .await;
+    assert_eq!(status, 400, "another cluster's name: {body}");
+    assert!(body.contains("cluster `other`"), "{body}");
+    assert!(f.joins.try_recv().is_err(), "nothing asked");
+    // Akka's documented call: `curl -F address=…`, a multipart form.
+    let multipart = "--XyZ\r\nContent-Disposition: form-data; name=\"address\"\r\n\r\nshop@10.0.0.2:2552\r\n--XyZ--\r\n";
+    let (status, body) = send_with(
+        &f.state,
+        "POST",
+        "/cluster/members",
+        &[
+            ("authorization", &format!("Bearer {TOKEN}")),
+            ("content-type", "multipart/form-data; boundary=XyZ"),
+        ],
+        multipart,
+    )
+    .await;
+    assert_eq!(
+        (status, body.as_str()),
+        (200, r#"{"message":"Joining muster://shop@10.0.0.2:2552"}"#)
+    );
+    assert_eq!(
+        f.joins.try_recv().unwrap(),
+        "muster://shop@10.0.0.2:2552"
+            .parse::<NodeAddress>()
+            .unwrap()
+    );
+    // Now a member: a second join is refused and says why.
+    let (status, body) = send(
+        &f.state,
+        "POST",
+        "/cluster/members?address=10.0.0.3:2552",
+        Some(TOKEN),
+        "",
+    )
+    .await;
+    assert_eq!(status, 409, "{body}");
+    assert!(body.contains("joins no other cluster"), "{body}");
+}
+
+#[tokio::test]
+async fn forming_over_the_api_is_refused_while_a_contact_point_reports_a_cluster() {
+    use crate::api::SeedNode;
+    use crate::bootstrap::decider::ProbeAnswer;
+    let other = "10.0.0.2:8558".parse::<ContactPoint>().unwrap();
+    let seed = NodeAddress::new("shop", other.ip, 2552);
+    let answered = seed.clone();
+    let mut f = fixture_with(true, move |b| {
+        let mut rng = crate::base::rng::Rng::seeded(1);
+        b.on_lookup(Duration::ZERO, &mut rng, Ok((vec![other.clone()], vec![])));
+        let answer = ProbeAnswer {
+            at: Duration::ZERO,
+            answer: SeedNodes {
+                self_node: answered.clone(),
+                seed_nodes: vec![SeedNode {
+                    node: answered,
+                    node_uid: 3,
+                    status: MemberStatus::Up,
+                    roles: vec![],
+                }],
+                contact_points: None,
+            },
+            from_self: false,
+        };
+        b.on_probe(Duration::ZERO, &mut rng, &other, Ok(answer));
+    });
+    let (status, body) = send(
+        &f.state,
+        "POST",
+        "/cluster/members",
+        Some(TOKEN),
+        "address=10.0.0.1:2552",
+    )
+    .await;
+    assert_eq!(status, 409, "{body}");
+    assert!(
+        body.contains("10.0.0.2:8558") && body.contains(&seed.to_string()),
+        "{body}"
+    );
+    assert!(f.joins.try_recv().is_err(), "nothing asked of membership");
+    // Joining that cluster is what it says to do, and is done.
+    let (status, body) = send(
+        &f.state,
+        "POST",
+        "/cluster/members",
+        Some(TOKEN),
+        "address=10.0.0.2:2552",
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(f.joins.try_recv().unwrap(), seed);
+}
+
+#[tokio::test]
+async fn a_down_in_akkas_multipart_form_is_understood() {
+    let f = fixture(false);
+    let multipart =
+        "--b0\r\nContent-Disposition: form-data; name=\"operation\"\r\n\r\ndown\r\n--b0--\r\n";
+    let (status, body) = send_with(
+        &f.state,
+        "PUT",
+        "/cluster/members/shop@10.0.0.1:2552",
+        &[
+            ("authorization", &format!("Bearer {TOKEN}")),
+            ("content-type", "multipart/form-data; boundary=\"b0\""),
+        ],
+        multipart,
+    )
+    .await;
+    assert_eq!(
+        (status, body.as_str()),
+        (200, r#"{"message":"Downing muster://shop@10.0.0.1:2552"}"#)
+    );
 }
 
 #[tokio::test]

@@ -9,7 +9,7 @@ use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 use tracing::{debug, info, warn};
 
-use super::core::{MarkError, MembershipCore, Outgoing, Phase};
+use super::core::{JoinError, MarkError, MembershipCore, Outgoing, Phase};
 use super::events::EventHub;
 use super::gossip::Gossip;
 use crate::base::address::{NodeAddress, UniqueAddress};
@@ -33,6 +33,12 @@ pub enum Command {
     JoinConfiguredSeeds(Vec<NodeAddress>),
     /// Leave the cluster gracefully (SIGTERM).
     Leave,
+    /// `POST /cluster/members`: join the member at this address, or form a new
+    /// cluster if it is this node's own (management API).
+    JoinAsked {
+        address: NodeAddress,
+        reply: tokio::sync::oneshot::Sender<Result<(), JoinError>>,
+    },
     /// An operator marks a member Leaving or Down (management API).
     Mark {
         address: NodeAddress,
@@ -219,6 +225,15 @@ pub async fn run(actor: MembershipActor) {
                         info!(node = %core.me(), "leaving the cluster");
                         core.leave(now, &mut rng)
                     }
+                    Command::JoinAsked { address, reply } => {
+                        info!(to = %address, "asked over the management API to join");
+                        let (answer, out) = match core.join_asked(now, address) {
+                            Ok(out) => (Ok(()), out),
+                            Err(e) => (Err(e), Vec::new()),
+                        };
+                        let _ = reply.send(answer);
+                        out
+                    }
                     Command::Mark { address, status, reply } => {
                         info!(member = %address, status = status.as_str(), "asked to mark a member");
                         let result = core.mark(now, &mut rng, &address, status);
@@ -281,6 +296,12 @@ pub async fn run(actor: MembershipActor) {
             && now_view != *published
         {
             events.publish(&now_view.gossip);
+            if matches!(
+                now_view.phase,
+                ViewPhase::Left | ViewPhase::Downed | ViewPhase::JoinFailed
+            ) {
+                events.shutting_down();
+            }
             report(&published, &now_view, &metrics, clock);
             published = Arc::new(now_view);
             view.send_replace(published.clone());

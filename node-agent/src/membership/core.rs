@@ -142,6 +142,18 @@ pub enum MarkError {
     NoSuchMember,
 }
 
+/// Why [`MembershipCore::join_asked`] did nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JoinError {
+    /// This node is a member already: a member joins no other cluster.
+    AlreadyMember,
+    /// This node is joining already (bootstrap, configured seed nodes, or an earlier
+    /// request).
+    AlreadyJoining,
+    /// This incarnation's membership ended (left, downed, or joining failed).
+    Ended,
+}
+
 /// A message to send.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Outgoing {
@@ -171,6 +183,9 @@ pub struct MembershipCore {
     downing_done: Option<(&'static str, BTreeSet<UniqueAddress>)>,
     /// When this node started to join (cleared on success).
     joining_since: Option<Time>,
+    /// Someone with the management token asked this node to join (or form) over the
+    /// API: bootstrap's instructions no longer apply to it.
+    asked: bool,
     /// A new version waits for the next push slot.
     push_pending: bool,
     /// ... and it holds a change of our own, which the leader must get too.
@@ -213,6 +228,7 @@ impl MembershipCore {
             lease_requested: false,
             downing_done: None,
             joining_since: None,
+            asked: false,
             push_pending: false,
             push_leader: false,
             next_push: now,
@@ -281,7 +297,7 @@ impl MembershipCore {
 
     /// Join an existing cluster through these seed nodes (from bootstrap).
     pub fn join(&mut self, now: Time, seeds: Vec<NodeAddress>) -> Vec<Outgoing> {
-        if self.is_member() {
+        if self.is_member() || self.asked {
             return Vec::new();
         }
         let seeds: Vec<NodeAddress> = seeds
@@ -332,9 +348,34 @@ impl MembershipCore {
         out
     }
 
+    /// Akka's `POST /cluster/members`: join the cluster of the member at `address`,
+    /// or form a new cluster when it is this node's own. Only from Idle: a node that
+    /// is a member, or joining already, is left as it is. Afterwards bootstrap's
+    /// instructions are ignored: they must not turn this join into a formation of its
+    /// own (or the other way round).
+    pub fn join_asked(
+        &mut self,
+        now: Time,
+        address: NodeAddress,
+    ) -> Result<Vec<Outgoing>, JoinError> {
+        match self.phase {
+            Phase::Idle => {}
+            Phase::Member => return Err(JoinError::AlreadyMember),
+            Phase::Joining { .. } => return Err(JoinError::AlreadyJoining),
+            Phase::Downed | Phase::Left | Phase::JoinFailed => return Err(JoinError::Ended),
+        }
+        let out = if address == self.me.address {
+            self.form(now)
+        } else {
+            self.join(now, vec![address])
+        };
+        self.asked = true;
+        Ok(out)
+    }
+
     /// Form a new cluster: join ourselves.
     pub fn form(&mut self, now: Time) -> Vec<Outgoing> {
-        if self.is_member() {
+        if self.is_member() || self.asked {
             return Vec::new();
         }
         self.gossip = Gossip::default();

@@ -51,8 +51,15 @@ fn leader_of(g: &Gossip) -> Option<NodeAddress> {
     g.leader().map(|l| l.address.clone())
 }
 
-/// The current state told as events, as a new subscriber first receives it.
-pub fn snapshot(g: &Gossip) -> Vec<ClusterEvent> {
+fn role_leader_of(g: &Gossip, role: &str) -> Option<NodeAddress> {
+    g.role_leader(role).map(|l| l.address.clone())
+}
+
+/// The current state told as events, as a new subscriber first receives it: members,
+/// reachability, role leaders, the leader (a client may take `LeaderChanged` as the
+/// snapshot's end), and once this agent's membership ended `ClusterShuttingDown`, the
+/// last event of every stream.
+pub fn snapshot(g: &Gossip, shutting_down: bool) -> Vec<ClusterEvent> {
     let mut out = Vec::new();
     for m in g.members() {
         out.push(joined(m));
@@ -64,14 +71,23 @@ pub fn snapshot(g: &Gossip) -> Vec<ClusterEvent> {
             out.push(ClusterEvent::UnreachableMember { member, uid });
         }
     }
+    for role in g.roles() {
+        out.push(ClusterEvent::RoleLeaderChanged {
+            role: role.to_owned(),
+            leader: role_leader_of(g, role),
+        });
+    }
     out.push(ClusterEvent::LeaderChanged {
         leader: leader_of(g),
     });
+    if shutting_down {
+        out.push(ClusterEvent::ClusterShuttingDown);
+    }
     out
 }
 
 /// What happened between `before` and `after`, in a fixed order: members (joins,
-/// status changes, removals), then reachability, then the leader.
+/// status changes, removals), then reachability, then role leaders, then the leader.
 pub fn diff(before: &Gossip, after: &Gossip) -> Vec<ClusterEvent> {
     let mut out = Vec::new();
     for m in after.members() {
@@ -109,6 +125,15 @@ pub fn diff(before: &Gossip, after: &Gossip) -> Vec<ClusterEvent> {
     for node in was.difference(&is).filter(|n| after.has_member(n)) {
         let (member, uid) = ids(node);
         out.push(ClusterEvent::ReachableMember { member, uid });
+    }
+    for role in before.roles().union(&after.roles()) {
+        let leader = role_leader_of(after, role);
+        if leader != role_leader_of(before, role) {
+            out.push(ClusterEvent::RoleLeaderChanged {
+                role: (*role).to_owned(),
+                leader,
+            });
+        }
     }
     let leader = leader_of(after);
     if leader != leader_of(before) {
@@ -173,7 +198,8 @@ impl EventLog {
 /// The log and the latest state, shared between the membership task and subscribers.
 #[derive(Debug)]
 pub struct EventHub {
-    inner: Mutex<(EventLog, Gossip)>,
+    /// The log, the latest state, and whether this agent's membership ended.
+    inner: Mutex<(EventLog, Gossip, bool)>,
     last_id: watch::Sender<u64>,
 }
 
@@ -190,7 +216,7 @@ pub struct Start {
 impl EventHub {
     pub fn new(capacity: usize) -> Arc<Self> {
         Arc::new(Self {
-            inner: Mutex::new((EventLog::new(capacity), Gossip::default())),
+            inner: Mutex::new((EventLog::new(capacity), Gossip::default(), false)),
             last_id: watch::channel(0).0,
         })
     }
@@ -199,7 +225,7 @@ impl EventHub {
     pub fn publish(&self, after: &Gossip) {
         let last = {
             let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-            let (log, state) = &mut *inner;
+            let (log, state, _) = &mut *inner;
             let events = diff(state, after);
             if events.is_empty() && state == after {
                 return;
@@ -211,12 +237,28 @@ impl EventHub {
         self.last_id.send_replace(last);
     }
 
+    /// Records that this agent's membership ended (left, downed, or joining failed):
+    /// one `ClusterShuttingDown`, however often it is called.
+    pub fn shutting_down(&self) {
+        let last = {
+            let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+            let (log, _, shutting_down) = &mut *inner;
+            if *shutting_down {
+                return;
+            }
+            *shutting_down = true;
+            log.push([ClusterEvent::ClusterShuttingDown]);
+            log.last_id()
+        };
+        self.last_id.send_replace(last);
+    }
+
     /// Where a subscriber resuming after `last_seen` (or new, with `None`) starts.
     pub fn start(&self, last_seen: Option<u64>) -> Start {
         let inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        let (log, state) = &*inner;
+        let (log, state, shutting_down) = &*inner;
         let snapshot = || {
-            snapshot(state)
+            snapshot(state, *shutting_down)
                 .into_iter()
                 .map(|e| (log.last_id(), e))
                 .collect()

@@ -270,15 +270,33 @@ impl Gossip {
     /// The lowest reachable Up/Leaving member; before any is Up, the lowest reachable
     /// Joining/WeaklyUp one.
     pub fn leader(&self) -> Option<&UniqueAddress> {
-        let reachable = |m: &&Member| self.reachability.is_reachable(&m.node);
+        self.leader_among(|_| true)
+    }
+
+    /// The leader of the members with `role`, chosen as [`Gossip::leader`] chooses
+    /// among all (Akka's role leader).
+    pub fn role_leader(&self, role: &str) -> Option<&UniqueAddress> {
+        self.leader_among(|m| m.roles.contains(role))
+    }
+
+    /// Every role some member has.
+    pub fn roles(&self) -> BTreeSet<&str> {
         self.members
             .values()
-            .filter(reachable)
+            .flat_map(|m| m.roles.iter().map(String::as_str))
+            .collect()
+    }
+
+    fn leader_among(&self, counts: impl Fn(&Member) -> bool) -> Option<&UniqueAddress> {
+        let candidate = |m: &&Member| counts(m) && self.reachability.is_reachable(&m.node);
+        self.members
+            .values()
+            .filter(candidate)
             .find(|m| m.status.can_lead())
             .or_else(|| {
                 self.members
                     .values()
-                    .filter(reachable)
+                    .filter(candidate)
                     .find(|m| matches!(m.status, MemberStatus::Joining | MemberStatus::WeaklyUp))
             })
             .map(|m| &m.node)

@@ -283,6 +283,40 @@ pub async fn metrics(addr: SocketAddr) -> Result<String, String> {
     Ok(client().metrics(addr).await?)
 }
 
+/// One HTTP/1.1 request with the management token and, if any, a body of
+/// `content_type`; (status, body).
+pub async fn send_with_token(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    token: &str,
+    body: Option<(&str, &str)>,
+) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let (content_type, body) = body
+        .map(|(t, b)| (format!("Content-Type: {t}\r\n"), b))
+        .unwrap_or_default();
+    let req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\n{content_type}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    s.write_all(req.as_bytes()).await.expect("send");
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).await.expect("read");
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .expect("a status");
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    (status, body)
+}
+
 pub async fn json(addr: SocketAddr, path: &str) -> Result<serde_json::Value, String> {
     Ok(client().get_json(addr, path).await?)
 }

@@ -206,6 +206,43 @@ fn a_lost_welcome_is_retried() {
 }
 
 #[test]
+fn an_asked_join_or_formation_overrides_bootstrap_and_is_refused_once_not_idle() {
+    let mut net = Net::new(&[1, 2, 3]);
+    // Asked to join itself: 1 forms.
+    assert_eq!(net.node(1).join_asked(Duration::ZERO, addr(1)), Ok(vec![]));
+    assert!(net.node(1).is_member());
+    // A member is not moved anywhere else.
+    assert_eq!(
+        net.node(1).join_asked(Duration::ZERO, addr(2)),
+        Err(JoinError::AlreadyMember)
+    );
+    // 2 asked to join 1: bootstrap's later instructions do not turn it into a
+    // formation of its own or a join elsewhere.
+    let out = net.node(2).join_asked(Duration::ZERO, addr(1)).unwrap();
+    assert_eq!(out.len(), 1);
+    assert!(net.node(2).form(Duration::ZERO).is_empty());
+    assert!(net.node(2).join(Duration::ZERO, vec![addr(3)]).is_empty());
+    assert!(!net.node(2).is_member(), "still joining 1, not formed");
+    assert_eq!(
+        net.node(2).join_asked(Duration::ZERO, addr(3)),
+        Err(JoinError::AlreadyJoining)
+    );
+    net.send(out);
+    net.run(|_| false);
+    assert!(net.node(2).is_member());
+    assert_eq!(net.statuses(2), net.statuses(1));
+    // A node bootstrap made join is not taken over by an asked join either.
+    let out = net.node(3).join(Duration::ZERO, vec![addr(1)]);
+    assert_eq!(
+        net.node(3).join_asked(Duration::ZERO, addr(3)),
+        Err(JoinError::AlreadyJoining)
+    );
+    net.send(out);
+    net.run(|_| false);
+    assert_eq!(net.statuses(3).len(), 3, "one cluster of three");
+}
+
+#[test]
 fn the_first_configured_seed_forms_alone_after_the_timeout_and_others_never_do() {
     let mut net = Net::new(&[1, 2]);
     let seeds = [addr(1), addr(2)];

@@ -114,7 +114,7 @@ fn a_snapshot_tells_the_current_state() {
     ]);
     g.set_reachability(&node(1), &[node(2)].into());
     assert_eq!(
-        names(&snapshot(&g)),
+        names(&snapshot(&g, false)),
         [
             "MemberJoined",
             "MemberUp",
@@ -123,10 +123,86 @@ fn a_snapshot_tells_the_current_state() {
             "LeaderChanged"
         ]
     );
-    let json = serde_json::to_value(&snapshot(&g)[1]).unwrap();
+    let json = serde_json::to_value(&snapshot(&g, false)[1]).unwrap();
     assert_eq!(
         json,
         serde_json::json!({"type": "MemberUp", "member": "muster://t@10.0.0.1:2552", "uid": "1", "upNumber": 1})
+    );
+}
+
+fn with_roles(mut m: Member, roles: &[&str]) -> Member {
+    m.roles = roles.iter().map(|r| (*r).to_owned()).collect();
+    m
+}
+
+#[test]
+fn role_leaders_are_told_in_snapshots_and_when_they_change() {
+    let front = |i: u8, status| with_roles(member(i, status), &["frontend"]);
+    let both = |i: u8, status| with_roles(member(i, status), &["backend", "frontend"]);
+    let before = gossip(&[front(1, MemberStatus::Up), both(2, MemberStatus::Up)]);
+    let role_leaders = |events: &[ClusterEvent]| -> Vec<(String, Option<NodeAddress>)> {
+        events
+            .iter()
+            .filter_map(|e| match e {
+                ClusterEvent::RoleLeaderChanged { role, leader } => {
+                    Some((role.clone(), leader.clone()))
+                }
+                _ => None,
+            })
+            .collect()
+    };
+    let snap = snapshot(&before, false);
+    assert_eq!(
+        role_leaders(&snap),
+        [
+            ("backend".to_owned(), Some(node(2).address)),
+            ("frontend".to_owned(), Some(node(1).address)),
+        ]
+    );
+    assert_eq!(names(&snap).last(), Some(&"LeaderChanged"));
+    // Member 1 unreachable: the frontend's leader and the leader move to 2, the
+    // backend's stays.
+    let mut after = before.clone();
+    after.set_reachability(&node(2), &[node(1)].into());
+    let events = diff(&before, &after);
+    assert_eq!(
+        names(&events),
+        ["UnreachableMember", "RoleLeaderChanged", "LeaderChanged"]
+    );
+    assert_eq!(
+        role_leaders(&events),
+        [("frontend".to_owned(), Some(node(2).address))]
+    );
+    // The last backend member removed: that role's leader is none.
+    let gone = gossip(&[front(1, MemberStatus::Up)]);
+    assert_eq!(
+        role_leaders(&diff(&before, &gone)),
+        [("backend".to_owned(), None)]
+    );
+}
+
+#[test]
+fn the_end_of_this_agents_membership_is_one_event_and_part_of_later_snapshots() {
+    let hub = EventHub::new(16);
+    hub.publish(&gossip(&[member(1, MemberStatus::Up)]));
+    hub.shutting_down();
+    hub.shutting_down();
+    let told = hub.since(0).unwrap();
+    assert_eq!(
+        told.iter()
+            .filter(|(_, e)| *e == ClusterEvent::ClusterShuttingDown)
+            .count(),
+        1
+    );
+    let snap: Vec<ClusterEvent> = hub.start(None).events.into_iter().map(|(_, e)| e).collect();
+    assert_eq!(
+        names(&snap),
+        [
+            "MemberJoined",
+            "MemberUp",
+            "LeaderChanged",
+            "ClusterShuttingDown"
+        ]
     );
 }
 
