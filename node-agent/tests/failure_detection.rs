@@ -10,6 +10,7 @@ mod support;
 use std::time::{Duration, Instant};
 
 use node_agent::api::ClusterMembers;
+use node_agent::base::member::MemberStatus;
 use node_agent::base::secret::ManagementToken;
 use support::*;
 
@@ -380,4 +381,85 @@ async fn a_crashed_member_restarted_on_its_address_replaces_its_old_incarnation(
         "{}",
         agents[4].log()
     );
+}
+
+/// `PUT /cluster operation=prepare-for-full-shutdown` (Akka's, in its `curl -F` form):
+/// every member becomes ReadyForShutdown, and when two of three then stop at once the
+/// last one downs them at once instead of downing itself as keep-majority's minority
+/// after stable-after.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_prepared_for_a_full_shutdown_stops_without_downing_its_last_member() {
+    const TOKEN: &str = "full-shutdown-token-0123456";
+    let work = Workdir::new("full-shutdown");
+    let subnet = (23, 15);
+    let extra = format!("management:\n  token: {TOKEN}\n");
+    let config = config_discovery_with(&work, subnet, 3, &extra);
+    let mut agents = start_agents(&work, &config, subnet, 3);
+    wait_for_one_cluster(&agents, 3).await;
+    let last = agents[0].management();
+
+    let (status, body) = send_with_token(
+        agents[1].management(),
+        "PUT",
+        "/cluster/",
+        TOKEN,
+        Some((
+            "multipart/form-data; boundary=fs",
+            "--fs\r\nContent-Disposition: form-data; name=\"operation\"\r\n\r\nPrepare-for-full-shutdown\r\n--fs--\r\n",
+        )),
+    )
+    .await;
+    assert_eq!(
+        (status, body.as_str()),
+        (200, r#"{"message":"Preparing for full cluster shutdown"}"#)
+    );
+    let client = client();
+    eventually(
+        "every member ReadyForShutdown everywhere",
+        Duration::from_secs(20),
+        || {
+            let (client, agents) = (client.clone(), &agents);
+            async move {
+                for a in agents {
+                    let m = client
+                        .members(a.management())
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    if m.members.len() != 3
+                        || m.members
+                            .iter()
+                            .any(|x| x.status != MemberStatus::ReadyForShutdown)
+                    {
+                        return Err(format!("{}: {m:?}", a.name));
+                    }
+                }
+                Ok(())
+            }
+        },
+    )
+    .await;
+    let (ready, _) = client.get(last, "/ready").await.expect("/ready");
+    assert_eq!(ready, 503, "ready-states are Up and WeaklyUp");
+
+    let stopped = Instant::now();
+    drop(agents.remove(2)); // SIGKILL
+    drop(agents.remove(1));
+    let m = eventually("the last member alone", Duration::from_secs(40), || {
+        let client = client.clone();
+        async move {
+            let m = client.members(last).await.map_err(|e| e.to_string())?;
+            if m.members.len() == 1 && m.unreachable.is_empty() {
+                Ok(m)
+            } else {
+                Err(format!("{m:?}"))
+            }
+        }
+    })
+    .await;
+    println!(
+        "two of three prepared members SIGKILLed -> downed and removed by the last: {} ms (stable-after 20s)",
+        stopped.elapsed().as_millis()
+    );
+    assert_eq!(m.members[0].status, MemberStatus::ReadyForShutdown);
+    assert!(agents[0].exited().is_none(), "{}", agents[0].log());
 }

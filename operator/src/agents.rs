@@ -192,6 +192,17 @@ impl Agents {
             .leave(SocketAddr::new(ip, MANAGEMENT_PORT), member, token)
             .await
     }
+
+    /// Asks the agent at `ip` to prepare the whole cluster for a full shutdown.
+    pub async fn prepare_for_full_shutdown(
+        &self,
+        ip: IpAddr,
+        token: &ManagementToken,
+    ) -> Result<(), ClientError> {
+        self.client
+            .prepare_for_full_shutdown(SocketAddr::new(ip, MANAGEMENT_PORT), token)
+            .await
+    }
 }
 
 /// An HTTPS client configuration trusting the CAs of `ca_pem` (PEM certificates)

@@ -17,6 +17,17 @@ pub struct ScaleDown {
     pub leave: Vec<(String, NodeAddress)>,
     /// What the shrink waits for, in words (`None`: nothing).
     pub waiting: Option<String>,
+    /// Scaling to zero: ask the cluster to prepare for a full shutdown first.
+    pub prepare_shutdown: bool,
+}
+
+/// The StatefulSet kept at `current` replicas for the reason `waiting`.
+fn hold(current: i32, waiting: String) -> ScaleDown {
+    ScaleDown {
+        replicas: current,
+        waiting: Some(waiting),
+        ..ScaleDown::default()
+    }
 }
 
 /// The ordinal of a StatefulSet pod (`shop-2` → 2).
@@ -51,16 +62,43 @@ pub fn scale_down(
         return if going.is_empty() {
             shrink
         } else {
-            ScaleDown {
-                replicas: current,
-                leave: Vec::new(),
-                waiting: Some(format!(
+            hold(
+                current,
+                format!(
                     "scaling {current} → {desired}: no agent answered /cluster/members, so {} (Ready) may be members that must leave first",
                     going.join(", ")
-                )),
-            }
+                ),
+            )
         };
     };
+    if desired == 0 {
+        // The whole cluster goes: rather than members leaving one by one (the leader
+        // and the oldest moving from member to member, and the last ones downing
+        // themselves as a minority while the others vanish), it prepares for a full
+        // shutdown, and then every pod stops at once.
+        let up: Vec<&str> = pods
+            .iter()
+            .filter(|p| {
+                member_of(members, p)
+                    .is_some_and(|m| matches!(m.status, MemberStatus::Up | MemberStatus::WeaklyUp))
+            })
+            .map(|p| p.name.as_str())
+            .collect();
+        return if up.is_empty() {
+            shrink
+        } else {
+            ScaleDown {
+                prepare_shutdown: true,
+                ..hold(
+                    current,
+                    format!(
+                        "scaling {current} → 0: the cluster is asked to prepare for a full shutdown; {} not ready for it yet",
+                        up.join(", ")
+                    ),
+                )
+            }
+        };
+    }
     let mut leave = Vec::new();
     let mut staying = Vec::new();
     for p in pods
@@ -71,7 +109,11 @@ pub fn scale_down(
             continue;
         };
         match m.status {
-            MemberStatus::Joining | MemberStatus::WeaklyUp | MemberStatus::Up => {
+            MemberStatus::Joining
+            | MemberStatus::WeaklyUp
+            | MemberStatus::Up
+            | MemberStatus::PreparingForShutdown
+            | MemberStatus::ReadyForShutdown => {
                 leave.push((p.name.clone(), m.address.clone()));
                 staying.push(p.name.clone());
             }
@@ -89,6 +131,7 @@ pub fn scale_down(
                 "scaling {current} → {desired}: waiting for the members of {} to leave",
                 staying.join(", ")
             )),
+            prepare_shutdown: false,
         }
     }
 }
@@ -152,7 +195,8 @@ mod tests {
             ScaleDown {
                 replicas: 2,
                 leave: vec![],
-                waiting: None
+                waiting: None,
+                prepare_shutdown: false,
             }
         );
     }
@@ -166,6 +210,46 @@ mod tests {
         assert_eq!(scale_down(1, Some(3), &pods, Some(&[])).replicas, 1);
         assert_eq!(ordinal("my-shop-12"), Some(12));
         assert_eq!(ordinal("shop"), None);
+    }
+
+    #[test]
+    fn to_zero_the_cluster_prepares_for_a_full_shutdown_instead_of_leaving_one_by_one() {
+        let pods: Vec<_> = (0..3).map(pod).collect();
+        let mut members: Vec<_> = (0..3).map(|i| member(i, MemberStatus::Up)).collect();
+        members[2].status = MemberStatus::Joining;
+        let s = scale_down(0, Some(3), &pods, Some(&members));
+        assert_eq!((s.replicas, s.prepare_shutdown), (3, true));
+        assert!(s.leave.is_empty(), "nobody is told to leave");
+        assert!(
+            s.waiting
+                .as_deref()
+                .is_some_and(|w| w.contains("shop-0, shop-1")),
+            "{s:?}"
+        );
+        // Prepared (a Joining member never moves Up now, and does not hold it up).
+        members[0].status = MemberStatus::ReadyForShutdown;
+        let s = scale_down(0, Some(3), &pods, Some(&members));
+        assert_eq!(
+            (s.replicas, s.prepare_shutdown),
+            (3, true),
+            "shop-1 still Up"
+        );
+        members[1].status = MemberStatus::PreparingForShutdown;
+        let s = scale_down(0, Some(3), &pods, Some(&members));
+        assert_eq!(
+            s,
+            ScaleDown {
+                replicas: 0,
+                ..ScaleDown::default()
+            }
+        );
+        // Not to zero: a prepared member that must go leaves as any other.
+        let s = scale_down(1, Some(3), &pods, Some(&members));
+        assert_eq!(s.replicas, 3);
+        assert_eq!(
+            s.leave.iter().map(|(p, _)| p.as_str()).collect::<Vec<_>>(),
+            ["shop-1", "shop-2"]
+        );
     }
 
     #[test]

@@ -239,6 +239,25 @@ impl ManagementClient {
         self.mark(addr, member, "Down", token).await
     }
 
+    /// Asks the agent at `addr` to prepare the whole cluster for a full shutdown
+    /// (`PUT /cluster operation=prepare-for-full-shutdown`).
+    pub async fn prepare_for_full_shutdown(
+        &self,
+        addr: SocketAddr,
+        token: &ManagementToken,
+    ) -> Result<(), ClientError> {
+        let auth = (http::header::AUTHORIZATION.as_str(), token.bearer());
+        self.ok_body(
+            http::Method::PUT,
+            addr,
+            "/cluster?operation=prepare-for-full-shutdown",
+            Some(auth),
+            self.body_limit,
+        )
+        .await
+        .map(drop)
+    }
+
     async fn mark(
         &self,
         addr: SocketAddr,

@@ -216,17 +216,27 @@ impl Translator {
         filter: &Filter,
     ) -> Option<(&'static str, String)> {
         let name = event.name();
-        let akka = self.akka(event);
+        let akka = self.akka(event)?;
         if !filter.selects(name) {
             return None;
         }
         serde_json::to_string(&akka).ok().map(|data| (name, data))
     }
 
-    fn akka(&mut self, event: &ClusterEvent) -> AkkaEvent {
+    /// `event` in Akka's shape; `None` for those Akka's route does not send (the
+    /// full-shutdown statuses'), whose status is kept for the member's later events.
+    fn akka(&mut self, event: &ClusterEvent) -> Option<AkkaEvent> {
         use ClusterEvent as E;
         use MemberStatus as S;
-        match event {
+        Some(match event {
+            E::MemberPreparingForShutdown { member, uid } => {
+                self.told(member, *uid, Some(S::PreparingForShutdown));
+                return None;
+            }
+            E::MemberReadyForShutdown { member, uid } => {
+                self.told(member, *uid, Some(S::ReadyForShutdown));
+                return None;
+            }
             E::MemberJoined { member, uid, roles } => {
                 self.known.insert(
                     UniqueAddress::new(member.clone(), *uid),
@@ -277,7 +287,7 @@ impl Translator {
                 address: leader.clone(),
             },
             E::ClusterShuttingDown => AkkaEvent::ClusterShuttingDown,
-        }
+        })
     }
 
     /// Member `address`/`uid` as known, its status now `status` if given (a member
@@ -420,6 +430,35 @@ mod tests {
             },
         );
         assert!(data.contains(r#""longUid":-1"#), "{data}");
+    }
+
+    #[test]
+    fn the_full_shutdown_statuses_are_not_sent_but_kept() {
+        let node = UniqueAddress::new(addr(2), 9);
+        let mut t = Translator::new([(node, vec![], MemberStatus::Up)]);
+        let all = Filter::parse(None).unwrap();
+        for e in [
+            ClusterEvent::MemberPreparingForShutdown {
+                member: addr(2),
+                uid: 9,
+            },
+            ClusterEvent::MemberReadyForShutdown {
+                member: addr(2),
+                uid: 9,
+            },
+        ] {
+            assert_eq!(t.translate(&e, &all), None, "Akka's route sends neither");
+        }
+        let (_, data) = t
+            .translate(
+                &ClusterEvent::UnreachableMember {
+                    member: addr(2),
+                    uid: 9,
+                },
+                &all,
+            )
+            .expect("sent");
+        assert!(data.contains(r#""status":"ReadyForShutdown""#), "{data}");
     }
 
     #[test]

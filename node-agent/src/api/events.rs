@@ -26,6 +26,16 @@ pub enum ClusterEvent {
         uid: u64,
         up_number: u32,
     },
+    MemberPreparingForShutdown {
+        member: NodeAddress,
+        #[serde(with = "super::uid_text")]
+        uid: u64,
+    },
+    MemberReadyForShutdown {
+        member: NodeAddress,
+        #[serde(with = "super::uid_text")]
+        uid: u64,
+    },
     MemberLeft {
         member: NodeAddress,
         #[serde(with = "super::uid_text")]
@@ -77,6 +87,8 @@ impl ClusterEvent {
             Self::MemberJoined { .. } => "MemberJoined",
             Self::MemberWeaklyUp { .. } => "MemberWeaklyUp",
             Self::MemberUp { .. } => "MemberUp",
+            Self::MemberPreparingForShutdown { .. } => "MemberPreparingForShutdown",
+            Self::MemberReadyForShutdown { .. } => "MemberReadyForShutdown",
             Self::MemberLeft { .. } => "MemberLeft",
             Self::MemberExited { .. } => "MemberExited",
             Self::MemberDowned { .. } => "MemberDowned",

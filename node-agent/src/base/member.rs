@@ -12,6 +12,13 @@ pub enum MemberStatus {
     Joining,
     WeaklyUp,
     Up,
+    /// The whole cluster is to stop (`PUT /cluster operation=prepare-for-full-shutdown`):
+    /// no one joins, nothing is handed over; the member moves itself on to
+    /// ReadyForShutdown.
+    PreparingForShutdown,
+    /// This member may be stopped with the rest of the cluster; unreachable, it is
+    /// downed at once rather than decided about.
+    ReadyForShutdown,
     Leaving,
     Exiting,
     Down,
@@ -20,17 +27,19 @@ pub enum MemberStatus {
 
 impl MemberStatus {
     /// Which of two views of the same member wins a merge: a status further along its
-    /// lifecycle (Akka's `highestPriorityOf`): Removed > Down > Exiting > Leaving > Up >
-    /// WeaklyUp > Joining.
+    /// lifecycle (Akka's `highestPriorityOf`): Removed > Down > Exiting > Leaving >
+    /// ReadyForShutdown > PreparingForShutdown > Up > WeaklyUp > Joining.
     pub fn merge_rank(self) -> u8 {
         match self {
             Self::Joining => 0,
             Self::WeaklyUp => 1,
             Self::Up => 2,
-            Self::Leaving => 3,
-            Self::Exiting => 4,
-            Self::Down => 5,
-            Self::Removed => 6,
+            Self::PreparingForShutdown => 3,
+            Self::ReadyForShutdown => 4,
+            Self::Leaving => 5,
+            Self::Exiting => 6,
+            Self::Down => 7,
+            Self::Removed => 8,
         }
     }
 
@@ -39,6 +48,8 @@ impl MemberStatus {
             Self::Joining => "Joining",
             Self::WeaklyUp => "WeaklyUp",
             Self::Up => "Up",
+            Self::PreparingForShutdown => "PreparingForShutdown",
+            Self::ReadyForShutdown => "ReadyForShutdown",
             Self::Leaving => "Leaving",
             Self::Exiting => "Exiting",
             Self::Down => "Down",
@@ -48,26 +59,57 @@ impl MemberStatus {
 
     /// Statuses whose members must have seen a version for convergence (Akka).
     pub fn counts_for_convergence(self) -> bool {
-        matches!(self, Self::Up | Self::Leaving)
+        self.can_lead()
     }
 
-    /// Statuses a leader is chosen from first.
+    /// Statuses a leader is chosen from first (Akka's).
     pub fn can_lead(self) -> bool {
-        matches!(self, Self::Up | Self::Leaving)
+        matches!(
+            self,
+            Self::Up | Self::PreparingForShutdown | Self::ReadyForShutdown | Self::Leaving
+        )
     }
 
-    /// Reported as seed nodes to joining nodes.
+    /// Reported as seed nodes to joining nodes. A cluster preparing for shutdown is
+    /// still reported: an empty answer would read as "no cluster here" and let a
+    /// prober form a second one (it is refused entry instead).
     pub fn is_seed_candidate(self) -> bool {
-        matches!(self, Self::Up | Self::WeaklyUp | Self::Joining)
+        matches!(
+            self,
+            Self::Up
+                | Self::WeaklyUp
+                | Self::Joining
+                | Self::PreparingForShutdown
+                | Self::ReadyForShutdown
+        )
+    }
+
+    /// Statuses from which a member may leave gracefully.
+    pub fn may_leave(self) -> bool {
+        matches!(
+            self,
+            Self::Joining
+                | Self::WeaklyUp
+                | Self::Up
+                | Self::PreparingForShutdown
+                | Self::ReadyForShutdown
+        )
+    }
+
+    /// PreparingForShutdown or ReadyForShutdown: part of a full cluster shutdown.
+    pub fn is_shutting_down(self) -> bool {
+        matches!(self, Self::PreparingForShutdown | Self::ReadyForShutdown)
     }
 }
 
 impl MemberStatus {
     /// Every status, in lifecycle order.
-    pub const ALL: [Self; 7] = [
+    pub const ALL: [Self; 9] = [
         Self::Joining,
         Self::WeaklyUp,
         Self::Up,
+        Self::PreparingForShutdown,
+        Self::ReadyForShutdown,
         Self::Leaving,
         Self::Exiting,
         Self::Down,
@@ -93,7 +135,9 @@ impl fmt::Display for MemberStatus {
 
 /// A status name that is not one of [`MemberStatus::ALL`].
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("`{0}` is not a member status (Joining, WeaklyUp, Up, Leaving, Exiting, Down, Removed)")]
+#[error(
+    "`{0}` is not a member status (Joining, WeaklyUp, Up, PreparingForShutdown, ReadyForShutdown, Leaving, Exiting, Down, Removed)"
+)]
 pub struct UnknownStatus(String);
 
 impl FromStr for MemberStatus {

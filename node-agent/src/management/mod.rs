@@ -13,6 +13,7 @@
 //! | `GET /cluster/members/{address}` | `{node, nodeUid, status, roles, upNumber, appVersion}` of that member, 404 if none |
 //! | `PUT /cluster/members/{address}` | `operation=Leave` or `Down` (query or form body); bearer token |
 //! | `DELETE /cluster/members/{address}` | Leave; bearer token |
+//! | `PUT /cluster` | `operation=prepare-for-full-shutdown`: the whole cluster prepares to stop; bearer token |
 //! | `POST /cluster/members` | `address=…`: this node joins that member's cluster (its own address: forms one); bearer token |
 //!
 //! An `{address}` is a member's full address (`muster://demo@10.0.0.1:2552`), or
@@ -106,6 +107,10 @@ pub fn router(state: AppState) -> Router {
             "/cluster/members/{*address}",
             get(cluster_member).put(mark_member).delete(leave_member),
         )
+        // Akka documents these two with a trailing slash: both forms are taken.
+        .route("/cluster", axum::routing::put(cluster_operation))
+        .route("/cluster/", axum::routing::put(cluster_operation))
+        .route("/cluster/members/", get(cluster_members).post(join_member))
         .route("/metrics", get(metrics))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(limit))
@@ -372,45 +377,58 @@ async fn cluster_member(State(s): State<AppState>, Path(address): Path<String>) 
     }
 }
 
+/// Asks the membership task `command` (built around its reply channel) and waits for
+/// the answer; `Err` is the 503 to give when it does not answer.
+async fn ask<T>(
+    s: &AppState,
+    command: impl FnOnce(oneshot::Sender<T>) -> Command,
+) -> Result<T, Response> {
+    let (reply, answer) = oneshot::channel();
+    let unanswered = || {
+        error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the membership task did not answer",
+        )
+    };
+    if s.membership.send(command(reply)).await.is_err() {
+        return Err(unanswered());
+    }
+    answer.await.map_err(|_| unanswered())
+}
+
+fn message(text: String) -> Response {
+    Json(Message { message: text }).into_response()
+}
+
+const NOT_A_MEMBER: &str = "this node is not a cluster member; ask a member";
+
 async fn mark(s: &AppState, address: &str, status: MemberStatus) -> Response {
     let system = s.cluster.borrow().self_node.address.system.clone();
     let address = match member_address(address, &system) {
         Ok(a) => a,
         Err(e) => return error(StatusCode::BAD_REQUEST, e),
     };
-    let (reply, answer) = oneshot::channel();
-    let asked = s
-        .membership
-        .send(Command::Mark {
-            address: address.clone(),
-            status,
-            reply,
-        })
-        .await;
-    match (asked, answer.await) {
-        (Ok(()), Ok(Ok(()))) => Json(Message {
-            message: format!(
-                "{} {address}",
-                if status == MemberStatus::Down {
-                    "Downing"
-                } else {
-                    "Leaving"
-                }
-            ),
-        })
-        .into_response(),
-        (Ok(()), Ok(Err(MarkError::NoSuchMember))) => error(
+    let answer = ask(s, |reply| Command::Mark {
+        address: address.clone(),
+        status,
+        reply,
+    })
+    .await;
+    match answer {
+        Ok(Ok(())) => message(format!(
+            "{} {address}",
+            if status == MemberStatus::Down {
+                "Downing"
+            } else {
+                "Leaving"
+            }
+        )),
+        Ok(Err(MarkError::NoSuchMember)) => error(
             StatusCode::NOT_FOUND,
             format!("no member {address}; see /cluster/members"),
         ),
-        (Ok(()), Ok(Err(MarkError::NotMember))) => error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "this node is not a cluster member; ask a member",
-        ),
-        _ => error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "the membership task did not answer",
-        ),
+        Ok(Err(MarkError::NotMember)) => error(StatusCode::SERVICE_UNAVAILABLE, NOT_A_MEMBER),
+        Err(r) => r,
     }
 }
 
@@ -582,20 +600,14 @@ async fn join_member(
             ),
         );
     }
-    let (reply, answer) = oneshot::channel();
-    let asked = s
-        .membership
-        .send(Command::JoinAsked {
-            address: address.clone(),
-            reply,
-        })
-        .await;
-    match (asked, answer.await) {
-        (Ok(()), Ok(Ok(()))) => Json(Message {
-            message: format!("Joining {address}"),
-        })
-        .into_response(),
-        (Ok(()), Ok(Err(e))) => error(
+    let answer = ask(&s, |reply| Command::JoinAsked {
+        address: address.clone(),
+        reply,
+    })
+    .await;
+    match answer {
+        Ok(Ok(())) => message(format!("Joining {address}")),
+        Ok(Err(e)) => error(
             StatusCode::CONFLICT,
             match e {
                 JoinError::AlreadyMember => {
@@ -609,10 +621,35 @@ async fn join_member(
                 }
             },
         ),
-        _ => error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "the membership task did not answer",
-        ),
+        Err(r) => r,
+    }
+}
+
+/// `PUT /cluster` with `operation=prepare-for-full-shutdown` (Akka's): the whole
+/// cluster prepares to stop (see `MembershipCore::prepare_for_full_shutdown`).
+async fn cluster_operation(
+    State(s): State<AppState>,
+    Query(query): Query<std::collections::HashMap<String, String>>,
+    headers: HeaderMap,
+    body: axum::body::Body,
+) -> Response {
+    let operation = match field(&s, &query, &headers, body, "operation").await {
+        Ok(o) => o,
+        Err(r) => return r,
+    };
+    if !operation
+        .as_deref()
+        .is_some_and(|o| o.eq_ignore_ascii_case("prepare-for-full-shutdown"))
+    {
+        return error(
+            StatusCode::BAD_REQUEST,
+            format!("operation must be prepare-for-full-shutdown, got {operation:?}"),
+        );
+    }
+    match ask(&s, |reply| Command::PrepareForFullShutdown { reply }).await {
+        Ok(Ok(())) => message("Preparing for full cluster shutdown".to_owned()),
+        Ok(Err(_)) => error(StatusCode::SERVICE_UNAVAILABLE, NOT_A_MEMBER),
+        Err(r) => r,
     }
 }
 

@@ -90,6 +90,9 @@ fn fixture_with(with_bootstrap: bool, setup: impl FnOnce(&mut Bootstrap)) -> Fix
                         Err(MarkError::NoSuchMember)
                     });
                 }
+                Command::PrepareForFullShutdown { reply } => {
+                    let _ = reply.send(Ok(()));
+                }
                 Command::JoinAsked { address, reply } => {
                     let _ = reply.send(if member {
                         Err(JoinError::AlreadyMember)
@@ -554,6 +557,40 @@ async fn forming_over_the_api_is_refused_while_a_contact_point_reports_a_cluster
     .await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(f.joins.try_recv().unwrap(), seed);
+}
+
+#[tokio::test]
+async fn a_full_shutdown_is_asked_with_the_token_at_either_path() {
+    let f = fixture(false);
+    let (status, _) = send(
+        &f.state,
+        "PUT",
+        "/cluster?operation=prepare-for-full-shutdown",
+        None,
+        "",
+    )
+    .await;
+    assert_eq!(status, 401);
+    let (status, body) = send(&f.state, "PUT", "/cluster", Some(TOKEN), "operation=Leave").await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("prepare-for-full-shutdown"), "{body}");
+    for path in ["/cluster", "/cluster/"] {
+        let (status, body) = send(
+            &f.state,
+            "PUT",
+            path,
+            Some(TOKEN),
+            "operation=Prepare-for-full-shutdown",
+        )
+        .await;
+        assert_eq!(
+            (status, body.as_str()),
+            (200, r#"{"message":"Preparing for full cluster shutdown"}"#)
+        );
+    }
+    // Akka's spellings of the member list with a slash answer too.
+    let (status, _, _) = get(&f.state, "/cluster/members/", &[]).await;
+    assert_eq!(status, 200);
 }
 
 #[tokio::test]

@@ -39,6 +39,10 @@ pub enum Command {
         address: NodeAddress,
         reply: tokio::sync::oneshot::Sender<Result<(), JoinError>>,
     },
+    /// `PUT /cluster operation=prepare-for-full-shutdown` (management API).
+    PrepareForFullShutdown {
+        reply: tokio::sync::oneshot::Sender<Result<(), MarkError>>,
+    },
     /// An operator marks a member Leaving or Down (management API).
     Mark {
         address: NodeAddress,
@@ -234,6 +238,15 @@ pub async fn run(actor: MembershipActor) {
                         let _ = reply.send(answer);
                         out
                     }
+                    Command::PrepareForFullShutdown { reply } => {
+                        warn!("asked over the management API to prepare the cluster for a full shutdown");
+                        let (answer, out) = match core.prepare_for_full_shutdown(now, &mut rng) {
+                            Ok(out) => (Ok(()), out),
+                            Err(e) => (Err(e), Vec::new()),
+                        };
+                        let _ = reply.send(answer);
+                        out
+                    }
                     Command::Mark { address, status, reply } => {
                         info!(member = %address, status = status.as_str(), "asked to mark a member");
                         let result = core.mark(now, &mut rng, &address, status);
@@ -383,14 +396,11 @@ fn report(before: &ClusterView, after: &ClusterView, metrics: &Metrics, clock: C
             info!(member = %m.node, status = m.status.as_str(), up_number = m.up_number, "member status");
         }
     }
-    for status in [
-        MemberStatus::Joining,
-        MemberStatus::WeaklyUp,
-        MemberStatus::Up,
-        MemberStatus::Leaving,
-        MemberStatus::Exiting,
-        MemberStatus::Down,
-    ] {
+    // Removed members are not kept in a state.
+    for status in MemberStatus::ALL
+        .into_iter()
+        .filter(|s| *s != MemberStatus::Removed)
+    {
         let n = after
             .gossip
             .members()

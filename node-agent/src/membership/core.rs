@@ -400,10 +400,7 @@ impl MembershipCore {
         let Some(mut m) = self.self_member().cloned() else {
             return Vec::new();
         };
-        if !matches!(
-            m.status,
-            MemberStatus::Joining | MemberStatus::WeaklyUp | MemberStatus::Up
-        ) {
+        if !m.status.may_leave() {
             return Vec::new();
         }
         m.status = MemberStatus::Leaving;
@@ -437,10 +434,7 @@ impl MembershipCore {
             return Ok(self.leave(now, rng));
         }
         let allowed = match status {
-            MemberStatus::Leaving => matches!(
-                m.status,
-                MemberStatus::Joining | MemberStatus::WeaklyUp | MemberStatus::Up
-            ),
+            MemberStatus::Leaving => m.status.may_leave(),
             MemberStatus::Down => !matches!(m.status, MemberStatus::Down | MemberStatus::Removed),
             _ => false,
         };
@@ -455,6 +449,40 @@ impl MembershipCore {
         let out = self.push(now, rng, true);
         self.check_done();
         Ok(out)
+    }
+
+    /// `PUT /cluster operation=prepare-for-full-shutdown` (Akka's): every Up and
+    /// WeaklyUp member becomes PreparingForShutdown, and each then ReadyForShutdown.
+    /// From then on nobody joins or moves Up, a leaving member is let go as usual, and
+    /// an unreachable member is downed at once, whatever the strategy (see
+    /// `resolve_split_brain`): the cluster is stopping as a whole, so the resolver
+    /// must not make the members that stop last down themselves as a minority one by
+    /// one. There is no way back, as in Akka.
+    pub fn prepare_for_full_shutdown(
+        &mut self,
+        now: Time,
+        rng: &mut Rng,
+    ) -> Result<Vec<Outgoing>, MarkError> {
+        if !self.is_member() {
+            return Err(MarkError::NotMember);
+        }
+        let moving: Vec<Member> = self
+            .gossip
+            .members()
+            .filter(|m| matches!(m.status, MemberStatus::Up | MemberStatus::WeaklyUp))
+            .cloned()
+            .collect();
+        if moving.is_empty() {
+            return Ok(Vec::new());
+        }
+        for mut m in moving {
+            m.status = MemberStatus::PreparingForShutdown;
+            self.gossip.put(m);
+        }
+        self.gossip.bump(&self.me);
+        self.ready_for_shutdown();
+        self.leader_actions(now);
+        Ok(self.push(now, rng, true))
     }
 
     /// An incoming message.
@@ -581,12 +609,14 @@ impl MembershipCore {
         from: UniqueAddress,
         info: MemberInfo,
     ) -> Result<Vec<Outgoing>, Dropped> {
-        let me_ok = self.self_member().is_some_and(|m| {
-            matches!(
-                m.status,
-                MemberStatus::Up | MemberStatus::WeaklyUp | MemberStatus::Joining
-            )
-        });
+        // Nobody joins a cluster that is shutting down (as Akka's full shutdown).
+        let me_ok = !self.gossip.shutting_down()
+            && self.self_member().is_some_and(|m| {
+                matches!(
+                    m.status,
+                    MemberStatus::Up | MemberStatus::WeaklyUp | MemberStatus::Joining
+                )
+            });
         if !self.is_member() || !me_ok || self.gossip.tombstones().contains(&from) {
             return Err(Dropped::NotNow);
         }
@@ -764,6 +794,10 @@ impl MembershipCore {
         out.extend(self.resolve_split_brain(now, rng));
         if !self.is_member() {
             return out;
+        }
+        if self.ready_for_shutdown() {
+            self.leader_actions(now);
+            out.extend(self.push(now, rng, true));
         }
         if now >= self.next_leader_actions {
             self.next_leader_actions = now + self.settings.leader_actions_interval;

@@ -32,6 +32,10 @@ fn status_event(m: &Member) -> Option<ClusterEvent> {
             uid,
             up_number: m.up_number,
         },
+        MemberStatus::PreparingForShutdown => {
+            ClusterEvent::MemberPreparingForShutdown { member, uid }
+        }
+        MemberStatus::ReadyForShutdown => ClusterEvent::MemberReadyForShutdown { member, uid },
         MemberStatus::Leaving => ClusterEvent::MemberLeft { member, uid },
         MemberStatus::Exiting => ClusterEvent::MemberExited { member, uid },
         MemberStatus::Down => ClusterEvent::MemberDowned { member, uid },

@@ -279,6 +279,13 @@ impl Gossip {
         self.leader_among(|m| m.roles.contains(role))
     }
 
+    /// Whether a full shutdown was asked for: some member is PreparingForShutdown or
+    /// ReadyForShutdown. Then nobody joins or moves Up, the leader prepares every Up
+    /// member too, and unreachable members are downed at once.
+    pub fn shutting_down(&self) -> bool {
+        self.members.values().any(|m| m.status.is_shutting_down())
+    }
+
     /// Every role some member has.
     pub fn roles(&self) -> BTreeSet<&str> {
         self.members

@@ -692,6 +692,9 @@ async fn reconcile_once(cs: &ClusterSpec, ctx: &Context, now: Timestamp) -> Resu
         for (pod, member) in &shrink.leave {
             leave(ctx, cs, &world, pod, member, &token).await;
         }
+        if shrink.prepare_shutdown {
+            prepare_full_shutdown(ctx, cs, &world, &token).await;
+        }
         scaling = shrink.waiting;
         if scaling.is_none() {
             rollout_status = roll(ctx, cs, &world, pod_views, member_views, &token).await?;
@@ -908,6 +911,58 @@ async fn leave(
         Err(e) => {
             tracing::warn!(%pod, %member, error = %e, "the member could not be asked to leave; retrying")
         }
+    }
+}
+
+/// Asks an agent of the cluster (the first Ready pod's that answers) to prepare the
+/// whole cluster for a full shutdown, before it is scaled to zero.
+async fn prepare_full_shutdown(
+    ctx: &Context,
+    cs: &ClusterSpec,
+    world: &World,
+    token: &ManagementToken,
+) {
+    // Changes the cluster like a write: only while this replica leads.
+    if !ctx.fence.holds() {
+        tracing::error!("prepare-for-full-shutdown not sent: no longer the leader");
+        return;
+    }
+    let agents = match &world.agents {
+        Ok(agents) => agents,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot ask the cluster to prepare for a full shutdown");
+            return;
+        }
+    };
+    let mut last = None;
+    for pod in world.pods.iter().filter(|p| observe::pod_view(p).ready) {
+        let Some(ip) = observe::pod_ip(pod) else {
+            continue;
+        };
+        match agents.prepare_for_full_shutdown(ip, token).await {
+            Ok(()) => {
+                ctx.metrics.step("prepare_full_shutdown");
+                let name = pod.name_any();
+                tracing::info!(pod = %name, "asked the cluster to prepare for a full shutdown");
+                event(
+                    ctx,
+                    cs,
+                    None,
+                    EventType::Normal,
+                    "FullShutdownPrepared",
+                    "PrepareForFullShutdown",
+                    format!(
+                        "scaling to zero: asked the cluster (through pod {name}) to prepare for a full shutdown, so that its members stop together instead of leaving one by one"
+                    ),
+                )
+                .await;
+                return;
+            }
+            Err(e) => last = Some(e),
+        }
+    }
+    if let Some(e) = last {
+        tracing::warn!(error = %e, "no agent could be asked to prepare for a full shutdown; retrying");
     }
 }
 

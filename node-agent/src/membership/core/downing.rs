@@ -41,6 +41,33 @@ impl MembershipCore {
             self.lease = LeaseStep::None;
             return Vec::new();
         }
+        if self.gossip.shutting_down() {
+            // A full shutdown: whoever is away has stopped, or will; no side is kept
+            // or lost, so the leader of the members it reaches downs the rest at once
+            // (nobody can join either side meanwhile).
+            self.lease = LeaseStep::None;
+            if self.gossip.leader() != Some(&self.me) {
+                return Vec::new();
+            }
+            let away: BTreeSet<UniqueAddress> = self
+                .gossip
+                .members()
+                .filter(|m| !self.gossip.is_reachable(&m.node))
+                .filter(|m| {
+                    !matches!(
+                        m.status,
+                        MemberStatus::Down | MemberStatus::Exiting | MemberStatus::Removed
+                    )
+                })
+                .map(|m| m.node.clone())
+                .collect();
+            return self.down_now(
+                now,
+                rng,
+                "full cluster shutdown: members that stopped are downed at once",
+                away,
+            );
+        }
         let members: Vec<Member> = self.gossip.members().cloned().collect();
         let view = View {
             members: &members,
@@ -111,6 +138,18 @@ impl MembershipCore {
             ),
             Due::Idle | Due::WaitUntil(_) => return Vec::new(),
         };
+        self.down_now(now, rng, reason, to_down)
+    }
+
+    /// Marks `to_down` Down (those not Down yet) and tells the others; this node's
+    /// own side first if it is among them.
+    fn down_now(
+        &mut self,
+        now: Time,
+        rng: &mut Rng,
+        reason: &'static str,
+        to_down: BTreeSet<UniqueAddress>,
+    ) -> Vec<Outgoing> {
         let mut changed = false;
         for node in &to_down {
             if let Some(m) = self

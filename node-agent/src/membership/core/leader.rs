@@ -17,6 +17,12 @@ impl MembershipCore {
             return false;
         }
         let mut changed = false;
+        if self.gossip.shutting_down() {
+            // A full shutdown: whoever became Up concurrently with the request is
+            // prepared too, and nobody moves Up any more.
+            changed |= self.move_all(MemberStatus::Up, MemberStatus::PreparingForShutdown);
+            changed |= self.move_all(MemberStatus::WeaklyUp, MemberStatus::PreparingForShutdown);
+        }
         if self.gossip.convergence() {
             self.unconverged_since = None;
             let mut next_up = self
@@ -29,6 +35,7 @@ impl MembershipCore {
                 .gossip
                 .members()
                 .filter(|m| matches!(m.status, MemberStatus::Joining | MemberStatus::WeaklyUp))
+                .filter(|_| !self.gossip.shutting_down())
                 .cloned()
                 .collect();
             for mut m in moving {
@@ -59,6 +66,7 @@ impl MembershipCore {
             let since = *self.unconverged_since.get_or_insert(now);
             if let Some(after) = self.settings.allow_weakly_up_members
                 && now.saturating_sub(since) >= after
+                && !self.gossip.shutting_down()
             {
                 changed |= self.move_all(MemberStatus::Joining, MemberStatus::WeaklyUp);
             }
@@ -84,6 +92,22 @@ impl MembershipCore {
             self.gossip.put(m);
         }
         any
+    }
+
+    /// A member asked to prepare for a full shutdown is ready at once (nothing of the
+    /// agent's own to hand over); true if its status changed (callers push).
+    pub(super) fn ready_for_shutdown(&mut self) -> bool {
+        let Some(mut m) = self
+            .self_member()
+            .filter(|m| m.status == MemberStatus::PreparingForShutdown)
+            .cloned()
+        else {
+            return false;
+        };
+        m.status = MemberStatus::ReadyForShutdown;
+        self.gossip.put(m);
+        self.gossip.bump(&self.me);
+        true
     }
 
     /// A member whose own status is Down stops: its incarnation is over. One that is

@@ -546,6 +546,139 @@ fn a_partition_is_resolved_by_keep_majority_on_both_sides() {
     }
 }
 
+/// Five members, keep-majority; three of them stop (their processes end: nothing to or
+/// from them is delivered any more) while 4 and 5 run on, with or without a full
+/// shutdown asked for first. Returns the two survivors' phases and views after 20 s.
+/// A node's view as [`Net::statuses`] gives it.
+type Statuses = Vec<(u8, MemberStatus, u32)>;
+
+fn three_of_five_stop(prepared: bool) -> (Vec<Phase>, Vec<Statuses>) {
+    let mut net = five_with_downing(crate::membership::sbr::Strategy::KeepMajority { role: None });
+    if prepared {
+        let mut rng = Rng::seeded(3);
+        let now = net.now;
+        let out = net
+            .node(2)
+            .prepare_for_full_shutdown(now, &mut rng)
+            .unwrap();
+        net.send(out);
+        for _ in 0..20 {
+            net.advance(Duration::from_millis(100));
+            net.run(|_| false);
+        }
+        for i in 1..=5 {
+            assert!(
+                net.statuses(i)
+                    .iter()
+                    .all(|(_, s, _)| *s == MemberStatus::ReadyForShutdown),
+                "node {i}: {:?}",
+                net.statuses(i)
+            );
+        }
+    }
+    let stopped = |a: &NodeAddress| [addr(1), addr(2), addr(3)].contains(a);
+    for _ in 0..200 {
+        net.advance(Duration::from_millis(100));
+        net.run(|o| stopped(&o.to) || stopped(&o.envelope.from.address));
+    }
+    (
+        vec![net.node(4).phase().clone(), net.node(5).phase().clone()],
+        vec![net.statuses(4), net.statuses(5)],
+    )
+}
+
+#[test]
+fn in_a_full_shutdown_the_last_members_are_not_downed_as_a_minority() {
+    // Without: keep-majority makes 4 and 5 down themselves (the "one by one" the
+    // shutdown avoids).
+    let (phases, _) = three_of_five_stop(false);
+    assert_eq!(phases, [Phase::Downed, Phase::Downed]);
+    // Prepared: the two down the three that stopped and finish as members.
+    let (phases, views) = three_of_five_stop(true);
+    assert_eq!(phases, [Phase::Member, Phase::Member]);
+    for view in views {
+        let left: Vec<(u8, MemberStatus)> = view.into_iter().map(|(a, s, _)| (a, s)).collect();
+        assert_eq!(
+            left,
+            [
+                (4, MemberStatus::ReadyForShutdown),
+                (5, MemberStatus::ReadyForShutdown)
+            ],
+            "the stopped members downed and removed"
+        );
+    }
+}
+
+#[test]
+fn a_cluster_preparing_for_shutdown_lets_nobody_in_or_up_and_its_members_may_still_leave() {
+    let mut net = Net::formed(&[1, 2, 3]);
+    for _ in 0..20 {
+        net.advance(Duration::from_millis(100));
+        net.run(|_| false);
+    }
+    let mut rng = Rng::seeded(5);
+    // Only a member can ask.
+    let mut outsider = MembershipCore::new(uniq(9, 9), info(), settings(), Duration::ZERO);
+    assert_eq!(
+        outsider.prepare_for_full_shutdown(Duration::ZERO, &mut rng),
+        Err(MarkError::NotMember)
+    );
+    let now = net.now;
+    let out = net
+        .node(3)
+        .prepare_for_full_shutdown(now, &mut rng)
+        .unwrap();
+    net.send(out);
+    net.run(|_| false);
+    // Asked twice: nothing more happens.
+    assert!(
+        net.node(3)
+            .prepare_for_full_shutdown(now, &mut rng)
+            .unwrap()
+            .is_empty()
+    );
+    // A newcomer is not let in.
+    net.nodes.insert(
+        addr(4),
+        MembershipCore::new(uniq(4, 4), info(), settings(), net.now),
+    );
+    let now = net.now;
+    let out = net.node(4).join(now, vec![addr(1)]);
+    net.send(out);
+    for _ in 0..30 {
+        net.advance(Duration::from_millis(100));
+        net.run(|_| false);
+    }
+    assert!(!net.node(4).is_member(), "no Welcome for a joiner");
+    assert_eq!(net.statuses(1).len(), 3);
+    assert!(
+        net.statuses(1)
+            .iter()
+            .all(|(_, s, _)| *s == MemberStatus::ReadyForShutdown),
+        "{:?}",
+        net.statuses(1)
+    );
+    // A member that stops with SIGTERM still leaves gracefully.
+    let now = net.now;
+    let out = net.node(2).leave(now, &mut rng);
+    net.send(out);
+    for _ in 0..30 {
+        net.advance(Duration::from_millis(100));
+        net.run(|_| false);
+    }
+    assert_eq!(net.node(2).phase(), &Phase::Left);
+    assert_eq!(
+        net.statuses(1)
+            .iter()
+            .map(|(a, s, _)| (*a, *s))
+            .collect::<Vec<_>>(),
+        [
+            (1, MemberStatus::ReadyForShutdown),
+            (3, MemberStatus::ReadyForShutdown)
+        ]
+    );
+}
+
 #[test]
 fn a_leaving_member_goes_exiting_then_removed() {
     let mut net = Net::formed(&[1, 2, 3]);

@@ -78,6 +78,22 @@ fn a_member_going_through_its_life_gives_one_event_per_step() {
 }
 
 #[test]
+fn a_full_shutdown_is_told_member_by_member() {
+    let up = gossip(&[member(1, MemberStatus::Up)]);
+    let preparing = gossip(&[member(1, MemberStatus::PreparingForShutdown)]);
+    let ready = gossip(&[member(1, MemberStatus::ReadyForShutdown)]);
+    assert_eq!(
+        names(&diff(&up, &preparing)),
+        ["MemberPreparingForShutdown"]
+    );
+    assert_eq!(names(&diff(&preparing, &ready)), ["MemberReadyForShutdown"]);
+    assert_eq!(
+        names(&snapshot(&ready, false)),
+        ["MemberJoined", "MemberReadyForShutdown", "LeaderChanged"]
+    );
+}
+
+#[test]
 fn a_jump_from_up_to_exiting_still_tells_that_the_member_left() {
     let up = gossip(&[member(1, MemberStatus::Up), member(2, MemberStatus::Up)]);
     let exiting = gossip(&[
