@@ -89,7 +89,7 @@ async fn the_crd_installs_and_the_server_applies_its_schema() {
 
     // The schema refuses what it can express, naming the field.
     for (spec, field) in [
-        ("replicas: 0", "spec.replicas"),
+        ("replicas: -1", "spec.replicas"),
         ("bootstrap: {discovery: consul}", "spec.bootstrap.discovery"),
         ("rollout: {strategy: Random}", "spec.rollout.strategy"),
         (

@@ -3,7 +3,8 @@
 //! second reconcile writes nothing; an image change rolls the pods oldest-last, and an
 //! operator killed mid-rollout is replaced by one that finishes it; deleting every pod,
 //! scaling 3 → 5 → 2, invalid specs and a switch to DNS discovery (a rollout; the
-//! Role narrowed to the formation record) behave as documented; a graceful stop releases
+//! Role narrowed to the formation record), and scaling to zero (a full shutdown, then a
+//! new cluster on the next scale-up) behave as documented; a graceful stop releases
 //! the leader Lease, and deleting the ClusterSpec leaves nothing behind. Agents that read
 //! a stale lock from a late kubelet never form a second cluster (the formation record).
 
@@ -469,6 +470,91 @@ async fn the_operator_restarts_scales_and_refuses_bad_specs() {
         Some(&["shop-formation".to_owned()][..])
     );
     assert_eq!(rules[0].verbs, ["get", "update"]);
+
+    // Scaled to zero: the cluster is asked to prepare for a full shutdown (nobody is
+    // told to leave one by one), every pod stops, and the status says Stopped with
+    // the formation record open; scaled up again, a new cluster forms by itself.
+    let formed_before = status_of(&c.api().get("shop").await.expect("the ClusterSpec")).formed_at;
+    let steps = |m: &BTreeMap<String, f64>, step: &str| {
+        m.get(&format!(
+            "muster_operator_rollout_steps_total{{step=\"{step}\"}}"
+        ))
+        .copied()
+        .unwrap_or(0.0)
+    };
+    let before = op.metrics().await.expect("metrics");
+    let stopping = Instant::now();
+    c.patch_spec(json!({"replicas": 0})).await;
+    let cs = c
+        .wait_for(&op, "Stopped", Duration::from_secs(120), |cs| {
+            let s = status_of(cs);
+            match (s.phase.as_deref(), s.replicas) {
+                (Some("Stopped"), 0) => Ok(()),
+                other => Err(format!("{other:?}")),
+            }
+        })
+        .await;
+    println!(
+        "replicas 2 → 0 → Stopped (every pod gone): {} ms",
+        stopping.elapsed().as_millis()
+    );
+    assert!(c.pods().await.is_empty());
+    let s = status_of(&cs);
+    assert_eq!((s.formed_at, s.new_cluster_enabled), (None, Some(true)));
+    let after = op.metrics().await.expect("metrics");
+    assert!(
+        steps(&after, "prepare_full_shutdown") > steps(&before, "prepare_full_shutdown"),
+        "the cluster was asked to prepare for a full shutdown"
+    );
+    assert_eq!(
+        steps(&after, "leave"),
+        steps(&before, "leave"),
+        "no member was told to leave"
+    );
+    let events = p
+        .kubectl()
+        .args([
+            "get",
+            "events",
+            "--field-selector",
+            "reason=FullShutdownPrepared",
+        ])
+        .output()
+        .expect("kubectl get events");
+    assert!(
+        String::from_utf8_lossy(&events.stdout).contains("prepare for a full shutdown"),
+        "{events:?}"
+    );
+    let record = Api::<Lease>::namespaced(p.client.clone(), &p.namespace)
+        .get("shop-formation")
+        .await
+        .expect("the formation record");
+    assert_eq!(
+        record.spec.and_then(|s| s.holder_identity),
+        None,
+        "open for the next cluster"
+    );
+    let starting = Instant::now();
+    c.patch_spec(json!({"replicas": 3})).await;
+    let cs = c
+        .wait_for(
+            &op,
+            "Running with 3 Up",
+            Duration::from_secs(120),
+            running(3),
+        )
+        .await;
+    println!(
+        "replicas 0 → 3 → Running (a new cluster): {} ms",
+        starting.elapsed().as_millis()
+    );
+    assert_ne!(status_of(&cs).formed_at, formed_before, "formed anew");
+    poll(
+        "one cluster of 3 after the stop",
+        Duration::from_secs(30),
+        || c.one_cluster_of(3),
+    )
+    .await;
 
     // A graceful stop releases the leader Lease at once.
     let mut op = op;

@@ -34,9 +34,11 @@ use serde::{Deserialize, Serialize};
 )]
 #[serde(rename_all = "camelCase")]
 pub struct ClusterSpecSpec {
-    /// Pods, each one cluster member. Default 3; at least 1.
+    /// Pods, each one cluster member. Default 3. 0 stops the cluster as a whole: it is
+    /// asked to prepare for a full shutdown, then every pod stops; scaling up again
+    /// forms a new cluster.
     #[serde(default = "default_replicas")]
-    #[schemars(range(min = 1, max = 1000))]
+    #[schemars(range(min = 0, max = 1000))]
     pub replicas: i32,
     /// The muster agent container every pod runs.
     #[serde(default)]
@@ -645,7 +647,8 @@ pub struct ClusterSpecStatus {
     /// The generation of the spec this status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
-    /// `Pending`, `Forming`, `Running`, `Updating`, `Degraded`, or `Paused` while the
+    /// `Pending`, `Forming`, `Running`, `Updating`, `Degraded`, `Stopped` (scaled to
+    /// zero, every pod gone), or `Paused` while the
     /// annotation `muster.dev/reconcile-paused: "true"` stops all reconciliation.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub phase: Option<String>,

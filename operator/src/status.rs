@@ -19,6 +19,8 @@ pub const FORMING: &str = "Forming";
 pub const RUNNING: &str = "Running";
 pub const UPDATING: &str = "Updating";
 pub const DEGRADED: &str = "Degraded";
+/// Scaled to zero and no pod of the cluster left: the cluster stopped as a whole.
+pub const STOPPED: &str = "Stopped";
 pub const PAUSED: &str = "Paused";
 
 /// The annotation that pauses all reconciliation of a ClusterSpec (maintenance
@@ -33,6 +35,10 @@ pub struct Seen<'a> {
     pub previous: Option<&'a ClusterSpecStatus>,
     /// Pods that exist (not terminating).
     pub pods: i32,
+    /// Scaled to zero, and no pod of the cluster exists, terminating or not (see
+    /// [`stopped`]): the cluster is gone by the operator's own full shutdown, and
+    /// scaling up forms a new one.
+    pub stopped: bool,
     /// The pods' label selector (for the scale subresource).
     pub selector: String,
     /// The StatefulSet selects by the label pods were selected by before muster had its
@@ -93,7 +99,8 @@ pub fn required_contact_points(
     previous
         .and_then(|s| s.required_contact_points)
         .or(spec.bootstrap.required_contact_points)
-        .unwrap_or(spec.replicas)
+        // Scaled to zero, nothing forms; the agents' setting must still be a count.
+        .unwrap_or(spec.replicas.max(1))
 }
 
 /// The contact points required to form as the agents get them: the spec's, else the
@@ -149,6 +156,18 @@ fn up(members: &ClusterMembers) -> i32 {
     i32::try_from(n).unwrap_or(i32::MAX)
 }
 
+/// Whether the cluster stopped as a whole: `spec.replicas` is 0, the StatefulSet (if
+/// any) has 0 replicas, and no pod the cluster's selector selects exists, terminating
+/// or not. Then no member of it can be alive in a pod, and forming a new cluster on
+/// the next scale-up is safe (the formed record and lock are cleared).
+pub fn stopped(
+    spec: &ClusterSpecSpec,
+    stateful_set_replicas: Option<i32>,
+    pods_of_the_cluster: usize,
+) -> bool {
+    spec.replicas == 0 && stateful_set_replicas.unwrap_or(0) == 0 && pods_of_the_cluster == 0
+}
+
 /// When the cluster counts as formed: the last report's time, or now when at least the
 /// required contact points are Up members.
 pub fn formed_at(
@@ -181,7 +200,7 @@ pub fn compute(seen: &Seen<'_>) -> ClusterSpecStatus {
     let spec = seen.spec;
     let required = required_contact_points(spec, seen.previous);
     let members = seen.members.as_ref().ok().copied();
-    let formed_at = formed_at(spec, seen.previous, members, seen.now);
+    let formed_at = formed_at(spec, seen.previous, members, seen.now).filter(|_| !seen.stopped);
     let counts = members.map(|m| MemberCounts {
         up: up(m),
         total: i32::try_from(m.members.len()).unwrap_or(i32::MAX),
@@ -278,7 +297,9 @@ pub fn compute(seen: &Seen<'_>) -> ClusterSpecStatus {
         None
     };
 
-    let phase = if formed_at.is_none() {
+    let phase = if seen.stopped {
+        STOPPED
+    } else if formed_at.is_none() {
         if seen.pods == 0 || members.is_none() {
             PENDING
         } else {
@@ -296,8 +317,10 @@ pub fn compute(seen: &Seen<'_>) -> ClusterSpecStatus {
         Ok(_) => format!("{up_count} of {} members Up", spec.replicas),
         Err(e) => format!("no agent answered: {e}"),
     };
+    const STOPPED_WORDS: &str = "scaled to zero and every pod gone: the cluster stopped as a whole; scaling up forms a new cluster";
     let mut conditions = vec![
         match &formed_at {
+            None if seen.stopped => cond("Formed", false, "Stopped", STOPPED_WORDS.into()),
             Some(at) => cond(
                 "Formed",
                 true,
@@ -311,12 +334,15 @@ pub fn compute(seen: &Seen<'_>) -> ClusterSpecStatus {
                 format!("{up_count} of {required} required members Up"),
             ),
         },
-        if up_count * 2 > spec.replicas {
+        if seen.stopped {
+            cond("Available", false, "Stopped", STOPPED_WORDS.into())
+        } else if up_count * 2 > spec.replicas {
             cond("Available", true, "MajorityUp", members_message)
         } else {
             cond("Available", false, "NoMajorityUp", members_message)
         },
         match progressing {
+            _ if seen.stopped => cond("Progressing", false, "Stopped", STOPPED_WORDS.into()),
             Some((reason, message)) => cond("Progressing", true, reason, message),
             None => cond(
                 "Progressing",
@@ -406,10 +432,13 @@ pub fn compute(seen: &Seen<'_>) -> ClusterSpecStatus {
             new_cluster_enabled(spec, formed_at.is_some()) && !seen.forming_held,
         ),
         formed_at,
-        required_contact_points: Some(required),
+        // Stopped: fixed anew when the next cluster forms.
+        required_contact_points: (!seen.stopped).then_some(required),
         // What the agents got: from a spec that was applied (an invalid one changed
         // nothing, so it may not move the kept number either).
-        expected_contact_points: if seen.problems.is_empty() && seen.conflicts.is_empty() {
+        expected_contact_points: if seen.stopped {
+            None
+        } else if seen.problems.is_empty() && seen.conflicts.is_empty() {
             Some(expected_contact_points(
                 spec,
                 seen.previous,

@@ -32,11 +32,11 @@ pub fn validate(spec: &ClusterSpecSpec) -> Vec<Problem> {
             message,
         });
     };
-    if spec.replicas < 1 {
+    if spec.replicas < 0 {
         bad(
             "spec.replicas",
             format!(
-                "{} is not allowed: a cluster needs at least 1 pod",
+                "{} is not allowed: use 0 (the cluster stops as a whole) or more pods",
                 spec.replicas
             ),
         );
@@ -111,8 +111,10 @@ pub fn validate(spec: &ClusterSpecSpec) -> Vec<Problem> {
         }
     }
     let b = &spec.bootstrap;
+    // Scaled to zero, nothing forms; the numbers are checked against the next scale.
     if let Some(required) = b.required_contact_points
         && required > spec.replicas
+        && spec.replicas > 0
     {
         bad(
             "spec.bootstrap.requiredContactPoints",
@@ -172,6 +174,7 @@ pub fn validate(spec: &ClusterSpecSpec) -> Vec<Problem> {
     let m = &spec.membership;
     if m.downing == crate::crd::Downing::StaticQuorum
         && let Some(q) = m.quorum_size
+        && spec.replicas > 0
         && (q <= spec.replicas / 2 || q > spec.replicas)
     {
         bad(

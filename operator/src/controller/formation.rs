@@ -46,13 +46,16 @@ fn is_agent(holder: &str) -> bool {
 /// The holder to write, when it must change: `Some(None)` clears it. `claimant_gone`:
 /// the evidence that an agent's claim was left by an agent that is gone and no member
 /// is left (see the module docs); only asked for under `auto` before formation.
+/// `stopped`: the cluster was scaled to zero and no pod of it is left
+/// ([`crate::status::stopped`]); under `auto` the record then opens for the next one.
 pub fn change(
     mode: NewClusterEnabled,
     holder: Option<&str>,
-    formed: bool,
+    (formed, stopped): (bool, bool),
     claimant_gone: bool,
 ) -> Option<Option<&'static str>> {
     match (mode, holder) {
+        (NewClusterEnabled::Auto, Some(_)) if stopped => Some(None),
         (NewClusterEnabled::True, Some(_)) => Some(None),
         (NewClusterEnabled::False, None) => Some(Some(LOCKED)),
         (NewClusterEnabled::Auto, Some(LOCKED)) if !formed => Some(None),
@@ -131,7 +134,7 @@ pub async fn keep(
     ctx: &Context,
     cs: &ClusterSpec,
     ns: &str,
-    formed: bool,
+    (formed, stopped): (bool, bool),
     (pods, agents): (&[Pod], Option<&Agents>),
     existing: Option<Lease>,
 ) -> Result<Option<String>, Error> {
@@ -140,7 +143,7 @@ pub async fn keep(
     let mode = cs.spec.bootstrap.new_cluster_enabled;
     let Some(mut lease) = existing else {
         let mut fresh = formation_lease::build(cs);
-        let holder = change(mode, None, formed, false).flatten();
+        let holder = change(mode, None, (formed, stopped), false).flatten();
         if let Some(spec) = &mut fresh.spec {
             spec.holder_identity = holder.map(str::to_owned);
         }
@@ -156,7 +159,7 @@ pub async fn keep(
     };
     let holder = holder_of(lease.spec.as_ref()).map(str::to_owned);
     let gone = worth_asking(mode, &lease, formed) && no_member_left(agents, pods).await;
-    let Some(next) = change(mode, holder.as_deref(), formed, gone) else {
+    let Some(next) = change(mode, holder.as_deref(), (formed, stopped), gone) else {
         return Ok(holder);
     };
     let spec = lease.spec.get_or_insert_with(LeaseSpec::default);
@@ -169,7 +172,22 @@ pub async fn keep(
     match api.replace(&name, &PostParams::default(), &lease).await {
         Ok(_) => {
             tracing::info!(lease = %name, was = ?holder, now = ?next, ?mode, "formation record updated");
-            if gone {
+            if stopped && holder.is_some() {
+                let note = format!(
+                    "opened the formation record {name}, held by {}: the cluster was scaled to zero and no pod of it is left, so the next scale-up forms a new cluster",
+                    holder.as_deref().unwrap_or_default()
+                );
+                super::event(
+                    ctx,
+                    cs,
+                    None,
+                    EventType::Normal,
+                    "ClusterStopped",
+                    "Clear",
+                    note,
+                )
+                .await;
+            } else if gone {
                 let note = format!(
                     "cleared the formation record {name}, held by {}: that agent is gone, no pod's agent is a member and the cluster was never seen formed, so the pods may form it again",
                     holder.as_deref().unwrap_or_default()
@@ -201,46 +219,76 @@ mod tests {
 
     #[test]
     fn true_keeps_the_record_open() {
-        assert_eq!(change(True, None, false, false), None);
-        assert_eq!(change(True, Some(AGENT), true, false), Some(None));
-        assert_eq!(change(True, Some(LOCKED), false, false), Some(None));
+        assert_eq!(change(True, None, (false, false), false), None);
+        assert_eq!(change(True, Some(AGENT), (true, false), false), Some(None));
+        assert_eq!(
+            change(True, Some(LOCKED), (false, false), false),
+            Some(None)
+        );
     }
 
     #[test]
     fn false_holds_it_unless_a_cluster_already_holds_it() {
-        assert_eq!(change(False, None, false, false), Some(Some(LOCKED)));
-        assert_eq!(change(False, None, true, false), Some(Some(LOCKED)));
-        assert_eq!(change(False, Some(AGENT), true, true), None);
+        assert_eq!(
+            change(False, None, (false, false), false),
+            Some(Some(LOCKED))
+        );
+        assert_eq!(
+            change(False, None, (true, false), false),
+            Some(Some(LOCKED))
+        );
+        assert_eq!(change(False, Some(AGENT), (true, false), true), None);
     }
 
     #[test]
     fn auto_is_open_until_formed_and_never_reopened_after() {
-        assert_eq!(change(Auto, None, false, false), None, "open while forming");
         assert_eq!(
-            change(Auto, Some(AGENT), true, true),
+            change(Auto, None, (false, false), false),
+            None,
+            "open while forming"
+        );
+        assert_eq!(
+            change(Auto, Some(AGENT), (true, false), true),
             None,
             "the former holds it"
         );
         assert_eq!(
-            change(Auto, Some(AGENT), false, false),
+            change(Auto, Some(AGENT), (false, false), false),
             None,
             "claimed, not yet seen"
         );
-        assert_eq!(change(Auto, None, true, false), Some(Some(FORMED)));
+        assert_eq!(change(Auto, None, (true, false), false), Some(Some(FORMED)));
         assert_eq!(
-            change(Auto, Some(LOCKED), false, false),
+            change(Auto, Some(LOCKED), (false, false), false),
             Some(None),
             "false → auto"
         );
-        assert_eq!(change(Auto, Some(LOCKED), true, false), None);
-        assert_eq!(change(Auto, Some(FORMED), false, true), None);
+        assert_eq!(change(Auto, Some(LOCKED), (true, false), false), None);
+        assert_eq!(change(Auto, Some(FORMED), (false, false), true), None);
     }
 
     #[test]
     fn a_gone_claimant_is_cleared_only_under_auto_before_formation() {
-        assert_eq!(change(Auto, Some(AGENT), false, true), Some(None));
-        assert_eq!(change(Auto, Some(AGENT), true, true), None, "formed: never");
-        assert_eq!(change(False, Some(AGENT), false, true), None);
-        assert_eq!(change(Auto, Some(LOCKED), true, true), None);
+        assert_eq!(change(Auto, Some(AGENT), (false, false), true), Some(None));
+        assert_eq!(
+            change(Auto, Some(AGENT), (true, false), true),
+            None,
+            "formed: never"
+        );
+        assert_eq!(change(False, Some(AGENT), (false, false), true), None);
+        assert_eq!(change(Auto, Some(LOCKED), (true, false), true), None);
+    }
+
+    #[test]
+    fn a_cluster_stopped_as_a_whole_opens_the_record_under_auto_only() {
+        for holder in [AGENT, FORMED] {
+            assert_eq!(change(Auto, Some(holder), (false, true), false), Some(None));
+        }
+        assert_eq!(change(Auto, None, (false, true), false), None);
+        assert_eq!(
+            change(False, Some(LOCKED), (false, true), false),
+            None,
+            "false stays locked"
+        );
     }
 }

@@ -595,6 +595,11 @@ async fn reconcile_once(cs: &ClusterSpec, ctx: &Context, now: Timestamp) -> Resu
     let member_views = members.map(crate::agents::member_views).unwrap_or_default();
     let pod_views: Vec<rollout::PodView> = world.pods.iter().map(observe::pod_view).collect();
 
+    let stopped = status::stopped(
+        &cs.spec,
+        world.stateful_set.as_ref().and_then(|s| s.spec.replicas),
+        world.pods.len(),
+    );
     let mut rollout_status = None;
     let mut scaling = None;
     let mut forming_held = false;
@@ -602,7 +607,8 @@ async fn reconcile_once(cs: &ClusterSpec, ctx: &Context, now: Timestamp) -> Resu
     let mut key_status = None;
     let mut rotating = false;
     if let Some(mut lives) = lives.filter(|_| problems.is_empty() && conflicts.is_empty()) {
-        let formed = status::formed_at(&cs.spec, previous, members, now).is_some();
+        // Stopped as a whole (scaled to zero, no pod left): the next scale-up forms anew.
+        let formed = status::formed_at(&cs.spec, previous, members, now).is_some() && !stopped;
         let lock = status::new_cluster_enabled(&cs.spec, formed);
         let current = world.stateful_set.as_ref().and_then(|s| s.spec.replicas);
         let known = world.members_known().then_some(member_views.as_slice());
@@ -682,7 +688,7 @@ async fn reconcile_once(cs: &ClusterSpec, ctx: &Context, now: Timestamp) -> Resu
             ctx,
             cs,
             &ns,
-            formed,
+            (formed, stopped),
             (&world.pods, world.agents.as_ref().ok()),
             lives.formation.take(),
         )
@@ -706,6 +712,7 @@ async fn reconcile_once(cs: &ClusterSpec, ctx: &Context, now: Timestamp) -> Resu
         generation: cs.meta().generation,
         previous,
         pods: world.live_pods(),
+        stopped,
         selector: selection.query(cs),
         network_policy: if lives_forbid_policies {
             status::NetworkPolicyState::Forbidden

@@ -67,6 +67,7 @@ fn seen<'a>(
         generation: Some(1),
         previous,
         pods: spec.replicas,
+        stopped: false,
         selector: "muster.dev/cluster=shop".into(),
         legacy_selector: None,
         network_policy: NetworkPolicyState::Applied {
@@ -203,6 +204,68 @@ fn forming_until_the_required_contact_points_are_up_then_formed_and_locked() {
         at(60),
     ));
     assert_eq!(condition(&s4, "Degraded").reason, "AgentsNotAnswering");
+}
+
+#[test]
+fn a_cluster_scaled_to_zero_stops_and_forms_anew_when_scaled_up() {
+    let three = spec("replicas: 3");
+    let all = members(&[UP, UP, UP], &[]);
+    let running = compute(&seen(&three, None, Ok(&all), at(0)));
+    assert!(running.formed_at.is_some());
+    assert_eq!(
+        running.new_cluster_enabled,
+        Some(false),
+        "locked once formed"
+    );
+    // Scaled to zero, the pods still stopping: still the formed cluster.
+    let zero = spec("replicas: 0");
+    let stopping = compute(&Seen {
+        scaling: Some("scaling 3 → 0: …".into()),
+        ..seen(&zero, Some(&running), Ok(&all), at(5))
+    });
+    assert_eq!(stopping.formed_at, running.formed_at);
+    assert_eq!(stopping.phase.as_deref(), Some(UPDATING));
+    // Every pod gone.
+    let stopped = compute(&Seen {
+        pods: 0,
+        stopped: true,
+        ..seen(&zero, Some(&stopping), Err("no pod".into()), at(9))
+    });
+    assert_eq!(stopped.phase.as_deref(), Some(STOPPED));
+    assert_eq!(
+        (
+            stopped.formed_at.as_deref(),
+            stopped.required_contact_points,
+            stopped.expected_contact_points,
+            stopped.new_cluster_enabled
+        ),
+        (None, None, None, Some(true))
+    );
+    for c in ["Formed", "Available", "Progressing"] {
+        let c = condition(&stopped, c);
+        assert_eq!((c.status.as_str(), c.reason.as_str()), ("False", "Stopped"));
+    }
+    assert_eq!(condition(&stopped, "Degraded").status, "False");
+    // Scaled up: forming, with the new replicas required, as a new cluster.
+    let up_again = compute(&seen(
+        &three,
+        Some(&stopped),
+        Err("no member yet".into()),
+        at(12),
+    ));
+    assert_eq!(
+        up_again.phase.as_deref(),
+        Some(PENDING),
+        "no member answers yet"
+    );
+    assert_eq!(
+        (
+            up_again.required_contact_points,
+            up_again.new_cluster_enabled
+        ),
+        (Some(3), Some(true))
+    );
+    assert_eq!(up_again.formed_at, None);
 }
 
 #[test]

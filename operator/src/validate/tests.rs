@@ -27,7 +27,7 @@ fn an_empty_spec_gets_the_documented_defaults_and_is_valid() {
 #[test]
 fn each_bad_field_is_named_with_what_to_write() {
     let table: [(&str, &str, &str); 10] = [
-        ("replicas: 0", "spec.replicas", "at least 1"),
+        ("replicas: -1", "spec.replicas", "use 0"),
         (
             "agent: {image: ' '}",
             "spec.agent.image",
@@ -85,8 +85,17 @@ fn each_bad_field_is_named_with_what_to_write() {
 }
 
 #[test]
+fn zero_replicas_stop_the_cluster_and_keep_the_numbers_for_the_next_scale() {
+    assert!(problems("replicas: 0").is_empty());
+    assert!(
+        problems("replicas: 0\nbootstrap: {requiredContactPoints: 3}\nmembership: {downing: static-quorum, quorumSize: 2}")
+            .is_empty()
+    );
+}
+
+#[test]
 fn problems_are_all_reported_at_once() {
-    let p = problems("replicas: 0\nrollout: {memberUpTimeout: never}\nagent: {image: ''}");
+    let p = problems("replicas: -2\nrollout: {memberUpTimeout: never}\nagent: {image: ''}");
     assert_eq!(p.len(), 3, "{p:?}");
 }
 
