@@ -279,7 +279,20 @@ impl Platform {
 impl Drop for Platform {
     fn drop(&mut self) {
         if self.target == Target::Kind {
-            // Tests share the kind cluster: leave nothing behind (not waited for).
+            // Tests share the kind cluster: leave nothing behind (not waited for). The
+            // test's operator is gone, so its finalizer would hold the namespace's
+            // ClusterSpecs (and the namespace) for ever: it is removed first.
+            let ns = &self.namespace;
+            let _ = std::process::Command::new("sh")
+                .args([
+                    "-c",
+                    &format!(
+                        "kubectl get clusterspecs -n {ns} -o name 2>/dev/null | xargs -r kubectl patch -n {ns} --type=merge -p '{{\"metadata\":{{\"finalizers\":null}}}}'"
+                    ),
+                ])
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .status();
             let _ = std::process::Command::new("kubectl")
                 .args(["delete", "namespace", &self.namespace, "--wait=false"])
                 .stdout(std::process::Stdio::null())

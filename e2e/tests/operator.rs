@@ -4,8 +4,9 @@
 //! operator killed mid-rollout is replaced by one that finishes it; deleting every pod,
 //! scaling 3 → 5 → 2, invalid specs and a switch to DNS discovery (a rollout; the
 //! Role narrowed to the formation record), and scaling to zero (a full shutdown, then a
-//! new cluster on the next scale-up) behave as documented; a graceful stop releases
-//! the leader Lease, and deleting the ClusterSpec leaves nothing behind. Agents that read
+//! new cluster on the next scale-up) behave as documented; deleting the ClusterSpec
+//! asks its cluster to prepare for a full shutdown and leaves nothing behind, and a
+//! graceful stop releases the leader Lease. Agents that read
 //! a stale lock from a late kubelet never form a second cluster (the formation record).
 
 use std::collections::BTreeMap;
@@ -556,25 +557,25 @@ async fn the_operator_restarts_scales_and_refuses_bad_specs() {
     )
     .await;
 
-    // A graceful stop releases the leader Lease at once.
-    let mut op = op;
-    let status = op.terminate(Duration::from_secs(10)).await;
-    assert_eq!(status.and_then(|s| s.code()), Some(0), "{}", op.log_tail());
-    let lease = Api::<k8s_openapi::api::coordination::v1::Lease>::namespaced(
-        p.client.clone(),
-        &p.namespace,
-    )
-    .get("muster-operator")
-    .await
-    .expect("the leader Lease");
-    assert_eq!(
-        lease.spec.and_then(|s| s.holder_identity),
-        None,
-        "released on SIGTERM"
-    );
-
-    // Deleting the ClusterSpec leaves nothing behind: every object it owns is
+    // Deleting the ClusterSpec: its cluster is first asked to prepare for a full
+    // shutdown (the finalizer), then nothing is left behind: every object it owns is
     // garbage-collected through the owner references.
+    assert!(
+        c.api()
+            .get("shop")
+            .await
+            .expect("the ClusterSpec")
+            .metadata
+            .finalizers
+            .unwrap_or_default()
+            .contains(&"muster.dev/full-shutdown".to_owned()),
+        "the operator's finalizer"
+    );
+    let prepared_before = steps(
+        &op.metrics().await.expect("metrics"),
+        "prepare_full_shutdown",
+    );
+    let deleting = Instant::now();
     c.api()
         .delete("shop", &Default::default())
         .await
@@ -618,6 +619,35 @@ async fn the_operator_restarts_scales_and_refuses_bad_specs() {
         },
     )
     .await;
+    println!(
+        "ClusterSpec deleted -> everything gone: {} ms",
+        deleting.elapsed().as_millis()
+    );
+    assert!(
+        steps(
+            &op.metrics().await.expect("metrics"),
+            "prepare_full_shutdown"
+        ) > prepared_before,
+        "the cluster was asked to prepare for a full shutdown"
+    );
+    // (Its Event joins the scale to zero's, of the same reason, as one series.)
+
+    // A graceful stop releases the leader Lease at once.
+    let mut op = op;
+    let status = op.terminate(Duration::from_secs(10)).await;
+    assert_eq!(status.and_then(|s| s.code()), Some(0), "{}", op.log_tail());
+    let lease = Api::<k8s_openapi::api::coordination::v1::Lease>::namespaced(
+        p.client.clone(),
+        &p.namespace,
+    )
+    .get("muster-operator")
+    .await
+    .expect("the leader Lease");
+    assert_eq!(
+        lease.spec.and_then(|s| s.holder_identity),
+        None,
+        "released on SIGTERM"
+    );
 }
 
 /// A kubelet shows a running pod a ConfigMap change only at the pod's next sync (up to

@@ -23,10 +23,10 @@ struct Rule {
 
 const RULES: &[Rule] = &[
     Rule {
-        why: "ClusterSpecs are what the operator reconciles",
+        why: "ClusterSpecs are what the operator reconciles; patch: its full-shutdown finalizer, added at the first reconcile and removed on deletion once the cluster was asked to prepare for a full shutdown",
         groups: &["muster.dev"],
         resources: &["clusterspecs"],
-        verbs: &["get", "list", "watch"],
+        verbs: &["get", "list", "watch", "patch"],
     },
     Rule {
         why: "the status is written by server-side apply",

@@ -6,6 +6,7 @@
 pub mod apply;
 pub mod build;
 pub mod certificates;
+pub mod finalizer;
 mod formation;
 pub mod key_rotation;
 mod observe;
@@ -473,13 +474,17 @@ pub async fn reconcile(cs: Arc<ClusterSpec>, ctx: Arc<Context>) -> Result<Action
 async fn reconcile_once(cs: &ClusterSpec, ctx: &Context, now: Timestamp) -> Result<Action, Error> {
     let ns = cs.namespace().ok_or(Error::NoNamespace)?;
     if cs.metadata.deletion_timestamp.is_some() {
-        // Being deleted (e.g. foreground): the garbage collector removes what it owns;
-        // applying now would only recreate it.
+        // Being deleted: the garbage collector removes what it owns; applying now would
+        // only recreate it. The cluster is first asked to prepare for a full shutdown
+        // (even while paused: the deletion was asked for).
         if let Some(uid) = cs.uid() {
             ctx.written
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .remove(&uid);
+        }
+        if finalizer::has(cs) {
+            finalizer::finish(ctx, cs, &ns).await?;
         }
         return Ok(Action::await_change());
     }
@@ -510,6 +515,9 @@ async fn reconcile_once(cs: &ClusterSpec, ctx: &Context, now: Timestamp) -> Resu
             .await;
         }
         return Ok(Action::await_change());
+    }
+    if !finalizer::has(cs) {
+        finalizer::add(ctx, cs, &ns).await?;
     }
     let world = observe::world(ctx, cs, &ns).await?;
     let selection = build::Selection::of(cs, world.stateful_set.as_ref());
@@ -699,7 +707,7 @@ async fn reconcile_once(cs: &ClusterSpec, ctx: &Context, now: Timestamp) -> Resu
             leave(ctx, cs, &world, pod, member, &token).await;
         }
         if shrink.prepare_shutdown {
-            prepare_full_shutdown(ctx, cs, &world, &token).await;
+            prepare_full_shutdown(ctx, cs, &world, &token, "scaled to zero").await;
         }
         scaling = shrink.waiting;
         if scaling.is_none() {
@@ -922,12 +930,13 @@ async fn leave(
 }
 
 /// Asks an agent of the cluster (the first Ready pod's that answers) to prepare the
-/// whole cluster for a full shutdown, before it is scaled to zero.
+/// whole cluster for a full shutdown, before all its pods stop (`why`, in words).
 async fn prepare_full_shutdown(
     ctx: &Context,
     cs: &ClusterSpec,
     world: &World,
     token: &ManagementToken,
+    why: &str,
 ) {
     // Changes the cluster like a write: only while this replica leads.
     if !ctx.fence.holds() {
@@ -959,7 +968,7 @@ async fn prepare_full_shutdown(
                     "FullShutdownPrepared",
                     "PrepareForFullShutdown",
                     format!(
-                        "scaling to zero: asked the cluster (through pod {name}) to prepare for a full shutdown, so that its members stop together instead of leaving one by one"
+                        "{why}: asked the cluster (through pod {name}) to prepare for a full shutdown, so that its members stop together instead of leaving one by one"
                     ),
                 )
                 .await;

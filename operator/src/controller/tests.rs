@@ -15,11 +15,14 @@ use super::*;
 
 type ApiHandle = Handle<Request<Body>, Response<Body>>;
 
+/// A ClusterSpec as the operator keeps it: with its finalizer (see
+/// `a_new_cluster_spec_gets_the_finalizer_first`).
 fn cluster(spec: Value) -> ClusterSpec {
     serde_json::from_value(json!({
         "apiVersion": "muster.dev/v1alpha1",
         "kind": "ClusterSpec",
-        "metadata": {"name": "shop", "namespace": "prod", "uid": "u-1", "generation": 1},
+        "metadata": {"name": "shop", "namespace": "prod", "uid": "u-1", "generation": 1,
+            "resourceVersion": "7", "finalizers": [finalizer::FINALIZER]},
         "spec": spec,
     }))
     .expect("a ClusterSpec")
@@ -129,6 +132,17 @@ fn empty_namespace(call: &Call) -> (u16, Value) {
             json!({"kind": "PodList", "apiVersion": "v1", "metadata": {}, "items": []}),
         ),
         "GET" => (404, Value::Null),
+        // The finalizers: the whole object, with them.
+        "PATCH" if call.uri.contains("/clusterspecs/shop?") => (
+            200,
+            json!({
+                "apiVersion": "muster.dev/v1alpha1",
+                "kind": "ClusterSpec",
+                "metadata": {"name": "shop", "namespace": "prod",
+                    "finalizers": call.body["metadata"]["finalizers"]},
+                "spec": {},
+            }),
+        ),
         // The status subresource answers with the whole object.
         "PATCH" if call.uri.contains("/status?") => (
             200,
@@ -463,8 +477,10 @@ async fn an_object_of_someone_else_under_the_clusters_name_is_never_touched() {
 
 #[tokio::test]
 async fn a_cluster_spec_being_deleted_is_left_to_the_garbage_collector() {
+    // Without the finalizer (removed already): nothing is read or written.
     let (ctx, handle) = context();
     let mut cs = cluster(json!({"replicas": 3}));
+    cs.metadata.finalizers = None;
     cs.metadata.deletion_timestamp =
         Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(now()));
     let task = tokio::spawn({
@@ -474,6 +490,74 @@ async fn a_cluster_spec_being_deleted_is_left_to_the_garbage_collector() {
     let (calls, result) = serve(handle, task, empty_namespace).await;
     assert_eq!(result.expect("reconciled"), Action::await_change());
     assert!(calls.is_empty(), "{:?}", summary(&calls));
+}
+
+#[tokio::test]
+async fn a_new_cluster_spec_gets_the_finalizer_first() {
+    let (ctx, handle) = context();
+    let mut cs = cluster(json!({"replicas": 3}));
+    cs.metadata.finalizers = Some(vec!["example.com/backup".into()]);
+    let task = tokio::spawn({
+        let ctx = ctx.clone();
+        async move { reconcile_once(&cs, &ctx, now()).await }
+    });
+    let (calls, result) = serve(handle, task, empty_namespace).await;
+    result.expect("reconciled");
+    let first = &calls[0];
+    assert_eq!(
+        (first.method.as_str(), summary(&calls)[0].as_str()),
+        (
+            "PATCH",
+            "PATCH muster.dev/v1alpha1/namespaces/prod/clusterspecs/shop"
+        )
+    );
+    assert_eq!(
+        first.body,
+        json!({"metadata": {"finalizers": ["example.com/backup", finalizer::FINALIZER],
+            "resourceVersion": "7"}}),
+        "beside the others, at the version read"
+    );
+}
+
+/// A deleted ClusterSpec: with its Secret (the token) and a member Up, the cluster is
+/// asked to prepare for a full shutdown before the finalizer goes; deleted with
+/// `--cascade=orphan`, its pods stay and nothing is asked.
+#[tokio::test]
+async fn a_deleted_cluster_spec_without_a_cluster_to_ask_lets_the_deletion_go_on() {
+    for orphan in [false, true] {
+        let (ctx, handle) = context();
+        let mut cs = cluster(json!({"replicas": 3}));
+        cs.metadata.deletion_timestamp =
+            Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(now()));
+        if orphan {
+            cs.metadata
+                .finalizers
+                .get_or_insert_default()
+                .insert(0, "orphan".into());
+        }
+        let task = tokio::spawn({
+            let ctx = ctx.clone();
+            async move { reconcile_once(&cs, &ctx, now()).await }
+        });
+        let (calls, result) = serve(handle, task, empty_namespace).await;
+        assert_eq!(result.expect("reconciled"), Action::await_change());
+        let expected: Vec<&str> = if orphan {
+            vec!["PATCH muster.dev/v1alpha1/namespaces/prod/clusterspecs/shop"]
+        } else {
+            // No Secret: no token, nobody asked.
+            vec![
+                "GET secrets/shop-cluster-key",
+                "PATCH muster.dev/v1alpha1/namespaces/prod/clusterspecs/shop",
+            ]
+        };
+        assert_eq!(summary(&calls), expected);
+        let kept: Vec<&str> = if orphan { vec!["orphan"] } else { vec![] };
+        assert_eq!(
+            calls.last().expect("a call").body["metadata"]["finalizers"],
+            json!(kept),
+            "only the operator's own finalizer is removed"
+        );
+    }
 }
 
 #[tokio::test]
