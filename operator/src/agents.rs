@@ -193,6 +193,18 @@ impl Agents {
             .await
     }
 
+    /// Tells the agent at `ip` that the pod of `member` is gone.
+    pub async fn pod_gone(
+        &self,
+        ip: IpAddr,
+        member: &NodeAddress,
+        token: &ManagementToken,
+    ) -> Result<(), ClientError> {
+        self.client
+            .pod_gone(SocketAddr::new(ip, MANAGEMENT_PORT), member, token)
+            .await
+    }
+
     /// Asks the agent at `ip` to prepare the whole cluster for a full shutdown.
     pub async fn prepare_for_full_shutdown(
         &self,

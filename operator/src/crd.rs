@@ -482,6 +482,13 @@ pub struct MembershipSpec {
     /// The failure detector's other settings (Akka's names). Default: the agent's.
     #[serde(default)]
     pub failure_detector: FailureDetectorSpec,
+    /// Pod-aware downing: when a member is unreachable and no pod of the cluster has its
+    /// IP any more (its pod was deleted or evicted and replaced), the operator tells
+    /// the leader, whose resolver then decides without waiting for stableAfter — and
+    /// acts early only on a verdict that keeps its own side. A member whose pod still
+    /// exists (running or terminating) is never hinted. Default true.
+    #[serde(default = "default_true")]
+    pub pod_aware_downing: bool,
 }
 
 impl Default for MembershipSpec {
@@ -497,6 +504,7 @@ impl Default for MembershipSpec {
             lease: LeaseSpec::default(),
             leave_timeout: default_leave_timeout(),
             failure_detector: FailureDetectorSpec::default(),
+            pod_aware_downing: true,
         }
     }
 }

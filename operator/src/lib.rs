@@ -20,6 +20,7 @@ pub mod claims;
 pub mod controller;
 pub mod crd;
 pub mod generated;
+pub mod gone;
 pub mod install;
 pub mod leader;
 pub mod metrics;

@@ -239,6 +239,17 @@ impl ManagementClient {
         self.mark(addr, member, "Down", token).await
     }
 
+    /// Tells the agent at `addr` that the pod of `member` is gone (muster's
+    /// `operation=PodGone`).
+    pub async fn pod_gone(
+        &self,
+        addr: SocketAddr,
+        member: &NodeAddress,
+        token: &ManagementToken,
+    ) -> Result<(), ClientError> {
+        self.mark(addr, member, "PodGone", token).await
+    }
+
     /// Asks the agent at `addr` to prepare the whole cluster for a full shutdown
     /// (`PUT /cluster operation=prepare-for-full-shutdown`).
     pub async fn prepare_for_full_shutdown(

@@ -11,7 +11,7 @@
 //! | `GET /cluster/events` | server-sent events: the current state, then every change; `Last-Event-ID` resumes |
 //! | `GET /cluster/domain-events` | the same events in Akka Management's shapes, `?type=` selecting them |
 //! | `GET /cluster/members/{address}` | `{node, nodeUid, status, roles, upNumber, appVersion}` of that member, 404 if none |
-//! | `PUT /cluster/members/{address}` | `operation=Leave` or `Down` (query or form body); bearer token |
+//! | `PUT /cluster/members/{address}` | `operation=Leave` or `Down` (query or form body), or muster's `PodGone`; bearer token |
 //! | `DELETE /cluster/members/{address}` | Leave; bearer token |
 //! | `PUT /cluster` | `operation=prepare-for-full-shutdown`: the whole cluster prepares to stop; bearer token |
 //! | `POST /cluster/members` | `address=…`: this node joins that member's cluster (its own address: forms one); bearer token |
@@ -446,14 +446,39 @@ async fn mark_member(
     let status = match operation.as_deref().map(str::to_ascii_lowercase).as_deref() {
         Some("leave") => MemberStatus::Leaving,
         Some("down") => MemberStatus::Down,
+        Some("podgone") => return pod_gone(&s, &address).await,
         other => {
             return error(
                 StatusCode::BAD_REQUEST,
-                format!("operation must be Leave or Down, got {other:?}"),
+                format!("operation must be Leave, Down or PodGone, got {other:?}"),
             );
         }
     };
     mark(&s, &address, status).await
+}
+
+/// muster's `operation=PodGone`: Kubernetes says the pod of that member is gone, so
+/// the resolver need not wait `stable-after` for it (`MembershipCore::pod_gone`).
+async fn pod_gone(s: &AppState, address: &str) -> Response {
+    let system = s.cluster.borrow().self_node.address.system.clone();
+    let address = match member_address(address, &system) {
+        Ok(a) => a,
+        Err(e) => return error(StatusCode::BAD_REQUEST, e),
+    };
+    let answer = ask(s, |reply| Command::PodGone {
+        address: address.clone(),
+        reply,
+    })
+    .await;
+    match answer {
+        Ok(Ok(true)) => message(format!("Pod of {address} gone")),
+        Ok(Ok(false)) => error(
+            StatusCode::NOT_FOUND,
+            format!("no member {address} that is not down; see /cluster/members"),
+        ),
+        Ok(Err(_)) => error(StatusCode::SERVICE_UNAVAILABLE, NOT_A_MEMBER),
+        Err(r) => r,
+    }
 }
 
 /// Field `name` of a mutating request: from the query, or else from a form body

@@ -93,6 +93,9 @@ fn fixture_with(with_bootstrap: bool, setup: impl FnOnce(&mut Bootstrap)) -> Fix
                 Command::PrepareForFullShutdown { reply } => {
                     let _ = reply.send(Ok(()));
                 }
+                Command::PodGone { address, reply } => {
+                    let _ = reply.send(Ok(address == node().address));
+                }
                 Command::JoinAsked { address, reply } => {
                     let _ = reply.send(if member {
                         Err(JoinError::AlreadyMember)
@@ -591,6 +594,31 @@ async fn a_full_shutdown_is_asked_with_the_token_at_either_path() {
     // Akka's spellings of the member list with a slash answer too.
     let (status, _, _) = get(&f.state, "/cluster/members/", &[]).await;
     assert_eq!(status, 200);
+}
+
+#[tokio::test]
+async fn a_gone_pod_is_told_with_the_token() {
+    let f = fixture(false);
+    let me = "/cluster/members/10.0.0.1:2552?operation=PodGone";
+    let (status, _) = send(&f.state, "PUT", me, None, "").await;
+    assert_eq!(status, 401);
+    let (status, body) = send(&f.state, "PUT", me, Some(TOKEN), "").await;
+    assert_eq!(
+        (status, body.as_str()),
+        (
+            200,
+            r#"{"message":"Pod of muster://shop@10.0.0.1:2552 gone"}"#
+        )
+    );
+    let (status, body) = send(
+        &f.state,
+        "PUT",
+        "/cluster/members/10.0.0.9:2552?operation=podgone",
+        Some(TOKEN),
+        "",
+    )
+    .await;
+    assert_eq!(status, 404, "{body}");
 }
 
 #[tokio::test]

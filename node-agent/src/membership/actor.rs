@@ -43,6 +43,12 @@ pub enum Command {
     PrepareForFullShutdown {
         reply: tokio::sync::oneshot::Sender<Result<(), MarkError>>,
     },
+    /// The operator says the pod of the member at this address is gone (management
+    /// API): whether there is such a member.
+    PodGone {
+        address: NodeAddress,
+        reply: tokio::sync::oneshot::Sender<Result<bool, MarkError>>,
+    },
     /// An operator marks a member Leaving or Down (management API).
     Mark {
         address: NodeAddress,
@@ -244,6 +250,17 @@ pub async fn run(actor: MembershipActor) {
                             Ok(out) => (Ok(()), out),
                             Err(e) => (Err(e), Vec::new()),
                         };
+                        let _ = reply.send(answer);
+                        out
+                    }
+                    Command::PodGone { address, reply } => {
+                        let (answer, out) = match core.pod_gone(now, &mut rng, &address) {
+                            Ok((found, out)) => (Ok(found), out),
+                            Err(e) => (Err(e), Vec::new()),
+                        };
+                        if answer == Ok(true) {
+                            info!(member = %address, "told that the member's pod is gone");
+                        }
                         let _ = reply.send(answer);
                         out
                     }

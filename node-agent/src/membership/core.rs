@@ -186,6 +186,8 @@ pub struct MembershipCore {
     /// Someone with the management token asked this node to join (or form) over the
     /// API: bootstrap's instructions no longer apply to it.
     asked: bool,
+    /// Members whose pods Kubernetes says are gone, and since when (`pod_gone`).
+    gone: std::collections::BTreeMap<UniqueAddress, Time>,
     /// A new version waits for the next push slot.
     push_pending: bool,
     /// ... and it holds a change of our own, which the leader must get too.
@@ -229,6 +231,7 @@ impl MembershipCore {
             downing_done: None,
             joining_since: None,
             asked: false,
+            gone: Default::default(),
             push_pending: false,
             push_leader: false,
             next_push: now,

@@ -709,6 +709,9 @@ async fn reconcile_once(cs: &ClusterSpec, ctx: &Context, now: Timestamp) -> Resu
         if shrink.prepare_shutdown {
             prepare_full_shutdown(ctx, cs, &world, &token, "scaled to zero").await;
         }
+        if cs.spec.membership.pod_aware_downing {
+            tell_gone_pods(ctx, cs, &world, &token).await?;
+        }
         scaling = shrink.waiting;
         if scaling.is_none() {
             rollout_status = roll(ctx, cs, &world, pod_views, member_views, &token).await?;
@@ -927,6 +930,91 @@ async fn leave(
             tracing::warn!(%pod, %member, error = %e, "the member could not be asked to leave; retrying")
         }
     }
+}
+
+/// Pod-aware downing (`spec.membership.podAwareDowning`): tells the leader about
+/// each member whose pod is gone ([`crate::gone`]), confirmed by a list of
+/// the namespace's pods read after the member list (a pod made since the first list
+/// would otherwise look missing), so that its resolver need not wait `stableAfter`.
+async fn tell_gone_pods(
+    ctx: &Context,
+    cs: &ClusterSpec,
+    world: &World,
+    token: &ManagementToken,
+) -> Result<(), Error> {
+    let (Ok(members), Ok(agents)) = (&world.members, &world.agents) else {
+        return Ok(());
+    };
+    let ips = |pods: &[Pod]| -> Vec<crate::gone::PodIp> {
+        pods.iter()
+            .filter_map(|p| {
+                let phase = p.status.as_ref().and_then(|s| s.phase.as_deref());
+                Some(crate::gone::PodIp {
+                    ip: observe::pod_ip(p)?,
+                    ended: matches!(phase, Some("Succeeded" | "Failed")),
+                })
+            })
+            .collect()
+    };
+    let seen = crate::gone::gone_members(members, &ips(&world.pods));
+    if seen.is_empty() {
+        return Ok(());
+    }
+    // Every pod of the namespace, whoever's: one holding the IP may hold the member.
+    let all = Api::<Pod>::namespaced(ctx.client.clone(), &world.namespace)
+        .list(&kube::api::ListParams::default())
+        .await
+        .map_err(|e| Error::kube("list the namespace's pods", e))?
+        .items;
+    let gone: Vec<NodeAddress> = crate::gone::gone_members(members, &ips(&all))
+        .into_iter()
+        .filter(|m| seen.contains(m))
+        .collect();
+    // The leader decides; else any Ready pod's agent passes it on by being asked.
+    let leader_ip = members.leader.as_ref().map(|l| l.ip);
+    let ask = world
+        .pods
+        .iter()
+        .filter_map(|p| Some((observe::pod_ip(p)?, p)))
+        .find(|(ip, _)| Some(*ip) == leader_ip)
+        .or_else(|| {
+            world
+                .pods
+                .iter()
+                .filter(|p| observe::pod_view(p).ready)
+                .find_map(|p| Some((observe::pod_ip(p)?, p)))
+        });
+    let Some((ip, _)) = ask else {
+        return Ok(());
+    };
+    for member in gone {
+        if !ctx.fence.holds() {
+            tracing::error!(%member, "PodGone not sent: no longer the leader");
+            return Ok(());
+        }
+        match agents.pod_gone(ip, &member, token).await {
+            Ok(()) => {
+                ctx.metrics.step("pod_gone");
+                tracing::info!(%member, "told the leader that the member's pod is gone");
+                event(
+                    ctx,
+                    cs,
+                    None,
+                    EventType::Normal,
+                    "MemberPodGone",
+                    "PodGone",
+                    format!(
+                        "no pod has the IP of member {member} any more: told the leader, whose resolver need not wait stableAfter for it once it is unreachable"
+                    ),
+                )
+                .await;
+            }
+            Err(e) => {
+                tracing::warn!(%member, error = %e, "could not tell the leader that the member's pod is gone")
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Asks an agent of the cluster (the first Ready pod's that answers) to prepare the

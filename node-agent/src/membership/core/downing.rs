@@ -14,6 +14,10 @@ use crate::membership::member::Member;
 use crate::membership::messages::Message;
 use crate::membership::sbr::{Due, Verdict, View, decide};
 
+/// How long a [`MembershipCore::pod_gone`] hint counts: the operator sends it again
+/// while the member is still there.
+pub const GONE_HINT_TTL: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// lease-majority's progress on one decision.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum LeaseStep {
@@ -37,6 +41,7 @@ impl MembershipCore {
             // Nobody unreachable (the usual case): nothing to decide, and no copy of
             // every member on every tick.
             stability.healthy();
+            self.gone.clear();
             self.sbr_wakeup = None;
             self.lease = LeaseStep::None;
             return Vec::new();
@@ -74,7 +79,22 @@ impl MembershipCore {
             reachability: self.gossip.reachability(),
         };
         stability.observe(now, view);
+        // Pod-aware downing: when every member this node finds unreachable is one whose
+        // pod is known gone (`pod_gone`), there is no view to wait for — those
+        // processes ended — so the strategy decides now; its verdict is taken early
+        // only if it keeps this side (below).
+        let gone = &self.gone;
+        let known_gone = |n: &UniqueAddress| gone.get(n).is_some_and(|t| now < *t + GONE_HINT_TTL);
+        let away: Vec<&Member> = members
+            .iter()
+            .filter(|m| !self.gossip.is_reachable(&m.node))
+            .filter(|m| !matches!(m.status, MemberStatus::Down | MemberStatus::Exiting))
+            .collect();
         let due = stability.due(now);
+        let early = matches!(due, Due::WaitUntil(_))
+            && !away.is_empty()
+            && away.iter().all(|m| known_gone(&m.node));
+        let due = if early { Due::Decide } else { due };
         self.sbr_wakeup = match due {
             Due::WaitUntil(t) => Some(t),
             _ => None,
@@ -92,16 +112,29 @@ impl MembershipCore {
         };
         let (reason, to_down) = match due {
             Due::Decide => match decide(&downing.strategy, view, outcome) {
+                // Early, only a verdict that keeps this side: one that would down it
+                // waits for stable-after as always (the view may yet change).
+                Some(Verdict::Down { members, .. }) if early && members.contains(&self.me) => {
+                    return Vec::new();
+                }
+                Some(Verdict::AcquireLease { .. }) if early => return Vec::new(),
                 Some(Verdict::Down {
                     mut members,
                     reason,
                 }) => {
+                    let reason = if early {
+                        "pod-aware downing: every unreachable member's pod is gone, and the strategy keeps this side"
+                    } else {
+                        reason
+                    };
                     if !members.contains(&self.me) {
                         // This side stays: a Joining/WeaklyUp member that is only
                         // briefly away (a starved process) is not downed with the
-                        // other side until it has stayed away for stable-after.
+                        // other side until it has stayed away for stable-after
+                        // (or its pod is known gone).
                         members.retain(|n| {
                             stability.settled(n, now)
+                                || known_gone(n)
                                 || self.gossip.member(n).is_none_or(|m| {
                                     !matches!(
                                         m.status,
@@ -191,6 +224,38 @@ impl MembershipCore {
         };
         self.check_done();
         out
+    }
+
+    /// Kubernetes says the pod of the member at `address` is gone (the operator, with
+    /// the management token): its process has ended, so the resolver need not wait
+    /// `stable-after` for it. The hint counts for [`GONE_HINT_TTL`], only while the
+    /// member is unreachable, and only for a verdict that keeps this side; the strategy
+    /// decides as ever. Returns whether such a member exists, and what to send.
+    pub fn pod_gone(
+        &mut self,
+        now: Time,
+        rng: &mut Rng,
+        address: &crate::base::address::NodeAddress,
+    ) -> Result<(bool, Vec<Outgoing>), super::MarkError> {
+        if !self.is_member() {
+            return Err(super::MarkError::NotMember);
+        }
+        let nodes: Vec<UniqueAddress> = self
+            .gossip
+            .members()
+            .filter(|m| m.node.address == *address && m.node != self.me)
+            .filter(|m| !matches!(m.status, MemberStatus::Down | MemberStatus::Removed))
+            .map(|m| m.node.clone())
+            .collect();
+        if nodes.is_empty() {
+            return Ok((false, Vec::new()));
+        }
+        let gossip = &self.gossip;
+        self.gone.retain(|n, _| gossip.has_member(n));
+        for n in nodes {
+            self.gone.insert(n, now);
+        }
+        Ok((true, self.resolve_split_brain(now, rng)))
     }
 
     /// The resolver's latest decision since the last call, if it downed anyone: why,

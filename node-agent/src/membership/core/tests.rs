@@ -679,6 +679,84 @@ fn a_cluster_preparing_for_shutdown_lets_nobody_in_or_up_and_its_members_may_sti
     );
 }
 
+/// Five members (keep-majority, stable-after 3 s) where `stopped` stop; the leader
+/// (node 1) is told `hinted` pods are gone once they are unreachable. Returns when (s
+/// after the stop) node 1 saw each stopped member Down, and whether node 1 stayed.
+fn stopped_with_hints(stopped: &[u8], hinted: &[u8]) -> (BTreeMap<u8, f64>, bool) {
+    let mut net = five_with_downing(crate::membership::sbr::Strategy::KeepMajority { role: None });
+    let start = net.now;
+    let stopped_addrs: Vec<NodeAddress> = stopped.iter().map(|i| addr(*i)).collect();
+    let cut = |o: &Outgoing| {
+        stopped_addrs.contains(&o.to) != stopped_addrs.contains(&o.envelope.from.address)
+    };
+    let mut rng = Rng::seeded(11);
+    let mut downed = BTreeMap::new();
+    for _ in 0..150 {
+        net.advance(Duration::from_millis(100));
+        net.run(|o| cut(o));
+        let unreachable = net.node(1).gossip().reachability().unreachable_members();
+        for i in hinted {
+            if net.node(1).is_member() && unreachable.iter().any(|n| n.address == addr(*i)) {
+                let now = net.now;
+                let (_, out) = net.node(1).pod_gone(now, &mut rng, &addr(*i)).unwrap();
+                net.send(out);
+            }
+        }
+        for i in stopped {
+            let down = net
+                .node(1)
+                .gossip()
+                .members()
+                .any(|m| m.node.address == addr(*i) && m.status == MemberStatus::Down)
+                || !net.statuses(1).iter().any(|(a, _, _)| a == i);
+            if down {
+                downed.entry(*i).or_insert((net.now - start).as_secs_f64());
+            }
+        }
+        if net.node(1).phase() == &Phase::Downed {
+            break;
+        }
+    }
+    let stayed = net.node(1).is_member();
+    (downed, stayed)
+}
+
+#[test]
+fn a_member_whose_pod_is_gone_is_downed_without_waiting_for_stable_after() {
+    // Without a hint: failure detection, then stable-after (3 s).
+    let (slow, stayed) = stopped_with_hints(&[5], &[]);
+    assert!(stayed);
+    // With one: at once after failure detection.
+    let (fast, stayed) = stopped_with_hints(&[5], &[5]);
+    assert!(stayed);
+    println!(
+        "member 5 Down after: {:.1} s without the hint, {:.1} s with it",
+        slow[&5], fast[&5]
+    );
+    assert!(
+        fast[&5] + 2.5 < slow[&5],
+        "stable-after skipped: {fast:?} vs {slow:?}"
+    );
+    // A hint for only one of two unreachable members changes nothing: the view is
+    // not known to be settled.
+    let (partial, _) = stopped_with_hints(&[4, 5], &[5]);
+    let (none, _) = stopped_with_hints(&[4, 5], &[]);
+    assert!(
+        (partial[&5] - none[&5]).abs() < 1.0,
+        "{partial:?} vs {none:?}"
+    );
+}
+
+#[test]
+fn a_hint_never_makes_a_losing_side_down_the_others_early() {
+    // 1 and 2 are cut from 3, 4, 5; node 1 is told (falsely: a force-deleted pod whose
+    // process runs on) that their pods are gone. keep-majority downs 1 and 2's side:
+    // node 1 must not down the majority early; it downs itself after stable-after.
+    let (downed, stayed) = stopped_with_hints(&[3, 4, 5], &[3, 4, 5]);
+    assert!(!stayed, "the minority downed itself");
+    assert!(downed.is_empty(), "the majority was not downed: {downed:?}");
+}
+
 #[test]
 fn a_leaving_member_goes_exiting_then_removed() {
     let mut net = Net::formed(&[1, 2, 3]);
