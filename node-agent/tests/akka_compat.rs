@@ -174,33 +174,47 @@ async fn send_form(
 }
 
 /// `POST /cluster/members`, as Akka's documentation calls it (`curl -F address=…`):
-/// agents that may not form a cluster by themselves are told to — one forms by joining
-/// itself, one that cannot discover it joins it by address — and a member is never
-/// moved elsewhere.
+/// agents that cannot form by bootstrap are told to — one that may form (it needs a
+/// second contact point it never discovers) forms by joining itself, one that may not
+/// is refused, then joins it by address as it cannot discover it — and a member is
+/// never moved elsewhere.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn members_join_where_they_are_told_and_only_once() {
     const TOKEN: &str = "akka-compat-join-token-0123";
     let work = Workdir::new("akka-compat-join");
     let subnet = (23, 14);
-    let yaml = |endpoints: &[u8]| {
+    let yaml = |endpoints: &[u8], required: usize, may_form: bool| {
         let endpoints: Vec<String> = endpoints
             .iter()
             .map(|i| format!("'{}:{MANAGEMENT_PORT}'", ip(subnet, *i)))
             .collect();
         format!(
-            "cluster:\n  key-file: {key}\nmanagement:\n  token: {TOKEN}\nbootstrap:\n  service-name: demo\n  discovery-method: config\n  required-contact-point-nr: {n}\n  new-cluster-enabled: false\ndiscovery:\n  config:\n    endpoints: [{list}]\n",
+            "cluster:\n  key-file: {key}\nmanagement:\n  token: {TOKEN}\nbootstrap:\n  service-name: demo\n  discovery-method: config\n  required-contact-point-nr: {required}\n  new-cluster-enabled: {may_form}\ndiscovery:\n  config:\n    endpoints: [{list}]\n",
             key = work.key_file().display(),
-            n = endpoints.len(),
             list = endpoints.join(", "),
         )
     };
-    // Agent 1 discovers only itself; 2 and 3 discover every agent. None may form.
-    let alone = work.config_named("alone.yaml", &yaml(&[1]));
-    let all = work.config_named("all.yaml", &yaml(&[1, 2, 3]));
+    // Agents 1 and 2 discover only themselves, 3 every agent; none forms by bootstrap
+    // (1 and 2 would need a second contact point, 3 may not form).
     let agents = vec![
-        AgentProcess::start(&work, &alone, ip(subnet, 1), "agent-1"),
-        AgentProcess::start(&work, &all, ip(subnet, 2), "agent-2"),
-        AgentProcess::start(&work, &all, ip(subnet, 3), "agent-3"),
+        AgentProcess::start(
+            &work,
+            &work.config_named("one.yaml", &yaml(&[1], 2, false)),
+            ip(subnet, 1),
+            "agent-1",
+        ),
+        AgentProcess::start(
+            &work,
+            &work.config_named("two.yaml", &yaml(&[2], 2, true)),
+            ip(subnet, 2),
+            "agent-2",
+        ),
+        AgentProcess::start(
+            &work,
+            &work.config_named("all.yaml", &yaml(&[1, 2, 3], 3, false)),
+            ip(subnet, 3),
+            "agent-3",
+        ),
     ];
     let post = |i: usize, content_type: &'static str, body: String| {
         let at = agents[i].management();
@@ -235,6 +249,11 @@ async fn members_join_where_they_are_told_and_only_once() {
     .await;
     assert_eq!(status, 401, "{body}");
 
+    // Agent 1 may not form (new-cluster-enabled is off): refused, whatever it asks.
+    let one = agents[0].address();
+    let (status, body) = post(0, urlencoded, format!("address={one}")).await;
+    assert_eq!(status, 409, "{body}");
+    assert!(body.contains("new-cluster-enabled is off"), "{body}");
     // Agent 2 joins itself: it forms.
     let two = agents[1].address();
     let (status, body) = post(1, urlencoded, format!("address={two}")).await;

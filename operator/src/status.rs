@@ -238,6 +238,15 @@ pub fn compute(seen: &Seen<'_>) -> ClusterSpecStatus {
         Some(("ObjectConflict", format!("the spec was not applied: {c}")))
     } else if let Some(p) = &invalid {
         Some(("InvalidSpec", format!("the spec was not applied: {p}")))
+    } else if spec.replicas > 0
+        && members.is_some_and(|m| m.members.iter().any(|x| x.status.is_shutting_down()))
+    {
+        // Scaled to zero, then back before every pod stopped: a prepared cluster takes
+        // nobody in and moves nobody Up, for good.
+        Some((
+            "FullShutdownUnfinished",
+            "the cluster was prepared for a full shutdown (scaled to zero), which cannot be undone: it takes no new member and moves none Up. Scale to 0 to finish it (phase Stopped); scaling up then forms a new cluster".into(),
+        ))
     } else if let Some(s) = &seen.stalled {
         Some(("MemberUpTimeout", s.clone()))
     } else if unreachable > 0 {

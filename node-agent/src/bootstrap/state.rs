@@ -600,6 +600,9 @@ impl Bootstrap {
         };
         let fresh_for = self.settings.probing_failure_timeout;
         BootstrapStatus {
+            new_cluster_enabled: self.settings.new_cluster_enabled,
+            // (Claimed: this node formed, under the record it claimed.)
+            formation_record: !matches!(self.record, Record::NotUsed),
             instruction: match (&self.instructed, self.formed) {
                 (_, true) => Some("form"),
                 (Some(Instruction::Join(_)), false) => Some("join"),
@@ -652,6 +655,12 @@ fn ms(d: Duration) -> u64 {
 pub struct BootstrapStatus {
     /// In plain words: what the node is doing or waiting for.
     pub reason: String,
+    /// Whether this node may form a new cluster (`bootstrap.new-cluster-enabled`, or
+    /// its file, as read now).
+    pub new_cluster_enabled: bool,
+    /// Whether a formation must claim the formation record first
+    /// (`bootstrap.formation-lease`).
+    pub formation_record: bool,
     pub decision: Decision,
     /// What this node was told to do, once it was: `form` or `join`. Unlike `decision`
     /// (computed now, from answers that age), it does not change afterwards.

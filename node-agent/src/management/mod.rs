@@ -563,6 +563,56 @@ fn form_value(content_type: Option<&str>, body: &[u8], name: &str) -> Option<Str
     }
 }
 
+/// Whether this node may form a new cluster when asked over the API: what bootstrap
+/// itself would need, checked failing closed — bootstrap runs and answers,
+/// `new-cluster-enabled` is on, no formation record is used (under the operator,
+/// forming goes through the record and `newClusterEnabled`, never through this), and
+/// every other discovered contact point answered just now with no cluster. `Err`: why
+/// not, in words.
+async fn may_form(s: &AppState) -> Result<(), String> {
+    let bootstrap = match current_phase(s).await {
+        Ok((_, _, Some(b))) => b,
+        Ok((_, _, None)) => {
+            return Err(
+                "this node does not bootstrap (cluster.seed-nodes are configured): the first seed node forms".into(),
+            );
+        }
+        Err(_) => return Err("the bootstrap coordinator did not answer; try again".into()),
+    };
+    if !bootstrap.new_cluster_enabled {
+        return Err("bootstrap.new-cluster-enabled is off (the cluster formed before, or forming is locked)".into());
+    }
+    if bootstrap.formation_record {
+        return Err("this node forms only through its formation record (bootstrap.formation-lease), as bootstrap decides; under the operator, spec.bootstrap.newClusterEnabled decides".into());
+    }
+    if bootstrap.contact_points.is_empty() {
+        return Err("no contact point has been discovered yet".into());
+    }
+    for c in bootstrap.contact_points.iter().filter(|c| !c.is_self) {
+        match &c.answer {
+            Some(a) if !a.seed_nodes.is_empty() => {
+                return Err(format!(
+                    "contact point {} reports one (seed nodes {}); join one of them instead",
+                    c.contact_point,
+                    a.seed_nodes
+                        .iter()
+                        .map(ToString::to_string)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ));
+            }
+            Some(a) if a.fresh => {}
+            _ => {
+                return Err(format!(
+                    "contact point {} has not answered just now, so a cluster may exist there",
+                    c.contact_point
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
 /// `POST /cluster/members` with `address` (query or form body): this node joins the
 /// cluster of the member at that address, or forms a new cluster when the address is
 /// its own — refused while a contact point it probed reports a cluster.
@@ -605,24 +655,11 @@ async fn join_member(
     // (Not idle: membership says why it does nothing.)
     if address == me
         && idle
-        && let Ok((_, _, Some(b))) = current_phase(&s).await
-        && let Some((cp, seeds)) = b.contact_points.iter().find_map(|c| {
-            c.answer
-                .as_ref()
-                .filter(|a| !a.seed_nodes.is_empty())
-                .map(|a| (c.contact_point.clone(), a.seed_nodes.clone()))
-        })
+        && let Err(why) = may_form(&s).await
     {
         return error(
             StatusCode::CONFLICT,
-            format!(
-                "not forming a new cluster: contact point {cp} reports one (seed nodes {}); join one of them instead",
-                seeds
-                    .iter()
-                    .map(ToString::to_string)
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ),
+            format!("not forming a new cluster: {why}"),
         );
     }
     let answer = ask(&s, |reply| Command::JoinAsked {
@@ -766,43 +803,50 @@ fn event_stream(
     let first =
         futures_util::stream::iter(resync.into_iter().map(Ok::<_, std::convert::Infallible>));
     // The slot lives as long as the stream.
-    let rest = futures_util::stream::unfold(Some((sub, slot, tell)), move |state| async move {
-        let (mut sub, slot, mut tell) = state?;
-        loop {
-            match sub.next().await? {
-                Ok((id, e)) => {
-                    // The last event of every stream: the agent stops soon and waits
-                    // for its streams to close (`Agent::close_event_streams`).
-                    let last = e == crate::api::ClusterEvent::ClusterShuttingDown;
-                    let Some((name, data)) = tell(&e) else {
-                        if last {
-                            return None;
-                        }
-                        continue;
-                    };
-                    // Within the first snapshot an id is no resume point (see
-                    // `Subscription::inside_snapshot`): a client that reconnects before
-                    // the snapshot ended sends its earlier id and gets the snapshot again.
-                    let event = if sub.inside_snapshot() {
-                        Event::default()
-                    } else {
-                        Event::default().id(event_id(uid, id))
-                    };
-                    let event = event.event(name).data(data);
-                    return Some((Ok(event), (!last).then_some((sub, slot, tell))));
-                }
-                // Fell behind the log: say so and end; the client reconnects and resyncs.
-                Err(_) => {
-                    return Some((
-                        Ok(Event::default()
-                            .event("Resync")
-                            .data("this stream fell behind; reconnect to get the current state")),
-                        None,
-                    ));
+    // `done`: the last event was handed on; the slot is given back only at the poll
+    // after it, once the server has taken that event to write.
+    let rest =
+        futures_util::stream::unfold(Some((sub, slot, tell, false)), move |state| async move {
+            let (mut sub, slot, mut tell, done) = state?;
+            if done {
+                drop(slot);
+                return None;
+            }
+            loop {
+                match sub.next().await? {
+                    Ok((id, e)) => {
+                        // The last event of every stream: the agent stops soon and waits
+                        // for its streams to close (`Agent::close_event_streams`).
+                        let last = e == crate::api::ClusterEvent::ClusterShuttingDown;
+                        let Some((name, data)) = tell(&e) else {
+                            if last {
+                                return None;
+                            }
+                            continue;
+                        };
+                        // Within the first snapshot an id is no resume point (see
+                        // `Subscription::inside_snapshot`): a client that reconnects before
+                        // the snapshot ended sends its earlier id and gets the snapshot again.
+                        let event = if sub.inside_snapshot() {
+                            Event::default()
+                        } else {
+                            Event::default().id(event_id(uid, id))
+                        };
+                        let event = event.event(name).data(data);
+                        return Some((Ok(event), Some((sub, slot, tell, last))));
+                    }
+                    // Fell behind the log: say so and end; the client reconnects and resyncs.
+                    Err(_) => {
+                        return Some((
+                            Ok(Event::default().event("Resync").data(
+                                "this stream fell behind; reconnect to get the current state",
+                            )),
+                            None,
+                        ));
+                    }
                 }
             }
-        }
-    });
+        });
     Sse::new(futures_util::StreamExt::chain(first, rest))
         .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
         .into_response()

@@ -621,6 +621,37 @@ async fn a_gone_pod_is_told_with_the_token() {
     assert_eq!(status, 404, "{body}");
 }
 
+/// Finding H1 of helper-29's review: forming over the API fails closed — a contact
+/// point that has not answered may hide a cluster, and without bootstrap there is
+/// nothing to check with.
+#[tokio::test]
+async fn forming_over_the_api_is_refused_unless_bootstrap_would_allow_it() {
+    let silent = "10.0.0.2:8558".parse::<ContactPoint>().unwrap();
+    let mut f = fixture_with(true, move |b| {
+        let mut rng = crate::base::rng::Rng::seeded(1);
+        b.on_lookup(Duration::ZERO, &mut rng, Ok((vec![silent], vec![])));
+    });
+    let form = "address=10.0.0.1:2552";
+    let (status, body) = send(&f.state, "POST", "/cluster/members", Some(TOKEN), form).await;
+    assert_eq!(status, 409, "{body}");
+    assert!(
+        body.contains("10.0.0.2:8558") && body.contains("has not answered"),
+        "{body}"
+    );
+    let mut without = fixture(false);
+    let (status, body) = send(
+        &without.state,
+        "POST",
+        "/cluster/members",
+        Some(TOKEN),
+        form,
+    )
+    .await;
+    assert_eq!(status, 409, "{body}");
+    assert!(body.contains("does not bootstrap"), "{body}");
+    assert!(f.joins.try_recv().is_err() && without.joins.try_recv().is_err());
+}
+
 #[tokio::test]
 async fn a_down_in_akkas_multipart_form_is_understood() {
     let f = fixture(false);

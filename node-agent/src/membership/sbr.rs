@@ -142,8 +142,8 @@ fn counted<'a>(
     role: &'a Option<String>,
 ) -> impl Iterator<Item = &'a Member> {
     members.iter().filter(move |m| {
-        matches!(m.status, MemberStatus::Up | MemberStatus::Leaving)
-            && role.as_ref().is_none_or(|r| m.roles.contains(r))
+        // Up and Leaving, and an Up member preparing for a full shutdown.
+        m.status.can_lead() && role.as_ref().is_none_or(|r| m.roles.contains(r))
     })
 }
 

@@ -1017,7 +1017,7 @@ async fn tell_gone_pods(
     Ok(())
 }
 
-/// Asks an agent of the cluster (the first Ready pod's that answers) to prepare the
+/// Asks an agent of the cluster (the first pod's that answers, Ready ones first) to prepare the
 /// whole cluster for a full shutdown, before all its pods stop (`why`, in words).
 async fn prepare_full_shutdown(
     ctx: &Context,
@@ -1038,8 +1038,16 @@ async fn prepare_full_shutdown(
             return;
         }
     };
+    // Ready pods first; then any other that runs: a member whose application is not
+    // ready (a common reason to stop a cluster) still has an agent that answers.
+    let mut pods: Vec<&Pod> = world
+        .pods
+        .iter()
+        .filter(|p| p.metadata.deletion_timestamp.is_none())
+        .collect();
+    pods.sort_by_key(|p| !observe::pod_view(p).ready);
     let mut last = None;
-    for pod in world.pods.iter().filter(|p| observe::pod_view(p).ready) {
+    for pod in pods {
         let Some(ip) = observe::pod_ip(pod) else {
             continue;
         };

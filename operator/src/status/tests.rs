@@ -246,6 +246,26 @@ fn a_cluster_scaled_to_zero_stops_and_forms_anew_when_scaled_up() {
         assert_eq!((c.status.as_str(), c.reason.as_str()), ("False", "Stopped"));
     }
     assert_eq!(condition(&stopped, "Degraded").status, "False");
+    // Scaled back up before every pod stopped: the prepared cluster cannot be used.
+    let prepared = members(
+        &[
+            MemberStatus::ReadyForShutdown,
+            MemberStatus::ReadyForShutdown,
+            MemberStatus::PreparingForShutdown,
+        ],
+        &[],
+    );
+    let reverted = compute(&seen(&three, Some(&stopping), Ok(&prepared), at(7)));
+    let degraded = condition(&reverted, "Degraded");
+    assert_eq!(
+        (degraded.status.as_str(), degraded.reason.as_str()),
+        ("True", "FullShutdownUnfinished")
+    );
+    assert!(
+        degraded.message.contains("Scale to 0"),
+        "{}",
+        degraded.message
+    );
     // Scaled up: forming, with the new replicas required, as a new cluster.
     let up_again = compute(&seen(
         &three,

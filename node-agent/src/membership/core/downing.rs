@@ -46,31 +46,29 @@ impl MembershipCore {
             self.lease = LeaseStep::None;
             return Vec::new();
         }
-        if self.gossip.shutting_down() {
-            // A full shutdown: whoever is away has stopped, or will; no side is kept
-            // or lost, so the leader of the members it reaches downs the rest at once
-            // (nobody can join either side meanwhile).
+        // A full shutdown: a member that is ReadyForShutdown set that status itself, so
+        // it knew the cluster was stopping as a whole, and its silence is its stop; the
+        // leader of the members this node reaches downs such members at once, whatever
+        // the strategy. Any other unreachable member (one that may never have heard of
+        // the shutdown: the request can reach one side of a partition only) is left to
+        // the strategy, as always.
+        let ready_away: BTreeSet<UniqueAddress> = self
+            .gossip
+            .members()
+            .filter(|m| m.status == MemberStatus::ReadyForShutdown)
+            .filter(|m| !self.gossip.is_reachable(&m.node))
+            .map(|m| m.node.clone())
+            .collect();
+        if !ready_away.is_empty() {
             self.lease = LeaseStep::None;
             if self.gossip.leader() != Some(&self.me) {
                 return Vec::new();
             }
-            let away: BTreeSet<UniqueAddress> = self
-                .gossip
-                .members()
-                .filter(|m| !self.gossip.is_reachable(&m.node))
-                .filter(|m| {
-                    !matches!(
-                        m.status,
-                        MemberStatus::Down | MemberStatus::Exiting | MemberStatus::Removed
-                    )
-                })
-                .map(|m| m.node.clone())
-                .collect();
             return self.down_now(
                 now,
                 rng,
-                "full cluster shutdown: members that stopped are downed at once",
-                away,
+                "full cluster shutdown: members ready for it that stopped are downed at once",
+                ready_away,
             );
         }
         let members: Vec<Member> = self.gossip.members().cloned().collect();

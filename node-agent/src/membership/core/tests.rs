@@ -609,6 +609,52 @@ fn in_a_full_shutdown_the_last_members_are_not_downed_as_a_minority() {
     }
 }
 
+/// Finding H2 of helper-29's review: a full shutdown asked on the minority side of a
+/// partition (the operator reached a pod there) must not let that side down the
+/// majority at once, which never heard of it: the strategy decides as ever.
+#[test]
+fn a_full_shutdown_asked_on_one_side_of_a_partition_never_makes_two_clusters() {
+    let mut net = five_with_downing(crate::membership::sbr::Strategy::KeepMajority { role: None });
+    let minority = |a: &NodeAddress| *a == addr(1) || *a == addr(2);
+    let cut = move |o: &Outgoing| minority(&o.to) != minority(&o.envelope.from.address);
+    let mut rng = Rng::seeded(13);
+    for step in 0..250 {
+        net.advance(Duration::from_millis(100));
+        if step == 10 {
+            let now = net.now;
+            let out = net
+                .node(1)
+                .prepare_for_full_shutdown(now, &mut rng)
+                .unwrap();
+            net.send(out);
+        }
+        let downed: Vec<NodeAddress> = net
+            .nodes
+            .iter()
+            .filter(|(_, c)| c.phase() == &Phase::Downed)
+            .map(|(a, _)| a.clone())
+            .collect();
+        net.run(|o| cut(o) || downed.contains(&o.to));
+    }
+    for i in [3, 4, 5] {
+        assert!(net.node(i).is_member(), "node {i} of the majority stays");
+        assert!(
+            net.statuses(i)
+                .iter()
+                .all(|(a, _, _)| [3, 4, 5].contains(a)),
+            "node {i}: the minority removed: {:?}",
+            net.statuses(i)
+        );
+    }
+    for i in [1, 2] {
+        assert_eq!(
+            net.node(i).phase(),
+            &Phase::Downed,
+            "node {i} downed itself"
+        );
+    }
+}
+
 #[test]
 fn a_cluster_preparing_for_shutdown_lets_nobody_in_or_up_and_its_members_may_still_leave() {
     let mut net = Net::formed(&[1, 2, 3]);
