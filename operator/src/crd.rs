@@ -482,11 +482,12 @@ pub struct MembershipSpec {
     /// The failure detector's other settings (Akka's names). Default: the agent's.
     #[serde(default)]
     pub failure_detector: FailureDetectorSpec,
-    /// Pod-aware downing: when a member is unreachable and no pod of the cluster has its
-    /// IP any more (its pod was deleted or evicted and replaced), the operator tells
-    /// the leader, whose resolver then decides without waiting for stableAfter — and
-    /// acts early only on a verdict that keeps its own side. A member whose pod still
-    /// exists (running or terminating) is never hinted. Default true.
+    /// Pod-aware downing: when no pod has a member's IP any more (its pod was deleted or
+    /// evicted and replaced), the operator tells the leader, which judges it
+    /// unreachable after 2 heartbeat intervals of silence and decides without waiting
+    /// for stableAfter — acting early only on a verdict that keeps its own side. A
+    /// member whose pod still exists (running or terminating) is never named. Default
+    /// true.
     #[serde(default = "default_true")]
     pub pod_aware_downing: bool,
 }

@@ -131,6 +131,11 @@ impl PhiAccrual {
         self.last = Some(self.last.map_or(now, |l| l.max(now)));
     }
 
+    /// How long since the last heartbeat (after forgiveness); `None` before the first.
+    pub fn silent_for(&self, now: Time) -> Option<Duration> {
+        self.last.map(|l| now.saturating_sub(l))
+    }
+
     /// This node itself could not listen for `pause` (it was stalled): that silence is
     /// not the peer's. Moves the last arrival forward by it, never past `now`; the
     /// history is left as it was.

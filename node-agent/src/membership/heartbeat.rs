@@ -115,6 +115,17 @@ impl Heartbeats {
         }
     }
 
+    /// How long monitored member `node` has been silent; `None` when it is not
+    /// monitored or has not answered yet.
+    pub fn silent_for(&self, node: &UniqueAddress, now: Time) -> Option<Duration> {
+        self.monitored.get(node)?.detector.silent_for(now)
+    }
+
+    /// The heartbeat interval.
+    pub fn interval(&self) -> Duration {
+        self.interval
+    }
+
     /// The monitored members whose phi is at or above the threshold.
     pub fn unreachable(&self, now: Time) -> BTreeSet<UniqueAddress> {
         self.monitored

@@ -50,7 +50,22 @@ impl MembershipCore {
                     .collect()
             })
             .unwrap_or_default();
-        let unreachable = self.heartbeats.unreachable(now);
+        let mut unreachable = self.heartbeats.unreachable(now);
+        // Pod-aware downing: a member whose pod Kubernetes says is gone needs none of
+        // the patience a live but slow process gets (`acceptable-heartbeat-pause`):
+        // silent for two heartbeat intervals, it is unreachable. One that answers is
+        // never.
+        let patience = self.heartbeats.interval() * 2;
+        for (node, at) in &self.gone {
+            if now < *at + super::downing::GONE_HINT_TTL
+                && self
+                    .heartbeats
+                    .silent_for(node, now)
+                    .is_some_and(|s| s >= patience)
+            {
+                unreachable.insert(node.clone());
+            }
+        }
         if self.gossip.set_reachability(&self.me, &unreachable) {
             self.gossip.bump(&self.me);
             self.leader_actions(now);

@@ -41,7 +41,6 @@ impl MembershipCore {
             // Nobody unreachable (the usual case): nothing to decide, and no copy of
             // every member on every tick.
             stability.healthy();
-            self.gone.clear();
             self.sbr_wakeup = None;
             self.lease = LeaseStep::None;
             return Vec::new();
@@ -227,7 +226,8 @@ impl MembershipCore {
     /// Kubernetes says the pod of the member at `address` is gone (the operator, with
     /// the management token): its process has ended, so the resolver need not wait
     /// `stable-after` for it. The hint counts for [`GONE_HINT_TTL`], only while the
-    /// member is unreachable, and only for a verdict that keeps this side; the strategy
+    /// member is unreachable (which it becomes after two heartbeat intervals of silence,
+    /// not the usual pause), and only for a verdict that keeps this side; the strategy
     /// decides as ever. Returns whether such a member exists, and what to send.
     pub fn pod_gone(
         &mut self,
@@ -248,8 +248,10 @@ impl MembershipCore {
         if nodes.is_empty() {
             return Ok((false, Vec::new()));
         }
+        // Hints of members no longer here, or too old, go.
         let gossip = &self.gossip;
-        self.gone.retain(|n, _| gossip.has_member(n));
+        self.gone
+            .retain(|n, at| gossip.has_member(n) && now < *at + GONE_HINT_TTL);
         for n in nodes {
             self.gone.insert(n, now);
         }
