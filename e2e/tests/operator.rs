@@ -821,7 +821,13 @@ async fn a_crashed_pods_replacement_is_up_sooner_with_pod_aware_downing() {
     .await;
     let node = p.node().expect("the local platform");
     let pods: Api<Pod> = Api::namespaced(p.client.clone(), &p.namespace);
+    let hints = |m: &BTreeMap<String, f64>| {
+        m.get("muster_operator_rollout_steps_total{step=\"pod_gone\"}")
+            .copied()
+            .unwrap_or(0.0)
+    };
     let mut times = Vec::new();
+    let mut told = Vec::new();
     for (pod, pod_aware) in [("shop-2", true), ("shop-1", false)] {
         if !pod_aware {
             c.patch_spec(json!({"membership": {"podAwareDowning": false}}))
@@ -829,6 +835,7 @@ async fn a_crashed_pods_replacement_is_up_sooner_with_pod_aware_downing() {
             c.wait_for(&op, "the change seen", Duration::from_secs(30), running(3))
                 .await;
         }
+        let hints_before = hints(&op.metrics().await.expect("metrics"));
         let old = pods.get(pod).await.expect("the pod");
         let old_ip = old.status.and_then(|s| s.pod_ip).expect("an IP");
         let pid = node
@@ -882,16 +889,13 @@ async fn a_crashed_pods_replacement_is_up_sooner_with_pod_aware_downing() {
             took.as_millis()
         );
         times.push(took);
+        told.push(hints(&op.metrics().await.expect("metrics")) - hints_before);
     }
-    let steps = op.metrics().await.expect("metrics");
     assert!(
-        steps
-            .get("muster_operator_rollout_steps_total{step=\"pod_gone\"}")
-            .copied()
-            .unwrap_or(0.0)
-            >= 1.0,
-        "the operator told the leader: {steps:?}"
+        told[0] >= 1.0,
+        "with it, the operator told the leader: {told:?}"
     );
+    assert_eq!(told[1], 0.0, "without it, nobody was told: {told:?}");
     println!(
         "pod-aware downing: {:.1}x sooner (stableAfter 20s)",
         times[1].as_secs_f64() / times[0].as_secs_f64()

@@ -384,9 +384,9 @@ async fn a_crashed_member_restarted_on_its_address_replaces_its_old_incarnation(
 }
 
 /// `PUT /cluster operation=prepare-for-full-shutdown` (Akka's, in its `curl -F` form):
-/// every member becomes ReadyForShutdown, and when two of three then stop at once the
-/// last one downs them at once instead of downing itself as keep-majority's minority
-/// after stable-after.
+/// every member becomes ReadyForShutdown, and when two of three then stop at once (their
+/// pods gone, as the operator says with `PodGone`) the last one downs them at once
+/// instead of downing itself as keep-majority's minority after stable-after.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cluster_prepared_for_a_full_shutdown_stops_without_downing_its_last_member() {
     const TOKEN: &str = "full-shutdown-token-0123456";
@@ -442,8 +442,21 @@ async fn a_cluster_prepared_for_a_full_shutdown_stops_without_downing_its_last_m
     assert_eq!(ready, 503, "ready-states are Up and WeaklyUp");
 
     let stopped = Instant::now();
+    let gone = [agents[1].address(), agents[2].address()];
     drop(agents.remove(2)); // SIGKILL
     drop(agents.remove(1));
+    // Their pods are gone, as the operator then tells the agents.
+    for member in &gone {
+        let (status, body) = send_with_token(
+            last,
+            "PUT",
+            &format!("/cluster/members/{member}?operation=PodGone"),
+            TOKEN,
+            None,
+        )
+        .await;
+        assert_eq!(status, 200, "{body}");
+    }
     let m = eventually("the last member alone", Duration::from_secs(40), || {
         let client = client.clone();
         async move {

@@ -563,12 +563,13 @@ fn form_value(content_type: Option<&str>, body: &[u8], name: &str) -> Option<Str
     }
 }
 
-/// Whether this node may form a new cluster when asked over the API: what bootstrap
-/// itself would need, checked failing closed — bootstrap runs and answers,
-/// `new-cluster-enabled` is on, no formation record is used (under the operator,
-/// forming goes through the record and `newClusterEnabled`, never through this), and
-/// every other discovered contact point answered just now with no cluster. `Err`: why
-/// not, in words.
+/// Whether this node may form a new cluster when asked over the API: only where
+/// bootstrap itself would form now, checked failing closed — bootstrap runs and
+/// answers, `new-cluster-enabled` is on, no formation record is used (under the
+/// operator, forming goes through the record and `newClusterEnabled`, never through
+/// this), every other discovered contact point answered just now with no cluster, and
+/// bootstrap's decision is to form (this node is the lowest contact point, and the
+/// required ones agree or stayed stable). `Err`: why not, in words.
 async fn may_form(s: &AppState) -> Result<(), String> {
     let bootstrap = match current_phase(s).await {
         Ok((_, _, Some(b))) => b,
@@ -609,6 +610,17 @@ async fn may_form(s: &AppState) -> Result<(), String> {
                 ));
             }
         }
+    }
+    // Bootstrap's own rule: only the lowest contact point forms, once the required
+    // contact points agree or stayed stable (two nodes asked at once cannot both pass).
+    if !matches!(
+        bootstrap.decision,
+        crate::bootstrap::decider::Decision::Form { .. }
+    ) {
+        return Err(format!(
+            "bootstrap would not form here now: {}",
+            bootstrap.reason
+        ));
     }
     Ok(())
 }

@@ -638,6 +638,17 @@ async fn forming_over_the_api_is_refused_unless_bootstrap_would_allow_it() {
         body.contains("10.0.0.2:8558") && body.contains("has not answered"),
         "{body}"
     );
+    // Alone (helper-30's scenario 3): bootstrap would wait for its required contact
+    // points, so no formation either.
+    let mut alone = fixture_with(true, |b| {
+        let mut rng = crate::base::rng::Rng::seeded(1);
+        let me = "10.0.0.1:8558".parse::<ContactPoint>().unwrap();
+        b.on_lookup(Duration::ZERO, &mut rng, Ok((vec![me], vec![])));
+    });
+    let (status, body) = send(&alone.state, "POST", "/cluster/members", Some(TOKEN), form).await;
+    assert_eq!(status, 409, "{body}");
+    assert!(body.contains("bootstrap would not form here now"), "{body}");
+    assert!(alone.joins.try_recv().is_err());
     let mut without = fixture(false);
     let (status, body) = send(
         &without.state,

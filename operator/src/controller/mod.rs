@@ -961,11 +961,17 @@ async fn tell_gone_pods(
         return Ok(());
     }
     // Every pod of the namespace, whoever's: one holding the IP may hold the member.
-    let all = Api::<Pod>::namespaced(ctx.client.clone(), &world.namespace)
+    // Not to be had: no hint this time (the rest of the reconcile goes on).
+    let all = match Api::<Pod>::namespaced(ctx.client.clone(), &world.namespace)
         .list(&kube::api::ListParams::default())
         .await
-        .map_err(|e| Error::kube("list the namespace's pods", e))?
-        .items;
+    {
+        Ok(list) => list.items,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot list the namespace's pods: no pod-gone hint this time");
+            return Ok(());
+        }
+    };
     let gone: Vec<NodeAddress> = crate::gone::gone_members(members, &ips(&all))
         .into_iter()
         .filter(|m| seen.contains(m))
@@ -992,7 +998,14 @@ async fn tell_gone_pods(
             tracing::error!(%member, "PodGone not sent: no longer the leader");
             return Ok(());
         }
+        // Told again at every look while it lasts (a hint is kept for a while); said
+        // in an Event only once the member is away, when the hint matters.
+        let away = members.unreachable.iter().any(|u| u.node == member);
         match agents.pod_gone(ip, &member, token).await {
+            Ok(()) if !away => {
+                ctx.metrics.step("pod_gone");
+                tracing::debug!(%member, "told the leader that the member's pod is gone");
+            }
             Ok(()) => {
                 ctx.metrics.step("pod_gone");
                 tracing::info!(%member, "told the leader that the member's pod is gone");

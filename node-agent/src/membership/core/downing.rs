@@ -16,7 +16,7 @@ use crate::membership::sbr::{Due, Verdict, View, decide};
 
 /// How long a [`MembershipCore::pod_gone`] hint counts: the operator sends it again
 /// while the member is still there.
-pub const GONE_HINT_TTL: std::time::Duration = std::time::Duration::from_secs(30);
+pub const GONE_HINT_TTL: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// lease-majority's progress on one decision.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -45,17 +45,20 @@ impl MembershipCore {
             self.lease = LeaseStep::None;
             return Vec::new();
         }
+        let gone = &self.gone;
+        let known_gone = |n: &UniqueAddress| gone.get(n).is_some_and(|t| now < *t + GONE_HINT_TTL);
         // A full shutdown: a member that is ReadyForShutdown set that status itself, so
-        // it knew the cluster was stopping as a whole, and its silence is its stop; the
-        // leader of the members this node reaches downs such members at once, whatever
-        // the strategy. Any other unreachable member (one that may never have heard of
-        // the shutdown: the request can reach one side of a partition only) is left to
-        // the strategy, as always.
+        // it knew the cluster was stopping as a whole; once its pod is gone too
+        // (`pod_gone`), its silence is its stop, and the leader of the members this
+        // node reaches downs it at once, whatever the strategy. Any other unreachable
+        // member — one that may never have heard of the shutdown (the request can reach
+        // one side of a partition only), or one that is ready but may still run (a
+        // scale to zero taken back) — is left to the strategy, as always.
         let ready_away: BTreeSet<UniqueAddress> = self
             .gossip
             .members()
             .filter(|m| m.status == MemberStatus::ReadyForShutdown)
-            .filter(|m| !self.gossip.is_reachable(&m.node))
+            .filter(|m| !self.gossip.is_reachable(&m.node) && known_gone(&m.node))
             .map(|m| m.node.clone())
             .collect();
         if !ready_away.is_empty() {
@@ -77,20 +80,38 @@ impl MembershipCore {
         };
         stability.observe(now, view);
         // Pod-aware downing: when every member this node finds unreachable is one whose
-        // pod is known gone (`pod_gone`), there is no view to wait for — those
-        // processes ended — so the strategy decides now; its verdict is taken early
-        // only if it keeps this side (below).
-        let gone = &self.gone;
-        let known_gone = |n: &UniqueAddress| gone.get(n).is_some_and(|t| now < *t + GONE_HINT_TTL);
+        // pod is known gone (`pod_gone`) and every other member answered this node's
+        // heartbeats just now, there is no view to wait for — those processes ended,
+        // and nobody else is away (a member cut off with them would be silent by now
+        // too: a hint for part of a partitioned side must not decide it) — so the
+        // strategy decides now; its verdict is taken early only if it keeps this side
+        // (below). A member this node does not watch (clusters beyond
+        // monitored-by-nr-of-members) cannot be vouched for: then no early decision.
         let away: Vec<&Member> = members
             .iter()
             .filter(|m| !self.gossip.is_reachable(&m.node))
             .filter(|m| !matches!(m.status, MemberStatus::Down | MemberStatus::Exiting))
             .collect();
+        let fresh = self.heartbeats.interval() * 3 / 2;
+        let others_answer = members
+            .iter()
+            .filter(|m| m.node != self.me && !known_gone(&m.node))
+            .filter(|m| {
+                !matches!(
+                    m.status,
+                    MemberStatus::Down | MemberStatus::Exiting | MemberStatus::Removed
+                )
+            })
+            .all(|m| {
+                self.heartbeats
+                    .silent_for(&m.node, now)
+                    .is_some_and(|s| s < fresh)
+            });
         let due = stability.due(now);
         let early = matches!(due, Due::WaitUntil(_))
             && !away.is_empty()
-            && away.iter().all(|m| known_gone(&m.node));
+            && away.iter().all(|m| known_gone(&m.node))
+            && others_answer;
         let due = if early { Due::Decide } else { due };
         self.sbr_wakeup = match due {
             Due::WaitUntil(t) => Some(t),
