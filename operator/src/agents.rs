@@ -197,11 +197,11 @@ impl Agents {
     pub async fn pod_gone(
         &self,
         ip: IpAddr,
-        member: &NodeAddress,
+        (member, uid): (&NodeAddress, u64),
         token: &ManagementToken,
     ) -> Result<(), ClientError> {
         self.client
-            .pod_gone(SocketAddr::new(ip, MANAGEMENT_PORT), member, token)
+            .pod_gone(SocketAddr::new(ip, MANAGEMENT_PORT), member, uid, token)
             .await
     }
 

@@ -25,7 +25,7 @@ pub struct PodIp {
 /// their IP. Whether they are unreachable is the agent's to judge: it acts on the hint
 /// only for an unreachable member, so it is told at once, before failure detection
 /// ends, and decides the moment it does.
-pub fn gone_members(members: &ClusterMembers, pods: &[PodIp]) -> Vec<NodeAddress> {
+pub fn gone_members(members: &ClusterMembers, pods: &[PodIp]) -> Vec<(NodeAddress, u64)> {
     members
         .members
         .iter()
@@ -36,7 +36,7 @@ pub fn gone_members(members: &ClusterMembers, pods: &[PodIp]) -> Vec<NodeAddress
             )
         })
         .filter(|m| !pods.iter().any(|p| p.ip == m.node.ip && !p.ended))
-        .map(|m| m.node.clone())
+        .map(|m| (m.node.clone(), m.node_uid))
         .collect()
 }
 
@@ -102,10 +102,14 @@ mod tests {
         // IP (reachable or not: the agent judges that). 4: Joining, its pod gone. 5, 6:
         // on their way out already.
         let pods = [pod(1, false), pod(2, false), pod(7, false)];
-        assert_eq!(gone_members(&members, &pods), [addr(3), addr(4)]);
+        assert_eq!(gone_members(&members, &pods), [(addr(3), 3), (addr(4), 4)]);
         // A pod whose containers ended for good (evicted) holds no member.
         let pods = [pod(1, false), pod(2, true)];
-        assert_eq!(gone_members(&members, &pods), [addr(2), addr(3), addr(4)]);
+        assert_eq!(
+            gone_members(&members, &pods),
+            [(addr(2), 2), (addr(3), 3), (addr(4), 4)],
+            "each with its uid: the incarnation meant"
+        );
         // Every pod there: nobody.
         let members = view(&[(1, Up), (2, Up)], &[]);
         assert!(gone_members(&members, &[pod(1, false), pod(2, false)]).is_empty());

@@ -239,15 +239,20 @@ impl ManagementClient {
         self.mark(addr, member, "Down", token).await
     }
 
-    /// Tells the agent at `addr` that the pod of `member` is gone (muster's
-    /// `operation=PodGone`).
+    /// Tells the agent at `addr` that the pod of `member`'s incarnation `uid` is gone
+    /// (muster's `operation=PodGone`).
     pub async fn pod_gone(
         &self,
         addr: SocketAddr,
         member: &NodeAddress,
+        uid: u64,
         token: &ManagementToken,
     ) -> Result<(), ClientError> {
-        self.mark(addr, member, "PodGone", token).await
+        let path = format!("/cluster/members/{member}?operation=PodGone&uid={uid}");
+        let auth = (http::header::AUTHORIZATION.as_str(), token.bearer());
+        self.ok_body(http::Method::PUT, addr, &path, Some(auth), self.body_limit)
+            .await
+            .map(drop)
     }
 
     /// Asks the agent at `addr` to prepare the whole cluster for a full shutdown

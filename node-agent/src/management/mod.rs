@@ -446,7 +446,17 @@ async fn mark_member(
     let status = match operation.as_deref().map(str::to_ascii_lowercase).as_deref() {
         Some("leave") => MemberStatus::Leaving,
         Some("down") => MemberStatus::Down,
-        Some("podgone") => return pod_gone(&s, &address).await,
+        Some("podgone") => {
+            // The incarnation meant, if said (`uid`, in the query).
+            let uid = match query.get("uid").map(|u| u.parse::<u64>()) {
+                None => None,
+                Some(Ok(u)) => Some(u),
+                Some(Err(_)) => {
+                    return error(StatusCode::BAD_REQUEST, "uid must be a member's nodeUid");
+                }
+            };
+            return pod_gone(&s, &address, uid).await;
+        }
         other => {
             return error(
                 StatusCode::BAD_REQUEST,
@@ -459,7 +469,7 @@ async fn mark_member(
 
 /// muster's `operation=PodGone`: Kubernetes says the pod of that member is gone, so
 /// the resolver need not wait `stable-after` for it (`MembershipCore::pod_gone`).
-async fn pod_gone(s: &AppState, address: &str) -> Response {
+async fn pod_gone(s: &AppState, address: &str, uid: Option<u64>) -> Response {
     let system = s.cluster.borrow().self_node.address.system.clone();
     let address = match member_address(address, &system) {
         Ok(a) => a,
@@ -467,6 +477,7 @@ async fn pod_gone(s: &AppState, address: &str) -> Response {
     };
     let answer = ask(s, |reply| Command::PodGone {
         address: address.clone(),
+        uid,
         reply,
     })
     .await;

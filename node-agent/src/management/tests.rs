@@ -93,8 +93,12 @@ fn fixture_with(with_bootstrap: bool, setup: impl FnOnce(&mut Bootstrap)) -> Fix
                 Command::PrepareForFullShutdown { reply } => {
                     let _ = reply.send(Ok(()));
                 }
-                Command::PodGone { address, reply } => {
-                    let _ = reply.send(Ok(address == node().address));
+                Command::PodGone {
+                    address,
+                    uid,
+                    reply,
+                } => {
+                    let _ = reply.send(Ok(address == node().address && uid.is_none_or(|u| u == 7)));
                 }
                 Command::JoinAsked { address, reply } => {
                     let _ = reply.send(if member {
@@ -619,6 +623,12 @@ async fn a_gone_pod_is_told_with_the_token() {
     )
     .await;
     assert_eq!(status, 404, "{body}");
+    // The incarnation meant: another uid at that address is not it.
+    for (uid, code) in [("7", 200), ("8", 404), ("x", 400)] {
+        let path = format!("/cluster/members/10.0.0.1:2552?operation=PodGone&uid={uid}");
+        let (status, body) = send(&f.state, "PUT", &path, Some(TOKEN), "").await;
+        assert_eq!(status, code, "uid {uid}: {body}");
+    }
 }
 
 /// Finding H1 of helper-29's review: forming over the API fails closed — a contact

@@ -47,6 +47,7 @@ pub enum Command {
     /// API): whether there is such a member.
     PodGone {
         address: NodeAddress,
+        uid: Option<u64>,
         reply: tokio::sync::oneshot::Sender<Result<bool, MarkError>>,
     },
     /// An operator marks a member Leaving or Down (management API).
@@ -253,8 +254,8 @@ pub async fn run(actor: MembershipActor) {
                         let _ = reply.send(answer);
                         out
                     }
-                    Command::PodGone { address, reply } => {
-                        let (answer, out) = match core.pod_gone(now, &mut rng, &address) {
+                    Command::PodGone { address, uid, reply } => {
+                        let (answer, out) = match core.pod_gone(now, &mut rng, &address, uid) {
                             Ok((found, out)) => (Ok(found), out),
                             Err(e) => (Err(e), Vec::new()),
                         };

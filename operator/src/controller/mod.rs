@@ -972,7 +972,7 @@ async fn tell_gone_pods(
             return Ok(());
         }
     };
-    let gone: Vec<NodeAddress> = crate::gone::gone_members(members, &ips(&all))
+    let gone: Vec<(NodeAddress, u64)> = crate::gone::gone_members(members, &ips(&all))
         .into_iter()
         .filter(|m| seen.contains(m))
         .collect();
@@ -993,7 +993,7 @@ async fn tell_gone_pods(
     let Some((ip, _)) = ask else {
         return Ok(());
     };
-    for member in gone {
+    for (member, uid) in gone {
         if !ctx.fence.holds() {
             tracing::error!(%member, "PodGone not sent: no longer the leader");
             return Ok(());
@@ -1001,7 +1001,7 @@ async fn tell_gone_pods(
         // Told again at every look while it lasts (a hint is kept for a while); said
         // in an Event only once the member is away, when the hint matters.
         let away = members.unreachable.iter().any(|u| u.node == member);
-        match agents.pod_gone(ip, &member, token).await {
+        match agents.pod_gone(ip, (&member, uid), token).await {
             Ok(()) if !away => {
                 ctx.metrics.step("pod_gone");
                 tracing::debug!(%member, "told the leader that the member's pod is gone");

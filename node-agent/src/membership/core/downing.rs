@@ -255,14 +255,18 @@ impl MembershipCore {
         now: Time,
         rng: &mut Rng,
         address: &crate::base::address::NodeAddress,
+        uid: Option<u64>,
     ) -> Result<(bool, Vec<Outgoing>), super::MarkError> {
         if !self.is_member() {
             return Err(super::MarkError::NotMember);
         }
+        // With `uid`, that incarnation only: a new one at the same address (its pod's IP
+        // not yet reported when the operator looked) is not the one that is gone.
         let nodes: Vec<UniqueAddress> = self
             .gossip
             .members()
             .filter(|m| m.node.address == *address && m.node != self.me)
+            .filter(|m| uid.is_none_or(|u| m.node.uid == u))
             .filter(|m| !matches!(m.status, MemberStatus::Down | MemberStatus::Removed))
             .map(|m| m.node.clone())
             .collect();

@@ -586,7 +586,10 @@ fn three_of_five_stop(prepared: bool) -> (Vec<Phase>, Vec<Statuses>) {
             for at in [4, 5] {
                 if net.node(at).is_member() {
                     let now = net.now;
-                    let (_, out) = net.node(at).pod_gone(now, &mut rng, &addr(i)).unwrap();
+                    let (_, out) = net
+                        .node(at)
+                        .pod_gone(now, &mut rng, &addr(i), None)
+                        .unwrap();
                     net.send(out);
                 }
             }
@@ -755,7 +758,10 @@ fn stopped_with_hints(stopped: &[u8], hinted: &[u8]) -> (BTreeMap<u8, f64>, bool
         for i in hinted {
             if net.node(1).is_member() {
                 let now = net.now;
-                let (_, out) = net.node(1).pod_gone(now, &mut rng, &addr(*i)).unwrap();
+                let (_, out) = net
+                    .node(1)
+                    .pod_gone(now, &mut rng, &addr(*i), None)
+                    .unwrap();
                 net.send(out);
             }
         }
@@ -818,6 +824,28 @@ fn a_member_whose_pod_is_gone_is_downed_without_waiting_for_stable_after() {
 /// 2, and only 3's and 4's pods are said to be gone (force-deleted while their
 /// processes run on). Node 1 must not down 3 and 4 early on a view in which 5 is not
 /// yet found away: the sides would then each keep running.
+#[test]
+fn a_hint_names_one_incarnation_when_it_gives_the_uid() {
+    let mut net = Net::formed(&[1, 2, 3]);
+    let mut rng = Rng::seeded(2);
+    let now = net.now;
+    let (found, _) = net
+        .node(1)
+        .pod_gone(now, &mut rng, &addr(2), Some(99))
+        .unwrap();
+    assert!(
+        !found,
+        "another incarnation at that address is not the one gone"
+    );
+    let (found, _) = net
+        .node(1)
+        .pod_gone(now, &mut rng, &addr(2), Some(2))
+        .unwrap();
+    assert!(found);
+    let (found, _) = net.node(1).pod_gone(now, &mut rng, &addr(1), None).unwrap();
+    assert!(!found, "never this node itself");
+}
+
 #[test]
 fn a_hint_for_part_of_a_partitioned_side_decides_nothing_early() {
     let (downed, stayed) = stopped_with_hints(&[3, 4, 5], &[3, 4]);
