@@ -901,3 +901,181 @@ async fn a_crashed_pods_replacement_is_up_sooner_with_pod_aware_downing() {
         times[1].as_secs_f64() / times[0].as_secs_f64()
     );
 }
+
+/// The handover gate (issue 19 A4): the application in a pod holds its agent's gate
+/// (here the test does, from loopback, as the local platform's applications do). A
+/// scale-down asks that member to leave and then waits — the StatefulSet keeps the pod
+/// — until the hold is released; a rollout waits for it as well, and replaces the pod
+/// anyway once the agents' `handoverTimeout` (25 s here) has run out with the hold
+/// never released. Both waits show in the Progressing condition; times printed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_applications_handover_gate_holds_a_scale_down_and_a_rollout() {
+    let (p, op) = setup("handover", (105, 106)).await;
+    let c = Cluster::of(&p, "shop");
+    create_cluster(
+        &p,
+        "shop",
+        3,
+        json!({"membership": {"handoverTimeout": "25s"}}),
+    )
+    .await;
+    c.wait_for(
+        &op,
+        "Running with 3 Up",
+        Duration::from_secs(120),
+        running(3),
+    )
+    .await;
+    let client = node_agent::api::ManagementClient::new(Duration::from_secs(2));
+    let agent_of = |pod: &Pod| {
+        SocketAddr::new(
+            support::operator::pod_ip(pod).expect("an IP"),
+            e2e::MANAGEMENT_PORT,
+        )
+    };
+    let pods: Api<Pod> = Api::namespaced(p.client.clone(), &p.namespace);
+    let sets: Api<StatefulSet> = Api::namespaced(p.client.clone(), &p.namespace);
+    let waiting_on = |pod: String| {
+        move |cs: &operator::ClusterSpec| match condition(cs, "Progressing") {
+            Some((_, _, m))
+                if m.contains(&format!("in pod {pod} is handing over (holds: singleton)")) =>
+            {
+                Ok(())
+            }
+            other => Err(format!("Progressing {other:?}")),
+        }
+    };
+
+    // Scale 3 → 2 with the application in shop-2 holding: held until released.
+    let shop2 = pods.get("shop-2").await.expect("shop-2");
+    client
+        .handover_hold(agent_of(&shop2), "singleton", true, None)
+        .await
+        .expect("hold shop-2's gate");
+    let asked = Instant::now();
+    c.patch_spec(json!({"replicas": 2})).await;
+    c.wait_for(
+        &op,
+        "the scale-down waiting for shop-2's handover",
+        Duration::from_secs(20),
+        waiting_on("shop-2".into()),
+    )
+    .await;
+    let seen = asked.elapsed();
+    let set = sets.get("shop").await.expect("the StatefulSet");
+    assert_eq!(
+        set.spec.replicas,
+        Some(3),
+        "held: the StatefulSet keeps shop-2"
+    );
+    let gate = client
+        .handover(agent_of(&shop2))
+        .await
+        .expect("the gate, from the agent that left and waits");
+    assert!(gate.stopping && !gate.ready_to_stop, "{gate:?}");
+    let released = Instant::now();
+    client
+        .handover_hold(agent_of(&shop2), "singleton", false, None)
+        .await
+        .expect("release");
+    poll(
+        "the StatefulSet shrunk to 2",
+        Duration::from_secs(30),
+        || async {
+            let set = sets.get("shop").await.map_err(|e| e.to_string())?;
+            match set.spec.replicas {
+                Some(2) => Ok(()),
+                other => Err(format!("replicas {other:?}")),
+            }
+        },
+    )
+    .await;
+    println!(
+        "scale-down 3 -> 2: handover wait in status after {} ms; released -> StatefulSet shrunk in {} ms",
+        seen.as_millis(),
+        released.elapsed().as_millis()
+    );
+    c.wait_for(
+        &op,
+        "Running with 2 Up",
+        Duration::from_secs(60),
+        running(2),
+    )
+    .await;
+
+    // A rollout with the youngest member's application holding and never releasing.
+    let views = c.views().await;
+    let youngest_ip = views
+        .values()
+        .flat_map(|v| v.members.iter())
+        .max_by_key(|m| m.up_number)
+        .map(|m| m.node.ip)
+        .expect("members");
+    let youngest = c
+        .pods()
+        .await
+        .into_iter()
+        .find(|p| support::operator::pod_ip(p) == Some(youngest_ip))
+        .expect("the youngest member's pod");
+    let name = youngest.metadata.name.clone().expect("a name");
+    let uid = youngest.metadata.uid.clone();
+    client
+        .handover_hold(agent_of(&youngest), "singleton", true, None)
+        .await
+        .expect("hold the youngest's gate");
+    let rolled = Instant::now();
+    c.patch_spec(json!({"podTemplate": {"metadata": {"annotations": {"example.com/roll": "1"}}}}))
+        .await;
+    c.wait_for(
+        &op,
+        "the rollout waiting for the youngest's handover",
+        Duration::from_secs(30),
+        waiting_on(name.clone()),
+    )
+    .await;
+    let seen = rolled.elapsed();
+    poll(
+        "the held pod replaced once the handover timeout ran out",
+        Duration::from_secs(90),
+        || async {
+            match pods.get_opt(&name).await.map_err(|e| e.to_string())? {
+                Some(p) if p.metadata.uid == uid => Err("the held pod still exists".into()),
+                _ => Ok(()),
+            }
+        },
+    )
+    .await;
+    println!(
+        "rollout: handover wait in status after {} ms; the held pod replaced {} ms after the change (handoverTimeout 25 s, never released)",
+        seen.as_millis(),
+        rolled.elapsed().as_millis()
+    );
+    c.wait_for(&op, "the rollout done", Duration::from_secs(120), |cs| {
+        running(2)(cs)?;
+        match status_of(cs).rollout {
+            None => Ok(()),
+            Some(r) => Err(format!("rolling: {r:?}")),
+        }
+    })
+    .await;
+    poll("one cluster of 2", Duration::from_secs(60), || {
+        c.one_cluster_of(2)
+    })
+    .await;
+    // The Event is recorded only when the operator looks in the moment between the
+    // timeout and the agent's exit: printed, not required.
+    let events = p
+        .kubectl()
+        .args([
+            "get",
+            "events",
+            "--field-selector",
+            "reason=HandoverTimedOut",
+        ])
+        .output()
+        .expect("kubectl get events");
+    println!(
+        "HandoverTimedOut Event recorded: {}",
+        String::from_utf8_lossy(&events.stdout).contains("HandoverTimedOut")
+    );
+}

@@ -26,6 +26,7 @@ use crate::bootstrap::record::FormationRecord;
 use crate::bootstrap::state::{Bootstrap, Schedule};
 use crate::config::{ActiveStrategy, AgentConfig};
 use crate::discovery::{self, DiscoveryError};
+use crate::handover::HandoverGate;
 use crate::lease::{KubernetesLease, LeaseError};
 use crate::management::{self, AppState};
 use crate::membership::actor::{self, ClusterView, Command, ViewPhase};
@@ -74,6 +75,8 @@ pub struct Agent {
     in_flight: InFlight,
     /// The slots of `/cluster/events` streams: all free once every stream has ended.
     event_streams: Arc<tokio::sync::Semaphore>,
+    /// The application's handover gate.
+    handover: HandoverGate,
     tasks: Tasks,
 }
 
@@ -424,6 +427,11 @@ impl Agent {
         let event_streams = Arc::new(tokio::sync::Semaphore::new(
             management::MAX_EVENT_SUBSCRIBERS,
         ));
+        let handover = HandoverGate::new(s.cluster.handover_timeout, clock);
+        tasks.spawn(
+            "handover gate",
+            stopping_when_going(cluster_rx.clone(), handover.clone()),
+        );
         let app = management::router(AppState {
             seed_nodes: seed_nodes_rx,
             cluster: cluster_rx.clone(),
@@ -441,6 +449,7 @@ impl Agent {
             event_subscribers: event_streams.clone(),
             tls: tls.clone(),
             ready_states: s.management.ready_states.clone().into(),
+            handover: handover.clone(),
         });
         tasks.spawn(
             "management server",
@@ -464,6 +473,7 @@ impl Agent {
             metrics,
             in_flight,
             event_streams,
+            handover,
             tasks,
         })
     }
@@ -499,6 +509,7 @@ impl Agent {
     /// member) and waits until this member has left or was downed, at most `timeout`.
     /// Returns whether it left in time.
     pub async fn leave(&self, timeout: Duration) -> bool {
+        self.handover.stopping();
         if self.commands.send(Command::Leave).await.is_err() {
             return false;
         }
@@ -509,6 +520,18 @@ impl Agent {
             )
         };
         tokio::time::timeout(timeout, left).await.unwrap_or(false)
+    }
+
+    /// The application's handover gate (`/handover`).
+    pub fn handover(&self) -> &HandoverGate {
+        &self.handover
+    }
+
+    /// Waits until the application's handover gate opens: every hold released (true),
+    /// or `cluster.handover-timeout` run out since this member was asked to stop
+    /// (false). Marks the member stopping if nothing had yet.
+    pub async fn handed_over(&self) -> bool {
+        self.handover.opened().await
     }
 
     /// Waits until the cluster is done with this member — it left, was downed, or
@@ -562,6 +585,29 @@ pub async fn ended(mut view: watch::Receiver<Arc<ClusterView>>) -> Option<ViewPh
         }
         view.changed().await.ok()?;
     }
+}
+
+/// Marks the handover gate stopping once this member is on its way out (Leaving,
+/// Exiting, Down, or left), whoever asked; then idles (a task that returns would stop
+/// the agent).
+async fn stopping_when_going(mut view: watch::Receiver<Arc<ClusterView>>, gate: HandoverGate) {
+    loop {
+        let going = {
+            let v = view.borrow_and_update();
+            matches!(v.phase, ViewPhase::Left | ViewPhase::Downed)
+                || v.gossip
+                    .member(&v.self_node)
+                    .is_some_and(|m| m.status.is_going())
+        };
+        if going {
+            gate.stopping();
+            break;
+        }
+        if view.changed().await.is_err() {
+            break;
+        }
+    }
+    std::future::pending::<()>().await;
 }
 
 /// Exit status of `muster-agent` when one of its tasks ended (documented in README.md).

@@ -29,6 +29,7 @@ pub mod bootstrap;
 pub mod config;
 pub mod discovery;
 pub mod fuzzing;
+pub mod handover;
 pub mod lease;
 pub mod listener;
 pub mod local_cluster;

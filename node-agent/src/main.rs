@@ -173,12 +173,16 @@ async fn run(config: AgentConfig) -> ExitCode {
             } else {
                 warn!(timeout = ?leave_timeout, "did not leave the cluster in time (cluster.leave-timeout); shutting down anyway, the others will detect it");
             }
+            handed_over(&agent).await;
             agent.flush(LAST_WORDS).await;
             agent.close_event_streams(LAST_WORDS).await;
             agent.shutdown().await;
             ExitCode::SUCCESS
         }
         phase = ended => {
+            if phase == ViewPhase::Left {
+                handed_over(&agent).await;
+            }
             agent.flush(LAST_WORDS).await;
             agent.close_event_streams(LAST_WORDS).await;
             agent.shutdown().await;
@@ -193,6 +197,21 @@ async fn run(config: AgentConfig) -> ExitCode {
                 ExitCode::from(DOWNED_EXIT_CODE)
             }
         }
+    }
+}
+
+/// A member that left stays up (its application can still reach it) until the
+/// application's handover gate opens or `cluster.handover-timeout` runs out.
+async fn handed_over(agent: &Agent) {
+    let held = agent.handover().body();
+    if held.holds.is_empty() {
+        return;
+    }
+    info!(holds = %held.names(), "left the cluster; waiting for the application to hand over (cluster.handover-timeout)");
+    if agent.handed_over().await {
+        info!("the application released its holds on the handover gate");
+    } else {
+        warn!(holds = %agent.handover().body().names(), "the application did not release its holds on the handover gate within cluster.handover-timeout; stopping anyway");
     }
 }
 

@@ -268,12 +268,7 @@ async fn sigterm_leaves_gracefully_and_exits_zero() {
     let mut leaving = agents.remove(0);
     let gone = leaving.address();
     let sent = Instant::now();
-    let ok = std::process::Command::new("kill")
-        .args(["-TERM", &leaving.pid().to_string()])
-        .status()
-        .expect("run kill")
-        .success();
-    assert!(ok);
+    sigterm(leaving.pid());
     let m = wait_for_survivors(&agents, 4, "the leaving member removed everywhere").await;
     println!(
         "SIGTERM -> Removed on all 4 others: {} ms",
@@ -475,4 +470,116 @@ async fn a_cluster_prepared_for_a_full_shutdown_stops_without_downing_its_last_m
     );
     assert_eq!(m.members[0].status, MemberStatus::ReadyForShutdown);
     assert!(agents[0].exited().is_none(), "{}", agents[0].log());
+}
+
+/// The handover gate with real processes: an agent whose application holds the gate
+/// stays up after an operator's Leave took it out of the cluster, until the hold is
+/// released, then exits 0; on SIGTERM with a hold that is never released it exits once
+/// `cluster.handover-timeout` has run out, and not before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_held_handover_gate_keeps_a_leaving_agent_up_until_released_or_timed_out() {
+    const TOKEN: &str = "handover-operator-token-123";
+    const TIMEOUT: Duration = Duration::from_secs(4);
+    let work = Workdir::new("handover");
+    let subnet = (23, 16);
+    let extra = format!("  handover-timeout: 4s\nmanagement:\n  token: {TOKEN}\n");
+    let config = config_discovery_with(&work, subnet, 3, &extra);
+    let mut agents = start_agents(&work, &config, subnet, 3);
+    wait_for_one_cluster(&agents, 3).await;
+    let token = ManagementToken::new(TOKEN.as_bytes()).expect("a token");
+    let client = client();
+
+    // An operator's Leave; the application (this test, on loopback as the local
+    // platform's applications are) holds the gate from the start.
+    let mut leaving = agents.remove(2);
+    let held = client
+        .handover_hold(leaving.management(), "singleton", true, None)
+        .await
+        .expect("hold from inside the pod");
+    assert!(
+        !held.ready_to_stop && !held.stopping,
+        "held, and not yet asked to stop: {held:?}"
+    );
+    client
+        .leave(agents[0].management(), &leaving.address(), &token)
+        .await
+        .expect("Leave with the token");
+    wait_for_survivors(&agents, 2, "the leaving member removed everywhere").await;
+    let gate = eventually(
+        "its gate closed on the stop",
+        Duration::from_secs(20),
+        || {
+            let client = client.clone();
+            let addr = leaving.management();
+            async move {
+                let g = client.handover(addr).await.map_err(|e| e.to_string())?;
+                if g.stopping {
+                    Ok(g)
+                } else {
+                    Err(format!("{g:?}"))
+                }
+            }
+        },
+    )
+    .await;
+    assert!(
+        !gate.ready_to_stop && gate.names() == "singleton",
+        "{gate:?}"
+    );
+    assert!(
+        leaving.exited().is_none(),
+        "it left, but waits for its application: {}",
+        leaving.log()
+    );
+    let released = Instant::now();
+    client
+        .handover_hold(leaving.management(), "singleton", false, None)
+        .await
+        .expect("release");
+    let status = leaving.wait_for_exit("the released agent exits").await;
+    println!(
+        "handover released -> agent exit: {} ms",
+        released.elapsed().as_millis()
+    );
+    assert_eq!(status.code(), Some(0), "{}", leaving.log());
+    assert!(
+        leaving.log().contains("released its holds"),
+        "{}",
+        leaving.log()
+    );
+
+    // SIGTERM with a hold never released: out after the timeout, and only then.
+    let mut stopped = agents.remove(1);
+    client
+        .handover_hold(stopped.management(), "shards", true, None)
+        .await
+        .expect("hold");
+    let sent = Instant::now();
+    sigterm(stopped.pid());
+    wait_for_survivors(&agents, 1, "the stopped member removed").await;
+    let status = stopped
+        .wait_for_exit("the agent exits at the timeout")
+        .await;
+    let took = sent.elapsed();
+    println!(
+        "SIGTERM with a hold never released -> exit: {} ms (handover-timeout 4 s)",
+        took.as_millis()
+    );
+    assert_eq!(status.code(), Some(0), "{}", stopped.log());
+    assert!(took >= TIMEOUT, "it waited for the gate: {took:?}");
+    assert!(
+        stopped.log().contains("did not release"),
+        "{}",
+        stopped.log()
+    );
+}
+
+/// SIGTERM, as the kubelet stops a container.
+fn sigterm(pid: u32) {
+    let ok = std::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .expect("run kill")
+        .success();
+    assert!(ok);
 }

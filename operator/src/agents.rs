@@ -13,6 +13,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
+use node_agent::api::handover::HandoverBody;
 use node_agent::api::{
     BootstrapStatusBody, ClientError, ClientTls, ClusterMembers, ManagementClient,
 };
@@ -202,6 +203,13 @@ impl Agents {
     ) -> Result<(), ClientError> {
         self.client
             .pod_gone(SocketAddr::new(ip, MANAGEMENT_PORT), member, uid, token)
+            .await
+    }
+
+    /// The handover gate of the agent at `ip` (`GET /handover`).
+    pub async fn handover(&self, ip: IpAddr) -> Result<HandoverBody, ClientError> {
+        self.client
+            .handover(SocketAddr::new(ip, MANAGEMENT_PORT))
             .await
     }
 

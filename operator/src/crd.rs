@@ -479,6 +479,14 @@ pub struct MembershipSpec {
     /// `15s`; the pods' terminationGracePeriodSeconds must be longer. Default `15s`.
     #[serde(default = "default_leave_timeout")]
     pub leave_timeout: String,
+    /// Once a member is being stopped (asked to leave, or its pod deleted), how long
+    /// its application's holds on the handover gate (`PUT /handover/holds/{name}` on
+    /// its agent) may delay that: a rollout deletes no pod, and a scale-down does not
+    /// shrink over one, while its application holds the gate, for at most this long,
+    /// e.g. `20s`. On SIGTERM it runs beside leaveTimeout: the longer of the two must
+    /// fit in the pods' terminationGracePeriodSeconds. Default `20s`.
+    #[serde(default = "default_handover_timeout")]
+    pub handover_timeout: String,
     /// The failure detector's other settings (Akka's names). Default: the agent's.
     #[serde(default)]
     pub failure_detector: FailureDetectorSpec,
@@ -504,6 +512,7 @@ impl Default for MembershipSpec {
             down_if_alone: true,
             lease: LeaseSpec::default(),
             leave_timeout: default_leave_timeout(),
+            handover_timeout: default_handover_timeout(),
             failure_detector: FailureDetectorSpec::default(),
             pod_aware_downing: true,
         }
@@ -516,6 +525,10 @@ fn default_on() -> String {
 
 fn default_leave_timeout() -> String {
     "15s".to_owned()
+}
+
+fn default_handover_timeout() -> String {
+    "20s".to_owned()
 }
 
 /// The `lease-majority` resolver's Lease (`<cluster name>-muster-sbr` in the namespace).

@@ -21,6 +21,7 @@ pub mod controller;
 pub mod crd;
 pub mod generated;
 pub mod gone;
+pub mod handover;
 pub mod install;
 pub mod leader;
 pub mod metrics;

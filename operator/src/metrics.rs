@@ -71,7 +71,7 @@ impl Metrics {
         );
         registry.register(
             "rollout_steps",
-            "Steps taken by rollouts and scale-downs: leave (a member asked to leave) or delete (a pod deleted)",
+            "Steps taken by rollouts and scale-downs: leave (a member asked to leave), delete (a pod deleted), handover_wait (a stop held by the application's handover gate), prepare_full_shutdown, pod_gone",
             m.rollout_steps.clone(),
         );
         registry.register(

@@ -89,7 +89,8 @@ fn merge_list(base: &mut Vec<Value>, user: &[Value], key: &str) {
 pub struct Context<'a> {
     /// The application container's name, when there is one.
     pub application: Option<String>,
-    /// The agents' `cluster.leave-timeout`.
+    /// The longest a stopped agent takes: its `cluster.leave-timeout` or
+    /// `cluster.handover-timeout`, whichever is longer.
     pub leave_timeout: Duration,
     /// `spec.scheduling` fields that are set, by their pod spec name
     /// (`nodeSelector`, …).
@@ -222,7 +223,7 @@ pub fn check(raw: &Value, cx: &Context<'_>) -> Vec<Problem> {
             bad(
                 format!("{FIELD}.spec.terminationGracePeriodSeconds"),
                 format!(
-                    "{grace} leaves the agent too little time to leave the cluster (its leave timeout is {leave}s, then it says goodbye and exits): a stopped pod would be killed first, and the others would see a crash; use at least {least}"
+                    "{grace} leaves the agent too little time to leave the cluster (its leave timeout, or its handover timeout if longer, is {leave}s, then it says goodbye and exits): a stopped pod would be killed first, and the others would see a crash; use at least {least}"
                 ),
             );
         }

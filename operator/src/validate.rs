@@ -245,18 +245,36 @@ pub fn validate(spec: &ClusterSpecSpec) -> Vec<Problem> {
         .as_ref()
         .and_then(|t| t.pointer("/spec/terminationGracePeriodSeconds"))
         .is_some();
-    let leave = crate::pod_template::whole_seconds(leave_timeout(spec));
-    if !grace_written && leave + crate::pod_template::LEAVE_MARGIN_SECONDS > DEFAULT_GRACE_SECONDS {
+    let (stop, field, value) = stop_time(spec);
+    let stop = crate::pod_template::whole_seconds(stop);
+    if !grace_written && stop + crate::pod_template::LEAVE_MARGIN_SECONDS > DEFAULT_GRACE_SECONDS {
         out.push(Problem {
-            field: "spec.membership.leaveTimeout".into(),
+            field: format!("spec.membership.{field}"),
             message: format!(
-                "`{}` does not fit in the pods' grace period ({DEFAULT_GRACE_SECONDS}s) with {}s to spare for the agent to exit: a stopped pod would be killed before it has left the cluster; shorten it or set a longer spec.podTemplate.spec.terminationGracePeriodSeconds",
-                spec.membership.leave_timeout,
+                "`{value}` does not fit in the pods' grace period ({DEFAULT_GRACE_SECONDS}s) with {}s to spare for the agent to exit: a stopped pod would be killed before it has left the cluster (or before its application has handed over); shorten it or set a longer spec.podTemplate.spec.terminationGracePeriodSeconds",
                 crate::pod_template::LEAVE_MARGIN_SECONDS
             ),
         });
     }
     out
+}
+
+/// The longest a stopped agent takes before it exits: it leaves (`leaveTimeout`) and
+/// waits for its application's handover gate (`handoverTimeout`, counted from the same
+/// SIGTERM), so the longer of the two; with the field that sets it, and its text.
+fn stop_time(spec: &ClusterSpecSpec) -> (std::time::Duration, &'static str, &str) {
+    let m = &spec.membership;
+    let handover = node_agent::config::duration::parse(&m.handover_timeout).unwrap_or_else(|_| {
+        node_agent::config::Settings::default()
+            .cluster
+            .handover_timeout
+    });
+    let leave = leave_timeout(spec);
+    if handover > leave {
+        (handover, "handoverTimeout", &m.handover_timeout)
+    } else {
+        (leave, "leaveTimeout", &m.leave_timeout)
+    }
 }
 
 /// The pods' terminationGracePeriodSeconds unless the pod template sets it.
@@ -290,7 +308,7 @@ fn pod_template_context(spec: &ClusterSpecSpec) -> crate::pod_template::Context<
     .collect();
     crate::pod_template::Context {
         application: spec.application.as_ref().map(|a| a.name.clone()),
-        leave_timeout: leave_timeout(spec),
+        leave_timeout: stop_time(spec).0,
         scheduling_set,
         volumes: &VOLUMES,
         agent_only_volumes: &AGENT_ONLY_VOLUMES,

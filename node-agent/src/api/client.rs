@@ -18,6 +18,7 @@ use rustls::pki_types::ServerName;
 use serde::de::DeserializeOwned;
 use tokio::io::{AsyncRead, AsyncWrite};
 
+use super::handover::HandoverBody;
 use super::seed_nodes::{self, NONCE_HEADER, Refused, SIGNATURE_HEADER, SeedNodes};
 use super::status::BootstrapStatusBody;
 use super::{ClusterMembers, PROBER_HEADER};
@@ -253,6 +254,33 @@ impl ManagementClient {
         self.ok_body(http::Method::PUT, addr, &path, Some(auth), self.body_limit)
             .await
             .map(drop)
+    }
+
+    /// `GET /handover`: the agent's handover gate.
+    pub async fn handover(&self, addr: SocketAddr) -> Result<HandoverBody, ClientError> {
+        self.get_json(addr, "/handover").await
+    }
+
+    /// Holds (`hold`) or releases the handover gate of the agent at `addr` under `name`
+    /// (`PUT`/`DELETE /handover/holds/{name}`): from inside its pod, or with `token`.
+    pub async fn handover_hold(
+        &self,
+        addr: SocketAddr,
+        name: &str,
+        hold: bool,
+        token: Option<&ManagementToken>,
+    ) -> Result<HandoverBody, ClientError> {
+        let path = format!("/handover/holds/{name}");
+        let method = if hold {
+            http::Method::PUT
+        } else {
+            http::Method::DELETE
+        };
+        let auth = token.map(|t| (http::header::AUTHORIZATION.as_str(), t.bearer()));
+        let body = self
+            .ok_body(method, addr, &path, auth, self.body_limit)
+            .await?;
+        serde_json::from_slice(&body).map_err(|e| ClientError::Malformed(e.to_string()))
     }
 
     /// Asks the agent at `addr` to prepare the whole cluster for a full shutdown

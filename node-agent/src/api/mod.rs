@@ -11,6 +11,7 @@ pub mod check;
 pub mod client;
 pub mod domain_events;
 pub mod events;
+pub mod handover;
 pub mod members;
 pub mod seed_nodes;
 pub mod status;

@@ -116,6 +116,14 @@ pub struct ClusterSettings {
     /// terminationGracePeriodSeconds (30s by default). Default 15s.
     #[serde(with = "duration")]
     pub leave_timeout: Duration,
+    /// Once this member is asked to stop (a Leave, SIGTERM), how long the application's
+    /// holds on the handover gate (`PUT /handover/holds/{name}`) may keep it from being
+    /// stopped: the agent stays up after leaving, and the operator deletes no pod,
+    /// until every hold is released or this runs out. On SIGTERM it runs beside
+    /// `leave-timeout`: keep the longer of the two below the pod's
+    /// terminationGracePeriodSeconds. Default 20s.
+    #[serde(with = "duration")]
+    pub handover_timeout: Duration,
     /// A node that has been trying to join for this long without success exits
     /// (status 4) so that Kubernetes restarts it and bootstrap starts afresh; `off`
     /// keeps trying. Default 60s (Akka: off; on Kubernetes a restart is the better
@@ -355,6 +363,7 @@ impl Default for ClusterSettings {
             retry_unsuccessful_join_after: Duration::from_secs(2),
             seed_node_timeout: Duration::from_secs(5),
             leave_timeout: Duration::from_secs(15),
+            handover_timeout: Duration::from_secs(20),
             shutdown_after_unsuccessful_join_seed_nodes: Some(Duration::from_secs(60)),
             failure_detector: FailureDetectorConfig::default(),
             split_brain_resolver: SplitBrainResolverConfig::default(),

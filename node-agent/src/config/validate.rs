@@ -386,6 +386,7 @@ fn cluster(c: &ClusterSettings, p: &mut Problems) {
         ),
         ("cluster.seed-node-timeout", c.seed_node_timeout),
         ("cluster.leave-timeout", c.leave_timeout),
+        ("cluster.handover-timeout", c.handover_timeout),
     ]);
     // `off` is how to turn these off; a zero would act at once.
     let on: Vec<(&str, Duration)> = [

@@ -15,6 +15,9 @@
 //! | `DELETE /cluster/members/{address}` | Leave; bearer token |
 //! | `PUT /cluster` | `operation=prepare-for-full-shutdown`: the whole cluster prepares to stop; bearer token |
 //! | `POST /cluster/members` | `address=…`: this node joins that member's cluster (its own address: forms one); bearer token |
+//! | `GET /handover` | the handover gate: `{readyToStop, stopping, timedOut, timeoutMillis, holds: [{name, reason, heldForMillis}]}` |
+//! | `PUT /handover/holds/{name}` | the application holds the gate (`reason=…` optional): its pod is not ready to be stopped; from this pod, or bearer token |
+//! | `DELETE /handover/holds/{name}` | releases that hold; from this pod, or bearer token |
 //!
 //! An `{address}` is a member's full address (`muster://demo@10.0.0.1:2552`), or
 //! without the scheme (`demo@10.0.0.1:2552`), or `host:port` alone (this cluster's name).
@@ -48,6 +51,7 @@ use crate::base::secret::{ClusterKey, ManagementToken};
 use crate::bootstrap::coordinator::StatusRequest;
 use crate::bootstrap::probe::SelfProbes;
 use crate::bootstrap::state::BootstrapStatus;
+use crate::handover::HandoverGate;
 use crate::membership::actor::{ClusterView, Command, ViewPhase};
 use crate::membership::core::{JoinError, MarkError};
 use crate::membership::events::EventHub;
@@ -87,6 +91,8 @@ pub struct AppState {
     pub tls: Option<Arc<Tls>>,
     /// The member statuses in which `/ready` answers 200 (`management.ready-states`).
     pub ready_states: Arc<[MemberStatus]>,
+    /// The application's handover gate (`/handover`).
+    pub handover: HandoverGate,
 }
 
 /// `/cluster/events` streams served at once: each holds a connection for as long as
@@ -112,6 +118,11 @@ pub fn router(state: AppState) -> Router {
         .route("/cluster/", axum::routing::put(cluster_operation))
         .route("/cluster/members/", get(cluster_members).post(join_member))
         .route("/metrics", get(metrics))
+        .route("/handover", get(handover))
+        .route(
+            "/handover/holds/{name}",
+            axum::routing::put(hold).delete(release),
+        )
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(limit))
         .with_state(state)
@@ -124,7 +135,7 @@ fn error(status: StatusCode, msg: impl Into<String>) -> Response {
 async fn not_found() -> Response {
     error(
         StatusCode::NOT_FOUND,
-        "no such endpoint; see /bootstrap/seed-nodes, /bootstrap/status, /alive, /ready, /cluster/members, /cluster/members/{address}, /cluster/events, /cluster/domain-events, /metrics",
+        "no such endpoint; see /bootstrap/seed-nodes, /bootstrap/status, /alive, /ready, /cluster/members, /cluster/members/{address}, /cluster/events, /cluster/domain-events, /handover, /metrics",
     )
 }
 
@@ -336,6 +347,67 @@ fn unauthorized(s: &AppState, headers: &HeaderMap) -> Option<Response> {
     }
 }
 
+/// Who may hold the handover gate: the application beside the agent — a connection
+/// from inside the pod's network namespace (the pod's own IP, or loopback) — or
+/// whoever has the management token. The refusal, if any.
+fn not_from_this_pod(s: &AppState, peer: Option<Peer>, headers: &HeaderMap) -> Option<Response> {
+    let ip = peer.map(|p| p.0.ip().to_canonical());
+    if ip.is_some_and(|ip| ip.is_loopback() || ip == s.own_ip) {
+        return None;
+    }
+    if s.token.is_none() {
+        return Some(error(
+            StatusCode::FORBIDDEN,
+            "the handover gate is held from this pod only (the application beside the agent, connecting to the pod's IP or localhost); no management token is configured",
+        ));
+    }
+    unauthorized(s, headers)
+}
+
+async fn handover(State(s): State<AppState>) -> Response {
+    Json(s.handover.body()).into_response()
+}
+
+async fn hold(
+    State(s): State<AppState>,
+    peer: Option<axum::Extension<Peer>>,
+    Path(name): Path<String>,
+    Query(query): Query<std::collections::HashMap<String, String>>,
+    headers: HeaderMap,
+    body: axum::body::Body,
+) -> Response {
+    if let Some(r) = not_from_this_pod(&s, peer.map(|p| p.0), &headers) {
+        return r;
+    }
+    let reason = match read_field(&s, &query, &headers, body, "reason").await {
+        Ok(r) => r,
+        Err(r) => return r,
+    };
+    match s.handover.hold(&name, reason.as_deref()) {
+        Ok(()) => Json(s.handover.body()).into_response(),
+        Err(e) => error(StatusCode::BAD_REQUEST, e.to_string()),
+    }
+}
+
+async fn release(
+    State(s): State<AppState>,
+    peer: Option<axum::Extension<Peer>>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    if let Some(r) = not_from_this_pod(&s, peer.map(|p| p.0), &headers) {
+        return r;
+    }
+    if s.handover.release(&name) {
+        Json(s.handover.body()).into_response()
+    } else {
+        error(
+            StatusCode::NOT_FOUND,
+            format!("no hold {name:?}; see GET /handover"),
+        )
+    }
+}
+
 #[derive(Debug, serde::Serialize)]
 struct Message {
     message: String,
@@ -506,6 +578,17 @@ async fn field(
     if let Some(r) = unauthorized(s, headers) {
         return Err(r);
     }
+    read_field(s, query, headers, body, name).await
+}
+
+/// Field `name` from the query or a form body, with no check of who asks.
+async fn read_field(
+    s: &AppState,
+    query: &std::collections::HashMap<String, String>,
+    headers: &HeaderMap,
+    body: axum::body::Body,
+    name: &str,
+) -> Result<Option<String>, Response> {
     let content_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok());

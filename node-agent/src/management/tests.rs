@@ -130,6 +130,7 @@ fn fixture_with(with_bootstrap: bool, setup: impl FnOnce(&mut Bootstrap)) -> Fix
         event_subscribers: Arc::new(tokio::sync::Semaphore::new(2)),
         tls: None,
         ready_states: Arc::from([MemberStatus::Up, MemberStatus::WeaklyUp]),
+        handover: HandoverGate::new(Duration::from_secs(20), crate::base::time::Clock::start()),
     };
     Fixture {
         state,
@@ -842,4 +843,108 @@ async fn ready_answers_in_the_configured_states_only() {
     );
     f.state.ready_states = Arc::from([MemberStatus::Joining, MemberStatus::Up]);
     assert_eq!(get(&f.state, "/ready", &[]).await.0, 200);
+}
+
+/// A request to the handover routes from `peer`.
+async fn from(
+    app: &AppState,
+    peer: &str,
+    method: &str,
+    path: &str,
+    auth: Option<&str>,
+) -> (u16, String) {
+    let mut req = http::Request::builder().method(method).uri(path);
+    if let Some(t) = auth {
+        req = req.header("authorization", format!("Bearer {t}"));
+    }
+    let mut req = req.body(Body::empty()).unwrap();
+    req.extensions_mut()
+        .insert(Peer(format!("{peer}:40000").parse().unwrap()));
+    let resp = router(app.clone()).oneshot(req).await.unwrap();
+    let status = resp.status().as_u16();
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    (status, String::from_utf8_lossy(&body).into_owned())
+}
+
+#[tokio::test]
+async fn the_handover_gate_is_held_from_this_pod_or_with_the_token_and_reported() {
+    let f = fixture(false);
+    let put = "/handover/holds/singleton?reason=handing%20over";
+    // Another pod, without the token: refused, nothing held.
+    let (status, body) = from(&f.state, "10.0.0.2", "PUT", put, None).await;
+    assert_eq!(status, 401, "{body}");
+    let (status, body) = from(
+        &f.state,
+        "10.0.0.2",
+        "PUT",
+        put,
+        Some("wrong-token-0123456789"),
+    )
+    .await;
+    assert_eq!(status, 401, "{body}");
+    assert!(f.state.handover.body().holds.is_empty());
+    // The application beside the agent: the pod's own IP, or loopback.
+    let (status, body) = from(&f.state, "10.0.0.1", "PUT", put, None).await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = from(&f.state, "127.0.0.1", "PUT", "/handover/holds/shards", None).await;
+    assert_eq!(status, 200, "{body}");
+    // Or anyone with the token.
+    let (status, body) = from(
+        &f.state,
+        "10.0.0.9",
+        "PUT",
+        "/handover/holds/cache",
+        Some(TOKEN),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let (status, _, body) = get(&f.state, "/handover", &[]).await;
+    assert_eq!(status, 200);
+    let b: crate::api::handover::HandoverBody = serde_json::from_str(&body).unwrap();
+    assert_eq!(b.names(), "cache, shards, singleton");
+    assert_eq!(b.holds[2].reason.as_deref(), Some("handing over"));
+    assert!(!b.ready_to_stop && !b.stopping && !b.timed_out, "{body}");
+    // Bad names change nothing; releasing what is not held is a 404.
+    let (status, body) = from(
+        &f.state,
+        "10.0.0.1",
+        "PUT",
+        "/handover/holds/Bad_Name",
+        None,
+    )
+    .await;
+    assert_eq!(status, 400, "{body}");
+    let (status, body) = from(
+        &f.state,
+        "10.0.0.1",
+        "DELETE",
+        "/handover/holds/other",
+        None,
+    )
+    .await;
+    assert_eq!(status, 404, "{body}");
+    assert_eq!(f.state.handover.body().holds.len(), 3);
+    // Released by another pod without the token: refused.
+    let (status, _) = from(
+        &f.state,
+        "10.0.0.2",
+        "DELETE",
+        "/handover/holds/cache",
+        None,
+    )
+    .await;
+    assert_eq!(status, 401);
+    for name in ["cache", "shards", "singleton"] {
+        let (status, body) = from(
+            &f.state,
+            "10.0.0.1",
+            "DELETE",
+            &format!("/handover/holds/{name}"),
+            None,
+        )
+        .await;
+        assert_eq!(status, 200, "{body}");
+    }
+    let b = f.state.handover.body();
+    assert!(b.ready_to_stop && b.holds.is_empty(), "{b:?}");
 }

@@ -620,7 +620,30 @@ async fn reconcile_once(cs: &ClusterSpec, ctx: &Context, now: Timestamp) -> Resu
         let lock = status::new_cluster_enabled(&cs.spec, formed);
         let current = world.stateful_set.as_ref().and_then(|s| s.spec.replicas);
         let known = world.members_known().then_some(member_views.as_slice());
-        let shrink = scale::scale_down(cs.spec.replicas, current, &pod_views, known);
+        let mut shrink = scale::scale_down(cs.spec.replicas, current, &pod_views, known);
+        // Shrinking over pods whose application is still handing over waits for it
+        // (bounded by the agents' handover timeout). A scale to zero stops everyone:
+        // nothing is handed over then, and each agent waits for its own gate on SIGTERM.
+        if let Some(now_replicas) = current
+            && shrink.replicas < now_replicas
+            && shrink.replicas > 0
+        {
+            let going: Vec<&str> = pod_views
+                .iter()
+                .filter(|p| scale::ordinal(&p.name).is_some_and(|o| o >= shrink.replicas))
+                .map(|p| p.name.as_str())
+                .collect();
+            if let Some(words) = handover_held(ctx, cs, &world, &going, "ScaleDown").await {
+                shrink = scale::ScaleDown {
+                    replicas: now_replicas,
+                    waiting: Some(format!(
+                        "scaling {now_replicas} → {}: {words}",
+                        cs.spec.replicas
+                    )),
+                    ..scale::ScaleDown::default()
+                };
+            }
+        }
         let (token, key_secret) = apply::secret(ctx, cs, &ns, lives.secret.take()).await?;
         let look = key_rotation::Pods {
             stateful_set: world.stateful_set.as_ref(),
@@ -840,7 +863,10 @@ async fn roll(
                 format!("member {member} of pod {pod} asked to leave"),
             )
         }
-        Step::Delete { pod } => {
+        Step::Delete { pod } => 'delete: {
+            if let Some(words) = handover_held(ctx, cs, world, &[pod.as_str()], "Rollout").await {
+                break 'delete (Some(pod.clone()), format!("waiting: {words}"));
+            }
             let api: Api<Pod> = Api::namespaced(ctx.client.clone(), &world.namespace);
             if !ctx.delay_before_delete.is_zero() {
                 tracing::info!(%pod, "rollout: about to delete the pod (test delay)");
@@ -884,6 +910,51 @@ async fn roll(
         current_pod,
         step: Some(words),
     }))
+}
+
+/// The handover gates of `pods` (by name), asked of their agents one after another:
+/// the first that the application holds, in words (the pods wait). A gate whose
+/// timeout ran out lets its pod go, with an Event; a pod whose agent does not answer
+/// has nothing that could hold it.
+async fn handover_held(
+    ctx: &Context,
+    cs: &ClusterSpec,
+    world: &World,
+    pods: &[&str],
+    action: &str,
+) -> Option<String> {
+    let agents = world.agents.as_ref().ok()?;
+    for name in pods {
+        let Some(pod) = world.pod(name) else {
+            continue;
+        };
+        let Some(ip) = observe::pod_ip(pod) else {
+            continue;
+        };
+        let answer = agents.handover(ip).await.ok();
+        match crate::handover::judge(name, answer.as_ref()) {
+            crate::handover::Gate::Open => {}
+            crate::handover::Gate::Held(words) => {
+                ctx.metrics.step("handover_wait");
+                tracing::info!(pod = %name, "{words}");
+                return Some(words);
+            }
+            crate::handover::Gate::TimedOut(words) => {
+                tracing::warn!(pod = %name, "{words}");
+                event(
+                    ctx,
+                    cs,
+                    Some(pod),
+                    EventType::Warning,
+                    "HandoverTimedOut",
+                    action,
+                    words,
+                )
+                .await;
+            }
+        }
+    }
+    None
 }
 
 /// Asks `member` (in `pod`) to leave; a failure is logged and retried next time.

@@ -188,4 +188,26 @@ fn the_grace_period_must_cover_the_leave_timeout_written_in_the_spec() {
         ),
         Vec::<String>::new()
     );
+    // The handover timeout runs beside the leave timeout: the longer one must fit.
+    assert_eq!(
+        fields("membership: {handoverTimeout: 26s}"),
+        ["spec.membership.handoverTimeout"],
+        "26 s and 5 s to exit do not fit 30 s"
+    );
+    assert_eq!(
+        fields(
+            "membership: {handoverTimeout: 40s}\npodTemplate: {spec: {terminationGracePeriodSeconds: 44}}"
+        ),
+        ["spec.podTemplate.spec.terminationGracePeriodSeconds"]
+    );
+    assert_eq!(
+        fields(
+            "membership: {handoverTimeout: 40s, leaveTimeout: 10s}\npodTemplate: {spec: {terminationGracePeriodSeconds: 45}}"
+        ),
+        Vec::<String>::new()
+    );
+    assert_eq!(
+        fields("membership: {handoverTimeout: 25s}"),
+        Vec::<String>::new()
+    );
 }

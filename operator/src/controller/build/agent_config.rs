@@ -82,9 +82,13 @@ const OPERATOR_OWNED: [(&str, &str); 26] = [
 
 /// Agent keys with a ClusterSpec field: problems with them name the field, and
 /// `spec.agent.config` may not set them.
-const IN_THE_SPEC: [(&str, &str); 25] = [
+const IN_THE_SPEC: [(&str, &str); 26] = [
     ("cluster.roles", "spec.agent.roles"),
     ("cluster.leave-timeout", "spec.membership.leaveTimeout"),
+    (
+        "cluster.handover-timeout",
+        "spec.membership.handoverTimeout",
+    ),
     (
         "cluster.failure-detector.threshold",
         "spec.membership.failureDetectorThreshold",

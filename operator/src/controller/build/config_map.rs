@@ -90,6 +90,9 @@ pub fn agent_settings(cs: &ClusterSpec, selection: Selection) -> Result<Settings
     if let Some(d) = spec_duration("spec.membership.leaveTimeout", &m.leave_timeout, p) {
         c.leave_timeout = d;
     }
+    if let Some(d) = spec_duration("spec.membership.handoverTimeout", &m.handover_timeout, p) {
+        c.handover_timeout = d;
+    }
     let fd = &mut c.failure_detector;
     fd.threshold = m.failure_detector_threshold;
     let f = &m.failure_detector;
