@@ -24,7 +24,7 @@ use serde_json::json;
 mod support;
 use support::operator::{
     Cluster, Operator, OperatorLog, RolloutWatch, condition, create_cluster, retagged, running,
-    setup, setup_with, status_of, two_clusters,
+    running_shop, setup, setup_with, status_of, two_clusters,
 };
 use support::poll;
 
@@ -809,16 +809,7 @@ async fn an_agent_that_reads_a_stale_lock_never_forms_a_second_cluster() {
 /// gone and the resolver need not wait `stableAfter` (20 s); without, it waits.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_crashed_pods_replacement_is_up_sooner_with_pod_aware_downing() {
-    let (p, op) = setup("pod-aware", (103, 104)).await;
-    let c = Cluster::of(&p, "shop");
-    create_cluster(&p, "shop", 3, json!({})).await;
-    c.wait_for(
-        &op,
-        "Running with 3 Up",
-        Duration::from_secs(120),
-        running(3),
-    )
-    .await;
+    let (p, op, c) = running_shop("pod-aware", (103, 104), 3, json!({})).await;
     let node = p.node().expect("the local platform");
     let pods: Api<Pod> = Api::namespaced(p.client.clone(), &p.namespace);
     let hints = |m: &BTreeMap<String, f64>| {
@@ -910,20 +901,11 @@ async fn a_crashed_pods_replacement_is_up_sooner_with_pod_aware_downing() {
 /// never released. Both waits show in the Progressing condition; times printed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_applications_handover_gate_holds_a_scale_down_and_a_rollout() {
-    let (p, op) = setup("handover", (105, 106)).await;
-    let c = Cluster::of(&p, "shop");
-    create_cluster(
-        &p,
-        "shop",
+    let (p, op, c) = running_shop(
+        "handover",
+        (105, 106),
         3,
         json!({"membership": {"handoverTimeout": "25s"}}),
-    )
-    .await;
-    c.wait_for(
-        &op,
-        "Running with 3 Up",
-        Duration::from_secs(120),
-        running(3),
     )
     .await;
     let client = node_agent::api::ManagementClient::new(Duration::from_secs(2));
@@ -1034,10 +1016,22 @@ async fn an_applications_handover_gate_holds_a_scale_down_and_a_rollout() {
     )
     .await;
     let seen = rolled.elapsed();
+    // While the pod exists, its agent says how long it has been stopping with the
+    // gate held: the longest seen shows the pod was kept that long.
+    let held_longest = std::sync::atomic::AtomicU64::new(0);
+    let held_agent = agent_of(&youngest);
     poll(
         "the held pod replaced once the handover timeout ran out",
         Duration::from_secs(90),
         || async {
+            if let Ok(g) = client.handover(held_agent).await
+                && !g.holds.is_empty()
+            {
+                held_longest.fetch_max(
+                    g.stopping_for_millis.unwrap_or(0),
+                    std::sync::atomic::Ordering::Relaxed,
+                );
+            }
             match pods.get_opt(&name).await.map_err(|e| e.to_string())? {
                 Some(p) if p.metadata.uid == uid => Err("the held pod still exists".into()),
                 _ => Ok(()),
@@ -1045,10 +1039,15 @@ async fn an_applications_handover_gate_holds_a_scale_down_and_a_rollout() {
         },
     )
     .await;
+    let held_longest = held_longest.into_inner();
     println!(
-        "rollout: handover wait in status after {} ms; the held pod replaced {} ms after the change (handoverTimeout 25 s, never released)",
+        "rollout: handover wait in status after {} ms; the held pod replaced {} ms after the change, kept while its gate was held for at least {held_longest} ms (handoverTimeout 25 s, never released)",
         seen.as_millis(),
         rolled.elapsed().as_millis()
+    );
+    assert!(
+        held_longest >= 15_000,
+        "the pod was kept while its application held the gate: {held_longest} ms"
     );
     c.wait_for(&op, "the rollout done", Duration::from_secs(120), |cs| {
         running(2)(cs)?;
@@ -1078,4 +1077,146 @@ async fn an_applications_handover_gate_holds_a_scale_down_and_a_rollout() {
         "HandoverTimedOut Event recorded: {}",
         String::from_utf8_lossy(&events.stdout).contains("HandoverTimedOut")
     );
+}
+
+/// Sets the Ready condition of node `name` (the local node renews no heartbeat and no
+/// node lifecycle controller runs, so it stays as set): `Unknown` is what Kubernetes
+/// shows for a node whose kubelet is cut off.
+async fn set_node_ready(p: &e2e::Platform, name: &str, status: &str) {
+    let nodes: Api<k8s_openapi::api::core::v1::Node> = Api::all(p.client.clone());
+    let now = k8s_openapi::jiff::Timestamp::now().to_string();
+    let reason = if status == "True" {
+        "KubeletReady"
+    } else {
+        "NodeStatusUnknown"
+    };
+    nodes
+        .patch_status(
+            name,
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(json!({"status": {"conditions": [{
+                "type": "Ready", "status": status, "reason": reason,
+                "lastHeartbeatTime": now, "lastTransitionTime": now,
+            }]}})),
+        )
+        .await
+        .expect("patch the node's status");
+}
+
+/// Pods on an unready node (issue 19 A3, akka-management #570): under
+/// `newClusterEnabled: true`, a node whose kubelet is cut off (Ready `Unknown`) makes its
+/// pods stranded — they may still run behind the partition. The operator shows
+/// condition StrandedPods and refuses forming whatever the spec says: when every pod is
+/// then replaced, the new ones do not form a second cluster. Once the node is Ready
+/// again the refusal lifts and they form. Times printed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pods_on_an_unready_node_hold_forming_off_whatever_the_spec_says() {
+    let (p, op, c) = running_shop(
+        "stranded",
+        (107, 108),
+        3,
+        json!({"bootstrap": {"newClusterEnabled": "true"}}),
+    )
+    .await;
+    let node = p.node().expect("the local platform").name.clone();
+    let cut = Instant::now();
+    set_node_ready(&p, &node, "Unknown").await;
+    let stranded = |cs: &operator::ClusterSpec| match condition(cs, "StrandedPods") {
+        Some((s, _, m))
+            if s == "True"
+                && ["shop-0", "shop-1", "shop-2"]
+                    .iter()
+                    .all(|n| m.contains(&format!("pod {n} is on node {node}"))) =>
+        {
+            Ok(())
+        }
+        other => Err(format!("StrandedPods {other:?}")),
+    };
+    let cs = c
+        .wait_for(&op, "StrandedPods", Duration::from_secs(60), stranded)
+        .await;
+    println!(
+        "node Ready=Unknown -> condition StrandedPods: {} ms",
+        cut.elapsed().as_millis()
+    );
+    assert_eq!(
+        status_of(&cs).new_cluster_enabled,
+        Some(false),
+        "forming refused although the spec says true"
+    );
+    let leases: Api<Lease> = Api::namespaced(p.client.clone(), &p.namespace);
+    let holder = leases
+        .get("shop-formation")
+        .await
+        .expect("the formation record")
+        .spec
+        .and_then(|s| s.holder_identity)
+        .unwrap_or_default();
+    assert!(holder.contains("may still run unseen"), "{holder}");
+
+    // Every pod replaced: the old cluster is gone here, but would be alive behind a
+    // real partition. The new pods (on the same unready node) must not form.
+    let old: Vec<Option<String>> = c
+        .pods()
+        .await
+        .iter()
+        .map(|p| p.metadata.uid.clone())
+        .collect();
+    c.delete_every_pod(&p);
+    poll(
+        "the new pods refusing to form",
+        Duration::from_secs(120),
+        || async {
+            let pods = c.pods().await;
+            if pods.len() != 3 || pods.iter().any(|p| old.contains(&p.metadata.uid)) {
+                return Err(format!("{} pods, old ones among them", pods.len()));
+            }
+            let mut refusals = 0;
+            for pod in &pods {
+                let name = pod.metadata.name.clone().unwrap_or_default();
+                let (_, body) = p.pod_get(&name, 8558, "/bootstrap/status").await?;
+                if body.contains("would form a new cluster, but") {
+                    refusals += 1;
+                }
+            }
+            let views = c.views().await;
+            if let Some((pod, m)) = views.iter().find(|(_, m)| !m.members.is_empty()) {
+                panic!("{pod} is a member of a new cluster while pods may still run unseen: {m:?}");
+            }
+            if views.len() == 3 && refusals >= 1 {
+                Ok(())
+            } else {
+                Err(format!(
+                    "{} agents answer, {refusals} refusals",
+                    views.len()
+                ))
+            }
+        },
+    )
+    .await;
+
+    let healed = Instant::now();
+    set_node_ready(&p, &node, "True").await;
+    c.wait_for(
+        &op,
+        "a cluster formed once the node is Ready",
+        Duration::from_secs(120),
+        |cs| {
+            running(3)(cs)?;
+            match condition(cs, "StrandedPods") {
+                Some((s, _, _)) if s == "False" => Ok(()),
+                other => Err(format!("StrandedPods {other:?}")),
+            }
+        },
+    )
+    .await;
+    poll("one cluster of 3", Duration::from_secs(60), || {
+        c.one_cluster_of(3)
+    })
+    .await;
+    println!(
+        "node Ready again -> one cluster of 3 Running: {} ms",
+        healed.elapsed().as_millis()
+    );
+    support::operator::assert_events(&p, "shop", &["PodsStranded"]);
 }

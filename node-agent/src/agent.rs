@@ -509,7 +509,11 @@ impl Agent {
     /// member) and waits until this member has left or was downed, at most `timeout`.
     /// Returns whether it left in time.
     pub async fn leave(&self, timeout: Duration) -> bool {
-        self.handover.stopping();
+        // A member is being stopped: its application's handover gate counts from now.
+        // A node that never became one has nothing to hand over.
+        if self.cluster.borrow().phase == ViewPhase::Member {
+            self.handover.stopping();
+        }
         if self.commands.send(Command::Leave).await.is_err() {
             return false;
         }
@@ -589,15 +593,18 @@ pub async fn ended(mut view: watch::Receiver<Arc<ClusterView>>) -> Option<ViewPh
 
 /// Marks the handover gate stopping once this member is on its way out (Leaving,
 /// Exiting, Down, or left), whoever asked; then idles (a task that returns would stop
-/// the agent).
+/// the agent). A node that never became a member has nothing to hand over.
 async fn stopping_when_going(mut view: watch::Receiver<Arc<ClusterView>>, gate: HandoverGate) {
+    let mut was_member = false;
     loop {
         let going = {
             let v = view.borrow_and_update();
-            matches!(v.phase, ViewPhase::Left | ViewPhase::Downed)
-                || v.gossip
-                    .member(&v.self_node)
-                    .is_some_and(|m| m.status.is_going())
+            was_member |= v.phase == ViewPhase::Member || v.gossip.member(&v.self_node).is_some();
+            was_member
+                && (matches!(v.phase, ViewPhase::Left | ViewPhase::Downed)
+                    || v.gossip
+                        .member(&v.self_node)
+                        .is_some_and(|m| m.status.is_going()))
         };
         if going {
             gate.stopping();

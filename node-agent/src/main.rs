@@ -204,7 +204,9 @@ async fn run(config: AgentConfig) -> ExitCode {
 /// application's handover gate opens or `cluster.handover-timeout` runs out.
 async fn handed_over(agent: &Agent) {
     let held = agent.handover().body();
-    if held.holds.is_empty() {
+    // Only a member that was asked to stop waits: one that never joined hands nothing
+    // over.
+    if held.holds.is_empty() || !held.stopping {
         return;
     }
     info!(holds = %held.names(), "left the cluster; waiting for the application to hand over (cluster.handover-timeout)");

@@ -32,6 +32,7 @@ pub mod rotation;
 pub mod scale;
 pub mod server;
 pub mod status;
+pub mod stranded;
 pub mod validate;
 
 pub use crd::{ClusterSpec, ClusterSpecSpec, ClusterSpecStatus};

@@ -67,6 +67,8 @@ pub struct Seen<'a> {
     /// older template (its agent started with other settings; the controller's
     /// `build::pods_on_other_template`).
     pub forming_held: bool,
+    /// Pods that may still run unseen ([`crate::stranded`]): forming is refused.
+    pub stranded: &'a [crate::stranded::Stranded],
     /// With spec.tls, what the operator keeps now (`None`: not looked at in this
     /// reconcile; the previous status's stays).
     pub tls: Option<crate::crd::TlsStatus>,
@@ -414,6 +416,21 @@ pub fn compute(seen: &Seen<'_>) -> ClusterSpecStatus {
     if let Some(m) = &seen.legacy_selector {
         conditions.push(cond("PodSelector", false, "LegacyLabel", m.clone()));
     }
+    conditions.push(if seen.stranded.is_empty() {
+        cond(
+            "StrandedPods",
+            false,
+            "None",
+            "no pod of the cluster is stuck terminating or on a node that is not Ready".into(),
+        )
+    } else {
+        cond(
+            "StrandedPods",
+            true,
+            "PodsMayStillRun",
+            crate::stranded::words(seen.stranded),
+        )
+    });
     let previous_conditions = seen
         .previous
         .map(|s| s.conditions.as_slice())
@@ -438,7 +455,9 @@ pub fn compute(seen: &Seen<'_>) -> ClusterSpecStatus {
         leader: members.and_then(|m| m.leader.as_ref().map(ToString::to_string)),
         oldest: members.and_then(|m| m.oldest.as_ref().map(ToString::to_string)),
         new_cluster_enabled: Some(
-            new_cluster_enabled(spec, formed_at.is_some()) && !seen.forming_held,
+            new_cluster_enabled(spec, formed_at.is_some())
+                && !seen.forming_held
+                && seen.stranded.is_empty(),
         ),
         formed_at,
         // Stopped: fixed anew when the next cluster forms.

@@ -54,6 +54,12 @@
   resources: ["events"]
   verbs: ["create","patch"]
 {{- end }}
+{{- define "muster.clusterRules" }}
+# whether the node of a cluster's pod is Ready: a pod on a node that is not may still run behind a partition, so forming a new cluster waits (the namespaced install goes without and sees such pods once they are stuck terminating)
+- apiGroups: [""]
+  resources: ["nodes"]
+  verbs: ["get"]
+{{- end }}
 {{- define "muster.leaseRules" }}
 # leader election; each cluster's formation record (created here, claimed by the agent that forms) and lease-majority Lease (created here, taken by agents); get and update on those two are granted to the agents, which needs the operator to hold them
 - apiGroups: ["coordination.k8s.io"]

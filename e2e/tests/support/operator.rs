@@ -364,6 +364,27 @@ pub async fn create_cluster(
     started
 }
 
+/// The local platform and an operator with ClusterSpec `shop` of `replicas` pods
+/// (`extra` merged into its spec) Running with every member Up.
+pub async fn running_shop(
+    test: &str,
+    nets: (u8, u8),
+    replicas: i32,
+    extra: serde_json::Value,
+) -> (Platform, Operator, Cluster) {
+    let (p, op) = setup(test, nets).await;
+    let c = Cluster::of(&p, "shop");
+    create_cluster(&p, "shop", replicas, extra).await;
+    c.wait_for(
+        &op,
+        &format!("Running with {replicas} Up"),
+        Duration::from_secs(120),
+        running(replicas),
+    )
+    .await;
+    (p, op, c)
+}
+
 /// Asserts that Events of each reason in `reasons` were recorded for object `name`.
 pub fn assert_events(p: &Platform, name: &str, reasons: &[&str]) {
     let selector = format!("involvedObject.name={name}");

@@ -15,7 +15,7 @@
 //! | `DELETE /cluster/members/{address}` | Leave; bearer token |
 //! | `PUT /cluster` | `operation=prepare-for-full-shutdown`: the whole cluster prepares to stop; bearer token |
 //! | `POST /cluster/members` | `address=…`: this node joins that member's cluster (its own address: forms one); bearer token |
-//! | `GET /handover` | the handover gate: `{readyToStop, stopping, timedOut, timeoutMillis, holds: [{name, reason, heldForMillis}]}` |
+//! | `GET /handover` | the handover gate: `{readyToStop, stopping, stoppingForMillis, timeoutMillis, timedOut, holds: [{name, reason, heldForMillis}]}` |
 //! | `PUT /handover/holds/{name}` | the application holds the gate (`reason=…` optional): its pod is not ready to be stopped; from this pod, or bearer token |
 //! | `DELETE /handover/holds/{name}` | releases that hold; from this pod, or bearer token |
 //!
@@ -348,17 +348,19 @@ fn unauthorized(s: &AppState, headers: &HeaderMap) -> Option<Response> {
 }
 
 /// Who may hold the handover gate: the application beside the agent — a connection
-/// from inside the pod's network namespace (the pod's own IP, or loopback) — or
-/// whoever has the management token. The refusal, if any.
+/// from the agent's own IP, which only a process inside the pod's network namespace
+/// has — or whoever has the management token. Other loopback addresses count only
+/// where the agent itself listens on one (a single host): in a pod, a sidecar proxy
+/// (a service mesh) connects from loopback on behalf of anyone. The refusal, if any.
 fn not_from_this_pod(s: &AppState, peer: Option<Peer>, headers: &HeaderMap) -> Option<Response> {
     let ip = peer.map(|p| p.0.ip().to_canonical());
-    if ip.is_some_and(|ip| ip.is_loopback() || ip == s.own_ip) {
+    if ip.is_some_and(|ip| ip == s.own_ip || (ip.is_loopback() && s.own_ip.is_loopback())) {
         return None;
     }
     if s.token.is_none() {
         return Some(error(
             StatusCode::FORBIDDEN,
-            "the handover gate is held from this pod only (the application beside the agent, connecting to the pod's IP or localhost); no management token is configured",
+            "the handover gate is held from this pod only (the application beside the agent, connecting to the agent's own address, MUSTER_AGENT_URL); no management token is configured",
         ));
     }
     unauthorized(s, headers)

@@ -883,10 +883,21 @@ async fn the_handover_gate_is_held_from_this_pod_or_with_the_token_and_reported(
     .await;
     assert_eq!(status, 401, "{body}");
     assert!(f.state.handover.body().holds.is_empty());
-    // The application beside the agent: the pod's own IP, or loopback.
+    // Loopback is no proof of the pod where the agent listens on the pod's IP (a
+    // mesh proxy connects from loopback for anyone).
+    let (status, body) = from(&f.state, "127.0.0.6", "PUT", put, None).await;
+    assert_eq!(status, 401, "{body}");
+    // The application beside the agent: from the agent's own IP (v4 or v4-mapped).
     let (status, body) = from(&f.state, "10.0.0.1", "PUT", put, None).await;
     assert_eq!(status, 200, "{body}");
-    let (status, body) = from(&f.state, "127.0.0.1", "PUT", "/handover/holds/shards", None).await;
+    let (status, body) = from(
+        &f.state,
+        "[::ffff:10.0.0.1]",
+        "PUT",
+        "/handover/holds/shards",
+        None,
+    )
+    .await;
     assert_eq!(status, 200, "{body}");
     // Or anyone with the token.
     let (status, body) = from(
@@ -947,4 +958,35 @@ async fn the_handover_gate_is_held_from_this_pod_or_with_the_token_and_reported(
     }
     let b = f.state.handover.body();
     assert!(b.ready_to_stop && b.holds.is_empty(), "{b:?}");
+}
+
+#[tokio::test]
+async fn on_one_host_loopback_is_this_node_and_without_a_token_others_are_forbidden() {
+    let mut f = fixture(false);
+    f.state.own_ip = [127, 0, 23, 1].into();
+    let (status, body) = from(
+        &f.state,
+        "127.0.0.1",
+        "PUT",
+        "/handover/holds/a?reason=x",
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "an agent listening on loopback: {body}");
+    f.state.token = None;
+    let (status, body) = from(&f.state, "10.0.0.9", "PUT", "/handover/holds/b", None).await;
+    assert_eq!(status, 403, "{body}");
+    assert_eq!(f.state.handover.body().names(), "a");
+    // The reason from a form body; one too long is refused and holds nothing.
+    let mut req = http::Request::builder()
+        .method("PUT")
+        .uri("/handover/holds/c")
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(Body::from(format!("reason={}", "r".repeat(300))))
+        .unwrap();
+    req.extensions_mut()
+        .insert(Peer("127.0.0.1:4000".parse().unwrap()));
+    let resp = router(f.state.clone()).oneshot(req).await.unwrap();
+    assert_eq!(resp.status().as_u16(), 400);
+    assert_eq!(f.state.handover.body().names(), "a");
 }

@@ -300,7 +300,7 @@ impl MembershipCore {
 
     /// Join an existing cluster through these seed nodes (from bootstrap).
     pub fn join(&mut self, now: Time, seeds: Vec<NodeAddress>) -> Vec<Outgoing> {
-        if self.is_member() || self.asked {
+        if self.is_member() || self.asked || self.ended() {
             return Vec::new();
         }
         let seeds: Vec<NodeAddress> = seeds
@@ -328,6 +328,9 @@ impl MembershipCore {
     /// Explicit seed nodes (Akka's seed-node process): join the others; the first seed
     /// forms the cluster alone if none of them answers within `seed-node-timeout`.
     pub fn join_configured_seeds(&mut self, now: Time, seeds: &[NodeAddress]) -> Vec<Outgoing> {
+        if self.ended() {
+            return Vec::new();
+        }
         let first_is_me = seeds.first() == Some(&self.me.address);
         let others: Vec<NodeAddress> = seeds
             .iter()
@@ -378,7 +381,7 @@ impl MembershipCore {
 
     /// Form a new cluster: join ourselves.
     pub fn form(&mut self, now: Time) -> Vec<Outgoing> {
-        if self.is_member() || self.asked {
+        if self.is_member() || self.asked || self.ended() {
             return Vec::new();
         }
         self.gossip = Gossip::default();
@@ -389,6 +392,13 @@ impl MembershipCore {
         self.joining_since = None;
         self.leader_actions(now);
         Vec::new()
+    }
+
+    /// This node is done: it left, was downed, or gave up joining. It never joins or
+    /// forms again (a process that lingers, e.g. for its application's handover, must
+    /// not come back as a member that then vanishes); a new incarnation does.
+    fn ended(&self) -> bool {
+        matches!(self.phase, Phase::Downed | Phase::Left | Phase::JoinFailed)
     }
 
     /// Leave the cluster gracefully: Leaving now; the leader moves it to Exiting once

@@ -34,6 +34,10 @@ pub const LOCKED: &str = "muster-operator: spec.bootstrap.newClusterEnabled is f
 /// The operator's record of a cluster that formed without a claim.
 pub const FORMED: &str = "muster-operator: the cluster formed without claiming this record";
 
+/// The operator's hold while pods of the cluster may still run unseen
+/// ([`crate::stranded`]): no agent forms then, whatever the mode.
+pub const STRANDED: &str = "muster-operator: pods of the cluster may still run unseen (stuck terminating, or on a node that is not Ready)";
+
 /// An agent's claim is at least this old before the operator may find its claimant
 /// gone: a live claimant is a member within moments of its claim.
 pub const CLAIM_GRACE: std::time::Duration = std::time::Duration::from_secs(60);
@@ -63,6 +67,25 @@ pub fn change(
         (NewClusterEnabled::Auto, None) if formed => Some(Some(FORMED)),
         _ => None,
     }
+}
+
+/// [`change`], fenced: while pods of the cluster may still run unseen (`stranded`) the
+/// record is the operator's [`STRANDED`] hold whatever the mode, and once none is left
+/// the mode decides as if nobody held it.
+pub fn change_fenced(
+    mode: NewClusterEnabled,
+    holder: Option<&str>,
+    state: (bool, bool),
+    claimant_gone: bool,
+    stranded: bool,
+) -> Option<Option<&'static str>> {
+    if stranded {
+        return (holder != Some(STRANDED)).then_some(Some(STRANDED));
+    }
+    if holder == Some(STRANDED) {
+        return Some(change(mode, None, state, false).unwrap_or(None));
+    }
+    change(mode, holder, state, claimant_gone)
 }
 
 /// With `lease-majority` downing: creates the resolver's Lease (`existing`, as read)
@@ -134,7 +157,7 @@ pub async fn keep(
     ctx: &Context,
     cs: &ClusterSpec,
     ns: &str,
-    (formed, stopped): (bool, bool),
+    (formed, stopped, stranded): (bool, bool, bool),
     (pods, agents): (&[Pod], Option<&Agents>),
     existing: Option<Lease>,
 ) -> Result<Option<String>, Error> {
@@ -143,7 +166,7 @@ pub async fn keep(
     let mode = cs.spec.bootstrap.new_cluster_enabled;
     let Some(mut lease) = existing else {
         let mut fresh = formation_lease::build(cs);
-        let holder = change(mode, None, (formed, stopped), false).flatten();
+        let holder = change_fenced(mode, None, (formed, stopped), false, stranded).flatten();
         if let Some(spec) = &mut fresh.spec {
             spec.holder_identity = holder.map(str::to_owned);
         }
@@ -159,7 +182,8 @@ pub async fn keep(
     };
     let holder = holder_of(lease.spec.as_ref()).map(str::to_owned);
     let gone = worth_asking(mode, &lease, formed) && no_member_left(agents, pods).await;
-    let Some(next) = change(mode, holder.as_deref(), (formed, stopped), gone) else {
+    let Some(next) = change_fenced(mode, holder.as_deref(), (formed, stopped), gone, stranded)
+    else {
         return Ok(holder);
     };
     let spec = lease.spec.get_or_insert_with(LeaseSpec::default);
@@ -289,6 +313,49 @@ mod tests {
             change(False, Some(LOCKED), (false, true), false),
             None,
             "false stays locked"
+        );
+    }
+
+    #[test]
+    fn stranded_pods_hold_the_record_whatever_the_mode_and_release_it_to_the_mode() {
+        for mode in [Auto, True, False] {
+            for holder in [None, Some(AGENT), Some(LOCKED), Some(FORMED)] {
+                for state in [(false, false), (true, false)] {
+                    assert_eq!(
+                        change_fenced(mode, holder, state, true, true),
+                        Some(Some(STRANDED)),
+                        "{mode:?} {holder:?} {state:?}"
+                    );
+                }
+            }
+            assert_eq!(
+                change_fenced(mode, Some(STRANDED), (false, false), true, true),
+                None
+            );
+        }
+        // None left: what the mode says with nobody holding it.
+        assert_eq!(
+            change_fenced(True, Some(STRANDED), (true, false), false, false),
+            Some(None)
+        );
+        assert_eq!(
+            change_fenced(False, Some(STRANDED), (false, false), false, false),
+            Some(Some(LOCKED))
+        );
+        assert_eq!(
+            change_fenced(Auto, Some(STRANDED), (true, false), false, false),
+            Some(Some(FORMED)),
+            "formed: the record stays held"
+        );
+        assert_eq!(
+            change_fenced(Auto, Some(STRANDED), (false, false), false, false),
+            Some(None),
+            "not formed: open again"
+        );
+        // Otherwise as before.
+        assert_eq!(
+            change_fenced(Auto, Some(AGENT), (false, false), true, false),
+            change(Auto, Some(AGENT), (false, false), true)
         );
     }
 }

@@ -149,6 +149,12 @@ pub struct Context {
     pub failures: Mutex<HashMap<ObjectRef<ClusterSpec>, u32>>,
     /// The last status written, per ClusterSpec, until the watch delivers it.
     pub written: Mutex<HashMap<String, Written>>,
+    /// Reading a Node was refused (a namespaced install has no right to): not asked
+    /// again; pods on unready nodes are seen only once stuck terminating.
+    pub nodes_forbidden: std::sync::atomic::AtomicBool,
+    /// When this operator first found each pod's handover gate held (by pod uid): its
+    /// own bound on the wait ([`crate::handover::OPERATOR_MARGIN`]).
+    pub handover_since: Mutex<HashMap<String, std::time::Instant>>,
 }
 
 /// A status the operator wrote, and the resource version the server gave it.
@@ -241,6 +247,8 @@ impl Context {
             secret_refresh: SECRET_REFRESH,
             failures: Mutex::default(),
             written: Mutex::default(),
+            nodes_forbidden: std::sync::atomic::AtomicBool::new(false),
+            handover_since: Mutex::default(),
             fence,
             delay_before_delete: Duration::ZERO,
         }
@@ -608,6 +616,8 @@ async fn reconcile_once(cs: &ClusterSpec, ctx: &Context, now: Timestamp) -> Resu
         world.stateful_set.as_ref().and_then(|s| s.spec.replicas),
         world.pods.len(),
     );
+    let nodes = node_states(ctx, &world.pods).await;
+    let stranded = crate::stranded::stranded(&world.pods, &nodes, now);
     let mut rollout_status = None;
     let mut scaling = None;
     let mut forming_held = false;
@@ -617,6 +627,10 @@ async fn reconcile_once(cs: &ClusterSpec, ctx: &Context, now: Timestamp) -> Resu
     if let Some(mut lives) = lives.filter(|_| problems.is_empty() && conflicts.is_empty()) {
         // Stopped as a whole (scaled to zero, no pod left): the next scale-up forms anew.
         let formed = status::formed_at(&cs.spec, previous, members, now).is_some() && !stopped;
+        // Pods that may still run unseen hold forming off whatever the spec says, through
+        // the formation record alone (below): agents read it at once and re-read it
+        // every 10 s, where a changed ConfigMap reaches them only at the kubelet's
+        // pace, which would hold the cluster off long after the pods are accounted for.
         let lock = status::new_cluster_enabled(&cs.spec, formed);
         let current = world.stateful_set.as_ref().and_then(|s| s.spec.replicas);
         let known = world.members_known().then_some(member_views.as_slice());
@@ -719,7 +733,7 @@ async fn reconcile_once(cs: &ClusterSpec, ctx: &Context, now: Timestamp) -> Resu
             ctx,
             cs,
             &ns,
-            (formed, stopped),
+            (formed, stopped, !stranded.is_empty()),
             (&world.pods, world.agents.as_ref().ok()),
             lives.formation.take(),
         )
@@ -796,6 +810,7 @@ async fn reconcile_once(cs: &ClusterSpec, ctx: &Context, now: Timestamp) -> Resu
         pdb_supported: ctx.pdb_supported,
         retention_supported: ctx.retention_supported,
         forming_held,
+        stranded: &stranded,
         tls: tls_status,
         cluster_key: key_status,
         now,
@@ -807,7 +822,8 @@ async fn reconcile_once(cs: &ClusterSpec, ctx: &Context, now: Timestamp) -> Resu
     }
     // Agents that hang or dribble are not asked again every 2 s (each look holds a
     // reconcile slot for seconds): every 30 s, or at once when a pod changes.
-    let quiet = next.phase.as_deref() == Some(status::RUNNING)
+    // Stranded pods are looked at often: Node changes wake no reconcile.
+    let quiet = (next.phase.as_deref() == Some(status::RUNNING) && stranded.is_empty())
         || !problems.is_empty()
         || !conflicts.is_empty()
         || world.members_slow;
@@ -912,6 +928,41 @@ async fn roll(
     }))
 }
 
+/// The readiness of each node that runs a pod of the cluster, as far as the operator
+/// may read it (see [`crate::stranded`]).
+async fn node_states(
+    ctx: &Context,
+    pods: &[Pod],
+) -> std::collections::BTreeMap<String, crate::stranded::NodeState> {
+    use crate::stranded::NodeState;
+    use std::sync::atomic::Ordering;
+    let api: Api<k8s_openapi::api::core::v1::Node> = Api::all(ctx.client.clone());
+    let mut out = std::collections::BTreeMap::new();
+    for name in crate::stranded::nodes_of(pods) {
+        let state = if ctx.nodes_forbidden.load(Ordering::Relaxed) {
+            NodeState::Unknown
+        } else {
+            match api.get_opt(&name).await {
+                Ok(Some(node)) => NodeState::of(&node),
+                Ok(None) => NodeState::Unknown,
+                Err(kube::Error::Api(s)) if s.code == 403 => {
+                    ctx.nodes_forbidden.store(true, Ordering::Relaxed);
+                    tracing::info!(
+                        "no right to read Nodes (a namespaced install): pods on unready nodes count as stranded only once stuck terminating"
+                    );
+                    NodeState::Unknown
+                }
+                Err(e) => {
+                    tracing::warn!(node = %name, error = %e, "cannot read the node; its readiness is unknown");
+                    NodeState::Unknown
+                }
+            }
+        };
+        out.insert(name, state);
+    }
+    out
+}
+
 /// The handover gates of `pods` (by name), asked of their agents one after another:
 /// the first that the application holds, in words (the pods wait). A gate whose
 /// timeout ran out lets its pod go, with an Event; a pod whose agent does not answer
@@ -924,6 +975,13 @@ async fn handover_held(
     action: &str,
 ) -> Option<String> {
     let agents = world.agents.as_ref().ok()?;
+    let cap = node_agent::config::duration::parse(&cs.spec.membership.handover_timeout)
+        .unwrap_or_else(|_| {
+            node_agent::config::Settings::default()
+                .cluster
+                .handover_timeout
+        })
+        + crate::handover::OPERATOR_MARGIN;
     for name in pods {
         let Some(pod) = world.pod(name) else {
             continue;
@@ -931,8 +989,24 @@ async fn handover_held(
         let Some(ip) = observe::pod_ip(pod) else {
             continue;
         };
-        let answer = agents.handover(ip).await.ok();
-        match crate::handover::judge(name, answer.as_ref()) {
+        let uid = pod.metadata.uid.clone().unwrap_or_default();
+        let answer = agents.handover(ip).await;
+        let held_for = {
+            let since = ctx.handover_since.lock().unwrap_or_else(|e| e.into_inner());
+            since.get(&uid).map_or(Duration::ZERO, |t| t.elapsed())
+        };
+        let gate = crate::handover::judge(name, answer.as_ref(), held_for, cap);
+        {
+            let mut since = ctx.handover_since.lock().unwrap_or_else(|e| e.into_inner());
+            // Forget what is long over (pods deleted by others), so the map stays small.
+            since.retain(|_, t| t.elapsed() < cap * 4);
+            if matches!(gate, crate::handover::Gate::Held(_)) {
+                since.entry(uid).or_insert_with(std::time::Instant::now);
+            } else {
+                since.remove(&uid);
+            }
+        }
+        match gate {
             crate::handover::Gate::Open => {}
             crate::handover::Gate::Held(words) => {
                 ctx.metrics.step("handover_wait");
@@ -1242,6 +1316,26 @@ async fn announce(
             "Lock",
             "new-cluster-enabled is now false: restarted pods only join the existing cluster"
                 .into(),
+        )
+        .await;
+    }
+    let stranded = |s: &crate::ClusterSpecStatus| {
+        s.conditions
+            .iter()
+            .find(|c| c.type_ == "StrandedPods" && c.status == "True")
+            .map(|c| c.message.clone())
+    };
+    if let Some(words) = stranded(after)
+        && before.and_then(stranded).is_none()
+    {
+        event(
+            ctx,
+            cs,
+            None,
+            EventType::Warning,
+            "PodsStranded",
+            "Lock",
+            words,
         )
         .await;
     }

@@ -54,6 +54,8 @@ fn context_with(network_policy: bool) -> (Arc<Context>, ApiHandle) {
         secret_refresh: SECRET_REFRESH,
         failures: Default::default(),
         written: Default::default(),
+        nodes_forbidden: Default::default(),
+        handover_since: Default::default(),
         fence: held(),
         delay_before_delete: Duration::ZERO,
     };

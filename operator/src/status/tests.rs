@@ -82,6 +82,7 @@ fn seen<'a>(
         pdb_supported: true,
         retention_supported: false,
         forming_held: false,
+        stranded: &[],
         tls: None,
         cluster_key: None,
         now,
@@ -530,4 +531,35 @@ fn the_tls_status_stays_until_tls_is_off_for_good() {
     // Off and applied: gone.
     let gone = compute(&seen(&off, Some(&first), members, at(3)));
     assert_eq!(gone.tls, None);
+}
+
+#[test]
+fn stranded_pods_are_a_condition_and_lock_forming_whatever_the_spec_says() {
+    let spec = spec("replicas: 3, bootstrap: {newClusterEnabled: 'true'}");
+    let stranded = [crate::stranded::Stranded {
+        pod: "shop-1".into(),
+        why: "on node b, which is not Ready (Ready is Unknown)".into(),
+    }];
+    let members = members(&[], &[]);
+    let mut look = seen(&spec, None, Ok(&members), at(0));
+    let free = compute(&look);
+    assert_eq!(free.new_cluster_enabled, Some(true));
+    assert_eq!(condition(&free, "StrandedPods").status, "False");
+    look.stranded = &stranded;
+    let held = compute(&look);
+    assert_eq!(
+        held.new_cluster_enabled,
+        Some(false),
+        "refused although the spec says true"
+    );
+    let c = condition(&held, "StrandedPods");
+    assert_eq!(
+        (c.status.as_str(), c.reason.as_str()),
+        ("True", "PodsMayStillRun")
+    );
+    assert!(
+        c.message.contains("pod shop-1 is on node b"),
+        "{}",
+        c.message
+    );
 }

@@ -892,10 +892,21 @@ fn a_leaving_member_goes_exiting_then_removed() {
         );
         assert_eq!(net.node(i).gossip().leader(), Some(&uniq(2, 2)));
     }
-    // Leaving before ever joining just ends.
+    // Leaving before ever joining just ends, and for good: a process that lingers
+    // after it (its application handing over) neither joins nor forms on bootstrap's
+    // word, nor through the configured seeds.
     let mut lone = Net::new(&[7]);
     lone.node(7).leave(Duration::ZERO, &mut rng);
     assert_eq!(lone.node(7).phase(), &Phase::Left);
+    let n = lone.node(7);
+    assert!(n.join(Duration::from_secs(1), vec![addr(2)]).is_empty());
+    assert!(n.form(Duration::from_secs(1)).is_empty());
+    assert!(
+        n.join_configured_seeds(Duration::from_secs(1), &[addr(7), addr(2)])
+            .is_empty()
+    );
+    assert_eq!(n.phase(), &Phase::Left);
+    assert!(n.gossip().is_empty(), "no cluster of its own");
 }
 
 #[test]

@@ -1,0 +1,183 @@
+//! Pods that may still run where nobody can see them (issue 19 A3, akka-management
+//! #570): a pod stuck Terminating past its grace period (its kubelet never confirmed
+//! that it stopped), or a pod on a node that is not Ready (its kubelet is cut off: the
+//! pod may run on behind a partition, as a member of the cluster). While any exists,
+//! forming a new cluster is refused whatever `newClusterEnabled` says — the old members
+//! may be alive — and condition `StrandedPods` names them.
+//!
+//! Node readiness needs `get` on Nodes, which only the cluster-wide install has; the
+//! namespaced install sees stuck-terminating pods only (after the node lifecycle
+//! controller's eviction, 5 minutes by default, a pod on a lost node is one).
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::{Node, Pod};
+use k8s_openapi::jiff::{SignedDuration, Timestamp};
+use kube::ResourceExt;
+
+/// A terminating pod is stuck once its deletion time (set to the request's time plus
+/// its grace period) is this far behind: its kubelet had all that time to stop it.
+pub const STUCK_AFTER: Duration = Duration::from_secs(15);
+
+/// A node's readiness, as the operator could read it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NodeState {
+    Ready,
+    /// Its Ready condition is `False` or `Unknown` (or missing), in words.
+    NotReady(String),
+    /// Not read: no right to read Nodes, the read failed, or the Node is gone (the
+    /// machine was removed; Kubernetes then deletes its pods itself).
+    Unknown,
+}
+
+impl NodeState {
+    pub fn of(node: &Node) -> Self {
+        let ready = node
+            .status
+            .as_ref()
+            .and_then(|s| s.conditions.as_ref())
+            .and_then(|c| c.iter().find(|c| c.type_ == "Ready"));
+        match ready {
+            Some(c) if c.status == "True" => Self::Ready,
+            Some(c) => Self::NotReady(format!(
+                "Ready is {}{}{}",
+                c.status,
+                c.reason
+                    .as_deref()
+                    .map(|r| format!(" ({r})"))
+                    .unwrap_or_default(),
+                c.last_transition_time
+                    .as_ref()
+                    .map(|t| format!(" since {}", t.0))
+                    .unwrap_or_default()
+            )),
+            None => Self::NotReady("it reports no Ready condition".into()),
+        }
+    }
+}
+
+/// A pod that may still run unseen, and why, in words.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stranded {
+    pub pod: String,
+    pub why: String,
+}
+
+/// The pods of `pods` that may still run where nobody can see them.
+pub fn stranded(
+    pods: &[Pod],
+    nodes: &BTreeMap<String, NodeState>,
+    now: Timestamp,
+) -> Vec<Stranded> {
+    let stuck_after = SignedDuration::try_from(STUCK_AFTER).unwrap_or_default();
+    pods.iter()
+        .filter_map(|p| {
+            let node = p.spec.as_ref().and_then(|s| s.node_name.as_deref());
+            let why = if let Some(at) = p.metadata.deletion_timestamp.as_ref()
+                && now.duration_since(at.0) >= stuck_after
+            {
+                format!(
+                    "terminating since {} (past its grace period) on node {}: its kubelet has not confirmed that it stopped",
+                    at.0,
+                    node.unwrap_or("?")
+                )
+            } else if let Some(node) = node
+                && let Some(NodeState::NotReady(words)) = nodes.get(node)
+            {
+                format!("on node {node}, which is not Ready ({words}): it may still run there, cut off")
+            } else {
+                return None;
+            };
+            Some(Stranded {
+                pod: p.name_any(),
+                why,
+            })
+        })
+        .collect()
+}
+
+/// The nodes the pods run on (by name), to read.
+pub fn nodes_of(pods: &[Pod]) -> Vec<String> {
+    let mut names: Vec<String> = pods
+        .iter()
+        .filter_map(|p| p.spec.as_ref()?.node_name.clone())
+        .collect();
+    names.sort();
+    names.dedup();
+    names
+}
+
+/// The condition's message: every stranded pod (the first five in full).
+pub fn words(stranded: &[Stranded]) -> String {
+    const SHOWN: usize = 5;
+    let mut out: Vec<String> = stranded
+        .iter()
+        .take(SHOWN)
+        .map(|s| format!("pod {} is {}", s.pod, s.why))
+        .collect();
+    if stranded.len() > SHOWN {
+        out.push(format!("and {} more", stranded.len() - SHOWN));
+    }
+    format!(
+        "{}; forming a new cluster is refused while they exist, whatever spec.bootstrap.newClusterEnabled says (the old members may still run). When the node is Ready again, or once it is known to be gone for good (delete its Node object, or force-delete the pods), this clears",
+        out.join("; ")
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn pod(name: &str, node: &str, deleted: Option<&str>) -> Pod {
+        serde_json::from_value(json!({
+            "metadata": {"name": name, "deletionTimestamp": deleted},
+            "spec": {"nodeName": node, "containers": []},
+        }))
+        .unwrap()
+    }
+
+    fn node(ready: &str) -> Node {
+        serde_json::from_value(json!({
+            "metadata": {"name": "n"},
+            "status": {"conditions": [{"type": "Ready", "status": ready, "reason": "NodeStatusUnknown",
+                                        "lastTransitionTime": "2026-12-03T10:00:00Z"}]},
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn pods_stuck_terminating_or_on_unready_nodes_are_stranded_and_no_others() {
+        let now: Timestamp = "2026-12-03T10:01:00Z".parse().unwrap();
+        let pods = [
+            pod("shop-0", "a", None),
+            pod("shop-1", "b", None),
+            // Within its grace period (deletion time not yet 15 s behind): stopping.
+            pod("shop-2", "a", Some("2026-12-03T10:00:50Z")),
+            pod("shop-3", "a", Some("2026-12-03T10:00:40Z")),
+            pod("shop-4", "c", None),
+        ];
+        let nodes = BTreeMap::from([
+            ("a".to_owned(), NodeState::of(&node("True"))),
+            ("b".to_owned(), NodeState::of(&node("Unknown"))),
+            ("c".to_owned(), NodeState::Unknown),
+        ]);
+        let s = stranded(&pods, &nodes, now);
+        let names: Vec<&str> = s.iter().map(|s| s.pod.as_str()).collect();
+        assert_eq!(names, ["shop-1", "shop-3"], "{s:?}");
+        assert!(s[0].why.contains("node b, which is not Ready (Ready is Unknown (NodeStatusUnknown) since 2026-12-03T10:00:00Z)"), "{s:?}");
+        assert!(
+            s[1].why.contains("terminating since 2026-12-03T10:00:40Z"),
+            "{s:?}"
+        );
+        assert_eq!(nodes_of(&pods), ["a", "b", "c"]);
+        assert!(words(&s).contains("whatever spec.bootstrap.newClusterEnabled says"));
+        assert_eq!(
+            NodeState::of(&node("False")),
+            NodeState::NotReady(
+                "Ready is False (NodeStatusUnknown) since 2026-12-03T10:00:00Z".into()
+            )
+        );
+    }
+}
