@@ -1220,3 +1220,193 @@ async fn pods_on_an_unready_node_hold_forming_off_whatever_the_spec_says() {
     );
     support::operator::assert_events(&p, "shop", &["PodsStranded"]);
 }
+
+/// A cluster lost as a whole comes back by itself, and not while a member may live
+/// (issue 19 A1). The operator connects to agents from its own address here, so that
+/// a cut can take it off some pods as a node partition would.
+///
+/// 1. `keep-oldest` (not down-if-alone): the oldest member is cut off from the other
+///    pods and from the operator. The others down themselves and restart as idle
+///    agents; the oldest lives on behind the cut. The operator must not form anew and
+///    says why (condition Degraded); once the cut heals the others join the oldest.
+/// 2. `down-all`, a second cluster: a cut makes both sides down every member; the agents
+///    restart idle. The operator finds every member gone and opens forming: one cluster
+///    again with no human step (time printed).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_cluster_comes_back_by_itself_but_not_while_a_member_may_live() {
+    use e2e::partition::Partition;
+    let nets = (109, 110);
+    let p = support::operator::platform("recovery", nets, e2e::VolumeRefresh::default()).await;
+    let operator_ip = std::net::IpAddr::from([127, 0, nets.0, 10]);
+    let source = operator_ip.to_string();
+    let op = Operator::start_with(
+        &p,
+        "op-a",
+        SocketAddr::new(operator_ip, 8080),
+        &["--test-agents-source-ip", &source],
+        "info",
+    );
+    let c = support::operator::create_running(
+        &p,
+        &op,
+        "shop",
+        3,
+        json!({"membership": {"downing": "keep-oldest", "downIfAlone": false, "stableAfter": "3s"}}),
+    )
+    .await;
+    let pod_ips = |pods: &[Pod]| -> Vec<(String, std::net::IpAddr)> {
+        pods.iter()
+            .filter_map(|p| Some((p.metadata.name.clone()?, support::operator::pod_ip(p)?)))
+            .collect()
+    };
+    let views = c.views().await;
+    let oldest = views
+        .values()
+        .find_map(|v| v.oldest.clone())
+        .expect("an oldest member");
+    let all = pod_ips(&c.pods().await);
+    let (oldest_pod, _) = all
+        .iter()
+        .find(|(_, ip)| *ip == oldest.ip)
+        .cloned()
+        .expect("the oldest's pod");
+    let others: Vec<std::net::IpAddr> = all
+        .iter()
+        .filter(|(_, ip)| *ip != oldest.ip)
+        .map(|(_, ip)| *ip)
+        .collect();
+    let oldest_uid = views
+        .values()
+        .flat_map(|v| v.members.iter())
+        .find(|m| m.node == oldest)
+        .map(|m| m.node_uid)
+        .expect("the oldest's uid");
+
+    // 1. The oldest lives on behind a cut.
+    let mut cut_off = others.clone();
+    cut_off.push(operator_ip);
+    let cut = Partition::cut(&[oldest.ip], &cut_off);
+    let refused = c
+        .wait_for(
+            &op,
+            "the operator refusing to form anew, saying why",
+            Duration::from_secs(90),
+            |cs| match condition(cs, "Degraded") {
+                Some((_, r, m))
+                    if r == "NoClusterToJoin"
+                        && m.contains(&format!(
+                            "not yet: pod {oldest_pod}'s agent does not answer"
+                        )) =>
+                {
+                    Ok(())
+                }
+                other => Err(format!("Degraded {other:?}")),
+            },
+        )
+        .await;
+    println!(
+        "oldest cut off, the others downed: the operator says {:?}",
+        condition(&refused, "Degraded").map(|c| c.2)
+    );
+    // Longer than the evidence would need to be confirmed: still nobody forms.
+    let refusing_since = Instant::now();
+    poll(
+        "the others staying idle while the oldest may live",
+        Duration::from_secs(60),
+        || async {
+            let views = c.views().await;
+            if let Some((pod, m)) = views
+                .iter()
+                .find(|(pod, m)| **pod != oldest_pod && !m.members.is_empty())
+            {
+                panic!(
+                    "{pod} formed or joined a cluster while the oldest lives behind the cut: {m:?}"
+                );
+            }
+            let cs = c.api().get("shop").await.map_err(|e| e.to_string())?;
+            assert_eq!(
+                status_of(&cs).new_cluster_enabled,
+                Some(false),
+                "forming stays off"
+            );
+            if refusing_since.elapsed() > crate::RECOVERY_CONFIRM + Duration::from_secs(8) {
+                Ok(())
+            } else {
+                Err("still watching".into())
+            }
+        },
+    )
+    .await;
+    let healed = Instant::now();
+    drop(cut);
+    poll(
+        "the others joined the oldest",
+        Duration::from_secs(120),
+        || c.one_cluster_of(3),
+    )
+    .await;
+    let views = c.views().await;
+    assert!(
+        views
+            .values()
+            .flat_map(|v| v.members.iter())
+            .any(|m| m.node == oldest && m.node_uid == oldest_uid),
+        "the oldest's incarnation is still the member: {views:?}"
+    );
+    println!(
+        "cut healed -> the others joined the oldest: {} ms",
+        healed.elapsed().as_millis()
+    );
+
+    // 2. down-all, in a second cluster: every member downed; it comes back by itself.
+    let c = support::operator::create_running(
+        &p,
+        &op,
+        "cart",
+        3,
+        json!({"membership": {"downing": "down-all", "stableAfter": "3s"}}),
+    )
+    .await;
+    // The members' own addresses, as they answer.
+    let mut ips: Vec<std::net::IpAddr> = c.views().await.values().map(|v| v.self_node.ip).collect();
+    ips.sort();
+    let rest = ips.split_off(1);
+    let cut = Partition::cut(&ips, &rest);
+    let started = Instant::now();
+    poll(
+        "every member downed (the agents restarted idle)",
+        Duration::from_secs(120),
+        || async {
+            let views = c.views().await;
+            if views.len() == 3 && views.values().all(|v| v.members.is_empty()) {
+                Ok(())
+            } else {
+                Err(format!("{views:?}"))
+            }
+        },
+    )
+    .await;
+    let gone = started.elapsed();
+    drop(cut);
+    let healed = Instant::now();
+    c.wait_for(
+        &op,
+        "one cluster again, with no human step",
+        Duration::from_secs(240),
+        running(3),
+    )
+    .await;
+    poll("one cluster of 3", Duration::from_secs(60), || {
+        c.one_cluster_of(3)
+    })
+    .await;
+    println!(
+        "down-all: every member gone {} ms after the cut; cut healed -> one cluster of 3 Running in {} ms",
+        gone.as_millis(),
+        healed.elapsed().as_millis()
+    );
+    support::operator::assert_events(&p, "cart", &["ClusterLost"]);
+}
+
+/// [`operator::recovery::CONFIRM`], for the test's own bound.
+const RECOVERY_CONFIRM: Duration = operator::recovery::CONFIRM;

@@ -71,6 +71,16 @@ impl Agents {
         }
     }
 
+    /// With the default timeouts, connecting from `local_ip` (the local test platform:
+    /// as from a pod's IP).
+    pub fn from_ip(local_ip: IpAddr) -> Self {
+        Self {
+            client: ManagementClient::from_ip(local_ip, REQUEST_TIMEOUT)
+                .with_body_limit(MEMBERS_BODY_BYTES),
+            scan: SCAN_TIMEOUT,
+        }
+    }
+
     /// The same, speaking HTTPS only: an agent must show a certificate for
     /// `server_name` from a CA of `ca_pem` (PEM certificates) before anything is sent
     /// to it — the management token above all.
@@ -153,6 +163,31 @@ impl Agents {
             .await
             .ok()?;
         Some(answer.and_then(bounded))
+    }
+
+    /// `/cluster/members` of each agent of `targets` (pod name, IP), a few asked at
+    /// once, all within one look's time (`scan`); in no particular order.
+    pub async fn members_each(
+        &self,
+        targets: &[(String, IpAddr)],
+    ) -> Vec<(String, Result<ClusterMembers, String>)> {
+        use futures_util::StreamExt;
+        let deadline = Instant::now() + self.scan;
+        futures_util::stream::iter(targets.iter().cloned())
+            .map(|(pod, ip)| async move {
+                let answer = match self
+                    .ask(SocketAddr::new(ip, MANAGEMENT_PORT), deadline)
+                    .await
+                {
+                    Some(Ok(m)) => Ok(m),
+                    Some(Err(e)) => Err(quoted(&e.to_string())),
+                    None => Err(format!("no answer within {:?}", self.scan)),
+                };
+                (pod, answer)
+            })
+            .buffer_unordered(STATUS_CONCURRENCY)
+            .collect()
+            .await
     }
 
     /// `/bootstrap/status` of each agent of `targets` (pod name, IP), a few asked at

@@ -26,6 +26,7 @@ pub mod install;
 pub mod leader;
 pub mod metrics;
 pub mod pod_template;
+pub mod recovery;
 pub mod reference;
 pub mod rollout;
 pub mod rotation;

@@ -69,6 +69,11 @@ pub struct Seen<'a> {
     pub forming_held: bool,
     /// Pods that may still run unseen ([`crate::stranded`]): forming is refused.
     pub stranded: &'a [crate::stranded::Stranded],
+    /// Every member of the formed cluster is gone ([`crate::recovery`]): forming opens
+    /// again, and the formed time is cleared.
+    pub lost: bool,
+    /// Why a formed cluster with no Up member is not (yet) found lost, in words.
+    pub recovery: Option<String>,
     /// With spec.tls, what the operator keeps now (`None`: not looked at in this
     /// reconcile; the previous status's stays).
     pub tls: Option<crate::crd::TlsStatus>,
@@ -202,7 +207,8 @@ pub fn compute(seen: &Seen<'_>) -> ClusterSpecStatus {
     let spec = seen.spec;
     let required = required_contact_points(spec, seen.previous);
     let members = seen.members.as_ref().ok().copied();
-    let formed_at = formed_at(spec, seen.previous, members, seen.now).filter(|_| !seen.stopped);
+    let formed_at =
+        formed_at(spec, seen.previous, members, seen.now).filter(|_| !seen.stopped && !seen.lost);
     let counts = members.map(|m| MemberCounts {
         up: up(m),
         total: i32::try_from(m.members.len()).unwrap_or(i32::MAX),
@@ -264,7 +270,12 @@ pub fn compute(seen: &Seen<'_>) -> ClusterSpecStatus {
     {
         Some((
             "NoClusterToJoin",
-            "no member is Up and forming a new cluster is off (the cluster formed before): the pods wait to join one. If the whole cluster is gone, set spec.bootstrap.newClusterEnabled: \"true\" until it has formed again, then back to auto".into(),
+            match (&spec.bootstrap.new_cluster_enabled, &seen.recovery) {
+                (NewClusterEnabled::Auto, Some(why)) => format!(
+                    "no member is Up and forming a new cluster is off (the cluster formed before): the pods wait to join one. The operator forms it again by itself once it has evidence that no member is alive anywhere; not yet: {why}"
+                ),
+                _ => "no member is Up and forming a new cluster is off (the cluster formed before): the pods wait to join one. If the whole cluster is gone, set spec.bootstrap.newClusterEnabled: \"true\" until it has formed again, then back to auto".into(),
+            },
         ))
     } else if let (Some(_), Err(e)) = (&formed_at, &seen.members) {
         Some((

@@ -26,9 +26,12 @@ pub enum NodeState {
     Ready,
     /// Its Ready condition is `False` or `Unknown` (or missing), in words.
     NotReady(String),
-    /// Not read: no right to read Nodes, the read failed, or the Node is gone (the
-    /// machine was removed; Kubernetes then deletes its pods itself).
+    /// Not read: no right to read Nodes (a namespaced install), or the Node is gone
+    /// (the machine was removed; Kubernetes then deletes its pods itself).
     Unknown,
+    /// The read failed: its readiness is unknown, so its pods count as stranded
+    /// (failing closed: one failed read must not lift the fence).
+    Unreadable(String),
 }
 
 impl NodeState {
@@ -76,6 +79,7 @@ pub fn stranded(
             let node = p.spec.as_ref().and_then(|s| s.node_name.as_deref());
             let why = if let Some(at) = p.metadata.deletion_timestamp.as_ref()
                 && now.duration_since(at.0) >= stuck_after
+                && !stopped(p)
             {
                 format!(
                     "terminating since {} (past its grace period) on node {}: its kubelet has not confirmed that it stopped",
@@ -86,6 +90,10 @@ pub fn stranded(
                 && let Some(NodeState::NotReady(words)) = nodes.get(node)
             {
                 format!("on node {node}, which is not Ready ({words}): it may still run there, cut off")
+            } else if let Some(node) = node
+                && let Some(NodeState::Unreadable(e)) = nodes.get(node)
+            {
+                format!("on node {node}, whose readiness could not be read ({e})")
             } else {
                 return None;
             };
@@ -95,6 +103,24 @@ pub fn stranded(
             })
         })
         .collect()
+}
+
+/// Whether the kubelet has reported the pod stopped: it ended (Succeeded, Failed), or
+/// every container it ran has terminated. A pod kept only by someone's finalizer is
+/// then no member anywhere.
+fn stopped(p: &Pod) -> bool {
+    let Some(status) = &p.status else {
+        return false;
+    };
+    if matches!(status.phase.as_deref(), Some("Succeeded" | "Failed")) {
+        return true;
+    }
+    status.container_statuses.as_ref().is_some_and(|cs| {
+        !cs.is_empty()
+            && cs
+                .iter()
+                .all(|c| c.state.as_ref().is_some_and(|s| s.terminated.is_some()))
+    })
 }
 
 /// The nodes the pods run on (by name), to read.
@@ -166,6 +192,18 @@ mod tests {
         let s = stranded(&pods, &nodes, now);
         let names: Vec<&str> = s.iter().map(|s| s.pod.as_str()).collect();
         assert_eq!(names, ["shop-1", "shop-3"], "{s:?}");
+        // A pod whose containers the kubelet reported terminated is held only by a
+        // finalizer: not stranded. A node that could not be read fails closed.
+        let mut kept = pods[3].clone();
+        kept.status = serde_json::from_value(json!({"phase": "Running", "containerStatuses": [
+            {"name": "agent", "image": "a", "imageID": "", "ready": false, "restartCount": 0,
+             "state": {"terminated": {"exitCode": 0}}}]}))
+        .unwrap();
+        assert!(stranded(&[kept], &nodes, now).is_empty());
+        let mut unread = nodes.clone();
+        unread.insert("a".into(), NodeState::Unreadable("timed out".into()));
+        let u = stranded(&pods[..1], &unread, now);
+        assert!(u[0].why.contains("could not be read (timed out)"), "{u:?}");
         assert!(s[0].why.contains("node b, which is not Ready (Ready is Unknown (NodeStatusUnknown) since 2026-12-03T10:00:00Z)"), "{s:?}");
         assert!(
             s[1].why.contains("terminating since 2026-12-03T10:00:40Z"),

@@ -385,6 +385,34 @@ pub async fn running_shop(
     (p, op, c)
 }
 
+/// Creates ClusterSpec `name` (as [`create_cluster`]) and waits until it is Running
+/// with `n` Up and every agent sees one cluster of `n`.
+pub async fn create_running(
+    p: &Platform,
+    op: &dyn OperatorLog,
+    name: &str,
+    n: i32,
+    extra: serde_json::Value,
+) -> Cluster {
+    let c = Cluster::of(p, name);
+    create_cluster(p, name, n, extra).await;
+    c.wait_for(
+        op,
+        &format!("{name} Running with {n} Up"),
+        Duration::from_secs(120),
+        running(n),
+    )
+    .await;
+    let size = usize::try_from(n).expect("a count");
+    poll(
+        &format!("one cluster of {n}"),
+        Duration::from_secs(60),
+        || c.one_cluster_of(size),
+    )
+    .await;
+    c
+}
+
 /// Asserts that Events of each reason in `reasons` were recorded for object `name`.
 pub fn assert_events(p: &Platform, name: &str, reasons: &[&str]) {
     let selector = format!("involvedObject.name={name}");

@@ -67,6 +67,11 @@ struct Args {
     /// deciding to delete a pod in a rollout and deleting it.
     #[arg(long, hide = true, default_value_t = 0)]
     test_delay_before_delete_ms: u64,
+    /// For the local test platform only, where every process shares one network
+    /// namespace: connect to agents from this address (as from a pod's IP), so that a
+    /// test can cut the operator off from some pods.
+    #[arg(long, hide = true)]
+    test_agents_source_ip: Option<std::net::IpAddr>,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -248,6 +253,9 @@ async fn run(mut args: Args) -> ExitCode {
     // Its pods may reach the agents' management port (each cluster's NetworkPolicy).
     ctx.operator_namespace = args.lease_namespace.clone();
     ctx.delay_before_delete = Duration::from_millis(args.test_delay_before_delete_ms);
+    if let Some(ip) = args.test_agents_source_ip {
+        ctx.agents = operator::agents::Agents::from_ip(ip);
+    }
     ctx.concurrency = args.max_concurrent_reconciles;
     ctx.reconcile_timeout = Duration::from_secs(args.reconcile_timeout_seconds);
     ctx.secret_refresh = Duration::from_secs(args.secret_refresh_seconds);

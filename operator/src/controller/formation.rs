@@ -70,8 +70,10 @@ pub fn change(
 }
 
 /// [`change`], fenced: while pods of the cluster may still run unseen (`stranded`) the
-/// record is the operator's [`STRANDED`] hold whatever the mode, and once none is left
-/// the mode decides as if nobody held it.
+/// record stays held whatever the mode — a free record becomes the operator's
+/// [`STRANDED`] hold, any other hold is kept as it is (an agent's claim above all: it
+/// stands for a cluster that exists) — and once none is left, the operator's own
+/// [`STRANDED`] hold goes as the mode says with nobody holding it.
 pub fn change_fenced(
     mode: NewClusterEnabled,
     holder: Option<&str>,
@@ -80,7 +82,7 @@ pub fn change_fenced(
     stranded: bool,
 ) -> Option<Option<&'static str>> {
     if stranded {
-        return (holder != Some(STRANDED)).then_some(Some(STRANDED));
+        return holder.is_none().then_some(Some(STRANDED));
     }
     if holder == Some(STRANDED) {
         return Some(change(mode, None, state, false).unwrap_or(None));
@@ -157,7 +159,7 @@ pub async fn keep(
     ctx: &Context,
     cs: &ClusterSpec,
     ns: &str,
-    (formed, stopped, stranded): (bool, bool, bool),
+    (formed, stopped, lost, stranded): (bool, bool, bool, bool),
     (pods, agents): (&[Pod], Option<&Agents>),
     existing: Option<Lease>,
 ) -> Result<Option<String>, Error> {
@@ -166,7 +168,8 @@ pub async fn keep(
     let mode = cs.spec.bootstrap.new_cluster_enabled;
     let Some(mut lease) = existing else {
         let mut fresh = formation_lease::build(cs);
-        let holder = change_fenced(mode, None, (formed, stopped), false, stranded).flatten();
+        let holder =
+            change_fenced(mode, None, (formed, stopped || lost), false, stranded).flatten();
         if let Some(spec) = &mut fresh.spec {
             spec.holder_identity = holder.map(str::to_owned);
         }
@@ -182,8 +185,10 @@ pub async fn keep(
     };
     let holder = holder_of(lease.spec.as_ref()).map(str::to_owned);
     let gone = worth_asking(mode, &lease, formed) && no_member_left(agents, pods).await;
-    let Some(next) = change_fenced(mode, holder.as_deref(), (formed, stopped), gone, stranded)
-    else {
+    // A cluster lost as a whole opens the record as one stopped does (see
+    // crate::recovery for the evidence).
+    let opening = (formed, stopped || lost);
+    let Some(next) = change_fenced(mode, holder.as_deref(), opening, gone, stranded) else {
         return Ok(holder);
     };
     let spec = lease.spec.get_or_insert_with(LeaseSpec::default);
@@ -196,7 +201,23 @@ pub async fn keep(
     match api.replace(&name, &PostParams::default(), &lease).await {
         Ok(_) => {
             tracing::info!(lease = %name, was = ?holder, now = ?next, ?mode, "formation record updated");
-            if stopped && holder.is_some() {
+            if lost && holder.is_some() {
+                let note = format!(
+                    "opened the formation record {name}, held by {}: every member of the cluster is gone (every pod's agent answers that it is no member, no pod is terminating or stranded, for {} s), so the pods may form it again; exactly one forms, the one that claims the record",
+                    holder.as_deref().unwrap_or_default(),
+                    crate::recovery::CONFIRM.as_secs()
+                );
+                super::event(
+                    ctx,
+                    cs,
+                    None,
+                    EventType::Warning,
+                    "ClusterLost",
+                    "Recover",
+                    note,
+                )
+                .await;
+            } else if stopped && holder.is_some() {
                 let note = format!(
                     "opened the formation record {name}, held by {}: the cluster was scaled to zero and no pod of it is left, so the next scale-up forms a new cluster",
                     holder.as_deref().unwrap_or_default()
@@ -319,19 +340,23 @@ mod tests {
     #[test]
     fn stranded_pods_hold_the_record_whatever_the_mode_and_release_it_to_the_mode() {
         for mode in [Auto, True, False] {
-            for holder in [None, Some(AGENT), Some(LOCKED), Some(FORMED)] {
-                for state in [(false, false), (true, false)] {
+            for state in [(false, false), (true, false), (false, true)] {
+                assert_eq!(
+                    change_fenced(mode, None, state, true, true),
+                    Some(Some(STRANDED)),
+                    "a free record is held: {mode:?} {state:?}"
+                );
+                // Any other hold stays: an agent's claim is a cluster that exists (it
+                // must never be replaced by a hold that is later released), and even
+                // `true` and a stopped cluster do not clear it now.
+                for holder in [AGENT, LOCKED, FORMED, STRANDED] {
                     assert_eq!(
-                        change_fenced(mode, holder, state, true, true),
-                        Some(Some(STRANDED)),
+                        change_fenced(mode, Some(holder), state, true, true),
+                        None,
                         "{mode:?} {holder:?} {state:?}"
                     );
                 }
             }
-            assert_eq!(
-                change_fenced(mode, Some(STRANDED), (false, false), true, true),
-                None
-            );
         }
         // None left: what the mode says with nobody holding it.
         assert_eq!(

@@ -149,12 +149,16 @@ pub struct Context {
     pub failures: Mutex<HashMap<ObjectRef<ClusterSpec>, u32>>,
     /// The last status written, per ClusterSpec, until the watch delivers it.
     pub written: Mutex<HashMap<String, Written>>,
-    /// Reading a Node was refused (a namespaced install has no right to): not asked
-    /// again; pods on unready nodes are seen only once stuck terminating.
-    pub nodes_forbidden: std::sync::atomic::AtomicBool,
+    /// When reading a Node was last refused (a namespaced install has no right to):
+    /// asked again only [`NODES_FORBIDDEN_RETRY`] later; meanwhile pods on unready
+    /// nodes are seen only once stuck terminating.
+    pub nodes_forbidden: Mutex<Option<std::time::Instant>>,
     /// When this operator first found each pod's handover gate held (by pod uid): its
     /// own bound on the wait ([`crate::handover::OPERATOR_MARGIN`]).
     pub handover_since: Mutex<HashMap<String, std::time::Instant>>,
+    /// Since when the evidence of a whole-cluster loss has held, per ClusterSpec uid
+    /// ([`crate::recovery::CONFIRM`]).
+    pub lost_since: Mutex<HashMap<String, std::time::Instant>>,
 }
 
 /// A status the operator wrote, and the resource version the server gave it.
@@ -247,8 +251,9 @@ impl Context {
             secret_refresh: SECRET_REFRESH,
             failures: Mutex::default(),
             written: Mutex::default(),
-            nodes_forbidden: std::sync::atomic::AtomicBool::new(false),
+            nodes_forbidden: Mutex::default(),
             handover_since: Mutex::default(),
+            lost_since: Mutex::default(),
             fence,
             delay_before_delete: Duration::ZERO,
         }
@@ -618,6 +623,7 @@ async fn reconcile_once(cs: &ClusterSpec, ctx: &Context, now: Timestamp) -> Resu
     );
     let nodes = node_states(ctx, &world.pods).await;
     let stranded = crate::stranded::stranded(&world.pods, &nodes, now);
+    let (lost, recovery) = look_for_loss(ctx, cs, &world, previous, stopped, stranded.len()).await;
     let mut rollout_status = None;
     let mut scaling = None;
     let mut forming_held = false;
@@ -626,7 +632,8 @@ async fn reconcile_once(cs: &ClusterSpec, ctx: &Context, now: Timestamp) -> Resu
     let mut rotating = false;
     if let Some(mut lives) = lives.filter(|_| problems.is_empty() && conflicts.is_empty()) {
         // Stopped as a whole (scaled to zero, no pod left): the next scale-up forms anew.
-        let formed = status::formed_at(&cs.spec, previous, members, now).is_some() && !stopped;
+        let formed =
+            status::formed_at(&cs.spec, previous, members, now).is_some() && !stopped && !lost;
         // Pods that may still run unseen hold forming off whatever the spec says, through
         // the formation record alone (below): agents read it at once and re-read it
         // every 10 s, where a changed ConfigMap reaches them only at the kubelet's
@@ -733,7 +740,7 @@ async fn reconcile_once(cs: &ClusterSpec, ctx: &Context, now: Timestamp) -> Resu
             ctx,
             cs,
             &ns,
-            (formed, stopped, !stranded.is_empty()),
+            (formed, stopped, lost, !stranded.is_empty()),
             (&world.pods, world.agents.as_ref().ok()),
             lives.formation.take(),
         )
@@ -811,6 +818,8 @@ async fn reconcile_once(cs: &ClusterSpec, ctx: &Context, now: Timestamp) -> Resu
         retention_supported: ctx.retention_supported,
         forming_held,
         stranded: &stranded,
+        lost,
+        recovery,
         tls: tls_status,
         cluster_key: key_status,
         now,
@@ -928,6 +937,94 @@ async fn roll(
     }))
 }
 
+/// Whether the whole cluster is lost ([`crate::recovery`]): `(lost, why not yet)`.
+/// Every pod's agent is asked only when the cluster formed under `auto` and no member
+/// is Up in the list at hand; the evidence must then hold for
+/// [`crate::recovery::CONFIRM`] on end.
+async fn look_for_loss(
+    ctx: &Context,
+    cs: &ClusterSpec,
+    world: &World,
+    previous: Option<&crate::ClusterSpecStatus>,
+    stopped: bool,
+    stranded: usize,
+) -> (bool, Option<String>) {
+    use crate::recovery::{self, PodLook, Verdict};
+    let uid = cs.uid().unwrap_or_default();
+    let formed = previous.is_some_and(|s| s.formed_at.is_some()) && !stopped;
+    let up = world.members.as_ref().ok().map(|m| {
+        i32::try_from(m.members.iter().filter(|x| x.status.is_up()).count()).unwrap_or(i32::MAX)
+    });
+    let verdict = if recovery::worth_looking(
+        cs.spec.bootstrap.new_cluster_enabled,
+        formed,
+        cs.spec.replicas,
+        up,
+    ) {
+        let targets: Vec<(String, std::net::IpAddr)> = world
+            .pods
+            .iter()
+            .filter(|p| p.metadata.deletion_timestamp.is_none())
+            .filter_map(|p| Some((p.name_any(), observe::pod_ip(p)?)))
+            .collect();
+        let answers: HashMap<String, Result<usize, String>> = match &world.agents {
+            Ok(agents) => agents
+                .members_each(&targets)
+                .await
+                .into_iter()
+                .map(|(pod, a)| (pod, a.map(|m| m.members.len())))
+                .collect(),
+            Err(_) => HashMap::new(),
+        };
+        let looks: Vec<PodLook> = world
+            .pods
+            .iter()
+            .map(|p| PodLook {
+                name: p.name_any(),
+                terminating: p.metadata.deletion_timestamp.is_some(),
+                has_ip: observe::pod_ip(p).is_some(),
+                members: answers.get(&p.name_any()).cloned(),
+            })
+            .collect();
+        recovery::judge(cs.spec.replicas, &looks, stranded)
+    } else {
+        Verdict::NotLost
+    };
+    let mut since = ctx.lost_since.lock().unwrap_or_else(|e| e.into_inner());
+    match verdict {
+        Verdict::NotLost => {
+            since.remove(&uid);
+            (false, None)
+        }
+        Verdict::Unproven(why) => {
+            since.remove(&uid);
+            (false, Some(why))
+        }
+        Verdict::Lost => {
+            let held = since
+                .entry(uid)
+                .or_insert_with(std::time::Instant::now)
+                .elapsed();
+            if held >= recovery::CONFIRM {
+                tracing::warn!(cluster = %cs.name_any(), "every member of the cluster is gone: forming is opened again");
+                (true, None)
+            } else {
+                (
+                    false,
+                    Some(format!(
+                        "every pod's agent answers that it is no member and none is terminating or stranded, for {} s of the {} s that confirm it",
+                        held.as_secs(),
+                        recovery::CONFIRM.as_secs()
+                    )),
+                )
+            }
+        }
+    }
+}
+
+/// How long after a refused Node read the operator asks again (RBAC granted late).
+const NODES_FORBIDDEN_RETRY: Duration = Duration::from_secs(600);
+
 /// The readiness of each node that runs a pod of the cluster, as far as the operator
 /// may read it (see [`crate::stranded`]).
 async fn node_states(
@@ -935,26 +1032,33 @@ async fn node_states(
     pods: &[Pod],
 ) -> std::collections::BTreeMap<String, crate::stranded::NodeState> {
     use crate::stranded::NodeState;
-    use std::sync::atomic::Ordering;
     let api: Api<k8s_openapi::api::core::v1::Node> = Api::all(ctx.client.clone());
     let mut out = std::collections::BTreeMap::new();
+    let forbidden = || {
+        ctx.nodes_forbidden
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_some_and(|t| t.elapsed() < NODES_FORBIDDEN_RETRY)
+    };
     for name in crate::stranded::nodes_of(pods) {
-        let state = if ctx.nodes_forbidden.load(Ordering::Relaxed) {
+        let state = if forbidden() {
             NodeState::Unknown
         } else {
             match api.get_opt(&name).await {
                 Ok(Some(node)) => NodeState::of(&node),
                 Ok(None) => NodeState::Unknown,
                 Err(kube::Error::Api(s)) if s.code == 403 => {
-                    ctx.nodes_forbidden.store(true, Ordering::Relaxed);
+                    *ctx.nodes_forbidden
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner()) = Some(std::time::Instant::now());
                     tracing::info!(
                         "no right to read Nodes (a namespaced install): pods on unready nodes count as stranded only once stuck terminating"
                     );
                     NodeState::Unknown
                 }
                 Err(e) => {
-                    tracing::warn!(node = %name, error = %e, "cannot read the node; its readiness is unknown");
-                    NodeState::Unknown
+                    tracing::warn!(node = %name, error = %e, "cannot read the node; its pods count as stranded until it is read");
+                    NodeState::Unreadable(e.to_string())
                 }
             }
         };

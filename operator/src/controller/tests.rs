@@ -56,6 +56,7 @@ fn context_with(network_policy: bool) -> (Arc<Context>, ApiHandle) {
         written: Default::default(),
         nodes_forbidden: Default::default(),
         handover_since: Default::default(),
+        lost_since: Default::default(),
         fence: held(),
         delay_before_delete: Duration::ZERO,
     };

@@ -83,6 +83,8 @@ fn seen<'a>(
         retention_supported: false,
         forming_held: false,
         stranded: &[],
+        lost: false,
+        recovery: None,
         tls: None,
         cluster_key: None,
         now,
@@ -195,6 +197,25 @@ fn forming_until_the_required_contact_points_are_up_then_formed_and_locked() {
             .contains("newClusterEnabled: \"true\""),
         "says what to do"
     );
+    // Under auto the operator says why it has not brought the cluster back yet …
+    let mut look = seen(&sp, Some(&s2), Ok(&waiting), at(61));
+    look.recovery = Some("pod shop-0's agent does not answer".into());
+    let s4 = compute(&look);
+    let m = &condition(&s4, "Degraded").message;
+    assert!(
+        m.contains("forms it again by itself")
+            && m.contains("not yet: pod shop-0's agent does not answer"),
+        "{m}"
+    );
+    // … and once every member is found gone, forming opens as before the first one.
+    look.recovery = None;
+    look.lost = true;
+    let s5 = compute(&look);
+    assert_eq!(
+        (s5.formed_at.as_deref(), s5.new_cluster_enabled),
+        (None, Some(true))
+    );
+    assert_eq!(s5.phase.as_deref(), Some(FORMING));
     // With forming allowed, the pods re-form by themselves: only the agents' silence
     // is reported.
     let on = spec("replicas: 3, bootstrap: {newClusterEnabled: \"true\"}");
