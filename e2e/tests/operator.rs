@@ -1178,11 +1178,22 @@ async fn pods_on_an_unready_node_hold_forming_off_whatever_the_spec_says() {
             if let Some((pod, m)) = views.iter().find(|(_, m)| !m.members.is_empty()) {
                 panic!("{pod} is a member of a new cluster while pods may still run unseen: {m:?}");
             }
-            if views.len() == 3 && refusals >= 1 {
+            // The old pods, gone from the API server while their node is not Ready, are
+            // remembered: they may run on there.
+            let cs = c.api().get("shop").await.map_err(|e| e.to_string())?;
+            let remembered = status_of(&cs)
+                .stranded_pods
+                .iter()
+                .filter(|s| {
+                    old.contains(&Some(s.uid.clone()))
+                        && s.why.starts_with("gone from the API server")
+                })
+                .count();
+            if views.len() == 3 && refusals >= 1 && remembered == 3 {
                 Ok(())
             } else {
                 Err(format!(
-                    "{} agents answer, {refusals} refusals",
+                    "{} agents answer, {refusals} refusals, {remembered} old pods remembered",
                     views.len()
                 ))
             }
@@ -1324,6 +1335,15 @@ async fn a_lost_cluster_comes_back_by_itself_but_not_while_a_member_may_live() {
                 Some(false),
                 "forming stays off"
             );
+            // The record is what the agents read at once: it stays held.
+            let holder = Api::<Lease>::namespaced(p.client.clone(), &p.namespace)
+                .get("shop-formation")
+                .await
+                .map_err(|e| e.to_string())?
+                .spec
+                .and_then(|s| s.holder_identity)
+                .unwrap_or_default();
+            assert!(!holder.is_empty(), "the formation record stays held");
             if refusing_since.elapsed() > crate::RECOVERY_CONFIRM + Duration::from_secs(8) {
                 Ok(())
             } else {

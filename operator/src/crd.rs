@@ -718,10 +718,29 @@ pub struct ClusterSpecStatus {
     /// The cluster key, by id, and a rotation under way.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cluster_key: Option<ClusterKeyStatus>,
+    /// Pods of the cluster that may still run where nobody sees them: stuck
+    /// terminating, on a node that is not Ready, or gone from the API server (e.g.
+    /// force-deleted) while they were so and their node has not been Ready since.
+    /// Forming is refused while any is listed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub stranded_pods: Vec<StrandedPod>,
     /// `Formed`, `Available`, `Progressing` and `Degraded`, each with the generation
     /// it was computed for.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
+}
+
+/// A pod that may still run unseen.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct StrandedPod {
+    pub pod: String,
+    pub uid: String,
+    /// The node it was last seen on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
+    /// Why, in words.
+    pub why: String,
 }
 
 /// The TLS material the operator keeps for the agents.

@@ -22,6 +22,8 @@ pub const DEGRADED: &str = "Degraded";
 /// Scaled to zero and no pod of the cluster left: the cluster stopped as a whole.
 pub const STOPPED: &str = "Stopped";
 pub const PAUSED: &str = "Paused";
+/// Formed condition reason from a whole-cluster loss until the cluster forms again.
+pub const CLUSTER_LOST: &str = "ClusterLost";
 
 /// The annotation that pauses all reconciliation of a ClusterSpec (maintenance
 /// windows): with the value `"true"` the operator writes nothing for it.
@@ -209,6 +211,13 @@ pub fn compute(seen: &Seen<'_>) -> ClusterSpecStatus {
     let members = seen.members.as_ref().ok().copied();
     let formed_at =
         formed_at(spec, seen.previous, members, seen.now).filter(|_| !seen.stopped && !seen.lost);
+    // Formed again after a loss? Until then the Formed condition keeps saying so.
+    let recovering = seen.previous.is_some_and(|s| {
+        s.formed_at.is_none()
+            && s.conditions
+                .iter()
+                .any(|c| c.type_ == "Formed" && c.reason == CLUSTER_LOST)
+    });
     let counts = members.map(|m| MemberCounts {
         up: up(m),
         total: i32::try_from(m.members.len()).unwrap_or(i32::MAX),
@@ -255,15 +264,6 @@ pub fn compute(seen: &Seen<'_>) -> ClusterSpecStatus {
             "FullShutdownUnfinished",
             "the cluster was prepared for a full shutdown (scaled to zero), which cannot be undone: it takes no new member and moves none Up. Scale to 0 to finish it (phase Stopped); scaling up then forms a new cluster".into(),
         ))
-    } else if let Some(s) = &seen.stalled {
-        Some(("MemberUpTimeout", s.clone()))
-    } else if unreachable > 0 {
-        Some((
-            "UnreachableMembers",
-            format!(
-                "{unreachable} member(s) unreachable; the split brain resolver decides after stableAfter"
-            ),
-        ))
     } else if formed_at.is_some()
         && members.is_some_and(|m| up(m) == 0)
         && !new_cluster_enabled(spec, true)
@@ -276,6 +276,15 @@ pub fn compute(seen: &Seen<'_>) -> ClusterSpecStatus {
                 ),
                 _ => "no member is Up and forming a new cluster is off (the cluster formed before): the pods wait to join one. If the whole cluster is gone, set spec.bootstrap.newClusterEnabled: \"true\" until it has formed again, then back to auto".into(),
             },
+        ))
+    } else if let Some(s) = &seen.stalled {
+        Some(("MemberUpTimeout", s.clone()))
+    } else if unreachable > 0 {
+        Some((
+            "UnreachableMembers",
+            format!(
+                "{unreachable} member(s) unreachable; the split brain resolver decides after stableAfter"
+            ),
         ))
     } else if let (Some(_), Err(e)) = (&formed_at, &seen.members) {
         Some((
@@ -343,6 +352,15 @@ pub fn compute(seen: &Seen<'_>) -> ClusterSpecStatus {
     let mut conditions = vec![
         match &formed_at {
             None if seen.stopped => cond("Formed", false, "Stopped", STOPPED_WORDS.into()),
+            None if seen.lost || recovering => cond(
+                "Formed",
+                false,
+                CLUSTER_LOST,
+                format!(
+                    "every member of the cluster was gone (every pod's agent answered that it is no member, none was terminating or stranded, for {} s): forming is open again until one cluster forms; {up_count} of {required} required members Up",
+                    crate::recovery::CONFIRM.as_secs()
+                ),
+            ),
             Some(at) => cond(
                 "Formed",
                 true,
@@ -471,11 +489,13 @@ pub fn compute(seen: &Seen<'_>) -> ClusterSpecStatus {
                 && seen.stranded.is_empty(),
         ),
         formed_at,
+        stranded_pods: seen.stranded.to_vec(),
         // Stopped: fixed anew when the next cluster forms.
-        required_contact_points: (!seen.stopped).then_some(required),
+        // Lost: fixed anew too (the pods that exist now are what forms).
+        required_contact_points: (!seen.stopped && !seen.lost).then_some(required),
         // What the agents got: from a spec that was applied (an invalid one changed
         // nothing, so it may not move the kept number either).
-        expected_contact_points: if seen.stopped {
+        expected_contact_points: if seen.stopped || seen.lost {
             None
         } else if seen.problems.is_empty() && seen.conflicts.is_empty() {
             Some(expected_contact_points(

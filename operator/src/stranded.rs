@@ -26,9 +26,11 @@ pub enum NodeState {
     Ready,
     /// Its Ready condition is `False` or `Unknown` (or missing), in words.
     NotReady(String),
-    /// Not read: no right to read Nodes (a namespaced install), or the Node is gone
-    /// (the machine was removed; Kubernetes then deletes its pods itself).
+    /// Not read: no right to read Nodes (a namespaced install).
     Unknown,
+    /// The Node object is gone: the machine was removed (Kubernetes then deletes its
+    /// pods itself).
+    Gone,
     /// The read failed: its readiness is unknown, so its pods count as stranded
     /// (failing closed: one failed read must not lift the fence).
     Unreadable(String),
@@ -60,12 +62,12 @@ impl NodeState {
     }
 }
 
-/// A pod that may still run unseen, and why, in words.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Stranded {
-    pub pod: String,
-    pub why: String,
-}
+/// A pod that may still run unseen, and why, in words (as kept in status).
+pub type Stranded = crate::crd::StrandedPod;
+
+/// The annotation by which a person confirms pods gone (their uids, comma-separated)
+/// that the operator cannot: e.g. pods force-deleted on a node it may not read.
+pub const CONFIRMED_GONE: &str = "muster.dev/pods-confirmed-gone";
 
 /// The pods of `pods` that may still run where nobody can see them.
 pub fn stranded(
@@ -99,10 +101,55 @@ pub fn stranded(
             };
             Some(Stranded {
                 pod: p.name_any(),
+                uid: p.metadata.uid.clone().unwrap_or_default(),
+                node: node.map(str::to_owned),
                 why,
             })
         })
         .collect()
+}
+
+/// The stranded pods now: those of `pods` ([`stranded`]) and those `before` listed
+/// that are gone from the API server while their node has not been seen Ready since
+/// (nor its Node object deleted): a pod force-deleted behind a cut runs on there
+/// until its kubelet is back. `confirmed`: uids a person confirmed gone.
+pub fn remembered(
+    before: &[Stranded],
+    now_stranded: Vec<Stranded>,
+    pods: &[Pod],
+    nodes: &BTreeMap<String, NodeState>,
+    confirmed: &[&str],
+) -> Vec<Stranded> {
+    let live: Vec<&str> = pods
+        .iter()
+        .filter_map(|p| p.metadata.uid.as_deref())
+        .collect();
+    let mut out = now_stranded;
+    for b in before {
+        if live.contains(&b.uid.as_str()) || confirmed.contains(&b.uid.as_str()) {
+            continue;
+        }
+        let state = b.node.as_ref().and_then(|n| nodes.get(n));
+        if matches!(state, Some(NodeState::Ready | NodeState::Gone)) || b.node.is_none() {
+            continue;
+        }
+        let node = b.node.as_deref().unwrap_or("?");
+        let why = if b.why.starts_with("gone from the API server") {
+            b.why.clone()
+        } else {
+            format!(
+                "gone from the API server (force-deleted?) while it was {}; it may still run on node {node} until that node is Ready again or its Node object is deleted (or annotate the ClusterSpec {CONFIRMED_GONE}: \"{}\" once you know it stopped)",
+                b.why, b.uid
+            )
+        };
+        out.push(Stranded { why, ..b.clone() });
+    }
+    out
+}
+
+/// The nodes of the stranded pods `before` listed, to read as well.
+pub fn nodes_of_remembered(before: &[Stranded]) -> Vec<String> {
+    before.iter().filter_map(|b| b.node.clone()).collect()
 }
 
 /// Whether the kubelet has reported the pod stopped: it ended (Succeeded, Failed), or
@@ -204,6 +251,47 @@ mod tests {
         unread.insert("a".into(), NodeState::Unreadable("timed out".into()));
         let u = stranded(&pods[..1], &unread, now);
         assert!(u[0].why.contains("could not be read (timed out)"), "{u:?}");
+
+        // Remembered once gone from the API server, until the node is Ready or gone.
+        let mut before = stranded(&pods, &nodes, now);
+        for (i, s) in before.iter_mut().enumerate() {
+            s.uid = format!("u{i}");
+        }
+        let kept = remembered(&before, Vec::new(), &[], &nodes, &[]);
+        assert_eq!(
+            kept.len(),
+            1,
+            "shop-3 on node a (Ready) is gone for good: {kept:?}"
+        );
+        assert_eq!(kept[0].pod, "shop-1");
+        assert!(
+            kept[0]
+                .why
+                .contains("gone from the API server (force-deleted?) while it was on node b"),
+            "{kept:?}"
+        );
+        let again = remembered(&kept, Vec::new(), &[], &nodes, &[]);
+        assert_eq!(again, kept, "said once, kept as it is");
+        let mut healed = nodes.clone();
+        healed.insert("b".into(), NodeState::Ready);
+        assert!(remembered(&kept, Vec::new(), &[], &healed, &[]).is_empty());
+        healed.insert("b".into(), NodeState::Gone);
+        assert!(remembered(&kept, Vec::new(), &[], &healed, &[]).is_empty());
+        let mut forbidden = nodes.clone();
+        forbidden.insert("b".into(), NodeState::Unknown);
+        assert_eq!(
+            remembered(&kept, Vec::new(), &[], &forbidden, &[]).len(),
+            1,
+            "unknown: kept"
+        );
+        assert!(
+            remembered(&kept, Vec::new(), &[], &forbidden, &["u0"]).is_empty(),
+            "a person confirmed it"
+        );
+        // A pod still listed is judged afresh, not remembered.
+        let mut listed = pods[1].clone();
+        listed.metadata.uid = Some("u0".into());
+        assert!(remembered(&kept, Vec::new(), &[listed], &healed, &[]).is_empty());
         assert!(s[0].why.contains("node b, which is not Ready (Ready is Unknown (NodeStatusUnknown) since 2026-12-03T10:00:00Z)"), "{s:?}");
         assert!(
             s[1].why.contains("terminating since 2026-12-03T10:00:40Z"),

@@ -118,6 +118,16 @@ pub async fn keep_sbr(
     }
 }
 
+/// Whether the record's holder took it at least `age` ago (a record without a time is
+/// taken as old: the operator's own holds always carry one).
+fn held_longer_than(lease: &Lease, age: std::time::Duration) -> bool {
+    let Some(at) = lease.spec.as_ref().and_then(|s| s.acquire_time.as_ref()) else {
+        return true;
+    };
+    k8s_openapi::jiff::Timestamp::now().duration_since(at.0)
+        >= k8s_openapi::jiff::SignedDuration::try_from(age).unwrap_or_default()
+}
+
 /// Whether the claimant of an agent's claim may be gone: under `auto`, not formed, held
 /// by an agent for at least [`CLAIM_GRACE`]. Only then are the agents asked.
 fn worth_asking(mode: NewClusterEnabled, lease: &Lease, formed: bool) -> bool {
@@ -186,7 +196,10 @@ pub async fn keep(
     let holder = holder_of(lease.spec.as_ref()).map(str::to_owned);
     let gone = worth_asking(mode, &lease, formed) && no_member_left(agents, pods).await;
     // A cluster lost as a whole opens the record as one stopped does (see
-    // crate::recovery for the evidence).
+    // crate::recovery for the evidence), but never over a claim younger than the
+    // evidence: that agent may be forming the cluster anew right now (a second
+    // operator, or a retried status write, must not open the record under it).
+    let lost = lost && held_longer_than(&lease, crate::recovery::CONFIRM);
     let opening = (formed, stopped || lost);
     let Some(next) = change_fenced(mode, holder.as_deref(), opening, gone, stranded) else {
         return Ok(holder);

@@ -621,9 +621,47 @@ async fn reconcile_once(cs: &ClusterSpec, ctx: &Context, now: Timestamp) -> Resu
         world.stateful_set.as_ref().and_then(|s| s.spec.replicas),
         world.pods.len(),
     );
-    let nodes = node_states(ctx, &world.pods).await;
-    let stranded = crate::stranded::stranded(&world.pods, &nodes, now);
-    let (lost, recovery) = look_for_loss(ctx, cs, &world, previous, stopped, stranded.len()).await;
+    let before = previous
+        .map(|s| s.stranded_pods.as_slice())
+        .unwrap_or_default();
+    let nodes = node_states(
+        ctx,
+        &world.pods,
+        crate::stranded::nodes_of_remembered(before),
+    )
+    .await;
+    let confirmed: Vec<&str> = cs
+        .annotations()
+        .get(crate::stranded::CONFIRMED_GONE)
+        .map(|v| {
+            v.split(',')
+                .map(str::trim)
+                .filter(|u| !u.is_empty())
+                .collect()
+        })
+        .unwrap_or_default();
+    let stranded = crate::stranded::remembered(
+        before,
+        crate::stranded::stranded(&world.pods, &nodes, now),
+        &world.pods,
+        &nodes,
+        &confirmed,
+    );
+    let (lost, recovery) = if problems.is_empty() && conflicts.is_empty() {
+        look_for_loss(ctx, cs, &world, previous, stopped, stranded.len()).await
+    } else {
+        // Nothing of the spec is applied now: neither is a recovery.
+        (false, None)
+    };
+    // Forming was opened after a whole-cluster loss and the cluster has not formed
+    // again yet (condition Formed, reason ClusterLost, kept until it has).
+    let recovering = lost
+        || previous.is_some_and(|s| {
+            s.formed_at.is_none()
+                && s.conditions
+                    .iter()
+                    .any(|c| c.type_ == "Formed" && c.reason == status::CLUSTER_LOST)
+        });
     let mut rollout_status = None;
     let mut scaling = None;
     let mut forming_held = false;
@@ -704,7 +742,7 @@ async fn reconcile_once(cs: &ClusterSpec, ctx: &Context, now: Timestamp) -> Resu
         // RollingUpdate waits for Ready pods, which never come, so `Ordinal` is not
         // held. Before the first formation the formation record guards instead.
         if lock
-            && cs.spec.bootstrap.new_cluster_enabled == NewClusterEnabled::True
+            && (cs.spec.bootstrap.new_cluster_enabled == NewClusterEnabled::True || recovering)
             && cs.spec.rollout.strategy == RolloutStrategy::OldestLast
             && build::pods_on_other_template(&owned, &world.pods)
         {
@@ -1030,6 +1068,7 @@ const NODES_FORBIDDEN_RETRY: Duration = Duration::from_secs(600);
 async fn node_states(
     ctx: &Context,
     pods: &[Pod],
+    also: Vec<String>,
 ) -> std::collections::BTreeMap<String, crate::stranded::NodeState> {
     use crate::stranded::NodeState;
     let api: Api<k8s_openapi::api::core::v1::Node> = Api::all(ctx.client.clone());
@@ -1040,13 +1079,17 @@ async fn node_states(
             .unwrap_or_else(|e| e.into_inner())
             .is_some_and(|t| t.elapsed() < NODES_FORBIDDEN_RETRY)
     };
-    for name in crate::stranded::nodes_of(pods) {
+    let mut names = crate::stranded::nodes_of(pods);
+    names.extend(also);
+    names.sort();
+    names.dedup();
+    for name in names {
         let state = if forbidden() {
             NodeState::Unknown
         } else {
             match api.get_opt(&name).await {
                 Ok(Some(node)) => NodeState::of(&node),
-                Ok(None) => NodeState::Unknown,
+                Ok(None) => NodeState::Gone,
                 Err(kube::Error::Api(s)) if s.code == 403 => {
                     *ctx.nodes_forbidden
                         .lock()

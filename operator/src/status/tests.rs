@@ -216,6 +216,23 @@ fn forming_until_the_required_contact_points_are_up_then_formed_and_locked() {
         (None, Some(true))
     );
     assert_eq!(s5.phase.as_deref(), Some(FORMING));
+    // The counts the pods form with are fixed anew (a scale since the first formation
+    // must not leave them waiting for pods that no longer exist).
+    assert_eq!(
+        (s5.required_contact_points, s5.expected_contact_points),
+        (None, None)
+    );
+    assert_eq!(condition(&s5, "Formed").reason, CLUSTER_LOST);
+    // Until it has formed again, Formed keeps saying so; then it is formed anew.
+    let mut next = seen(&sp, Some(&s5), Ok(&waiting), at(70));
+    next.lost = false;
+    let s6 = compute(&next);
+    assert_eq!(condition(&s6, "Formed").reason, CLUSTER_LOST);
+    let up = members(&[MemberStatus::Up; 3], &[]);
+    let s7 = compute(&seen(&sp, Some(&s6), Ok(&up), at(80)));
+    assert_eq!(s7.formed_at, Some(at(80).to_string()));
+    assert_eq!(condition(&s7, "Formed").reason, "ClusterFormed");
+    assert_eq!(s7.new_cluster_enabled, Some(false), "locked again");
     // With forming allowed, the pods re-form by themselves: only the agents' silence
     // is reported.
     let on = spec("replicas: 3, bootstrap: {newClusterEnabled: \"true\"}");
@@ -560,6 +577,7 @@ fn stranded_pods_are_a_condition_and_lock_forming_whatever_the_spec_says() {
     let stranded = [crate::stranded::Stranded {
         pod: "shop-1".into(),
         why: "on node b, which is not Ready (Ready is Unknown)".into(),
+        ..Default::default()
     }];
     let members = members(&[], &[]);
     let mut look = seen(&spec, None, Ok(&members), at(0));
