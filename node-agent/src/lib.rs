@@ -10,7 +10,8 @@
 //! 3. [`api`]: the management API's bodies, its one typed client and the "one cluster"
 //!    check; [`config`]: the settings, validated; [`metrics`]; [`listener`].
 //! 4. [`transport`]: authenticated frames on the cluster port, for any message type;
-//!    [`discovery`]: where contact points come from; [`lease`]: a Kubernetes Lease.
+//!    [`discovery`]: where contact points come from; [`lease`]: a Kubernetes Lease;
+//!    [`handover`]: the application's handover gate.
 //! 5. [`membership`]: the gossip membership core, its messages and its task.
 //! 6. [`bootstrap`]: the join-or-form decision, probing and its task.
 //! 7. [`management`]: the HTTP server of the API.

@@ -12,7 +12,7 @@ const LAYERS: &[&[&str]] = &[
     &["base", "testing"],
     &["tls"],
     &["api", "config", "metrics", "listener"],
-    &["transport", "discovery", "lease"],
+    &["transport", "discovery", "lease", "handover"],
     &["membership"],
     &["bootstrap"],
     &["management"],

@@ -129,8 +129,14 @@ pub fn remembered(
         if live.contains(&b.uid.as_str()) || confirmed.contains(&b.uid.as_str()) {
             continue;
         }
+        // Kept only on evidence of a cut: its node not Ready, or unreadable. Where Nodes
+        // cannot be read at all (a namespaced install) a pod that finished normally and
+        // one force-deleted look the same, so none is kept (documented).
         let state = b.node.as_ref().and_then(|n| nodes.get(n));
-        if matches!(state, Some(NodeState::Ready | NodeState::Gone)) || b.node.is_none() {
+        if !matches!(
+            state,
+            Some(NodeState::NotReady(_) | NodeState::Unreadable(_))
+        ) {
             continue;
         }
         let node = b.node.as_deref().unwrap_or("?");
@@ -193,7 +199,7 @@ pub fn words(stranded: &[Stranded]) -> String {
         out.push(format!("and {} more", stranded.len() - SHOWN));
     }
     format!(
-        "{}; forming a new cluster is refused while they exist, whatever spec.bootstrap.newClusterEnabled says (the old members may still run). When the node is Ready again, or once it is known to be gone for good (delete its Node object, or force-delete the pods), this clears",
+        "{}; forming a new cluster is refused while they exist, whatever spec.bootstrap.newClusterEnabled says (the old members may still run). This clears when the node is Ready again or its Node object is deleted; force-deleting a pod does not (it may run on there): once you know it stopped, list its uid in the ClusterSpec annotation {CONFIRMED_GONE}",
         out.join("; ")
     )
 }
@@ -277,21 +283,30 @@ mod tests {
         assert!(remembered(&kept, Vec::new(), &[], &healed, &[]).is_empty());
         healed.insert("b".into(), NodeState::Gone);
         assert!(remembered(&kept, Vec::new(), &[], &healed, &[]).is_empty());
+        let mut unreadable = nodes.clone();
+        unreadable.insert(
+            "b".into(),
+            NodeState::Unreadable("the request failed".into()),
+        );
+        assert_eq!(
+            remembered(&kept, Vec::new(), &[], &unreadable, &[]).len(),
+            1,
+            "unreadable: kept"
+        );
         let mut forbidden = nodes.clone();
         forbidden.insert("b".into(), NodeState::Unknown);
-        assert_eq!(
-            remembered(&kept, Vec::new(), &[], &forbidden, &[]).len(),
-            1,
-            "unknown: kept"
+        assert!(
+            remembered(&kept, Vec::new(), &[], &forbidden, &[]).is_empty(),
+            "no right to read Nodes: no evidence of a cut, nothing kept"
         );
         assert!(
-            remembered(&kept, Vec::new(), &[], &forbidden, &["u0"]).is_empty(),
+            remembered(&kept, Vec::new(), &[], &nodes, &["u0"]).is_empty(),
             "a person confirmed it"
         );
         // A pod still listed is judged afresh, not remembered.
         let mut listed = pods[1].clone();
         listed.metadata.uid = Some("u0".into());
-        assert!(remembered(&kept, Vec::new(), &[listed], &healed, &[]).is_empty());
+        assert!(remembered(&kept, Vec::new(), &[listed], &nodes, &[]).is_empty());
         assert!(s[0].why.contains("node b, which is not Ready (Ready is Unknown (NodeStatusUnknown) since 2026-12-03T10:00:00Z)"), "{s:?}");
         assert!(
             s[1].why.contains("terminating since 2026-12-03T10:00:40Z"),

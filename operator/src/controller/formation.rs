@@ -118,6 +118,20 @@ pub async fn keep_sbr(
     }
 }
 
+/// Whether a whole-cluster loss opens the record held by `holder`: the operator's own
+/// holds always (also on the reconciles after the loss until the cluster has formed
+/// again, `recovering`: nothing else would lift them), an agent's claim only in the
+/// reconcile that found the loss and only if it is older than the evidence
+/// (`old_claim`) — a younger one may be the agent forming the cluster anew.
+pub fn opens_after_loss(
+    (lost, recovering): (bool, bool),
+    holder: Option<&str>,
+    old_claim: bool,
+) -> bool {
+    let operator_hold = holder.is_some_and(|h| !is_agent(h));
+    (lost && (operator_hold || old_claim)) || (recovering && operator_hold)
+}
+
 /// Whether the record's holder took it at least `age` ago (a record without a time is
 /// taken as old: the operator's own holds always carry one).
 fn held_longer_than(lease: &Lease, age: std::time::Duration) -> bool {
@@ -169,7 +183,8 @@ pub async fn keep(
     ctx: &Context,
     cs: &ClusterSpec,
     ns: &str,
-    (formed, stopped, lost, stranded): (bool, bool, bool, bool),
+    (formed, stopped, stranded): (bool, bool, bool),
+    (lost, recovering): (bool, bool),
     (pods, agents): (&[Pod], Option<&Agents>),
     existing: Option<Lease>,
 ) -> Result<Option<String>, Error> {
@@ -178,8 +193,14 @@ pub async fn keep(
     let mode = cs.spec.bootstrap.new_cluster_enabled;
     let Some(mut lease) = existing else {
         let mut fresh = formation_lease::build(cs);
-        let holder =
-            change_fenced(mode, None, (formed, stopped || lost), false, stranded).flatten();
+        let holder = change_fenced(
+            mode,
+            None,
+            (formed, stopped || lost || recovering),
+            false,
+            stranded,
+        )
+        .flatten();
         if let Some(spec) = &mut fresh.spec {
             spec.holder_identity = holder.map(str::to_owned);
         }
@@ -199,7 +220,11 @@ pub async fn keep(
     // crate::recovery for the evidence), but never over a claim younger than the
     // evidence: that agent may be forming the cluster anew right now (a second
     // operator, or a retried status write, must not open the record under it).
-    let lost = lost && held_longer_than(&lease, crate::recovery::CONFIRM);
+    let lost = opens_after_loss(
+        (lost, recovering),
+        holder.as_deref(),
+        held_longer_than(&lease, crate::recovery::CONFIRM),
+    );
     let opening = (formed, stopped || lost);
     let Some(next) = change_fenced(mode, holder.as_deref(), opening, gone, stranded) else {
         return Ok(holder);
@@ -348,6 +373,33 @@ mod tests {
             None,
             "false stays locked"
         );
+    }
+
+    #[test]
+    fn a_loss_opens_the_operators_holds_and_only_old_claims() {
+        for holder in [FORMED, LOCKED, STRANDED] {
+            assert!(
+                opens_after_loss((true, false), Some(holder), false),
+                "{holder}"
+            );
+            assert!(
+                opens_after_loss((false, true), Some(holder), false),
+                "{holder}: still lifted after the loss"
+            );
+        }
+        assert!(
+            opens_after_loss((true, false), Some(AGENT), true),
+            "an old claim"
+        );
+        assert!(
+            !opens_after_loss((true, false), Some(AGENT), false),
+            "a fresh claim may be the new cluster forming"
+        );
+        assert!(
+            !opens_after_loss((false, true), Some(AGENT), true),
+            "after the loss an agent's claim is the new cluster's"
+        );
+        assert!(!opens_after_loss((false, false), Some(FORMED), true));
     }
 
     #[test]

@@ -650,7 +650,12 @@ async fn reconcile_once(cs: &ClusterSpec, ctx: &Context, now: Timestamp) -> Resu
     let (lost, recovery) = if problems.is_empty() && conflicts.is_empty() {
         look_for_loss(ctx, cs, &world, previous, stopped, stranded.len()).await
     } else {
-        // Nothing of the spec is applied now: neither is a recovery.
+        // Nothing of the spec is applied now: neither is a recovery, and the evidence
+        // must hold on end once it is.
+        ctx.lost_since
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&cs.uid().unwrap_or_default());
         (false, None)
     };
     // Forming was opened after a whole-cluster loss and the cluster has not formed
@@ -672,11 +677,14 @@ async fn reconcile_once(cs: &ClusterSpec, ctx: &Context, now: Timestamp) -> Resu
         // Stopped as a whole (scaled to zero, no pod left): the next scale-up forms anew.
         let formed =
             status::formed_at(&cs.spec, previous, members, now).is_some() && !stopped && !lost;
+        // In the reconcile that finds the cluster lost the key stays as it was: the
+        // recorded counts are reset by this status, and whether the pods run the
+        // settings they give (FormingHeld) is known only at the next reconcile.
         // Pods that may still run unseen hold forming off whatever the spec says, through
         // the formation record alone (below): agents read it at once and re-read it
         // every 10 s, where a changed ConfigMap reaches them only at the kubelet's
         // pace, which would hold the cluster off long after the pods are accounted for.
-        let lock = status::new_cluster_enabled(&cs.spec, formed);
+        let lock = status::new_cluster_enabled(&cs.spec, formed || lost);
         let current = world.stateful_set.as_ref().and_then(|s| s.spec.replicas);
         let known = world.members_known().then_some(member_views.as_slice());
         let mut shrink = scale::scale_down(cs.spec.replicas, current, &pod_views, known);
@@ -778,7 +786,8 @@ async fn reconcile_once(cs: &ClusterSpec, ctx: &Context, now: Timestamp) -> Resu
             ctx,
             cs,
             &ns,
-            (formed, stopped, lost, !stranded.is_empty()),
+            (formed, stopped, !stranded.is_empty()),
+            (lost, recovering),
             (&world.pods, world.agents.as_ref().ok()),
             lives.formation.take(),
         )
@@ -1101,7 +1110,12 @@ async fn node_states(
                 }
                 Err(e) => {
                     tracing::warn!(node = %name, error = %e, "cannot read the node; its pods count as stranded until it is read");
-                    NodeState::Unreadable(e.to_string())
+                    // Words that do not change from one failure to the next (status
+                    // is written only when it changes).
+                    NodeState::Unreadable(match &e {
+                        kube::Error::Api(s) => format!("the API server answered {}", s.code),
+                        _ => "the request failed".to_owned(),
+                    })
                 }
             }
         };
