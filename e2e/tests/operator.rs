@@ -23,8 +23,8 @@ use serde_json::json;
 
 mod support;
 use support::operator::{
-    Cluster, Operator, OperatorLog, RolloutWatch, condition, create_cluster, retagged, running,
-    running_shop, setup, setup_with, status_of, two_clusters,
+    Cluster, Operator, OperatorLog, RolloutWatch, back_by_itself, condition, create_cluster,
+    create_running, retagged, running, running_shop, setup, setup_with, status_of, two_clusters,
 };
 use support::poll;
 
@@ -238,17 +238,10 @@ async fn the_operator_restarts_scales_and_refuses_bad_specs() {
             println!("after deleting every pod: the pods wait ({message})");
             // Every member is gone: the operator forms the cluster again by itself
             // once the evidence holds (crate::a_lost_cluster… tests the refusals).
-            assert!(message.contains("forms it again by itself"), "{message}");
-            let waited = Instant::now();
-            poll(
-                "one cluster again, with no human step",
-                Duration::from_secs(180),
-                || c.one_cluster_of(3),
-            )
-            .await;
+            let took = back_by_itself(&c, &message, 3, Duration::from_secs(180)).await;
             println!(
                 "after deleting every pod: one cluster of 3 again by itself {} ms after the pods were seen waiting",
-                waited.elapsed().as_millis()
+                took.as_millis()
             );
             true
         }
@@ -444,13 +437,14 @@ async fn the_operator_restarts_scales_and_refuses_bad_specs() {
         || c.one_cluster_of(2),
     )
     .await;
-    // What is left is the formation record: `get` and `update` on that one Lease.
+    // What is left is the formation record, `get` and `update` on that one Lease, and
+    // `get` on the cluster's own ConfigMap.
     let role = Api::<k8s_openapi::api::rbac::v1::Role>::namespaced(p.client.clone(), &p.namespace)
         .get("shop")
         .await
         .expect("the agents' Role");
     let rules = role.rules.unwrap_or_default();
-    assert_eq!(rules.len(), 1, "{rules:?}");
+    assert_eq!(rules.len(), 2, "{rules:?}");
     assert_eq!(
         rules[0].resources.as_deref(),
         Some(&["leases".to_owned()][..])
@@ -460,6 +454,15 @@ async fn the_operator_restarts_scales_and_refuses_bad_specs() {
         Some(&["shop-formation".to_owned()][..])
     );
     assert_eq!(rules[0].verbs, ["get", "update"]);
+    assert_eq!(
+        rules[1].resources.as_deref(),
+        Some(&["configmaps".to_owned()][..])
+    );
+    assert_eq!(
+        rules[1].resource_names.as_deref(),
+        Some(&["shop".to_owned()][..])
+    );
+    assert_eq!(rules[1].verbs, ["get"]);
 
     // Scaled to zero: the cluster is asked to prepare for a full shutdown (nobody is
     // told to leave one by one), every pod stops, and the status says Stopped with
@@ -694,20 +697,8 @@ async fn an_agent_that_reads_a_stale_lock_never_forms_a_second_cluster() {
     // Every agent killed at once: the kubelet restarts the containers in the same pods,
     // whose mounted lock still says true.
     let node = p.node().expect("the local platform");
-    let mut killed = BTreeMap::new();
-    for pod in c.pods().await {
-        let name = pod.metadata.name.clone().unwrap_or_default();
-        let pid = node
-            .container_pid(&p.namespace, &name, "agent")
-            .await
-            .expect("the agent's process");
-        nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(pid as i32),
-            nix::sys::signal::Signal::SIGKILL,
-        )
-        .expect("kill the agent");
-        killed.insert(name, pid);
-    }
+    let killed = c.agent_pids(&p).await;
+    Cluster::kill_agents(&killed);
     // Every restarted agent, not a member; `Ok` once the lowest has been refused.
     let check = || async {
         let mut refusal = None;
@@ -1425,3 +1416,112 @@ async fn a_lost_cluster_comes_back_by_itself_but_not_while_a_member_may_live() {
 
 /// [`operator::recovery::CONFIRM`], for the test's own bound.
 const RECOVERY_CONFIRM: Duration = operator::recovery::CONFIRM;
+
+/// Every agent killed at once, on a local kubelet that refreshes mounted ConfigMaps
+/// only five minutes after a pod starts (a real one: one to one and a half minutes): the
+/// restarted agents, in the same pods (started after the cluster formed), read the key
+/// off in their files until then.
+/// Once the operator finds the cluster lost, it opens the formation record and turns
+/// the key on; the lowest agent reads the key from the API server when it claims the
+/// record (the record names the ConfigMap), so one cluster of 3 is back long before
+/// any kubelet could show the key. Before, the agents waited for the kubelet (64–72 s
+/// after every pod was deleted, at the default refresh; here it would be more than
+/// five minutes, beyond the deadline). Time printed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_whose_agents_all_died_comes_back_before_a_kubelet_shows_the_key() {
+    let refresh = e2e::VolumeRefresh {
+        sync_period: Duration::from_secs(300),
+        ..e2e::VolumeRefresh::default()
+    };
+    let (p, op) = setup_with("operator-key-from-api", (111, 112), refresh).await;
+    let c = create_running(&p, &op, "shop", 3, json!({})).await;
+    // Every pod replaced once forming is locked, so that every file says so (the
+    // first pods started while the key was on, and their files say that still).
+    let new_image = retagged(p.agent_image(), "v2");
+    c.patch_spec(json!({"agent": {"image": new_image}})).await;
+    // (Running alone may be seen before the StatefulSet has the new revision.)
+    poll("every pod replaced", Duration::from_secs(180), || async {
+        let pods = c.pods().await;
+        let old: Vec<String> = pods
+            .iter()
+            .filter(|pod| {
+                let containers = pod.spec.as_ref().map(|s| s.containers.as_slice());
+                !containers
+                    .unwrap_or_default()
+                    .iter()
+                    .any(|k| k.image.as_deref() == Some(new_image.as_str()))
+            })
+            .filter_map(|pod| pod.metadata.name.clone())
+            .collect();
+        match (pods.len(), old.is_empty()) {
+            (3, true) => Ok(()),
+            (n, _) => Err(format!("{n} pods, on the old image: {old:?}")),
+        }
+    })
+    .await;
+    c.wait_for(
+        &op,
+        "Running with 3 Up on the new template",
+        Duration::from_secs(120),
+        running(3),
+    )
+    .await;
+    let key_file = |pid: u32| format!("/proc/{pid}/root/etc/muster/config/new-cluster-enabled");
+    // Every agent killed at once (no leave): the kubelet restarts the containers.
+    let node = p.node().expect("the local platform");
+    let killed = c.agent_pids(&p).await;
+    for (name, pid) in &killed {
+        let seen = std::fs::read_to_string(key_file(*pid)).expect("the mounted key");
+        assert_eq!(
+            seen.trim(),
+            "false",
+            "{name} must see forming off in its file for this test to mean anything"
+        );
+    }
+    Cluster::kill_agents(&killed);
+    let died = Instant::now();
+    // Every member gone: the restarted agents wait, and the operator says it brings
+    // the cluster back by itself.
+    let message = poll(
+        "the restarted agents wait for the operator",
+        Duration::from_secs(120),
+        || async {
+            let cs = c.api().get("shop").await.map_err(|e| e.to_string())?;
+            match condition(&cs, "Degraded") {
+                Some((status, reason, message))
+                    if status == "True" && reason == "NoClusterToJoin" =>
+                {
+                    Ok(message)
+                }
+                other => Err(format!("Degraded: {other:?}")),
+            }
+        },
+    )
+    .await;
+    // Far within the first refresh of the pods' volumes (five minutes or more after
+    // each pod's start, which was before the kill).
+    let took = back_by_itself(&c, &message, 3, Duration::from_secs(200)).await;
+    println!(
+        "every agent killed → one cluster of 3 again: {} ms after the agents were seen waiting ({} ms after the kill)",
+        took.as_millis(),
+        died.elapsed().as_millis()
+    );
+    // The restarted agents formed it, their files still showing the key as it was
+    // when they were killed.
+    for (name, old) in &killed {
+        let pid = node
+            .container_pid(&p.namespace, name, "agent")
+            .await
+            .expect("the agent's process");
+        assert_ne!(pid, *old, "{name}: the agent was restarted");
+        let seen = std::fs::read_to_string(key_file(pid)).expect("the mounted key");
+        assert_eq!(seen.trim(), "false", "{name}");
+    }
+    c.wait_for(
+        &op,
+        "Running with 3 Up",
+        Duration::from_secs(60),
+        running(3),
+    )
+    .await;
+}

@@ -129,7 +129,7 @@ impl Metrics {
         );
         registry.register(
             "bootstrap_formation_claims",
-            "Claims of the formation record (bootstrap.formation-lease), by result: claimed, held, error",
+            "Claims of the formation record (bootstrap.formation-lease), by result: claimed, held, disabled, error",
             m.formation_claims.clone(),
         );
         registry.register(

@@ -223,7 +223,8 @@ enum Event {
         result: Result<SeedNodes, String>,
     },
     /// A claim of the formation record reaches the API server.
-    ClaimArrives(usize),
+    /// A claim of the record, by a node whose own new-cluster-enabled was as given.
+    ClaimArrives(usize, bool),
     ClaimDone {
         node: usize,
         outcome: ClaimOutcome,
@@ -463,9 +464,11 @@ impl Sim {
                         self.probe(i, cp, true);
                     }
                 }
-                Action::ClaimFormation => {
+                Action::ClaimFormation {
+                    new_cluster_enabled,
+                } => {
                     let d = self.latency(30);
-                    self.at(now + d, Event::ClaimArrives(i));
+                    self.at(now + d, Event::ClaimArrives(i, new_cluster_enabled));
                 }
             }
         }
@@ -645,7 +648,7 @@ impl Sim {
                 n.boot.on_probe(now, &mut n.rng, &cp, result);
                 self.after(node);
             }
-            Event::ClaimArrives(node) => {
+            Event::ClaimArrives(node, own) => {
                 let fails = self.sc.record.unwrap_or(0.0);
                 let outcome = if self.rng.chance(fails) {
                     // Half the failures lose only the answer: the write was applied.
@@ -654,8 +657,11 @@ impl Sim {
                     }
                     ClaimOutcome::Failed("the API server is unavailable".into())
                 } else {
-                    // As the agent reads it (`record::judge`): its own claim is claimed.
+                    // As the agent reads it (`record::judge`): its own claim is claimed;
+                    // the record names no ConfigMap here, so a node's own setting
+                    // decides whether it may take a free one.
                     match self.holder {
+                        None if !own => ClaimOutcome::Disabled { from_api: false },
                         None => {
                             self.holder = Some(node);
                             ClaimOutcome::Claimed

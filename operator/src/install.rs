@@ -47,7 +47,7 @@ const RULES: &[Rule] = &[
         verbs: &["get", "create", "patch"],
     },
     Rule {
-        why: "the agents' settings; watched so that a changed or deleted ConfigMap is put back",
+        why: "the agents' settings; watched so that a changed or deleted ConfigMap is put back (get on its own ConfigMap is granted to the agents, which read new-cluster-enabled from the API server when they claim the formation record)",
         groups: &[""],
         resources: &["configmaps"],
         verbs: &["get", "list", "watch", "create", "patch"],

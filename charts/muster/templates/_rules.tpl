@@ -17,7 +17,7 @@
 - apiGroups: [""]
   resources: ["services","serviceaccounts"]
   verbs: ["get","create","patch"]
-# the agents' settings; watched so that a changed or deleted ConfigMap is put back
+# the agents' settings; watched so that a changed or deleted ConfigMap is put back (get on its own ConfigMap is granted to the agents, which read new-cluster-enabled from the API server when they claim the formation record)
 - apiGroups: [""]
   resources: ["configmaps"]
   verbs: ["get","list","watch","create","patch"]

@@ -385,6 +385,21 @@ pub async fn running_shop(
     (p, op, c)
 }
 
+/// After every member of `c` is gone and the pods wait saying `message` (Degraded,
+/// NoClusterToJoin): the operator says it forms the cluster again by itself, and one
+/// cluster of `n` is back within `deadline` with no human step; how long that took.
+pub async fn back_by_itself(c: &Cluster, message: &str, n: usize, deadline: Duration) -> Duration {
+    assert!(message.contains("forms it again by itself"), "{message}");
+    let waited = Instant::now();
+    poll(
+        &format!("one cluster of {n} again, with no human step"),
+        deadline,
+        || c.one_cluster_of(n),
+    )
+    .await;
+    waited.elapsed()
+}
+
 /// Creates ClusterSpec `name` (as [`create_cluster`]) and waits until it is Running
 /// with `n` Up and every agent sees one cluster of `n`.
 pub async fn create_running(
@@ -539,6 +554,33 @@ impl Cluster {
             || self.one_cluster_of(n),
         )
         .await;
+    }
+
+    /// The process id of every pod's agent, by pod name (the local platform).
+    pub async fn agent_pids(&self, p: &Platform) -> BTreeMap<String, u32> {
+        let node = p.node().expect("the local platform");
+        let mut pids = BTreeMap::new();
+        for pod in self.pods().await {
+            let name = pod.metadata.name.clone().unwrap_or_default();
+            let pid = node
+                .container_pid(&p.namespace, &name, "agent")
+                .await
+                .expect("the agent's process");
+            pids.insert(name, pid);
+        }
+        pids
+    }
+
+    /// Kills every agent of `pids` at once (SIGKILL: no leave); the kubelet restarts
+    /// the containers in the same pods.
+    pub fn kill_agents(pids: &BTreeMap<String, u32>) {
+        for (name, pid) in pids {
+            nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(*pid as i32),
+                nix::sys::signal::Signal::SIGKILL,
+            )
+            .unwrap_or_else(|e| panic!("kill the agent of {name}: {e}"));
+        }
     }
 
     /// Deletes every pod of the cluster at once (`kubectl delete pods -l …`).

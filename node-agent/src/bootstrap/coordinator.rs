@@ -156,10 +156,15 @@ impl Coordinator {
                                 (cp, r)
                             });
                         }
-                        Action::ClaimFormation => match self.formation_record.clone() {
+                        Action::ClaimFormation { new_cluster_enabled } => match self.formation_record.clone() {
                             Some(record) => {
-                                info!(lease = %record.describe(), "this node may form the cluster: claiming the formation record");
-                                claims.spawn(async move { record.claim().await });
+                                // Said once; looks again (every 10 s) at debug level.
+                                if new_cluster_enabled && self.core.last_claim().is_none() {
+                                    info!(lease = %record.describe(), "this node may form the cluster: claiming the formation record");
+                                } else {
+                                    debug!(lease = %record.describe(), new_cluster_enabled, "looking whether the formation record allows forming");
+                                }
+                                claims.spawn(async move { record.claim(new_cluster_enabled).await });
                             }
                             None => self.core.on_claim(
                                 now,
@@ -241,6 +246,12 @@ impl Coordinator {
                     warn!(%lease, %holder, "the formation record is held: a cluster was formed before (or forming is locked), so this node does not form one");
                 }
                 "held"
+            }
+            ClaimOutcome::Disabled { from_api } => {
+                if !again && *from_api {
+                    info!(%lease, "the ConfigMap the formation record names says forming is off (new-cluster-enabled: false), so this node does not form one");
+                }
+                "disabled"
             }
             ClaimOutcome::Failed(error) => {
                 if !again {

@@ -195,6 +195,11 @@ pub enum Waiting {
         lease: String,
         holder: String,
     },
+    /// Nobody holds the formation record, but the ConfigMap it names, read from the API
+    /// server at the claim, says forming is off.
+    NewClusterDisabledInConfigMap {
+        lease: String,
+    },
     /// The formation record could not be read or written: no formation until it can.
     FormationRecordUnavailable {
         lease: String,
@@ -242,10 +247,11 @@ impl Waiting {
                 list(contact_points)
             ),
             Self::NotLowest { lowest, new_cluster_enabled: true } => format!("waiting for {lowest}, the lowest contact point, to form the cluster; this node will then join it"),
-            Self::NotLowest { lowest, new_cluster_enabled: false } => format!("no contact point reports an existing cluster, and bootstrap.new-cluster-enabled is off, so {lowest}, the lowest contact point, will not form one either: waiting for a cluster to join"),
+            Self::NotLowest { lowest, new_cluster_enabled: false } => format!("no contact point reports an existing cluster, and bootstrap.new-cluster-enabled is off here, so {lowest}, the lowest contact point, will not form one either (unless the formation record names a ConfigMap that allows it): waiting for a cluster to join"),
             Self::NewClusterDisabled => "this node would form a new cluster, but bootstrap.new-cluster-enabled is off: it only joins an existing cluster, and no contact point reports one".into(),
             Self::ClaimingFormation { lease } => format!("this node is the lowest contact point and may form the cluster: claiming the formation record (Lease {lease}, bootstrap.formation-lease) first"),
             Self::FormationRecorded { lease, holder } => format!("this node would form a new cluster, but the formation record (Lease {lease}, bootstrap.formation-lease) is held by {holder}: a cluster was formed before (or forming is locked), so this node never forms one; it joins a cluster once a contact point reports one"),
+            Self::NewClusterDisabledInConfigMap { lease } => format!("this node would form a new cluster, but the ConfigMap that the formation record (Lease {lease}) names, read from the API server just now, says new-cluster-enabled is false: it asks again every {} s and joins a cluster once a contact point reports one", super::state::HELD_RECHECK.as_secs()),
             Self::FormationRecordUnavailable { lease, error } => format!("this node would form a new cluster, but cannot claim the formation record (Lease {lease}, bootstrap.formation-lease), so it does not form yet: {error}"),
         }
     }

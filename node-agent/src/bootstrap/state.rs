@@ -74,8 +74,13 @@ pub enum Action {
     Lookup,
     Probe(ContactPoint),
     /// Claim the formation record (`bootstrap.formation-lease`); report the outcome to
-    /// [`Bootstrap::on_claim`].
-    ClaimFormation,
+    /// [`Bootstrap::on_claim`]. `new_cluster_enabled`: this node's own setting, which
+    /// decides only where the record names no ConfigMap to read it from (see
+    /// [`crate::bootstrap::record`]): read from the API server at the moment of the
+    /// claim, that is fresher than a mounted file can be.
+    ClaimFormation {
+        new_cluster_enabled: bool,
+    },
 }
 
 /// What claiming the formation record came to.
@@ -85,6 +90,10 @@ pub enum ClaimOutcome {
     Claimed,
     /// Someone holds it (named): this node never forms.
     HeldBy(String),
+    /// Nobody holds it, but forming is off: the ConfigMap the record names says so, read
+    /// from the API server just now (`from_api`), or it names none and this node's own
+    /// `new-cluster-enabled` is off. Looked at again like a held record.
+    Disabled { from_api: bool },
     /// The record could not be read or written.
     Failed(String),
 }
@@ -104,8 +113,9 @@ enum Record {
     Open {
         lease: String,
         next_at: Time,
-        /// A claim is in flight; `by_agreement` of the decision that started it.
-        claiming: Option<bool>,
+        /// A claim is in flight: `by_agreement` of the decision that started it, and
+        /// this node's own `new-cluster-enabled` it went with.
+        claiming: Option<(bool, bool)>,
         /// The last claim's outcome, if it was not a success.
         last: Option<ClaimOutcome>,
         /// Claims failed in a row (not: found held).
@@ -229,7 +239,18 @@ impl Bootstrap {
     }
 
     /// `new-cluster-enabled` changed at run time (`bootstrap.new-cluster-enabled-file`).
+    /// A claim that found forming off by this node's own setting is tried again at once.
     pub fn set_new_cluster_enabled(&mut self, on: bool) {
+        if on != self.settings.new_cluster_enabled
+            && let Record::Open {
+                next_at,
+                last: last @ Some(ClaimOutcome::Disabled { from_api: false }),
+                ..
+            } = &mut self.record
+        {
+            *next_at = Time::ZERO;
+            *last = None;
+        }
         self.settings.new_cluster_enabled = on;
     }
 
@@ -305,11 +326,17 @@ impl Bootstrap {
             && claiming.is_none()
             && *next_at <= now
             && self.instructed.is_none()
-            && let Decision::Form { by_agreement } = self.decide_unrecorded(now)
+            && let Decision::Form { by_agreement } = self.decide_rules(now, true)
             && let Record::Open { claiming, .. } = &mut self.record
         {
-            *claiming = Some(by_agreement);
-            actions.push(Action::ClaimFormation);
+            // Claimed also while this node's own new-cluster-enabled is off: read from
+            // the API server, the setting may say otherwise before a kubelet has
+            // refreshed the mounted file (the operator allows forming again).
+            let own = self.settings.new_cluster_enabled;
+            *claiming = Some((by_agreement, own));
+            actions.push(Action::ClaimFormation {
+                new_cluster_enabled: own,
+            });
         }
         actions
     }
@@ -324,6 +351,7 @@ impl Bootstrap {
 
     /// The outcome of a claim of the formation record.
     pub fn on_claim(&mut self, now: Time, outcome: ClaimOutcome) {
+        let own_now = self.settings.new_cluster_enabled;
         let Record::Open {
             next_at,
             claiming,
@@ -334,10 +362,17 @@ impl Bootstrap {
         else {
             return;
         };
-        let by_agreement = claiming.take().unwrap_or(false);
+        let (by_agreement, own) = claiming.take().unwrap_or((false, own_now));
         match outcome {
             ClaimOutcome::Claimed => self.record = Record::Claimed { by_agreement },
-            ClaimOutcome::HeldBy(_) => {
+            // Off by this node's own setting, which changed while the claim was in
+            // flight: asked again at once, with the new one.
+            ClaimOutcome::Disabled { from_api: false } if own != own_now => {
+                *failures = 0;
+                *next_at = now;
+                *last = None;
+            }
+            ClaimOutcome::HeldBy(_) | ClaimOutcome::Disabled { .. } => {
                 *failures = 0;
                 *next_at = now + HELD_RECHECK;
                 *last = Some(outcome);
@@ -538,9 +573,34 @@ impl Bootstrap {
                         lease,
                         error: error.clone(),
                     },
+                    Some(ClaimOutcome::Disabled { from_api: true }) => {
+                        Waiting::NewClusterDisabledInConfigMap { lease }
+                    }
                     _ => Waiting::ClaimingFormation { lease },
                 })
             }
+            // Off here, and the record (looked at all the same) held, or forming off there too.
+            (
+                Record::Open {
+                    lease,
+                    last: Some(ClaimOutcome::HeldBy(holder)),
+                    ..
+                },
+                Decision::Wait(Waiting::NewClusterDisabled),
+            ) => Decision::Wait(Waiting::FormationRecorded {
+                lease: lease.clone(),
+                holder: holder.clone(),
+            }),
+            (
+                Record::Open {
+                    lease,
+                    last: Some(ClaimOutcome::Disabled { from_api: true }),
+                    ..
+                },
+                Decision::Wait(Waiting::NewClusterDisabled),
+            ) => Decision::Wait(Waiting::NewClusterDisabledInConfigMap {
+                lease: lease.clone(),
+            }),
             (_, d) => d,
         }
     }
@@ -549,7 +609,16 @@ impl Bootstrap {
     /// not among the lowest few contact points waits for the lowest to form, whatever
     /// else it lacks (it does not probe everyone, see [`PROBED_LOWEST`]).
     fn decide_unrecorded(&self, now: Time) -> Decision {
-        let d = decider::decide(&self.obs, &self.settings, &self.me, now);
+        self.decide_rules(now, self.settings.new_cluster_enabled)
+    }
+
+    /// [`Bootstrap::decide_unrecorded`] with `new-cluster-enabled` as given.
+    fn decide_rules(&self, now: Time, new_cluster_enabled: bool) -> Decision {
+        let settings = DeciderSettings {
+            new_cluster_enabled,
+            ..self.settings.clone()
+        };
+        let d = decider::decide(&self.obs, &settings, &self.me, now);
         match d {
             Decision::Wait(
                 Waiting::NotEnoughContactPoints { .. }
@@ -558,7 +627,7 @@ impl Bootstrap {
             ) if self.probed().is_some() => match self.obs.discovered.first() {
                 Some(lowest) => Decision::Wait(Waiting::NotLowest {
                     lowest: lowest.clone(),
-                    new_cluster_enabled: self.settings.new_cluster_enabled,
+                    new_cluster_enabled,
                 }),
                 None => d,
             },
@@ -655,8 +724,10 @@ fn ms(d: Duration) -> u64 {
 pub struct BootstrapStatus {
     /// In plain words: what the node is doing or waiting for.
     pub reason: String,
-    /// Whether this node may form a new cluster (`bootstrap.new-cluster-enabled`, or
-    /// its file, as read now).
+    /// Whether this node may form a new cluster by its own setting
+    /// (`bootstrap.new-cluster-enabled`, or its file, as read now); where the formation
+    /// record names a ConfigMap, that ConfigMap's key, read at each claim, decides
+    /// instead (`reason` says what it said).
     pub new_cluster_enabled: bool,
     /// Whether a formation must claim the formation record first
     /// (`bootstrap.formation-lease`).

@@ -15,11 +15,19 @@
 //!   member. That is when the ConfigMap lock, still `true`, would let the pods form
 //!   anyway; without it the cluster would never form.
 //!
+//! The record names the cluster's ConfigMap (annotation
+//! [`CONFIG_MAP_ANNOTATION`]): agents read its `new-cluster-enabled` key from the API
+//! server when they claim a free record, so a key turned on reaches them at once, where
+//! the mounted file follows at the kubelet's pace (a minute or more), and a key turned
+//! off stops them while a kubelet still shows an old `true`. The record is written
+//! before the ConfigMap in every reconcile, so a hold always comes first.
+//!
 //! Every write carries the `resourceVersion` read, so an agent's claim and the
 //! operator's write never overwrite each other: the loser gets 409 and looks again.
 
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::api::core::v1::Pod;
+use kube::ResourceExt;
 use kube::api::{Api, PostParams};
 use kube::runtime::events::EventType;
 
@@ -27,7 +35,7 @@ use super::build::formation_lease;
 use super::{Context, Error};
 use crate::agents::Agents;
 use crate::crd::{ClusterSpec, Downing, NewClusterEnabled};
-use node_agent::bootstrap::record::holder_of;
+use node_agent::bootstrap::record::{CONFIG_MAP_ANNOTATION, holder_of};
 
 /// The operator's hold under `newClusterEnabled: false`.
 pub const LOCKED: &str = "muster-operator: spec.bootstrap.newClusterEnabled is false";
@@ -177,8 +185,22 @@ async fn no_member_left(agents: Option<&Agents>, pods: &[Pod]) -> bool {
     agents.none_joined(&ips).await
 }
 
-/// Brings the record's holder in step; the holder after this reconcile (`None`: open).
-/// A conflict (an agent claimed it meanwhile) is left to the next reconcile.
+/// Makes `lease` name `config_map` (see the module docs); whether that changed it.
+fn name_config_map(lease: &mut Lease, config_map: &str) -> bool {
+    let annotations = lease
+        .metadata
+        .annotations
+        .get_or_insert_with(Default::default);
+    if annotations.get(CONFIG_MAP_ANNOTATION).map(String::as_str) == Some(config_map) {
+        return false;
+    }
+    annotations.insert(CONFIG_MAP_ANNOTATION.to_owned(), config_map.to_owned());
+    true
+}
+
+/// Brings the record's holder in step, and has it name the cluster's ConfigMap; the
+/// holder after this reconcile (`None`: open). A conflict (an agent claimed it
+/// meanwhile) is left to the next reconcile.
 pub async fn keep(
     ctx: &Context,
     cs: &ClusterSpec,
@@ -204,6 +226,7 @@ pub async fn keep(
         if let Some(spec) = &mut fresh.spec {
             spec.holder_identity = holder.map(str::to_owned);
         }
+        name_config_map(&mut fresh, &cs.name_any());
         return match api.create(&PostParams::default(), &fresh).await {
             Ok(_) => {
                 tracing::info!(lease = %name, ?holder, "created the formation record");
@@ -226,7 +249,18 @@ pub async fn keep(
         held_longer_than(&lease, crate::recovery::CONFIRM),
     );
     let opening = (formed, stopped || lost);
+    let named = name_config_map(&mut lease, &cs.name_any());
     let Some(next) = change_fenced(mode, holder.as_deref(), opening, gone, stranded) else {
+        if named {
+            // A record of an older operator: it names the ConfigMap from now on.
+            match api.replace(&name, &PostParams::default(), &lease).await {
+                Ok(_) => {
+                    tracing::info!(lease = %name, "the formation record names the cluster's ConfigMap now")
+                }
+                Err(kube::Error::Api(s)) if s.code == 409 => {}
+                Err(e) => return Err(Error::kube(format!("update Lease {name}"), e)),
+            }
+        }
         return Ok(holder);
     };
     let spec = lease.spec.get_or_insert_with(LeaseSpec::default);
@@ -446,6 +480,28 @@ mod tests {
         assert_eq!(
             change_fenced(Auto, Some(AGENT), (false, false), true, false),
             change(Auto, Some(AGENT), (false, false), true)
+        );
+    }
+
+    #[test]
+    fn the_record_names_the_config_map_and_is_written_only_on_a_change() {
+        let mut lease = Lease::default();
+        assert!(
+            name_config_map(&mut lease, "shop"),
+            "an older operator's record"
+        );
+        assert_eq!(
+            node_agent::bootstrap::record::config_map_of(&lease),
+            Some(Ok("shop")),
+            "as agents read it"
+        );
+        assert!(
+            !name_config_map(&mut lease, "shop"),
+            "unchanged: nothing to write"
+        );
+        assert!(
+            name_config_map(&mut lease, "other"),
+            "set right if changed by hand"
         );
     }
 }

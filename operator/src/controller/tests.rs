@@ -223,6 +223,32 @@ async fn a_new_cluster_spec_creates_everything_in_order_then_reports() {
         record.body["spec"].get("holderIdentity").is_none(),
         "auto, not formed: open for the agent that forms"
     );
+    // It names the ConfigMap whose key agents read from the API server when they claim
+    // it: the one made here, which the agents' Role lets them get (and nothing else).
+    assert_eq!(
+        record.body["metadata"]["annotations"]["muster.dev/new-cluster-enabled-config-map"],
+        "shop"
+    );
+    let role = calls
+        .iter()
+        .find(|c| c.method == "PATCH" && c.uri.contains("/roles/shop"))
+        .expect("the agents' Role");
+    assert!(
+        role.body["rules"]
+            .as_array()
+            .expect("rules")
+            .iter()
+            .any(|r| r["resources"] == json!(["configmaps"])
+                && r["resourceNames"] == json!(["shop"])
+                && r["verbs"] == json!(["get"])),
+        "{}",
+        role.body["rules"]
+    );
+    assert!(
+        calls
+            .iter()
+            .any(|c| c.method == "PATCH" && c.uri.contains("/configmaps/shop"))
+    );
     for c in calls.iter().filter(|c| c.method == "PATCH") {
         assert!(
             c.uri.contains("fieldManager=muster-operator") && c.uri.contains("force=true"),

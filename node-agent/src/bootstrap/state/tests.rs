@@ -1,6 +1,15 @@
 use super::*;
 use crate::base::address::NodeAddress;
 
+/// A claim by a node whose own new-cluster-enabled is on.
+const CLAIM: Action = Action::ClaimFormation {
+    new_cluster_enabled: true,
+};
+/// And by one whose own setting is off.
+const OFF_HERE: Action = Action::ClaimFormation {
+    new_cluster_enabled: false,
+};
+
 fn cp(s: &str) -> ContactPoint {
     s.parse().unwrap()
 }
@@ -17,7 +26,12 @@ fn schedule() -> Schedule {
 }
 
 fn boot() -> Bootstrap {
-    let me = cp("10.0.0.1:8558");
+    boot_as("10.0.0.1:8558")
+}
+
+/// A node at `me`.
+fn boot_as(me: &str) -> Bootstrap {
+    let me = cp(me);
     Bootstrap::new(
         schedule(),
         DeciderSettings::example(),
@@ -173,7 +187,12 @@ fn finished_does_nothing() {
 /// A node at 10.0.0.1 (with the formation record `ns/rec` when `record`) that has
 /// discovered {1, 2} and heard both report that set: it may form by agreement at S(0).
 fn may_form(record: bool) -> (Bootstrap, Rng) {
-    let mut b = boot();
+    heard_both(boot(), record)
+}
+
+/// `b` (with the formation record `ns/rec` when `record`) having discovered {1, 2} and
+/// heard both report that set at S(0).
+fn heard_both(mut b: Bootstrap, record: bool) -> (Bootstrap, Rng) {
     if record {
         b = b.with_formation_record("ns/rec".into(), S(0));
     }
@@ -220,22 +239,19 @@ fn with_a_record_the_lowest_claims_it_before_forming() {
         b.decide(S(0)),
         Decision::Wait(Waiting::ClaimingFormation { .. })
     ));
-    assert!(b.poll(S(0)).contains(&Action::ClaimFormation));
-    assert!(
-        !b.poll(S(0)).contains(&Action::ClaimFormation),
-        "one claim at a time"
-    );
+    assert!(b.poll(S(0)).contains(&CLAIM));
+    assert!(!b.poll(S(0)).contains(&CLAIM), "one claim at a time");
     b.on_claim(S(0), ClaimOutcome::Claimed);
     assert_eq!(b.next_wakeup(S(0)), Some(S(0)), "form now");
     assert_eq!(b.instruction(S(0)), Some(Instruction::Form));
     assert_eq!(b.status(S(0)).instruction, Some("form"));
-    assert!(!b.poll(S(1)).contains(&Action::ClaimFormation));
+    assert!(!b.poll(S(1)).contains(&CLAIM));
 }
 
 #[test]
 fn a_held_record_means_never_forming_and_is_looked_at_again_later() {
     let (mut b, mut rng) = may_form(true);
-    assert!(b.poll(S(0)).contains(&Action::ClaimFormation));
+    assert!(b.poll(S(0)).contains(&CLAIM));
     b.on_claim(
         S(0),
         ClaimOutcome::HeldBy("muster://t@10.0.0.9:2552#1".into()),
@@ -247,25 +263,122 @@ fn a_held_record_means_never_forming_and_is_looked_at_again_later() {
         "{}",
         status.reason
     );
-    assert!(!b.poll(S(5)).contains(&Action::ClaimFormation));
+    assert!(!b.poll(S(5)).contains(&CLAIM));
     assert!(b.next_wakeup(S(5)).is_some_and(|t| t <= HELD_RECHECK));
     assert_eq!(b.instruction(S(9)), None);
     answered(&mut b, &mut rng, HELD_RECHECK);
-    assert!(b.poll(HELD_RECHECK).contains(&Action::ClaimFormation));
+    assert!(b.poll(HELD_RECHECK).contains(&CLAIM));
     b.on_claim(HELD_RECHECK, ClaimOutcome::Claimed);
     assert_eq!(b.instruction(HELD_RECHECK), Some(Instruction::Form));
+}
+
+/// The claims among what is due at `t`.
+fn claims(b: &mut Bootstrap, t: Duration) -> Vec<Action> {
+    b.poll(t)
+        .into_iter()
+        .filter(|a| matches!(a, Action::ClaimFormation { .. }))
+        .collect()
+}
+
+#[test]
+fn with_forming_off_here_the_record_is_still_asked_and_its_say_decides() {
+    let (mut b, mut rng) = may_form(true);
+    b.set_new_cluster_enabled(false);
+    // Off here: the rules alone say so, but the record is asked all the same (with
+    // this node's setting, for a record that names no ConfigMap).
+    assert_eq!(
+        b.decide_unrecorded(S(0)),
+        Decision::Wait(Waiting::NewClusterDisabled)
+    );
+    assert_eq!(claims(&mut b, S(0)), [OFF_HERE]);
+    assert_eq!(b.instruction(S(0)), None);
+    // No ConfigMap named: off, as this node says; said as before.
+    b.on_claim(S(0), ClaimOutcome::Disabled { from_api: false });
+    assert_eq!(b.decide(S(0)), Decision::Wait(Waiting::NewClusterDisabled));
+    assert_eq!(claims(&mut b, S(5)), [], "looked at again later");
+    let t = HELD_RECHECK;
+    answered(&mut b, &mut rng, t);
+    assert_eq!(claims(&mut b, t), [OFF_HERE]);
+    // The named ConfigMap, read, says off: said so.
+    b.on_claim(t, ClaimOutcome::Disabled { from_api: true });
+    assert!(matches!(
+        b.decide(t),
+        Decision::Wait(Waiting::NewClusterDisabledInConfigMap { .. })
+    ));
+    assert_eq!(b.instruction(t), None);
+    // Held: said so.
+    let t = HELD_RECHECK * 2;
+    answered(&mut b, &mut rng, t);
+    assert_eq!(claims(&mut b, t), [OFF_HERE]);
+    b.on_claim(t, ClaimOutcome::HeldBy("muster-operator: x".into()));
+    assert!(matches!(
+        b.decide(t),
+        Decision::Wait(Waiting::FormationRecorded { .. })
+    ));
+    // Its own setting turned on while a claim went with it off: asked again at once.
+    let t = HELD_RECHECK * 3;
+    answered(&mut b, &mut rng, t);
+    assert_eq!(claims(&mut b, t), [OFF_HERE]);
+    b.set_new_cluster_enabled(true);
+    b.on_claim(t, ClaimOutcome::Disabled { from_api: false });
+    assert!(matches!(
+        b.decide(t),
+        Decision::Wait(Waiting::ClaimingFormation { .. })
+    ));
+    assert_eq!(claims(&mut b, t), [CLAIM]);
+    // The named ConfigMap says off although this node says on: the ConfigMap decides,
+    // and a change of this node's setting does not hurry the next look.
+    b.on_claim(t, ClaimOutcome::Disabled { from_api: true });
+    assert!(matches!(
+        b.decide(t),
+        Decision::Wait(Waiting::NewClusterDisabledInConfigMap { .. })
+    ));
+    b.set_new_cluster_enabled(false);
+    assert_eq!(claims(&mut b, t + S(1)), []);
+    // Off by its own setting, stored; turned on: asked again at once.
+    let t = HELD_RECHECK * 4;
+    answered(&mut b, &mut rng, t);
+    assert_eq!(claims(&mut b, t), [OFF_HERE]);
+    b.on_claim(t, ClaimOutcome::Disabled { from_api: false });
+    assert_eq!(claims(&mut b, t + S(1)), []);
+    b.set_new_cluster_enabled(true);
+    assert_eq!(claims(&mut b, t + S(1)), [CLAIM]);
+    b.on_claim(t + S(1), ClaimOutcome::HeldBy("muster-operator: x".into()));
+    b.set_new_cluster_enabled(false);
+    assert_eq!(
+        claims(&mut b, t + S(2)),
+        [],
+        "a held record is not asked again sooner"
+    );
+    // The operator allowed forming and opened the record: the claim went through, so
+    // this node forms although its mounted setting still says false.
+    let t = HELD_RECHECK * 5 + S(1);
+    answered(&mut b, &mut rng, t);
+    assert_eq!(claims(&mut b, t), [OFF_HERE]);
+    b.on_claim(t, ClaimOutcome::Claimed);
+    assert_eq!(b.instruction(t), Some(Instruction::Form));
+}
+
+#[test]
+fn only_the_node_that_would_form_asks_the_record() {
+    // Node 2 of {1, 2}: not the lowest, so it never claims, on or off.
+    for on in [true, false] {
+        let (mut b, _) = heard_both(boot_as("10.0.0.2:8558"), true);
+        b.set_new_cluster_enabled(on);
+        assert_eq!(claims(&mut b, S(0)), [], "on: {on}");
+    }
 }
 
 #[test]
 fn a_failed_claim_is_retried_and_said() {
     let (mut b, mut rng) = may_form(true);
-    assert!(b.poll(S(0)).contains(&Action::ClaimFormation));
+    assert!(b.poll(S(0)).contains(&CLAIM));
     b.on_claim(S(0), ClaimOutcome::Failed("forbidden".into()));
     assert!(matches!(
         b.decide(S(1)),
         Decision::Wait(Waiting::FormationRecordUnavailable { ref error, .. }) if error == "forbidden"
     ));
-    assert!(!b.poll(S(1)).contains(&Action::ClaimFormation));
+    assert!(!b.poll(S(1)).contains(&CLAIM));
     // Retried, waiting twice as long after each failure, up to the max.
     let mut now = S(0);
     let mut gaps = vec![];
@@ -276,7 +389,7 @@ fn a_failed_claim_is_retried_and_said() {
         gaps.push((next - now).as_secs());
         now = next;
         answered(&mut b, &mut rng, now);
-        assert!(b.poll(now).contains(&Action::ClaimFormation));
+        assert!(b.poll(now).contains(&CLAIM));
         b.on_claim(now, ClaimOutcome::Failed("forbidden".into()));
     }
     assert_eq!(gaps, [2, 4, 8, 16, 30, 30]);
@@ -285,7 +398,7 @@ fn a_failed_claim_is_retried_and_said() {
 #[test]
 fn a_claimed_record_forms_even_if_the_view_changed_meanwhile() {
     let (mut b, mut rng) = may_form(true);
-    assert!(b.poll(S(0)).contains(&Action::ClaimFormation));
+    assert!(b.poll(S(0)).contains(&CLAIM));
     // While the claim was in flight a lower contact point appeared: the rules alone
     // would now wait for it, but this node holds the record, so no one else could form.
     b.on_lookup(
@@ -309,7 +422,7 @@ fn a_claimed_record_forms_even_if_the_view_changed_meanwhile() {
 fn a_cluster_reported_after_a_claim_is_joined() {
     use crate::api::{SeedNode, SeedNodes};
     let (mut b, mut rng) = may_form(true);
-    assert!(b.poll(S(0)).contains(&Action::ClaimFormation));
+    assert!(b.poll(S(0)).contains(&CLAIM));
     b.on_claim(S(0), ClaimOutcome::Claimed);
     let seed = NodeAddress::new("t", cp("10.0.0.2:8558").ip, 2552);
     let answer = ProbeAnswer {

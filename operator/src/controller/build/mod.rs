@@ -245,8 +245,10 @@ fn meta(cs: &ClusterSpec, name: &str) -> ObjectMeta {
 }
 
 /// What the agents may do through the Kubernetes API: read and claim their formation
-/// record (that one Lease), read pods for `kubernetes-api` discovery, take the Lease
-/// of `lease-majority` (that one Lease, which the controller creates).
+/// record (that one Lease), read their own ConfigMap (`new-cluster-enabled` as it is
+/// now, when they claim the record; read only), read pods for `kubernetes-api`
+/// discovery, take the Lease of `lease-majority` (that one Lease, which the controller
+/// creates).
 fn rbac_rules(cs: &ClusterSpec) -> Vec<PolicyRule> {
     let rule = |group: &str, resource: &str, verbs: &[&str]| PolicyRule {
         api_groups: Some(vec![group.to_owned()]),
@@ -254,10 +256,16 @@ fn rbac_rules(cs: &ClusterSpec) -> Vec<PolicyRule> {
         verbs: verbs.iter().map(|v| (*v).to_owned()).collect(),
         ..PolicyRule::default()
     };
-    let mut rules = vec![PolicyRule {
-        resource_names: Some(vec![formation_lease::name(cs)]),
-        ..rule("coordination.k8s.io", "leases", &["get", "update"])
-    }];
+    let mut rules = vec![
+        PolicyRule {
+            resource_names: Some(vec![formation_lease::name(cs)]),
+            ..rule("coordination.k8s.io", "leases", &["get", "update"])
+        },
+        PolicyRule {
+            resource_names: Some(vec![cs.name_any()]),
+            ..rule("", "configmaps", &["get"])
+        },
+    ];
     if cs.spec.bootstrap.discovery == Discovery::KubernetesApi {
         rules.push(rule("", "pods", &["get", "list", "watch"]));
     }

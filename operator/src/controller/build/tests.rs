@@ -117,7 +117,8 @@ fn the_selection_follows_the_live_stateful_set() {
 
 #[test]
 fn the_role_grants_only_what_the_agents_use() {
-    const RECORD: &str = "- apiGroups:\n  - coordination.k8s.io\n  resourceNames:\n  - shop-formation\n  resources:\n  - leases\n  verbs:\n  - get\n  - update\n";
+    // The formation record, and the agents' own ConfigMap read only.
+    const RECORD: &str = "- apiGroups:\n  - coordination.k8s.io\n  resourceNames:\n  - shop-formation\n  resources:\n  - leases\n  verbs:\n  - get\n  - update\n- apiGroups:\n  - ''\n  resourceNames:\n  - shop\n  resources:\n  - configmaps\n  verbs:\n  - get\n";
     let o = owned(&cluster("{}"), true, &Site::new(Selection::Muster)).expect("built");
     let rules = yaml(&o.role.expect("a Role").rules);
     assert_eq!(
@@ -143,7 +144,7 @@ fn the_role_grants_only_what_the_agents_use() {
         yaml_text.contains("lease-name: shop-muster-sbr"),
         "{yaml_text}"
     );
-    // DNS discovery without lease-majority: the formation record only, that one Lease.
+    // DNS discovery without lease-majority: the formation record and the ConfigMap only.
     let o = owned(
         &cluster("bootstrap: {discovery: dns}"),
         true,
