@@ -12,9 +12,8 @@
 //! at most one node forms per record.
 //!
 //! The record never runs out (no `renewTime`, no duration): only the operator clears it,
-//! when forming is allowed again (`newClusterEnabled: true`). A node that claims it and
-//! dies in the moment before it forms leaves it held: no cluster forms until someone
-//! allows forming again, as after losing a formed cluster (see the README).
+//! when forming is allowed again (`newClusterEnabled: true`, a cluster stopped or lost
+//! as a whole, a claimant gone before the cluster was seen formed; see the README).
 //!
 //! Whether forming is allowed at all may be read from the API server with it: a record
 //! annotated [`CONFIG_MAP_ANNOTATION`] names a ConfigMap of its namespace whose key
@@ -24,18 +23,23 @@
 //! key decides over the node's own setting: a node whose file still says false forms as
 //! soon as the operator allows forming again and opens the record (a cluster lost as a
 //! whole comes back without waiting for every kubelet), and one whose file still says
-//! true does not form once the key says false. A named ConfigMap that cannot be read,
-//! or whose key is missing or neither true nor false, fails the claim (retried with
-//! back-off), as a record that cannot be read does. So that a node can learn the key is
-//! on, the lowest node claims the record every 10 s while no cluster is found, even
-//! while its own setting is off. A record without the annotation leaves it to the
-//! node's own setting. Agents may only read the ConfigMap: a stolen agent token can
-//! hold or clear the record, or point it at another ConfigMap, but its RBAC lets it
-//! read no other, so it cannot turn forming on.
+//! true does not form once the key says false. A named ConfigMap that is missing, or
+//! whose key is missing or neither true nor false, or that does not answer, fails the
+//! claim (retried with back-off), as a record that cannot be read does; one this node
+//! may not read (403: an older operator's Role) leaves it to the node's own setting,
+//! warned about. So that a node can learn the key is on, the lowest node claims the
+//! record every 10 s while no cluster is found, even while its own setting is off (every
+//! minute where the record names no ConfigMap). A record without the annotation leaves
+//! it to the node's own setting. The record `NAME-formation` may name ConfigMap `NAME`
+//! alone (the operator's naming): a stolen agent token can hold or clear the record, or
+//! drop the annotation, but cannot point it at another ConfigMap whose key says true,
+//! and agents may only read theirs, so it cannot turn forming on.
 //!
 //! RBAC: `get` and `update` on that one Lease (`resourceNames`); with the annotation,
 //! `get` on the ConfigMap it names.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
@@ -44,6 +48,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, PostParams};
 use kube::{Client, Error};
+use tracing::warn;
 
 use super::state::ClaimOutcome;
 
@@ -59,6 +64,8 @@ pub struct FormationRecord {
     holder: String,
     /// ConfigMaps of the namespace, for the one a record names.
     config_maps: Api<ConfigMap>,
+    /// Whether this node was refused that ConfigMap and said so (said once).
+    forbidden_said: Arc<AtomicBool>,
 }
 
 impl std::fmt::Debug for FormationRecord {
@@ -78,27 +85,30 @@ pub const CONFIG_MAP_ANNOTATION: &str = "muster.dev/new-cluster-enabled-config-m
 /// The key of that ConfigMap (the one the operator's agents also see as a file).
 pub const NEW_CLUSTER_ENABLED_KEY: &str = "new-cluster-enabled";
 
-/// The ConfigMap a record names: `None` without the annotation, `Err` when the name is
-/// no object name (never sent to the API server as a path).
-pub fn config_map_of(lease: &Lease) -> Option<Result<&str, String>> {
+/// The suffix of a record that may name a ConfigMap: record `NAME-formation` names
+/// ConfigMap `NAME` alone.
+pub const RECORD_SUFFIX: &str = "-formation";
+
+/// The ConfigMap record `lease` (called `record`) names: `None` without the annotation,
+/// `Err` when it names another than `record` without [`RECORD_SUFFIX`] (never sent to
+/// the API server).
+pub fn config_map_of<'a>(lease: &'a Lease, record: &str) -> Option<Result<&'a str, String>> {
     let name = lease
         .metadata
         .annotations
         .as_ref()?
         .get(CONFIG_MAP_ANNOTATION)?;
-    let valid = !name.is_empty()
-        && name.len() <= 253
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
-        && name.starts_with(|c: char| c.is_ascii_alphanumeric())
-        && name.ends_with(|c: char| c.is_ascii_alphanumeric());
-    Some(if valid {
+    let allowed = record.strip_suffix(RECORD_SUFFIX).filter(|n| !n.is_empty());
+    Some(if allowed == Some(name.as_str()) {
         Ok(name.as_str())
     } else {
         Err(format!(
-            "its annotation {CONFIG_MAP_ANNOTATION} names no ConfigMap: `{}`",
-            name.chars().take(64).collect::<String>()
+            "its annotation {CONFIG_MAP_ANNOTATION} names `{}`, but record {record} may only name {}",
+            name.chars().take(64).collect::<String>(),
+            allowed.map_or_else(
+                || format!("a ConfigMap if it is called <ConfigMap>{RECORD_SUFFIX}"),
+                |n| format!("ConfigMap {n}")
+            )
         ))
     })
 }
@@ -149,13 +159,14 @@ impl FormationRecord {
             namespace: namespace.to_owned(),
             holder: holder.to_owned(),
             config_maps: Api::namespaced(client, namespace),
+            forbidden_said: Arc::new(AtomicBool::new(false)),
         }
     }
 
     /// What the ConfigMap `lease` names says of forming now: `Ok(None)` when it names
     /// none; `Err` when it names one that says nothing usable.
     async fn forming(&self, lease: &Lease) -> Result<Option<bool>, String> {
-        let Some(name) = config_map_of(lease) else {
+        let Some(name) = config_map_of(lease, &self.name) else {
             return Ok(None);
         };
         let name = name?;
@@ -166,12 +177,19 @@ impl FormationRecord {
             )
         };
         match self.config_maps.get_opt(name).await {
-            Ok(Some(cm)) => forming_of(&cm).map(Some).map_err(why),
+            Ok(Some(cm)) => {
+                self.forbidden_said.store(false, Ordering::Relaxed);
+                forming_of(&cm).map(Some).map_err(why)
+            }
             Ok(None) => Err(why("it does not exist".into())),
-            Err(Error::Api(s)) if s.code == 403 => Err(why(format!(
-                "{s} — the service account needs get on configmaps `{name}` in namespace `{}`",
-                self.namespace
-            ))),
+            // Not granted (an older operator's Role): as if no ConfigMap were named —
+            // no weaker than dropping the annotation, which the agents' token may do.
+            Err(Error::Api(s)) if s.code == 403 => {
+                if !self.forbidden_said.swap(true, Ordering::Relaxed) {
+                    warn!(config_map = %format!("{}/{name}", self.namespace), error = %s, "the formation record names a ConfigMap this node may not read (it needs get on it); this node's own new-cluster-enabled decides");
+                }
+                Ok(None)
+            }
             Err(e) => Err(why(e.to_string())),
         }
     }
@@ -319,29 +337,35 @@ mod tests {
     }
 
     #[test]
-    fn a_record_names_its_config_map_by_an_object_name_only() {
-        assert_eq!(config_map_of(&annotated(None)), None);
-        assert_eq!(config_map_of(&annotated(Some("shop"))), Some(Ok("shop")));
+    fn a_record_names_only_the_config_map_its_name_implies() {
+        assert_eq!(config_map_of(&annotated(None), "shop-formation"), None);
         assert_eq!(
-            config_map_of(&annotated(Some("shop.v2-1"))),
-            Some(Ok("shop.v2-1"))
+            config_map_of(&annotated(Some("shop")), "shop-formation"),
+            Some(Ok("shop"))
         );
-        for bad in [
+        for other in [
             "",
-            "Shop",
+            "other",
+            "shop-formation",
             "../secrets/x",
-            "shop/x",
-            "-shop",
-            "shop-",
-            "a b",
+            "Shop",
+            "shop ",
         ] {
             assert!(
-                matches!(config_map_of(&annotated(Some(bad))), Some(Err(_))),
-                "{bad:?}"
+                matches!(
+                    config_map_of(&annotated(Some(other)), "shop-formation"),
+                    Some(Err(_))
+                ),
+                "{other:?}"
             );
         }
+        // A record not named <ConfigMap>-formation names none.
         assert!(matches!(
-            config_map_of(&annotated(Some(&"a".repeat(254)))),
+            config_map_of(&annotated(Some("shop")), "shop"),
+            Some(Err(_))
+        ));
+        assert!(matches!(
+            config_map_of(&annotated(Some("")), "-formation"),
             Some(Err(_))
         ));
     }
@@ -372,5 +396,173 @@ mod tests {
         assert_eq!(forming_of(&config_map(Some("false"))), Ok(false));
         assert!(forming_of(&config_map(Some("yes"))).is_err());
         assert!(forming_of(&config_map(None)).is_err());
+    }
+
+    /// A claim's exact traffic against a stand-in API server.
+    mod api {
+        use super::*;
+        use kube::client::Body;
+        use serde_json::{Value, json};
+        use std::sync::Mutex;
+
+        const ME: &str = "muster://shop@10.0.0.1:2552#7";
+
+        fn status(code: u16) -> Value {
+            let reason = match code {
+                404 => "NotFound",
+                403 => "Forbidden",
+                _ => "InternalError",
+            };
+            json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+                "message": "refused", "reason": reason, "code": code})
+        }
+
+        fn record(holder: Option<&str>, names: Option<&str>) -> Value {
+            let mut meta =
+                json!({"name": "shop-formation", "namespace": "prod", "resourceVersion": "5"});
+            if let Some(n) = names {
+                meta["annotations"] = json!({CONFIG_MAP_ANNOTATION: n});
+            }
+            json!({"apiVersion": "coordination.k8s.io/v1", "kind": "Lease", "metadata": meta,
+                "spec": holder.map_or_else(|| json!({}), |h| json!({"holderIdentity": h}))})
+        }
+
+        fn key(value: &str) -> (u16, Value) {
+            (
+                200,
+                json!({"apiVersion": "v1", "kind": "ConfigMap",
+                    "metadata": {"name": "shop", "namespace": "prod"},
+                    "data": {"new-cluster-enabled": value}}),
+            )
+        }
+
+        /// Claims record `shop-formation` as a node whose own setting is `own`, against
+        /// an API server holding `lease` and answering a ConfigMap GET with
+        /// `config_map`: the outcome and the calls ("METHOD path").
+        async fn claim(
+            lease: Value,
+            config_map: (u16, Value),
+            own: bool,
+        ) -> (ClaimOutcome, Vec<String>) {
+            let (svc, mut handle) =
+                crate::testing::pair::<http::Request<Body>, http::Response<Body>>();
+            let record =
+                FormationRecord::new(Client::new(svc, "prod"), "prod", "shop-formation", ME);
+            let calls = Arc::new(Mutex::new(Vec::new()));
+            let seen = calls.clone();
+            let server = tokio::spawn(async move {
+                while let Some((req, send)) = handle.next_request().await {
+                    let (parts, body) = req.into_parts();
+                    let bytes = body.collect_bytes().await.expect("a body");
+                    let path = parts.uri.path().to_owned();
+                    seen.lock()
+                        .expect("calls")
+                        .push(format!("{} {path}", parts.method));
+                    let (code, answer) = match (parts.method.as_str(), path.as_str()) {
+                        (
+                            "GET",
+                            "/apis/coordination.k8s.io/v1/namespaces/prod/leases/shop-formation",
+                        ) => (200, lease.clone()),
+                        (
+                            "PUT",
+                            "/apis/coordination.k8s.io/v1/namespaces/prod/leases/shop-formation",
+                        ) => (200, serde_json::from_slice(&bytes).expect("a Lease")),
+                        ("GET", "/api/v1/namespaces/prod/configmaps/shop") => config_map.clone(),
+                        _ => (404, status(404)),
+                    };
+                    send.send_response(
+                        http::Response::builder()
+                            .status(code)
+                            .body(Body::from(serde_json::to_vec(&answer).expect("json")))
+                            .expect("a response"),
+                    );
+                }
+            });
+            let outcome = record.claim(own).await;
+            server.abort();
+            let calls = calls.lock().expect("calls").clone();
+            (outcome, calls)
+        }
+
+        const GET_RECORD: &str =
+            "GET /apis/coordination.k8s.io/v1/namespaces/prod/leases/shop-formation";
+        const PUT_RECORD: &str =
+            "PUT /apis/coordination.k8s.io/v1/namespaces/prod/leases/shop-formation";
+        const GET_KEY: &str = "GET /api/v1/namespaces/prod/configmaps/shop";
+
+        #[tokio::test]
+        async fn the_key_is_read_after_the_free_record_and_before_the_claim() {
+            let (outcome, calls) = claim(record(None, Some("shop")), key("true"), false).await;
+            assert_eq!(
+                outcome,
+                ClaimOutcome::Claimed,
+                "on in the ConfigMap: off here does not matter"
+            );
+            assert_eq!(calls, [GET_RECORD, GET_KEY, PUT_RECORD]);
+            let (outcome, calls) = claim(record(None, Some("shop")), key("false"), true).await;
+            assert_eq!(
+                outcome,
+                ClaimOutcome::Disabled { from_api: true },
+                "off in the ConfigMap: on here does not matter"
+            );
+            assert_eq!(calls, [GET_RECORD, GET_KEY]);
+        }
+
+        #[tokio::test]
+        async fn a_held_record_is_not_claimed_and_its_config_map_not_read() {
+            let (outcome, calls) = claim(
+                record(Some("muster-operator: x"), Some("shop")),
+                key("true"),
+                true,
+            )
+            .await;
+            assert_eq!(outcome, ClaimOutcome::HeldBy("muster-operator: x".into()));
+            assert_eq!(calls, [GET_RECORD]);
+        }
+
+        #[tokio::test]
+        async fn a_config_map_that_says_nothing_usable_fails_the_claim() {
+            for (answer, what) in [
+                ((404, status(404)), "does not exist"),
+                (key("maybe"), "neither true nor false"),
+                ((500, status(500)), "refused"),
+            ] {
+                let (outcome, calls) = claim(record(None, Some("shop")), answer, true).await;
+                match outcome {
+                    ClaimOutcome::Failed(e) => {
+                        assert!(e.contains(what) && e.contains("prod/shop"), "{e}")
+                    }
+                    other => panic!("{what}: {other:?}"),
+                }
+                assert_eq!(calls, [GET_RECORD, GET_KEY], "{what}: never claimed");
+            }
+            // Naming another ConfigMap than its own: not even read.
+            let (outcome, calls) = claim(record(None, Some("other")), key("true"), true).await;
+            assert!(
+                matches!(outcome, ClaimOutcome::Failed(ref e) if e.contains("may only name ConfigMap shop")),
+                "{outcome:?}"
+            );
+            assert_eq!(calls, [GET_RECORD]);
+        }
+
+        #[tokio::test]
+        async fn a_config_map_this_node_may_not_read_leaves_it_to_its_own_setting() {
+            let (outcome, calls) =
+                claim(record(None, Some("shop")), (403, status(403)), true).await;
+            assert_eq!(outcome, ClaimOutcome::Claimed);
+            assert_eq!(calls, [GET_RECORD, GET_KEY, PUT_RECORD]);
+            let (outcome, _) = claim(record(None, Some("shop")), (403, status(403)), false).await;
+            assert_eq!(outcome, ClaimOutcome::Disabled { from_api: false });
+        }
+
+        #[tokio::test]
+        async fn a_record_that_names_no_config_map_leaves_it_to_the_nodes_own_setting() {
+            let (outcome, calls) = claim(record(None, None), key("false"), true).await;
+            assert_eq!(outcome, ClaimOutcome::Claimed);
+            assert_eq!(calls, [GET_RECORD, PUT_RECORD]);
+            let (outcome, calls) = claim(record(None, None), key("true"), false).await;
+            assert_eq!(outcome, ClaimOutcome::Disabled { from_api: false });
+            assert_eq!(calls, [GET_RECORD]);
+        }
     }
 }

@@ -101,6 +101,10 @@ pub enum ClaimOutcome {
 /// A held record is looked at again this often (the operator clears it when forming is
 /// allowed again, e.g. `newClusterEnabled: true`).
 pub const HELD_RECHECK: Duration = Duration::from_secs(10);
+/// A free record that names no ConfigMap, found while this node's own setting is off,
+/// is looked at again this often (or at once when the setting changes): only an
+/// operator that starts naming one (an upgrade) makes it worth asking sooner.
+pub const OFF_RECHECK: Duration = Duration::from_secs(60);
 /// A claim that failed is tried again after this long, doubling while claims keep
 /// failing, up to [`FAILED_CLAIM_RETRY_MAX`].
 pub const FAILED_CLAIM_RETRY: Duration = Duration::from_secs(2);
@@ -374,7 +378,11 @@ impl Bootstrap {
             }
             ClaimOutcome::HeldBy(_) | ClaimOutcome::Disabled { .. } => {
                 *failures = 0;
-                *next_at = now + HELD_RECHECK;
+                *next_at = now
+                    + match outcome {
+                        ClaimOutcome::Disabled { from_api: false } => OFF_RECHECK,
+                        _ => HELD_RECHECK,
+                    };
                 *last = Some(outcome);
             }
             ClaimOutcome::Failed(_) => {
@@ -600,6 +608,18 @@ impl Bootstrap {
                 Decision::Wait(Waiting::NewClusterDisabled),
             ) => Decision::Wait(Waiting::NewClusterDisabledInConfigMap {
                 lease: lease.clone(),
+            }),
+            // Asking failed: that, not this node's own setting, is what it waits on.
+            (
+                Record::Open {
+                    lease,
+                    last: Some(ClaimOutcome::Failed(error)),
+                    ..
+                },
+                Decision::Wait(Waiting::NewClusterDisabled),
+            ) => Decision::Wait(Waiting::FormationRecordUnavailable {
+                lease: lease.clone(),
+                error: error.clone(),
             }),
             (_, d) => d,
         }

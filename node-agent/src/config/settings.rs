@@ -488,7 +488,12 @@ pub struct BootstrapSettings {
     /// never forms, whatever `new-cluster-enabled` says, and waits for a cluster to join.
     /// It closes the window in which a mounted `new-cluster-enabled-file` still says
     /// true (a kubelet refreshes mounted ConfigMaps only every minute or so). Needs
-    /// `get` and `update` on that Lease. The operator sets it. Default: none.
+    /// `get` and `update` on that Lease. The operator sets it. A record annotated
+    /// `muster.dev/new-cluster-enabled-config-map: NAME` (the operator's are; the record
+    /// must be called `NAME-formation`) also says where `new-cluster-enabled` is now:
+    /// claiming a free record reads that ConfigMap's key from the API server, and it
+    /// decides over `new-cluster-enabled` and its file (needs `get` on it; without, the
+    /// node's own setting decides). Default: none.
     pub formation_lease: Option<String>,
     /// Name looked up in discovery (the headless Service, `app` label). Default: none.
     pub service_name: Option<String>,

@@ -20,7 +20,10 @@
 //! server when they claim a free record, so a key turned on reaches them at once, where
 //! the mounted file follows at the kubelet's pace (a minute or more), and a key turned
 //! off stops them while a kubelet still shows an old `true`. The record is written
-//! before the ConfigMap in every reconcile, so a hold always comes first.
+//! before the ConfigMap in every reconcile, so a hold comes before the key it goes
+//! with; where the key turns off with no hold (`FormingHeld` under `true`), a claim
+//! that read the key just before can still go through (one round trip, where a mounted
+//! file lagged a minute).
 //!
 //! Every write carries the `resourceVersion` read, so an agent's claim and the
 //! operator's write never overwrite each other: the loser gets 409 and looks again.
@@ -252,13 +255,16 @@ pub async fn keep(
     let named = name_config_map(&mut lease, &cs.name_any());
     let Some(next) = change_fenced(mode, holder.as_deref(), opening, gone, stranded) else {
         if named {
-            // A record of an older operator: it names the ConfigMap from now on.
+            // A record of an older operator: it names the ConfigMap from now on. Not
+            // written: agents go by their own setting, as before; tried again next time.
             match api.replace(&name, &PostParams::default(), &lease).await {
                 Ok(_) => {
                     tracing::info!(lease = %name, "the formation record names the cluster's ConfigMap now")
                 }
                 Err(kube::Error::Api(s)) if s.code == 409 => {}
-                Err(e) => return Err(Error::kube(format!("update Lease {name}"), e)),
+                Err(e) => {
+                    tracing::warn!(lease = %name, error = %e, "cannot name the cluster's ConfigMap on the formation record; agents go by their mounted new-cluster-enabled until it is")
+                }
             }
         }
         return Ok(holder);
@@ -491,7 +497,7 @@ mod tests {
             "an older operator's record"
         );
         assert_eq!(
-            node_agent::bootstrap::record::config_map_of(&lease),
+            node_agent::bootstrap::record::config_map_of(&lease, "shop-formation"),
             Some(Ok("shop")),
             "as agents read it"
         );

@@ -244,11 +244,6 @@ async fn a_new_cluster_spec_creates_everything_in_order_then_reports() {
         "{}",
         role.body["rules"]
     );
-    assert!(
-        calls
-            .iter()
-            .any(|c| c.method == "PATCH" && c.uri.contains("/configmaps/shop"))
-    );
     for c in calls.iter().filter(|c| c.method == "PATCH") {
         assert!(
             c.uri.contains("fieldManager=muster-operator") && c.uri.contains("force=true"),
@@ -361,6 +356,35 @@ async fn an_unchanged_cluster_is_read_but_not_written() {
     let writes: Vec<&Call> = calls.iter().filter(|c| c.method != "GET").collect();
     assert!(writes.is_empty(), "no writes: {writes:?}");
     assert_eq!(calls.len(), 9, "reads: {:?}", summary(&calls));
+}
+
+#[tokio::test]
+async fn an_older_operators_formation_record_is_made_to_name_the_config_map() {
+    let (mut stored, again) = first_reconcile(&cluster(json!({"replicas": 3}))).await;
+    let record = stored
+        .get_mut("/apis/coordination.k8s.io/v1/namespaces/prod/leases/shop-formation")
+        .expect("the formation record");
+    record["metadata"]
+        .as_object_mut()
+        .expect("metadata")
+        .remove("annotations");
+    let calls = reconcile_again(again, stored).await;
+    let writes: Vec<&Call> = calls.iter().filter(|c| c.method != "GET").collect();
+    assert_eq!(writes.len(), 1, "the record alone: {writes:?}");
+    assert_eq!(writes[0].method, "PUT");
+    assert!(
+        writes[0].uri.contains("/leases/shop-formation"),
+        "{}",
+        writes[0].uri
+    );
+    assert_eq!(
+        writes[0].body["metadata"]["annotations"]["muster.dev/new-cluster-enabled-config-map"],
+        "shop"
+    );
+    assert!(
+        writes[0].body["spec"].get("holderIdentity").is_none(),
+        "its holder as it was"
+    );
 }
 
 #[tokio::test]

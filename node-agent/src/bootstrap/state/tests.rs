@@ -292,14 +292,16 @@ fn with_forming_off_here_the_record_is_still_asked_and_its_say_decides() {
     );
     assert_eq!(claims(&mut b, S(0)), [OFF_HERE]);
     assert_eq!(b.instruction(S(0)), None);
-    // No ConfigMap named: off, as this node says; said as before.
+    // No ConfigMap named: off, as this node says; said as before, asked again only
+    // after a minute.
     b.on_claim(S(0), ClaimOutcome::Disabled { from_api: false });
     assert_eq!(b.decide(S(0)), Decision::Wait(Waiting::NewClusterDisabled));
-    assert_eq!(claims(&mut b, S(5)), [], "looked at again later");
-    let t = HELD_RECHECK;
+    assert_eq!(claims(&mut b, HELD_RECHECK), []);
+    assert_eq!(claims(&mut b, OFF_RECHECK - S(1)), []);
+    let t = OFF_RECHECK;
     answered(&mut b, &mut rng, t);
     assert_eq!(claims(&mut b, t), [OFF_HERE]);
-    // The named ConfigMap, read, says off: said so.
+    // The named ConfigMap, read, says off: said so, asked again after 10 s.
     b.on_claim(t, ClaimOutcome::Disabled { from_api: true });
     assert!(matches!(
         b.decide(t),
@@ -307,7 +309,7 @@ fn with_forming_off_here_the_record_is_still_asked_and_its_say_decides() {
     ));
     assert_eq!(b.instruction(t), None);
     // Held: said so.
-    let t = HELD_RECHECK * 2;
+    let t = t + HELD_RECHECK;
     answered(&mut b, &mut rng, t);
     assert_eq!(claims(&mut b, t), [OFF_HERE]);
     b.on_claim(t, ClaimOutcome::HeldBy("muster-operator: x".into()));
@@ -316,7 +318,7 @@ fn with_forming_off_here_the_record_is_still_asked_and_its_say_decides() {
         Decision::Wait(Waiting::FormationRecorded { .. })
     ));
     // Its own setting turned on while a claim went with it off: asked again at once.
-    let t = HELD_RECHECK * 3;
+    let t = t + HELD_RECHECK;
     answered(&mut b, &mut rng, t);
     assert_eq!(claims(&mut b, t), [OFF_HERE]);
     b.set_new_cluster_enabled(true);
@@ -336,7 +338,7 @@ fn with_forming_off_here_the_record_is_still_asked_and_its_say_decides() {
     b.set_new_cluster_enabled(false);
     assert_eq!(claims(&mut b, t + S(1)), []);
     // Off by its own setting, stored; turned on: asked again at once.
-    let t = HELD_RECHECK * 4;
+    let t = t + HELD_RECHECK;
     answered(&mut b, &mut rng, t);
     assert_eq!(claims(&mut b, t), [OFF_HERE]);
     b.on_claim(t, ClaimOutcome::Disabled { from_api: false });
@@ -350,9 +352,19 @@ fn with_forming_off_here_the_record_is_still_asked_and_its_say_decides() {
         [],
         "a held record is not asked again sooner"
     );
+    // Asking failed (the named ConfigMap missing, say): that is what it waits on, not
+    // this node's own setting.
+    let t = t + S(1) + HELD_RECHECK;
+    answered(&mut b, &mut rng, t);
+    assert_eq!(claims(&mut b, t), [OFF_HERE]);
+    b.on_claim(t, ClaimOutcome::Failed("no ConfigMap".into()));
+    assert!(matches!(
+        b.decide(t),
+        Decision::Wait(Waiting::FormationRecordUnavailable { ref error, .. }) if error == "no ConfigMap"
+    ));
     // The operator allowed forming and opened the record: the claim went through, so
     // this node forms although its mounted setting still says false.
-    let t = HELD_RECHECK * 5 + S(1);
+    let t = t + FAILED_CLAIM_RETRY;
     answered(&mut b, &mut rng, t);
     assert_eq!(claims(&mut b, t), [OFF_HERE]);
     b.on_claim(t, ClaimOutcome::Claimed);
