@@ -14,7 +14,7 @@ use tracing::{Instrument, debug, info, info_span, warn};
 
 use super::decider::{Decision, ProbeAnswer, SelfIdentity};
 use super::probe::{Probed, Prober};
-use super::record::FormationRecord;
+use super::record::{FormationRecord, parse_flag};
 use super::state::{Action, Bootstrap, BootstrapStatus, ClaimOutcome, Instruction};
 use crate::api::ClientError;
 use crate::base::address::{ContactPoint, NodeAddress};
@@ -61,16 +61,6 @@ pub struct Coordinator {
 
 /// How often `bootstrap.new-cluster-enabled-file` is read.
 const FLAG_FILE_INTERVAL: Duration = Duration::from_secs(1);
-
-/// The value in a `new-cluster-enabled` file: `true`/`false` (also `on`/`off`),
-/// surrounding whitespace ignored.
-pub fn parse_flag(text: &str) -> Result<bool, String> {
-    match text.trim() {
-        "true" | "on" => Ok(true),
-        "false" | "off" => Ok(false),
-        other => Err(format!("`{other}` is neither true nor false")),
-    }
-}
 
 type LookupResult = Result<(Vec<ContactPoint>, Vec<Skipped>), String>;
 type ProbeResult = (ContactPoint, Result<Probed, ClientError>);

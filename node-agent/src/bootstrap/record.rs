@@ -120,7 +120,17 @@ pub fn forming_of(config_map: &ConfigMap) -> Result<bool, String> {
         .as_ref()
         .and_then(|d| d.get(NEW_CLUSTER_ENABLED_KEY))
         .ok_or_else(|| format!("it has no key `{NEW_CLUSTER_ENABLED_KEY}`"))?;
-    super::coordinator::parse_flag(text)
+    parse_flag(text)
+}
+
+/// The value in a `new-cluster-enabled` file or ConfigMap key: `true`/`false` (also
+/// `on`/`off`), surrounding whitespace ignored.
+pub fn parse_flag(text: &str) -> Result<bool, String> {
+    match text.trim() {
+        "true" | "on" => Ok(true),
+        "false" | "off" => Ok(false),
+        other => Err(format!("`{other}` is neither true nor false")),
+    }
 }
 
 /// Who holds a record, from its spec: `None` when it is free.
