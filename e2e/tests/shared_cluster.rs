@@ -10,7 +10,9 @@
 //! read and scaled by the operator over HTTPS, and takes a renewed certificate without
 //! a restart or a split. A cluster key rotated on request moves every agent to the
 //! new key, step by step, with every member Up throughout, the operator replaced by
-//! another after the first step.
+//! another after the first step. Each cluster's agents reach their own objects only, and
+//! the operator can grant no right it does not hold (least privilege, with each side's
+//! token).
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -65,18 +67,7 @@ async fn a_cluster_spec_never_takes_over_objects_of_others() {
     // A ClusterSpec of the same name.
     create_cluster(&p, "cache", 3, json!({})).await;
     let c = Cluster::of(&p, "cache");
-    let cs = c
-        .wait_for(
-            &op,
-            "the conflict reported",
-            Duration::from_secs(60),
-            |cs| match condition(cs, "Degraded") {
-                Some((s, reason, _)) if s == "True" && reason == "ObjectConflict" => Ok(()),
-                other => Err(format!("Degraded {other:?}")),
-            },
-        )
-        .await;
-    let (_, _, message) = condition(&cs, "Degraded").expect("Degraded");
+    let message = conflict_reported(&c, &op).await;
     println!("reported: {message}");
     assert!(
         message.contains("ServiceAccount cache exists")
@@ -1733,4 +1724,301 @@ async fn agent_keys(c: &Cluster) -> BTreeMap<String, Vec<String>> {
         }
     }
     out
+}
+
+/// Least privilege (issue 18, finding 3), with each side's own token on the API server.
+/// Cluster `a`'s agents, under their Role, read and claim their own formation record and
+/// `lease-majority` Lease and read their own ConfigMap; they may not read or write
+/// cluster `b`'s, nor the operator's leader Lease, nor create a Lease, nor read a
+/// Secret. The operator, under the ClusterRole `manifests/operator.yaml` ships, is
+/// refused by the API server a Role that grants a right it lacks, a binding to a role
+/// it does not hold in full, and any ClusterRole; and it leaves another team's Role
+/// that bears a cluster's name alone. Last, why each cluster gets a Role of its own
+/// rather than a fixed ClusterRole bound to it: a ClusterRole cannot name one
+/// cluster's Leases, and the same rights without names let `a`'s agents rewrite `b`'s
+/// formation record (and so drop the holds that keep `b` from forming twice).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_clusters_agents_reach_only_their_own_objects_and_the_operator_grants_only_what_it_holds()
+ {
+    use k8s_openapi::api::core::v1::Namespace;
+    use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
+
+    let (p, op) = setup("agent-rights", (113, 114)).await;
+    let ns = p.namespace.clone();
+    let spec = json!({"membership": {"downing": "lease-majority"}});
+    for name in ["a", "b"] {
+        create_cluster(&p, name, 1, spec.clone()).await;
+    }
+    for name in ["a", "b"] {
+        Cluster::of(&p, name)
+            .wait_for(&op, "Running", Duration::from_secs(90), running(1))
+            .await;
+    }
+    let cp = p.control_plane().expect("the local platform");
+
+    // Cluster a's agents, with their own token.
+    let agent = cp
+        .client_with_token(&token_of(&p.client, &ns, "a").await, &ns)
+        .await
+        .expect("a's token client");
+    let leases: Api<Lease> = Api::namespaced(agent.clone(), &ns);
+    let admin_leases: Api<Lease> = Api::namespaced(p.client.clone(), &ns);
+    for own in ["a-formation", "a-muster-sbr"] {
+        let lease = leases
+            .get(own)
+            .await
+            .unwrap_or_else(|e| panic!("get {own}: {e}"));
+        leases
+            .replace(own, &PostParams::default(), &lease)
+            .await
+            .unwrap_or_else(|e| panic!("update {own}: {e}"));
+    }
+    Api::<ConfigMap>::namespaced(agent.clone(), &ns)
+        .get("a")
+        .await
+        .expect("a's agents read their ConfigMap");
+    for theirs in ["b-formation", "b-muster-sbr", "muster-operator"] {
+        forbidden(&format!("get Lease {theirs}"), leases.get(theirs).await);
+        let lease = admin_leases.get(theirs).await.expect("the Lease");
+        forbidden(
+            &format!("update Lease {theirs}"),
+            leases.replace(theirs, &PostParams::default(), &lease).await,
+        );
+    }
+    let mut fresh = admin_leases.get("a-formation").await.expect("a Lease");
+    fresh.metadata = ObjectMeta {
+        name: Some("a-new".into()),
+        ..ObjectMeta::default()
+    };
+    forbidden(
+        "create a Lease",
+        leases.create(&PostParams::default(), &fresh).await,
+    );
+    forbidden(
+        "get ConfigMap b",
+        Api::<ConfigMap>::namespaced(agent.clone(), &ns)
+            .get("b")
+            .await,
+    );
+    forbidden(
+        "get Secret a-cluster-key",
+        Api::<Secret>::namespaced(agent.clone(), &ns)
+            .get("a-cluster-key")
+            .await,
+    );
+
+    // The operator's shipped rights (not the admin's the process here runs with).
+    for object in operator::install::objects("unused") {
+        let kind = object["kind"].as_str().unwrap_or_default().to_owned();
+        let post = PostParams::default();
+        let created = match kind.as_str() {
+            "Namespace" => Api::<Namespace>::all(p.client.clone())
+                .create(&post, &serde_json::from_value(object).expect("Namespace"))
+                .await
+                .map(drop),
+            "ServiceAccount" => {
+                Api::<ServiceAccount>::namespaced(p.client.clone(), operator::install::NAMESPACE)
+                    .create(
+                        &post,
+                        &serde_json::from_value(object).expect("ServiceAccount"),
+                    )
+                    .await
+                    .map(drop)
+            }
+            "ClusterRole" => Api::<ClusterRole>::all(p.client.clone())
+                .create(&post, &serde_json::from_value(object).expect("ClusterRole"))
+                .await
+                .map(drop),
+            "ClusterRoleBinding" => Api::<ClusterRoleBinding>::all(p.client.clone())
+                .create(&post, &serde_json::from_value(object).expect("binding"))
+                .await
+                .map(drop),
+            _ => continue, // the Deployment: its rights are what is looked at here
+        };
+        created.unwrap_or_else(|e| panic!("create the operator's {kind}: {e}"));
+    }
+    let operator_client = cp
+        .client_with_token(
+            &token_of(
+                &p.client,
+                operator::install::NAMESPACE,
+                operator::install::NAME,
+            )
+            .await,
+            &ns,
+        )
+        .await
+        .expect("the operator's token client");
+    let roles: Api<Role> = Api::namespaced(operator_client.clone(), &ns);
+    let role = |name: &str, group: &str, resource: &str, verbs: &[&str]| -> Role {
+        serde_json::from_value(json!({
+            "metadata": {"name": name},
+            "rules": [{"apiGroups": [group], "resources": [resource], "verbs": verbs}],
+        }))
+        .expect("a Role")
+    };
+    // What it holds, it may grant (as it grants the agents theirs) ...
+    roles
+        .create(
+            &PostParams::default(),
+            &role("held", "coordination.k8s.io", "leases", &["get", "update"]),
+        )
+        .await
+        .expect("a Role with rights the operator holds");
+    roles
+        .delete("held", &DeleteParams::default())
+        .await
+        .expect("delete it");
+    // ... and nothing more.
+    for (name, group, resource, verbs) in [
+        ("secrets-delete", "", "secrets", &["delete"][..]),
+        ("pods-create", "", "pods", &["create"][..]),
+        ("pods-exec", "", "pods/exec", &["create"][..]),
+        ("everything", "*", "*", &["*"][..]),
+    ] {
+        forbidden(
+            &format!("the operator creating Role {name}"),
+            roles
+                .create(&PostParams::default(), &role(name, group, resource, verbs))
+                .await,
+        );
+    }
+    for cluster_role in ["cluster-admin", "admin", "edit"] {
+        let binding: RoleBinding = serde_json::from_value(json!({
+            "metadata": {"name": format!("to-{cluster_role}")},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": cluster_role},
+            "subjects": [{"kind": "ServiceAccount", "name": "a", "namespace": ns}],
+        }))
+        .expect("a RoleBinding");
+        forbidden(
+            &format!("the operator binding ClusterRole {cluster_role}"),
+            Api::<RoleBinding>::namespaced(operator_client.clone(), &ns)
+                .create(&PostParams::default(), &binding)
+                .await,
+        );
+    }
+    let cluster_role: ClusterRole = serde_json::from_value(json!({
+        "metadata": {"name": "muster-agent-everywhere"},
+        "rules": [{"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["get"]}],
+    }))
+    .expect("a ClusterRole");
+    forbidden(
+        "the operator creating a ClusterRole",
+        Api::<ClusterRole>::all(operator_client.clone())
+            .create(&PostParams::default(), &cluster_role)
+            .await,
+    );
+
+    // Another team's Role named like a new cluster is reported, not taken over.
+    let admin_roles: Api<Role> = Api::namespaced(p.client.clone(), &ns);
+    let theirs = admin_roles
+        .create(
+            &PostParams::default(),
+            &role("c", "", "configmaps", &["get"]),
+        )
+        .await
+        .expect("their Role");
+    create_cluster(&p, "c", 1, json!({})).await;
+    let message = conflict_reported(&Cluster::of(&p, "c"), &op).await;
+    assert!(message.contains("Role c exists"), "{message}");
+    let now = admin_roles.get("c").await.expect("their Role");
+    assert_eq!(
+        now.metadata.resource_version, theirs.metadata.resource_version,
+        "their Role was written"
+    );
+
+    // The rights a fixed ClusterRole would have to give (it cannot name `a-formation`),
+    // bound to a's agents in their namespace: they may now rewrite b's record.
+    Api::<ClusterRole>::all(p.client.clone())
+        .create(&PostParams::default(), &cluster_role_for_agents())
+        .await
+        .expect("the fixed ClusterRole");
+    let binding: RoleBinding = serde_json::from_value(json!({
+        "metadata": {"name": "a-fixed"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "muster-agent-fixed"},
+        "subjects": [{"kind": "ServiceAccount", "name": "a", "namespace": ns}],
+    }))
+    .expect("a RoleBinding");
+    Api::<RoleBinding>::namespaced(p.client.clone(), &ns)
+        .create(&PostParams::default(), &binding)
+        .await
+        .expect("bind it");
+    let rewritten = poll(
+        "a's agents rewriting b's record under the fixed ClusterRole",
+        Duration::from_secs(30),
+        || {
+            let leases = leases.clone();
+            async move {
+                let mut record = leases.get("b-formation").await.map_err(|e| e.to_string())?;
+                record.metadata.annotations = None;
+                leases
+                    .replace("b-formation", &PostParams::default(), &record)
+                    .await
+                    .map_err(|e| e.to_string())
+            }
+        },
+    )
+    .await;
+    println!(
+        "under a fixed ClusterRole, cluster a's token rewrote b-formation (resourceVersion {:?})",
+        rewritten.metadata.resource_version
+    );
+}
+
+/// A token of ServiceAccount `account` in `ns`, as its pods get.
+async fn token_of(admin: &kube::Client, ns: &str, account: &str) -> String {
+    use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
+    let request = TokenRequest {
+        spec: Some(TokenRequestSpec {
+            expiration_seconds: Some(3600),
+            ..TokenRequestSpec::default()
+        }),
+        ..TokenRequest::default()
+    };
+    let issued: TokenRequest = Api::<ServiceAccount>::namespaced(admin.clone(), ns)
+        .create_subresource("token", account, &PostParams::default(), &request)
+        .await
+        .unwrap_or_else(|e| panic!("a token of {ns}/{account}: {e}"));
+    issued
+        .status
+        .and_then(|s| s.token)
+        .expect("a token in the TokenRequest status")
+}
+
+/// Refused by RBAC (403), and nothing else.
+fn forbidden<T: std::fmt::Debug>(what: &str, r: Result<T, kube::Error>) {
+    match r {
+        Err(kube::Error::Api(e)) if e.code == 403 => {}
+        other => panic!("{what} must be forbidden, got {other:?}"),
+    }
+}
+
+/// What the agents use, as a ClusterRole must say it: without the names of one
+/// cluster's objects.
+fn cluster_role_for_agents() -> k8s_openapi::api::rbac::v1::ClusterRole {
+    serde_json::from_value(json!({
+        "metadata": {"name": "muster-agent-fixed"},
+        "rules": [
+            {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["get", "update"]},
+            {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get"]},
+            {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch"]},
+        ],
+    }))
+    .expect("a ClusterRole")
+}
+
+/// Waits for `c`'s Degraded condition with reason `ObjectConflict`; returns its message.
+async fn conflict_reported(c: &Cluster, op: &Operator) -> String {
+    let cs = c
+        .wait_for(
+            op,
+            "the conflict reported",
+            Duration::from_secs(60),
+            |cs| match condition(cs, "Degraded") {
+                Some((s, reason, _)) if s == "True" && reason == "ObjectConflict" => Ok(()),
+                other => Err(format!("Degraded {other:?}")),
+            },
+        )
+        .await;
+    condition(&cs, "Degraded").expect("Degraded").2
 }

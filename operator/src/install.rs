@@ -65,7 +65,7 @@ const RULES: &[Rule] = &[
         verbs: &["get", "create", "update"],
     },
     Rule {
-        why: "the agents' Role and RoleBinding (removed when unneeded)",
+        why: "the agents' Role and RoleBinding, one per cluster because its rules name that cluster's formation record, Lease and ConfigMap (resourceNames), which a fixed ClusterRole cannot; the API server lets the operator grant no right it does not hold itself, and it writes no Role it did not create (removed when unneeded)",
         groups: &["rbac.authorization.k8s.io"],
         resources: &["roles", "rolebindings"],
         verbs: &["get", "create", "patch", "delete"],

@@ -29,7 +29,7 @@
 - apiGroups: [""]
   resources: ["secrets"]
   verbs: ["get","create","update"]
-# the agents' Role and RoleBinding (removed when unneeded)
+# the agents' Role and RoleBinding, one per cluster because its rules name that cluster's formation record, Lease and ConfigMap (resourceNames), which a fixed ClusterRole cannot; the API server lets the operator grant no right it does not hold itself, and it writes no Role it did not create (removed when unneeded)
 - apiGroups: ["rbac.authorization.k8s.io"]
   resources: ["roles","rolebindings"]
   verbs: ["get","create","patch","delete"]
