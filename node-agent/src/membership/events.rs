@@ -268,10 +268,21 @@ impl EventHub {
                 .collect()
         };
         match last_seen.map(|id| log.since(id)) {
-            Some(Ok(events)) => Start {
-                events,
-                resynced: false,
-            },
+            Some(Ok(mut events)) => {
+                // Resumed after the end (the client saw it; the agent still runs, e.g.
+                // for its handover): the stream ends again, with the end.
+                if *shutting_down
+                    && !events
+                        .iter()
+                        .any(|(_, e)| *e == ClusterEvent::ClusterShuttingDown)
+                {
+                    events.push((log.last_id(), ClusterEvent::ClusterShuttingDown));
+                }
+                Start {
+                    events,
+                    resynced: false,
+                }
+            }
             Some(Err(_)) => Start {
                 events: snapshot(),
                 resynced: true,

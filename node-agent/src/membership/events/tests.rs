@@ -313,3 +313,41 @@ async fn a_subscription_follows_the_log_and_reports_falling_behind() {
     let again = hub.subscribe(Some(id));
     assert!(again.resynced);
 }
+
+#[test]
+fn a_stream_resumed_after_the_end_is_told_the_end_again() {
+    let hub = EventHub::new(16);
+    hub.publish(&gossip(&[member(1, MemberStatus::Up)]));
+    hub.shutting_down();
+    let end = hub
+        .since(0)
+        .unwrap()
+        .into_iter()
+        .find(|(_, e)| *e == ClusterEvent::ClusterShuttingDown)
+        .map(|(id, _)| id)
+        .expect("the end in the log");
+    // Resumed from the end itself (the client saw it, the agent still runs: e.g. its
+    // handover): nothing after it in the log, but the stream must end again.
+    let resumed = hub.start(Some(end));
+    assert!(!resumed.resynced);
+    assert_eq!(
+        names(
+            &resumed
+                .events
+                .iter()
+                .map(|(_, e)| e.clone())
+                .collect::<Vec<_>>()
+        ),
+        ["ClusterShuttingDown"]
+    );
+    // Resumed from before it: the end once, not twice.
+    let earlier = hub.start(Some(end - 1));
+    assert_eq!(
+        earlier
+            .events
+            .iter()
+            .filter(|(_, e)| *e == ClusterEvent::ClusterShuttingDown)
+            .count(),
+        1
+    );
+}
