@@ -1732,7 +1732,8 @@ async fn agent_keys(c: &Cluster) -> BTreeMap<String, Vec<String>> {
 /// cluster `b`'s, nor the operator's leader Lease, nor create a Lease, nor read a
 /// Secret. The operator, under the ClusterRole `manifests/operator.yaml` ships, is
 /// refused by the API server a Role that grants a right it lacks, a binding to a role
-/// it does not hold in full, and any ClusterRole; and it leaves another team's Role
+/// it does not hold in full, the removal of any Role or RoleBinding, a change to a
+/// RoleBinding, and the creation of a ClusterRole; and it leaves another team's Role
 /// that bears a cluster's name alone. Last, why each cluster gets a Role of its own
 /// rather than a fixed ClusterRole bound to it: a ClusterRole cannot name one
 /// cluster's Leases, and the same rights without names let `a`'s agents rewrite `b`'s
@@ -1764,14 +1765,23 @@ async fn each_clusters_agents_reach_only_their_own_objects_and_the_operator_gran
     let leases: Api<Lease> = Api::namespaced(agent.clone(), &ns);
     let admin_leases: Api<Lease> = Api::namespaced(p.client.clone(), &ns);
     for own in ["a-formation", "a-muster-sbr"] {
-        let lease = leases
-            .get(own)
-            .await
-            .unwrap_or_else(|e| panic!("get {own}: {e}"));
-        leases
-            .replace(own, &PostParams::default(), &lease)
-            .await
-            .unwrap_or_else(|e| panic!("update {own}: {e}"));
+        // Read and written back as it was (again on a conflict with a concurrent write).
+        poll(
+            &format!("a's agents updating {own}"),
+            Duration::from_secs(10),
+            || {
+                let leases = leases.clone();
+                async move {
+                    let lease = leases.get(own).await.map_err(|e| format!("get: {e}"))?;
+                    match leases.replace(own, &PostParams::default(), &lease).await {
+                        Ok(_) => Ok(()),
+                        Err(kube::Error::Api(e)) if e.code == 409 => Err(format!("{e}")),
+                        Err(e) => panic!("update {own}: {e}"),
+                    }
+                }
+            },
+        )
+        .await;
     }
     Api::<ConfigMap>::namespaced(agent.clone(), &ns)
         .get("a")
@@ -1857,19 +1867,44 @@ async fn each_clusters_agents_reach_only_their_own_objects_and_the_operator_gran
         }))
         .expect("a Role")
     };
-    // What it holds, it may grant (as it grants the agents theirs) ...
-    roles
-        .create(
-            &PostParams::default(),
-            &role("held", "coordination.k8s.io", "leases", &["get", "update"]),
-        )
-        .await
-        .expect("a Role with rights the operator holds");
-    roles
-        .delete("held", &DeleteParams::default())
-        .await
-        .expect("delete it");
-    // ... and nothing more.
+    // What it holds, it may grant (as it grants the agents theirs; polled: the API
+    // server's RBAC cache takes the new ClusterRoleBinding in a moment) ...
+    poll(
+        "the operator creating a Role with rights it holds",
+        Duration::from_secs(30),
+        || {
+            let roles = roles.clone();
+            let held = role("held", "coordination.k8s.io", "leases", &["get", "update"]);
+            async move {
+                roles
+                    .create(&PostParams::default(), &held)
+                    .await
+                    .map_err(|e| e.to_string())
+            }
+        },
+    )
+    .await;
+    // ... but may remove no Role or RoleBinding, not even one it made, ...
+    forbidden(
+        "the operator deleting a Role",
+        roles.delete("held", &DeleteParams::default()).await,
+    );
+    let bindings: Api<RoleBinding> = Api::namespaced(operator_client.clone(), &ns);
+    forbidden(
+        "the operator deleting a RoleBinding",
+        bindings.delete("a", &DeleteParams::default()).await,
+    );
+    forbidden(
+        "the operator changing a RoleBinding",
+        bindings
+            .patch(
+                "a",
+                &kube::api::PatchParams::default(),
+                &kube::api::Patch::Merge(json!({"subjects": []})),
+            )
+            .await,
+    );
+    // ... and grant nothing more.
     for (name, group, resource, verbs) in [
         ("secrets-delete", "", "secrets", &["delete"][..]),
         ("pods-create", "", "pods", &["create"][..]),
@@ -1892,9 +1927,7 @@ async fn each_clusters_agents_reach_only_their_own_objects_and_the_operator_gran
         .expect("a RoleBinding");
         forbidden(
             &format!("the operator binding ClusterRole {cluster_role}"),
-            Api::<RoleBinding>::namespaced(operator_client.clone(), &ns)
-                .create(&PostParams::default(), &binding)
-                .await,
+            bindings.create(&PostParams::default(), &binding).await,
         );
     }
     let cluster_role: ClusterRole = serde_json::from_value(json!({

@@ -65,10 +65,16 @@ const RULES: &[Rule] = &[
         verbs: &["get", "create", "update"],
     },
     Rule {
-        why: "the agents' Role and RoleBinding, one per cluster because its rules name that cluster's formation record, Lease and ConfigMap (resourceNames), which a fixed ClusterRole cannot; the API server lets the operator grant no right it does not hold itself, and it writes no Role it did not create (removed when unneeded)",
+        why: "the agents' Role, one per cluster because its rules name that cluster's formation record, Lease and ConfigMap (resourceNames), which a fixed ClusterRole cannot; patch: its rules follow spec.bootstrap.discovery and spec.membership.downing; the API server lets the operator grant no right it does not hold itself; no delete (owner references remove it with the ClusterSpec)",
         groups: &["rbac.authorization.k8s.io"],
-        resources: &["roles", "rolebindings"],
-        verbs: &["get", "create", "patch", "delete"],
+        resources: &["roles"],
+        verbs: &["get", "create", "patch"],
+    },
+    Rule {
+        why: "the binding of that Role to the cluster's ServiceAccount: created once, never changed (no patch, no delete)",
+        groups: &["rbac.authorization.k8s.io"],
+        resources: &["rolebindings"],
+        verbs: &["get", "create"],
     },
     Rule {
         why: "a rollout deletes pods one at a time; pods are watched to see replacements Ready (and granted to agents for kubernetes-api discovery)",

@@ -159,7 +159,7 @@ pub fn check(raw: &Value, cx: &Context<'_>) -> Vec<Problem> {
         ),
         (
             "automountServiceAccountToken",
-            "the operator mounts a token only when the agents use the Kubernetes API (least privilege)",
+            "the operator mounts a token into the agent container only (least privilege)",
         ),
         (
             "hostNetwork",

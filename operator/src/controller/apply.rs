@@ -206,12 +206,8 @@ pub fn conflicts(cs: &ClusterSpec, owned: &Owned, lives: &Lives, pdb: bool) -> V
     let uid = cs.uid().unwrap_or_default();
     let wanted: [(&str, bool, Option<&Value>); 8] = [
         ("ServiceAccount", true, lives.service_account.as_ref()),
-        ("Role", owned.role.is_some(), lives.role.as_ref()),
-        (
-            "RoleBinding",
-            owned.role_binding.is_some(),
-            lives.role_binding.as_ref(),
-        ),
+        ("Role", true, lives.role.as_ref()),
+        ("RoleBinding", true, lives.role_binding.as_ref()),
         ("Service", true, lives.service.as_ref()),
         ("ConfigMap", true, lives.config_map.as_ref()),
         ("StatefulSet", true, lives.stateful_set.as_ref()),
@@ -320,8 +316,8 @@ pub async fn owned(
     // Service, settings and the agent ports' NetworkPolicy next; the StatefulSet (the
     // pods) last but for the budget.
     written += usize::from(one(ctx, ns, service_account, lives.service_account).await?);
-    written += usize::from(optional(ctx, ns, role, lives.role, &uid).await?);
-    written += usize::from(optional(ctx, ns, role_binding, lives.role_binding, &uid).await?);
+    written += usize::from(one(ctx, ns, role, lives.role).await?);
+    written += usize::from(created_once(ctx, ns, role_binding, lives.role_binding).await?);
     written += usize::from(one(ctx, ns, service, lives.service).await?);
     written += usize::from(one(ctx, ns, config_map, lives.config_map).await?);
     if ctx.network_policy_supported && !lives.network_policy_forbidden {
@@ -361,7 +357,7 @@ pub async fn owned(
 }
 
 /// Applies `obj` when wanted; when not, removes the `live` one if this ClusterSpec
-/// made it (an orphan, e.g. the Role after a switch to DNS discovery).
+/// made it (an orphan, e.g. the budget after `spec.disruptionBudget` turned it off).
 async fn optional<K: Child>(
     ctx: &Context,
     ns: &str,
@@ -399,6 +395,41 @@ async fn optional<K: Child>(
         // looks at it).
         Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => Ok(false),
         Err(e) => Err(Error::kube(format!("delete {kind} {name}"), e)),
+    }
+}
+
+/// Creates `obj` when there is none (`live`); true when written. For an object that
+/// never changes (the agents' RoleBinding: its subject and role are the cluster's
+/// name), so that the operator needs no right to patch or delete any such object. One
+/// of this ClusterSpec's that differs (edited by someone) is left as it is, warned.
+async fn created_once<K: Child>(
+    ctx: &Context,
+    ns: &str,
+    obj: K,
+    live: Option<Value>,
+) -> Result<bool, Error> {
+    let name = obj.name_any();
+    let kind = K::kind(&());
+    if let Some(live) = live {
+        let desired = serde_json::to_value(&obj).map_err(Error::Json)?;
+        if !contains(&live, &desired) {
+            tracing::warn!(%kind, %name, "differs from what the operator made; it creates this object only and changes it never: delete it to have it made again");
+        }
+        return Ok(false);
+    }
+    let api: Api<K> = Api::namespaced(ctx.client.clone(), ns);
+    let pp = PostParams {
+        field_manager: Some(FIELD_MANAGER.to_owned()),
+        ..PostParams::default()
+    };
+    match api.create(&pp, &obj).await {
+        Ok(_) => {
+            tracing::info!(%kind, %name, "created");
+            Ok(true)
+        }
+        // Made since it was read: the next reconcile looks at whose it is.
+        Err(kube::Error::Api(s)) if s.code == 409 => Ok(false),
+        Err(e) => Err(Error::kube(format!("create {kind} {name}"), e)),
     }
 }
 

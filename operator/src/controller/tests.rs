@@ -206,7 +206,7 @@ async fn a_new_cluster_spec_creates_everything_in_order_then_reports() {
             "POST coordination.k8s.io/v1/namespaces/prod/leases",
             "PATCH serviceaccounts/shop",
             "PATCH rbac.authorization.k8s.io/v1/namespaces/prod/roles/shop",
-            "PATCH rbac.authorization.k8s.io/v1/namespaces/prod/rolebindings/shop",
+            "POST rbac.authorization.k8s.io/v1/namespaces/prod/rolebindings",
             "PATCH services/shop",
             "PATCH configmaps/shop",
             "PATCH apps/v1/namespaces/prod/statefulsets/shop",
@@ -313,6 +313,13 @@ async fn first_reconcile(
         "/apis/coordination.k8s.io/v1/namespaces/prod/leases/shop-formation".into(),
         record,
     );
+    let binding = stored
+        .remove("/apis/rbac.authorization.k8s.io/v1/namespaces/prod/rolebindings")
+        .expect("the RoleBinding");
+    stored.insert(
+        "/apis/rbac.authorization.k8s.io/v1/namespaces/prod/rolebindings/shop".into(),
+        binding,
+    );
     let status = stored
         .remove("/apis/muster.dev/v1alpha1/namespaces/prod/clusterspecs/shop/status")
         .expect("status")["status"]
@@ -356,6 +363,22 @@ async fn an_unchanged_cluster_is_read_but_not_written() {
     let writes: Vec<&Call> = calls.iter().filter(|c| c.method != "GET").collect();
     assert!(writes.is_empty(), "no writes: {writes:?}");
     assert_eq!(calls.len(), 9, "reads: {:?}", summary(&calls));
+}
+
+#[tokio::test]
+async fn the_agents_role_binding_is_only_ever_created() {
+    let (mut stored, again) = first_reconcile(&cluster(json!({"replicas": 3}))).await;
+    // Someone added a subject to the cluster's binding: the operator, which may not
+    // patch or delete RoleBindings, leaves it (and warns).
+    let path = "/apis/rbac.authorization.k8s.io/v1/namespaces/prod/rolebindings/shop";
+    let binding = stored.get_mut(path).expect("the binding");
+    binding["subjects"]
+        .as_array_mut()
+        .expect("subjects")
+        .push(json!({"kind": "ServiceAccount", "name": "other", "namespace": "prod"}));
+    let calls = reconcile_again(again, stored).await;
+    let writes: Vec<&Call> = calls.iter().filter(|c| c.method != "GET").collect();
+    assert!(writes.is_empty(), "no writes: {writes:?}");
 }
 
 #[tokio::test]

@@ -140,14 +140,14 @@ impl From<Vec<crate::validate::Problem>> for BuildError {
 }
 
 /// Every owned object but the Secrets (made by the controller, never rebuilt),
-/// in apply order: identity and permissions first, the pods last. The Role and its
-/// binding exist only when the agents use the Kubernetes API; otherwise the controller
-/// removes any left from before (minimal RBAC).
+/// in apply order: identity and permissions first, the pods last. Every cluster's
+/// agents use the Kubernetes API (their formation record at least), so the Role and
+/// its binding always exist.
 #[derive(Debug, Clone)]
 pub struct Owned {
     pub service_account: ServiceAccount,
-    pub role: Option<Role>,
-    pub role_binding: Option<RoleBinding>,
+    pub role: Role,
+    pub role_binding: RoleBinding,
     pub service: Service,
     pub config_map: ConfigMap,
     pub stateful_set: StatefulSet,
@@ -194,15 +194,13 @@ pub fn owned(
 ) -> Result<Owned, BuildError> {
     let selection = site.selection;
     let agent_yaml = agent_yaml(&agent_settings(cs, selection)?);
-    let rules = rbac_rules(cs);
-    let uses_api = !rules.is_empty();
     Ok(Owned {
         service_account: service_account::build(cs),
-        role: uses_api.then(|| role::build(cs, rules)),
-        role_binding: uses_api.then(|| role_binding::build(cs)),
+        role: role::build(cs, rbac_rules(cs)),
+        role_binding: role_binding::build(cs),
         service: service::build(cs, selection),
         config_map: config_map::build(cs, &agent_yaml, new_cluster_enabled),
-        stateful_set: stateful_set::build(cs, &agent_yaml, uses_api, selection)?,
+        stateful_set: stateful_set::build(cs, &agent_yaml, selection)?,
         pod_disruption_budget: pod_disruption_budget::build(cs, selection),
         network_policy: network_policy::build(cs, site),
     })

@@ -1,5 +1,5 @@
 //! The Role of the agents: only what they use of the Kubernetes API (see
-//! `rbac_rules`); it exists only when they use it at all.
+//! `rbac_rules`), naming this cluster's objects.
 
 use k8s_openapi::api::rbac::v1::{PolicyRule, Role};
 use kube::ResourceExt;

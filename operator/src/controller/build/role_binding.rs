@@ -1,4 +1,5 @@
-//! The RoleBinding of the agents' Role to their ServiceAccount.
+//! The RoleBinding of the agents' Role to their ServiceAccount. It never changes, so
+//! the operator only creates it (no right to patch or delete RoleBindings).
 
 use k8s_openapi::api::rbac::v1::{RoleBinding, RoleRef, Subject};
 use kube::ResourceExt;

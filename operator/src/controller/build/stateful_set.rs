@@ -32,13 +32,12 @@ use crate::validate::Problem;
 /// The user and group the pods run as (distroless's `nonroot`).
 const NON_ROOT: i64 = 65532;
 
-/// `agent_yaml`: the agents' settings file (its digest goes into the template);
-/// `uses_api`: the agents talk to the Kubernetes API, so the agent container gets a
-/// token.
+/// `agent_yaml`: the agents' settings file (its digest goes into the template). The
+/// agents talk to the Kubernetes API (their formation record), so the agent container
+/// gets a token.
 pub fn build(
     cs: &ClusterSpec,
     agent_yaml: &str,
-    uses_api: bool,
     selection: Selection,
 ) -> Result<StatefulSet, BuildError> {
     let name = cs.name_any();
@@ -87,7 +86,7 @@ pub fn build(
             ..Volume::default()
         });
     }
-    if uses_api {
+    {
         volumes.push(token_volume());
         if let Some(agent) = containers.first_mut() {
             agent
@@ -104,7 +103,7 @@ pub fn build(
     let pod = PodSpec {
         service_account_name: Some(name.clone()),
         // Never a token in every container: the agent container mounts its own
-        // (`TOKEN_VOLUME`), and only when the agents use the API (least privilege).
+        // (`TOKEN_VOLUME`; least privilege).
         automount_service_account_token: Some(false),
         // No `<SERVICE>_SERVICE_HOST` variables: a Service named `muster-…` in the
         // namespace would give the agent MUSTER_… variables it does not know, and it

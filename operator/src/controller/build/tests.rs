@@ -120,7 +120,7 @@ fn the_role_grants_only_what_the_agents_use() {
     // The formation record, and the agents' own ConfigMap read only.
     const RECORD: &str = "- apiGroups:\n  - coordination.k8s.io\n  resourceNames:\n  - shop-formation\n  resources:\n  - leases\n  verbs:\n  - get\n  - update\n- apiGroups:\n  - ''\n  resourceNames:\n  - shop\n  resources:\n  - configmaps\n  verbs:\n  - get\n";
     let o = owned(&cluster("{}"), true, &Site::new(Selection::Muster)).expect("built");
-    let rules = yaml(&o.role.expect("a Role").rules);
+    let rules = yaml(&o.role.rules);
     assert_eq!(
         rules,
         format!(
@@ -133,7 +133,7 @@ fn the_role_grants_only_what_the_agents_use() {
         &Site::new(Selection::Muster),
     )
     .expect("built");
-    let rules = yaml(&o.role.expect("a Role").rules);
+    let rules = yaml(&o.role.rules);
     // The resolver's Lease alone (the operator creates it): no `create`, which RBAC
     // cannot limit to a name, and no other Lease of the namespace.
     assert!(rules.ends_with("- apiGroups:\n  - coordination.k8s.io\n  resourceNames:\n  - shop-muster-sbr\n  resources:\n  - leases\n  verbs:\n  - get\n  - update\n"), "{rules}");
@@ -151,8 +151,8 @@ fn the_role_grants_only_what_the_agents_use() {
         &Site::new(Selection::Muster),
     )
     .expect("built");
-    assert_eq!(yaml(&o.role.expect("a Role").rules), RECORD);
-    assert!(o.role_binding.is_some());
+    assert_eq!(yaml(&o.role.rules), RECORD);
+    assert_eq!(o.role_binding.role_ref.name, "shop");
     let pod = o.stateful_set.spec.template.spec.expect("pod spec");
     // The token goes to the agent container alone, never to every container.
     assert_eq!(pod.automount_service_account_token, Some(false));
@@ -259,8 +259,8 @@ fn every_object_is_owned_and_labelled() {
         .expect("an owner reference");
     let metas = [
         &o.service_account.metadata,
-        &o.role.as_ref().expect("a Role").metadata,
-        &o.role_binding.as_ref().expect("a RoleBinding").metadata,
+        &o.role.metadata,
+        &o.role_binding.metadata,
         &o.service.metadata,
         &o.config_map.metadata,
         &o.stateful_set.metadata,
