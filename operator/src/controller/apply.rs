@@ -398,10 +398,10 @@ async fn optional<K: Child>(
     }
 }
 
-/// Creates `obj` when there is none (`live`); true when written. For an object that
-/// never changes (the agents' RoleBinding: its subject and role are the cluster's
-/// name), so that the operator needs no right to patch or delete any such object. One
-/// of this ClusterSpec's that differs (edited by someone) is left as it is, warned.
+/// Creates the RoleBinding `obj` when there is none (`live`); true when written. It
+/// never changes (its subject and role are the cluster's name), so the operator needs
+/// no right to patch or delete RoleBindings. One of this ClusterSpec's that grants
+/// otherwise (edited by someone) is left as it is, warned.
 async fn created_once<K: Child>(
     ctx: &Context,
     ns: &str,
@@ -411,8 +411,12 @@ async fn created_once<K: Child>(
     let name = obj.name_any();
     let kind = K::kind(&());
     if let Some(live) = live {
+        // What it grants, not its labels (an older operator's may carry others).
         let desired = serde_json::to_value(&obj).map_err(Error::Json)?;
-        if !contains(&live, &desired) {
+        let differs = ["roleRef", "subjects"]
+            .iter()
+            .any(|field| !contains(&live[*field], &desired[*field]));
+        if differs {
             tracing::warn!(%kind, %name, "differs from what the operator made; it creates this object only and changes it never: delete it to have it made again");
         }
         return Ok(false);
