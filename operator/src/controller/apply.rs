@@ -2,7 +2,9 @@
 //! operator owns these fields), in the order of [`Owned`]'s fields. An object whose live
 //! state already has every field we would set is not written at all, so a reconcile of
 //! an unchanged cluster makes no writes; a field someone changed by hand differs and is
-//! put back. The Secret is the exception: created once, never rewritten. Nothing is
+//! put back. The Secrets and the agents' RoleBinding are the exceptions: created once,
+//! never rewritten (a changed RoleBinding is reported, for the operator may not change
+//! RoleBindings). Nothing is
 //! written over an object that is not this ClusterSpec's (its controller owner
 //! reference): what exists is read first ([`read`]) and any such object stops the
 //! reconcile before a write ([`conflicts`]).
@@ -260,11 +262,39 @@ pub fn conflicts(cs: &ClusterSpec, owned: &Owned, lives: &Lives, pdb: bool) -> V
             .flat_map(|t| t.all())
             .map(|s| ("Secret", s.metadata.clone())),
     );
-    found
+    let mut problems: Vec<Problem> = found
         .into_iter()
         .filter(|(_, meta)| !controlled_by(meta, &uid))
         .map(|(kind, meta)| conflict(cs, kind, &meta))
-        .collect()
+        .collect();
+    // The agents' binding is this ClusterSpec's but grants otherwise: the operator,
+    // which may not change RoleBindings, cannot put it back (and writes no pods over it).
+    if let Some(live) = lives
+        .role_binding
+        .as_ref()
+        .filter(|l| controlled_by(&meta_of(l), &uid))
+        .filter(|l| grants_otherwise(l, &owned.role_binding))
+    {
+        let name = meta_of(live).name.unwrap_or_default();
+        problems.push(Problem {
+            field: "metadata.name".to_owned(),
+            message: format!(
+                "RoleBinding {name} was changed: it no longer binds Role {name} to ServiceAccount {name} alone; the operator creates it but may not change it (least privilege): delete it and the operator makes it again"
+            ),
+        });
+    }
+    problems
+}
+
+/// Whether the live RoleBinding binds another role or other subjects than `desired`
+/// (its labels do not count: an older operator's may carry others).
+fn grants_otherwise(live: &Value, desired: &RoleBinding) -> bool {
+    let Ok(desired) = serde_json::to_value(desired) else {
+        return true;
+    };
+    ["roleRef", "subjects"]
+        .iter()
+        .any(|field| !contains(&live[*field], &desired[*field]))
 }
 
 fn conflict(cs: &ClusterSpec, kind: &str, meta: &ObjectMeta) -> Problem {
@@ -400,8 +430,8 @@ async fn optional<K: Child>(
 
 /// Creates the RoleBinding `obj` when there is none (`live`); true when written. It
 /// never changes (its subject and role are the cluster's name), so the operator needs
-/// no right to patch or delete RoleBindings. One of this ClusterSpec's that grants
-/// otherwise (edited by someone) is left as it is, warned.
+/// no right to patch or delete RoleBindings; one of this ClusterSpec's that grants
+/// otherwise is a conflict ([`conflicts`]), so never reaches here.
 async fn created_once<K: Child>(
     ctx: &Context,
     ns: &str,
@@ -410,15 +440,7 @@ async fn created_once<K: Child>(
 ) -> Result<bool, Error> {
     let name = obj.name_any();
     let kind = K::kind(&());
-    if let Some(live) = live {
-        // What it grants, not its labels (an older operator's may carry others).
-        let desired = serde_json::to_value(&obj).map_err(Error::Json)?;
-        let differs = ["roleRef", "subjects"]
-            .iter()
-            .any(|field| !contains(&live[*field], &desired[*field]));
-        if differs {
-            tracing::warn!(%kind, %name, "differs from what the operator made; it creates this object only and changes it never: delete it to have it made again");
-        }
+    if live.is_some() {
         return Ok(false);
     }
     let api: Api<K> = Api::namespaced(ctx.client.clone(), ns);
@@ -431,8 +453,8 @@ async fn created_once<K: Child>(
             tracing::info!(%kind, %name, "created");
             Ok(true)
         }
-        // Made since it was read: the next reconcile looks at whose it is.
-        Err(kube::Error::Api(s)) if s.code == 409 => Ok(false),
+        // Made since it was read (a 409): whose it is is not known, so nothing more is
+        // written; the next reconcile reads it and looks ([`conflicts`]).
         Err(e) => Err(Error::kube(format!("create {kind} {name}"), e)),
     }
 }

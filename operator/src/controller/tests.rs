@@ -1,6 +1,6 @@
 //! The reconcile's exact API traffic, replayed against a tower-test mock of the API
 //! server: a new ClusterSpec (every object read, then created by server-side apply in
-//! order, the Secret created once, the status written), the same cluster again (reads
+//! order, the Secret and the agents' RoleBinding created once, the status written), the same cluster again (reads
 //! only: no writes), and an invalid spec (only the status and a Warning event).
 
 use std::time::Duration;
@@ -367,18 +367,79 @@ async fn an_unchanged_cluster_is_read_but_not_written() {
 
 #[tokio::test]
 async fn the_agents_role_binding_is_only_ever_created() {
-    let (mut stored, again) = first_reconcile(&cluster(json!({"replicas": 3}))).await;
-    // Someone added a subject to the cluster's binding: the operator, which may not
-    // patch or delete RoleBindings, leaves it (and warns).
+    let (stored, again) = first_reconcile(&cluster(json!({"replicas": 3}))).await;
     let path = "/apis/rbac.authorization.k8s.io/v1/namespaces/prod/rolebindings/shop";
-    let binding = stored.get_mut(path).expect("the binding");
-    binding["subjects"]
-        .as_array_mut()
-        .expect("subjects")
-        .push(json!({"kind": "ServiceAccount", "name": "other", "namespace": "prod"}));
-    let calls = reconcile_again(again, stored).await;
+    // Other labels (an older operator's): what it grants is the same, nothing written.
+    let mut relabelled = stored.clone();
+    relabelled.get_mut(path).expect("the binding")["metadata"]["labels"] = json!({"a": "b"});
+    let calls = reconcile_again(again.clone(), relabelled).await;
     let writes: Vec<&Call> = calls.iter().filter(|c| c.method != "GET").collect();
     assert!(writes.is_empty(), "no writes: {writes:?}");
+    // Someone added a subject, or took the agents' away: the operator, which may not
+    // change RoleBindings, writes nothing but says so (and writes no pods over it).
+    for subjects in [
+        json!([{"kind": "ServiceAccount", "name": "shop", "namespace": "prod"},
+               {"kind": "ServiceAccount", "name": "other", "namespace": "prod"}]),
+        json!([]),
+    ] {
+        let mut edited = stored.clone();
+        edited.get_mut(path).expect("the binding")["subjects"] = subjects.clone();
+        let (ctx, handle) = context();
+        let task = tokio::spawn({
+            let (cs, ctx) = (again.clone(), ctx.clone());
+            async move { reconcile_once(&cs, &ctx, now()).await }
+        });
+        let (calls, result) = serve(handle, task, move |call: &Call| {
+            let at = call.uri.split('?').next().unwrap_or_default();
+            match (call.method.as_str(), edited.get(at)) {
+                ("GET", Some(obj)) => (200, obj.clone()),
+                _ => empty_namespace(call),
+            }
+        })
+        .await;
+        let message = only_a_conflict_reported(&calls, result, &subjects.to_string());
+        assert!(
+            message.contains("RoleBinding shop was changed"),
+            "{message}"
+        );
+    }
+}
+
+/// A RoleBinding made under the cluster's name between the operator's read and its
+/// create: nothing after it is written (permissions before pods), and the reconcile
+/// fails, so that the next one reads whose it is.
+#[tokio::test]
+async fn a_role_binding_made_meanwhile_stops_the_writes_after_it() {
+    let (ctx, handle) = context();
+    let cs = cluster(json!({"replicas": 3}));
+    let task = tokio::spawn({
+        let (cs, ctx) = (cs.clone(), ctx.clone());
+        async move { reconcile_once(&cs, &ctx, now()).await }
+    });
+    let (calls, result) = serve(handle, task, |call: &Call| {
+        if call.method == "POST" && call.uri.contains("/rolebindings") {
+            return (
+                409,
+                json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
+                       "reason": "AlreadyExists", "code": 409,
+                       "message": "rolebindings.rbac.authorization.k8s.io \"shop\" already exists"}),
+            );
+        }
+        empty_namespace(call)
+    })
+    .await;
+    assert!(result.is_err(), "{result:?}");
+    let after: Vec<String> = summary(&calls)
+        .into_iter()
+        .skip_while(|c| !c.contains("rolebindings") || c.starts_with("GET"))
+        .skip(1)
+        .collect();
+    assert!(
+        after.iter().all(|c| !c.contains("statefulsets")
+            && !c.contains("configmaps")
+            && !c.contains("services")),
+        "written after the refused binding: {after:?}"
+    );
 }
 
 #[tokio::test]
@@ -469,6 +530,27 @@ async fn an_invalid_spec_changes_nothing_but_the_status() {
     assert_eq!(calls[3].body["reason"], "InvalidSpec");
 }
 
+/// Asserts that the reconcile wrote only its status (Degraded, reason
+/// `ObjectConflict`) and a Warning Event; returns the condition's message.
+fn only_a_conflict_reported(calls: &[Call], result: Result<Action, Error>, what: &str) -> String {
+    assert_eq!(result.expect("reconciled"), Action::requeue(QUIET_REQUEUE));
+    let writes: Vec<String> = summary(calls)
+        .into_iter()
+        .filter(|c| !c.starts_with("GET"))
+        .collect();
+    assert_eq!(
+        writes,
+        [
+            "PATCH muster.dev/v1alpha1/namespaces/prod/clusterspecs/shop/status",
+            "POST events.k8s.io/v1/namespaces/prod/events",
+        ],
+        "{what}"
+    );
+    let degraded = degraded(&calls[calls.len() - 2].body["status"]);
+    assert_eq!(degraded["reason"], "ObjectConflict");
+    degraded["message"].as_str().expect("text").to_owned()
+}
+
 /// The Degraded condition of a written status.
 fn degraded(status: &Value) -> Value {
     status["conditions"]
@@ -525,22 +607,11 @@ async fn an_object_of_someone_else_under_the_clusters_name_is_never_touched() {
             async move { reconcile_once(&cs, &ctx, now()).await }
         });
         let (calls, result) = serve(handle, task, namespace_with_service_account(owners)).await;
-        assert_eq!(result.expect("reconciled"), Action::requeue(QUIET_REQUEUE));
-        let writes: Vec<String> = summary(&calls)
-            .into_iter()
-            .filter(|c| !c.starts_with("GET"))
-            .collect();
-        assert_eq!(
-            writes,
-            [
-                "PATCH muster.dev/v1alpha1/namespaces/prod/clusterspecs/shop/status",
-                "POST events.k8s.io/v1/namespaces/prod/events",
-            ],
-            "nothing created or changed, not even the Secret: {says}"
+        let message = only_a_conflict_reported(
+            &calls,
+            result,
+            &format!("nothing created or changed, not even the Secret: {says}"),
         );
-        let degraded = degraded(&calls[calls.len() - 2].body["status"]);
-        assert_eq!(degraded["reason"], "ObjectConflict");
-        let message = degraded["message"].as_str().expect("text");
         assert!(
             message.contains("ServiceAccount shop exists") && message.contains(says),
             "{message}"
