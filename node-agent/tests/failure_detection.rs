@@ -531,6 +531,21 @@ async fn a_held_handover_gate_keeps_a_leaving_agent_up_until_released_or_timed_o
         "it left, but waits for its application: {}",
         leaving.log()
     );
+    // Its event stream ends with ClusterShuttingDown; resumed after that, it is
+    // answered 204 (an EventSource then stops reconnecting while the agent lingers).
+    let (status, body) = event_stream_once(leaving.management(), None).await;
+    assert!(status.contains(" 200 "), "{status}");
+    let end = body
+        .split("\n\n")
+        .find(|e| e.contains("event: ClusterShuttingDown"))
+        .unwrap_or_else(|| panic!("the stream ends with ClusterShuttingDown: {body}"));
+    let id = end
+        .lines()
+        .find_map(|l| l.strip_prefix("id:"))
+        .map(str::trim)
+        .unwrap_or_else(|| panic!("the end carries an id: {end}"));
+    let (status, body) = event_stream_once(leaving.management(), Some(id)).await;
+    assert!(status.contains(" 204 "), "{status}: {body}");
     let released = Instant::now();
     client
         .handover_hold(leaving.management(), "singleton", false, None)
@@ -572,6 +587,33 @@ async fn a_held_handover_gate_keeps_a_leaving_agent_up_until_released_or_timed_o
         "{}",
         stopped.log()
     );
+}
+
+/// `GET /cluster/events` (HTTP/1.0, resumed after `last_event_id`) read until the server
+/// closes it, within 10 s: the status line and the body.
+async fn event_stream_once(
+    addr: std::net::SocketAddr,
+    last_event_id: Option<&str>,
+) -> (String, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let read = async {
+        let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        let resume = last_event_id
+            .map(|id| format!("Last-Event-ID: {id}\r\n"))
+            .unwrap_or_default();
+        s.write_all(format!("GET /cluster/events HTTP/1.0\r\n{resume}\r\n").as_bytes())
+            .await
+            .expect("send");
+        let mut all = String::new();
+        s.read_to_string(&mut all).await.expect("read");
+        all
+    };
+    let all = tokio::time::timeout(Duration::from_secs(10), read)
+        .await
+        .expect("the server closes the stream within 10 s");
+    let (head, body) = all.split_once("\r\n\r\n").unwrap_or((&all, ""));
+    let status = head.lines().next().unwrap_or_default().to_owned();
+    (status, body.to_owned())
 }
 
 /// SIGTERM, as the kubelet stops a container.

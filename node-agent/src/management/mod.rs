@@ -903,6 +903,12 @@ fn event_stream(
     let sub = s
         .events
         .subscribe(resume_point(uid, headers.get("last-event-id")));
+    if sub.after_the_end {
+        // The client saw ClusterShuttingDown already: 204 tells an EventSource to stop
+        // reconnecting (each retry would otherwise get the end again while this agent
+        // lingers, e.g. for its handover).
+        return StatusCode::NO_CONTENT.into_response();
+    }
     let resync = sub.resynced.then(|| {
         Event::default().event("Resync").data(
             "the events after Last-Event-ID are no longer kept (or come from another agent); what follows is the current state",

@@ -215,6 +215,9 @@ pub struct Start {
     pub events: Vec<(u64, ClusterEvent)>,
     /// The asked resume point was too old: the events are a fresh snapshot.
     pub resynced: bool,
+    /// The resume point is at or after this agent's `ClusterShuttingDown`: the
+    /// subscriber saw the end already (the events hold it once more).
+    pub after_the_end: bool,
 }
 
 impl EventHub {
@@ -271,25 +274,28 @@ impl EventHub {
             Some(Ok(mut events)) => {
                 // Resumed after the end (the client saw it; the agent still runs, e.g.
                 // for its handover): the stream ends again, with the end.
-                if *shutting_down
+                let after_the_end = *shutting_down
                     && !events
                         .iter()
-                        .any(|(_, e)| *e == ClusterEvent::ClusterShuttingDown)
-                {
+                        .any(|(_, e)| *e == ClusterEvent::ClusterShuttingDown);
+                if after_the_end {
                     events.push((log.last_id(), ClusterEvent::ClusterShuttingDown));
                 }
                 Start {
                     events,
                     resynced: false,
+                    after_the_end,
                 }
             }
             Some(Err(_)) => Start {
                 events: snapshot(),
                 resynced: true,
+                after_the_end: false,
             },
             None => Start {
                 events: snapshot(),
                 resynced: false,
+                after_the_end: false,
             },
         }
     }
@@ -317,6 +323,7 @@ impl EventHub {
             snapshot_left: if snapshot { start.events.len() } else { 0 },
             pending: start.events.into(),
             resynced: start.resynced,
+            after_the_end: start.after_the_end,
         }
     }
 }
@@ -332,6 +339,8 @@ pub struct Subscription {
     snapshot_left: usize,
     /// The resume point asked for was too old: the first events are a snapshot.
     pub resynced: bool,
+    /// Resumed after this agent's `ClusterShuttingDown` (see [`Start::after_the_end`]).
+    pub after_the_end: bool,
 }
 
 impl Subscription {

@@ -329,7 +329,7 @@ fn a_stream_resumed_after_the_end_is_told_the_end_again() {
     // Resumed from the end itself (the client saw it, the agent still runs: e.g. its
     // handover): nothing after it in the log, but the stream must end again.
     let resumed = hub.start(Some(end));
-    assert!(!resumed.resynced);
+    assert!(!resumed.resynced && resumed.after_the_end);
     assert_eq!(
         names(
             &resumed
@@ -342,6 +342,7 @@ fn a_stream_resumed_after_the_end_is_told_the_end_again() {
     );
     // Resumed from before it: the end once, not twice.
     let earlier = hub.start(Some(end - 1));
+    assert!(!earlier.after_the_end);
     assert_eq!(
         earlier
             .events
